@@ -1,0 +1,122 @@
+//! A kube client per kubeconfig context.
+//!
+//! mtcd talks to clusters only through a normal kubeconfig, the way kubectl does; it has no
+//! idea whether the other end is a real API server or the lab.
+
+use std::path::{Path, PathBuf};
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+/// Errors reaching a cluster. Each names the context, so the user knows which side failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The kubeconfig file could not be read or parsed.
+    #[error("cannot read kubeconfig {path}: {source}")]
+    Kubeconfig {
+        path: String,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    /// The context is not in the kubeconfig.
+    #[error("context {context:?} is not in kubeconfig {path} (contexts there: {available})")]
+    MissingContext { context: String, path: String, available: String },
+    /// Building a client for the context failed (bad certificate data, unknown auth...).
+    #[error("context {context:?}: {source}")]
+    Config {
+        context: String,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    /// The client could not be built.
+    #[error("context {context:?}: {source}")]
+    Client {
+        context: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// The API server did not answer.
+    #[error("context {context:?}: API server {url} could not be reached: {source}")]
+    Unreachable {
+        context: String,
+        url: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// A connected cluster.
+#[derive(Clone)]
+pub struct Cluster {
+    pub context: String,
+    pub client: kube::Client,
+    /// The resolved connection settings (server URL, TLS, auth). Holds credentials: never
+    /// print it.
+    pub config: kube::Config,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("context", &self.context)
+            .field("server", &self.config.cluster_url.to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The kubeconfig path in effect: `--kubeconfig`, else `$KUBECONFIG` (first entry), else
+/// `~/.kube/config`.
+pub fn kubeconfig_path(explicit: Option<&Path>) -> PathBuf {
+    if let Some(p) = explicit {
+        return p.to_path_buf();
+    }
+    if let Some(env) = std::env::var_os("KUBECONFIG") {
+        if let Some(first) = std::env::split_paths(&env).next() {
+            return first;
+        }
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    home.join(".kube").join("config")
+}
+
+/// Reads a kubeconfig file.
+pub fn read_kubeconfig(path: &Path) -> Result<Kubeconfig, ClusterError> {
+    Kubeconfig::read_from(path).map_err(|source| ClusterError::Kubeconfig {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Names of the contexts in a kubeconfig, in file order.
+pub fn context_names(kubeconfig: &Kubeconfig) -> Vec<String> {
+    kubeconfig.contexts.iter().map(|c| c.name.clone()).collect()
+}
+
+/// Builds a client for `context` without contacting the server.
+pub async fn client_for(kubeconfig: &Kubeconfig, path: &Path, context: &str) -> Result<Cluster, ClusterError> {
+    crate::tls::init();
+    if !kubeconfig.contexts.iter().any(|c| c.name == context) {
+        return Err(ClusterError::MissingContext {
+            context: context.to_string(),
+            path: path.display().to_string(),
+            available: context_names(kubeconfig).join(", "),
+        });
+    }
+    let options = KubeConfigOptions { context: Some(context.to_string()), ..Default::default() };
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig.clone(), &options)
+        .await
+        .map_err(|source| ClusterError::Config { context: context.to_string(), source })?;
+    let client = kube::Client::try_from(config.clone())
+        .map_err(|source| ClusterError::Client { context: context.to_string(), source })?;
+    Ok(Cluster { context: context.to_string(), client, config })
+}
+
+/// Builds a client and checks the API server answers (`/version`).
+pub async fn connect(kubeconfig: &Kubeconfig, path: &Path, context: &str) -> Result<Cluster, ClusterError> {
+    let cluster = client_for(kubeconfig, path, context).await?;
+    cluster.client.apiserver_version().await.map_err(|source| ClusterError::Unreachable {
+        context: context.to_string(),
+        url: cluster.config.cluster_url.to_string(),
+        source,
+    })?;
+    Ok(cluster)
+}

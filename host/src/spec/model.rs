@@ -1,0 +1,281 @@
+//! The validated desired state. Every value here has been checked: names are DNS-1123,
+//! durations and sizes parsed, mappings consistent, plugin files present.
+//!
+//! This is the contract between the spec parser and the rest of mtcd; see
+//! docs/desired-state.md for the file format that produces it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+
+/// A whole desired-state file, version 1.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spec {
+    /// Where the file was read from; relative plugin paths resolve against its folder.
+    pub path: PathBuf,
+    pub source: Cluster,
+    pub destination: Cluster,
+    pub migrations: Vec<Migration>,
+    pub sync: Sync,
+}
+
+/// Which side of the migration a cluster is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Side {
+    Source,
+    Destination,
+}
+
+impl Side {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Source => "source",
+            Side::Destination => "destination",
+        }
+    }
+}
+
+/// One cluster: how to reach its API and its internal registry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cluster {
+    /// kubeconfig context name.
+    pub context: String,
+    /// The internal registry's externally reachable address (`host[:port]`), e.g. the
+    /// OpenShift registry's default route. `None`: images cannot be copied to/from it.
+    pub registry: Option<Registry>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Registry {
+    /// `host[:port]` as reachable from where mtcd runs.
+    pub address: String,
+    /// The address pods in the cluster use for the same registry (e.g.
+    /// `image-registry.openshift-image-registry.svc:5000`); image references under it are
+    /// internal. Defaults to `address`.
+    pub internal_address: Option<String>,
+    pub auth: RegistryAuth,
+    pub tls: RegistryTls,
+}
+
+/// Credentials by reference: the file never holds a secret.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RegistryAuth {
+    Anonymous,
+    /// A docker `config.json`; the entry for the registry host is used.
+    DockerConfig(PathBuf),
+    /// The bearer token of the kubeconfig user of this cluster's context (OpenShift's
+    /// registry accepts it).
+    KubeconfigToken,
+    /// Username and password read from environment variables (named here).
+    BasicEnv { username_env: String, password_env: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RegistryTls {
+    /// System roots (the default).
+    Verify,
+    /// Trust this PEM bundle in addition to the system roots.
+    CaBundle(PathBuf),
+    /// Plain HTTP. Only when the file says `insecure = true`, never as a fallback.
+    Insecure,
+}
+
+/// How a migration moves one kind of content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResourceMode {
+    Direct,
+    Velero,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VolumeMode {
+    Direct,
+    Skip,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageMode {
+    Direct,
+    Skip,
+}
+
+/// One `[[migration]]`: a set of namespaces moved together.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Migration {
+    /// DNS-1123 label; stored in the `mtcd.io/migration` label of everything mtcd creates.
+    pub name: String,
+    /// Source namespaces, in file order.
+    pub namespaces: Vec<String>,
+    /// Source namespace → destination namespace, one entry for every migrated namespace
+    /// (identity where the file gives no mapping).
+    pub namespace_map: IndexMap<String, String>,
+    pub resources: ResourceMode,
+    pub volumes: VolumeMode,
+    pub images: ImageMode,
+    pub filter: Filter,
+    pub storage_class_map: IndexMap<String, String>,
+    pub access_mode_map: IndexMap<String, String>,
+    /// Source PVC name → destination PVC name (within the mapped namespace).
+    pub pvc_name_map: IndexMap<String, String>,
+    /// `false` (default): workloads arrive with 0 replicas and CronJobs suspended until
+    /// cutover. `true`: a one-shot copy that starts everything.
+    pub start_workloads: bool,
+    /// Remove destination objects mtcd manages that no longer exist on the source.
+    pub prune: bool,
+    pub dvm: DvmOptions,
+    pub dim: DimOptions,
+    pub velero: VeleroOptions,
+    pub transforms: Vec<PluginRef>,
+    pub hooks: Vec<HookRef>,
+}
+
+/// Which objects a migration takes. Empty `include_kinds` means every kind.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Filter {
+    /// `Kind` or `Kind.group` (e.g. `Deployment`, `Route.route.openshift.io`).
+    pub include_kinds: Vec<String>,
+    pub exclude_kinds: Vec<String>,
+    /// A Kubernetes label selector string (`app=shop,tier!=cache`), passed to list calls.
+    pub label_selector: Option<String>,
+}
+
+/// How the source's PVC data is reached from the source cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointKind {
+    /// OpenShift Route, TLS passthrough on 443.
+    Route,
+    /// Ingress with TLS passthrough (nginx `ssl-passthrough`).
+    Ingress,
+    /// A Service of type LoadBalancer on 443.
+    LoadBalancer,
+}
+
+/// Direct Volume Migration options. Defaults are in docs/desired-state.md.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DvmOptions {
+    pub endpoint: EndpointKind,
+    /// For Route/Ingress: the cluster's apps domain for generated hosts. `None`: let the
+    /// router assign one.
+    pub subdomain: Option<String>,
+    /// PVCs transferred at once.
+    pub parallel: usize,
+    /// rsync streams per PVC, split by top-level directory (1 = no split).
+    pub streams_per_pvc: usize,
+    /// rsync `--bwlimit`, bytes per second.
+    pub bandwidth_limit: Option<u64>,
+    /// Attempts after the first failed rsync.
+    pub retries: u32,
+    /// A checksum pass after the copy.
+    pub verify: bool,
+    /// The image with rsync and stunnel used for transfer pods.
+    pub transfer_image: String,
+    /// Preserve owner and group (runs rsync as root in the transfer pods).
+    pub preserve_ownership: bool,
+    /// Keep hard links (`--hard-links`; costs memory on huge trees).
+    pub hard_links: bool,
+    /// `--compress` (off: compression costs time on fast links and incompressible data).
+    pub compress: bool,
+    /// How long a client pod waits for the tunnel before failing.
+    pub tunnel_timeout: Duration,
+}
+
+/// Direct Image Migration options.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DimOptions {
+    /// Registry hosts (besides the source registry's addresses) whose images count as
+    /// internal and are copied.
+    pub internal_hosts: Vec<String>,
+    /// Images copied at once.
+    pub concurrency: usize,
+    /// Blobs in flight per image.
+    pub blob_concurrency: usize,
+    /// How many entries of each ImageStream tag's history to copy (1 = current only).
+    pub tag_history: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VeleroOptions {
+    /// Namespace Velero runs in, on both clusters.
+    pub namespace: String,
+    /// BackupStorageLocation shared by both clusters.
+    pub storage_location: String,
+    pub existing_resource_policy: ExistingResourcePolicy,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExistingResourcePolicy {
+    None,
+    Update,
+}
+
+/// A WebAssembly component and what it may do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginRef {
+    /// Resolved absolute path of the `.wasm` component (checked to exist).
+    pub path: PathBuf,
+    /// Free-form configuration handed to the plugin's `configure` as JSON.
+    pub config: serde_json::Value,
+    pub limits: PluginLimits,
+    pub grants: PluginGrants,
+    pub on_error: OnError,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginLimits {
+    /// Wall-clock deadline per call (default 1 s for transforms, 5 min for hooks).
+    pub timeout: Duration,
+    /// Linear memory cap in bytes (default 64 MiB).
+    pub memory: u64,
+    /// Fuel per call; `None` = derived from the timeout only.
+    pub fuel: Option<u64>,
+}
+
+/// Capabilities beyond pure computation. All off unless the file grants them.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PluginGrants {
+    /// Host directories preopened for the plugin: (host path, guest path, writable).
+    pub dirs: Vec<DirGrant>,
+    pub env: Vec<String>,
+    pub clock: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DirGrant {
+    pub host: PathBuf,
+    pub guest: String,
+    pub writable: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    /// Stop the plan (default).
+    Fail,
+    /// Leave the object out and warn.
+    SkipObject,
+    /// Keep the object as it was before this plugin and warn.
+    KeepOriginal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HookPhase {
+    PreBackup,
+    PostBackup,
+    PreRestore,
+    PostRestore,
+    PreCutover,
+    PostCutover,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HookRef {
+    pub phase: HookPhase,
+    pub plugin: PluginRef,
+}
+
+/// `apply --watch` settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sync {
+    pub interval: Duration,
+}
