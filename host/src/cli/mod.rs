@@ -162,8 +162,9 @@ async fn not_built(command: &str, global: &Global, file: &std::path::Path) -> an
 fn init_tracing(verbose: u8) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
-        0 => "warn",
-        1 => "mtcd=info,warn",
+        // kube logs every failed request at error level; mtcd reports those itself, once.
+        0 => "warn,kube_client=off",
+        1 => "mtcd=info,warn,kube_client=off",
         2 => "mtcd=debug,info",
         _ => "trace",
     };
@@ -193,7 +194,13 @@ fn report_error(e: &anyhow::Error, output: Output) {
         return;
     }
     eprintln!("error: {e}");
+    // Wrapped errors often repeat their source's text; print each new piece once.
+    let mut shown = e.to_string();
     for cause in e.chain().skip(1) {
-        eprintln!("  caused by: {cause}");
+        let text = cause.to_string();
+        if !shown.contains(&text) {
+            eprintln!("  caused by: {text}");
+        }
+        shown.push_str(&text);
     }
 }

@@ -4,8 +4,6 @@
 
 use std::path::Path;
 
-use anyhow::Context;
-
 use super::{Global, Output};
 use crate::cluster::{self, Cluster};
 use crate::spec::{self, Spec};
@@ -27,8 +25,12 @@ impl Session {
             cluster::connect(&kubeconfig, &kubeconfig_path, &spec.source.context),
             cluster::connect(&kubeconfig, &kubeconfig_path, &spec.destination.context),
         );
-        let source = source.context("cannot reach the source cluster")?;
-        let destination = destination.context("cannot reach the destination cluster")?;
+        let (source, destination) = match (source, destination) {
+            (Ok(s), Ok(d)) => (s, d),
+            (Err(e), Ok(_)) => return Err(anyhow::Error::new(e).context("cannot reach the source cluster")),
+            (Ok(_), Err(e)) => return Err(anyhow::Error::new(e).context("cannot reach the destination cluster")),
+            (Err(s), Err(d)) => anyhow::bail!("cannot reach either cluster:\n  source: {s}\n  destination: {d}"),
+        };
         Ok(Session { spec, source, destination, output: global.output })
     }
 }
