@@ -458,7 +458,7 @@ pub(crate) fn default_dvm() -> DvmOptions {
         verify: false,
         transfer_image: DEFAULT_TRANSFER_IMAGE.into(),
         preserve_ownership: false,
-        hard_links: true,
+        hard_links: false,
         compress: false,
         tunnel_timeout: Duration::from_secs(120),
     }
