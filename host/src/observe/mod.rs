@@ -1,1 +1,3 @@
-//! TODO(owner): see docs/architecture.md
+//! Snapshots of both clusters through discovery and paged lists; the only reads the plan
+//! needs. Types a user may not list (403) or that vanish (404) are warnings, not failures,
+//! as in Crane's export.
