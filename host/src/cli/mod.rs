@@ -2,6 +2,8 @@
 //! a `run`; errors travel up as `anyhow` with context and are printed once, here, with their
 //! cause chain.
 
+mod apply;
+mod plan;
 mod session;
 
 use std::path::PathBuf;
@@ -141,8 +143,9 @@ pub fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<Exit> {
     let global = cli.global;
     match cli.command {
-        Command::Plan(a) => not_built("plan", &global, &a.file).await,
-        Command::Apply(a) => not_built(if a.watch { "apply --watch" } else { "apply" }, &global, &a.file.file).await,
+        Command::Plan(a) => plan::run(&Session::open(&global, &a.file).await?).await,
+        Command::Apply(a) if !a.watch => apply::run(&Session::open(&global, &a.file.file).await?).await,
+        Command::Apply(a) => not_built("apply --watch", &global, &a.file.file).await,
         Command::Cutover(a) => not_built("cutover", &global, &a.file).await,
         Command::Rollback(a) => not_built("rollback", &global, &a.file).await,
         Command::Status(a) => not_built("status", &global, &a.file).await,

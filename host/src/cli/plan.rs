@@ -1,0 +1,31 @@
+//! `mtcd plan`: what `apply` would change, per object. Exit 0: nothing to do; 2: changes.
+
+use std::io::IsTerminal;
+
+use super::{Exit, Output, Session};
+use crate::engine::{self, Plan};
+use crate::plan::render;
+
+pub async fn run(session: &Session) -> anyhow::Result<Exit> {
+    let plan = engine::plan(&session.spec, &session.source, &session.destination).await?;
+    print(&plan, session.output);
+    Ok(if plan.pending() == 0 { Exit::Success } else { Exit::Changes })
+}
+
+pub fn print(plan: &Plan, output: Output) {
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(plan).unwrap_or_default()),
+        Output::Human => {
+            let color = std::io::stdout().is_terminal();
+            for m in &plan.migrations {
+                println!("migration {} ({} → {})", m.name, m.source, m.destination);
+                print!("{}", render::human(&m.resources, color));
+            }
+            if plan.pending() == 0 {
+                println!("Nothing to do: the destination matches the desired state.");
+            } else {
+                println!("{} change(s) pending. Run `mtcd apply` to make them.", plan.pending());
+            }
+        }
+    }
+}
