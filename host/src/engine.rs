@@ -17,6 +17,8 @@ use crate::transform::{object, rules::RuleSettings};
 pub enum EngineError {
     #[error(transparent)]
     Observe(#[from] ObserveError),
+    #[error(transparent)]
+    Dvm(crate::actions::dvm::DvmError),
     /// A transform failed: nothing was written.
     #[error("migration {migration:?}: transform failed on {source}; nothing was changed")]
     Transform {
@@ -33,8 +35,10 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Changes `apply` would make: objects to write, and PVCs to sync (a sync is always
+    /// pending: only rsync can tell whether data changed).
     pub fn pending(&self) -> usize {
-        self.migrations.iter().map(|m| m.resources.pending()).sum()
+        self.migrations.iter().map(|m| m.resources.pending() + m.volumes.len()).sum()
     }
 }
 
@@ -44,6 +48,8 @@ pub struct MigrationPlan {
     pub source: String,
     pub destination: String,
     pub resources: ResourcePlan,
+    /// PVCs whose data DVM copies (empty with `volumes = "skip"`).
+    pub volumes: Vec<crate::actions::dvm::VolumeTransfer>,
 }
 
 /// API groups whose types every cluster has (or OLM installs): their CRDs are never copied.
@@ -183,7 +189,8 @@ pub async fn plan(spec: &Spec, src: &Cluster, dst: &Cluster) -> Result<Plan, Eng
     for m in &spec.migrations {
         let span = tracing::info_span!("plan", migration = %m.name);
         let resources = plan_resources(src, dst, m, false, &mut no_transform).instrument(span).await?;
-        migrations.push(MigrationPlan { name: m.name.clone(), source: src.context.clone(), destination: dst.context.clone(), resources });
+        let volumes = crate::actions::dvm::discover(src, m).await.map_err(EngineError::Dvm)?;
+        migrations.push(MigrationPlan { name: m.name.clone(), source: src.context.clone(), destination: dst.context.clone(), resources, volumes });
     }
     Ok(Plan { migrations })
 }

@@ -1,20 +1,24 @@
-//! `mtcd apply`: compute the whole plan, then execute it. Exit 1 when any object failed.
+//! `mtcd apply`: compute the whole plan, then execute it: resources, then PV data.
+//! Exit 1 when any object or volume failed (the rest still ran).
+
+use std::io::IsTerminal;
 
 use super::{Exit, Output, Session};
-use crate::actions::resources;
+use crate::actions::{dvm, resources};
 use crate::engine;
+use crate::spec::VolumeMode;
 
 pub async fn run(session: &Session) -> anyhow::Result<Exit> {
     // The whole plan first: a failing transform or an unreadable cluster stops here, before
     // the first write.
     let plan = engine::plan(&session.spec, &session.source, &session.destination).await?;
+    let json = session.output == Output::Json;
     let mut failed = 0;
     let mut summary = Vec::new();
-    for m in &plan.migrations {
+    for (m, spec_m) in plan.migrations.iter().zip(&session.spec.migrations) {
         for w in &m.resources.warnings {
             eprintln!("warning: {w}");
         }
-        let json = session.output == Output::Json;
         let progress = |c: &crate::plan::ResourceChange, r: Result<(), &str>| {
             if json {
                 let event = serde_json::json!({"event": "resource", "migration": m.name, "action": c.action, "object": c.key.to_string(), "ok": r.is_ok(), "error": r.err()});
@@ -29,9 +33,7 @@ pub async fn run(session: &Session) -> anyhow::Result<Exit> {
             resources::apply(&session.destination.client, &session.destination.context, &m.resources.changes, &progress).await
         };
         failed += report.failed.len();
-        if json {
-            summary.push(serde_json::json!({"migration": m.name, "resources": report}));
-        } else {
+        if !json {
             println!(
                 "migration {}: {} created, {} updated, {} pruned, {} unchanged, {} failed",
                 m.name,
@@ -45,13 +47,83 @@ pub async fn run(session: &Session) -> anyhow::Result<Exit> {
                 println!("  failed {}: {}", f.object, f.message);
             }
         }
+        let mut volumes = Vec::new();
+        if spec_m.volumes == VolumeMode::Direct && !m.volumes.is_empty() {
+            let tty = std::io::stderr().is_terminal();
+            let events = |e: dvm::DvmEvent| volume_event(&m.name, &e, json, tty);
+            match dvm::run(&session.source, &session.destination, spec_m, &events).await {
+                Ok(results) => volumes = results,
+                Err(e) => {
+                    failed += 1;
+                    eprintln!("error: migration {}: volume migration: {e}", m.name);
+                }
+            }
+            for v in &volumes {
+                if !v.ok {
+                    failed += 1;
+                }
+                if !json {
+                    if v.ok {
+                        println!(
+                            "  volume {}: done in {:.1}s, {} files, {} sent ({} of {} total changed)",
+                            v.pvc,
+                            v.seconds,
+                            v.stats.files,
+                            human_bytes(v.stats.bytes_sent),
+                            human_bytes(v.stats.literal_data),
+                            human_bytes(v.stats.total_size)
+                        );
+                    } else {
+                        println!("  volume {}: FAILED after {} attempt(s)", v.pvc, v.attempts);
+                        for e in &v.errors {
+                            println!("    {e}");
+                        }
+                    }
+                }
+            }
+        }
+        summary.push(serde_json::json!({"migration": m.name, "resources": report, "volumes": volumes}));
     }
-    if session.output == Output::Json {
+    if json {
         println!("{}", serde_json::json!({"event": "summary", "migrations": summary}));
     }
     if failed > 0 {
-        eprintln!("error: {failed} object(s) could not be applied; the rest were. Fix them and run `mtcd apply` again.");
+        eprintln!("error: {failed} object(s) or volume(s) failed; the rest were applied. Fix them and run `mtcd apply` again.");
         return Ok(Exit::Failed);
     }
     Ok(Exit::Success)
+}
+
+fn volume_event(migration: &str, e: &dvm::DvmEvent, json: bool, tty: bool) {
+    if json {
+        let mut v = serde_json::to_value(e).unwrap_or_default();
+        v["event"] = "volume".into();
+        v["migration"] = migration.into();
+        println!("{v}");
+        return;
+    }
+    match (&e.progress, tty) {
+        (Some(p), true) => eprint!("\r  {}: {:>3}% {} at {}/s        ", e.pvc, p.percent, human_bytes(p.bytes), human_bytes(p.rate as u64)),
+        (Some(_), false) => {}
+        (None, _) => {
+            if tty {
+                eprintln!();
+            }
+            match &e.message {
+                Some(m) => eprintln!("  {}: {:?}: {m}", e.pvc, e.phase),
+                None => eprintln!("  {}: {:?} (attempt {})", e.pvc, e.phase, e.attempt),
+            }
+        }
+    }
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[i]) }
 }

@@ -3,6 +3,7 @@
 //! cause chain.
 
 mod apply;
+mod cleanup;
 mod plan;
 mod session;
 
@@ -149,7 +150,7 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Cutover(a) => not_built("cutover", &global, &a.file).await,
         Command::Rollback(a) => not_built("rollback", &global, &a.file).await,
         Command::Status(a) => not_built("status", &global, &a.file).await,
-        Command::Cleanup(a) => not_built("cleanup", &global, &a.file).await,
+        Command::Cleanup(a) => cleanup::run(&Session::open(&global, &a.file).await?).await,
         Command::Plugin(PluginCommand::Test(_)) => anyhow::bail!("`mtcd plugin test` is not built yet"),
         Command::Plugin(PluginCommand::New(_)) => anyhow::bail!("`mtcd plugin new` is not built yet"),
     }

@@ -20,6 +20,22 @@ pub fn print(plan: &Plan, output: Output) {
             for m in &plan.migrations {
                 println!("migration {} ({} → {})", m.name, m.source, m.destination);
                 print!("{}", render::human(&m.resources, color));
+                if !m.volumes.is_empty() {
+                    println!("  volumes to sync (Direct Volume Migration):");
+                    for v in &m.volumes {
+                        let note = if v.block { "  (volumeMode Block: not supported, will fail)" } else { "" };
+                        println!(
+                            "    {}/{} → {}/{}  {}{}{}",
+                            v.namespace,
+                            v.claim,
+                            v.destination_namespace,
+                            v.destination_claim,
+                            v.capacity,
+                            v.storage_class.as_deref().map(|c| format!(", class {c}")).unwrap_or_default(),
+                            note
+                        );
+                    }
+                }
             }
             if plan.pending() == 0 {
                 println!("Nothing to do: the destination matches the desired state.");
