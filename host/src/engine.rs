@@ -183,12 +183,15 @@ pub fn no_transform(o: Value) -> Result<Transformed, TransformFailure> {
     Ok(Transformed::Keep(o, Vec::new()))
 }
 
-/// Plans every migration in the file.
-pub async fn plan(spec: &Spec, src: &Cluster, dst: &Cluster) -> Result<Plan, EngineError> {
+/// Plans every migration in the file. Workloads are held at 0 on the destination until the
+/// migration's cutover is recorded there, or when `cutover` asks for the released form.
+pub async fn plan(spec: &Spec, src: &Cluster, dst: &Cluster, cutover: bool) -> Result<Plan, EngineError> {
     let mut migrations = Vec::new();
     for m in &spec.migrations {
         let span = tracing::info_span!("plan", migration = %m.name);
-        let resources = plan_resources(src, dst, m, false, &mut no_transform).instrument(span).await?;
+        let dest_namespaces: Vec<String> = m.namespace_map.values().cloned().collect();
+        let released = cutover || crate::actions::quiesce::is_cut_over(dst, &dest_namespaces).await;
+        let resources = plan_resources(src, dst, m, released, &mut no_transform).instrument(span).await?;
         let volumes = crate::actions::dvm::discover(src, m).await.map_err(EngineError::Dvm)?;
         migrations.push(MigrationPlan { name: m.name.clone(), source: src.context.clone(), destination: dst.context.clone(), resources, volumes });
     }

@@ -9,9 +9,29 @@ use crate::engine;
 use crate::spec::VolumeMode;
 
 pub async fn run(session: &Session) -> anyhow::Result<Exit> {
+    let outcome = sync(session, false).await?;
+    if outcome.failed > 0 {
+        eprintln!("error: {} object(s) or volume(s) failed; the rest were applied. Fix them and run `mtcd apply` again.", outcome.failed);
+        return Ok(Exit::Failed);
+    }
+    Ok(Exit::Success)
+}
+
+/// What one sync did.
+pub struct Outcome {
+    pub failed: usize,
+    pub changed: usize,
+    pub bytes: u64,
+}
+
+/// One full sync: plan everything, then resources and PV data. `cutover` applies workloads
+/// in their released form (original replicas).
+pub async fn sync(session: &Session, cutover: bool) -> anyhow::Result<Outcome> {
     // The whole plan first: a failing transform or an unreadable cluster stops here, before
     // the first write.
-    let plan = engine::plan(&session.spec, &session.source, &session.destination).await?;
+    let plan = engine::plan(&session.spec, &session.source, &session.destination, cutover).await?;
+    let mut changed = 0;
+    let mut bytes = 0;
     let json = session.output == Output::Json;
     let mut failed = 0;
     let mut summary = Vec::new();
@@ -33,6 +53,7 @@ pub async fn run(session: &Session) -> anyhow::Result<Exit> {
             resources::apply(&session.destination.client, &session.destination.context, &m.resources.changes, &progress).await
         };
         failed += report.failed.len();
+        changed += report.created + report.updated + report.pruned;
         if !json {
             println!(
                 "migration {}: {} created, {} updated, {} pruned, {} unchanged, {} failed",
@@ -59,6 +80,7 @@ pub async fn run(session: &Session) -> anyhow::Result<Exit> {
                 }
             }
             for v in &volumes {
+                bytes += v.stats.bytes_sent;
                 if !v.ok {
                     failed += 1;
                 }
@@ -87,11 +109,7 @@ pub async fn run(session: &Session) -> anyhow::Result<Exit> {
     if json {
         println!("{}", serde_json::json!({"event": "summary", "migrations": summary}));
     }
-    if failed > 0 {
-        eprintln!("error: {failed} object(s) or volume(s) failed; the rest were applied. Fix them and run `mtcd apply` again.");
-        return Ok(Exit::Failed);
-    }
-    Ok(Exit::Success)
+    Ok(Outcome { failed, changed, bytes })
 }
 
 fn volume_event(migration: &str, e: &dvm::DvmEvent, json: bool, tty: bool) {

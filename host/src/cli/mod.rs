@@ -4,6 +4,7 @@
 
 mod apply;
 mod cleanup;
+mod lifecycle;
 mod plan;
 mod session;
 
@@ -146,21 +147,14 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
     match cli.command {
         Command::Plan(a) => plan::run(&Session::open(&global, &a.file).await?).await,
         Command::Apply(a) if !a.watch => apply::run(&Session::open(&global, &a.file.file).await?).await,
-        Command::Apply(a) => not_built("apply --watch", &global, &a.file.file).await,
-        Command::Cutover(a) => not_built("cutover", &global, &a.file).await,
-        Command::Rollback(a) => not_built("rollback", &global, &a.file).await,
-        Command::Status(a) => not_built("status", &global, &a.file).await,
+        Command::Apply(a) => lifecycle::watch(&Session::open(&global, &a.file.file).await?).await,
+        Command::Cutover(a) => lifecycle::cutover(&Session::open(&global, &a.file).await?).await,
+        Command::Rollback(a) => lifecycle::rollback(&Session::open(&global, &a.file).await?).await,
+        Command::Status(a) => lifecycle::status(&Session::open(&global, &a.file).await?).await,
         Command::Cleanup(a) => cleanup::run(&Session::open(&global, &a.file).await?).await,
         Command::Plugin(PluginCommand::Test(_)) => anyhow::bail!("`mtcd plugin test` is not built yet"),
         Command::Plugin(PluginCommand::New(_)) => anyhow::bail!("`mtcd plugin new` is not built yet"),
     }
-}
-
-/// A command whose engine is not built yet still validates its input and connects, so the
-/// user learns about every problem it can, then says plainly that it did nothing.
-async fn not_built(command: &str, global: &Global, file: &std::path::Path) -> anyhow::Result<Exit> {
-    let _session = Session::open(global, file).await?;
-    anyhow::bail!("`mtcd {command}` is not built yet: nothing was changed")
 }
 
 fn init_tracing(verbose: u8) {

@@ -7,7 +7,7 @@ use crate::engine::{self, Plan};
 use crate::plan::render;
 
 pub async fn run(session: &Session) -> anyhow::Result<Exit> {
-    let plan = engine::plan(&session.spec, &session.source, &session.destination).await?;
+    let plan = engine::plan(&session.spec, &session.source, &session.destination, false).await?;
     print(&plan, session.output);
     Ok(if plan.pending() == 0 { Exit::Success } else { Exit::Changes })
 }
