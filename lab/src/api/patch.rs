@@ -349,9 +349,9 @@ mod tests {
     fn fields_round_trip() {
         let o = json!({"metadata": {"labels": {"a": "1"}}, "spec": {"containers": [{"name": "w", "image": "i"}], "args": ["x"]}});
         let p = leaf_paths(&o, false);
-        assert!(p.contains(&vec!["f:spec".to_string(), "k:{\"name\":\"w\"}".into(), "f:image".into()]));
+        assert!(p.contains(&vec!["f:spec".to_string(), "f:containers".into(), "k:{\"name\":\"w\"}".into(), "f:image".into()]));
         assert_eq!(decode_fields(&encode_fields(&p)), p);
-        let path: Vec<String> = vec!["f:spec".into(), "k:{\"name\":\"w\"}".into(), "f:image".into()];
+        let path: Vec<String> = vec!["f:spec".into(), "f:containers".into(), "k:{\"name\":\"w\"}".into(), "f:image".into()];
         assert_eq!(get_path(&o, &path), Some(&json!("i")));
     }
 }
