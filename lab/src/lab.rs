@@ -21,10 +21,18 @@ use crate::services;
 pub enum LabError {
     /// A file in the lab directory could not be read or written.
     #[error("{path}: {source}")]
-    Io { path: PathBuf, #[source] source: std::io::Error },
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// lab.json is not what `up` writes.
     #[error("{path} is not a lab.json written by mtcd-lab up: {source}")]
-    Info { path: PathBuf, #[source] source: serde_json::Error },
+    Info {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
     /// Certificates could not be generated.
     #[error(transparent)]
     Pki(#[from] pki::PkiError),
@@ -33,13 +41,22 @@ pub enum LabError {
     Serve(#[from] api::ServeError),
     /// Seeding the built-in objects failed (a bug in the lab).
     #[error("seeding {what} in cluster {cluster}: {source}")]
-    Seed { cluster: String, what: String, #[source] source: api::ApiError },
+    Seed {
+        cluster: String,
+        what: String,
+        #[source]
+        source: api::ApiError,
+    },
     /// The supervisor did not become ready.
     #[error("the lab in {dir} did not become ready within {secs}s; see {dir}/lab.log:\n{log}")]
     NotReady { dir: String, secs: u64, log: String },
     /// The supervisor exited during start-up.
     #[error("the lab supervisor exited during start-up ({status}); {dir}/lab.log says:\n{log}")]
-    SupervisorExited { dir: String, status: String, log: String },
+    SupervisorExited {
+        dir: String,
+        status: String,
+        log: String,
+    },
     /// Building a client for the services failed.
     #[error("building a client for context {context}: {message}")]
     Client { context: String, message: String },
@@ -49,7 +66,10 @@ pub enum LabError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LabError + '_ {
-    move |source| LabError::Io { path: path.to_path_buf(), source }
+    move |source| LabError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Cluster profile: which API groups the cluster serves.
@@ -111,7 +131,11 @@ impl LabInfo {
 
     /// The cluster a kubeconfig context (`lab-src`) or cluster name (`src`) refers to.
     pub fn cluster(&self, context_or_name: &str) -> Option<&ClusterInfo> {
-        self.clusters.get(context_or_name).or_else(|| self.clusters.values().find(|c| c.context == context_or_name))
+        self.clusters.get(context_or_name).or_else(|| {
+            self.clusters
+                .values()
+                .find(|c| c.context == context_or_name)
+        })
     }
 }
 
@@ -135,27 +159,44 @@ fn seed_builtin(server: &ApiServer) -> Result<(), LabError> {
     let err = |what: &str| {
         let cluster = cluster.clone();
         let what = what.to_string();
-        move |source| LabError::Seed { cluster, what, source }
+        move |source| LabError::Seed {
+            cluster,
+            what,
+            source,
+        }
     };
-    let ns_ty = st.resource("", "v1", "namespaces").expect("namespaces type");
+    let ns_ty = st
+        .resource("", "v1", "namespaces")
+        .expect("namespaces type");
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-        st.create(&ns_ty, None, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}), &Query::new(), "mtcd-lab")
-            .map_err(err(ns))?;
+        st.create(
+            &ns_ty,
+            None,
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+            &Query::new(),
+            "mtcd-lab",
+        )
+        .map_err(err(ns))?;
     }
-    let sc_ty = st.resource("storage.k8s.io", "v1", "storageclasses").expect("storageclasses type");
+    let sc_ty = st
+        .resource("storage.k8s.io", "v1", "storageclasses")
+        .expect("storageclasses type");
     for (name, default) in [("standard", true), ("fast", false)] {
         let mut sc = json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
             "metadata": {"name": name}, "provisioner": "lab.mtcd.io/local-path",
             "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate", "allowVolumeExpansion": true});
         if default {
-            sc["metadata"]["annotations"] = json!({"storageclass.kubernetes.io/is-default-class": "true"});
+            sc["metadata"]["annotations"] =
+                json!({"storageclass.kubernetes.io/is-default-class": "true"});
         }
-        st.create(&sc_ty, None, sc, &Query::new(), "mtcd-lab").map_err(err(name))?;
+        st.create(&sc_ty, None, sc, &Query::new(), "mtcd-lab")
+            .map_err(err(name))?;
     }
     let node_ty = st.resource("", "v1", "nodes").expect("nodes type");
     let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": format!("{cluster}-node"),
         "labels": {"kubernetes.io/hostname": format!("{cluster}-node"), "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}}});
-    st.create(&node_ty, None, node, &Query::new(), "mtcd-lab").map_err(err("node"))?;
+    st.create(&node_ty, None, node, &Query::new(), "mtcd-lab")
+        .map_err(err("node"))?;
     Ok(())
 }
 
@@ -167,7 +208,9 @@ fn kubeconfig(ca_pem: &str, clusters: &[(String, String, String)]) -> String {
     for (ctx, url, token) in clusters {
         cs.push(json!({"name": ctx, "cluster": {"server": url, "certificate-authority-data": ca}}));
         users.push(json!({"name": ctx, "user": {"token": token}}));
-        ctxs.push(json!({"name": ctx, "context": {"cluster": ctx, "user": ctx, "namespace": "default"}}));
+        ctxs.push(
+            json!({"name": ctx, "context": {"cluster": ctx, "user": ctx, "namespace": "default"}}),
+        );
     }
     let cfg = json!({"apiVersion": "v1", "kind": "Config", "clusters": cs, "users": users, "contexts": ctxs,
         "current-context": clusters.first().map(|c| c.0.clone()).unwrap_or_default(), "preferences": {}});
@@ -177,10 +220,18 @@ fn kubeconfig(ca_pem: &str, clusters: &[(String, String, String)]) -> String {
 /// A kube client for one context of a lab kubeconfig.
 pub async fn client_for(kubeconfig: &Path, context: &str) -> Result<kube::Client, LabError> {
     pki::init_crypto();
-    let cerr = |message: String| LabError::Client { context: context.to_string(), message };
+    let cerr = |message: String| LabError::Client {
+        context: context.to_string(),
+        message,
+    };
     let kc = kube::config::Kubeconfig::read_from(kubeconfig).map_err(|e| cerr(e.to_string()))?;
-    let opts = kube::config::KubeConfigOptions { context: Some(context.to_string()), ..Default::default() };
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &opts).await.map_err(|e| cerr(e.to_string()))?;
+    let opts = kube::config::KubeConfigOptions {
+        context: Some(context.to_string()),
+        ..Default::default()
+    };
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &opts)
+        .await
+        .map_err(|e| cerr(e.to_string()))?;
     kube::Client::try_from(cfg).map_err(|e| cerr(e.to_string()))
 }
 
@@ -215,12 +266,19 @@ pub async fn start(opts: &LabOptions) -> Result<RunningLab, LabError> {
     let id = random_hex(3);
     let prefix = format!("mtcdlab-{id}-");
     let ca = LabCa::generate(&id)?;
-    let cert = ca.issue_server("mtcd-lab apiserver", &["localhost"], &[IpAddr::V4(Ipv4Addr::LOCALHOST)])?;
+    let cert = ca.issue_server(
+        "mtcd-lab apiserver",
+        &["localhost"],
+        &[IpAddr::V4(Ipv4Addr::LOCALHOST)],
+    )?;
     let tls = pki::server_config(&cert)?;
     let ca_path = dir.join("ca.crt");
     std::fs::write(&ca_path, ca.cert_pem()).map_err(io(&ca_path))?;
     let shutdown = CancellationToken::new();
-    let specs = [("src", opts.source_profile, "10.96.0.0/16"), ("dst", opts.destination_profile, "10.97.0.0/16")];
+    let specs = [
+        ("src", opts.source_profile, "10.96.0.0/16"),
+        ("dst", opts.destination_profile, "10.97.0.0/16"),
+    ];
     let mut servers = Vec::new();
     let mut kc_entries = Vec::new();
     let mut clusters = BTreeMap::new();
@@ -276,22 +334,43 @@ pub async fn start(opts: &LabOptions) -> Result<RunningLab, LabError> {
             apps_domain: c.apps_domain.clone(),
         });
     }
-    let started = services::start(&dir, &prefix, specs, shutdown.clone(), &mut running).await.map_err(LabError::Services)?;
+    let started = services::start(&dir, &prefix, specs, shutdown.clone(), &mut running)
+        .await
+        .map_err(LabError::Services)?;
     for (c, s) in clusters.values_mut().zip(started) {
         c.registry = s.registry;
         c.router = s.router;
     }
-    let info = LabInfo { clusters, prefix, kubeconfig: kc_path, services: services::ENABLED };
-    write_atomic(&dir.join("lab.json"), serde_json::to_vec_pretty(&info).expect("lab.json serializes").as_slice())?;
+    let info = LabInfo {
+        clusters,
+        prefix,
+        kubeconfig: kc_path,
+        services: services::ENABLED,
+    };
+    write_atomic(
+        &dir.join("lab.json"),
+        serde_json::to_vec_pretty(&info)
+            .expect("lab.json serializes")
+            .as_slice(),
+    )?;
     tracing::info!(dir = %dir.display(), elapsed_ms = t0.elapsed().as_millis() as u64, "lab ready");
-    Ok(RunningLab { info, servers, shutdown, services: running })
+    Ok(RunningLab {
+        info,
+        servers,
+        shutdown,
+        services: running,
+    })
 }
 
 /// Runs a lab in the foreground until SIGINT or SIGTERM.
 pub async fn run_foreground(opts: &LabOptions) -> Result<(), LabError> {
     let lab = start(opts).await?;
-    println!("lab ready: kubeconfig {} (contexts lab-src, lab-dst)", lab.info.kubeconfig.display());
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(io(&opts.dir))?;
+    println!(
+        "lab ready: kubeconfig {} (contexts lab-src, lab-dst)",
+        lab.info.kubeconfig.display()
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(io(&opts.dir))?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
@@ -336,7 +415,11 @@ pub async fn up_detached(opts: &LabOptions) -> Result<LabInfo, LabError> {
     loop {
         if let Ok(Some(status)) = child.try_wait() {
             let _ = std::fs::remove_file(&pid_path);
-            return Err(LabError::SupervisorExited { dir: dir.display().to_string(), status: status.to_string(), log: log_tail(&dir) });
+            return Err(LabError::SupervisorExited {
+                dir: dir.display().to_string(),
+                status: status.to_string(),
+                log: log_tail(&dir),
+            });
         }
         if dir.join("lab.json").exists() {
             let info = LabInfo::read(&dir)?;
@@ -350,7 +433,11 @@ pub async fn up_detached(opts: &LabOptions) -> Result<LabInfo, LabError> {
             }
         }
         if Instant::now() > deadline {
-            return Err(LabError::NotReady { dir: dir.display().to_string(), secs: 30, log: log_tail(&dir) });
+            return Err(LabError::NotReady {
+                dir: dir.display().to_string(),
+                secs: 30,
+                log: log_tail(&dir),
+            });
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -364,14 +451,19 @@ pub async fn supervise(opts: &LabOptions) -> Result<(), LabError> {
 }
 
 fn pid_alive(pid: i32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
     // Field 3 (after the parenthesised command) is the state; Z is a zombie.
-    let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().chars().next().unwrap_or('?'));
+    let state = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.trim_start().chars().next().unwrap_or('?'));
     state != Some('Z')
 }
 
 fn is_supervisor(pid: i32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == b"__supervise"))
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == b"__supervise"))
 }
 
 /// `down`: SIGTERM the supervisor, SIGKILL after a grace period, then remove every network
@@ -408,5 +500,8 @@ pub async fn down(dir: &Path) -> Result<(), LabError> {
 
 /// The shared state of a cluster's API server, for in-process tests.
 pub fn state_of(lab: &RunningLab, cluster: &str) -> Option<Arc<api::State>> {
-    lab.servers.iter().find(|s| s.state.cluster == cluster).map(|s| s.state.clone())
+    lab.servers
+        .iter()
+        .find(|s| s.state.cluster == cluster)
+        .map(|s| s.state.clone())
 }

@@ -48,7 +48,13 @@ impl Running {
 pub const ENABLED: bool = cfg!(feature = "node");
 
 #[cfg(not(feature = "node"))]
-pub async fn start(_dir: &Path, _prefix: &str, _clusters: Vec<ClusterSpec>, _shutdown: CancellationToken, _running: &mut Running) -> anyhow::Result<Vec<Started>> {
+pub async fn start(
+    _dir: &Path,
+    _prefix: &str,
+    _clusters: Vec<ClusterSpec>,
+    _shutdown: CancellationToken,
+    _running: &mut Running,
+) -> anyhow::Result<Vec<Started>> {
     Ok(vec![Started::default(), Started::default()])
 }
 
@@ -58,9 +64,16 @@ pub fn cleanup(_prefix: &str) -> anyhow::Result<()> {
 }
 
 #[cfg(feature = "node")]
-pub async fn start(dir: &Path, prefix: &str, clusters: Vec<ClusterSpec>, shutdown: CancellationToken, running: &mut Running) -> anyhow::Result<Vec<Started>> {
+pub async fn start(
+    dir: &Path,
+    prefix: &str,
+    clusters: Vec<ClusterSpec>,
+    shutdown: CancellationToken,
+    running: &mut Running,
+) -> anyhow::Result<Vec<Started>> {
     use anyhow::Context;
-    let network = crate::netns::LabNetwork::create(prefix).context("creating the lab network namespace")?;
+    let network =
+        crate::netns::LabNetwork::create(prefix).context("creating the lab network namespace")?;
     let mut out = Vec::new();
     for c in clusters {
         let (registry, child) = crate::registry::start(&c.state_dir.join("registry"))
@@ -104,7 +117,10 @@ pub async fn start(dir: &Path, prefix: &str, clusters: Vec<ClusterSpec>, shutdow
         let router = crate::router::run(c.client.clone(), router_cfg, shutdown.clone())
             .await
             .with_context(|| format!("starting the router of cluster {}", c.name))?;
-        out.push(Started { registry: Some(registry.address.clone()), router: Some(router) });
+        out.push(Started {
+            registry: Some(registry.address.clone()),
+            router: Some(router),
+        });
     }
     Ok(out)
 }

@@ -5,7 +5,9 @@ use std::collections::BTreeSet;
 use serde_json::{Value, json};
 
 use super::error::{ApiError, Cause};
-use super::patch::{FieldPath, decode_fields, display_path, encode_fields, get_path, leaf_paths, remove_path};
+use super::patch::{
+    FieldPath, decode_fields, display_path, encode_fields, get_path, leaf_paths, remove_path,
+};
 use super::types::ResourceType;
 
 /// One managedFields entry, decoded.
@@ -59,14 +61,24 @@ pub fn encode(entries: &[Entry]) -> Value {
 }
 
 /// Ownership after a non-apply write: `manager` takes every field it changed from the others.
-pub fn track_update(old: Option<&Value>, new: &Value, manager: &str, api_version: &str, status_sub: bool) -> Value {
+pub fn track_update(
+    old: Option<&Value>,
+    new: &Value,
+    manager: &str,
+    api_version: &str,
+    status_sub: bool,
+) -> Value {
     let mut entries = old.map(decode).unwrap_or_default();
     let new_paths = leaf_paths(new, status_sub);
     let changed: BTreeSet<FieldPath> = match old {
         None => new_paths.clone(),
         Some(old) => {
             let old_paths = leaf_paths(old, status_sub);
-            let mut c: BTreeSet<FieldPath> = new_paths.iter().filter(|p| get_path(old, p) != get_path(new, p)).cloned().collect();
+            let mut c: BTreeSet<FieldPath> = new_paths
+                .iter()
+                .filter(|p| get_path(old, p) != get_path(new, p))
+                .cloned()
+                .collect();
             c.extend(old_paths.into_iter().filter(|p| get_path(new, p).is_none()));
             c
         }
@@ -80,26 +92,54 @@ pub fn track_update(old: Option<&Value>, new: &Value, manager: &str, api_version
         }
     }
     let sub = status_sub.then(|| "status".to_string());
-    let mine: BTreeSet<FieldPath> = changed.into_iter().filter(|p| new_paths.contains(p)).collect();
-    match entries.iter_mut().find(|e| e.manager == manager && e.operation == "Update" && e.subresource == sub) {
+    let mine: BTreeSet<FieldPath> = changed
+        .into_iter()
+        .filter(|p| new_paths.contains(p))
+        .collect();
+    match entries
+        .iter_mut()
+        .find(|e| e.manager == manager && e.operation == "Update" && e.subresource == sub)
+    {
         Some(e) => {
             e.fields.extend(mine);
             e.fields.retain(|p| get_path(new, p).is_some());
             e.time = now();
         }
-        None => entries.push(Entry { manager: manager.into(), operation: "Update".into(), api_version: api_version.into(), time: now(), subresource: sub, fields: mine }),
+        None => entries.push(Entry {
+            manager: manager.into(),
+            operation: "Update".into(),
+            api_version: api_version.into(),
+            time: now(),
+            subresource: sub,
+            fields: mine,
+        }),
     }
     encode(&entries)
 }
 
 /// Server-side apply of `config` by `manager` onto `current` (None: create). Returns the
 /// merged object with its new managedFields, or a 409 listing the conflicting fields.
-pub fn apply(ty: &ResourceType, name: &str, current: Option<&Value>, config: &Value, manager: &str, force: bool, status_sub: bool) -> Result<Value, ApiError> {
+pub fn apply(
+    ty: &ResourceType,
+    name: &str,
+    current: Option<&Value>,
+    config: &Value,
+    manager: &str,
+    force: bool,
+    status_sub: bool,
+) -> Result<Value, ApiError> {
     let api_version = ty.api_version();
     let cfg_paths = leaf_paths(config, status_sub);
     let Some(current) = current else {
         let mut obj = config.clone();
-        let entry = Entry { manager: manager.into(), operation: "Apply".into(), api_version, time: now(), subresource: None, fields: cfg_paths };
+        let entry = Entry {
+            manager: manager.into(),
+            operation: "Apply".into(),
+            api_version,
+            time: now(),
+            subresource: None,
+            fields: cfg_paths,
+        };
         obj["metadata"]["managedFields"] = encode(&[entry]);
         return Ok(obj);
     };
@@ -118,11 +158,19 @@ pub fn apply(ty: &ResourceType, name: &str, current: Option<&Value>, config: &Va
     }
     if !conflicts.is_empty() && !force {
         let n = conflicts.len();
-        let mut message = format!("Apply failed with {n} conflict{}: ", if n == 1 { "" } else { "s" });
+        let mut message = format!(
+            "Apply failed with {n} conflict{}: ",
+            if n == 1 { "" } else { "s" }
+        );
         let mut managers: Vec<&String> = conflicts.iter().map(|(m, _)| m).collect();
         managers.dedup();
         if n == 1 {
-            message += &format!("conflict with \"{}\" using {}: {}", conflicts[0].0, api_version, display_path(&conflicts[0].1));
+            message += &format!(
+                "conflict with \"{}\" using {}: {}",
+                conflicts[0].0,
+                api_version,
+                display_path(&conflicts[0].1)
+            );
         } else {
             for m in managers {
                 message += &format!("conflicts with \"{m}\" using {api_version}:");
@@ -134,9 +182,19 @@ pub fn apply(ty: &ResourceType, name: &str, current: Option<&Value>, config: &Va
         }
         let causes = conflicts
             .iter()
-            .map(|(m, p)| Cause { reason: "FieldManagerConflict", field: display_path(p), message: format!("conflict with \"{m}\" using {api_version}") })
+            .map(|(m, p)| Cause {
+                reason: "FieldManagerConflict",
+                field: display_path(p),
+                message: format!("conflict with \"{m}\" using {api_version}"),
+            })
             .collect();
-        return Err(ApiError::Conflict { message: message.trim_end().to_string(), resource: ty.plural.clone(), group: ty.group.clone(), name: name.into(), causes });
+        return Err(ApiError::Conflict {
+            message: message.trim_end().to_string(),
+            resource: ty.plural.clone(),
+            group: ty.group.clone(),
+            name: name.into(),
+            causes,
+        });
     }
     for (m, p) in &conflicts {
         for e in entries.iter_mut().filter(|e| &e.manager == m) {
@@ -145,22 +203,37 @@ pub fn apply(ty: &ResourceType, name: &str, current: Option<&Value>, config: &Va
     }
     let mut merged = current.clone();
     super::patch::apply_merge(&mut merged, config);
-    let previously: BTreeSet<FieldPath> =
-        entries.iter().filter(|e| e.manager == manager && e.operation == "Apply" && e.subresource == sub).flat_map(|e| e.fields.iter().cloned()).collect();
+    let previously: BTreeSet<FieldPath> = entries
+        .iter()
+        .filter(|e| e.manager == manager && e.operation == "Apply" && e.subresource == sub)
+        .flat_map(|e| e.fields.iter().cloned())
+        .collect();
     for p in previously.difference(&cfg_paths) {
-        let owned_by_other = entries.iter().any(|e| !(e.manager == manager && e.operation == "Apply") && e.fields.contains(p));
+        let owned_by_other = entries
+            .iter()
+            .any(|e| !(e.manager == manager && e.operation == "Apply") && e.fields.contains(p));
         if !owned_by_other {
             remove_path(&mut merged, p);
         }
     }
-    match entries.iter_mut().find(|e| e.manager == manager && e.operation == "Apply" && e.subresource == sub) {
+    match entries
+        .iter_mut()
+        .find(|e| e.manager == manager && e.operation == "Apply" && e.subresource == sub)
+    {
         Some(e) => {
             if e.fields != cfg_paths {
                 e.time = now();
             }
             e.fields = cfg_paths;
         }
-        None => entries.push(Entry { manager: manager.into(), operation: "Apply".into(), api_version, time: now(), subresource: sub, fields: cfg_paths }),
+        None => entries.push(Entry {
+            manager: manager.into(),
+            operation: "Apply".into(),
+            api_version,
+            time: now(),
+            subresource: sub,
+            fields: cfg_paths,
+        }),
     }
     merged["metadata"]["managedFields"] = encode(&entries);
     Ok(merged)

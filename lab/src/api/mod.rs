@@ -36,7 +36,12 @@ type Body = UnsyncBoxBody<Bytes, Infallible>;
 pub enum ServeError {
     /// The listening socket could not be bound.
     #[error("binding the API server of cluster {cluster} on {addr}: {source}")]
-    Bind { cluster: String, addr: SocketAddr, #[source] source: std::io::Error },
+    Bind {
+        cluster: String,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     /// The service CIDR is not an IPv4 CIDR.
     #[error("cluster {cluster}: service CIDR {cidr:?} is not an IPv4 CIDR such as 10.96.0.0/16")]
     Cidr { cluster: String, cidr: String },
@@ -70,13 +75,29 @@ impl ApiServer {
 
 /// Binds and serves until `shutdown` is cancelled.
 pub async fn start(cfg: ApiConfig, shutdown: CancellationToken) -> Result<ApiServer, ServeError> {
-    let cidr = validate::Cidr::parse(&cfg.service_cidr)
-        .ok_or_else(|| ServeError::Cidr { cluster: cfg.cluster.clone(), cidr: cfg.service_cidr.clone() })?;
+    let cidr = validate::Cidr::parse(&cfg.service_cidr).ok_or_else(|| ServeError::Cidr {
+        cluster: cfg.cluster.clone(),
+        cidr: cfg.service_cidr.clone(),
+    })?;
     let listener = TcpListener::bind(cfg.bind)
         .await
-        .map_err(|source| ServeError::Bind { cluster: cfg.cluster.clone(), addr: cfg.bind, source })?;
-    let addr = listener.local_addr().map_err(|source| ServeError::Bind { cluster: cfg.cluster.clone(), addr: cfg.bind, source })?;
-    let state = Arc::new(State::new(&cfg.cluster, &cfg.profile, cidr, cfg.state_dir.clone(), cfg.token.clone()));
+        .map_err(|source| ServeError::Bind {
+            cluster: cfg.cluster.clone(),
+            addr: cfg.bind,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        cluster: cfg.cluster.clone(),
+        addr: cfg.bind,
+        source,
+    })?;
+    let state = Arc::new(State::new(
+        &cfg.cluster,
+        &cfg.profile,
+        cidr,
+        cfg.state_dir.clone(),
+        cfg.token.clone(),
+    ));
     let acceptor = tokio_rustls::TlsAcceptor::from(cfg.tls.clone());
     let st = state.clone();
     tokio::spawn(async move {
@@ -90,13 +111,17 @@ pub async fn start(cfg: ApiConfig, shutdown: CancellationToken) -> Result<ApiSer
             let st = st.clone();
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
                 let io = hyper_util::rt::TokioIo::new(tls);
                 let svc = hyper::service::service_fn(move |req| {
                     let st = st.clone();
                     async move { Ok::<_, Infallible>(handle(st, req).await) }
                 });
-                let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+                let builder = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                );
                 let conn = builder.serve_connection(io, svc);
                 tokio::select! {
                     _ = conn => {}
@@ -117,7 +142,11 @@ fn full(code: u16, content_type: &str, body: Vec<u8>) -> Response<Body> {
 }
 
 fn json_response(code: u16, v: &Value) -> Response<Body> {
-    full(code, "application/json", serde_json::to_vec(v).unwrap_or_default())
+    full(
+        code,
+        "application/json",
+        serde_json::to_vec(v).unwrap_or_default(),
+    )
 }
 
 fn error_response(e: &ApiError) -> Response<Body> {
@@ -125,7 +154,11 @@ fn error_response(e: &ApiError) -> Response<Body> {
 }
 
 fn stream_response(content_type: &str, rx: mpsc::Receiver<Bytes>) -> Response<Body> {
-    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx)) });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+    });
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, content_type)
@@ -135,7 +168,14 @@ fn stream_response(content_type: &str, rx: mpsc::Receiver<Bytes>) -> Response<Bo
 }
 
 fn query(req: &Request<Incoming>) -> Query {
-    req.uri().query().map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default()
+    req.uri()
+        .query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn version() -> Value {
@@ -148,12 +188,20 @@ fn manager(req_ua: Option<&str>, q: &Query) -> String {
     if let Some(m) = q.get("fieldManager").filter(|m| !m.is_empty()) {
         return m.clone();
     }
-    req_ua.and_then(|ua| ua.split('/').next()).filter(|s| !s.is_empty()).unwrap_or("unknown").to_string()
+    req_ua
+        .and_then(|ua| ua.split('/').next())
+        .filter(|s| !s.is_empty())
+        .unwrap_or("unknown")
+        .to_string()
 }
 
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
-    let parts: Vec<String> = path.split('/').filter(|s| !s.is_empty()).map(str::to_string).collect();
+    let parts: Vec<String> = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
     let p: Vec<&str> = parts.iter().map(String::as_str).collect();
     match p.as_slice() {
         ["version"] => return json_response(200, &version()),
@@ -169,18 +217,46 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     if !authorized {
         return error_response(&ApiError::Unauthorized);
     }
-    let table = req.headers().get(header::ACCEPT).and_then(|a| a.to_str().ok()).is_some_and(|a| a.contains("as=Table"));
+    let table = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.contains("as=Table"));
     let get = req.method() == Method::GET;
     match p.as_slice() {
         ["api"] if get => {
-            return json_response(200, &json!({"kind": "APIVersions", "versions": ["v1"],
-                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:443"}]}));
+            return json_response(
+                200,
+                &json!({"kind": "APIVersions", "versions": ["v1"],
+                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:443"}]}),
+            );
         }
-        ["apis"] if get => return json_response(200, &state.types.read().unwrap_or_else(|e| e.into_inner()).group_list()),
-        ["api", "v1"] if get => return json_response(200, &state.types.read().unwrap_or_else(|e| e.into_inner()).resource_list("", "v1")),
+        ["apis"] if get => {
+            return json_response(
+                200,
+                &state
+                    .types
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .group_list(),
+            );
+        }
+        ["api", "v1"] if get => {
+            return json_response(
+                200,
+                &state
+                    .types
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .resource_list("", "v1"),
+            );
+        }
         ["apis", g] if get => {
             let t = state.types.read().unwrap_or_else(|e| e.into_inner());
-            if t.group(g)["versions"].as_array().is_some_and(|v| !v.is_empty()) {
+            if t.group(g)["versions"]
+                .as_array()
+                .is_some_and(|v| !v.is_empty())
+            {
                 return json_response(200, &t.group(g));
             }
             return error_response(&ApiError::NoRoute);
@@ -201,16 +277,21 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     };
     // [ns-part] plural [name [sub]]
     let (ns, plural, name, sub) = match rest {
-        ["namespaces", ns, plural, tail @ ..] if !matches!(*plural, "status" | "finalize") => {
-            (Some(*ns), *plural, tail.first().copied(), tail.get(1).copied())
-        }
+        ["namespaces", ns, plural, tail @ ..] if !matches!(*plural, "status" | "finalize") => (
+            Some(*ns),
+            *plural,
+            tail.first().copied(),
+            tail.get(1).copied(),
+        ),
         [plural, tail @ ..] => (None, *plural, tail.first().copied(), tail.get(1).copied()),
         _ => return error_response(&ApiError::NoRoute),
     };
     if rest.len() > 5 || (ns.is_some() && rest.len() > 5) {
         return error_response(&ApiError::NoRoute);
     }
-    let Some(ty) = state.resource(group, version, plural) else { return error_response(&ApiError::NoRoute) };
+    let Some(ty) = state.resource(group, version, plural) else {
+        return error_response(&ApiError::NoRoute);
+    };
     if ns.is_some() && !ty.namespaced {
         return error_response(&ApiError::NoRoute);
     }
@@ -225,10 +306,19 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         Some(_) => return error_response(&ApiError::NoRoute),
     };
     let q = query(&req);
-    let ua = req.headers().get(header::USER_AGENT).and_then(|h| h.to_str().ok()).map(str::to_string);
+    let ua = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string);
     let mgr = manager(ua.as_deref(), &q);
     let method = req.method().clone();
-    let ct = req.headers().get(header::CONTENT_TYPE).and_then(|h| h.to_str().ok()).unwrap_or("application/json").to_string();
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("application/json")
+        .to_string();
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => return error_response(&ApiError::BadRequest(format!("reading body: {e}"))),
@@ -237,9 +327,13 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let parse_body = |body: &Bytes| -> Result<Value, ApiError> {
         let ct = ct.split(';').next().unwrap_or_default().trim();
         match ct {
-            "application/json" | "" | "*/*" => serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("error decoding body: {e}"))),
-            "application/yaml" => serde_yaml::from_slice(body).map_err(|e| ApiError::BadRequest(format!("error decoding body: {e}"))),
-            other => Err(ApiError::UnsupportedMediaType(format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {other:?})"))),
+            "application/json" | "" | "*/*" => serde_json::from_slice(body)
+                .map_err(|e| ApiError::BadRequest(format!("error decoding body: {e}"))),
+            "application/yaml" => serde_yaml::from_slice(body)
+                .map_err(|e| ApiError::BadRequest(format!("error decoding body: {e}"))),
+            other => Err(ApiError::UnsupportedMediaType(format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {other:?})"
+            ))),
         }
     };
     let result: Result<Value, ApiError> = match (method, name, sub) {
@@ -260,18 +354,24 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             };
         }
         (Method::POST, None, None) => match parse_body(&body) {
-            Ok(obj) => state.create(&ty, ns.filter(|_| ty.namespaced), obj, &q, &mgr).map(|o| {
-                return_created(o)
-            }),
+            Ok(obj) => state
+                .create(&ty, ns.filter(|_| ty.namespaced), obj, &q, &mgr)
+                .map(|o| return_created(o)),
             Err(e) => Err(e),
         },
         (Method::PUT, Some(n), s @ (None | Some("status"))) => match parse_body(&body) {
             Ok(obj) => state.update(&ty, nsk, n, obj, &q, s.is_some(), &mgr),
             Err(e) => Err(e),
         },
-        (Method::PATCH, Some(n), s @ (None | Some("status"))) => state.patch(&ty, nsk, n, &ct, &body, &q, s.is_some(), &mgr),
+        (Method::PATCH, Some(n), s @ (None | Some("status"))) => {
+            state.patch(&ty, nsk, n, &ct, &body, &q, s.is_some(), &mgr)
+        }
         (Method::DELETE, Some(n), None) => {
-            let opts: Value = if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).unwrap_or(Value::Null) };
+            let opts: Value = if body.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_slice(&body).unwrap_or(Value::Null)
+            };
             state.delete(&ty, nsk, n, &q, &opts)
         }
         (Method::DELETE, None, None) => state.delete_collection(&ty, ns, &q),
@@ -296,8 +396,12 @@ fn return_created(mut o: Value) -> Value {
 }
 
 fn age(ts: &str) -> String {
-    let Ok(t) = chrono::DateTime::parse_from_rfc3339(ts) else { return "<unknown>".into() };
-    let secs = (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds().max(0);
+    let Ok(t) = chrono::DateTime::parse_from_rfc3339(ts) else {
+        return "<unknown>".into();
+    };
+    let secs = (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
+        .num_seconds()
+        .max(0);
     match secs {
         s if s < 120 => format!("{s}s"),
         s if s < 7200 => format!("{}m", s / 60),
@@ -313,7 +417,9 @@ fn to_table(v: &Value) -> Value {
         None => vec![v.clone()],
     };
     let with_phase = items.iter().any(|o| o["status"]["phase"].is_string());
-    let mut cols = vec![json!({"name": "Name", "type": "string", "format": "name", "description": "Name of the object", "priority": 0})];
+    let mut cols = vec![
+        json!({"name": "Name", "type": "string", "format": "name", "description": "Name of the object", "priority": 0}),
+    ];
     if with_phase {
         cols.push(json!({"name": "Status", "type": "string", "format": "", "description": "Phase", "priority": 0}));
     }

@@ -9,8 +9,14 @@ use serde_json::{Map, Value, json};
 /// The merge key of a list field, as the Kubernetes OpenAPI declares it (`patchMergeKey`).
 fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
     Some(match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "volumes" | "env" | "imagePullSecrets"
-        | "volumeClaimTemplates" | "topologySpreadConstraints" => "name",
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "volumes"
+        | "env"
+        | "imagePullSecrets"
+        | "volumeClaimTemplates"
+        | "topologySpreadConstraints" => "name",
         "volumeMounts" => "mountPath",
         "volumeDevices" => "devicePath",
         "ownerReferences" => "uid",
@@ -33,7 +39,9 @@ fn is_set_list(field: &str) -> bool {
 }
 
 fn is_directive(k: &str) -> bool {
-    k.starts_with("$setElementOrder") || k.starts_with("$retainKeys") || k.starts_with("$deleteFromPrimitiveList")
+    k.starts_with("$setElementOrder")
+        || k.starts_with("$retainKeys")
+        || k.starts_with("$deleteFromPrimitiveList")
 }
 
 /// Applies a strategic merge patch to `target` in place.
@@ -78,7 +86,9 @@ fn merge_value(target: &mut Value, patch: &Value, field: &str, nulls_delete: boo
                     Value::Array(items) => {
                         let existing = tm.get_mut(k);
                         match (existing, merge_key(k, items)) {
-                            (Some(Value::Array(cur)), Some(key)) => merge_keyed_list(cur, items, key, nulls_delete),
+                            (Some(Value::Array(cur)), Some(key)) => {
+                                merge_keyed_list(cur, items, key, nulls_delete)
+                            }
                             (Some(Value::Array(cur)), None) if is_set_list(k) => {
                                 for i in items {
                                     if !cur.contains(i) {
@@ -89,7 +99,9 @@ fn merge_value(target: &mut Value, patch: &Value, field: &str, nulls_delete: boo
                             _ => {
                                 let cleaned: Vec<Value> = items
                                     .iter()
-                                    .filter(|i| i.get("$patch").and_then(Value::as_str) != Some("delete"))
+                                    .filter(|i| {
+                                        i.get("$patch").and_then(Value::as_str) != Some("delete")
+                                    })
                                     .map(strip_directives)
                                     .collect();
                                 tm.insert(k.clone(), Value::Array(cleaned));
@@ -110,7 +122,10 @@ fn merge_value(target: &mut Value, patch: &Value, field: &str, nulls_delete: boo
 fn strip_directives(v: &Value) -> Value {
     match v {
         Value::Object(m) => Value::Object(
-            m.iter().filter(|(k, _)| !is_directive(k) && k.as_str() != "$patch").map(|(k, v)| (k.clone(), strip_directives(v))).collect(),
+            m.iter()
+                .filter(|(k, _)| !is_directive(k) && k.as_str() != "$patch")
+                .map(|(k, v)| (k.clone(), strip_directives(v)))
+                .collect(),
         ),
         Value::Array(a) => Value::Array(a.iter().map(strip_directives).collect()),
         other => other.clone(),
@@ -147,8 +162,17 @@ fn skip_top(k: &str) -> bool {
 fn skip_meta(k: &str) -> bool {
     matches!(
         k,
-        "name" | "namespace" | "uid" | "resourceVersion" | "creationTimestamp" | "managedFields" | "generation"
-            | "deletionTimestamp" | "selfLink" | "generateName" | "deletionGracePeriodSeconds"
+        "name"
+            | "namespace"
+            | "uid"
+            | "resourceVersion"
+            | "creationTimestamp"
+            | "managedFields"
+            | "generation"
+            | "deletionTimestamp"
+            | "selfLink"
+            | "generateName"
+            | "deletionGracePeriodSeconds"
     )
 }
 
@@ -164,7 +188,12 @@ pub fn leaf_paths(obj: &Value, include_status: bool) -> BTreeSet<FieldPath> {
                 if let Value::Object(mm) = v {
                     for (mk, mv) in mm {
                         if !skip_meta(mk) {
-                            walk(mv, vec!["f:metadata".into(), format!("f:{mk}")], mk, &mut out);
+                            walk(
+                                mv,
+                                vec!["f:metadata".into(), format!("f:{mk}")],
+                                mk,
+                                &mut out,
+                            );
                         }
                     }
                 }
@@ -186,7 +215,9 @@ fn walk(v: &Value, path: FieldPath, field: &str, out: &mut BTreeSet<FieldPath>) 
             }
         }
         Value::Array(items) if !items.is_empty() => {
-            if let Some(key) = merge_key(field, items).filter(|k| items.iter().all(|i| i.get(*k).is_some())) {
+            if let Some(key) =
+                merge_key(field, items).filter(|k| items.iter().all(|i| i.get(*k).is_some()))
+            {
                 for item in items {
                     let mut p = path.clone();
                     p.push(format!("k:{}", json!({key: item[key]})));
@@ -234,17 +265,26 @@ fn step<'a>(cur: &'a Value, seg: &str) -> Option<&'a Value> {
 
 /// Removes the field at `path` (and list items for `k:`/`v:` segments).
 pub fn remove_path(obj: &mut Value, path: &[String]) {
-    let Some((last, parents)) = path.split_last() else { return };
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
     let mut cur = obj;
     for seg in parents {
         let next = if let Some(f) = seg.strip_prefix("f:") {
             cur.get_mut(f)
         } else if let Some(k) = seg.strip_prefix("k:") {
-            let Ok(want) = serde_json::from_str::<Value>(k) else { return };
-            let Some((key, val)) = want.as_object().and_then(|o| o.iter().next()).map(|(a, b)| (a.clone(), b.clone())) else {
+            let Ok(want) = serde_json::from_str::<Value>(k) else {
                 return;
             };
-            cur.as_array_mut().and_then(|a| a.iter_mut().find(|i| i.get(&key) == Some(&val)))
+            let Some((key, val)) = want
+                .as_object()
+                .and_then(|o| o.iter().next())
+                .map(|(a, b)| (a.clone(), b.clone()))
+            else {
+                return;
+            };
+            cur.as_array_mut()
+                .and_then(|a| a.iter_mut().find(|i| i.get(&key) == Some(&val)))
         } else {
             None
         };
@@ -258,7 +298,9 @@ pub fn remove_path(obj: &mut Value, path: &[String]) {
             m.remove(f);
         }
     } else if let Some(k) = last.strip_prefix("k:").or_else(|| last.strip_prefix("v:")) {
-        let Ok(want) = serde_json::from_str::<Value>(k) else { return };
+        let Ok(want) = serde_json::from_str::<Value>(k) else {
+            return;
+        };
         if let Some(a) = cur.as_array_mut() {
             if last.starts_with("v:") {
                 a.retain(|i| *i != want);
@@ -284,7 +326,11 @@ pub fn encode_fields(paths: &BTreeSet<FieldPath>) -> Value {
     for p in paths {
         let mut cur = &mut root;
         for seg in p {
-            cur = cur.entry(seg.clone()).or_insert_with(|| Value::Object(Map::new())).as_object_mut().expect("map");
+            cur = cur
+                .entry(seg.clone())
+                .or_insert_with(|| Value::Object(Map::new()))
+                .as_object_mut()
+                .expect("map");
         }
     }
     Value::Object(root)
@@ -294,7 +340,10 @@ pub fn encode_fields(paths: &BTreeSet<FieldPath>) -> Value {
 pub fn decode_fields(v: &Value) -> BTreeSet<FieldPath> {
     let mut out = BTreeSet::new();
     fn rec(v: &Value, path: &mut FieldPath, out: &mut BTreeSet<FieldPath>) {
-        let children: Vec<(&String, &Value)> = v.as_object().map(|m| m.iter().filter(|(k, _)| k.as_str() != ".").collect()).unwrap_or_default();
+        let children: Vec<(&String, &Value)> = v
+            .as_object()
+            .map(|m| m.iter().filter(|(k, _)| k.as_str() != ".").collect())
+            .unwrap_or_default();
         if children.is_empty() {
             if !path.is_empty() {
                 out.insert(path.clone());
@@ -337,11 +386,17 @@ mod tests {
     #[test]
     fn containers_merge_by_name_and_maps_merge() {
         let mut t = json!({"spec": {"containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "y"}], "keep": 1}});
-        strategic_merge(&mut t, &json!({"spec": {"containers": [{"name": "b", "image": "z"}], "drop": null}}));
+        strategic_merge(
+            &mut t,
+            &json!({"spec": {"containers": [{"name": "b", "image": "z"}], "drop": null}}),
+        );
         assert_eq!(t["spec"]["containers"][0]["image"], "x");
         assert_eq!(t["spec"]["containers"][1]["image"], "z");
         assert_eq!(t["spec"]["keep"], 1);
-        strategic_merge(&mut t, &json!({"spec": {"containers": [{"name": "a", "$patch": "delete"}]}}));
+        strategic_merge(
+            &mut t,
+            &json!({"spec": {"containers": [{"name": "a", "$patch": "delete"}]}}),
+        );
         assert_eq!(t["spec"]["containers"].as_array().unwrap().len(), 1);
     }
 
@@ -349,9 +404,19 @@ mod tests {
     fn fields_round_trip() {
         let o = json!({"metadata": {"labels": {"a": "1"}}, "spec": {"containers": [{"name": "w", "image": "i"}], "args": ["x"]}});
         let p = leaf_paths(&o, false);
-        assert!(p.contains(&vec!["f:spec".to_string(), "f:containers".into(), "k:{\"name\":\"w\"}".into(), "f:image".into()]));
+        assert!(p.contains(&vec![
+            "f:spec".to_string(),
+            "f:containers".into(),
+            "k:{\"name\":\"w\"}".into(),
+            "f:image".into()
+        ]));
         assert_eq!(decode_fields(&encode_fields(&p)), p);
-        let path: Vec<String> = vec!["f:spec".into(), "f:containers".into(), "k:{\"name\":\"w\"}".into(), "f:image".into()];
+        let path: Vec<String> = vec![
+            "f:spec".into(),
+            "f:containers".into(),
+            "k:{\"name\":\"w\"}".into(),
+            "f:image".into(),
+        ];
         assert_eq!(get_path(&o, &path), Some(&json!("i")));
     }
 }

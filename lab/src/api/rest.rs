@@ -46,7 +46,9 @@ fn random_suffix() -> String {
     use rand::Rng;
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::rng();
-    (0..5).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+    (0..5)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 fn meta_str<'a>(obj: &'a Value, k: &str) -> &'a str {
@@ -73,7 +75,13 @@ fn spec_part(obj: &Value) -> Value {
 }
 
 impl State {
-    pub fn new(cluster: &str, profile: &str, cidr: Cidr, state_dir: PathBuf, token: String) -> Self {
+    pub fn new(
+        cluster: &str,
+        profile: &str,
+        cidr: Cidr,
+        state_dir: PathBuf,
+        token: String,
+    ) -> Self {
         Self {
             cluster: cluster.into(),
             profile: profile.into(),
@@ -90,19 +98,39 @@ impl State {
     }
 
     pub fn resource(&self, group: &str, version: &str, plural: &str) -> Option<Arc<ResourceType>> {
-        self.types.read().unwrap_or_else(|e| e.into_inner()).get(group, version, plural)
+        self.types
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(group, version, plural)
     }
 
     fn not_found(ty: &ResourceType, name: &str) -> ApiError {
-        ApiError::NotFound { resource: ty.plural.clone(), group: ty.group.clone(), name: name.into() }
+        ApiError::NotFound {
+            resource: ty.plural.clone(),
+            group: ty.group.clone(),
+            name: name.into(),
+        }
     }
 
     /// With the store locked: 404 for a missing namespace, 403 for a terminating one.
-    fn check_namespace(&self, store: &Store, ty: &ResourceType, ns: &str, name: &str) -> Result<(), ApiError> {
+    fn check_namespace(
+        &self,
+        store: &Store,
+        ty: &ResourceType,
+        ns: &str,
+        name: &str,
+    ) -> Result<(), ApiError> {
         match store.get(&(String::new(), "namespaces".into()), "", ns) {
-            None => Err(ApiError::NotFound { resource: "namespaces".into(), group: String::new(), name: ns.into() }),
+            None => Err(ApiError::NotFound {
+                resource: "namespaces".into(),
+                group: String::new(),
+                name: ns.into(),
+            }),
             Some(n) if n["status"]["phase"] == "Terminating" => Err(ApiError::Forbidden {
-                message: format!("{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated", ty.qualified()),
+                message: format!(
+                    "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                    ty.qualified()
+                ),
                 name: name.into(),
                 kind: ty.plural.clone(),
                 group: ty.group.clone(),
@@ -113,7 +141,10 @@ impl State {
 
     pub fn get(&self, ty: &ResourceType, ns: &str, name: &str) -> Result<Value, ApiError> {
         let store = self.lock();
-        store.get(&ty.gr(), ns, name).map(|o| self.render(ty, &o)).ok_or_else(|| Self::not_found(ty, name))
+        store
+            .get(&ty.gr(), ns, name)
+            .map(|o| self.render(ty, &o))
+            .ok_or_else(|| Self::not_found(ty, name))
     }
 
     /// Sets apiVersion for the requested version (custom resources may be served in several).
@@ -127,10 +158,16 @@ impl State {
     }
 
     pub fn list(&self, ty: &ResourceType, ns: Option<&str>, q: &Query) -> Result<Value, ApiError> {
-        let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))?;
-        let fields = FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or(""), &ty.kind)?;
+        let labels =
+            LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))?;
+        let fields = FieldSelector::parse(
+            q.get("fieldSelector").map(String::as_str).unwrap_or(""),
+            &ty.kind,
+        )?;
         let limit: usize = match q.get("limit") {
-            Some(l) => l.parse().map_err(|_| ApiError::BadRequest(format!("invalid limit: {l}")))?,
+            Some(l) => l
+                .parse()
+                .map_err(|_| ApiError::BadRequest(format!("invalid limit: {l}")))?,
             None => 0,
         };
         let after: Option<(String, String)> = match q.get("continue").filter(|c| !c.is_empty()) {
@@ -139,7 +176,11 @@ impl State {
                     .decode(tok)
                     .ok()
                     .and_then(|b| serde_json::from_slice::<(String, String)>(&b).ok())
-                    .ok_or_else(|| ApiError::BadRequest("continue key is not valid: illegal base64 data".into()))?;
+                    .ok_or_else(|| {
+                        ApiError::BadRequest(
+                            "continue key is not valid: illegal base64 data".into(),
+                        )
+                    })?;
                 Some(raw)
             }
             None => None,
@@ -172,18 +213,38 @@ impl State {
         }
         let mut meta = json!({"resourceVersion": store.rv.to_string()});
         if let Some(_first_unreturned) = next {
-            let last = items.last().map(|o| (meta_str(o, "namespace").to_string(), meta_str(o, "name").to_string())).unwrap_or_default();
-            let tok = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(&last).unwrap_or_default());
+            let last = items
+                .last()
+                .map(|o| {
+                    (
+                        meta_str(o, "namespace").to_string(),
+                        meta_str(o, "name").to_string(),
+                    )
+                })
+                .unwrap_or_default();
+            let tok = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(serde_json::to_vec(&last).unwrap_or_default());
             meta["continue"] = json!(tok);
             meta["remainingItemCount"] = json!(remaining);
         }
-        Ok(json!({"kind": format!("{}List", ty.kind), "apiVersion": ty.api_version(), "metadata": meta, "items": items}))
+        Ok(
+            json!({"kind": format!("{}List", ty.kind), "apiVersion": ty.api_version(), "metadata": meta, "items": items}),
+        )
     }
 
     /// POST. `manager`: fieldManager, or derived from the User-Agent.
-    pub fn create(&self, ty: &ResourceType, ns: Option<&str>, mut obj: Value, q: &Query, manager: &str) -> Result<Value, ApiError> {
+    pub fn create(
+        &self,
+        ty: &ResourceType,
+        ns: Option<&str>,
+        mut obj: Value,
+        q: &Query,
+        manager: &str,
+    ) -> Result<Value, ApiError> {
         if !obj.is_object() {
-            return Err(ApiError::BadRequest("the body of the request is not a JSON object".into()));
+            return Err(ApiError::BadRequest(
+                "the body of the request is not a JSON object".into(),
+            ));
         }
         self.check_type_meta(ty, &obj)?;
         if obj["metadata"].is_null() {
@@ -207,7 +268,13 @@ impl State {
         }
         let rv = meta_str(&obj, "resourceVersion");
         if !rv.is_empty() {
-            return Err(ApiError::invalid(&ty.kind, &ty.group, &name, "metadata.resourceVersion", format!("{}: must be empty", validate::iv(rv))));
+            return Err(ApiError::invalid(
+                &ty.kind,
+                &ty.group,
+                &name,
+                "metadata.resourceVersion",
+                format!("{}: must be empty", validate::iv(rv)),
+            ));
         }
         validate::validate_name(ty, &name)?;
         validate::validate_labels(ty, &name, &obj)?;
@@ -218,7 +285,11 @@ impl State {
             self.check_namespace(&store, ty, ns, &name)?;
         }
         if store.get(&ty.gr(), ns_key, &name).is_some() {
-            return Err(ApiError::AlreadyExists { resource: ty.plural.clone(), group: ty.group.clone(), name });
+            return Err(ApiError::AlreadyExists {
+                resource: ty.plural.clone(),
+                group: ty.group.clone(),
+                name,
+            });
         }
         let meta = obj["metadata"].as_object_mut().expect("metadata object");
         meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
@@ -237,7 +308,13 @@ impl State {
         if ty.plural == "customresourcedefinitions" {
             let types = types_from_crd(&obj);
             if types.is_empty() {
-                return Err(ApiError::invalid(&ty.kind, &ty.group, &name, "spec.versions", "Required value: at least one served version".into()));
+                return Err(ApiError::invalid(
+                    &ty.kind,
+                    &ty.group,
+                    &name,
+                    "spec.versions",
+                    "Required value: at least one served version".into(),
+                ));
             }
             obj["status"] = json!({
                 "acceptedNames": obj["spec"]["names"].clone(),
@@ -255,8 +332,13 @@ impl State {
             }
         }
         if matches!(manager, "") {
-            obj["metadata"].as_object_mut().map(|m| m.remove("managedFields"));
-        } else if obj["metadata"]["managedFields"].as_array().is_none_or(|a| a.iter().all(|e| e["operation"] != "Apply")) {
+            obj["metadata"]
+                .as_object_mut()
+                .map(|m| m.remove("managedFields"));
+        } else if obj["metadata"]["managedFields"]
+            .as_array()
+            .is_none_or(|a| a.iter().all(|e| e["operation"] != "Apply"))
+        {
             let mf = fields::track_update(None, &obj, manager, &ty.api_version(), false);
             obj["metadata"]["managedFields"] = mf;
         }
@@ -282,29 +364,65 @@ impl State {
     }
 
     /// PUT on the object or its status subresource.
-    pub fn update(&self, ty: &ResourceType, ns: &str, name: &str, obj: Value, q: &Query, status_sub: bool, manager: &str) -> Result<Value, ApiError> {
+    pub fn update(
+        &self,
+        ty: &ResourceType,
+        ns: &str,
+        name: &str,
+        obj: Value,
+        q: &Query,
+        status_sub: bool,
+        manager: &str,
+    ) -> Result<Value, ApiError> {
         if !obj.is_object() {
-            return Err(ApiError::BadRequest("the body of the request is not a JSON object".into()));
+            return Err(ApiError::BadRequest(
+                "the body of the request is not a JSON object".into(),
+            ));
         }
         self.check_type_meta(ty, &obj)?;
         let body_name = meta_str(&obj, "name");
         if !body_name.is_empty() && body_name != name {
-            return Err(ApiError::BadRequest(format!("the name of the object ({body_name}) does not match the name on the URL ({name})")));
+            return Err(ApiError::BadRequest(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
         }
         let body_ns = meta_str(&obj, "namespace");
         if !body_ns.is_empty() && body_ns != ns {
             return Err(ApiError::BadRequest("the namespace of the provided object does not match the namespace sent on the request".into()));
         }
         let mut store = self.lock();
-        let old = store.get(&ty.gr(), ns, name).ok_or_else(|| Self::not_found(ty, name))?;
-        self.commit(&mut store, ty, ns, name, &old, obj, status_sub, Manager::Update(manager), dry_run(q))
+        let old = store
+            .get(&ty.gr(), ns, name)
+            .ok_or_else(|| Self::not_found(ty, name))?;
+        self.commit(
+            &mut store,
+            ty,
+            ns,
+            name,
+            &old,
+            obj,
+            status_sub,
+            Manager::Update(manager),
+            dry_run(q),
+        )
     }
 
     /// PATCH: JSON patch, merge patch, strategic merge patch or server-side apply.
     #[allow(clippy::too_many_arguments)]
-    pub fn patch(&self, ty: &ResourceType, ns: &str, name: &str, content_type: &str, body: &[u8], q: &Query, status_sub: bool, manager: &str) -> Result<Value, ApiError> {
+    pub fn patch(
+        &self,
+        ty: &ResourceType,
+        ns: &str,
+        name: &str,
+        content_type: &str,
+        body: &[u8],
+        q: &Query,
+        status_sub: bool,
+        manager: &str,
+    ) -> Result<Value, ApiError> {
         let ct = content_type.split(';').next().unwrap_or_default().trim();
-        let bad = |e: &dyn std::fmt::Display| ApiError::BadRequest(format!("error decoding patch: {e}"));
+        let bad =
+            |e: &dyn std::fmt::Display| ApiError::BadRequest(format!("error decoding patch: {e}"));
         if ct == "application/apply-patch+yaml" {
             let config: Value = serde_yaml::from_slice(body).map_err(|e| bad(&e))?;
             let Some(fm) = q.get("fieldManager").filter(|m| !m.is_empty()) else {
@@ -313,12 +431,24 @@ impl State {
             return self.apply(ty, ns, name, config, q, fm, status_sub);
         }
         let mut store = self.lock();
-        let old = store.get(&ty.gr(), ns, name).ok_or_else(|| Self::not_found(ty, name))?;
+        let old = store
+            .get(&ty.gr(), ns, name)
+            .ok_or_else(|| Self::not_found(ty, name))?;
         let mut new = (*old).clone();
         match ct {
             "application/json-patch+json" => {
                 let p: json_patch::Patch = serde_json::from_slice(body).map_err(|e| bad(&e))?;
-                json_patch::patch(&mut new, &p).map_err(|e| ApiError::invalid(&ty.kind, &ty.group, name, "", format!("the server rejected our request due to an error in our request: {e}")))?;
+                json_patch::patch(&mut new, &p).map_err(|e| {
+                    ApiError::invalid(
+                        &ty.kind,
+                        &ty.group,
+                        name,
+                        "",
+                        format!(
+                            "the server rejected our request due to an error in our request: {e}"
+                        ),
+                    )
+                })?;
             }
             "application/merge-patch+json" => {
                 let p: Value = serde_json::from_slice(body).map_err(|e| bad(&e))?;
@@ -336,30 +466,63 @@ impl State {
             other => {
                 return Err(ApiError::UnsupportedMediaType(format!(
                     "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml{} (got {other:?})",
-                    if ty.crd.is_some() { "" } else { ", application/strategic-merge-patch+json" }
+                    if ty.crd.is_some() {
+                        ""
+                    } else {
+                        ", application/strategic-merge-patch+json"
+                    }
                 )));
             }
         }
         if meta_str(&new, "name") != name {
-            return Err(ApiError::BadRequest(format!("the name of the object ({}) does not match the name on the URL ({name})", meta_str(&new, "name"))));
+            return Err(ApiError::BadRequest(format!(
+                "the name of the object ({}) does not match the name on the URL ({name})",
+                meta_str(&new, "name")
+            )));
         }
-        self.commit(&mut store, ty, ns, name, &old, new, status_sub, Manager::Update(manager), dry_run(q))
+        self.commit(
+            &mut store,
+            ty,
+            ns,
+            name,
+            &old,
+            new,
+            status_sub,
+            Manager::Update(manager),
+            dry_run(q),
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn apply(&self, ty: &ResourceType, ns: &str, name: &str, config: Value, q: &Query, manager: &str, status_sub: bool) -> Result<Value, ApiError> {
+    fn apply(
+        &self,
+        ty: &ResourceType,
+        ns: &str,
+        name: &str,
+        config: Value,
+        q: &Query,
+        manager: &str,
+        status_sub: bool,
+    ) -> Result<Value, ApiError> {
         if !config.is_object() {
-            return Err(ApiError::BadRequest("apply configuration must be an object".into()));
+            return Err(ApiError::BadRequest(
+                "apply configuration must be an object".into(),
+            ));
         }
         let kind = config["kind"].as_str().unwrap_or_default();
         let av = config["apiVersion"].as_str().unwrap_or_default();
         if kind.is_empty() || av.is_empty() {
-            return Err(ApiError::BadRequest("invalid object type: apiVersion and kind must be set in an apply configuration".into()));
+            return Err(ApiError::BadRequest(
+                "invalid object type: apiVersion and kind must be set in an apply configuration"
+                    .into(),
+            ));
         }
         self.check_type_meta(ty, &config)?;
         let cfg_name = meta_str(&config, "name");
         if cfg_name != name {
-            return Err(ApiError::BadRequest(format!("the name of the object ({cfg_name}) does not match the name on the URL ({name})")));
+            return Err(ApiError::BadRequest(format!(
+                "the name of the object ({cfg_name}) does not match the name on the URL ({name})"
+            )));
         }
         let force = q.get("force").is_some_and(|f| f == "true");
         let existing = self.lock().get(&ty.gr(), ns, name);
@@ -371,28 +534,56 @@ impl State {
             let ns_opt = ty.namespaced.then_some(ns);
             return match self.create(ty, ns_opt, obj, q, manager) {
                 // Raced with another creator: apply onto what they made.
-                Err(ApiError::AlreadyExists { .. }) => self.apply(ty, ns, name, config, q, manager, status_sub),
+                Err(ApiError::AlreadyExists { .. }) => {
+                    self.apply(ty, ns, name, config, q, manager, status_sub)
+                }
                 other => other,
             };
         };
         let mut store = self.lock();
-        let old = store.get(&ty.gr(), ns, name).ok_or_else(|| Self::not_found(ty, name))?;
+        let old = store
+            .get(&ty.gr(), ns, name)
+            .ok_or_else(|| Self::not_found(ty, name))?;
         let mut merged = fields::apply(ty, name, Some(&old), &config, manager, force, status_sub)?;
         // Apply configurations never carry a precondition unless they set one explicitly.
         if config["metadata"]["resourceVersion"].is_null() {
             merged["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
         }
-        self.commit(&mut store, ty, ns, name, &old, merged, status_sub, Manager::Precomputed, dry_run(q))
+        self.commit(
+            &mut store,
+            ty,
+            ns,
+            name,
+            &old,
+            merged,
+            status_sub,
+            Manager::Precomputed,
+            dry_run(q),
+        )
     }
 
     /// The shared tail of every update: preconditions, subresource rules, validation, no-op
     /// detection, generation, finalizer completion, and the write itself.
     #[allow(clippy::too_many_arguments)]
-    pub fn commit(&self, store: &mut Store, ty: &ResourceType, ns: &str, name: &str, old: &Arc<Value>, mut new: Value, status_sub: bool, manager: Manager<'_>, dry: bool) -> Result<Value, ApiError> {
+    pub fn commit(
+        &self,
+        store: &mut Store,
+        ty: &ResourceType,
+        ns: &str,
+        name: &str,
+        old: &Arc<Value>,
+        mut new: Value,
+        status_sub: bool,
+        manager: Manager<'_>,
+        dry: bool,
+    ) -> Result<Value, ApiError> {
         let req_rv = meta_str(&new, "resourceVersion");
         if !req_rv.is_empty() && req_rv != meta_str(old, "resourceVersion") {
             return Err(ApiError::Conflict {
-                message: format!("Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again", ty.qualified()),
+                message: format!(
+                    "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                    ty.qualified()
+                ),
                 resource: ty.plural.clone(),
                 group: ty.group.clone(),
                 name: name.into(),
@@ -421,8 +612,18 @@ impl State {
             }
         }
         {
-            let meta = new["metadata"].as_object_mut().ok_or_else(|| ApiError::BadRequest("metadata must be an object".into()))?;
-            for k in ["name", "namespace", "uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+            let meta = new["metadata"]
+                .as_object_mut()
+                .ok_or_else(|| ApiError::BadRequest("metadata must be an object".into()))?;
+            for k in [
+                "name",
+                "namespace",
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+            ] {
                 match old["metadata"].get(k) {
                     Some(v) => {
                         meta.insert(k.into(), v.clone());
@@ -439,11 +640,18 @@ impl State {
                 };
             }
         }
-        if ty.group.is_empty() && ty.plural == "secrets"
-            && let Some(sd) = new.as_object_mut().and_then(|m| m.remove("stringData")).and_then(|v| v.as_object().cloned())
+        if ty.group.is_empty()
+            && ty.plural == "secrets"
+            && let Some(sd) = new
+                .as_object_mut()
+                .and_then(|m| m.remove("stringData"))
+                .and_then(|v| v.as_object().cloned())
         {
             for (k, v) in sd {
-                new["data"][k.as_str()] = json!(base64::engine::general_purpose::STANDARD.encode(v.as_str().unwrap_or_default()));
+                new["data"][k.as_str()] = json!(
+                    base64::engine::general_purpose::STANDARD
+                        .encode(v.as_str().unwrap_or_default())
+                );
             }
         }
         if !status_sub {
@@ -454,7 +662,10 @@ impl State {
             }
         }
         if content(&new) == content(old)
-            && fields::decode(&new).iter().map(|e| (&e.manager, &e.fields)).eq(fields::decode(old).iter().map(|e| (&e.manager, &e.fields)))
+            && fields::decode(&new)
+                .iter()
+                .map(|e| (&e.manager, &e.fields))
+                .eq(fields::decode(old).iter().map(|e| (&e.manager, &e.fields)))
         {
             return Ok((**old).clone());
         }
@@ -464,8 +675,13 @@ impl State {
             let mf = fields::track_update(Some(old), &new, m, &ty.api_version(), status_sub);
             new["metadata"]["managedFields"] = mf;
         }
-        if new["metadata"]["managedFields"].as_array().is_some_and(|a| a.is_empty()) {
-            new["metadata"].as_object_mut().map(|m| m.remove("managedFields"));
+        if new["metadata"]["managedFields"]
+            .as_array()
+            .is_some_and(|a| a.is_empty())
+        {
+            new["metadata"]
+                .as_object_mut()
+                .map(|m| m.remove("managedFields"));
         }
         if (ty.has_status || ty.crd.is_some()) && spec_part(&new) != spec_part(old) {
             let g = old["metadata"]["generation"].as_i64().unwrap_or(1);
@@ -487,7 +703,9 @@ impl State {
         let rv = store.next_rv();
         new["metadata"]["resourceVersion"] = json!(rv.to_string());
         let finishing = !new["metadata"]["deletionTimestamp"].is_null()
-            && new["metadata"]["finalizers"].as_array().is_none_or(|f| f.is_empty())
+            && new["metadata"]["finalizers"]
+                .as_array()
+                .is_none_or(|f| f.is_empty())
             && !(ty.group.is_empty() && ty.plural == "namespaces");
         if finishing {
             self.remove_now(store, ty, ns, name, new.clone(), rv);
@@ -497,23 +715,46 @@ impl State {
         Ok((*stored).clone())
     }
 
-    fn remove_now(&self, store: &mut Store, ty: &ResourceType, ns: &str, name: &str, obj: Value, rv: u64) {
+    fn remove_now(
+        &self,
+        store: &mut Store,
+        ty: &ResourceType,
+        ns: &str,
+        name: &str,
+        obj: Value,
+        rv: u64,
+    ) {
         if ty.group.is_empty() && ty.plural == "services" {
             validate::service_release(store, ns, name);
         }
         store.remove(&ty.gr(), ns, name, obj, rv);
         if ty.plural == "customresourcedefinitions" {
-            self.types.write().unwrap_or_else(|e| e.into_inner()).remove_crd(name);
+            self.types
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove_crd(name);
         }
     }
 
     /// DELETE. Returns the object as deleted (or as marked, when finalizers hold it).
-    pub fn delete(self: &Arc<Self>, ty: &ResourceType, ns: &str, name: &str, q: &Query, options: &Value) -> Result<Value, ApiError> {
+    pub fn delete(
+        self: &Arc<Self>,
+        ty: &ResourceType,
+        ns: &str,
+        name: &str,
+        q: &Query,
+        options: &Value,
+    ) -> Result<Value, ApiError> {
         let mut store = self.lock();
-        let old = store.get(&ty.gr(), ns, name).ok_or_else(|| Self::not_found(ty, name))?;
+        let old = store
+            .get(&ty.gr(), ns, name)
+            .ok_or_else(|| Self::not_found(ty, name))?;
         let pre = &options["preconditions"];
         let conflict = |what: &str, want: &str, have: &str| ApiError::Conflict {
-            message: format!("Operation cannot be fulfilled on {} \"{name}\": Precondition failed: {what}: {want}, {what} in object meta: {have}", ty.qualified()),
+            message: format!(
+                "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: {what}: {want}, {what} in object meta: {have}",
+                ty.qualified()
+            ),
             resource: ty.plural.clone(),
             group: ty.group.clone(),
             name: name.into(),
@@ -527,14 +768,23 @@ impl State {
         if let Some(rv) = pre["resourceVersion"].as_str()
             && rv != meta_str(&old, "resourceVersion")
         {
-            return Err(conflict("ResourceVersion", rv, meta_str(&old, "resourceVersion")));
+            return Err(conflict(
+                "ResourceVersion",
+                rv,
+                meta_str(&old, "resourceVersion"),
+            ));
         }
-        let dry = dry_run(q) || options["dryRun"].as_array().is_some_and(|a| a.iter().any(|v| v == "All"));
+        let dry = dry_run(q)
+            || options["dryRun"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|v| v == "All"));
         if dry {
             return Ok((*old).clone());
         }
         let is_ns = ty.group.is_empty() && ty.plural == "namespaces";
-        let has_finalizers = old["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
+        let has_finalizers = old["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty());
         if is_ns || has_finalizers {
             if !old["metadata"]["deletionTimestamp"].is_null() {
                 return Ok((*old).clone());
@@ -561,7 +811,9 @@ impl State {
         obj["metadata"]["resourceVersion"] = json!(rv.to_string());
         self.remove_now(&mut store, ty, ns, name, obj.clone(), rv);
         drop(store);
-        let orphan = q.get("propagationPolicy").map(String::as_str) == Some("Orphan") || options["propagationPolicy"] == "Orphan" || options["orphanDependents"] == true;
+        let orphan = q.get("propagationPolicy").map(String::as_str) == Some("Orphan")
+            || options["propagationPolicy"] == "Orphan"
+            || options["orphanDependents"] == true;
         if !orphan {
             let uid = meta_str(&obj, "uid").to_string();
             let me = self.clone();
@@ -578,7 +830,14 @@ impl State {
         }
         let victims: Vec<(Arc<ResourceType>, String)> = {
             let store = self.lock();
-            let types: Vec<Arc<ResourceType>> = self.types.read().unwrap_or_else(|e| e.into_inner()).all().filter(|t| t.namespaced).cloned().collect();
+            let types: Vec<Arc<ResourceType>> = self
+                .types
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .all()
+                .filter(|t| t.namespaced)
+                .cloned()
+                .collect();
             let mut seen = std::collections::HashSet::new();
             let mut out = Vec::new();
             for t in types {
@@ -586,7 +845,10 @@ impl State {
                     continue;
                 }
                 for ((_, name), o) in store.range(&t.gr(), Some(ns), None) {
-                    if o["metadata"]["ownerReferences"].as_array().is_some_and(|refs| refs.iter().any(|r| r["uid"] == owner_uid)) {
+                    if o["metadata"]["ownerReferences"]
+                        .as_array()
+                        .is_some_and(|refs| refs.iter().any(|r| r["uid"] == owner_uid))
+                    {
                         out.push((t.clone(), name.clone()));
                     }
                 }
@@ -600,18 +862,28 @@ impl State {
 
     /// Empties a terminating namespace, then removes it (what the namespace controller does).
     async fn finalize_namespace(self: Arc<Self>, ns: &str) {
-        let ns_ty = self.resource("", "v1", "namespaces").expect("namespaces type");
+        let ns_ty = self
+            .resource("", "v1", "namespaces")
+            .expect("namespaces type");
         loop {
             let keys = self.lock().keys_in_namespace(ns);
             for (gr, name) in keys {
-                let ty = self.types.read().unwrap_or_else(|e| e.into_inner()).all().find(|t| t.gr() == gr).cloned();
+                let ty = self
+                    .types
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .all()
+                    .find(|t| t.gr() == gr)
+                    .cloned();
                 if let Some(ty) = ty {
                     let _ = self.delete(&ty, ns, &name, &Query::new(), &Value::Null);
                 }
             }
             {
                 let mut store = self.lock();
-                let Some(obj) = store.get(&ns_ty.gr(), "", ns) else { return };
+                let Some(obj) = store.get(&ns_ty.gr(), "", ns) else {
+                    return;
+                };
                 if store.namespace_is_empty(ns) {
                     let rv = store.next_rv();
                     let mut o = (*obj).clone();
@@ -628,17 +900,30 @@ impl State {
     }
 
     /// DELETE on a collection (with selectors), returning the deleted objects as a list.
-    pub fn delete_collection(self: &Arc<Self>, ty: &ResourceType, ns: Option<&str>, q: &Query) -> Result<Value, ApiError> {
+    pub fn delete_collection(
+        self: &Arc<Self>,
+        ty: &ResourceType,
+        ns: Option<&str>,
+        q: &Query,
+    ) -> Result<Value, ApiError> {
         let mut lq = q.clone();
         lq.remove("limit");
         lq.remove("continue");
         let list = self.list(ty, ns, &lq)?;
         let mut items = Vec::new();
         for o in list["items"].as_array().cloned().unwrap_or_default() {
-            if let Ok(d) = self.delete(ty, meta_str(&o, "namespace"), meta_str(&o, "name"), q, &Value::Null) {
+            if let Ok(d) = self.delete(
+                ty,
+                meta_str(&o, "namespace"),
+                meta_str(&o, "name"),
+                q,
+                &Value::Null,
+            ) {
                 items.push(d);
             }
         }
-        Ok(json!({"kind": format!("{}List", ty.kind), "apiVersion": ty.api_version(), "metadata": {}, "items": items}))
+        Ok(
+            json!({"kind": format!("{}List", ty.kind), "apiVersion": ty.api_version(), "metadata": {}, "items": items}),
+        )
     }
 }

@@ -74,12 +74,22 @@ impl Store {
     }
 
     pub fn get(&self, gr: &Gr, ns: &str, name: &str) -> Option<Arc<Value>> {
-        self.objects.get(gr)?.get(&(ns.to_string(), name.to_string())).cloned()
+        self.objects
+            .get(gr)?
+            .get(&(ns.to_string(), name.to_string()))
+            .cloned()
     }
 
     /// Objects of a resource, in one namespace or (ns = None) all, from `after` (exclusive).
-    pub fn range<'a>(&'a self, gr: &Gr, ns: Option<&'a str>, after: Option<&Key>) -> Box<dyn Iterator<Item = (&'a Key, &'a Arc<Value>)> + 'a> {
-        let Some(map) = self.objects.get(gr) else { return Box::new(std::iter::empty()) };
+    pub fn range<'a>(
+        &'a self,
+        gr: &Gr,
+        ns: Option<&'a str>,
+        after: Option<&Key>,
+    ) -> Box<dyn Iterator<Item = (&'a Key, &'a Arc<Value>)> + 'a> {
+        let Some(map) = self.objects.get(gr) else {
+            return Box::new(std::iter::empty());
+        };
         use std::ops::Bound::*;
         let start = match (after, ns) {
             (Some(k), _) => Excluded(k.clone()),
@@ -133,25 +143,57 @@ impl Store {
     pub fn put(&mut self, gr: &Gr, ns: &str, name: &str, obj: Value, rv: u64) -> Arc<Value> {
         let obj = Arc::new(obj);
         let key = (ns.to_string(), name.to_string());
-        let old = self.objects.entry(gr.clone()).or_default().insert(key, obj.clone());
+        let old = self
+            .objects
+            .entry(gr.clone())
+            .or_default()
+            .insert(key, obj.clone());
         if old.is_none() && !ns.is_empty() {
             *self.ns_count.entry(ns.to_string()).or_default() += 1;
         }
-        let kind = if old.is_some() { EventType::Modified } else { EventType::Added };
-        self.emit(Event { rv, gr: gr.clone(), ns: ns.to_string(), kind, object: obj.clone(), old });
+        let kind = if old.is_some() {
+            EventType::Modified
+        } else {
+            EventType::Added
+        };
+        self.emit(Event {
+            rv,
+            gr: gr.clone(),
+            ns: ns.to_string(),
+            kind,
+            object: obj.clone(),
+            old,
+        });
         obj
     }
 
     /// Removes an object; the DELETED event carries `obj` (with the deletion's resourceVersion).
-    pub fn remove(&mut self, gr: &Gr, ns: &str, name: &str, obj: Value, rv: u64) -> Option<Arc<Value>> {
-        let old = self.objects.get_mut(gr)?.remove(&(ns.to_string(), name.to_string()))?;
+    pub fn remove(
+        &mut self,
+        gr: &Gr,
+        ns: &str,
+        name: &str,
+        obj: Value,
+        rv: u64,
+    ) -> Option<Arc<Value>> {
+        let old = self
+            .objects
+            .get_mut(gr)?
+            .remove(&(ns.to_string(), name.to_string()))?;
         if !ns.is_empty()
             && let Some(c) = self.ns_count.get_mut(ns)
         {
             *c -= 1;
         }
         let obj = Arc::new(obj);
-        self.emit(Event { rv, gr: gr.clone(), ns: ns.to_string(), kind: EventType::Deleted, object: obj.clone(), old: Some(old) });
+        self.emit(Event {
+            rv,
+            gr: gr.clone(),
+            ns: ns.to_string(),
+            kind: EventType::Deleted,
+            object: obj.clone(),
+            old: Some(old),
+        });
         Some(obj)
     }
 

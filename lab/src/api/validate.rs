@@ -15,7 +15,8 @@ fn is_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }
@@ -31,9 +32,23 @@ pub fn iv(v: &str) -> String {
 
 /// The object name rule of a type: label for namespaces, DNS-1035 for services, path segment for RBAC.
 pub fn validate_name(ty: &ResourceType, name: &str) -> Result<(), ApiError> {
-    let err = |msg: &str| ApiError::invalid(&ty.kind, &ty.group, name, "metadata.name", format!("{}: {msg}", iv(name)));
+    let err = |msg: &str| {
+        ApiError::invalid(
+            &ty.kind,
+            &ty.group,
+            name,
+            "metadata.name",
+            format!("{}: {msg}", iv(name)),
+        )
+    };
     if name.is_empty() {
-        return Err(ApiError::invalid(&ty.kind, &ty.group, name, "metadata.name", "Required value: name or generateName is required".into()));
+        return Err(ApiError::invalid(
+            &ty.kind,
+            &ty.group,
+            name,
+            "metadata.name",
+            "Required value: name or generateName is required".into(),
+        ));
     }
     match (ty.group.as_str(), ty.plural.as_str()) {
         ("", "namespaces") => {
@@ -78,7 +93,8 @@ fn label_value_ok(v: &str) -> bool {
         && (b.is_empty()
             || (b[0].is_ascii_alphanumeric()
                 && b[b.len() - 1].is_ascii_alphanumeric()
-                && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))))
+                && b.iter()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))))
 }
 
 fn label_key_ok(k: &str) -> bool {
@@ -103,7 +119,16 @@ pub fn validate_labels(ty: &ResourceType, name: &str, obj: &Value) -> Result<(),
             }
         }
     }
-    if causes.is_empty() { Ok(()) } else { Err(ApiError::Invalid { kind: ty.kind.clone(), group: ty.group.clone(), name: name.into(), causes }) }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Invalid {
+            kind: ty.kind.clone(),
+            group: ty.group.clone(),
+            name: name.into(),
+            causes,
+        })
+    }
 }
 
 /// An IPv4 CIDR such as `10.96.0.0/16`.
@@ -118,18 +143,29 @@ impl Cidr {
         let (ip, bits) = s.split_once('/')?;
         let ip: std::net::Ipv4Addr = ip.parse().ok()?;
         let bits: u8 = bits.parse().ok()?;
-        (bits <= 32).then(|| Cidr { base: u32::from(ip) & mask(bits), bits })
+        (bits <= 32).then(|| Cidr {
+            base: u32::from(ip) & mask(bits),
+            bits,
+        })
     }
     pub fn contains(&self, ip: u32) -> bool {
         ip & mask(self.bits) == self.base
     }
     fn size(&self) -> u32 {
-        if self.bits == 0 { u32::MAX } else { 1u32 << (32 - self.bits) }
+        if self.bits == 0 {
+            u32::MAX
+        } else {
+            1u32 << (32 - self.bits)
+        }
     }
 }
 
 fn mask(bits: u8) -> u32 {
-    if bits == 0 { 0 } else { u32::MAX << (32 - bits) }
+    if bits == 0 {
+        0
+    } else {
+        u32::MAX << (32 - bits)
+    }
 }
 
 impl std::fmt::Display for Cidr {
@@ -144,14 +180,37 @@ fn svc_invalid(name: &str, field: String, message: String) -> ApiError {
 
 /// Validates a Service's clusterIP and nodePorts and allocates them (unless `dry_run`).
 /// On update, unset allocated values are carried over from `old` like the real server does.
-pub fn service_allocate(store: &mut Store, cidr: Cidr, ns: &str, name: &str, old: Option<&Value>, new: &mut Value, dry_run: bool) -> Result<(), ApiError> {
+pub fn service_allocate(
+    store: &mut Store,
+    cidr: Cidr,
+    ns: &str,
+    name: &str,
+    old: Option<&Value>,
+    new: &mut Value,
+    dry_run: bool,
+) -> Result<(), ApiError> {
     let owner = format!("{ns}/{name}");
-    let spec = new["spec"].as_object_mut().ok_or_else(|| svc_invalid(name, "spec".into(), "Required value".into()))?;
-    let svc_type = spec.get("type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
-    let old_ip = old.and_then(|o| o["spec"]["clusterIP"].as_str()).map(str::to_string);
-    let mut ip = spec.get("clusterIP").and_then(Value::as_str).map(str::to_string).unwrap_or_default();
+    let spec = new["spec"]
+        .as_object_mut()
+        .ok_or_else(|| svc_invalid(name, "spec".into(), "Required value".into()))?;
+    let svc_type = spec
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP")
+        .to_string();
+    let old_ip = old
+        .and_then(|o| o["spec"]["clusterIP"].as_str())
+        .map(str::to_string);
+    let mut ip = spec
+        .get("clusterIP")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_default();
     if ip.is_empty()
-        && let Some(first) = spec.get("clusterIPs").and_then(|v| v.get(0)).and_then(Value::as_str)
+        && let Some(first) = spec
+            .get("clusterIPs")
+            .and_then(|v| v.get(0))
+            .and_then(Value::as_str)
     {
         ip = first.to_string();
     }
@@ -159,17 +218,33 @@ pub fn service_allocate(store: &mut Store, cidr: Cidr, ns: &str, name: &str, old
         if ip.is_empty() {
             ip = old_ip.clone();
         } else if ip != *old_ip {
-            return Err(svc_invalid(name, "spec.clusterIPs[0]".into(), format!("Invalid value: []string{{\"{ip}\"}}: may not change once set")));
+            return Err(svc_invalid(
+                name,
+                "spec.clusterIPs[0]".into(),
+                format!("Invalid value: []string{{\"{ip}\"}}: may not change once set"),
+            ));
         }
     }
-    let ports = spec.get("ports").and_then(Value::as_array).cloned().unwrap_or_default();
+    let ports = spec
+        .get("ports")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     if ports.is_empty() && svc_type != "ExternalName" && ip != "None" {
-        return Err(svc_invalid(name, "spec.ports".into(), "Required value".into()));
+        return Err(svc_invalid(
+            name,
+            "spec.ports".into(),
+            "Required value".into(),
+        ));
     }
     let mut new_ip: Option<u32> = None;
     if svc_type == "ExternalName" {
         if !ip.is_empty() && ip != "None" && old.is_none() {
-            return Err(svc_invalid(name, "spec.clusterIPs".into(), "Invalid value: must be empty for ExternalName services".into()));
+            return Err(svc_invalid(
+                name,
+                "spec.clusterIPs".into(),
+                "Invalid value: must be empty for ExternalName services".into(),
+            ));
         }
     } else if ip == "None" {
     } else if ip.is_empty() {
@@ -183,20 +258,43 @@ pub fn service_allocate(store: &mut Store, cidr: Cidr, ns: &str, name: &str, old
                 break;
             }
         }
-        let c = cand.ok_or_else(|| ApiError::Internal(format!("failed to allocate a serviceIP: range {cidr} is full")))?;
+        let c = cand.ok_or_else(|| {
+            ApiError::Internal(format!(
+                "failed to allocate a serviceIP: range {cidr} is full"
+            ))
+        })?;
         new_ip = Some(c);
         ip = std::net::Ipv4Addr::from(c).to_string();
     } else {
         let parsed: std::net::Ipv4Addr = ip.parse().map_err(|_| {
-            svc_invalid(name, "spec.clusterIPs[0]".into(), format!("{}: must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)", iv(&ip)))
+            svc_invalid(
+                name,
+                "spec.clusterIPs[0]".into(),
+                format!(
+                    "{}: must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
+                    iv(&ip)
+                ),
+            )
         })?;
         let n = u32::from(parsed);
         if !cidr.contains(n) {
-            return Err(svc_invalid(name, "spec.clusterIPs".into(), format!("Invalid value: []string{{\"{ip}\"}}: failed to allocate IP {ip}: the provided IP ({ip}) is not in the valid range. The range of valid IPs is {cidr}")));
+            return Err(svc_invalid(
+                name,
+                "spec.clusterIPs".into(),
+                format!(
+                    "Invalid value: []string{{\"{ip}\"}}: failed to allocate IP {ip}: the provided IP ({ip}) is not in the valid range. The range of valid IPs is {cidr}"
+                ),
+            ));
         }
         match store.cluster_ips.get(&n) {
             Some(o) if *o != owner => {
-                return Err(svc_invalid(name, "spec.clusterIPs".into(), format!("Invalid value: []string{{\"{ip}\"}}: failed to allocate IP {ip}: provided IP is already allocated")));
+                return Err(svc_invalid(
+                    name,
+                    "spec.clusterIPs".into(),
+                    format!(
+                        "Invalid value: []string{{\"{ip}\"}}: failed to allocate IP {ip}: provided IP is already allocated"
+                    ),
+                ));
             }
             _ => new_ip = Some(n),
         }
@@ -207,18 +305,28 @@ pub fn service_allocate(store: &mut Store, cidr: Cidr, ns: &str, name: &str, old
     }
     // Node ports.
     let wants_node_ports = matches!(svc_type.as_str(), "NodePort" | "LoadBalancer");
-    let old_ports: Vec<Value> = old.and_then(|o| o["spec"]["ports"].as_array().cloned()).unwrap_or_default();
+    let old_ports: Vec<Value> = old
+        .and_then(|o| o["spec"]["ports"].as_array().cloned())
+        .unwrap_or_default();
     let mut ports = ports;
     let mut claimed: Vec<u16> = Vec::new();
     for (i, p) in ports.iter_mut().enumerate() {
         let port = p["port"].as_i64().unwrap_or(0);
         if !(1..=65535).contains(&port) {
-            return Err(svc_invalid(name, format!("spec.ports[{i}].port"), format!("Invalid value: {port}: must be between 1 and 65535, inclusive")));
+            return Err(svc_invalid(
+                name,
+                format!("spec.ports[{i}].port"),
+                format!("Invalid value: {port}: must be between 1 and 65535, inclusive"),
+            ));
         }
         let np = p.get("nodePort").and_then(Value::as_i64).unwrap_or(0);
         if !wants_node_ports {
             if np != 0 {
-                return Err(svc_invalid(name, format!("spec.ports[{i}].nodePort"), format!("Forbidden: may not be used when `type` is '{svc_type}'")));
+                return Err(svc_invalid(
+                    name,
+                    format!("spec.ports[{i}].nodePort"),
+                    format!("Forbidden: may not be used when `type` is '{svc_type}'"),
+                ));
             }
             continue;
         }
@@ -234,19 +342,36 @@ pub fn service_allocate(store: &mut Store, cidr: Cidr, ns: &str, name: &str, old
         let np = if np == 0 {
             (30000u16..=32767)
                 .find(|c| !store.node_ports.contains_key(c) && !claimed.contains(c))
-                .ok_or_else(|| ApiError::Internal("node port range is full".into()))? as i64
+                .ok_or_else(|| ApiError::Internal("node port range is full".into()))?
+                as i64
         } else {
             if !(30000..=32767).contains(&np) {
-                return Err(svc_invalid(name, format!("spec.ports[{i}].nodePort"), format!("Invalid value: {np}: provided port is not in the valid range. The range of valid ports is 30000-32767")));
+                return Err(svc_invalid(
+                    name,
+                    format!("spec.ports[{i}].nodePort"),
+                    format!(
+                        "Invalid value: {np}: provided port is not in the valid range. The range of valid ports is 30000-32767"
+                    ),
+                ));
             }
             match store.node_ports.get(&(np as u16)) {
                 Some(o) if *o != owner => {
-                    return Err(svc_invalid(name, format!("spec.ports[{i}].nodePort"), format!("Invalid value: {np}: provided port is already allocated")));
+                    return Err(svc_invalid(
+                        name,
+                        format!("spec.ports[{i}].nodePort"),
+                        format!("Invalid value: {np}: provided port is already allocated"),
+                    ));
                 }
                 _ => {}
             }
             if claimed.contains(&(np as u16)) {
-                return Err(ApiError::invalid("Service", "", name, &format!("spec.ports[{i}].nodePort"), format!("Duplicate value: {np}")));
+                return Err(ApiError::invalid(
+                    "Service",
+                    "",
+                    name,
+                    &format!("spec.ports[{i}].nodePort"),
+                    format!("Duplicate value: {np}"),
+                ));
             }
             np
         };
@@ -284,7 +409,9 @@ fn set_default(m: &mut Map<String, Value>, k: &str, v: Value) {
 
 /// Defaults of a PodSpec and its containers (the ones that show up in `kubectl get -o yaml`).
 fn default_pod_spec(spec: &mut Value, restart: &str) {
-    let Some(m) = spec.as_object_mut() else { return };
+    let Some(m) = spec.as_object_mut() else {
+        return;
+    };
     set_default(m, "restartPolicy", json!(restart));
     set_default(m, "dnsPolicy", json!("ClusterFirst"));
     set_default(m, "schedulerName", json!("default-scheduler"));
@@ -295,8 +422,13 @@ fn default_pod_spec(spec: &mut Value, restart: &str) {
             for c in cs.iter_mut().filter_map(Value::as_object_mut) {
                 let image = c.get("image").and_then(Value::as_str).unwrap_or_default();
                 let last = image.rsplit('/').next().unwrap_or_default();
-                let latest = !image.contains('@') && (!last.contains(':') || last.ends_with(":latest"));
-                set_default(c, "imagePullPolicy", json!(if latest { "Always" } else { "IfNotPresent" }));
+                let latest =
+                    !image.contains('@') && (!last.contains(':') || last.ends_with(":latest"));
+                set_default(
+                    c,
+                    "imagePullPolicy",
+                    json!(if latest { "Always" } else { "IfNotPresent" }),
+                );
                 set_default(c, "terminationMessagePath", json!("/dev/termination-log"));
                 set_default(c, "terminationMessagePolicy", json!("File"));
                 set_default(c, "resources", json!({}));
@@ -310,28 +442,56 @@ fn default_pod_spec(spec: &mut Value, restart: &str) {
     }
 }
 
-fn validate_pod_spec(ty: &ResourceType, name: &str, spec: &Value, field: &str) -> Result<(), ApiError> {
+fn validate_pod_spec(
+    ty: &ResourceType,
+    name: &str,
+    spec: &Value,
+    field: &str,
+) -> Result<(), ApiError> {
     let cs = spec["containers"].as_array().filter(|a| !a.is_empty());
     let Some(cs) = cs else {
-        return Err(ApiError::invalid(&ty.kind, &ty.group, name, &format!("{field}.containers"), "Required value".into()));
+        return Err(ApiError::invalid(
+            &ty.kind,
+            &ty.group,
+            name,
+            &format!("{field}.containers"),
+            "Required value".into(),
+        ));
     };
     for (i, c) in cs.iter().enumerate() {
         if c["name"].as_str().is_none_or(str::is_empty) {
-            return Err(ApiError::invalid(&ty.kind, &ty.group, name, &format!("{field}.containers[{i}].name"), "Required value".into()));
+            return Err(ApiError::invalid(
+                &ty.kind,
+                &ty.group,
+                name,
+                &format!("{field}.containers[{i}].name"),
+                "Required value".into(),
+            ));
         }
         if c["image"].as_str().is_none_or(str::is_empty) && ty.kind != "DeploymentConfig" {
-            return Err(ApiError::invalid(&ty.kind, &ty.group, name, &format!("{field}.containers[{i}].image"), "Required value".into()));
+            return Err(ApiError::invalid(
+                &ty.kind,
+                &ty.group,
+                name,
+                &format!("{field}.containers[{i}].image"),
+                "Required value".into(),
+            ));
         }
     }
     Ok(())
 }
 
 fn selector_matches_labels(selector: &Value, labels: &Value) -> bool {
-    let ok_labels = selector["matchLabels"].as_object().is_none_or(|m| m.iter().all(|(k, v)| labels.get(k) == Some(v)));
+    let ok_labels = selector["matchLabels"]
+        .as_object()
+        .is_none_or(|m| m.iter().all(|(k, v)| labels.get(k) == Some(v)));
     let ok_expr = selector["matchExpressions"].as_array().is_none_or(|es| {
         es.iter().all(|e| {
             let key = e["key"].as_str().unwrap_or_default();
-            let vals: Vec<&Value> = e["values"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
+            let vals: Vec<&Value> = e["values"]
+                .as_array()
+                .map(|a| a.iter().collect())
+                .unwrap_or_default();
             let actual = labels.get(key);
             match e["operator"].as_str().unwrap_or_default() {
                 "In" => actual.is_some_and(|a| vals.contains(&a)),
@@ -348,18 +508,41 @@ fn selector_matches_labels(selector: &Value, labels: &Value) -> bool {
 fn check_selector(ty: &ResourceType, name: &str, obj: &Value) -> Result<(), ApiError> {
     let sel = &obj["spec"]["selector"];
     if sel.is_null() || (sel["matchLabels"].is_null() && sel["matchExpressions"].is_null()) {
-        return Err(ApiError::invalid(&ty.kind, &ty.group, name, "spec.selector", "Required value".into()));
+        return Err(ApiError::invalid(
+            &ty.kind,
+            &ty.group,
+            name,
+            "spec.selector",
+            "Required value".into(),
+        ));
     }
     let labels = &obj["spec"]["template"]["metadata"]["labels"];
     if !selector_matches_labels(sel, labels) {
-        return Err(ApiError::invalid(&ty.kind, &ty.group, name, "spec.template.metadata.labels", format!("Invalid value: {}: `selector` does not match template `labels`", labels)));
+        return Err(ApiError::invalid(
+            &ty.kind,
+            &ty.group,
+            name,
+            "spec.template.metadata.labels",
+            format!(
+                "Invalid value: {}: `selector` does not match template `labels`",
+                labels
+            ),
+        ));
     }
     Ok(())
 }
 
 /// Defaults and validates a new object of a built-in type (after name checks).
-pub fn prepare_create(ty: &ResourceType, name: &str, obj: &mut Value, store: &Store) -> Result<(), ApiError> {
-    let uid = obj["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+pub fn prepare_create(
+    ty: &ResourceType,
+    name: &str,
+    obj: &mut Value,
+    store: &Store,
+) -> Result<(), ApiError> {
+    let uid = obj["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     match (ty.group.as_str(), ty.kind.as_str()) {
         ("", "Namespace") => {
             obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
@@ -372,10 +555,17 @@ pub fn prepare_create(ty: &ResourceType, name: &str, obj: &mut Value, store: &St
             obj["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
         }
         ("", "Secret") => {
-            if let Some(sd) = obj.as_object_mut().and_then(|m| m.remove("stringData")).and_then(|v| v.as_object().cloned()) {
+            if let Some(sd) = obj
+                .as_object_mut()
+                .and_then(|m| m.remove("stringData"))
+                .and_then(|v| v.as_object().cloned())
+            {
                 use base64::Engine;
                 for (k, v) in sd {
-                    obj["data"][k.as_str()] = json!(base64::engine::general_purpose::STANDARD.encode(v.as_str().unwrap_or_default()));
+                    obj["data"][k.as_str()] = json!(
+                        base64::engine::general_purpose::STANDARD
+                            .encode(v.as_str().unwrap_or_default())
+                    );
                 }
             }
             if obj["type"].is_null() {
@@ -383,7 +573,9 @@ pub fn prepare_create(ty: &ResourceType, name: &str, obj: &mut Value, store: &St
             }
         }
         ("", "Service") => {
-            let spec = obj["spec"].as_object_mut().ok_or_else(|| ApiError::invalid(&ty.kind, "", name, "spec", "Required value".into()))?;
+            let spec = obj["spec"].as_object_mut().ok_or_else(|| {
+                ApiError::invalid(&ty.kind, "", name, "spec", "Required value".into())
+            })?;
             set_default(spec, "type", json!("ClusterIP"));
             set_default(spec, "sessionAffinity", json!("None"));
             let t = spec["type"].as_str().unwrap_or_default().to_string();
@@ -411,20 +603,49 @@ pub fn prepare_create(ty: &ResourceType, name: &str, obj: &mut Value, store: &St
         ("", "PersistentVolumeClaim") => {
             let spec = &obj["spec"];
             if spec["accessModes"].as_array().is_none_or(|a| a.is_empty()) {
-                return Err(ApiError::invalid(&ty.kind, "", name, "spec.accessModes", "Required value: at least 1 access mode is required".into()));
+                return Err(ApiError::invalid(
+                    &ty.kind,
+                    "",
+                    name,
+                    "spec.accessModes",
+                    "Required value: at least 1 access mode is required".into(),
+                ));
             }
             if spec["resources"]["requests"]["storage"].is_null() && spec["dataSource"].is_null() {
-                return Err(ApiError::invalid(&ty.kind, "", name, "spec.resources[storage]", "Required value".into()));
+                return Err(ApiError::invalid(
+                    &ty.kind,
+                    "",
+                    name,
+                    "spec.resources[storage]",
+                    "Required value".into(),
+                ));
             }
             if let Some(s) = spec["resources"]["requests"]["storage"].as_str()
                 && parse_quantity(s).is_none()
             {
-                return Err(ApiError::invalid(&ty.kind, "", name, "spec.resources.requests[storage]", format!("{}: quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'", iv(s))));
+                return Err(ApiError::invalid(
+                    &ty.kind,
+                    "",
+                    name,
+                    "spec.resources.requests[storage]",
+                    format!(
+                        "{}: quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'",
+                        iv(s)
+                    ),
+                ));
             }
             if obj["spec"].get("storageClassName").is_none() {
-                let default = store.range(&("storage.k8s.io".into(), "storageclasses".into()), None, None).find(|(_, sc)| {
-                    sc["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"].as_str() == Some("true")
-                });
+                let default = store
+                    .range(
+                        &("storage.k8s.io".into(), "storageclasses".into()),
+                        None,
+                        None,
+                    )
+                    .find(|(_, sc)| {
+                        sc["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"]
+                            .as_str()
+                            == Some("true")
+                    });
                 if let Some((_, sc)) = default {
                     obj["spec"]["storageClassName"] = sc["metadata"]["name"].clone();
                 }
@@ -446,7 +667,12 @@ pub fn prepare_create(ty: &ResourceType, name: &str, obj: &mut Value, store: &St
         }
         ("apps", kind @ ("Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet")) => {
             check_selector(ty, name, obj)?;
-            validate_pod_spec(ty, name, &obj["spec"]["template"]["spec"], "spec.template.spec")?;
+            validate_pod_spec(
+                ty,
+                name,
+                &obj["spec"]["template"]["spec"],
+                "spec.template.spec",
+            )?;
             default_pod_spec(&mut obj["spec"]["template"]["spec"], "Always");
             let spec = obj["spec"].as_object_mut().expect("spec checked");
             if kind != "DaemonSet" {
@@ -458,13 +684,28 @@ pub fn prepare_create(ty: &ResourceType, name: &str, obj: &mut Value, store: &St
             match kind {
                 "Deployment" => {
                     set_default(spec, "progressDeadlineSeconds", json!(600));
-                    set_default(spec, "strategy", json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}));
+                    set_default(
+                        spec,
+                        "strategy",
+                        json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}),
+                    );
                 }
                 "StatefulSet" => {
                     set_default(spec, "podManagementPolicy", json!("OrderedReady"));
-                    set_default(spec, "updateStrategy", json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}));
-                    set_default(spec, "persistentVolumeClaimRetentionPolicy", json!({"whenDeleted": "Retain", "whenScaled": "Retain"}));
-                    if let Some(ts) = spec.get_mut("volumeClaimTemplates").and_then(Value::as_array_mut) {
+                    set_default(
+                        spec,
+                        "updateStrategy",
+                        json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
+                    );
+                    set_default(
+                        spec,
+                        "persistentVolumeClaimRetentionPolicy",
+                        json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
+                    );
+                    if let Some(ts) = spec
+                        .get_mut("volumeClaimTemplates")
+                        .and_then(Value::as_array_mut)
+                    {
                         for t in ts.iter_mut() {
                             if t["spec"]["volumeMode"].is_null() {
                                 t["spec"]["volumeMode"] = json!("Filesystem");
@@ -475,7 +716,11 @@ pub fn prepare_create(ty: &ResourceType, name: &str, obj: &mut Value, store: &St
                     }
                 }
                 "DaemonSet" => {
-                    set_default(spec, "updateStrategy", json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}));
+                    set_default(
+                        spec,
+                        "updateStrategy",
+                        json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}),
+                    );
                 }
                 _ => {}
             }
@@ -485,9 +730,16 @@ pub fn prepare_create(ty: &ResourceType, name: &str, obj: &mut Value, store: &St
             let manual = obj["spec"]["manualSelector"].as_bool() == Some(true);
             if !manual {
                 if !obj["spec"]["selector"].is_null() {
-                    return Err(ApiError::invalid(&ty.kind, &ty.group, name, "spec.selector", "Invalid value: `selector` will be auto-generated".into()));
+                    return Err(ApiError::invalid(
+                        &ty.kind,
+                        &ty.group,
+                        name,
+                        "spec.selector",
+                        "Invalid value: `selector` will be auto-generated".into(),
+                    ));
                 }
-                obj["spec"]["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
+                obj["spec"]["selector"] =
+                    json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
                 let labels = &mut obj["spec"]["template"]["metadata"]["labels"];
                 for (k, v) in [
                     ("batch.kubernetes.io/controller-uid", uid.as_str()),
@@ -500,10 +752,26 @@ pub fn prepare_create(ty: &ResourceType, name: &str, obj: &mut Value, store: &St
             } else {
                 check_selector(ty, name, obj)?;
             }
-            validate_pod_spec(ty, name, &obj["spec"]["template"]["spec"], "spec.template.spec")?;
-            let rp = obj["spec"]["template"]["spec"]["restartPolicy"].as_str().unwrap_or("Always").to_string();
+            validate_pod_spec(
+                ty,
+                name,
+                &obj["spec"]["template"]["spec"],
+                "spec.template.spec",
+            )?;
+            let rp = obj["spec"]["template"]["spec"]["restartPolicy"]
+                .as_str()
+                .unwrap_or("Always")
+                .to_string();
             if rp != "Never" && rp != "OnFailure" {
-                return Err(ApiError::invalid(&ty.kind, &ty.group, name, "spec.template.spec.restartPolicy", format!("Unsupported value: \"{rp}\": supported values: \"OnFailure\", \"Never\"")));
+                return Err(ApiError::invalid(
+                    &ty.kind,
+                    &ty.group,
+                    name,
+                    "spec.template.spec.restartPolicy",
+                    format!(
+                        "Unsupported value: \"{rp}\": supported values: \"OnFailure\", \"Never\""
+                    ),
+                ));
             }
             default_pod_spec(&mut obj["spec"]["template"]["spec"], &rp);
             let spec = obj["spec"].as_object_mut().expect("spec");
@@ -516,7 +784,13 @@ pub fn prepare_create(ty: &ResourceType, name: &str, obj: &mut Value, store: &St
         }
         ("batch", "CronJob") => {
             if obj["spec"]["schedule"].as_str().is_none_or(str::is_empty) {
-                return Err(ApiError::invalid(&ty.kind, &ty.group, name, "spec.schedule", "Required value".into()));
+                return Err(ApiError::invalid(
+                    &ty.kind,
+                    &ty.group,
+                    name,
+                    "spec.schedule",
+                    "Required value".into(),
+                ));
             }
             let spec = obj["spec"].as_object_mut().expect("spec");
             set_default(spec, "concurrencyPolicy", json!("Allow"));
@@ -529,14 +803,35 @@ pub fn prepare_create(ty: &ResourceType, name: &str, obj: &mut Value, store: &St
             let spec = &obj["spec"];
             let plural = spec["names"]["plural"].as_str().unwrap_or_default();
             let group = spec["group"].as_str().unwrap_or_default();
-            if plural.is_empty() || group.is_empty() || spec["names"]["kind"].as_str().is_none_or(str::is_empty) {
-                return Err(ApiError::invalid(&ty.kind, &ty.group, name, "spec.names", "Required value: group, names.plural and names.kind are required".into()));
+            if plural.is_empty()
+                || group.is_empty()
+                || spec["names"]["kind"].as_str().is_none_or(str::is_empty)
+            {
+                return Err(ApiError::invalid(
+                    &ty.kind,
+                    &ty.group,
+                    name,
+                    "spec.names",
+                    "Required value: group, names.plural and names.kind are required".into(),
+                ));
             }
             if name != format!("{plural}.{group}") {
-                return Err(ApiError::invalid(&ty.kind, &ty.group, name, "metadata.name", format!("{}: must be spec.names.plural+\".\"+spec.group", iv(name))));
+                return Err(ApiError::invalid(
+                    &ty.kind,
+                    &ty.group,
+                    name,
+                    "metadata.name",
+                    format!("{}: must be spec.names.plural+\".\"+spec.group", iv(name)),
+                ));
             }
             if spec["versions"].as_array().is_none_or(|v| v.is_empty()) {
-                return Err(ApiError::invalid(&ty.kind, &ty.group, name, "spec.versions", "Invalid value: must have exactly one version marked as storage version".into()));
+                return Err(ApiError::invalid(
+                    &ty.kind,
+                    &ty.group,
+                    name,
+                    "spec.versions",
+                    "Invalid value: must have exactly one version marked as storage version".into(),
+                ));
             }
         }
         _ => {
@@ -551,7 +846,9 @@ pub fn prepare_create(ty: &ResourceType, name: &str, obj: &mut Value, store: &St
 /// Bytes of a resource quantity such as `10Gi`, `500M` or `1e3`.
 pub fn parse_quantity(s: &str) -> Option<f64> {
     let s = s.trim();
-    let idx = s.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-')).unwrap_or(s.len());
+    let idx = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
+        .unwrap_or(s.len());
     let (num, suffix) = s.split_at(idx);
     let n: f64 = num.parse().ok()?;
     let mult = match suffix {
@@ -597,11 +894,22 @@ fn without(v: &Value, paths: &[&[&str]]) -> Value {
 }
 
 fn immutable(ty: &ResourceType, name: &str, field: &str, value: &Value) -> ApiError {
-    ApiError::invalid(&ty.kind, &ty.group, name, field, format!("Invalid value: {}: field is immutable", value))
+    ApiError::invalid(
+        &ty.kind,
+        &ty.group,
+        name,
+        field,
+        format!("Invalid value: {}: field is immutable", value),
+    )
 }
 
 /// Update checks: immutable fields and status carry-over rules of built-in types.
-pub fn check_update(ty: &ResourceType, name: &str, old: &Value, new: &mut Value) -> Result<(), ApiError> {
+pub fn check_update(
+    ty: &ResourceType,
+    name: &str,
+    old: &Value,
+    new: &mut Value,
+) -> Result<(), ApiError> {
     match (ty.group.as_str(), ty.kind.as_str()) {
         ("", "PersistentVolumeClaim") => {
             // The binder may fill volumeName and a missing class once; everything else but a
@@ -613,7 +921,10 @@ pub fn check_update(ty: &ResourceType, name: &str, old: &Value, new: &mut Value)
                     new_cmp.as_object_mut().map(|m| m.remove("volumeName"));
                 }
             }
-            let strip: &[&[&str]] = &[&["resources", "requests", "storage"], &["volumeAttributesClassName"]];
+            let strip: &[&[&str]] = &[
+                &["resources", "requests", "storage"],
+                &["volumeAttributesClassName"],
+            ];
             if without(&new_cmp, strip) != without(&old["spec"], strip) {
                 return Err(ApiError::Invalid {
                     kind: ty.kind.clone(),
@@ -622,7 +933,11 @@ pub fn check_update(ty: &ResourceType, name: &str, old: &Value, new: &mut Value)
                     causes: vec![Cause { reason: "FieldValueForbidden", field: "spec".into(), message: "Forbidden: spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims".into() }],
                 });
             }
-            let q = |v: &Value| v["spec"]["resources"]["requests"]["storage"].as_str().and_then(parse_quantity);
+            let q = |v: &Value| {
+                v["spec"]["resources"]["requests"]["storage"]
+                    .as_str()
+                    .and_then(parse_quantity)
+            };
             if let (Some(o), Some(n)) = (q(old), q(new))
                 && n < o
             {
@@ -630,18 +945,43 @@ pub fn check_update(ty: &ResourceType, name: &str, old: &Value, new: &mut Value)
                     kind: ty.kind.clone(),
                     group: String::new(),
                     name: name.into(),
-                    causes: vec![Cause { reason: "FieldValueForbidden", field: "spec.resources.requests.storage".into(), message: "Forbidden: field can not be less than previous value".into() }],
+                    causes: vec![Cause {
+                        reason: "FieldValueForbidden",
+                        field: "spec.resources.requests.storage".into(),
+                        message: "Forbidden: field can not be less than previous value".into(),
+                    }],
                 });
             }
         }
         ("", "ConfigMap" | "Secret") => {
             if old["immutable"].as_bool() == Some(true) {
                 if new["immutable"].as_bool() != Some(true) {
-                    return Err(ApiError::Invalid { kind: ty.kind.clone(), group: String::new(), name: name.into(), causes: vec![Cause { reason: "FieldValueForbidden", field: "immutable".into(), message: "Forbidden: field is immutable when `immutable` is set".into() }] });
+                    return Err(ApiError::Invalid {
+                        kind: ty.kind.clone(),
+                        group: String::new(),
+                        name: name.into(),
+                        causes: vec![Cause {
+                            reason: "FieldValueForbidden",
+                            field: "immutable".into(),
+                            message: "Forbidden: field is immutable when `immutable` is set".into(),
+                        }],
+                    });
                 }
                 for f in ["data", "binaryData", "stringData"] {
-                    if f == "stringData" && new.get(f).is_some() || f != "stringData" && old.get(f) != new.get(f) {
-                        return Err(ApiError::Invalid { kind: ty.kind.clone(), group: String::new(), name: name.into(), causes: vec![Cause { reason: "FieldValueForbidden", field: f.into(), message: "Forbidden: field is immutable when `immutable` is set".into() }] });
+                    if f == "stringData" && new.get(f).is_some()
+                        || f != "stringData" && old.get(f) != new.get(f)
+                    {
+                        return Err(ApiError::Invalid {
+                            kind: ty.kind.clone(),
+                            group: String::new(),
+                            name: name.into(),
+                            causes: vec![Cause {
+                                reason: "FieldValueForbidden",
+                                field: f.into(),
+                                message: "Forbidden: field is immutable when `immutable` is set"
+                                    .into(),
+                            }],
+                        });
                     }
                 }
             }
@@ -655,11 +995,23 @@ pub fn check_update(ty: &ResourceType, name: &str, old: &Value, new: &mut Value)
         }
         ("apps", kind) => {
             if old["spec"]["selector"] != new["spec"]["selector"] {
-                return Err(immutable(ty, name, "spec.selector", &new["spec"]["selector"]));
+                return Err(immutable(
+                    ty,
+                    name,
+                    "spec.selector",
+                    &new["spec"]["selector"],
+                ));
             }
             check_selector(ty, name, new)?;
             if kind == "StatefulSet" {
-                let mutable: &[&[&str]] = &[&["replicas"], &["ordinals"], &["template"], &["updateStrategy"], &["persistentVolumeClaimRetentionPolicy"], &["minReadySeconds"]];
+                let mutable: &[&[&str]] = &[
+                    &["replicas"],
+                    &["ordinals"],
+                    &["template"],
+                    &["updateStrategy"],
+                    &["persistentVolumeClaimRetentionPolicy"],
+                    &["minReadySeconds"],
+                ];
                 if without(&old["spec"], mutable) != without(&new["spec"], mutable) {
                     return Err(ApiError::Invalid {
                         kind: ty.kind.clone(),
