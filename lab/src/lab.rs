@@ -1,1 +1,507 @@
-//! Not built yet.
+//! Lab orchestration: two clusters (`src`, `dst`), their kubeconfig and lab.json, the
+//! supervisor process behind `--detach`, and `down`.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, ApiConfig, ApiServer, Query};
+use crate::pki::{self, LabCa};
+use crate::services;
+
+/// Errors of `up`, `down` and reading a lab directory.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    /// A file in the lab directory could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// lab.json is not what `up` writes.
+    #[error("{path} is not a lab.json written by mtcd-lab up: {source}")]
+    Info {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Certificates could not be generated.
+    #[error(transparent)]
+    Pki(#[from] pki::PkiError),
+    /// An API server could not start.
+    #[error(transparent)]
+    Serve(#[from] api::ServeError),
+    /// Seeding the built-in objects failed (a bug in the lab).
+    #[error("seeding {what} in cluster {cluster}: {source}")]
+    Seed {
+        cluster: String,
+        what: String,
+        #[source]
+        source: api::ApiError,
+    },
+    /// The supervisor did not become ready.
+    #[error("the lab in {dir} did not become ready within {secs}s; see {dir}/lab.log:\n{log}")]
+    NotReady { dir: String, secs: u64, log: String },
+    /// The supervisor exited during start-up.
+    #[error("the lab supervisor exited during start-up ({status}); {dir}/lab.log says:\n{log}")]
+    SupervisorExited {
+        dir: String,
+        status: String,
+        log: String,
+    },
+    /// Building a client for the services failed.
+    #[error("building a client for context {context}: {message}")]
+    Client { context: String, message: String },
+    /// Node agent, controllers, router or registry failed to start.
+    #[error("starting cluster services: {0:#}")]
+    Services(anyhow::Error),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LabError + '_ {
+    move |source| LabError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Cluster profile: which API groups the cluster serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    Openshift,
+    Kubernetes,
+}
+
+impl Profile {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::Openshift => "openshift",
+            Profile::Kubernetes => "kubernetes",
+        }
+    }
+}
+
+/// How to start a lab.
+#[derive(Debug, Clone)]
+pub struct LabOptions {
+    pub dir: PathBuf,
+    pub source_profile: Profile,
+    pub destination_profile: Profile,
+}
+
+/// One cluster's entry in lab.json.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    pub context: String,
+    pub api: String,
+    pub registry: Option<String>,
+    pub router: Option<String>,
+    pub service_cidr: String,
+    pub storage_root: PathBuf,
+    pub state_dir: PathBuf,
+    pub profile: String,
+    pub apps_domain: String,
+}
+
+/// DIR/lab.json: what tests and `seed` need to find each cluster.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabInfo {
+    pub clusters: BTreeMap<String, ClusterInfo>,
+    /// Prefix of every network namespace this lab creates (`mtcdlab-<6 hex>-`).
+    pub prefix: String,
+    pub kubeconfig: PathBuf,
+    /// Whether node agents, controllers, routers and registries run in this build.
+    pub services: bool,
+}
+
+impl LabInfo {
+    pub fn read(dir: &Path) -> Result<Self, LabError> {
+        let path = dir.join("lab.json");
+        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+        serde_json::from_str(&text).map_err(|source| LabError::Info { path, source })
+    }
+
+    /// The cluster a kubeconfig context (`lab-src`) or cluster name (`src`) refers to.
+    pub fn cluster(&self, context_or_name: &str) -> Option<&ClusterInfo> {
+        self.clusters.get(context_or_name).or_else(|| {
+            self.clusters
+                .values()
+                .find(|c| c.context == context_or_name)
+        })
+    }
+}
+
+fn random_hex(bytes: usize) -> String {
+    use rand::RngCore;
+    let mut b = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+fn write_atomic(path: &Path, data: &[u8]) -> Result<(), LabError> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, data).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+/// Objects every fresh cluster has: system namespaces and the lab storage classes.
+fn seed_builtin(server: &ApiServer) -> Result<(), LabError> {
+    let st = &server.state;
+    let cluster = st.cluster.clone();
+    let err = |what: &str| {
+        let cluster = cluster.clone();
+        let what = what.to_string();
+        move |source| LabError::Seed {
+            cluster,
+            what,
+            source,
+        }
+    };
+    let ns_ty = st
+        .resource("", "v1", "namespaces")
+        .expect("namespaces type");
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        st.create(
+            &ns_ty,
+            None,
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+            &Query::new(),
+            "mtcd-lab",
+        )
+        .map_err(err(ns))?;
+    }
+    let sc_ty = st
+        .resource("storage.k8s.io", "v1", "storageclasses")
+        .expect("storageclasses type");
+    for (name, default) in [("standard", true), ("fast", false)] {
+        let mut sc = json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+            "metadata": {"name": name}, "provisioner": "lab.mtcd.io/local-path",
+            "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate", "allowVolumeExpansion": true});
+        if default {
+            sc["metadata"]["annotations"] =
+                json!({"storageclass.kubernetes.io/is-default-class": "true"});
+        }
+        st.create(&sc_ty, None, sc, &Query::new(), "mtcd-lab")
+            .map_err(err(name))?;
+    }
+    let node_ty = st.resource("", "v1", "nodes").expect("nodes type");
+    let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": format!("{cluster}-node"),
+        "labels": {"kubernetes.io/hostname": format!("{cluster}-node"), "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}}});
+    st.create(&node_ty, None, node, &Query::new(), "mtcd-lab")
+        .map_err(err("node"))?;
+    Ok(())
+}
+
+fn kubeconfig(ca_pem: &str, clusters: &[(String, String, String)]) -> String {
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    let mut cs = Vec::new();
+    let mut users = Vec::new();
+    let mut ctxs = Vec::new();
+    for (ctx, url, token) in clusters {
+        cs.push(json!({"name": ctx, "cluster": {"server": url, "certificate-authority-data": ca}}));
+        users.push(json!({"name": ctx, "user": {"token": token}}));
+        ctxs.push(
+            json!({"name": ctx, "context": {"cluster": ctx, "user": ctx, "namespace": "default"}}),
+        );
+    }
+    let cfg = json!({"apiVersion": "v1", "kind": "Config", "clusters": cs, "users": users, "contexts": ctxs,
+        "current-context": clusters.first().map(|c| c.0.clone()).unwrap_or_default(), "preferences": {}});
+    serde_yaml::to_string(&cfg).expect("kubeconfig serializes")
+}
+
+/// A kube client for one context of a lab kubeconfig.
+pub async fn client_for(kubeconfig: &Path, context: &str) -> Result<kube::Client, LabError> {
+    pki::init_crypto();
+    let cerr = |message: String| LabError::Client {
+        context: context.to_string(),
+        message,
+    };
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig).map_err(|e| cerr(e.to_string()))?;
+    let opts = kube::config::KubeConfigOptions {
+        context: Some(context.to_string()),
+        ..Default::default()
+    };
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &opts)
+        .await
+        .map_err(|e| cerr(e.to_string()))?;
+    kube::Client::try_from(cfg).map_err(|e| cerr(e.to_string()))
+}
+
+/// A running lab (both clusters), owned by the process that started it.
+pub struct RunningLab {
+    pub info: LabInfo,
+    pub servers: Vec<ApiServer>,
+    shutdown: CancellationToken,
+    services: services::Running,
+}
+
+impl RunningLab {
+    /// Stops services and servers, then removes network namespaces and mounts.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.services.stop().await;
+        if let Err(e) = services::cleanup(&self.info.prefix) {
+            tracing::warn!(error = %format!("{e:#}"), "cleaning up lab namespaces");
+        }
+    }
+}
+
+/// Starts both clusters in this process and writes kubeconfig, ca.crt and lab.json
+/// (lab.json last: its presence means "ready").
+pub async fn start(opts: &LabOptions) -> Result<RunningLab, LabError> {
+    let t0 = Instant::now();
+    pki::init_crypto();
+    let dir = &opts.dir;
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let dir = dir.canonicalize().map_err(io(dir))?;
+    let _ = std::fs::remove_file(dir.join("lab.json"));
+    let id = random_hex(3);
+    let prefix = format!("mtcdlab-{id}-");
+    let ca = LabCa::generate(&id)?;
+    let cert = ca.issue_server(
+        "mtcd-lab apiserver",
+        &["localhost"],
+        &[IpAddr::V4(Ipv4Addr::LOCALHOST)],
+    )?;
+    let tls = pki::server_config(&cert)?;
+    let ca_path = dir.join("ca.crt");
+    std::fs::write(&ca_path, ca.cert_pem()).map_err(io(&ca_path))?;
+    let shutdown = CancellationToken::new();
+    let specs = [
+        ("src", opts.source_profile, "10.96.0.0/16"),
+        ("dst", opts.destination_profile, "10.97.0.0/16"),
+    ];
+    let mut servers = Vec::new();
+    let mut kc_entries = Vec::new();
+    let mut clusters = BTreeMap::new();
+    for (name, profile, cidr) in specs {
+        let state_dir = dir.join(name);
+        let storage_root = state_dir.join("storage");
+        std::fs::create_dir_all(state_dir.join("pod-logs")).map_err(io(&state_dir))?;
+        std::fs::create_dir_all(&storage_root).map_err(io(&storage_root))?;
+        let token = random_hex(24);
+        let server = api::start(
+            ApiConfig {
+                cluster: name.into(),
+                profile: profile.as_str().into(),
+                service_cidr: cidr.into(),
+                state_dir: state_dir.clone(),
+                token: token.clone(),
+                tls: tls.clone(),
+                bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            },
+            shutdown.child_token(),
+        )
+        .await?;
+        seed_builtin(&server)?;
+        let context = format!("lab-{name}");
+        kc_entries.push((context.clone(), server.url(), token));
+        clusters.insert(
+            name.to_string(),
+            ClusterInfo {
+                context,
+                api: server.url(),
+                registry: None,
+                router: None,
+                service_cidr: cidr.into(),
+                storage_root,
+                state_dir,
+                profile: profile.as_str().into(),
+                apps_domain: format!("apps.{name}.lab.mtcd.io"),
+            },
+        );
+        servers.push(server);
+    }
+    let kc_path = dir.join("kubeconfig");
+    write_atomic(&kc_path, kubeconfig(ca.cert_pem(), &kc_entries).as_bytes())?;
+    let mut running = services::Running::default();
+    let mut specs = Vec::new();
+    for c in clusters.values() {
+        specs.push(services::ClusterSpec {
+            name: c.context.trim_start_matches("lab-").to_string(),
+            profile: c.profile.clone(),
+            state_dir: c.state_dir.clone(),
+            storage_root: c.storage_root.clone(),
+            client: client_for(&kc_path, &c.context).await?,
+            apps_domain: c.apps_domain.clone(),
+        });
+    }
+    let started = services::start(&dir, &prefix, specs, shutdown.clone(), &mut running)
+        .await
+        .map_err(LabError::Services)?;
+    for (c, s) in clusters.values_mut().zip(started) {
+        c.registry = s.registry;
+        c.router = s.router;
+    }
+    let info = LabInfo {
+        clusters,
+        prefix,
+        kubeconfig: kc_path,
+        services: services::ENABLED,
+    };
+    write_atomic(
+        &dir.join("lab.json"),
+        serde_json::to_vec_pretty(&info)
+            .expect("lab.json serializes")
+            .as_slice(),
+    )?;
+    tracing::info!(dir = %dir.display(), elapsed_ms = t0.elapsed().as_millis() as u64, "lab ready");
+    Ok(RunningLab {
+        info,
+        servers,
+        shutdown,
+        services: running,
+    })
+}
+
+/// Runs a lab in the foreground until SIGINT or SIGTERM.
+pub async fn run_foreground(opts: &LabOptions) -> Result<(), LabError> {
+    let lab = start(opts).await?;
+    println!(
+        "lab ready: kubeconfig {} (contexts lab-src, lab-dst)",
+        lab.info.kubeconfig.display()
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(io(&opts.dir))?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    lab.stop().await;
+    Ok(())
+}
+
+fn log_tail(dir: &Path) -> String {
+    let text = std::fs::read_to_string(dir.join("lab.log")).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// `up --detach`: starts a supervisor (`__supervise`) in its own session, waits until both
+/// API servers answer /version, and records its pid in DIR/lab.pid.
+pub async fn up_detached(opts: &LabOptions) -> Result<LabInfo, LabError> {
+    let dir = &opts.dir;
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let dir = dir.canonicalize().map_err(io(dir))?;
+    let _ = std::fs::remove_file(dir.join("lab.json"));
+    let log_path = dir.join("lab.log");
+    let log = std::fs::File::create(&log_path).map_err(io(&log_path))?;
+    let log2 = log.try_clone().map_err(io(&log_path))?;
+    let exe = std::env::current_exe().map_err(io(&dir))?;
+    let mut child = std::process::Command::new(exe)
+        .arg("__supervise")
+        .arg("--dir")
+        .arg(&dir)
+        .arg("--source-profile")
+        .arg(opts.source_profile.as_str())
+        .arg("--destination-profile")
+        .arg(opts.destination_profile.as_str())
+        .stdin(std::process::Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .spawn()
+        .map_err(io(&dir))?;
+    let pid_path = dir.join("lab.pid");
+    std::fs::write(&pid_path, child.id().to_string()).map_err(io(&pid_path))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let _ = std::fs::remove_file(&pid_path);
+            return Err(LabError::SupervisorExited {
+                dir: dir.display().to_string(),
+                status: status.to_string(),
+                log: log_tail(&dir),
+            });
+        }
+        if dir.join("lab.json").exists() {
+            let info = LabInfo::read(&dir)?;
+            let mut ok = true;
+            for c in info.clusters.values() {
+                let client = client_for(&info.kubeconfig, &c.context).await?;
+                ok &= client.apiserver_version().await.is_ok();
+            }
+            if ok {
+                return Ok(info);
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(LabError::NotReady {
+                dir: dir.display().to_string(),
+                secs: 30,
+                log: log_tail(&dir),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The supervisor body: a new session (so the caller's terminal signals do not reach it),
+/// then the foreground lab until SIGTERM.
+pub async fn supervise(opts: &LabOptions) -> Result<(), LabError> {
+    let _ = nix::unistd::setsid();
+    run_foreground(opts).await
+}
+
+fn pid_alive(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // Field 3 (after the parenthesised command) is the state; Z is a zombie.
+    let state = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.trim_start().chars().next().unwrap_or('?'));
+    state != Some('Z')
+}
+
+fn is_supervisor(pid: i32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == b"__supervise"))
+}
+
+/// `down`: SIGTERM the supervisor, SIGKILL after a grace period, then remove every network
+/// namespace and mount with this lab's prefix. Safe to run twice.
+pub async fn down(dir: &Path) -> Result<(), LabError> {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let pid_path = dir.join("lab.pid");
+    if let Ok(text) = std::fs::read_to_string(&pid_path)
+        && let Ok(pid) = text.trim().parse::<i32>()
+        && pid_alive(pid)
+        && is_supervisor(pid)
+    {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pid_alive(pid) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if pid_alive(pid) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            while pid_alive(pid) && Instant::now() < deadline + Duration::from_secs(5) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    if let Ok(info) = LabInfo::read(dir)
+        && let Err(e) = services::cleanup(&info.prefix)
+    {
+        return Err(LabError::Services(e));
+    }
+    let _ = std::fs::remove_file(&pid_path);
+    Ok(())
+}
+
+/// The shared state of a cluster's API server, for in-process tests.
+pub fn state_of(lab: &RunningLab, cluster: &str) -> Option<Arc<api::State>> {
+    lab.servers
+        .iter()
+        .find(|s| s.state.cluster == cluster)
+        .map(|s| s.state.clone())
+}

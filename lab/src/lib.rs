@@ -15,3 +15,4 @@ pub mod node;
 pub mod pki;
 pub mod registry;
 pub mod seed;
+pub mod services;

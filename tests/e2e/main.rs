@@ -2,3 +2,6 @@
 //! would link kube again); one module per area.
 
 mod cli;
+mod lab_api;
+mod lab_node;
+mod resources;

@@ -12,7 +12,10 @@ use std::sync::OnceLock;
 fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current test executable");
     // target/<profile>/deps/e2e-<hash>
-    exe.parent().and_then(Path::parent).expect("target/<profile>/deps").to_path_buf()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps")
+        .to_path_buf()
 }
 
 fn build_binaries() -> PathBuf {
@@ -38,5 +41,148 @@ pub fn bin(name: &str) -> PathBuf {
 
 /// The repository root (for examples/ and fixtures).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_path_buf()
+}
+
+/// The output of a finished command.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// A running lab in a temporary directory; `Drop` runs `mtcd-lab down` so no process,
+/// network namespace or mount outlives the test.
+pub struct Lab {
+    pub dir: PathBuf,
+    pub kubeconfig: PathBuf,
+    /// DIR/lab.json: `clusters.{src,dst}.{context,api,registry,router,service_cidr,storage_root,profile}`.
+    pub info: serde_json::Value,
+    _tmp: tempfile::TempDir,
+}
+
+impl Lab {
+    /// Both clusters with the default profiles (openshift → openshift).
+    pub fn up() -> Lab {
+        Lab::up_with(("openshift", "openshift"))
+    }
+
+    /// Both clusters with the given (source, destination) profiles: "openshift" or "kubernetes".
+    pub fn up_with(profiles: (&str, &str)) -> Lab {
+        let tmp = tempfile::Builder::new()
+            .prefix("mtcd-lab-")
+            .tempdir()
+            .expect("temp dir for the lab");
+        let dir = tmp.path().to_path_buf();
+        let out = Command::new(bin("mtcd-lab"))
+            .args(["up", "--detach", "--dir"])
+            .arg(&dir)
+            .args([
+                "--source-profile",
+                profiles.0,
+                "--destination-profile",
+                profiles.1,
+            ])
+            .output()
+            .expect("run mtcd-lab up");
+        assert!(
+            out.status.success(),
+            "mtcd-lab up failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let info: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("lab.json")).expect("lab.json"))
+                .expect("lab.json is JSON");
+        Lab {
+            kubeconfig: dir.join("kubeconfig"),
+            dir,
+            info,
+            _tmp: tmp,
+        }
+    }
+
+    /// A kube client for `lab-src` or `lab-dst`.
+    pub async fn client(&self, ctx: &str) -> kube::Client {
+        mtcd_lab::lab::client_for(&self.kubeconfig, ctx)
+            .await
+            .expect("lab client")
+    }
+
+    /// Seeds multi-document YAML (plus lab.mtcd.io/v1 VolumeData and Image) into a context.
+    pub async fn seed_yaml(
+        &self,
+        ctx: &str,
+        yaml: &str,
+    ) -> anyhow::Result<mtcd_lab::seed::SeedReport> {
+        Ok(mtcd_lab::seed::seed(&self.dir, ctx, yaml).await?)
+    }
+
+    /// Runs the mtcd binary with `--kubeconfig` pointing at this lab.
+    pub fn mtcd(&self, args: &[&str]) -> Run {
+        let out = Command::new(bin("mtcd"))
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .current_dir(&self.dir)
+            .output()
+            .expect("run mtcd");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Writes a desired-state file into the lab directory and returns its path.
+    pub fn desired(&self, name: &str, toml_text: &str) -> PathBuf {
+        let file = if name.ends_with(".toml") {
+            name.to_string()
+        } else {
+            format!("{name}.toml")
+        };
+        let path = self.dir.join(file);
+        std::fs::write(&path, toml_text).expect("write desired-state file");
+        path
+    }
+
+    /// The supervisor's pid (DIR/lab.pid).
+    pub fn pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.dir.join("lab.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Runs `mtcd-lab down` now (also done on drop; running it twice is fine).
+    pub fn down(&self) -> Run {
+        let out = Command::new(bin("mtcd-lab"))
+            .args(["down", "--dir"])
+            .arg(&self.dir)
+            .output()
+            .expect("run mtcd-lab down");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let run = self.down();
+        if run.code != 0 {
+            eprintln!(
+                "mtcd-lab down --dir {} failed: {}",
+                self.dir.display(),
+                run.stderr
+            );
+        }
+    }
 }

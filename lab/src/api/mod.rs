@@ -1,1 +1,440 @@
-//! Not built yet.
+//! The simulated Kubernetes API server: HTTPS with bearer tokens, discovery, and generic REST
+//! over an in-memory store. Strict on purpose: a lenient fake hides migration bugs.
+
+pub mod error;
+pub mod fields;
+pub mod logs;
+pub mod patch;
+pub mod rest;
+pub mod selector;
+pub mod store;
+pub mod types;
+pub mod validate;
+pub mod watch;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, StreamBody, combinators::UnsyncBoxBody};
+use hyper::body::{Frame, Incoming};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use error::ApiError;
+pub use rest::{Query, State};
+
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// Errors starting an API server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The listening socket could not be bound.
+    #[error("binding the API server of cluster {cluster} on {addr}: {source}")]
+    Bind {
+        cluster: String,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The service CIDR is not an IPv4 CIDR.
+    #[error("cluster {cluster}: service CIDR {cidr:?} is not an IPv4 CIDR such as 10.96.0.0/16")]
+    Cidr { cluster: String, cidr: String },
+}
+
+/// What one API server needs.
+pub struct ApiConfig {
+    pub cluster: String,
+    pub profile: String,
+    pub service_cidr: String,
+    /// Pod logs are read from `state_dir/pod-logs`.
+    pub state_dir: PathBuf,
+    pub token: String,
+    pub tls: Arc<rustls::ServerConfig>,
+    /// Usually `127.0.0.1:0` (a free port).
+    pub bind: SocketAddr,
+}
+
+/// A running API server.
+pub struct ApiServer {
+    pub addr: SocketAddr,
+    pub state: Arc<State>,
+}
+
+impl ApiServer {
+    /// `https://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+}
+
+/// Binds and serves until `shutdown` is cancelled.
+pub async fn start(cfg: ApiConfig, shutdown: CancellationToken) -> Result<ApiServer, ServeError> {
+    let cidr = validate::Cidr::parse(&cfg.service_cidr).ok_or_else(|| ServeError::Cidr {
+        cluster: cfg.cluster.clone(),
+        cidr: cfg.service_cidr.clone(),
+    })?;
+    let listener = TcpListener::bind(cfg.bind)
+        .await
+        .map_err(|source| ServeError::Bind {
+            cluster: cfg.cluster.clone(),
+            addr: cfg.bind,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        cluster: cfg.cluster.clone(),
+        addr: cfg.bind,
+        source,
+    })?;
+    let state = Arc::new(State::new(
+        &cfg.cluster,
+        &cfg.profile,
+        cidr,
+        cfg.state_dir.clone(),
+        cfg.token.clone(),
+    ));
+    let acceptor = tokio_rustls::TlsAcceptor::from(cfg.tls.clone());
+    let st = state.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = listener.accept() => match r { Ok(c) => c, Err(_) => continue },
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let st = st.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let io = hyper_util::rt::TokioIo::new(tls);
+                let svc = hyper::service::service_fn(move |req| {
+                    let st = st.clone();
+                    async move { Ok::<_, Infallible>(handle(st, req).await) }
+                });
+                let builder = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                );
+                let conn = builder.serve_connection(io, svc);
+                tokio::select! {
+                    _ = conn => {}
+                    _ = shutdown.cancelled() => {}
+                }
+            });
+        }
+    });
+    Ok(ApiServer { addr, state })
+}
+
+fn full(code: u16, content_type: &str, body: Vec<u8>) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Full::new(Bytes::from(body)).boxed_unsync())
+        .expect("response")
+}
+
+fn json_response(code: u16, v: &Value) -> Response<Body> {
+    full(
+        code,
+        "application/json",
+        serde_json::to_vec(v).unwrap_or_default(),
+    )
+}
+
+fn error_response(e: &ApiError) -> Response<Body> {
+    json_response(e.code(), &e.to_status())
+}
+
+fn stream_response(content_type: &str, rx: mpsc::Receiver<Bytes>) -> Response<Body> {
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::CACHE_CONTROL, "no-cache, private")
+        .body(StreamBody::new(stream).boxed_unsync())
+        .expect("response")
+}
+
+fn query(req: &Request<Incoming>) -> Query {
+    req.uri()
+        .query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn version() -> Value {
+    json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-mtcd-lab", "gitCommit": "0000000000000000000000000000000000000000",
+        "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.24", "compiler": "gc", "platform": "linux/amd64"})
+}
+
+/// The field manager of a non-apply write: `fieldManager`, else the User-Agent's program name.
+fn manager(req_ua: Option<&str>, q: &Query) -> String {
+    if let Some(m) = q.get("fieldManager").filter(|m| !m.is_empty()) {
+        return m.clone();
+    }
+    req_ua
+        .and_then(|ua| ua.split('/').next())
+        .filter(|s| !s.is_empty())
+        .unwrap_or("unknown")
+        .to_string()
+}
+
+async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let parts: Vec<String> = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    let p: Vec<&str> = parts.iter().map(String::as_str).collect();
+    match p.as_slice() {
+        ["version"] => return json_response(200, &version()),
+        ["healthz" | "readyz" | "livez"] => return full(200, "text/plain", b"ok".to_vec()),
+        _ => {}
+    }
+    let authorized = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .is_some_and(|t| t.trim() == state.token);
+    if !authorized {
+        return error_response(&ApiError::Unauthorized);
+    }
+    let table = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.contains("as=Table"));
+    let get = req.method() == Method::GET;
+    match p.as_slice() {
+        ["api"] if get => {
+            return json_response(
+                200,
+                &json!({"kind": "APIVersions", "versions": ["v1"],
+                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:443"}]}),
+            );
+        }
+        ["apis"] if get => {
+            return json_response(
+                200,
+                &state
+                    .types
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .group_list(),
+            );
+        }
+        ["api", "v1"] if get => {
+            return json_response(
+                200,
+                &state
+                    .types
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .resource_list("", "v1"),
+            );
+        }
+        ["apis", g] if get => {
+            let t = state.types.read().unwrap_or_else(|e| e.into_inner());
+            if t.group(g)["versions"]
+                .as_array()
+                .is_some_and(|v| !v.is_empty())
+            {
+                return json_response(200, &t.group(g));
+            }
+            return error_response(&ApiError::NoRoute);
+        }
+        ["apis", g, v] if get => {
+            let t = state.types.read().unwrap_or_else(|e| e.into_inner());
+            if t.has_group_version(g, v) {
+                return json_response(200, &t.resource_list(g, v));
+            }
+            return error_response(&ApiError::NoRoute);
+        }
+        _ => {}
+    }
+    let (group, version, rest) = match p.as_slice() {
+        ["api", "v1", rest @ ..] if !rest.is_empty() => ("", "v1", rest),
+        ["apis", g, v, rest @ ..] if !rest.is_empty() => (*g, *v, rest),
+        _ => return error_response(&ApiError::NoRoute),
+    };
+    // [ns-part] plural [name [sub]]
+    let (ns, plural, name, sub) = match rest {
+        ["namespaces", ns, plural, tail @ ..] if !matches!(*plural, "status" | "finalize") => (
+            Some(*ns),
+            *plural,
+            tail.first().copied(),
+            tail.get(1).copied(),
+        ),
+        [plural, tail @ ..] => (None, *plural, tail.first().copied(), tail.get(1).copied()),
+        _ => return error_response(&ApiError::NoRoute),
+    };
+    if rest.len() > 5 || (ns.is_some() && rest.len() > 5) {
+        return error_response(&ApiError::NoRoute);
+    }
+    let Some(ty) = state.resource(group, version, plural) else {
+        return error_response(&ApiError::NoRoute);
+    };
+    if ns.is_some() && !ty.namespaced {
+        return error_response(&ApiError::NoRoute);
+    }
+    if ty.namespaced && ns.is_none() && name.is_some() {
+        return error_response(&ApiError::NoRoute);
+    }
+    let sub = match sub {
+        None => None,
+        Some("status") if ty.has_status => Some("status"),
+        Some("log") if ty.group.is_empty() && ty.plural == "pods" => Some("log"),
+        Some("finalize") if ty.group.is_empty() && ty.plural == "namespaces" => Some("status"),
+        Some(_) => return error_response(&ApiError::NoRoute),
+    };
+    let q = query(&req);
+    let ua = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string);
+    let mgr = manager(ua.as_deref(), &q);
+    let method = req.method().clone();
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("application/json")
+        .to_string();
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return error_response(&ApiError::BadRequest(format!("reading body: {e}"))),
+    };
+    let nsk = ns.unwrap_or("");
+    let parse_body = |body: &Bytes| -> Result<Value, ApiError> {
+        let ct = ct.split(';').next().unwrap_or_default().trim();
+        match ct {
+            "application/json" | "" | "*/*" => serde_json::from_slice(body)
+                .map_err(|e| ApiError::BadRequest(format!("error decoding body: {e}"))),
+            "application/yaml" => serde_yaml::from_slice(body)
+                .map_err(|e| ApiError::BadRequest(format!("error decoding body: {e}"))),
+            other => Err(ApiError::UnsupportedMediaType(format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {other:?})"
+            ))),
+        }
+    };
+    let result: Result<Value, ApiError> = match (method, name, sub) {
+        (Method::GET, None, None) => {
+            if q.get("watch").is_some_and(|w| w == "true" || w == "1") {
+                return match watch::start(state.clone(), ty.clone(), ns.map(str::to_string), &q) {
+                    Ok(rx) => stream_response("application/json", rx),
+                    Err(e) => error_response(&e),
+                };
+            }
+            state.list(&ty, ns, &q)
+        }
+        (Method::GET, Some(n), None | Some("status")) => state.get(&ty, nsk, n),
+        (Method::GET, Some(n), Some("log")) => {
+            return match logs::serve(state.clone(), nsk, n, &q).await {
+                Ok(rx) => stream_response("text/plain", rx),
+                Err(e) => error_response(&e),
+            };
+        }
+        (Method::POST, None, None) => match parse_body(&body) {
+            Ok(obj) => state
+                .create(&ty, ns.filter(|_| ty.namespaced), obj, &q, &mgr)
+                .map(|o| return_created(o)),
+            Err(e) => Err(e),
+        },
+        (Method::PUT, Some(n), s @ (None | Some("status"))) => match parse_body(&body) {
+            Ok(obj) => state.update(&ty, nsk, n, obj, &q, s.is_some(), &mgr),
+            Err(e) => Err(e),
+        },
+        (Method::PATCH, Some(n), s @ (None | Some("status"))) => {
+            state.patch(&ty, nsk, n, &ct, &body, &q, s.is_some(), &mgr)
+        }
+        (Method::DELETE, Some(n), None) => {
+            let opts: Value = if body.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_slice(&body).unwrap_or(Value::Null)
+            };
+            state.delete(&ty, nsk, n, &q, &opts)
+        }
+        (Method::DELETE, None, None) => state.delete_collection(&ty, ns, &q),
+        _ => Err(ApiError::MethodNotAllowed),
+    };
+    match result {
+        Ok(v) if v.get("__created").is_some() => {
+            let mut v = v;
+            v.as_object_mut().map(|m| m.remove("__created"));
+            json_response(201, &v)
+        }
+        Ok(v) if table => json_response(200, &to_table(&v)),
+        Ok(v) => json_response(200, &v),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// Marks a create result so the response is 201 (removed before sending).
+fn return_created(mut o: Value) -> Value {
+    o["__created"] = json!(true);
+    o
+}
+
+fn age(ts: &str) -> String {
+    let Ok(t) = chrono::DateTime::parse_from_rfc3339(ts) else {
+        return "<unknown>".into();
+    };
+    let secs = (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
+        .num_seconds()
+        .max(0);
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
+}
+
+/// A `meta.k8s.io/v1 Table` for kubectl's human output: name, status (when there is a phase), age.
+fn to_table(v: &Value) -> Value {
+    let items: Vec<Value> = match v["items"].as_array() {
+        Some(a) => a.clone(),
+        None => vec![v.clone()],
+    };
+    let with_phase = items.iter().any(|o| o["status"]["phase"].is_string());
+    let mut cols = vec![
+        json!({"name": "Name", "type": "string", "format": "name", "description": "Name of the object", "priority": 0}),
+    ];
+    if with_phase {
+        cols.push(json!({"name": "Status", "type": "string", "format": "", "description": "Phase", "priority": 0}));
+    }
+    cols.push(json!({"name": "Age", "type": "string", "format": "", "description": "Time since creation", "priority": 0}));
+    let rows: Vec<Value> = items
+        .iter()
+        .map(|o| {
+            let mut cells = vec![o["metadata"]["name"].clone()];
+            if with_phase {
+                cells.push(o["status"]["phase"].clone());
+            }
+            cells.push(json!(age(o["metadata"]["creationTimestamp"].as_str().unwrap_or_default())));
+            json!({"cells": cells, "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]}})
+        })
+        .collect();
+    let rv = v["metadata"]["resourceVersion"].clone();
+    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": rv, "continue": v["metadata"]["continue"]}, "columnDefinitions": cols, "rows": rows})
+}

@@ -1,0 +1,1145 @@
+//! The lab's simulated API server through kube-rs (and kubectl), as mtcd sees it.
+
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Namespace, PersistentVolumeClaim, Pod, Secret, Service,
+};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::discovery::Discovery;
+use mtcd_tests::Lab;
+use serde_json::{Value, json};
+
+fn obj<T: serde::de::DeserializeOwned>(v: Value) -> T {
+    serde_json::from_value(v).expect("valid test object")
+}
+
+fn api_err(r: Result<impl std::fmt::Debug, kube::Error>) -> kube::core::Status {
+    match r {
+        Err(kube::Error::Api(e)) => *e,
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+fn cm(name: &str, labels: Value) -> ConfigMap {
+    obj(
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": labels}, "data": {"k": "v"}}),
+    )
+}
+
+async fn create_ns(client: &kube::Client, name: &str) {
+    let ns: Api<Namespace> = Api::all(client.clone());
+    ns.create(
+        &PostParams::default(),
+        &obj(json!({"metadata": {"name": name}})),
+    )
+    .await
+    .expect("create namespace");
+}
+
+#[tokio::test]
+async fn discovery_lists_groups_and_a_created_crd() {
+    let lab = Lab::up();
+    let client = lab.client("lab-src").await;
+    let d = Discovery::new(client.clone()).run().await.unwrap();
+    let groups: Vec<String> = d.groups().map(|g| g.name().to_string()).collect();
+    for g in [
+        "",
+        "apps",
+        "batch",
+        "networking.k8s.io",
+        "rbac.authorization.k8s.io",
+        "storage.k8s.io",
+        "apiextensions.k8s.io",
+        "velero.io",
+        "route.openshift.io",
+        "image.openshift.io",
+        "apps.openshift.io",
+    ] {
+        assert!(
+            groups.iter().any(|x| x == g),
+            "group {g:?} missing from {groups:?}"
+        );
+    }
+    let crds: Api<DynamicObject> = Api::all_with(
+        client.clone(),
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("apiextensions.k8s.io", "v1", "CustomResourceDefinition"),
+            "customresourcedefinitions",
+        ),
+    );
+    let crd = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "shortNames": ["wd"]},
+            "versions": [{"name": "v1", "served": true, "storage": true, "subresources": {"status": {}},
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}});
+    let created = crds
+        .create(&PostParams::default(), &obj(crd))
+        .await
+        .unwrap();
+    let conds = created.data["status"]["conditions"].as_array().unwrap();
+    assert!(
+        conds
+            .iter()
+            .any(|c| c["type"] == "Established" && c["status"] == "True")
+    );
+    let d = Discovery::new(client.clone()).run().await.unwrap();
+    let (ar, caps) = d
+        .resolve_gvk(&GroupVersionKind::gvk("example.com", "v1", "Widget"))
+        .expect("Widget discovered");
+    assert_eq!(ar.plural, "widgets");
+    assert!(
+        caps.subresources.iter().any(|(s, _)| s.plural == "status"),
+        "status subresource listed"
+    );
+    let widgets: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &ar);
+    widgets.create(&PostParams::default(), &obj(json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w1"}, "spec": {"size": 3}}))).await.unwrap();
+    assert_eq!(widgets.get("w1").await.unwrap().data["spec"]["size"], 3);
+    // Core discovery carries shortNames and the pods/log subresource.
+    let core: k8s_openapi::apimachinery::pkg::apis::meta::v1::APIResourceList =
+        client.list_core_api_resources("v1").await.unwrap();
+    let cms = core
+        .resources
+        .iter()
+        .find(|r| r.name == "configmaps")
+        .unwrap();
+    assert_eq!(cms.short_names.as_deref(), Some(&["cm".to_string()][..]));
+    assert!(core.resources.iter().any(|r| r.name == "pods/log"));
+}
+
+#[tokio::test]
+async fn kubernetes_profile_does_not_serve_openshift_groups() {
+    let lab = Lab::up_with(("kubernetes", "openshift"));
+    let src = Discovery::new(lab.client("lab-src").await)
+        .run()
+        .await
+        .unwrap();
+    assert!(!src.groups().any(|g| g.name() == "route.openshift.io"));
+    let dst = Discovery::new(lab.client("lab-dst").await)
+        .run()
+        .await
+        .unwrap();
+    assert!(dst.groups().any(|g| g.name() == "route.openshift.io"));
+    assert_eq!(lab.info["clusters"]["src"]["profile"], "kubernetes");
+}
+
+#[tokio::test]
+async fn crud_paging_and_selectors() {
+    let lab = Lab::up();
+    let client = lab.client("lab-src").await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    for i in 0..7 {
+        let tier = if i % 2 == 0 { "even" } else { "odd" };
+        cms.create(
+            &PostParams::default(),
+            &cm(
+                &format!("cm-{i}"),
+                json!({"tier": tier, "n": i.to_string()}),
+            ),
+        )
+        .await
+        .unwrap();
+    }
+    let got = cms.get("cm-3").await.unwrap();
+    assert!(
+        got.metadata.uid.is_some()
+            && got.metadata.creation_timestamp.is_some()
+            && got.metadata.resource_version.is_some()
+    );
+    // Paging: 3 + 3 + 1 with continue tokens.
+    let mut names = Vec::new();
+    let mut lp = ListParams::default().limit(3);
+    let mut pages = 0;
+    loop {
+        let page = cms.list(&lp).await.unwrap();
+        pages += 1;
+        names.extend(page.items.iter().map(|c| c.metadata.name.clone().unwrap()));
+        match page.metadata.continue_ {
+            Some(c) if !c.is_empty() => lp = lp.continue_token(&c),
+            _ => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(names.len(), 7);
+    let sel = |s: &str| ListParams::default().labels(s);
+    assert_eq!(cms.list(&sel("tier=even")).await.unwrap().items.len(), 4);
+    assert_eq!(cms.list(&sel("tier!=even")).await.unwrap().items.len(), 3);
+    assert_eq!(cms.list(&sel("n in (1,2,9)")).await.unwrap().items.len(), 2);
+    assert_eq!(
+        cms.list(&sel("n notin (1,2)")).await.unwrap().items.len(),
+        5
+    );
+    assert_eq!(cms.list(&sel("tier")).await.unwrap().items.len(), 7);
+    assert_eq!(cms.list(&sel("!tier")).await.unwrap().items.len(), 0);
+    let by_name = cms
+        .list(&ListParams::default().fields("metadata.name=cm-5"))
+        .await
+        .unwrap();
+    assert_eq!(by_name.items.len(), 1);
+    assert!(api_err(cms.list(&ListParams::default().fields("data.k=v")).await).code == 400);
+    // All-namespaces list.
+    create_ns(&client, "other").await;
+    Api::<ConfigMap>::namespaced(client.clone(), "other")
+        .create(&PostParams::default(), &cm("x", json!({})))
+        .await
+        .unwrap();
+    let all: Api<ConfigMap> = Api::all(client.clone());
+    assert_eq!(
+        all.list(&ListParams::default()).await.unwrap().items.len(),
+        8
+    );
+    let in_other = all
+        .list(&ListParams::default().fields("metadata.namespace=other"))
+        .await
+        .unwrap();
+    assert_eq!(in_other.items.len(), 1);
+    // Update and delete.
+    let mut c = cms.get("cm-0").await.unwrap();
+    c.data = Some([("k".to_string(), "new".to_string())].into());
+    let updated = cms
+        .replace("cm-0", &PostParams::default(), &c)
+        .await
+        .unwrap();
+    assert_ne!(
+        updated.metadata.resource_version,
+        c.metadata.resource_version
+    );
+    cms.delete("cm-0", &DeleteParams::default()).await.unwrap();
+    assert_eq!(api_err(cms.get("cm-0").await).code, 404);
+    // generateName and dryRun.
+    let generated: ConfigMap = obj(json!({"metadata": {"generateName": "gen-"}}));
+    let made = cms
+        .create(&PostParams::default(), &generated)
+        .await
+        .unwrap();
+    assert!(made.metadata.name.unwrap().starts_with("gen-"));
+    let dry = cms
+        .create(
+            &PostParams {
+                dry_run: true,
+                ..Default::default()
+            },
+            &cm("dry", json!({})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(dry.metadata.name.as_deref(), Some("dry"));
+    assert_eq!(api_err(cms.get("dry").await).code, 404);
+}
+
+#[tokio::test]
+async fn already_exists_conflict_and_not_found_are_status_objects() {
+    let lab = Lab::up();
+    let client = lab.client("lab-src").await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let first = cms
+        .create(&PostParams::default(), &cm("a", json!({})))
+        .await
+        .unwrap();
+    let e = api_err(
+        cms.create(&PostParams::default(), &cm("a", json!({})))
+            .await,
+    );
+    assert_eq!((e.code, e.reason.as_str()), (409, "AlreadyExists"));
+    assert_eq!(e.message, "configmaps \"a\" already exists");
+    let mut stale = first.clone();
+    let mut fresh = first.clone();
+    fresh.data = Some([("k".into(), "1".into())].into());
+    cms.replace("a", &PostParams::default(), &fresh)
+        .await
+        .unwrap();
+    stale.data = Some([("k".into(), "2".into())].into());
+    let e = api_err(cms.replace("a", &PostParams::default(), &stale).await);
+    assert_eq!((e.code, e.reason.as_str()), (409, "Conflict"));
+    assert!(
+        e.message.contains("the object has been modified"),
+        "{}",
+        e.message
+    );
+    let e = api_err(cms.get("missing").await);
+    assert_eq!((e.code, e.reason.as_str()), (404, "NotFound"));
+    assert_eq!(e.message, "configmaps \"missing\" not found");
+    let deploys: Api<Deployment> = Api::namespaced(client, "default");
+    let e = api_err(deploys.get("missing").await);
+    assert_eq!(e.message, "deployments.apps \"missing\" not found");
+}
+
+async fn expect_invalid<T: std::fmt::Debug>(r: Result<T, kube::Error>, field: &str) {
+    let e = api_err(r);
+    assert_eq!(
+        (e.code, e.reason.as_str()),
+        (422, "Invalid"),
+        "{}",
+        e.message
+    );
+    assert!(
+        e.message.contains(field),
+        "message {:?} should name {field}",
+        e.message
+    );
+}
+
+#[tokio::test]
+async fn validation_errors_match_the_real_api_server() {
+    let lab = Lab::up();
+    let client = lab.client("lab-src").await;
+    let pp = PostParams::default();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    // resourceVersion set on create.
+    let mut with_rv = cm("rv", json!({}));
+    with_rv.metadata.resource_version = Some("12".into());
+    expect_invalid(cms.create(&pp, &with_rv).await, "metadata.resourceVersion").await;
+    // Invalid names: subdomain for ConfigMaps, label for Namespaces, DNS-1035 for Services.
+    expect_invalid(
+        cms.create(&pp, &cm("Bad_Name", json!({}))).await,
+        "metadata.name",
+    )
+    .await;
+    let nss: Api<Namespace> = Api::all(client.clone());
+    expect_invalid(
+        nss.create(&pp, &obj(json!({"metadata": {"name": "a.b"}})))
+            .await,
+        "metadata.name",
+    )
+    .await;
+    let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
+    let svc = |name: &str, spec: Value| -> Service {
+        obj(json!({"metadata": {"name": name}, "spec": spec}))
+    };
+    expect_invalid(
+        svcs.create(&pp, &svc("1svc", json!({"ports": [{"port": 80}]})))
+            .await,
+        "metadata.name",
+    )
+    .await;
+    // Missing namespace: 404 NotFound naming the namespace.
+    let e = api_err(
+        Api::<ConfigMap>::namespaced(client.clone(), "nope")
+            .create(&pp, &cm("x", json!({})))
+            .await,
+    );
+    assert_eq!(
+        (e.code, e.reason.as_str(), e.message.as_str()),
+        (404, "NotFound", "namespaces \"nope\" not found")
+    );
+    // Terminating namespace: 403 Forbidden (held open by an object with a finalizer).
+    create_ns(&client, "dying").await;
+    let held: Api<ConfigMap> = Api::namespaced(client.clone(), "dying");
+    let mut f = cm("held", json!({}));
+    f.metadata.finalizers = Some(vec!["example.com/hold".into()]);
+    held.create(&pp, &f).await.unwrap();
+    nss.delete("dying", &DeleteParams::default()).await.unwrap();
+    let e = api_err(held.create(&pp, &cm("late", json!({}))).await);
+    assert_eq!((e.code, e.reason.as_str()), (403, "Forbidden"));
+    assert!(e.message.contains("being terminated"));
+    // Service clusterIP outside the CIDR, taken; nodePort out of range, taken.
+    expect_invalid(
+        svcs.create(
+            &pp,
+            &svc(
+                "outside",
+                json!({"clusterIP": "10.0.0.5", "ports": [{"port": 80}]}),
+            ),
+        )
+        .await,
+        "spec.clusterIPs",
+    )
+    .await;
+    let a = svcs
+        .create(
+            &pp,
+            &svc(
+                "a",
+                json!({"clusterIP": "10.96.5.5", "ports": [{"port": 80}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(a.spec.unwrap().cluster_ip.as_deref(), Some("10.96.5.5"));
+    expect_invalid(
+        svcs.create(
+            &pp,
+            &svc(
+                "b",
+                json!({"clusterIP": "10.96.5.5", "ports": [{"port": 80}]}),
+            ),
+        )
+        .await,
+        "already allocated",
+    )
+    .await;
+    expect_invalid(
+        svcs.create(
+            &pp,
+            &svc(
+                "np",
+                json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 80}]}),
+            ),
+        )
+        .await,
+        "spec.ports[0].nodePort",
+    )
+    .await;
+    let n1 = svcs
+        .create(
+            &pp,
+            &svc(
+                "n1",
+                json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 30080}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(n1.spec.unwrap().ports.unwrap()[0].node_port, Some(30080));
+    expect_invalid(
+        svcs.create(
+            &pp,
+            &svc(
+                "n2",
+                json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 30080}]}),
+            ),
+        )
+        .await,
+        "already allocated",
+    )
+    .await;
+    let lb = svcs
+        .create(
+            &pp,
+            &svc(
+                "lb",
+                json!({"type": "LoadBalancer", "ports": [{"port": 443}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    let np = lb.spec.as_ref().unwrap().ports.as_ref().unwrap()[0]
+        .node_port
+        .unwrap();
+    assert!((30000..=32767).contains(&np));
+    assert!(
+        lb.spec
+            .as_ref()
+            .unwrap()
+            .cluster_ip
+            .as_deref()
+            .unwrap()
+            .starts_with("10.96.")
+    );
+    // Service clusterIP is immutable.
+    expect_invalid(
+        svcs.patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"clusterIP": "10.96.5.6"}})),
+        )
+        .await,
+        "spec.clusterIPs[0]",
+    )
+    .await;
+    // PVC: spec immutable except a storage increase.
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
+    let pvc: PersistentVolumeClaim = obj(
+        json!({"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}),
+    );
+    let made = pvcs.create(&pp, &pvc).await.unwrap();
+    assert_eq!(
+        made.spec.as_ref().unwrap().storage_class_name.as_deref(),
+        Some("standard"),
+        "default storage class applied"
+    );
+    expect_invalid(
+        pvcs.patch(
+            "data",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"accessModes": ["ReadWriteMany"]}})),
+        )
+        .await,
+        "spec is immutable",
+    )
+    .await;
+    pvcs.patch(
+        "data",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"resources": {"requests": {"storage": "2Gi"}}}})),
+    )
+    .await
+    .unwrap();
+    expect_invalid(
+        pvcs.patch(
+            "data",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"resources": {"requests": {"storage": "1Gi"}}}})),
+        )
+        .await,
+        "less than previous",
+    )
+    .await;
+    // Job selector and template.
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    let job: Job = obj(
+        json!({"metadata": {"name": "j"}, "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox:1"}]}}}}),
+    );
+    let made = jobs.create(&pp, &job).await.unwrap();
+    let labels = made
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .labels
+        .clone()
+        .unwrap();
+    assert_eq!(
+        labels.get("job-name").map(String::as_str),
+        Some("j"),
+        "job labels are generated"
+    );
+    expect_invalid(jobs.patch("j", &PatchParams::default(), &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "busybox:2"}]}}}}))).await, "spec.template").await;
+    expect_invalid(
+        jobs.patch(
+            "j",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"selector": {"matchLabels": {"x": "y"}}}})),
+        )
+        .await,
+        "spec.selector",
+    )
+    .await;
+    let e = api_err(jobs.create(&pp, &obj::<Job>(json!({"metadata": {"name": "j2"}, "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "busybox:1"}]}}}}))).await);
+    assert!(
+        e.code == 422 && e.message.contains("restartPolicy"),
+        "{}",
+        e.message
+    );
+    // Deployment selector.
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    deploys
+        .create(&pp, &deployment("web", "nginx:1"))
+        .await
+        .unwrap();
+    expect_invalid(deploys.patch("web", &PatchParams::default(), &Patch::Merge(json!({"spec": {"selector": {"matchLabels": {"app": "other"}}, "template": {"metadata": {"labels": {"app": "other"}}}}}))).await, "spec.selector").await;
+    let mut mismatched = deployment("mis", "nginx:1");
+    mismatched.spec.template.metadata.as_mut().unwrap().labels =
+        Some([("app".into(), "nope".into())].into());
+    expect_invalid(deploys.create(&pp, &mismatched).await, "does not match").await;
+    // StatefulSet serviceName and volumeClaimTemplates.
+    let sts: Api<k8s_openapi::api::apps::v1::StatefulSet> =
+        Api::namespaced(client.clone(), "default");
+    sts.create(&pp, &obj(json!({"metadata": {"name": "db"}, "spec": {"serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
+        "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{"name": "db", "image": "postgres:16"}]}},
+        "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]}}))).await.unwrap();
+    expect_invalid(
+        sts.patch(
+            "db",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"serviceName": "db2"}})),
+        )
+        .await,
+        "statefulset spec",
+    )
+    .await;
+    sts.patch(
+        "db",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": 3}})),
+    )
+    .await
+    .unwrap();
+    // Immutable Secret.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    secrets
+        .create(
+            &pp,
+            &obj(json!({"metadata": {"name": "s"}, "immutable": true, "stringData": {"a": "b"}})),
+        )
+        .await
+        .unwrap();
+    let s = secrets.get("s").await.unwrap();
+    assert_eq!(
+        s.data.unwrap()["a"].0,
+        b"b",
+        "stringData is folded into data"
+    );
+    expect_invalid(
+        secrets
+            .patch(
+                "s",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"data": {"a": "Yw=="}})),
+            )
+            .await,
+        "data",
+    )
+    .await;
+}
+
+fn deployment(name: &str, image: &str) -> Deployment {
+    obj(
+        json!({"metadata": {"name": name}, "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+        "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "app", "image": image}, {"name": "side", "image": "busybox:1"}]}}}}),
+    )
+}
+
+#[tokio::test]
+async fn requests_without_a_valid_token_get_401() {
+    let lab = Lab::up();
+    let kc = kube::config::Kubeconfig::read_from(&lab.kubeconfig).unwrap();
+    let opts = kube::config::KubeConfigOptions {
+        context: Some("lab-src".into()),
+        ..Default::default()
+    };
+    let mut cfg = kube::Config::from_custom_kubeconfig(kc, &opts)
+        .await
+        .unwrap();
+    cfg.auth_info.token = None;
+    let anon = kube::Client::try_from(cfg.clone()).unwrap();
+    let e = api_err(
+        Api::<Namespace>::all(anon)
+            .list(&ListParams::default())
+            .await,
+    );
+    assert_eq!((e.code, e.reason.as_str()), (401, "Unauthorized"));
+    cfg.auth_info.token = Some("wrong".to_string().into());
+    let wrong = kube::Client::try_from(cfg).unwrap();
+    assert_eq!(
+        api_err(
+            Api::<Namespace>::all(wrong)
+                .list(&ListParams::default())
+                .await
+        )
+        .code,
+        401
+    );
+}
+
+#[tokio::test]
+async fn json_merge_strategic_and_apply_patches() {
+    let lab = Lab::up();
+    let client = lab.client("lab-src").await;
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    deploys
+        .create(&PostParams::default(), &deployment("web", "nginx:1"))
+        .await
+        .unwrap();
+    let pp = PatchParams::default();
+    // Strategic: containers merge by name.
+    let d = deploys.patch("web", &pp, &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "nginx:2"}]}}}}))).await.unwrap();
+    let cs = d.spec.template.spec.as_ref().unwrap().containers.clone();
+    assert_eq!(cs.len(), 2, "the other container is kept");
+    assert_eq!(cs[0].image.as_deref(), Some("nginx:2"));
+    // Merge patch replaces lists.
+    let d = deploys.patch("web", &pp, &Patch::Merge(json!({"metadata": {"labels": {"a": "1"}}, "spec": {"template": {"spec": {"containers": [{"name": "only", "image": "x:1"}]}}}}))).await.unwrap();
+    assert_eq!(d.spec.template.spec.as_ref().unwrap().containers.len(), 1);
+    assert_eq!(d.metadata.labels.as_ref().unwrap()["a"], "1");
+    // JSON patch.
+    let p: json_patch::Patch = serde_json::from_value(json!([{"op": "replace", "path": "/spec/replicas", "value": 4}, {"op": "remove", "path": "/metadata/labels/a"}])).unwrap();
+    let d = deploys
+        .patch("web", &pp, &Patch::<()>::Json(p))
+        .await
+        .unwrap();
+    assert_eq!(d.spec.replicas, Some(4));
+    assert!(
+        d.metadata
+            .labels
+            .as_ref()
+            .is_none_or(|l| !l.contains_key("a"))
+    );
+    // Server-side apply creates when absent and records a managedFields entry.
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let ap = PatchParams::apply("mtcd");
+    let made = cms.patch("applied", &ap, &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "applied"}, "data": {"a": "1", "b": "2"}}))).await.unwrap();
+    let mf = made.metadata.managed_fields.clone().unwrap();
+    assert!(
+        mf.iter().any(
+            |e| e.manager.as_deref() == Some("mtcd") && e.operation.as_deref() == Some("Apply")
+        )
+    );
+    // Re-applying the same configuration is a no-op (same resourceVersion).
+    let again = cms.patch("applied", &ap, &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "applied"}, "data": {"a": "1", "b": "2"}}))).await.unwrap();
+    assert_eq!(
+        again.metadata.resource_version,
+        made.metadata.resource_version
+    );
+    // Dropping a field from the applied configuration removes it.
+    let less = cms.patch("applied", &ap, &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "applied"}, "data": {"a": "1"}}))).await.unwrap();
+    assert_eq!(less.data.unwrap().len(), 1);
+    // Apply without a field manager is rejected; unknown patch types get 415.
+    let e = api_err(
+        cms.patch(
+            "applied",
+            &PatchParams::default(),
+            &Patch::Apply(
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "applied"}}),
+            ),
+        )
+        .await,
+    );
+    assert_eq!(e.code, 400);
+    let e = api_err(
+        cms.patch("missing", &pp, &Patch::Merge(json!({"data": {"a": "b"}})))
+            .await,
+    );
+    assert_eq!(e.code, 404);
+}
+
+#[tokio::test]
+async fn server_side_apply_conflicts_and_force() {
+    let lab = Lab::up();
+    let client = lab.client("lab-src").await;
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let cfg = |replicas: i32| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}, "spec": {"replicas": replicas,
+            "selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "app", "image": "nginx:1"}]}}}})
+    };
+    deploys
+        .patch("web", &PatchParams::apply("first"), &Patch::Apply(cfg(1)))
+        .await
+        .unwrap();
+    let e = api_err(
+        deploys
+            .patch("web", &PatchParams::apply("second"), &Patch::Apply(cfg(3)))
+            .await,
+    );
+    assert_eq!((e.code, e.reason.as_str()), (409, "Conflict"));
+    assert!(
+        e.message.contains("conflict with \"first\"") && e.message.contains(".spec.replicas"),
+        "{}",
+        e.message
+    );
+    // Same values: shared ownership, no conflict.
+    deploys
+        .patch("web", &PatchParams::apply("second"), &Patch::Apply(cfg(1)))
+        .await
+        .unwrap();
+    let forced = deploys
+        .patch(
+            "web",
+            &PatchParams::apply("third").force(),
+            &Patch::Apply(cfg(5)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(forced.spec.replicas, Some(5));
+    // An Update by another manager takes ownership; the first applier now conflicts.
+    deploys
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 2}})),
+        )
+        .await
+        .unwrap();
+    let e = api_err(
+        deploys
+            .patch("web", &PatchParams::apply("third"), &Patch::Apply(cfg(5)))
+            .await,
+    );
+    assert_eq!(e.code, 409);
+}
+
+#[tokio::test]
+async fn status_subresource_is_separate_from_the_main_resource() {
+    let lab = Lab::up();
+    let client = lab.client("lab-src").await;
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let created = deploys
+        .create(&PostParams::default(), &deployment("web", "nginx:1"))
+        .await
+        .unwrap();
+    assert_eq!(created.metadata.generation, Some(1));
+    // Status in the main resource is ignored.
+    let d = deploys
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"readyReplicas": 7}})),
+        )
+        .await
+        .unwrap();
+    assert!(d.status.as_ref().is_none_or(|s| s.ready_replicas.is_none()));
+    // The status subresource changes only status.
+    let d = deploys
+        .patch_status(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"replicas": 9}, "status": {"readyReplicas": 1, "replicas": 1}}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(d.status.unwrap().ready_replicas, Some(1));
+    assert_eq!(d.spec.replicas, Some(1));
+    assert_eq!(
+        d.metadata.generation,
+        Some(1),
+        "status writes do not bump generation"
+    );
+    let d = deploys
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 2}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(d.metadata.generation, Some(2));
+    assert_eq!(
+        d.status.unwrap().ready_replicas,
+        Some(1),
+        "status kept across spec writes"
+    );
+}
+
+#[tokio::test]
+async fn watchers_receive_events() {
+    let lab = Lab::up();
+    let client = lab.client("lab-src").await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    cms.create(&PostParams::default(), &cm("before", json!({"w": "yes"})))
+        .await
+        .unwrap();
+    let cfg = kube::runtime::watcher::Config::default().labels("w=yes");
+    let mut stream = kube::runtime::watcher(cms.clone(), cfg).boxed();
+    let writer = {
+        let cms = cms.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            cms.create(&PostParams::default(), &cm("after", json!({"w": "yes"})))
+                .await
+                .unwrap();
+            cms.create(&PostParams::default(), &cm("unrelated", json!({"w": "no"})))
+                .await
+                .unwrap();
+            cms.delete("before", &DeleteParams::default())
+                .await
+                .unwrap();
+        })
+    };
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !seen.contains(&"delete:before".to_string()) {
+        let ev = tokio::time::timeout_at(deadline, stream.try_next())
+            .await
+            .expect("watch events in time")
+            .unwrap()
+            .unwrap();
+        match ev {
+            kube::runtime::watcher::Event::InitApply(o)
+            | kube::runtime::watcher::Event::Apply(o) => {
+                seen.push(format!("apply:{}", o.metadata.name.unwrap()))
+            }
+            kube::runtime::watcher::Event::Delete(o) => {
+                seen.push(format!("delete:{}", o.metadata.name.unwrap()))
+            }
+            _ => {}
+        }
+    }
+    writer.await.unwrap();
+    assert!(
+        seen.contains(&"apply:before".to_string()) && seen.contains(&"apply:after".to_string()),
+        "{seen:?}"
+    );
+    assert!(
+        !seen.iter().any(|s| s.ends_with("unrelated")),
+        "label selector filters watch events: {seen:?}"
+    );
+    // A resourceVersion that is not in the history yet still streams; a raw watch returns lines.
+    let wp = kube::api::WatchParams::default().timeout(2);
+    let rv = cms
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut raw = cms.watch(&wp, &rv).await.unwrap().boxed();
+    cms.create(&PostParams::default(), &cm("later", json!({})))
+        .await
+        .unwrap();
+    match raw.try_next().await.unwrap() {
+        Some(kube::core::WatchEvent::Added(o)) => {
+            assert_eq!(o.metadata.name.as_deref(), Some("later"))
+        }
+        other => panic!("expected ADDED later, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn pod_logs_are_served_from_the_node_log_files() {
+    let lab = Lab::up();
+    let client = lab.client("lab-src").await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod: Pod = obj(
+        json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a", "image": "x:1"}, {"name": "b", "image": "x:1"}]}}),
+    );
+    let made = pods.create(&PostParams::default(), &pod).await.unwrap();
+    assert_eq!(
+        made.status.as_ref().unwrap().phase.as_deref(),
+        Some("Pending")
+    );
+    let uid = made.metadata.uid.unwrap();
+    let dir = std::path::PathBuf::from(lab.info["clusters"]["src"]["state_dir"].as_str().unwrap())
+        .join("pod-logs")
+        .join(format!("default_p_{uid}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("a.log"), "one\ntwo\nthree\n").unwrap();
+    pods.patch_status(
+        "p",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Running"}})),
+    )
+    .await
+    .unwrap();
+    let lp = |c: &str| kube::api::LogParams {
+        container: Some(c.into()),
+        ..Default::default()
+    };
+    assert_eq!(pods.logs("p", &lp("a")).await.unwrap(), "one\ntwo\nthree\n");
+    let tail = kube::api::LogParams {
+        container: Some("a".into()),
+        tail_lines: Some(1),
+        ..Default::default()
+    };
+    assert_eq!(pods.logs("p", &tail).await.unwrap(), "three\n");
+    let e = api_err(pods.logs("p", &Default::default()).await);
+    assert!(
+        e.code == 400 && e.message.contains("a container name must be specified"),
+        "{}",
+        e.message
+    );
+    // follow streams appended lines and ends when the pod is terminal.
+    let follow = kube::api::LogParams {
+        container: Some("a".into()),
+        follow: true,
+        ..Default::default()
+    };
+    let stream = pods.log_stream("p", &follow).await.unwrap();
+    let appender = {
+        let pods = pods.clone();
+        let dir = dir.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(dir.join("a.log"))
+                .unwrap();
+            f.write_all(b"four\n").unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            pods.patch_status(
+                "p",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"phase": "Succeeded"}})),
+            )
+            .await
+            .unwrap();
+        })
+    };
+    use futures::AsyncReadExt;
+    let mut all = String::new();
+    let mut stream = stream;
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut all))
+        .await
+        .expect("follow ends when the pod is terminal")
+        .unwrap();
+    appender.await.unwrap();
+    assert_eq!(all, "one\ntwo\nthree\nfour\n");
+}
+
+#[tokio::test]
+async fn deleting_a_namespace_removes_its_contents() {
+    let lab = Lab::up();
+    let client = lab.client("lab-src").await;
+    create_ns(&client, "gone").await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "gone");
+    cms.create(&PostParams::default(), &cm("c", json!({})))
+        .await
+        .unwrap();
+    let nss: Api<Namespace> = Api::all(client.clone());
+    let ns = nss
+        .delete("gone", &DeleteParams::default())
+        .await
+        .unwrap()
+        .left()
+        .unwrap();
+    assert_eq!(ns.status.unwrap().phase.as_deref(), Some("Terminating"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while nss.get_opt("gone").await.unwrap().is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "namespace still exists"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        Api::<ConfigMap>::all(client)
+            .list(&ListParams::default().fields("metadata.namespace=gone"))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn seed_creates_objects_and_fills_bound_volumes() {
+    let lab = Lab::up();
+    let client = lab.client("lab-src").await;
+    let storage = lab.info["clusters"]["src"]["storage_root"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let volume_dir = format!("{storage}/app/data-manual");
+    std::fs::create_dir_all(&volume_dir).unwrap();
+    // Without the node feature nothing binds PVCs: bind by hand like the provisioner would.
+    let binder = {
+        let client = client.clone();
+        let volume_dir = volume_dir.clone();
+        tokio::spawn(async move {
+            let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "app");
+            loop {
+                if let Ok(Some(pvc)) = pvcs.get_opt("data").await {
+                    if lab_bound(&pvc) {
+                        return;
+                    }
+                    let pvs: Api<k8s_openapi::api::core::v1::PersistentVolume> =
+                        Api::all(client.clone());
+                    let _ = pvs.create(&PostParams::default(), &obj(json!({"metadata": {"name": "pv-data"}, "spec": {"capacity": {"storage": "1Gi"},
+                        "accessModes": ["ReadWriteOnce"], "hostPath": {"path": volume_dir}, "storageClassName": "standard",
+                        "claimRef": {"namespace": "app", "name": "data", "uid": pvc.metadata.uid}}}))).await;
+                    pvcs.patch(
+                        "data",
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"spec": {"volumeName": "pv-data"}})),
+                    )
+                    .await
+                    .unwrap();
+                    pvcs.patch_status(
+                        "data",
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"status": {"phase": "Bound"}})),
+                    )
+                    .await
+                    .unwrap();
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let yaml = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings, namespace: app}
+data: {a: b}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: app}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: data, namespace: app}
+spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
+---
+apiVersion: lab.mtcd.io/v1
+kind: VolumeData
+namespace: app
+claim: data
+files:
+  - {path: hello.txt, content: "hi\n", mode: "0600", mtime: 1700000000}
+  - {path: sub/blob.bin, size: 10000, seed: 3}
+  - {path: link, symlink: hello.txt}
+  - {path: hard, hardlink_to: hello.txt}
+"#;
+    let report = lab.seed_yaml("lab-src", yaml).await.unwrap();
+    binder.await.unwrap();
+    assert_eq!(report.created.len(), 3, "{:?}", report.created);
+    assert_eq!(report.created[0], "Namespace/app", "namespaces first");
+    let root = std::path::Path::new(&volume_dir);
+    assert_eq!(
+        std::fs::read_to_string(root.join("hello.txt")).unwrap(),
+        "hi\n"
+    );
+    assert_eq!(
+        std::fs::read(root.join("sub/blob.bin")).unwrap(),
+        mtcd_lab::seed::generated_bytes(3, 10000)
+    );
+    assert_eq!(
+        std::fs::read_link(root.join("link")).unwrap(),
+        std::path::PathBuf::from("hello.txt")
+    );
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(root.join("hello.txt")).unwrap();
+    assert_eq!(
+        (meta.mode() & 0o777, meta.mtime(), meta.nlink()),
+        (0o600, 1700000000, 2)
+    );
+    // Unknown kinds are named in the error.
+    let err = lab
+        .seed_yaml(
+            "lab-src",
+            "apiVersion: example.com/v1\nkind: Nope\nmetadata: {name: x}\n",
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("Nope"), "{err}");
+}
+
+fn lab_bound(pvc: &PersistentVolumeClaim) -> bool {
+    pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
+}
+
+#[test]
+fn kubectl_get_ns_works_against_the_lab() {
+    if std::process::Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output()
+        .is_err()
+    {
+        eprintln!("kubectl not installed; skipping");
+        return;
+    }
+    let lab = Lab::up();
+    let out = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&lab.kubeconfig)
+        .args(["--context", "lab-src", "get", "ns"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("default") && stdout.contains("kube-system") && stdout.contains("Active"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn down_stops_the_supervisor_and_is_idempotent() {
+    let lab = Lab::up();
+    let pid = lab.pid().expect("lab.pid");
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    let started = std::time::Instant::now();
+    assert_eq!(lab.down().code, 0);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let alive =
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z"));
+    assert!(!alive, "supervisor {pid} still running after down");
+    assert_eq!(lab.down().code, 0, "down twice is fine");
+}
