@@ -14,4 +14,5 @@ pub mod netns;
 pub mod node;
 pub mod pki;
 pub mod registry;
+pub mod router;
 pub mod seed;
