@@ -728,7 +728,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let data: BTreeMap<String, Vec<u8>> = [("tls.crt".to_string(), b"CERT".to_vec()), ("other".to_string(), b"x".to_vec())].into();
-        let items = vec![KeyToPath { key: "tls.crt".into(), path: "certs/server.crt".into(), mode: Some(0o400) }];
+        let items = vec![KeyToPath { key: "tls.crt".into(), path: "certs/server.crt".into(), mode: Some(0o400), ..Default::default() }];
         materialise(dir.path(), &data, Some(&items), Some(0o600), "secret \"s\"").unwrap();
         let p = dir.path().join("certs/server.crt");
         assert_eq!(std::fs::read(&p).unwrap(), b"CERT");

@@ -390,34 +390,51 @@ impl Router {
         }
     }
 
-    async fn handle_tls(&self, mut stream: tokio::net::TcpStream) -> anyhow::Result<()> {
-        let _ = stream.set_nodelay(true);
-        let mut buf = Vec::with_capacity(2048);
-        let host = loop {
-            match sni::parse(&buf) {
-                sni::Sni::Name(h) => break h,
-                sni::Sni::Incomplete if buf.len() < 64 * 1024 => {}
-                other => anyhow::bail!("cannot route a connection without a TLS server name ({other:?})"),
-            }
-            let mut chunk = [0u8; 4096];
-            let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk)).await??;
-            anyhow::ensure!(n > 0, "client closed before sending a ClientHello");
-            buf.extend_from_slice(&chunk[..n]);
-        };
+    async fn handle_tls(&self, stream: tokio::net::TcpStream) -> anyhow::Result<()> {
+        let (stream, host, first) = read_server_name(stream).await?;
         let backend = self.table.read().expect("table").lookup(&host).ok_or_else(|| RouterError::UnknownHost(host.clone()))?;
-        self.splice(stream, &backend, buf).await
+        self.splice(stream, &backend, first).await
     }
 
     /// Connect to a pod behind `backend` and copy both ways, replaying `first` bytes.
-    async fn splice(&self, mut stream: tokio::net::TcpStream, backend: &Backend, first: Vec<u8>) -> anyhow::Result<()> {
+    async fn splice(&self, stream: tokio::net::TcpStream, backend: &Backend, first: Vec<u8>) -> anyhow::Result<()> {
         let target = resolve_backend(&self.client, backend).await?;
-        let net = self.cfg.network.clone();
-        let upstream = tokio::task::spawn_blocking(move || net.connect(target)).await??;
-        let mut upstream = tokio::net::TcpStream::from_std(upstream)?;
-        upstream.write_all(&first).await?;
-        tokio::io::copy_bidirectional(&mut stream, &mut upstream).await?;
-        Ok(())
+        forward(stream, &self.cfg.network, target, first).await
     }
+}
+
+/// Read a connection's ClientHello far enough to know its server name; returns the bytes
+/// read so far, which must be replayed to the backend.
+pub async fn read_server_name(mut stream: tokio::net::TcpStream) -> anyhow::Result<(tokio::net::TcpStream, String, Vec<u8>)> {
+    let _ = stream.set_nodelay(true);
+    let mut buf = Vec::with_capacity(2048);
+    loop {
+        match sni::parse(&buf) {
+            sni::Sni::Name(h) => return Ok((stream, h, buf)),
+            sni::Sni::Incomplete if buf.len() < 64 * 1024 => {}
+            other => anyhow::bail!("cannot route a connection without a TLS server name ({other:?})"),
+        }
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk)).await??;
+        anyhow::ensure!(n > 0, "client closed before sending a ClientHello");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Connect to `target` from inside the lab network, replay `first`, then copy both ways
+/// until either side closes.
+pub async fn forward(
+    mut stream: tokio::net::TcpStream,
+    network: &LabNetwork,
+    target: SocketAddr,
+    first: Vec<u8>,
+) -> anyhow::Result<()> {
+    let net = network.clone();
+    let upstream = tokio::task::spawn_blocking(move || net.connect(target)).await??;
+    let mut upstream = tokio::net::TcpStream::from_std(upstream)?;
+    upstream.write_all(&first).await?;
+    tokio::io::copy_bidirectional(&mut stream, &mut upstream).await?;
+    Ok(())
 }
 
 /// Service → a running pod's IP and the target port.
@@ -528,6 +545,7 @@ pub fn update_hosts_file(path: &Path, cluster: &str, ip: Ipv4Addr, hosts: &[Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[test]
     fn hosts_file_keeps_other_clusters_lines_and_its_inode() {
@@ -544,6 +562,89 @@ mod tests {
         assert!(text.contains("10.210.0.1\tc.apps.src.lab"));
         assert!(!text.contains("a.apps.src.lab"));
         assert_eq!(std::fs::metadata(&p).unwrap().ino(), ino);
+    }
+
+    /// Removes a test's lab network even when the test fails.
+    struct NetGuard(String);
+    impl Drop for NetGuard {
+        fn drop(&mut self) {
+            let _ = crate::netns::cleanup_prefix(&self.0);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn splices_tls_by_server_name_from_one_pod_namespace_to_another() {
+        use crate::netns::{connect_in, listen_in, pod_ip, router_ip};
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let prefix = format!("mtcdt{:06x}-", rand::random::<u32>() & 0xff_ffff);
+        let guard = NetGuard(prefix.clone());
+        let net = LabNetwork::create(&prefix).unwrap();
+        let server_pod = net.add_pod("dst", "aaaaaaaa-1111", pod_ip("dst", 9).unwrap()).unwrap();
+        let client_pod = net.add_pod("src", "bbbbbbbb-2222", pod_ip("src", 9).unwrap()).unwrap();
+        let rip = router_ip("dst").unwrap();
+        net.add_address(rip).unwrap();
+
+        // A TLS echo server inside the dst pod's namespace.
+        let host = "echo-ns1.apps.dst.lab";
+        let ck = rcgen::generate_simple_self_signed(vec![host.to_string()]).unwrap();
+        let cert = ck.cert.der().clone();
+        let key = rustls::pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der()).unwrap();
+        let server_cfg = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(vec![cert.clone()], key).unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_cfg));
+        let backend = SocketAddr::from((server_pod.ip, 8443));
+        let l = tokio::net::TcpListener::from_std(listen_in(&server_pod.name, backend).unwrap()).unwrap();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let mut tls = acceptor.accept(s).await.unwrap();
+                    let mut buf = [0u8; 5];
+                    tls.read_exact(&mut buf).await.unwrap();
+                    tls.write_all(&buf).await.unwrap();
+                    tls.shutdown().await.unwrap();
+                });
+            }
+        });
+
+        // The router side: SNI → backend, as `handle_tls` does with the route table.
+        let rl = tokio::net::TcpListener::from_std(net.listen(SocketAddr::from((rip, 443))).unwrap()).unwrap();
+        let rnet = net.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = rl.accept().await {
+                let rnet = rnet.clone();
+                tokio::spawn(async move {
+                    let (s, name, first) = read_server_name(s).await.unwrap();
+                    if name == host {
+                        forward(s, &rnet, backend, first).await.unwrap();
+                    }
+                });
+            }
+        });
+
+        // A client in the src pod's namespace, verifying the server's certificate end to end.
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).unwrap();
+        let client_cfg = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client_cfg));
+        let connect = |name: &'static str| {
+            let (pod, connector) = (client_pod.name.clone(), connector.clone());
+            async move {
+                let std = tokio::task::spawn_blocking(move || connect_in(&pod, SocketAddr::from((rip, 443)))).await.unwrap().unwrap();
+                let tcp = tokio::net::TcpStream::from_std(std).unwrap();
+                let sn = rustls::pki_types::ServerName::try_from(name).unwrap();
+                connector.connect(sn, tcp).await
+            }
+        };
+        let mut tls = connect(host).await.unwrap();
+        tls.write_all(b"hello").await.unwrap();
+        let mut back = Vec::new();
+        tls.read_to_end(&mut back).await.unwrap();
+        assert_eq!(back, b"hello");
+        // An unknown server name is not forwarded anywhere: the handshake fails.
+        assert!(connect("other.apps.dst.lab").await.is_err());
+
+        drop(guard);
+        assert!(crate::netns::list_prefix(&prefix).is_empty(), "network namespaces left behind");
     }
 
     #[test]
