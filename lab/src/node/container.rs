@@ -213,3 +213,93 @@ pub fn container_main(spec_json: &str) -> i32 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    /// Not a test: the child half of `runs_a_command_in_its_own_root_with_volumes`. Libtest
+    /// has no other entry point, so the parent re-runs this test binary with the spec in
+    /// the environment, as the lab binary's `__container` subcommand does.
+    #[test]
+    #[ignore = "helper process for the container tests"]
+    fn container_child() {
+        if let Ok(spec) = std::env::var("MTCD_LAB_TEST_CONTAINER_SPEC") {
+            std::process::exit(container_main(&spec));
+        }
+    }
+
+    fn run_child(spec: &ContainerSpec, log: &Path) -> std::process::ExitStatus {
+        let out = File::create(log).unwrap();
+        Command::new(std::env::current_exe().unwrap())
+            .args(["--ignored", "--exact", "node::container::tests::container_child", "--test-threads=1", "--nocapture", "-q"])
+            .env("MTCD_LAB_TEST_CONTAINER_SPEC", serde_json::to_string(spec).unwrap())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .status()
+            .unwrap()
+    }
+
+    struct NetGuard(String);
+    impl Drop for NetGuard {
+        fn drop(&mut self) {
+            let _ = crate::netns::cleanup_prefix(&self.0);
+        }
+    }
+
+    #[test]
+    fn runs_a_command_in_its_own_root_with_volumes_network_and_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("pvc");
+        let out = dir.path().join("out");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::write(data.join("file.txt"), b"payload\n").unwrap();
+        let hosts = dir.path().join("hosts");
+        std::fs::write(&hosts, "127.0.0.1\tlocalhost\n10.210.0.2\trsync-ns1.apps.dst.lab\n").unwrap();
+        let prefix = format!("mtcdc{:06x}-", rand::random::<u32>() & 0xff_ffff);
+        let guard = NetGuard(prefix.clone());
+        let net = crate::netns::LabNetwork::create(&prefix).unwrap();
+        let pod = net.add_pod("src", "cccccccc-3333", crate::netns::pod_ip("src", 7).unwrap()).unwrap();
+        let script = r#"set -e
+cat /data/file.txt > /out/copy.txt
+if touch /data/new 2>/dev/null; then echo "READONLY-BROKEN"; exit 3; fi
+echo "pwd=$(pwd) foo=$FOO host=$(hostname)"
+grep -c rsync-ns1.apps.dst.lab /etc/hosts
+ip -o -4 addr show eth0
+echo scratch > /etc/written-by-container
+"#;
+        let spec = ContainerSpec {
+            netns: Some(crate::netns::netns_path(&pod.name)),
+            root: dir.path().join("root"),
+            tmp: None,
+            hostname: Some("client-pod".into()),
+            hosts_file: Some(hosts),
+            mounts: vec![
+                MountSpec { source: data.clone(), target: "/data".into(), read_only: true },
+                MountSpec { source: out.clone(), target: "/out".into(), read_only: false },
+            ],
+            working_dir: Some("/data".into()),
+            env: vec![("FOO".into(), "bar baz".into()), ("PATH".into(), DEFAULT_PATH.into())],
+            argv: vec!["sh".into(), "-c".into(), script.into()],
+        };
+        let log = dir.path().join("c.log");
+        let status = run_child(&spec, &log);
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(status.success(), "container failed ({status}):\n{text}");
+        assert_eq!(std::fs::read(out.join("copy.txt")).unwrap(), b"payload\n");
+        assert!(text.contains("pwd=/data foo=bar baz host=client-pod"), "{text}");
+        assert!(text.contains("inet 10.210.1.7/16"), "{text}");
+        assert!(!data.join("new").exists());
+        assert!(!Path::new("/etc/written-by-container").exists(), "container writes reached the host");
+        assert!(!Path::new("/data").exists(), "mountPath created on the host");
+
+        // A missing executable is exit code 127 with a message naming it.
+        let spec = ContainerSpec { argv: vec!["no-such-binary".into()], ..spec };
+        let status = run_child(&spec, &log);
+        assert_eq!(status.code(), Some(127));
+        assert!(std::fs::read_to_string(&log).unwrap().contains("\"no-such-binary\" not found"));
+        drop(guard);
+    }
+}
