@@ -1,6 +1,8 @@
 //! End-to-end tests: the real `mtcd` binary against the lab. One test binary (each extra one
 //! would link kube again); one module per area.
 
+mod lab_node;
+
 use mtcd_tests::bin;
 
 #[test]
