@@ -227,7 +227,7 @@ pub(crate) mod transfer {
         let _: Secret = create(dst, ns, json!({"metadata": {"name": "rsync-server-tls"}, "stringData": {
             "server.crt": c["server.crt"], "server.key": c["server.key"], "ca.crt": c["ca.crt"]}})).await;
         let _: ConfigMap = create(dst, ns, json!({"metadata": {"name": "rsync-server"}, "data": {
-            "rsyncd.conf": "port = 8873\naddress = 127.0.0.1\nuse chroot = no\nnumeric ids = yes\nuid = root\ngid = root\npid file = /tmp/rsyncd.pid\n[data]\n  path = /mnt/data\n  read only = false\n",
+            "rsyncd.conf": "port = 8873\naddress = 127.0.0.1\nuse chroot = no\nnumeric ids = yes\nuid = root\ngid = root\npid file = /tmp/rsyncd.pid\nmunge symlinks = no\n[data]\n  path = /mnt/data\n  read only = false\n",
             "stunnel.conf": "foreground = yes\npid =\nsocket = l:TCP_NODELAY=1\nsocket = r:TCP_NODELAY=1\n[rsync]\naccept = 8443\nconnect = 127.0.0.1:8873\ncert = /etc/stunnel/certs/server.crt\nkey = /etc/stunnel/certs/server.key\nCAfile = /etc/stunnel/certs/ca.crt\nverify = 2\n",
         }})).await;
         let _: Pod = create(dst, ns, json!({"metadata": {"name": "rsync-server", "labels": {"app": "rsync-server"}}, "spec": {
