@@ -13,7 +13,11 @@ pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 pub enum RegistryError {
     /// Writing the configuration or creating the storage directory failed.
     #[error("preparing registry directory {dir}")]
-    Prepare { dir: String, #[source] source: std::io::Error },
+    Prepare {
+        dir: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// The registry binary could not be started.
     #[error("cannot start {REGISTRY_BIN} (apt-get install docker-registry)")]
     Spawn(#[source] std::io::Error),
@@ -30,14 +34,20 @@ pub struct Registry {
 }
 
 fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// Does `GET /v2/` answer with HTTP 200 on `address`?
 pub fn answers_v2(address: &str) -> bool {
-    let Ok(mut s) = std::net::TcpStream::connect(address) else { return false };
+    let Ok(mut s) = std::net::TcpStream::connect(address) else {
+        return false;
+    };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(format!("GET /v2/ HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes()).is_err() {
+    if s.write_all(format!("GET /v2/ HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes())
+        .is_err()
+    {
         return false;
     }
     let mut buf = [0u8; 64];
@@ -49,7 +59,10 @@ pub fn answers_v2(address: &str) -> bool {
 /// Start a registry storing under `dir` (config in `dir/config.yml`, blobs in `dir/data`)
 /// and wait until it answers. The child is killed when dropped.
 pub async fn start(dir: &Path) -> anyhow::Result<(Registry, tokio::process::Child)> {
-    let prep = |source| RegistryError::Prepare { dir: dir.display().to_string(), source };
+    let prep = |source| RegistryError::Prepare {
+        dir: dir.display().to_string(),
+        source,
+    };
     let data = dir.join("data");
     std::fs::create_dir_all(&data).map_err(prep)?;
     let port = free_port().map_err(prep)?;
@@ -75,15 +88,26 @@ pub async fn start(dir: &Path) -> anyhow::Result<(Registry, tokio::process::Chil
     loop {
         if let Some(status) = child.try_wait()? {
             let detail = std::fs::read_to_string(dir.join("registry.log")).unwrap_or_default();
-            return Err(RegistryError::NotReady { address, detail: format!("exited with {status}: {detail}") }.into());
+            return Err(RegistryError::NotReady {
+                address,
+                detail: format!("exited with {status}: {detail}"),
+            }
+            .into());
         }
         let a = address.clone();
-        if tokio::task::spawn_blocking(move || answers_v2(&a)).await.unwrap_or(false) {
+        if tokio::task::spawn_blocking(move || answers_v2(&a))
+            .await
+            .unwrap_or(false)
+        {
             return Ok((Registry { address }, child));
         }
         if Instant::now() > deadline {
             let _ = child.start_kill();
-            return Err(RegistryError::NotReady { address, detail: "timed out".into() }.into());
+            return Err(RegistryError::NotReady {
+                address,
+                detail: "timed out".into(),
+            }
+            .into());
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }

@@ -10,10 +10,14 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Event as K8sEvent, Namespace, ObjectReference, PersistentVolume, PersistentVolumeClaim, ServiceAccount,
+    ConfigMap, Event as K8sEvent, Namespace, ObjectReference, PersistentVolume,
+    PersistentVolumeClaim, ServiceAccount,
 };
 use k8s_openapi::api::storage::v1::StorageClass;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
+    PatchParams, PostParams,
+};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use serde_json::{Value, json};
@@ -40,10 +44,19 @@ pub struct ControllerConfig {
 pub enum ControllerError {
     /// A provisioned volume's directory could not be created.
     #[error("creating volume directory {dir} for persistentvolumeclaim {claim}")]
-    VolumeDir { dir: String, claim: String, #[source] source: std::io::Error },
+    VolumeDir {
+        dir: String,
+        claim: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// An API call failed.
     #[error("{what}")]
-    Api { what: String, #[source] source: kube::Error },
+    Api {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
 }
 
 fn api_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> ControllerError {
@@ -56,15 +69,31 @@ fn is_status(e: &kube::Error, code: u16) -> bool {
 }
 
 /// Run every controller until `shutdown`.
-pub async fn run(client: kube::Client, cfg: ControllerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    client: kube::Client,
+    cfg: ControllerConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(namespaces(client.clone(), cfg.clone(), shutdown.clone()));
     tasks.spawn(provisioner(client.clone(), cfg.clone(), shutdown.clone()));
     let mut workloads = vec![
-        (GroupVersionKind::gvk("apps", "v1", "Deployment"), "deployments"),
-        (GroupVersionKind::gvk("apps", "v1", "StatefulSet"), "statefulsets"),
-        (GroupVersionKind::gvk("apps", "v1", "ReplicaSet"), "replicasets"),
-        (GroupVersionKind::gvk("apps", "v1", "DaemonSet"), "daemonsets"),
+        (
+            GroupVersionKind::gvk("apps", "v1", "Deployment"),
+            "deployments",
+        ),
+        (
+            GroupVersionKind::gvk("apps", "v1", "StatefulSet"),
+            "statefulsets",
+        ),
+        (
+            GroupVersionKind::gvk("apps", "v1", "ReplicaSet"),
+            "replicasets",
+        ),
+        (
+            GroupVersionKind::gvk("apps", "v1", "DaemonSet"),
+            "daemonsets",
+        ),
     ];
     // DeploymentConfigs exist on the openshift profile only: ask discovery, not the profile.
     if client
@@ -72,10 +101,17 @@ pub async fn run(client: kube::Client, cfg: ControllerConfig, shutdown: Cancella
         .await
         .is_ok_and(|l| l.resources.iter().any(|r| r.name == "deploymentconfigs"))
     {
-        workloads.push((GroupVersionKind::gvk("apps.openshift.io", "v1", "DeploymentConfig"), "deploymentconfigs"));
+        workloads.push((
+            GroupVersionKind::gvk("apps.openshift.io", "v1", "DeploymentConfig"),
+            "deploymentconfigs",
+        ));
     }
     for (gvk, plural) in workloads {
-        tasks.spawn(workload(client.clone(), ApiResource::from_gvk_with_plural(&gvk, plural), shutdown.clone()));
+        tasks.spawn(workload(
+            client.clone(),
+            ApiResource::from_gvk_with_plural(&gvk, plural),
+            shutdown.clone(),
+        ));
     }
     while let Some(r) = tasks.join_next().await {
         if let Ok(Err(e)) = r {
@@ -86,13 +122,19 @@ pub async fn run(client: kube::Client, cfg: ControllerConfig, shutdown: Cancella
 }
 
 /// Drive a watcher until shutdown, calling `f` for every applied/deleted object.
-async fn watch_each<K, F, Fut>(api: Api<K>, shutdown: CancellationToken, mut f: F) -> anyhow::Result<()>
+async fn watch_each<K, F, Fut>(
+    api: Api<K>,
+    shutdown: CancellationToken,
+    mut f: F,
+) -> anyhow::Result<()>
 where
     K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
     F: FnMut(K, bool) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let mut events = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
+    let mut events = watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
     loop {
         let ev = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -110,14 +152,20 @@ where
 
 /// Namespace defaults (ServiceAccount `default`, ConfigMap `kube-root-ca.crt`) and, for a
 /// terminating namespace, deleting what it contains.
-async fn namespaces(client: kube::Client, cfg: ControllerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+async fn namespaces(
+    client: kube::Client,
+    cfg: ControllerConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let ca = find_ca(&cfg);
     let api: Api<Namespace> = Api::all(client.clone());
     watch_each(api, shutdown, |ns, deleted| {
         let client = client.clone();
         let ca = ca.clone();
         async move {
-            let Some(name) = ns.metadata.name.clone() else { return };
+            let Some(name) = ns.metadata.name.clone() else {
+                return;
+            };
             if deleted {
                 return;
             }
@@ -149,10 +197,20 @@ fn find_ca(cfg: &ControllerConfig) -> String {
         .unwrap_or_default()
 }
 
-async fn namespace_defaults(client: &kube::Client, ns: &str, ca: &str) -> Result<(), ControllerError> {
+async fn namespace_defaults(
+    client: &kube::Client,
+    ns: &str,
+    ca: &str,
+) -> Result<(), ControllerError> {
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
-    if sas.get_opt("default").await.map_err(api_err(format!("reading serviceaccount/{ns}/default")))?.is_none() {
-        let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "default"}})).expect("static");
+    if sas
+        .get_opt("default")
+        .await
+        .map_err(api_err(format!("reading serviceaccount/{ns}/default")))?
+        .is_none()
+    {
+        let sa: ServiceAccount =
+            serde_json::from_value(json!({"metadata": {"name": "default"}})).expect("static");
         match sas.create(&PostParams::default(), &sa).await {
             Ok(_) => {}
             Err(e) if is_status(&e, 409) => {}
@@ -160,7 +218,12 @@ async fn namespace_defaults(client: &kube::Client, ns: &str, ca: &str) -> Result
         }
     }
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-    if cms.get_opt("kube-root-ca.crt").await.map_err(api_err(format!("reading configmap/{ns}/kube-root-ca.crt")))?.is_none() {
+    if cms
+        .get_opt("kube-root-ca.crt")
+        .await
+        .map_err(api_err(format!("reading configmap/{ns}/kube-root-ca.crt")))?
+        .is_none()
+    {
         let cm: ConfigMap = serde_json::from_value(json!({
             "metadata": {"name": "kube-root-ca.crt", "annotations": {"kubernetes.io/description": "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters."}},
             "data": {"ca.crt": ca},
@@ -189,7 +252,9 @@ async fn empty_namespace(client: &kube::Client, ns: &str) -> anyhow::Result<()> 
                 continue;
             }
             let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
-            let Ok(list) = api.list(&ListParams::default()).await else { continue };
+            let Ok(list) = api.list(&ListParams::default()).await else {
+                continue;
+            };
             for o in list.items {
                 if let Some(n) = o.metadata.name.as_deref() {
                     let _ = api.delete(n, &DeleteParams::background()).await;
@@ -201,7 +266,11 @@ async fn empty_namespace(client: &kube::Client, ns: &str) -> anyhow::Result<()> 
 }
 
 /// The local-path provisioner: binds PVCs of lab classes to fresh directories.
-async fn provisioner(client: kube::Client, cfg: ControllerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+async fn provisioner(
+    client: kube::Client,
+    cfg: ControllerConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let api: Api<PersistentVolumeClaim> = Api::all(client.clone());
     let warned = std::sync::Arc::new(std::sync::Mutex::new(HashSet::<String>::new()));
     watch_each(api, shutdown, |pvc, deleted| {
@@ -212,7 +281,11 @@ async fn provisioner(client: kube::Client, cfg: ControllerConfig, shutdown: Canc
                 pvc.metadata.namespace.as_deref().unwrap_or(""),
                 pvc.metadata.name.as_deref().unwrap_or("")
             );
-            let r = if deleted { release(&client, &pvc).await } else { provision(&client, &cfg, &pvc, &warned).await };
+            let r = if deleted {
+                release(&client, &pvc).await
+            } else {
+                provision(&client, &cfg, &pvc, &warned).await
+            };
             if let Err(e) = r {
                 tracing::warn!(claim = %id, error = %e, "provisioner");
             }
@@ -243,7 +316,11 @@ async fn provision(
     if pvc.metadata.deletion_timestamp.is_some() {
         return Ok(());
     }
-    let phase = pvc.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
+    let phase = pvc
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("Pending");
     if phase == "Bound" {
         return Ok(());
     }
@@ -256,13 +333,18 @@ async fn provision(
     let class = match &class_name {
         Some(c) if c.is_empty() => None, // "" means: no dynamic provisioning (static binding only)
         Some(c) => classes.get_opt(c).await?,
-        None => classes.list(&ListParams::default()).await?.items.into_iter().find(|c| {
-            c.metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get("storageclass.kubernetes.io/is-default-class"))
-                .is_some_and(|v| v == "true")
-        }),
+        None => classes
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .find(|c| {
+                c.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get("storageclass.kubernetes.io/is-default-class"))
+                    .is_some_and(|v| v == "true")
+            }),
     };
     let Some(class) = class.filter(|c| c.provisioner == PROVISIONER) else {
         if warned.lock().expect("warned").insert(uid.clone()) {
@@ -275,7 +357,11 @@ async fn provision(
         return Ok(());
     };
     let class_name = class.metadata.name.clone().unwrap_or_default();
-    let pv_name = spec.volume_name.clone().filter(|v| !v.is_empty()).unwrap_or_else(|| format!("pvc-{uid}"));
+    let pv_name = spec
+        .volume_name
+        .clone()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| format!("pvc-{uid}"));
     let dir = cfg.storage_root.join(&ns).join(format!("{name}-{uid}"));
     if pvs.get_opt(&pv_name).await?.is_none() {
         std::fs::create_dir_all(&dir).map_err(|source| ControllerError::VolumeDir {
@@ -302,7 +388,13 @@ async fn provision(
             Err(e) => return Err(api_err(format!("creating persistentvolume/{pv_name}"))(e).into()),
         }
     }
-    let _ = pvs.patch_status(&pv_name, &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Bound"}}))).await;
+    let _ = pvs
+        .patch_status(
+            &pv_name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Bound"}})),
+        )
+        .await;
     let annotations = json!({
         "pv.kubernetes.io/bind-completed": "yes",
         "pv.kubernetes.io/bound-by-controller": "yes",
@@ -310,17 +402,25 @@ async fn provision(
         "volume.beta.kubernetes.io/storage-provisioner": PROVISIONER,
     });
     if spec.volume_name.as_deref().is_none_or(str::is_empty) {
-        let mut patch = json!({"metadata": {"annotations": annotations}, "spec": {"volumeName": pv_name}});
+        let mut patch =
+            json!({"metadata": {"annotations": annotations}, "spec": {"volumeName": pv_name}});
         if spec.storage_class_name.is_none() {
             patch["spec"]["storageClassName"] = json!(class_name);
         }
-        if claims.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.is_err() {
+        if claims
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .is_err()
+        {
             // A server that refuses the retroactive default class still takes the binding.
-            let patch = json!({"metadata": {"annotations": annotations}, "spec": {"volumeName": pv_name}});
+            let patch =
+                json!({"metadata": {"annotations": annotations}, "spec": {"volumeName": pv_name}});
             claims
                 .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
-                .map_err(api_err(format!("binding persistentvolumeclaim/{ns}/{name} to {pv_name}")))?;
+                .map_err(api_err(format!(
+                    "binding persistentvolumeclaim/{ns}/{name} to {pv_name}"
+                )))?;
         }
     }
     let status = json!({"status": {
@@ -331,7 +431,9 @@ async fn provision(
     claims
         .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
         .await
-        .map_err(api_err(format!("updating status of persistentvolumeclaim/{ns}/{name}")))?;
+        .map_err(api_err(format!(
+            "updating status of persistentvolumeclaim/{ns}/{name}"
+        )))?;
     tracing::info!(claim = %format!("{ns}/{name}"), volume = %pv_name, "bound");
     Ok(())
 }
@@ -339,24 +441,52 @@ async fn provision(
 /// A deleted claim releases its volume: with reclaim policy Delete, the PV and its
 /// directory go too (only volumes this provisioner made).
 async fn release(client: &kube::Client, pvc: &PersistentVolumeClaim) -> anyhow::Result<()> {
-    let Some(pv_name) = pvc.spec.as_ref().and_then(|s| s.volume_name.clone()).filter(|v| !v.is_empty()) else {
+    let Some(pv_name) = pvc
+        .spec
+        .as_ref()
+        .and_then(|s| s.volume_name.clone())
+        .filter(|v| !v.is_empty())
+    else {
         return Ok(());
     };
     let pvs: Api<PersistentVolume> = Api::all(client.clone());
-    let Some(pv) = pvs.get_opt(&pv_name).await? else { return Ok(()) };
-    let ours = pv.metadata.annotations.as_ref().and_then(|a| a.get("pv.kubernetes.io/provisioned-by")).is_some_and(|p| p == PROVISIONER);
-    let same_claim = pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref()).and_then(|c| c.uid.clone()) == pvc.metadata.uid;
+    let Some(pv) = pvs.get_opt(&pv_name).await? else {
+        return Ok(());
+    };
+    let ours = pv
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("pv.kubernetes.io/provisioned-by"))
+        .is_some_and(|p| p == PROVISIONER);
+    let same_claim = pv
+        .spec
+        .as_ref()
+        .and_then(|s| s.claim_ref.as_ref())
+        .and_then(|c| c.uid.clone())
+        == pvc.metadata.uid;
     if !ours || !same_claim {
         return Ok(());
     }
     let spec = pv.spec.clone().unwrap_or_default();
-    if spec.persistent_volume_reclaim_policy.as_deref().unwrap_or("Delete") == "Delete" {
+    if spec
+        .persistent_volume_reclaim_policy
+        .as_deref()
+        .unwrap_or("Delete")
+        == "Delete"
+    {
         if let Some(path) = spec.host_path.map(|h| h.path) {
             let _ = std::fs::remove_dir_all(path);
         }
         let _ = pvs.delete(&pv_name, &DeleteParams::default()).await;
     } else {
-        let _ = pvs.patch_status(&pv_name, &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Released"}}))).await;
+        let _ = pvs
+            .patch_status(
+                &pv_name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"phase": "Released"}})),
+            )
+            .await;
     }
     Ok(())
 }
@@ -384,9 +514,16 @@ async fn event(client: &kube::Client, pvc: &PersistentVolumeClaim, reason: &str,
         message: Some(message.into()),
         type_: Some("Warning".into()),
         count: Some(1),
-        first_timestamp: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now())),
-        last_timestamp: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now())),
-        source: Some(k8s_openapi::api::core::v1::EventSource { component: Some("persistentvolume-controller".into()), host: None }),
+        first_timestamp: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::now(),
+        )),
+        last_timestamp: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::now(),
+        )),
+        source: Some(k8s_openapi::api::core::v1::EventSource {
+            component: Some("persistentvolume-controller".into()),
+            host: None,
+        }),
         ..Default::default()
     };
     let api: Api<K8sEvent> = Api::namespaced(client.clone(), &ns);
@@ -425,10 +562,16 @@ pub fn workload_status(kind: &str, replicas: i64, generation: i64, current: &Val
 
 /// Does `current` already carry every field of `desired`?
 fn status_matches(current: &Value, desired: &Value) -> bool {
-    desired.as_object().is_some_and(|d| d.iter().all(|(k, v)| current.get(k) == Some(v)))
+    desired
+        .as_object()
+        .is_some_and(|d| d.iter().all(|(k, v)| current.get(k) == Some(v)))
 }
 
-async fn workload(client: kube::Client, ar: ApiResource, shutdown: CancellationToken) -> anyhow::Result<()> {
+async fn workload(
+    client: kube::Client,
+    ar: ApiResource,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
     let kind = ar.kind.clone();
     watch_each(api, shutdown, |o: DynamicObject, deleted| {
@@ -475,8 +618,17 @@ mod tests {
         let mut current = s.clone();
         current["conditions"] = json!([]);
         assert!(status_matches(&current, &s));
-        assert!(!status_matches(&current, &workload_status("Deployment", 0, 3, &current)));
-        assert_eq!(workload_status("DeploymentConfig", 1, 1, &json!({"latestVersion": 4}))["latestVersion"], 4);
-        assert_eq!(workload_status("StatefulSet", 2, 1, &json!({}))["currentReplicas"], 2);
+        assert!(!status_matches(
+            &current,
+            &workload_status("Deployment", 0, 3, &current)
+        ));
+        assert_eq!(
+            workload_status("DeploymentConfig", 1, 1, &json!({"latestVersion": 4}))["latestVersion"],
+            4
+        );
+        assert_eq!(
+            workload_status("StatefulSet", 2, 1, &json!({}))["currentReplicas"],
+            2
+        );
     }
 }

@@ -43,7 +43,8 @@ impl<'a> Cursor<'a> {
         self.take(1).map(|b| b[0] as usize)
     }
     fn u16(&mut self) -> Option<usize> {
-        self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
+        self.take(2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
     }
 }
 
@@ -66,7 +67,9 @@ fn parse_hello(hs: &[u8]) -> Option<Sni> {
     c.take(suites)?;
     let comp = c.u8()?;
     c.take(comp)?;
-    let Some(ext_len) = c.u16() else { return Some(Sni::Missing) };
+    let Some(ext_len) = c.u16() else {
+        return Some(Sni::Missing);
+    };
     let mut exts = Cursor(c.take(ext_len.min(c.0.len()))?);
     while let (Some(ty), Some(l)) = (exts.u16(), exts.u16()) {
         let data = exts.take(l)?;
@@ -78,7 +81,9 @@ fn parse_hello(hs: &[u8]) -> Option<Sni> {
                 let n = list.u16()?;
                 let name = list.take(n)?;
                 if kind == 0 {
-                    return Some(Sni::Name(String::from_utf8_lossy(name).to_ascii_lowercase()));
+                    return Some(Sni::Name(
+                        String::from_utf8_lossy(name).to_ascii_lowercase(),
+                    ));
                 }
             }
         }
@@ -95,7 +100,9 @@ mod tests {
     fn client_hello(name: &str) -> Vec<u8> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let roots = rustls::RootCertStore::empty();
-        let cfg = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+        let cfg = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
         let sn = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
         let mut conn = rustls::ClientConnection::new(Arc::new(cfg), sn).unwrap();
         let mut out = Vec::new();
