@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 /// The binary Debian's `docker-registry` package installs.
 pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
+/// util-linux `setpriv`, for a parent-death signal without unsafe `pre_exec`.
+const SETPRIV: &str = "/usr/bin/setpriv";
 
 /// Errors starting a registry.
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +77,16 @@ pub async fn start(dir: &Path) -> anyhow::Result<(Registry, tokio::process::Chil
     std::fs::write(&config_path, config).map_err(prep)?;
     let log = std::fs::File::create(dir.join("registry.log")).map_err(prep)?;
     let log2 = log.try_clone().map_err(prep)?;
-    let mut child = tokio::process::Command::new(REGISTRY_BIN)
+    // setpriv's parent-death signal stops the registry even if the lab is SIGKILLed
+    // (`mtcd-lab down` only finds pod processes, by network namespace).
+    let mut cmd = if Path::new(SETPRIV).exists() {
+        let mut c = tokio::process::Command::new(SETPRIV);
+        c.args(["--pdeathsig", "KILL", "--", REGISTRY_BIN]);
+        c
+    } else {
+        tokio::process::Command::new(REGISTRY_BIN)
+    };
+    let mut child = cmd
         .arg("serve")
         .arg(&config_path)
         .stdin(std::process::Stdio::null())

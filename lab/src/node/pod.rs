@@ -416,11 +416,11 @@ async fn run_processes(
             root: ctx.dir.join(format!("root-{}", c.name)),
             tmp: Some(tmp.clone()),
             hostname: Some(ctx.name.chars().take(63).collect()),
-            hosts_file: ctx
-                .node
-                .hosts_file
-                .exists()
-                .then(|| ctx.node.hosts_file.clone()),
+            hosts_file: Some(
+                crate::router::shared_hosts_file(&ctx.node.cfg.network.prefix)
+                    .unwrap_or_else(|| ctx.node.hosts_file.clone()),
+            )
+            .filter(|p| p.exists()),
             mounts: c
                 .volume_mounts
                 .iter()

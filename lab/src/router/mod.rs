@@ -185,12 +185,8 @@ pub fn route_host(route: &Value, name: &str, ns: &str, apps_domain: &str) -> Str
 impl Router {
     fn write_hosts(&self) -> Result<(), RouterError> {
         let hosts = self.table.read().expect("table").hosts();
-        update_hosts_file(&self.cfg.hosts_file, &self.cfg.cluster, self.ip, &hosts).map_err(
-            |source| RouterError::Hosts {
-                path: self.cfg.hosts_file.display().to_string(),
-                source,
-            },
-        )
+        publish_hosts(&self.cfg.network.prefix, &self.cfg.cluster, &self.cfg.hosts_file, self.ip, hosts)
+            .map_err(|source| RouterError::Hosts { path: self.cfg.hosts_file.display().to_string(), source })
     }
 
     fn set_entries(&self, key: String, entries: Vec<(String, Backend)>) {
@@ -685,6 +681,39 @@ pub async fn resolve_backend(
             })?,
     };
     Ok(SocketAddr::from((ip, port as u16)))
+}
+
+/// Per lab (network prefix): the hosts files the routers were given and every router's
+/// current names. Each file gets both clusters' names, so pods resolve the other cluster's
+/// routes even if the orchestration hands each router a file of its own.
+#[derive(Default)]
+struct SharedHosts {
+    files: Vec<PathBuf>,
+    entries: BTreeMap<String, (Ipv4Addr, Vec<String>)>,
+}
+
+static SHARED_HOSTS: std::sync::Mutex<BTreeMap<String, SharedHosts>> = std::sync::Mutex::new(BTreeMap::new());
+
+fn publish_hosts(prefix: &str, cluster: &str, file: &Path, ip: Ipv4Addr, hosts: Vec<String>) -> std::io::Result<()> {
+    let mut all = SHARED_HOSTS.lock().unwrap_or_else(|e| e.into_inner());
+    let shared = all.entry(prefix.to_string()).or_default();
+    if !shared.files.iter().any(|f| f == file) {
+        shared.files.push(file.to_path_buf());
+    }
+    shared.entries.insert(cluster.to_string(), (ip, hosts));
+    for f in &shared.files {
+        for (c, (ip, hosts)) in &shared.entries {
+            update_hosts_file(f, c, *ip, hosts)?;
+        }
+    }
+    Ok(())
+}
+
+/// The hosts file pods of this lab should see as /etc/hosts: the first one a router of the
+/// lab (same network prefix) in this process was given.
+pub fn shared_hosts_file(prefix: &str) -> Option<PathBuf> {
+    let all = SHARED_HOSTS.lock().unwrap_or_else(|e| e.into_inner());
+    all.get(prefix).and_then(|s| s.files.first().cloned())
 }
 
 /// Rewrite this cluster's lines of the shared hosts file in place (pods bind-mount the file,
