@@ -80,9 +80,7 @@ pub fn generated_host(ns: &str, subdomain: Option<&str>) -> Option<String> {
 /// rsync rewrites every symlink it receives; `hosts allow` admits only the local stunnel.
 pub fn rsyncd_conf(modules: &[(String, String)], preserve_ownership: bool) -> String {
     let mut s = String::from("pid file = /tmp/rsyncd.pid\nuse chroot = no\nmunge symlinks = no\nnumeric ids = yes\nhosts allow = 127.0.0.1 ::1\nlog file = /dev/stderr\n");
-    if preserve_ownership {
-        s.push_str("uid = 0\ngid = 0\n");
-    }
+    let _ = preserve_ownership; // the pod's user decides; see server_pod
     for (module, path) in modules {
         s.push_str(&format!(
             "\n[{module}]\npath = {path}\nread only = false\nauth users = {RSYNC_USER}\nsecrets file = /etc/mtcd-secret/rsyncd.secrets\nstrict modes = false\n"
@@ -185,7 +183,9 @@ pub fn server_pod(ns: &str, migration: &str, image: &str, claims: &[(String, Str
             "volumes": volumes,
             "containers": [
                 {"name": "rsync", "image": image,
-                 "command": ["rsync", "--daemon", "--no-detach", format!("--port={RSYNC_PORT}"), "--config=/etc/mtcd/rsyncd.conf"],
+                 // rsyncd run as root switches to `nobody` unless told otherwise; the daemon
+                 // writes as whoever the pod runs as (root only when ownership is preserved).
+                 "command": ["sh", "-c", format!("printf 'uid = %s\\ngid = %s\\n' \"$(id -u)\" \"$(id -g)\" > /tmp/rsyncd.conf && cat /etc/mtcd/rsyncd.conf >> /tmp/rsyncd.conf && exec rsync --daemon --no-detach --port={RSYNC_PORT} --config=/tmp/rsyncd.conf")],
                  "volumeMounts": mounts, "securityContext": security},
                 {"name": "stunnel", "image": image, "command": ["stunnel", "/etc/mtcd/stunnel.conf"],
                  "ports": [{"name": "tunnel", "containerPort": TUNNEL_PORT}],
