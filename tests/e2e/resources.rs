@@ -44,7 +44,7 @@ async fn get(lab: &Lab, ctx: &str, r: &ApiResource, ns: &str, name: &str) -> Opt
 #[tokio::test(flavor = "multi_thread")]
 async fn plan_apply_plan_moves_a_namespace_with_mapping_and_holds_workloads() {
     let lab = Lab::up();
-    lab.seed(&repo_root().join("examples/lab/seed.yaml"));
+    lab.seed_yaml("lab-src", &std::fs::read_to_string(repo_root().join("examples/lab/seed.yaml")).unwrap()).await.unwrap();
     let file = desired(&lab, "");
     let (code, plan) = plan_json(&lab, &file);
     assert_eq!(code, 2, "changes pending: {plan}");
@@ -76,7 +76,7 @@ async fn plan_apply_plan_moves_a_namespace_with_mapping_and_holds_workloads() {
 #[tokio::test(flavor = "multi_thread")]
 async fn source_changes_show_as_updates_and_deletions_as_prunes() {
     let lab = Lab::up();
-    lab.seed(&repo_root().join("examples/lab/seed.yaml"));
+    lab.seed_yaml("lab-src", &std::fs::read_to_string(repo_root().join("examples/lab/seed.yaml")).unwrap()).await.unwrap();
     let file = desired(&lab, "");
     assert_eq!(lab.mtcd(&["apply", file.to_str().unwrap()]).code, 0);
     let client = lab.client("lab-src").await;
@@ -126,7 +126,9 @@ kind: Widget
 metadata: {name: sprocket, namespace: shop}
 spec: {size: 3}
 "#,
-    );
+    )
+    .await
+    .unwrap();
     let file = desired(&lab, "");
     let run = lab.mtcd(&["apply", file.to_str().unwrap()]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
@@ -138,7 +140,7 @@ spec: {size: 3}
 #[tokio::test(flavor = "multi_thread")]
 async fn an_object_the_destination_rejects_is_named_and_the_rest_applies() {
     let lab = Lab::up();
-    lab.seed(&repo_root().join("examples/lab/seed.yaml"));
+    lab.seed_yaml("lab-src", &std::fs::read_to_string(repo_root().join("examples/lab/seed.yaml")).unwrap()).await.unwrap();
     // The destination already has a Deployment `web` with a different (immutable) selector.
     lab.seed_yaml(
         "lab-dst",
@@ -158,7 +160,9 @@ spec:
     spec:
       containers: [{name: web, image: registry.example.com/simulated/legacy:1}]
 "#,
-    );
+    )
+    .await
+    .unwrap();
     let file = desired(&lab, "");
     let run = lab.mtcd(&["apply", file.to_str().unwrap()]);
     assert_eq!(run.code, 1, "partial failure exits 1:\n{}\n{}", run.stdout, run.stderr);
