@@ -153,7 +153,8 @@ async fn crud_paging_and_selectors() {
     );
     // Paging: 3 + 3 + 1 with continue tokens.
     let mut names = Vec::new();
-    let mut lp = ListParams::default().limit(3);
+    // `n` exists only on these seven: the lab's controllers add their own objects to `default`.
+    let mut lp = ListParams::default().limit(3).labels("n");
     let mut pages = 0;
     loop {
         let page = cms.list(&lp).await.unwrap();
@@ -164,18 +165,18 @@ async fn crud_paging_and_selectors() {
             _ => break,
         }
     }
-    assert_eq!(pages, 3);
+    assert!(pages >= 3, "{pages} pages of at most 3");
     assert_eq!(names.len(), 7);
     let sel = |s: &str| ListParams::default().labels(s);
     assert_eq!(cms.list(&sel("tier=even")).await.unwrap().items.len(), 4);
-    assert_eq!(cms.list(&sel("tier!=even")).await.unwrap().items.len(), 3);
+    assert_eq!(cms.list(&sel("n,tier!=even")).await.unwrap().items.len(), 3);
     assert_eq!(cms.list(&sel("n in (1,2,9)")).await.unwrap().items.len(), 2);
     assert_eq!(
-        cms.list(&sel("n notin (1,2)")).await.unwrap().items.len(),
+        cms.list(&sel("n,n notin (1,2)")).await.unwrap().items.len(),
         5
     );
     assert_eq!(cms.list(&sel("tier")).await.unwrap().items.len(), 7);
-    assert_eq!(cms.list(&sel("!tier")).await.unwrap().items.len(), 0);
+    assert_eq!(cms.list(&sel("n,!tier")).await.unwrap().items.len(), 0);
     let by_name = cms
         .list(&ListParams::default().fields("metadata.name=cm-5"))
         .await
@@ -189,12 +190,12 @@ async fn crud_paging_and_selectors() {
         .await
         .unwrap();
     let all: Api<ConfigMap> = Api::all(client.clone());
-    assert_eq!(
-        all.list(&ListParams::default()).await.unwrap().items.len(),
-        8
-    );
+    // Ours: seven in default, one in other (the lab's controllers add kube-root-ca.crt maps).
+    let everything = all.list(&ListParams::default()).await.unwrap().items;
+    let ours = everything.iter().filter(|c| c.metadata.name.as_deref() != Some("kube-root-ca.crt")).count();
+    assert_eq!(ours, 8);
     let in_other = all
-        .list(&ListParams::default().fields("metadata.namespace=other"))
+        .list(&ListParams::default().fields("metadata.namespace=other,metadata.name!=kube-root-ca.crt"))
         .await
         .unwrap();
     assert_eq!(in_other.items.len(), 1);
@@ -765,7 +766,8 @@ async fn status_subresource_is_separate_from_the_main_resource() {
         )
         .await
         .unwrap();
-    assert!(d.status.as_ref().is_none_or(|s| s.ready_replicas.is_none()));
+    // (The lab's deployment controller may have set readyReplicas itself, never to 7.)
+    assert!(d.status.as_ref().is_none_or(|s| s.ready_replicas != Some(7)));
     // The status subresource changes only status.
     let d = deploys
         .patch_status(

@@ -103,8 +103,6 @@ async fn registry_starts_answers_v2_and_stops() {
 /// rsync + stunnel client pod in the source, through a passthrough Route whose host the
 /// router generates, with mutual TLS from freshly generated certificates. Returns the
 /// client pod's log (as served by `pods/log`).
-// Used by the lab test below, which is compiled once the `Lab` guard is merged in.
-#[allow(dead_code)]
 pub(crate) mod transfer {
     use std::collections::BTreeMap;
     use std::path::{Path, PathBuf};
@@ -445,9 +443,7 @@ pub(crate) mod transfer {
     }
 }
 
-// The headline test. It needs `mtcd_tests::Lab` (tests/support, written on the lab-api branch):
-// the integrator removes this `cfg(any())` when merging both halves of the lab.
-#[cfg(any())]
+// The headline test of the lab: real rsync and stunnel pods, through a Route.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rsync_and_stunnel_pods_copy_a_directory_between_clusters_through_a_route() {
     let lab = mtcd_tests::Lab::up();
@@ -656,7 +652,7 @@ pub(crate) mod scenarios {
             pods.get_opt("sleeper").await.ok()?.is_none().then_some(())
         })
         .await;
-        wait("the pod's process gone", 10, || async {
+        wait("the pod's process gone", 30, || async {
             (!find()).then_some(())
         })
         .await;
@@ -833,7 +829,7 @@ pub(crate) mod scenarios {
         })
         .await;
         assert_eq!(ip, "10.210.0.2");
-        wait("hosts entry", 10, || async {
+        wait("hosts entry", 30, || async {
             std::fs::read_to_string(hosts_file)
                 .ok()?
                 .contains("web-ingress.example.lab")
@@ -843,24 +839,24 @@ pub(crate) mod scenarios {
     }
 }
 
-#[cfg(any())]
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfer_pods_report_phases_restarts_exit_codes_and_stop_when_deleted() {
     let lab = mtcd_tests::Lab::up();
     scenarios::pod_lifecycle(&lab.client("lab-src").await, "life").await;
 }
 
-#[cfg(any())]
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controllers_provision_volumes_default_namespaces_and_report_replicas() {
     let lab = mtcd_tests::Lab::up();
     scenarios::controllers(&lab.client("lab-dst").await, "ctl").await;
 }
 
-#[cfg(any())]
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_balancers_and_passthrough_ingresses_are_reachable_from_the_other_cluster() {
     let lab = mtcd_tests::Lab::up_with(("kubernetes", "kubernetes"));
     let (src, dst) = (lab.client("lab-src").await, lab.client("lab-dst").await);
-    scenarios::load_balancer_and_ingress(&src, &dst, "lb", &lab.dir.join("hosts")).await;
+    scenarios::load_balancer_and_ingress(&src, &dst, "lb", &lab.dir.join("src-hosts")).await;
 }
