@@ -10,6 +10,8 @@
 pub mod certs;
 pub mod objects;
 pub mod progress;
+#[cfg(test)]
+mod tunnel_tests;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
