@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# DVM benchmark: mtcd through the lab vs rsync through stunnel started by hand vs rsync over
+# ssh (pv-migrate's transport), on the same data sets, interleaved (A B C A B C ...), medians
+# of RUNS runs. Usage: benches/dvm.sh [RUNS]   Results: docs/benchmarks.md (DVM section).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${1:-5}
+LARGE_FILES=${LARGE_FILES:-4}; LARGE_MIB=${LARGE_MIB:-512}     # 4 x 512 MiB = 2 GiB
+SMALL_FILES=${SMALL_FILES:-100000}                               # 100,000 x 4 KiB
+W=${BENCH_DIR:-/tmp/mtcd-bench-dvm}
+cargo build --release -q -p mtcd -p mtcd-lab
+BIN=target/release
+rm -rf "$W"; mkdir -p "$W"/data/large "$W"/data/small "$W"/out
+echo "generating data sets in $W/data" >&2
+for i in $(seq 1 "$LARGE_FILES"); do head -c "$((LARGE_MIB << 20))" /dev/urandom > "$W/data/large/f$i.bin"; done
+python3 - "$W/data/small" "$SMALL_FILES" <<'PY'
+import os, sys
+root, n = sys.argv[1], int(sys.argv[2])
+for i in range(n):
+    d = os.path.join(root, f"d{i % 100:03}")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, f"f{i:06}"), "wb") as f:
+        f.write(os.urandom(4096))
+PY
+FLAGS="--info=progress2 --recursive --links --perms --times --specials --sparse --delete --partial --numeric-ids --stats"
+TIME=(/usr/bin/time -f "%e %U %S %M")
+
+# --- lab for mtcd ---------------------------------------------------------------------
+$BIN/mtcd-lab up --dir "$W/lab" --detach >/dev/null
+trap '$BIN/mtcd-lab down --dir "$W/lab" >/dev/null 2>&1 || true; kill $(jobs -p) 2>/dev/null || true' EXIT
+for set in large small; do
+  cat > "$W/seed-$set.yaml" <<YAML
+apiVersion: v1
+kind: Namespace
+metadata: {name: bench-$set}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: data, namespace: bench-$set}
+spec: {accessModes: [ReadWriteOnce], storageClassName: standard, resources: {requests: {storage: 10Gi}}}
+YAML
+  $BIN/mtcd-lab seed --dir "$W/lab" "$W/seed-$set.yaml" >/dev/null
+  cat > "$W/desired-$set.toml" <<TOML
+version = 1
+[clusters.source]
+context = "lab-src"
+[clusters.destination]
+context = "lab-dst"
+[[migration]]
+name = "bench-$set"
+namespaces = ["bench-$set"]
+volumes = "direct"
+include_kinds = ["PersistentVolumeClaim"]
+TOML
+done
+pv_dir() { # context namespace
+  local pv; pv=$(kubectl --kubeconfig "$W/lab/kubeconfig" --context "$1" -n "$2" get pvc data -o jsonpath='{.spec.volumeName}')
+  kubectl --kubeconfig "$W/lab/kubeconfig" --context "$1" get pv "$pv" -o jsonpath='{.spec.hostPath.path}'
+}
+for set in large small; do
+  for _ in $(seq 1 50); do p=$(pv_dir lab-src bench-$set 2>/dev/null) && [ -n "$p" ] && break; sleep 0.2; done
+  cp -a "$W/data/$set/." "$p/"
+  echo "$p" > "$W/src-$set"
+done
+# First apply creates the destination PVCs; their directories are then emptied before each run.
+for set in large small; do $BIN/mtcd --kubeconfig "$W/lab/kubeconfig" apply "$W/desired-$set.toml" >/dev/null 2>&1 || true; pv_dir lab-dst bench-$set > "$W/dst-$set"; done
+
+# --- rsync through stunnel, by hand -------------------------------------------------------
+mkdir -p "$W/raw/tls" "$W/raw/dst-large" "$W/raw/dst-small"
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost -keyout "$W/raw/tls/tls.key" -out "$W/raw/tls/tls.crt" 2>/dev/null
+cp "$W/raw/tls/tls.crt" "$W/raw/tls/ca.crt"
+cat > "$W/raw/rsyncd.conf" <<CONF
+uid = 0
+gid = 0
+use chroot = no
+munge symlinks = no
+numeric ids = yes
+pid file = $W/raw/rsyncd.pid
+[large]
+path = $W/raw/dst-large
+read only = false
+[small]
+path = $W/raw/dst-small
+read only = false
+CONF
+printf 'foreground = yes\npid =\n[r]\naccept = 127.0.0.1:18443\nconnect = 127.0.0.1:18873\ncert = %s\nkey = %s\nCAfile = %s\nverifyChain = yes\nrequireCert = yes\n' "$W/raw/tls/tls.crt" "$W/raw/tls/tls.key" "$W/raw/tls/ca.crt" > "$W/raw/server.conf"
+printf 'foreground = yes\npid =\n[r]\nclient = yes\naccept = 127.0.0.1:18874\nconnect = 127.0.0.1:18443\ncert = %s\nkey = %s\nCAfile = %s\nverifyChain = yes\n' "$W/raw/tls/tls.crt" "$W/raw/tls/tls.key" "$W/raw/tls/ca.crt" > "$W/raw/client.conf"
+rsync --daemon --no-detach --port=18873 --config="$W/raw/rsyncd.conf" & 
+stunnel "$W/raw/server.conf" 2>/dev/null &
+stunnel "$W/raw/client.conf" 2>/dev/null &
+
+# --- rsync over ssh ------------------------------------------------------------------------
+mkdir -p "$W/ssh"
+ssh-keygen -q -t ed25519 -N '' -f "$W/ssh/host" <<<y >/dev/null
+ssh-keygen -q -t ed25519 -N '' -f "$W/ssh/user" <<<y >/dev/null
+cp "$W/ssh/user.pub" "$W/ssh/authorized_keys"
+printf 'Port 18022\nListenAddress 127.0.0.1\nHostKey %s\nAuthorizedKeysFile %s\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nUsePAM no\nPidFile %s\n' "$W/ssh/host" "$W/ssh/authorized_keys" "$W/ssh/sshd.pid" > "$W/ssh/sshd_config"
+mkdir -p /run/sshd
+/usr/sbin/sshd -D -f "$W/ssh/sshd_config" &
+sleep 1
+SSH="ssh -p 18022 -i $W/ssh/user -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
+mkdir -p "$W/ssh/dst-large" "$W/ssh/dst-small"
+
+run() { # method set kind(full|resync) -> appends "method set kind seconds user sys maxrss_kib" to results
+  local m=$1 set=$2 kind=$3 out
+  case $m in
+    mtcd) [ "$kind" = full ] && find "$(cat "$W/dst-$set")" -mindepth 1 -delete
+          out=$("${TIME[@]}" $BIN/mtcd --kubeconfig "$W/lab/kubeconfig" apply "$W/desired-$set.toml" 2>&1 >/dev/null | tail -1) ;;
+    stunnel) [ "$kind" = full ] && find "$W/raw/dst-$set" -mindepth 1 -delete
+          out=$("${TIME[@]}" rsync $FLAGS "$(cat "$W/src-$set")/" "rsync://127.0.0.1:18874/$set/" 2>&1 >/dev/null | tail -1) ;;
+    ssh) [ "$kind" = full ] && find "$W/ssh/dst-$set" -mindepth 1 -delete
+          out=$("${TIME[@]}" rsync $FLAGS -e "$SSH" "$(cat "$W/src-$set")/" "root@127.0.0.1:$W/ssh/dst-$set/" 2>&1 >/dev/null | tail -1) ;;
+  esac
+  echo "$m $set $kind $out" | tee -a "$W/results" >&2
+}
+: > "$W/results"
+for r in $(seq 1 "$RUNS"); do
+  echo "round $r/$RUNS" >&2
+  for set in large small; do for m in mtcd stunnel ssh; do run $m $set full; done; done
+  # 1% of the small files change; every method re-syncs them.
+  python3 - "$(cat "$W/src-small")" "$SMALL_FILES" "$r" <<'PY'
+import os, sys
+root, n, r = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for i in range(r, n, 100):
+    with open(os.path.join(root, f"d{i % 100:03}", f"f{i:06}"), "wb") as f:
+        f.write(os.urandom(4096))
+PY
+  for m in mtcd stunnel ssh; do run $m small resync; done
+done
+python3 - "$W/results" "$LARGE_FILES" "$LARGE_MIB" "$SMALL_FILES" "$RUNS" > "$W/table.md" <<'PY'
+import statistics, sys, collections
+path, lf, lm, sf, runs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+rows = collections.defaultdict(list)
+for line in open(path):
+    p = line.split()
+    if len(p) < 7: continue
+    rows[(p[0], p[1], p[2])].append(tuple(map(float, p[3:7])))
+size = {"large": lf * lm * 2**20, "small": sf * 4096}
+files = {"large": lf, "small": sf}
+med = lambda xs: statistics.median(xs)
+print(f"Data sets: large = {lf} x {lm} MiB, small = {sf} x 4 KiB. Median of {runs} interleaved runs.\n")
+print("| set | method | wall s | MB/s | files/s | CPU s (user+sys) | peak RSS MiB |")
+print("|---|---|---|---|---|---|---|")
+for s in ["large", "small"]:
+    for m in ["mtcd", "stunnel", "ssh"]:
+        v = rows.get((m, s, "full"))
+        if not v: continue
+        wall = med([x[0] for x in v]); cpu = med([x[1] + x[2] for x in v]); rss = med([x[3] for x in v]) / 1024
+        print(f"| {s} | {m} | {wall:.2f} | {size[s] / wall / 1e6:.1f} | {files[s] / wall:.0f} | {cpu:.2f} | {rss:.1f} |")
+print("\n| ratio (throughput) | large | small |\n|---|---|---|")
+for a, b in [("mtcd", "stunnel"), ("mtcd", "ssh"), ("stunnel", "ssh")]:
+    cells = []
+    for s in ["large", "small"]:
+        x, y = rows.get((a, s, "full")), rows.get((b, s, "full"))
+        cells.append(f"{med([t[0] for t in y]) / med([t[0] for t in x]):.2f}x" if x and y else "-")
+    print(f"| {a} / {b} | {cells[0]} | {cells[1]} |")
+print("\n| 1% re-sync (small set) | wall s | share of the full copy |\n|---|---|---|")
+for m in ["mtcd", "stunnel", "ssh"]:
+    v, f = rows.get((m, "small", "resync")), rows.get((m, "small", "full"))
+    if v and f:
+        print(f"| {m} | {med([x[0] for x in v]):.2f} | {100 * med([x[0] for x in v]) / med([x[0] for x in f]):.0f}% |")
+PY
+cat "$W/table.md"
