@@ -758,3 +758,217 @@ async fn unreachable_registry_is_a_per_image_transport_error() {
         "{err}"
     );
 }
+
+/// A registry token service (the bearer flow): checks basic credentials, then signs an
+/// ES256 JWT granting what was asked, with the signing certificate in `x5c` so the
+/// registry trusts it through its `rootcertbundle`.
+struct TokenServer {
+    realm: String,
+    cert_pem: String,
+    requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn der_signature_to_fixed(der: &[u8]) -> Vec<u8> {
+    // SEQUENCE { INTEGER r, INTEGER s } → r || s, each 32 bytes big-endian.
+    let mut out = vec![];
+    let mut i = 2;
+    for _ in 0..2 {
+        assert_eq!(der[i], 0x02);
+        let len = der[i + 1] as usize;
+        let int = &der[i + 2..i + 2 + len];
+        let int = &int[int.len().saturating_sub(32)..];
+        out.extend(std::iter::repeat_n(0u8, 32 - int.len()));
+        out.extend_from_slice(int);
+        i += 2 + len;
+    }
+    out
+}
+
+async fn start_token_server(service: &str, user: &str, password: &str) -> TokenServer {
+    use base64::Engine as _;
+    use rcgen::SigningKey as _;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params =
+        rcgen::CertificateParams::new(vec!["mtcd-test-token-issuer".to_string()]).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).unwrap();
+    let x5c = base64::engine::general_purpose::STANDARD.encode(cert.der());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let realm = format!("http://{}/token", listener.local_addr().unwrap());
+    let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    );
+    let (service, counter) = (service.to_string(), requests.clone());
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut buf = vec![];
+            let mut chunk = [0u8; 4096];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                match sock.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let req = String::from_utf8_lossy(&buf).to_string();
+            let target = req
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or_default()
+                .to_string();
+            let authorized = req.lines().any(|l| {
+                l.to_ascii_lowercase().starts_with("authorization:") && l[14..].trim() == expected
+            });
+            let (status, body) = if authorized {
+                let query = target.split_once('?').map(|(_, q)| q).unwrap_or_default();
+                let access: Vec<serde_json::Value> = url::form_urlencoded::parse(query.as_bytes())
+                    .filter(|(k, _)| k == "scope")
+                    .filter_map(|(_, v)| {
+                        let mut parts = v.splitn(3, ':');
+                        let (t, name, actions) = (parts.next()?, parts.next()?, parts.next()?);
+                        Some(json!({"type": t, "name": name, "actions": actions.split(',').collect::<Vec<_>>()}))
+                    })
+                    .collect();
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs();
+                let b64 = |v: &serde_json::Value| {
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .encode(serde_json::to_vec(v).unwrap())
+                };
+                let input = format!(
+                    "{}.{}",
+                    b64(&json!({"typ": "JWT", "alg": "ES256", "x5c": [x5c]})),
+                    b64(
+                        &json!({"iss": "mtcd-test-issuer", "sub": "alice", "aud": service,
+                        "exp": now + 600, "nbf": now - 60, "iat": now - 60, "jti": format!("{now}-{}", rand::random::<u64>()),
+                        "access": access})
+                    )
+                );
+                let sig = der_signature_to_fixed(&key.sign(input.as_bytes()).unwrap());
+                let jwt = format!(
+                    "{input}.{}",
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig)
+                );
+                ("200 OK", json!({"token": jwt}).to_string())
+            } else {
+                (
+                    "401 Unauthorized",
+                    r#"{"errors":[{"code":"UNAUTHORIZED"}]}"#.to_string(),
+                )
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+            let _ = sock.shutdown().await;
+        }
+    });
+    TokenServer {
+        realm,
+        cert_pem: cert.pem(),
+        requests,
+        task,
+    }
+}
+
+impl TestRegistry {
+    /// A registry with the token auth of distribution (bearer tokens from `token`).
+    fn start_with_token_auth(token: &TokenServer, service: &str) -> TestRegistry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let bundle = dir.path().join("token-ca.pem");
+        std::fs::write(&bundle, &token.cert_pem).unwrap();
+        let config = format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\nauth:\n  token:\n    realm: {}\n    service: {service}\n    issuer: mtcd-test-issuer\n    rootcertbundle: {}\n",
+            dir.path().join("data").display(),
+            token.realm,
+            bundle.display()
+        );
+        let cfg = dir.path().join("config.yml");
+        std::fs::write(&cfg, config).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let reg = TestRegistry { child, addr, dir };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while std::net::TcpStream::connect(&reg.addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "registry on {} did not start",
+                reg.addr
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        reg
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_token_flow_with_cached_tokens() {
+    let token = start_token_server("mtcd-test-registry", "alice", "s3cret").await;
+    let src = TestRegistry::start(None);
+    let dst = TestRegistry::start_with_token_auth(&token, "mtcd-test-registry");
+    let push = Pusher::new(&src);
+    let layers: Vec<Vec<u8>> = (0..4).map(|_| random(300_000)).collect();
+    let img = push.image("shop/web", "v1", &layers, false, "amd64").await;
+    let cs = copies(&src, &dst, &["shop/web:v1"]);
+
+    let report = dim::copy_all(&src.client(), &dst.client(), &cs, &opts(1), |_| {}).await;
+    assert!(
+        matches!(
+            report.images[0].outcome,
+            Err(DimError::Unauthorized { status: 401, .. })
+        ),
+        "anonymous: {:?}",
+        report.images[0].outcome
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.json");
+    let auth = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode("alice:s3cret")
+    };
+    std::fs::write(
+        &cfg,
+        json!({"auths": {format!("http://{}", dst.addr): {"auth": auth}}}).to_string(),
+    )
+    .unwrap();
+    let authed = RegistryClient::new(&dst.spec(RegistryAuth::DockerConfig(cfg)), None).unwrap();
+    let before = token.requests.load(std::sync::atomic::Ordering::SeqCst);
+    let report = dim::copy_all(&src.client(), &authed, &cs, &opts(1), |_| {}).await;
+    let stats = report.images[0]
+        .outcome
+        .as_ref()
+        .expect("copy with a bearer token");
+    assert_eq!((stats.blobs_sent, stats.bytes_sent), (5, img.bytes()));
+    let fetched = token.requests.load(std::sync::atomic::Ordering::SeqCst) - before;
+    // ~20 registry requests; the token is fetched once per scope set, not per request.
+    assert!((1..=3).contains(&fetched), "{fetched} token requests");
+    // Reading back needs a token too: the engine's own view of the destination.
+    let ins = dim::inspect(&src.client(), &authed, &cs, &opts(1)).await;
+    let ins = ins[0].1.as_ref().expect("inspect with a bearer token");
+    assert!(ins.present, "destination holds the image under the tag");
+    assert_eq!(ins.digest, img.digest);
+}

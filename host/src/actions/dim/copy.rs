@@ -689,12 +689,18 @@ pub(crate) async fn plan_image(
     }
     let mut manifests = vec![];
     if is_index(&plan.top.media_type) {
-        for child in references(&plan.top, src_at)? {
+        // Platforms are independent: fetch them together (an index may list a dozen).
+        let children = references(&plan.top, src_at)?;
+        let fetched = futures::future::try_join_all(children.iter().map(|child| async move {
             let m = get_manifest(src, src_at.with_ref(&child.digest)).await?;
             let present = head_manifest(dst, dst_at.with_ref(&child.digest))
                 .await?
                 .as_deref()
                 == Some(m.digest.as_str());
+            Ok::<_, DimError>((m, present))
+        }))
+        .await?;
+        for (m, present) in fetched {
             if !present {
                 manifests.push(m.clone());
             }

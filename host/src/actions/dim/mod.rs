@@ -134,6 +134,16 @@ impl DimError {
     }
 }
 
+/// The registry hosts whose images count as internal for a source registry: its reachable
+/// address, the address pods use, and the extra hosts of the DIM options.
+pub fn internal_hosts(registry: &crate::spec::Registry, opts: &DimOptions) -> Vec<String> {
+    let mut hosts = vec![registry.address.clone()];
+    hosts.extend(registry.internal_address.clone());
+    hosts.extend(opts.internal_hosts.iter().cloned());
+    hosts.dedup();
+    hosts
+}
+
 /// One image to copy: where it is read and where it is written.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ImageCopy {

@@ -74,6 +74,8 @@ pub struct RegistryClient {
     http: reqwest::Client,
     creds: Option<Credentials>,
     auth: Mutex<AuthState>,
+    /// Serialises token fetches so blobs starting together share one token request.
+    token_fetch: tokio::sync::Mutex<()>,
     retries: u32,
     backoff: Duration,
 }
@@ -179,6 +181,7 @@ impl RegistryClient {
             http,
             creds,
             auth: Mutex::new(AuthState::default()),
+            token_fetch: tokio::sync::Mutex::new(()),
             retries: DEFAULT_RETRIES,
             backoff: Duration::from_millis(200),
         })
@@ -288,6 +291,10 @@ impl RegistryClient {
         match challenge? {
             Challenge::Basic => self.basic_header(),
             Challenge::Bearer { realm, service } => {
+                let _one_at_a_time = self.token_fetch.lock().await;
+                if let Some(t) = self.auth.lock().unwrap().tokens.get(&key) {
+                    return Some(t.clone());
+                }
                 let value = self.fetch_token(&realm, service.as_deref(), scopes).await?;
                 self.auth.lock().unwrap().tokens.insert(key, value.clone());
                 Some(value)
