@@ -48,6 +48,27 @@ fn free_port() -> u16 {
 
 impl TestRegistry {
     fn start(htpasswd: Option<(&str, &str)>) -> TestRegistry {
+        Self::launch(|dir| match htpasswd {
+            None => String::new(),
+            Some((user, password)) => {
+                let out = Command::new("htpasswd")
+                    .args(["-Bbn", user, password])
+                    .output()
+                    .expect("htpasswd (apache2-utils) is needed for the auth test: apt-get install -y apache2-utils");
+                assert!(out.status.success());
+                let path = dir.join("htpasswd");
+                std::fs::write(&path, out.stdout).unwrap();
+                format!(
+                    "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+                    path.display()
+                )
+            }
+        })
+    }
+
+    /// Starts a registry whose config is the base plus what `extra` returns (YAML written
+    /// into the registry's own temp dir, passed as argument).
+    fn launch(extra: impl FnOnce(&std::path::Path) -> String) -> TestRegistry {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
@@ -55,19 +76,7 @@ impl TestRegistry {
             "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
             dir.path().join("data").display()
         );
-        if let Some((user, password)) = htpasswd {
-            let out = Command::new("htpasswd")
-                .args(["-Bbn", user, password])
-                .output()
-                .expect("htpasswd (apache2-utils) is needed for the auth test: apt-get install -y apache2-utils");
-            assert!(out.status.success());
-            let path = dir.path().join("htpasswd");
-            std::fs::write(&path, out.stdout).unwrap();
-            config += &format!(
-                "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
-                path.display()
-            );
-        }
+        config += &extra(dir.path());
         let cfg = dir.path().join("config.yml");
         std::fs::write(&cfg, config).unwrap();
         let child = Command::new("docker-registry")
@@ -890,37 +899,44 @@ async fn start_token_server(service: &str, user: &str, password: &str) -> TokenS
 impl TestRegistry {
     /// A registry with the token auth of distribution (bearer tokens from `token`).
     fn start_with_token_auth(token: &TokenServer, service: &str) -> TestRegistry {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
-        let bundle = dir.path().join("token-ca.pem");
-        std::fs::write(&bundle, &token.cert_pem).unwrap();
-        let config = format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\nauth:\n  token:\n    realm: {}\n    service: {service}\n    issuer: mtcd-test-issuer\n    rootcertbundle: {}\n",
-            dir.path().join("data").display(),
-            token.realm,
-            bundle.display()
-        );
-        let cfg = dir.path().join("config.yml");
-        std::fs::write(&cfg, config).unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
+        Self::launch(|dir| {
+            let bundle = dir.join("token-ca.pem");
+            std::fs::write(&bundle, &token.cert_pem).unwrap();
+            format!(
+                "auth:\n  token:\n    realm: {}\n    service: {service}\n    issuer: mtcd-test-issuer\n    rootcertbundle: {}\n",
+                token.realm,
+                bundle.display()
+            )
+        })
+    }
+
+    /// A registry serving HTTPS with a certificate for 127.0.0.1 from a fresh test CA;
+    /// returns the CA's PEM path too.
+    fn start_tls() -> (TestRegistry, tempfile::TempDir, PathBuf) {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .unwrap()
+            .signed_by(&key, &issuer)
             .unwrap();
-        let reg = TestRegistry { child, addr, dir };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while std::net::TcpStream::connect(&reg.addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "registry on {} did not start",
-                reg.addr
-            );
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        reg
+        let ca_dir = tempfile::tempdir().unwrap();
+        let ca_path = ca_dir.path().join("ca.pem");
+        std::fs::write(&ca_path, ca.pem()).unwrap();
+        let reg = Self::launch(|dir| {
+            let (c, k) = (dir.join("tls.crt"), dir.join("tls.key"));
+            std::fs::write(&c, cert.pem()).unwrap();
+            std::fs::write(&k, key.serialize_pem()).unwrap();
+            format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                c.display(),
+                k.display()
+            )
+        });
+        (reg, ca_dir, ca_path)
     }
 }
 
@@ -971,4 +987,50 @@ async fn bearer_token_flow_with_cached_tokens() {
     let ins = ins[0].1.as_ref().expect("inspect with a bearer token");
     assert!(ins.present, "destination holds the image under the tag");
     assert_eq!(ins.digest, img.digest);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_registry_trusted_through_ca_bundle_only() {
+    let src = TestRegistry::start(None);
+    let (dst, _ca_dir, ca) = TestRegistry::start_tls();
+    let push = Pusher::new(&src);
+    let img = push
+        .image("shop/web", "v1", &[random(500_000)], false, "amd64")
+        .await;
+    let cs = copies(&src, &dst, &["shop/web:v1"]);
+    let spec = |tls| Registry {
+        address: dst.addr.clone(),
+        internal_address: None,
+        auth: RegistryAuth::Anonymous,
+        tls,
+    };
+
+    // System roots do not know the test CA: the copy fails, it does not fall back to HTTP.
+    let verify = RegistryClient::new(&spec(RegistryTls::Verify), None)
+        .unwrap()
+        .with_retries(0, Duration::ZERO);
+    let report = dim::copy_all(&src.client(), &verify, &cs, &opts(1), |_| {}).await;
+    let err = report.images[0].outcome.as_ref().unwrap_err();
+    assert!(matches!(err, DimError::Transport { .. }), "{err:?}");
+
+    let trusted = RegistryClient::new(&spec(RegistryTls::CaBundle(ca)), None).unwrap();
+    let report = dim::copy_all(&src.client(), &trusted, &cs, &opts(1), |_| {}).await;
+    let stats = report.images[0]
+        .outcome
+        .as_ref()
+        .expect("copy over TLS with the CA bundle");
+    assert_eq!(
+        (stats.digest.as_str(), stats.bytes_sent),
+        (img.digest.as_str(), img.bytes())
+    );
+
+    let missing = RegistryClient::new(
+        &spec(RegistryTls::CaBundle("/nonexistent/ca.pem".into())),
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        missing.to_string().contains("/nonexistent/ca.pem"),
+        "{missing}"
+    );
 }
