@@ -10,7 +10,8 @@ use serde_json::Value;
 use crate::cluster::Cluster;
 use crate::observe::{self, ApiType, Catalog, ObserveError};
 use crate::plan::{self, ResourcePlan, TransformFailure, Transformed};
-use crate::spec::{Migration, Spec};
+use crate::actions::dim;
+use crate::spec::{ImageMode, Migration, Spec};
 use crate::transform::{object, rules::RuleSettings};
 
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +20,8 @@ pub enum EngineError {
     Observe(#[from] ObserveError),
     #[error(transparent)]
     Dvm(crate::actions::dvm::DvmError),
+    #[error(transparent)]
+    Dim(dim::DimError),
     /// A transform failed: nothing was written.
     #[error("migration {migration:?}: transform failed on {source}; nothing was changed")]
     Transform {
@@ -38,7 +41,7 @@ impl Plan {
     /// Changes `apply` would make: objects to write, and PVCs to sync (a sync is always
     /// pending: only rsync can tell whether data changed).
     pub fn pending(&self) -> usize {
-        self.migrations.iter().map(|m| m.resources.pending() + m.volumes.len()).sum()
+        self.migrations.iter().map(|m| m.resources.pending() + m.volumes.len() + m.images.iter().filter(|i| !i.present).count()).sum()
     }
 }
 
@@ -50,6 +53,47 @@ pub struct MigrationPlan {
     pub resources: ResourcePlan,
     /// PVCs whose data DVM copies (empty with `volumes = "skip"`).
     pub volumes: Vec<crate::actions::dvm::VolumeTransfer>,
+    /// Images DIM copies, with what the destination already has.
+    pub images: Vec<ImagePlan>,
+    /// The copies themselves, for apply.
+    #[serde(skip)]
+    pub image_copies: Vec<dim::ImageCopy>,
+}
+
+/// One image to copy, as `mtcd plan` shows it.
+#[derive(Debug, Serialize)]
+pub struct ImagePlan {
+    pub source: String,
+    pub destination: String,
+    /// The destination already has this manifest under the tag.
+    pub present: bool,
+    pub bytes_total: u64,
+    pub bytes_to_copy: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// How workload image references are rewritten when images are copied.
+pub struct ImageRewrite {
+    pub from_hosts: Vec<String>,
+    pub to_host: String,
+}
+
+/// Registry clients for both clusters, when a migration copies images.
+pub fn registry_clients(spec: &Spec, src: &Cluster, dst: &Cluster) -> Result<Option<(dim::RegistryClient, dim::RegistryClient)>, EngineError> {
+    if !spec.migrations.iter().any(|m| m.images == ImageMode::Direct) {
+        return Ok(None);
+    }
+    let (Some(s), Some(d)) = (&spec.source.registry, &spec.destination.registry) else {
+        return Ok(None); // the spec parser already refused this
+    };
+    let token = |c: &Cluster| {
+        use secrecy::ExposeSecret;
+        c.config.auth_info.token.as_ref().map(|t| t.expose_secret().to_string())
+    };
+    let sc = dim::RegistryClient::new(s, token(src)).map_err(EngineError::Dim)?;
+    let dc = dim::RegistryClient::new(d, token(dst)).map_err(EngineError::Dim)?;
+    Ok(Some((sc, dc)))
 }
 
 /// API groups whose types every cluster has (or OLM installs): their CRDs are never copied.
@@ -160,8 +204,9 @@ pub async fn plan_resources(
     dst: &Cluster,
     m: &Migration,
     released: bool,
+    rewrite: Option<&ImageRewrite>,
     transform: &mut dyn FnMut(Value) -> Result<Transformed, TransformFailure>,
-) -> Result<ResourcePlan, EngineError> {
+) -> Result<(ResourcePlan, Vec<dim::ImageRef>), EngineError> {
     let ((src_catalog, mut warnings), (dst_catalog, w2)) = tokio::try_join!(observe::discover(&src.client, &src.context), observe::discover(&dst.client, &dst.context))?;
     warnings.extend(w2);
     let (source, w) = observe_source(src, &src_catalog, m).await?;
@@ -171,11 +216,30 @@ pub async fn plan_resources(
         access_mode_map: m.access_mode_map.clone(),
         pvc_name_map: m.pvc_name_map.clone(),
     };
-    let (desired, skipped) = plan::desired(source, m, &settings, released, transform).map_err(|source| EngineError::Transform { migration: m.name.clone(), source })?;
+    let images = match rewrite {
+        Some(r) => dim::discover(&source, &r.from_hosts, m.dim.tag_history),
+        None => Vec::new(),
+    };
+    // Images move to the destination registry: references to them follow, after the user's
+    // transforms (which see the source as it is).
+    let mut transform_and_rewrite = |o: Value| -> Result<Transformed, TransformFailure> {
+        let out = transform(o)?;
+        Ok(match (out, rewrite) {
+            (Transformed::Keep(mut o, mut extra), Some(r)) => {
+                dim::rewrite_object(&mut o, &r.from_hosts, &r.to_host, &m.namespace_map);
+                for e in &mut extra {
+                    dim::rewrite_object(e, &r.from_hosts, &r.to_host, &m.namespace_map);
+                }
+                Transformed::Keep(o, extra)
+            }
+            (other, _) => other,
+        })
+    };
+    let (desired, skipped) = plan::desired(source, m, &settings, released, &mut transform_and_rewrite).map_err(|source| EngineError::Transform { migration: m.name.clone(), source })?;
     let (live, w) = observe_destination(dst, &dst_catalog, m, &desired).await?;
     warnings.extend(w);
     let changes = plan::compare(desired, &live, &m.name, m.prune);
-    Ok(ResourcePlan { changes, skipped, warnings })
+    Ok((ResourcePlan { changes, skipped, warnings }, images))
 }
 
 /// Identity transform for migrations without plugins.
@@ -186,14 +250,43 @@ pub fn no_transform(o: Value) -> Result<Transformed, TransformFailure> {
 /// Plans every migration in the file. Workloads are held at 0 on the destination until the
 /// migration's cutover is recorded there, or when `cutover` asks for the released form.
 pub async fn plan(spec: &Spec, src: &Cluster, dst: &Cluster, cutover: bool) -> Result<Plan, EngineError> {
+    let registries = registry_clients(spec, src, dst)?;
     let mut migrations = Vec::new();
     for m in &spec.migrations {
         let span = tracing::info_span!("plan", migration = %m.name);
         let dest_namespaces: Vec<String> = m.namespace_map.values().cloned().collect();
         let released = cutover || crate::actions::quiesce::is_cut_over(dst, &dest_namespaces).await;
-        let resources = plan_resources(src, dst, m, released, &mut no_transform).instrument(span).await?;
+        let rewrite = match (m.images, &spec.source.registry, &spec.destination.registry) {
+            (ImageMode::Direct, Some(s), Some(d)) => Some(ImageRewrite {
+                from_hosts: dim::internal_hosts(s, &m.dim),
+                to_host: d.internal_address.clone().unwrap_or_else(|| d.address.clone()),
+            }),
+            _ => None,
+        };
+        let (resources, images) = plan_resources(src, dst, m, released, rewrite.as_ref(), &mut no_transform).instrument(span).await?;
         let volumes = crate::actions::dvm::discover(src, m).await.map_err(EngineError::Dvm)?;
-        migrations.push(MigrationPlan { name: m.name.clone(), source: src.context.clone(), destination: dst.context.clone(), resources, volumes });
+        let (mut image_plans, mut image_copies) = (Vec::new(), Vec::new());
+        if let (Some((sc, dc)), Some(s), Some(d)) = (&registries, &spec.source.registry, &spec.destination.registry) {
+            if m.images == ImageMode::Direct {
+                image_copies = dim::plan_copies(&images, &s.address, &d.address, &m.namespace_map);
+                for (copy, r) in dim::inspect(sc, dc, &image_copies, &m.dim).await {
+                    let (present, bytes_total, bytes_to_copy, error) = match r {
+                        Ok(i) => (i.present, i.bytes_total, i.bytes_to_copy, None),
+                        Err(e) => (false, 0, 0, Some(e.to_string())),
+                    };
+                    image_plans.push(ImagePlan { source: copy.source.to_string(), destination: copy.destination.to_string(), present, bytes_total, bytes_to_copy, error });
+                }
+            }
+        }
+        migrations.push(MigrationPlan {
+            name: m.name.clone(),
+            source: src.context.clone(),
+            destination: dst.context.clone(),
+            resources,
+            volumes,
+            images: image_plans,
+            image_copies,
+        });
     }
     Ok(Plan { migrations })
 }

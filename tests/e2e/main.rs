@@ -2,6 +2,7 @@
 //! would link kube again); one module per area.
 
 mod cli;
+mod dim;
 mod dvm;
 mod lab_api;
 mod lab_node;

@@ -4,7 +4,7 @@
 use std::io::IsTerminal;
 
 use super::{Exit, Output, Session};
-use crate::actions::{dvm, resources};
+use crate::actions::{dim, dvm, resources};
 use crate::engine;
 use crate::spec::VolumeMode;
 
@@ -30,6 +30,7 @@ pub async fn sync(session: &Session, cutover: bool) -> anyhow::Result<Outcome> {
     // The whole plan first: a failing transform or an unreadable cluster stops here, before
     // the first write.
     let plan = engine::plan(&session.spec, &session.source, &session.destination, cutover).await?;
+    let registries = engine::registry_clients(&session.spec, &session.source, &session.destination)?;
     let mut changed = 0;
     let mut bytes = 0;
     let json = session.output == Output::Json;
@@ -38,6 +39,30 @@ pub async fn sync(session: &Session, cutover: bool) -> anyhow::Result<Outcome> {
     for (m, spec_m) in plan.migrations.iter().zip(&session.spec.migrations) {
         for w in &m.resources.warnings {
             eprintln!("warning: {w}");
+        }
+        // Images first: workloads that reference them may start (after cutover) as soon as
+        // they are applied.
+        let mut images = Vec::new();
+        if let (Some((sc, dc)), false) = (&registries, m.image_copies.is_empty()) {
+            let report = dim::copy_all(sc, dc, &m.image_copies, &spec_m.dim, |e| image_event(&m.name, &e, json)).await;
+            for r in &report.images {
+                let (ok, detail) = match &r.outcome {
+                    Ok(s) => (true, serde_json::json!({"bytes_sent": s.bytes_sent, "blobs_sent": s.blobs_sent, "blobs_skipped": s.blobs_skipped, "blobs_mounted": s.blobs_mounted, "up_to_date": s.up_to_date})),
+                    Err(e) => (false, serde_json::json!({"error": e.to_string()})),
+                };
+                if !ok {
+                    failed += 1;
+                }
+                if !json {
+                    match &r.outcome {
+                        Ok(s) if s.up_to_date => println!("  image {}: up to date", r.copy.destination),
+                        Ok(s) => println!("  image {}: copied, {} sent ({} blobs sent, {} skipped, {} mounted) in {:.1}s", r.copy.destination, human_bytes(s.bytes_sent), s.blobs_sent, s.blobs_skipped, s.blobs_mounted, r.elapsed.as_secs_f64()),
+                        Err(e) => println!("  image {}: FAILED: {e}", r.copy.source),
+                    }
+                }
+                bytes += r.outcome.as_ref().map(|s| s.bytes_sent).unwrap_or(0);
+                images.push(serde_json::json!({"source": r.copy.source.to_string(), "destination": r.copy.destination.to_string(), "ok": ok, "detail": detail}));
+            }
         }
         let progress = |c: &crate::plan::ResourceChange, r: Result<(), &str>| {
             if json {
@@ -104,12 +129,26 @@ pub async fn sync(session: &Session, cutover: bool) -> anyhow::Result<Outcome> {
                 }
             }
         }
-        summary.push(serde_json::json!({"migration": m.name, "resources": report, "volumes": volumes}));
+        summary.push(serde_json::json!({"migration": m.name, "images": images, "resources": report, "volumes": volumes}));
     }
     if json {
         println!("{}", serde_json::json!({"event": "summary", "migrations": summary}));
     }
     Ok(Outcome { failed, changed, bytes })
+}
+
+fn image_event(migration: &str, e: &dim::DimEvent, json: bool) {
+    if !json {
+        return; // the per-image summary line says it all for people
+    }
+    let v = match e {
+        dim::DimEvent::Started { image, blobs_total, bytes_total, .. } => serde_json::json!({"event": "image", "phase": "started", "image": image, "blobs_total": blobs_total, "bytes_total": bytes_total}),
+        dim::DimEvent::Progress { image, blobs_done, blobs_total, bytes_done, bytes_total, bytes_sent, throughput, .. } => serde_json::json!({"event": "image", "phase": "copying", "image": image, "blobs_done": blobs_done, "blobs_total": blobs_total, "bytes_done": bytes_done, "bytes_total": bytes_total, "bytes_sent": bytes_sent, "throughput": throughput}),
+        dim::DimEvent::Finished { image, outcome, elapsed, .. } => serde_json::json!({"event": "image", "phase": if outcome.is_ok() { "done" } else { "failed" }, "image": image, "error": outcome.as_ref().err(), "seconds": elapsed.as_secs_f64()}),
+    };
+    let mut v = v;
+    v["migration"] = migration.into();
+    println!("{v}");
 }
 
 fn volume_event(migration: &str, e: &dvm::DvmEvent, json: bool, tty: bool) {

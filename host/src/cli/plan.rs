@@ -20,6 +20,17 @@ pub fn print(plan: &Plan, output: Output) {
             for m in &plan.migrations {
                 println!("migration {} ({} → {})", m.name, m.source, m.destination);
                 print!("{}", render::human(&m.resources, color));
+                if !m.images.is_empty() {
+                    println!("  images (Direct Image Migration):");
+                    for i in &m.images {
+                        let state = match (&i.error, i.present) {
+                            (Some(e), _) => format!("cannot inspect: {e}"),
+                            (None, true) => "already present".to_string(),
+                            (None, false) => format!("{} to copy of {}", super::apply::human_bytes(i.bytes_to_copy), super::apply::human_bytes(i.bytes_total)),
+                        };
+                        println!("    {} → {}  ({state})", i.source, i.destination);
+                    }
+                }
                 if !m.volumes.is_empty() {
                     println!("  volumes to sync (Direct Volume Migration):");
                     for v in &m.volumes {
