@@ -40,3 +40,4 @@ pub fn bin(name: &str) -> PathBuf {
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
 }
+pub mod plugins;

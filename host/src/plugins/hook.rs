@@ -42,7 +42,11 @@ impl Hook {
             migration: ctx.migration.clone(),
             source_cluster: ctx.source_cluster.clone(),
             destination_cluster: ctx.destination_cluster.clone(),
-            namespace_map: ctx.namespace_map.iter().map(|(s, d)| (s.clone(), d.clone())).collect(),
+            namespace_map: ctx
+                .namespace_map
+                .iter()
+                .map(|(s, d)| (s.clone(), d.clone()))
+                .collect(),
             config: self.config.clone(),
         };
         self.slot.set_namespaces(ctx.namespace_map.keys());
@@ -51,7 +55,11 @@ impl Hook {
         let _enter = span.enter();
         let result = with_lookup(ctx.lookup, || -> Result<Result<(), String>, PluginError> {
             let live = self.slot.arm(|store| pre.instantiate(&mut *store))?;
-            match live.bindings.mtcd_plugin_hooks().call_run(&mut live.store, wit_phase(phase), &wit_ctx) {
+            match live.bindings.mtcd_plugin_hooks().call_run(
+                &mut live.store,
+                wit_phase(phase),
+                &wit_ctx,
+            ) {
                 Ok(verdict) => {
                     self.slot.after_success();
                     Ok(verdict)
@@ -61,9 +69,11 @@ impl Hook {
         });
         match result {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(message)) => {
-                Err(PluginError::HookFailed { plugin: self.slot.plugin.path.clone(), phase: phase_name(phase), message })
-            }
+            Ok(Err(message)) => Err(PluginError::HookFailed {
+                plugin: self.slot.plugin.path.clone(),
+                phase: phase_name(phase),
+                message,
+            }),
             Err(e) if self.slot.plugin.on_error != OnError::Fail => {
                 tracing::warn!(error = %e, "hook failed; continuing because of its on-error setting");
                 Ok(())

@@ -9,7 +9,10 @@ use owo_colors::OwoColorize;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{PluginHost, PluginError, TransformContext, TransformOutput, default_transform_limits, object_ref};
+use super::{
+    PluginError, PluginHost, TransformContext, TransformOutput, default_transform_limits,
+    object_ref,
+};
 use crate::spec::{OnError, PluginGrants, PluginRef};
 
 /// Runs `plugin` over every object in `objects_yaml` (YAML documents separated by `---`;
@@ -20,7 +23,12 @@ use crate::spec::{OnError, PluginGrants, PluginRef};
 ///
 /// Returns the report, or `PluginError::TestFailed` with the same report when any object
 /// failed, so the command exits non-zero.
-pub fn test_plugin(plugin: &Path, objects_yaml: &Path, config: Value, color: bool) -> Result<String, PluginError> {
+pub fn test_plugin(
+    plugin: &Path,
+    objects_yaml: &Path,
+    config: Value,
+    color: bool,
+) -> Result<String, PluginError> {
     test_plugin_with(&PluginHost::new(None)?, plugin, objects_yaml, config, color)
 }
 
@@ -52,7 +60,11 @@ pub fn test_plugin_with(
             namespace_map.insert(ns.to_string(), ns.to_string());
         }
     }
-    let ctx = TransformContext { source_cluster: "source".into(), destination_cluster: "destination".into(), namespace_map };
+    let ctx = TransformContext {
+        source_cluster: "source".into(),
+        destination_cluster: "destination".into(),
+        namespace_map,
+    };
     let paint = Paint(color);
     let mut out = String::new();
     let mut failed = 0;
@@ -60,9 +72,17 @@ pub fn test_plugin_with(
         let name = object_ref(object);
         match chain.run(object.clone(), &ctx, &objects) {
             Ok(TransformOutput::Skip) => {
-                let _ = writeln!(out, "{} {}", paint.header(&name), paint.yellow("skipped (not migrated)"));
+                let _ = writeln!(
+                    out,
+                    "{} {}",
+                    paint.header(&name),
+                    paint.yellow("skipped (not migrated)")
+                );
             }
-            Ok(TransformOutput::Keep { object: after, extra }) => {
+            Ok(TransformOutput::Keep {
+                object: after,
+                extra,
+            }) => {
                 let before_text = to_yaml(object);
                 let after_text = to_yaml(&after);
                 if before_text == after_text && extra.is_empty() {
@@ -73,7 +93,11 @@ pub fn test_plugin_with(
                         out.push_str(&diff(&before_text, &after_text, paint));
                     }
                     for e in &extra {
-                        let _ = writeln!(out, "{}", paint.green(&format!("+ extra object {}", object_ref(e))));
+                        let _ = writeln!(
+                            out,
+                            "{}",
+                            paint.green(&format!("+ extra object {}", object_ref(e)))
+                        );
                         for line in to_yaml(e).lines() {
                             let _ = writeln!(out, "{}", paint.green(&format!("+{line}")));
                         }
@@ -82,18 +106,30 @@ pub fn test_plugin_with(
             }
             Err(e) => {
                 failed += 1;
-                let _ = writeln!(out, "{} {}", paint.header(&name), paint.red(&format!("error: {e}")));
+                let _ = writeln!(
+                    out,
+                    "{} {}",
+                    paint.header(&name),
+                    paint.red(&format!("error: {e}"))
+                );
             }
         }
     }
     if failed > 0 {
-        return Err(PluginError::TestFailed { report: out, failed, total: objects.len() });
+        return Err(PluginError::TestFailed {
+            report: out,
+            failed,
+            total: objects.len(),
+        });
     }
     Ok(out)
 }
 
 fn read_objects(path: &Path) -> Result<Vec<Value>, PluginError> {
-    let err = |reason: String| PluginError::Objects { path: path.to_path_buf(), reason };
+    let err = |reason: String| PluginError::Objects {
+        path: path.to_path_buf(),
+        reason,
+    };
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
     let mut objects = Vec::new();
     for (i, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
@@ -101,13 +137,21 @@ fn read_objects(path: &Path) -> Result<Vec<Value>, PluginError> {
         match value {
             Value::Null => {}
             Value::Object(ref map) => {
-                let is_list = map.get("kind").and_then(Value::as_str).is_some_and(|k| k.ends_with("List"));
+                let is_list = map
+                    .get("kind")
+                    .and_then(Value::as_str)
+                    .is_some_and(|k| k.ends_with("List"));
                 match map.get("items").and_then(Value::as_array) {
                     Some(items) if is_list => objects.extend(items.iter().cloned()),
                     _ => objects.push(value),
                 }
             }
-            other => return Err(err(format!("document {} is not an object but {other}", i + 1))),
+            other => {
+                return Err(err(format!(
+                    "document {} is not an object but {other}",
+                    i + 1
+                )));
+            }
         }
     }
     if objects.is_empty() {
@@ -123,7 +167,13 @@ fn to_yaml(v: &Value) -> String {
 fn diff(before: &str, after: &str, paint: Paint) -> String {
     let text = similar::TextDiff::from_lines(before, after);
     let mut out = String::new();
-    for hunk in text.unified_diff().context_radius(3).header("before", "after").to_string().lines() {
+    for hunk in text
+        .unified_diff()
+        .context_radius(3)
+        .header("before", "after")
+        .to_string()
+        .lines()
+    {
         let line = if hunk.starts_with("+++") || hunk.starts_with("---") {
             paint.bold(hunk)
         } else if hunk.starts_with('+') {
@@ -151,18 +201,38 @@ impl Paint {
         if self.0 { s.bold().to_string() } else { s }
     }
     fn bold(self, s: &str) -> String {
-        if self.0 { s.bold().to_string() } else { s.to_string() }
+        if self.0 {
+            s.bold().to_string()
+        } else {
+            s.to_string()
+        }
     }
     fn green(self, s: &str) -> String {
-        if self.0 { s.green().to_string() } else { s.to_string() }
+        if self.0 {
+            s.green().to_string()
+        } else {
+            s.to_string()
+        }
     }
     fn red(self, s: &str) -> String {
-        if self.0 { s.red().to_string() } else { s.to_string() }
+        if self.0 {
+            s.red().to_string()
+        } else {
+            s.to_string()
+        }
     }
     fn yellow(self, s: &str) -> String {
-        if self.0 { s.yellow().to_string() } else { s.to_string() }
+        if self.0 {
+            s.yellow().to_string()
+        } else {
+            s.to_string()
+        }
     }
     fn cyan(self, s: &str) -> String {
-        if self.0 { s.cyan().to_string() } else { s.to_string() }
+        if self.0 {
+            s.cyan().to_string()
+        } else {
+            s.to_string()
+        }
     }
 }
