@@ -232,3 +232,27 @@ pub(crate) fn default_cache_dir() -> Option<PathBuf> {
         })?;
     Some(base.join("mtcd").join("plugins"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_round_up_to_whole_ticks() {
+        assert_eq!(deadline_ticks(Duration::from_secs(1)), 100);
+        assert_eq!(deadline_ticks(Duration::from_millis(15)), 2);
+        assert_eq!(deadline_ticks(Duration::ZERO), 1);
+    }
+
+    #[test]
+    fn cache_file_names_carry_content_hash_and_engine() {
+        let engine = new_engine().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ComponentCache::new(&engine, Some(dir.path().to_path_buf())).unwrap();
+        let a = cache.file_for(b"one").unwrap();
+        assert_ne!(a, cache.file_for(b"two").unwrap());
+        let name = a.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with(&hex::encode(Sha256::digest(b"one"))), "{name}");
+        assert!(name.contains(&format!("wasmtime{WASMTIME_VERSION}-")) && name.ends_with(".cwasm"), "{name}");
+    }
+}

@@ -248,3 +248,27 @@ impl PluginHost {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn object_list_lookup_matches_kind_namespace_and_name() {
+        let objects = vec![
+            json!({"kind": "ConfigMap", "metadata": {"name": "a", "namespace": "shop"}}),
+            json!({"kind": "Namespace", "metadata": {"name": "shop"}}),
+        ];
+        assert!(SourceLookup::get(&objects, "ConfigMap", "shop", "a").is_some());
+        assert!(SourceLookup::get(&objects, "ConfigMap", "other", "a").is_none());
+        assert!(SourceLookup::get(&objects, "Secret", "shop", "a").is_none());
+        assert!(SourceLookup::get(&objects, "Namespace", "shop", "shop").is_some());
+    }
+
+    #[test]
+    fn missing_config_reaches_plugins_as_an_empty_object() {
+        assert_eq!(config_text(&serde_json::Value::Null), "{}");
+        assert_eq!(config_text(&json!({"a": 1})), r#"{"a":1}"#);
+    }
+}

@@ -250,3 +250,16 @@ pub fn object_ref(object: &Value) -> String {
         None => format!("{kind}/{name}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn object_ref_names_namespaced_and_cluster_scoped_objects() {
+        assert_eq!(object_ref(&json!({"kind": "Secret", "metadata": {"name": "a", "namespace": "shop"}})), "Secret/shop/a");
+        assert_eq!(object_ref(&json!({"kind": "Namespace", "metadata": {"name": "shop"}})), "Namespace/shop");
+        assert_eq!(object_ref(&json!({"metadata": {}})), "<no kind>/<no name>");
+    }
+}
