@@ -332,6 +332,7 @@ fn a_trap_names_the_panic_and_the_same_plugin_handles_the_next_object() {
     let err = chain
         .run(cm("boom"), &ctx(&["shop"]), &NoLookup)
         .unwrap_err();
+    eprintln!("{err}");
     let PluginError::Trap {
         reason, subject, ..
     } = &err
