@@ -196,10 +196,10 @@ impl ComponentCache {
             path: path.to_path_buf(),
             reason: format!("{e:#}"),
         })?;
-        if let Some(file) = &cache_file {
-            if let Err(e) = store(&component, file) {
-                tracing::warn!(file = %file.display(), error = %e, "cannot write plugin cache entry");
-            }
+        if let Some(file) = &cache_file
+            && let Err(e) = store(&component, file)
+        {
+            tracing::warn!(file = %file.display(), error = %e, "cannot write plugin cache entry");
         }
         self.memory
             .lock()

@@ -81,20 +81,20 @@ impl<B> Slot<B> {
         if !namespaces.clone().eq(self.namespaces_key.iter()) {
             self.namespaces_key = namespaces.cloned().collect();
         }
-        if let Some(live) = &mut self.live {
-            if live.store.data().namespaces != self.namespaces_key {
-                live.store.data_mut().namespaces = self.namespaces_key.clone();
-            }
+        if let Some(live) = &mut self.live
+            && live.store.data().namespaces != self.namespaces_key
+        {
+            live.store.data_mut().namespaces = self.namespaces_key.clone();
         }
     }
 
     /// After a successful call: keep the instance unless its stderr is close to full (a
     /// full pipe would make the plugin's next write fail).
     pub(crate) fn after_success(&mut self) {
-        if let Some(live) = &self.live {
-            if live.store.data().stderr.contents().len() > STDERR_CAPACITY / 2 {
-                self.live = None;
-            }
+        if let Some(live) = &self.live
+            && live.store.data().stderr.contents().len() > STDERR_CAPACITY / 2
+        {
+            self.live = None;
         }
     }
 

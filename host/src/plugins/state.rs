@@ -200,7 +200,7 @@ impl host::Host for HostState {
     }
 
     fn lookup(&mut self, kind: String, namespace: String, name: String) -> Option<String> {
-        if !self.namespaces.iter().any(|n| *n == namespace) {
+        if !self.namespaces.contains(&namespace) {
             tracing::debug!(plugin = %self.plugin.display(), %kind, %namespace, %name, "lookup outside the migrated namespaces denied");
             return None;
         }
