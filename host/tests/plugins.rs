@@ -761,3 +761,69 @@ fn scaffolded_plugin_builds_and_runs() {
     let (object, _) = kept(chain.run(cm("one"), &ctx(&["shop"]), &NoLookup).unwrap());
     assert_eq!(object["metadata"]["labels"]["team"], "payments");
 }
+
+#[test]
+fn nothing_but_computation_unless_granted() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("input.txt"), "from the host").unwrap();
+    // A variable every test process has (setting one would race with other test threads).
+    let var = "PATH";
+    let value = std::env::var(var).unwrap();
+    let config = json!({"mode": "sandbox", "env": var, "read": "/data/input.txt", "write": "/data/output.txt"});
+    let probe = |grants: PluginGrants| {
+        let mut r = plugin("echo", config.clone());
+        r.grants = grants;
+        let mut chain = host().load_transforms(&[r]).unwrap();
+        let (object, _) = kept(chain.run(cm("one"), &ctx(&["shop"]), &NoLookup).unwrap());
+        object["metadata"]["annotations"].clone()
+    };
+
+    let denied = probe(PluginGrants::default());
+    assert_eq!(denied["env"], "unset");
+    assert_eq!(
+        denied["clock"], "0",
+        "the clock is frozen without the grant"
+    );
+    assert!(
+        denied["read"].as_str().unwrap().starts_with("error"),
+        "{denied}"
+    );
+    assert!(
+        denied["write"].as_str().unwrap().starts_with("error"),
+        "{denied}"
+    );
+
+    let read_only = probe(PluginGrants {
+        dirs: vec![DirGrant {
+            host: dir.path().to_path_buf(),
+            guest: "/data".into(),
+            writable: false,
+        }],
+        env: vec![var.to_string()],
+        clock: true,
+    });
+    assert_eq!(read_only["env"], value.as_str());
+    assert!(read_only["clock"].as_str().unwrap().parse::<u64>().unwrap() > 1_700_000_000);
+    assert_eq!(read_only["read"], "from the host");
+    assert!(
+        read_only["write"].as_str().unwrap().starts_with("error"),
+        "read-only grant allowed a write: {read_only}"
+    );
+    assert!(!dir.path().join("output.txt").exists());
+
+    let writable = probe(PluginGrants {
+        dirs: vec![DirGrant {
+            host: dir.path().to_path_buf(),
+            guest: "/data".into(),
+            writable: true,
+        }],
+        env: vec![],
+        clock: false,
+    });
+    assert_eq!(writable["write"], "ok");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("output.txt")).unwrap(),
+        "one"
+    );
+    assert_eq!(writable["env"], "unset", "env is granted by name only");
+}

@@ -4,8 +4,11 @@
 //! - `lookup`: copies the object named by config `lookup = [kind, namespace, name]` into
 //!   the annotation `looked-up` (`none` when the host returned nothing);
 //! - `log`: logs a message at info level and returns unchanged;
-//! - `context`: writes the context into annotations (clusters, namespace map, config).
-use mtcd_plugin::{Context, Level, Outcome, Transform, Value, json, log, lookup};
+//! - `context`: writes the context into annotations (clusters, namespace map, config);
+//! - `sandbox`: probes what WASI grants allow and writes the results into annotations:
+//!   `env` (the variable named by config `env`), `clock` (seconds since the epoch),
+//!   `read` (the file at config `read`), `write` (writing config `write`).
+use mtcd_plugin::{Context, Level, Outcome, Transform, Value, json, log, lookup, serde_json};
 
 struct Echo;
 
@@ -35,6 +38,27 @@ impl Transform for Echo {
                 object["metadata"]["annotations"] = json!({
                     "source": ctx.source_cluster, "destination": ctx.destination_cluster,
                     "namespaces": json!(ctx.namespace_map).to_string(), "config": ctx.config.to_string()});
+                Ok(Outcome::Replace(object))
+            }
+            "sandbox" => {
+                let mut probes = serde_json::Map::new();
+                if let Some(name) = ctx.config_str("env") {
+                    probes.insert("env".into(), std::env::var(name).unwrap_or_else(|_| "unset".into()).into());
+                }
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+                probes.insert("clock".into(), now.to_string().into());
+                if let Some(path) = ctx.config_str("read") {
+                    let read = std::fs::read_to_string(path).unwrap_or_else(|e| format!("error: {e}"));
+                    probes.insert("read".into(), read.into());
+                }
+                if let Some(path) = ctx.config_str("write") {
+                    let wrote = match std::fs::write(path, name.as_bytes()) {
+                        Ok(()) => "ok".to_string(),
+                        Err(e) => format!("error: {e}"),
+                    };
+                    probes.insert("write".into(), wrote.into());
+                }
+                object["metadata"]["annotations"] = Value::Object(probes);
                 Ok(Outcome::Replace(object))
             }
             other => Err(format!("unknown mode `{other}`")),
