@@ -266,6 +266,17 @@ mod tests {
         assert!(SourceLookup::get(&objects, "Namespace", "shop", "shop").is_some());
     }
 
+    /// The plan may run chains on worker threads and share the host between them.
+    #[test]
+    fn runtime_types_cross_threads() {
+        fn send<T: Send>() {}
+        fn send_sync<T: Send + Sync>() {}
+        send::<TransformChain>();
+        send::<Hook>();
+        send_sync::<PluginHost>();
+        send_sync::<PluginError>();
+    }
+
     #[test]
     fn missing_config_reaches_plugins_as_an_empty_object() {
         assert_eq!(config_text(&serde_json::Value::Null), "{}");
