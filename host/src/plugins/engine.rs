@@ -252,7 +252,13 @@ mod tests {
         let a = cache.file_for(b"one").unwrap();
         assert_ne!(a, cache.file_for(b"two").unwrap());
         let name = a.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(name.starts_with(&hex::encode(Sha256::digest(b"one"))), "{name}");
-        assert!(name.contains(&format!("wasmtime{WASMTIME_VERSION}-")) && name.ends_with(".cwasm"), "{name}");
+        assert!(
+            name.starts_with(&hex::encode(Sha256::digest(b"one"))),
+            "{name}"
+        );
+        assert!(
+            name.contains(&format!("wasmtime{WASMTIME_VERSION}-")) && name.ends_with(".cwasm"),
+            "{name}"
+        );
     }
 }

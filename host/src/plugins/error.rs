@@ -105,6 +105,9 @@ pub enum PluginError {
         failed: usize,
         total: usize,
     },
+    /// `mtcd plugin test --config`: a pair that is not `KEY=VALUE`.
+    #[error("--config {pair}: {reason}")]
+    Config { pair: String, reason: String },
     /// `mtcd plugin new`: the crate could not be created.
     #[error("cannot create plugin crate {path}: {reason}")]
     Scaffold { path: PathBuf, reason: String },

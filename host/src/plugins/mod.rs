@@ -59,7 +59,7 @@ pub use engine::{CacheOutcome, LoadReport, WASMTIME_VERSION};
 pub use error::PluginError;
 pub use hook::{Hook, HookContext, phase_name};
 pub use scaffold::scaffold;
-pub use tester::{test_plugin, test_plugin_with};
+pub use tester::{config_from_pairs, test_plugin, test_plugin_with};
 pub use transform::{TransformChain, object_ref};
 
 use crate::spec::{PluginLimits, PluginRef};

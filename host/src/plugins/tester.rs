@@ -125,6 +125,43 @@ pub fn test_plugin_with(
     Ok(out)
 }
 
+/// Turns `mtcd plugin test --config k=v` pairs into the plugin's config object. A value
+/// that parses as JSON (`3`, `true`, `["a"]`, `{"x": 1}`) is used as such, anything else is
+/// a string; dots in the key nest (`labels.team=payments` → `{"labels": {"team": "payments"}}`).
+pub fn config_from_pairs<S: AsRef<str>>(pairs: &[S]) -> Result<Value, PluginError> {
+    let mut config = Value::Object(Default::default());
+    for pair in pairs {
+        let pair = pair.as_ref();
+        let bad = |why: &str| PluginError::Config {
+            pair: pair.to_string(),
+            reason: why.to_string(),
+        };
+        let (key, raw) = pair
+            .split_once('=')
+            .ok_or_else(|| bad("expected KEY=VALUE"))?;
+        if key.is_empty() || key.split('.').any(str::is_empty) {
+            return Err(bad("empty key"));
+        }
+        let value =
+            serde_json::from_str::<Value>(raw).unwrap_or_else(|_| Value::String(raw.to_string()));
+        let mut at = &mut config;
+        let mut parts = key.split('.').peekable();
+        while let Some(part) = parts.next() {
+            let map = at
+                .as_object_mut()
+                .ok_or_else(|| bad("a key is both a value and a table"))?;
+            if parts.peek().is_none() {
+                map.insert(part.to_string(), value);
+                break;
+            }
+            at = map
+                .entry(part.to_string())
+                .or_insert_with(|| Value::Object(Default::default()));
+        }
+    }
+    Ok(config)
+}
+
 fn read_objects(path: &Path) -> Result<Vec<Value>, PluginError> {
     let err = |reason: String| PluginError::Objects {
         path: path.to_path_buf(),
@@ -194,6 +231,31 @@ fn diff(before: &str, after: &str, paint: Paint) -> String {
 /// Colors only when asked (a terminal), so piped output and tests see plain text.
 #[derive(Clone, Copy)]
 struct Paint(bool);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn config_pairs_nest_and_parse_json_values() {
+        let c = config_from_pairs(&[
+            "team=payments",
+            "labels.a=x",
+            "labels.b=2",
+            "on=true",
+            "list=[\"a\"]",
+        ])
+        .unwrap();
+        assert_eq!(
+            c,
+            json!({"team": "payments", "labels": {"a": "x", "b": 2}, "on": true, "list": ["a"]})
+        );
+        assert!(config_from_pairs(&["novalue"]).is_err());
+        assert!(config_from_pairs(&["a=1", "a.b=2"]).is_err());
+        assert!(config_from_pairs(&[".x=1"]).is_err());
+    }
+}
 
 impl Paint {
     fn header(self, name: &str) -> String {

@@ -258,8 +258,14 @@ mod tests {
 
     #[test]
     fn object_ref_names_namespaced_and_cluster_scoped_objects() {
-        assert_eq!(object_ref(&json!({"kind": "Secret", "metadata": {"name": "a", "namespace": "shop"}})), "Secret/shop/a");
-        assert_eq!(object_ref(&json!({"kind": "Namespace", "metadata": {"name": "shop"}})), "Namespace/shop");
+        assert_eq!(
+            object_ref(&json!({"kind": "Secret", "metadata": {"name": "a", "namespace": "shop"}})),
+            "Secret/shop/a"
+        );
+        assert_eq!(
+            object_ref(&json!({"kind": "Namespace", "metadata": {"name": "shop"}})),
+            "Namespace/shop"
+        );
         assert_eq!(object_ref(&json!({"metadata": {}})), "<no kind>/<no name>");
     }
 }
