@@ -827,3 +827,43 @@ fn nothing_but_computation_unless_granted() {
     );
     assert_eq!(writable["env"], "unset", "env is granted by name only");
 }
+
+/// Collects formatted log lines for one test (the subscriber is thread-local).
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn plugin_log_messages_reach_the_host_log_tagged_with_the_plugin() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let mut chain = host()
+        .load_transforms(&[plugin("echo", json!({"mode": "log"}))])
+        .unwrap();
+    tracing::subscriber::with_default(subscriber, || {
+        kept(
+            chain
+                .run(cm("logged-object"), &ctx(&["shop"]), &NoLookup)
+                .unwrap(),
+        );
+    });
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        text.contains("INFO") && text.contains("saw logged-object") && text.contains("echo.wasm"),
+        "{text}"
+    );
+}
