@@ -186,3 +186,4 @@ impl Drop for Lab {
         }
     }
 }
+pub mod plugins;

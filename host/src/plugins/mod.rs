@@ -1,1 +1,285 @@
-//! TODO(owner): see docs/architecture.md
+//! WebAssembly plugins: user transforms and hooks, sandboxed.
+//!
+//! A plugin is a WebAssembly component targeting `wit/mtcd.wit` (`mtcd:plugin@0.1.0`).
+//! [`PluginHost`] owns the one wasmtime `Engine` and a cache of compiled components;
+//! [`PluginHost::load_transforms`] gives a [`TransformChain`] the plan runs every object
+//! through, [`PluginHost::load_hook`] a [`Hook`] the phases call.
+//!
+//! Isolation, per plugin, from its `PluginRef`:
+//! - CPU: a wall-clock deadline per call (epoch interruption, 10 ms ticks, default 1 s) and,
+//!   when `limits.fuel` is set, a deterministic fuel budget;
+//! - memory: linear memory capped at `limits.memory` (default 64 MiB);
+//! - capabilities: none by default. Directories, environment variables and the clock only
+//!   when `grants` lists them (directories read-only unless marked writable); never
+//!   sockets. The only host calls are `log` and a read-only `lookup` of source objects in
+//!   the migrated namespaces.
+//!
+//! A failure (trap, limit, malformed JSON, patch that does not apply) is an error naming the
+//! plugin and the object. The plan runs plugins before anything is written, so a failing
+//! plugin stops the migration before it touches a cluster. The failed instance is dropped
+//! and the next object gets a fresh one; healthy instances are reused across objects.
+//!
+//! ```no_run
+//! # fn demo(refs: &[mtcd::spec::PluginRef]) -> Result<(), mtcd::plugins::PluginError> {
+//! use mtcd::plugins::{NoLookup, PluginHost, TransformContext, TransformOutput};
+//! let host = PluginHost::new(None)?;
+//! let mut chain = host.load_transforms(refs)?;
+//! let ctx = TransformContext {
+//!     source_cluster: "old".into(),
+//!     destination_cluster: "new".into(),
+//!     namespace_map: [("shop".to_string(), "shop".to_string())].into_iter().collect(),
+//! };
+//! let object = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "namespace": "shop"}});
+//! match chain.run(object, &ctx, &NoLookup)? {
+//!     TransformOutput::Keep { object, extra } => { /* apply object and extra */ }
+//!     TransformOutput::Skip => { /* leave it out */ }
+//! }
+//! # Ok(()) }
+//! ```
+
+pub mod bindings;
+mod engine;
+mod error;
+mod hook;
+mod runtime;
+mod scaffold;
+mod state;
+mod tester;
+mod transform;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use wasmtime::Engine;
+use wasmtime::component::{HasSelf, Linker};
+
+pub use engine::{CacheOutcome, LoadReport, WASMTIME_VERSION};
+pub use error::PluginError;
+pub use hook::{Hook, HookContext, phase_name};
+pub use scaffold::scaffold;
+pub use tester::{config_from_pairs, test_plugin, test_plugin_with};
+pub use transform::{TransformChain, object_ref};
+
+use crate::spec::{PluginLimits, PluginRef};
+use bindings::hook::{Hook as HookWorld, HookPre};
+use bindings::transformer::{Transformer, TransformerPre};
+use engine::{ComponentCache, EpochTicker};
+use runtime::Slot;
+use state::HostState;
+
+/// What a transform is told about the migration (besides its own config).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TransformContext {
+    pub source_cluster: String,
+    pub destination_cluster: String,
+    /// Source namespace → destination namespace; also the namespaces `lookup` may read.
+    pub namespace_map: IndexMap<String, String>,
+}
+
+/// Read-only access to source objects for the plugins' `lookup`. Implemented by the
+/// plan's source snapshot; the host already restricts calls to migrated namespaces.
+pub trait SourceLookup: Send + Sync {
+    /// The object `kind` `namespace/name` (for a `Namespace`: `namespace == name`).
+    fn get(&self, kind: &str, namespace: &str, name: &str) -> Option<serde_json::Value>;
+}
+
+/// A lookup that finds nothing: for plugins that do not use `lookup`, and offline tests.
+pub struct NoLookup;
+
+impl SourceLookup for NoLookup {
+    fn get(&self, _: &str, _: &str, _: &str) -> Option<serde_json::Value> {
+        None
+    }
+}
+
+/// A fixed set of objects as a lookup (offline `mtcd plugin test`, unit tests).
+impl SourceLookup for Vec<serde_json::Value> {
+    fn get(&self, kind: &str, namespace: &str, name: &str) -> Option<serde_json::Value> {
+        self.iter()
+            .find(|o| {
+                let s = |p: &str| {
+                    o.pointer(p)
+                        .and_then(serde_json::Value::as_str)
+                        .unwrap_or_default()
+                };
+                let ns = if kind == "Namespace" {
+                    s("/metadata/name")
+                } else {
+                    s("/metadata/namespace")
+                };
+                s("/kind") == kind && s("/metadata/name") == name && ns == namespace
+            })
+            .cloned()
+    }
+}
+
+/// What the chain decided for one object.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TransformOutput {
+    /// Migrate `object`, and create `extra` next to it.
+    Keep {
+        object: serde_json::Value,
+        extra: Vec<serde_json::Value>,
+    },
+    /// Do not migrate the object.
+    Skip,
+}
+
+/// The config as the plugin receives it: a JSON object, `{}` when desired.toml has none.
+fn config_text(config: &serde_json::Value) -> String {
+    if config.is_null() {
+        "{}".to_string()
+    } else {
+        config.to_string()
+    }
+}
+
+/// Limits a transform gets when desired.toml sets none (and `mtcd plugin test` uses).
+pub fn default_transform_limits() -> PluginLimits {
+    PluginLimits {
+        timeout: Duration::from_secs(1),
+        memory: 64 * 1024 * 1024,
+        fuel: None,
+    }
+}
+
+/// Limits a hook gets when desired.toml sets none.
+pub fn default_hook_limits() -> PluginLimits {
+    PluginLimits {
+        timeout: Duration::from_secs(300),
+        memory: 64 * 1024 * 1024,
+        fuel: None,
+    }
+}
+
+/// The plugin runtime: one wasmtime engine, its epoch clock and the compiled-component
+/// cache. Create one per process and load chains and hooks from it; loading the same
+/// `.wasm` twice compiles it once.
+pub struct PluginHost {
+    engine: Engine,
+    ticker: Arc<EpochTicker>,
+    cache: ComponentCache,
+    transform_linker: Linker<HostState>,
+    hook_linker: Linker<HostState>,
+}
+
+impl PluginHost {
+    /// `cache_dir`: where compiled components are kept between runs, keyed by the
+    /// `.wasm`'s sha256 and the wasmtime version + engine settings. `None` uses
+    /// `$XDG_CACHE_HOME/mtcd/plugins` (or `~/.cache/mtcd/plugins`); without either,
+    /// components are compiled on every run.
+    pub fn new(cache_dir: Option<PathBuf>) -> Result<Self, PluginError> {
+        let engine = engine::new_engine()?;
+        let cache = ComponentCache::new(&engine, cache_dir.or_else(engine::default_cache_dir))?;
+        let link_err = |e: wasmtime::Error| {
+            PluginError::Runtime(format!("cannot set up the plugin linker: {e:#}"))
+        };
+        let mut transform_linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut transform_linker).map_err(link_err)?;
+        Transformer::add_to_linker::<HostState, HasSelf<HostState>>(&mut transform_linker, |s| s)
+            .map_err(link_err)?;
+        let mut hook_linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut hook_linker).map_err(link_err)?;
+        HookWorld::add_to_linker::<HostState, HasSelf<HostState>>(&mut hook_linker, |s| s)
+            .map_err(link_err)?;
+        let ticker = Arc::new(EpochTicker::start(engine.clone()));
+        Ok(PluginHost {
+            engine,
+            ticker,
+            cache,
+            transform_linker,
+            hook_linker,
+        })
+    }
+
+    /// The directory compiled components are cached in, if any.
+    pub fn cache_dir(&self) -> Option<&std::path::Path> {
+        self.cache.dir()
+    }
+
+    /// Loads transform plugins in chain order. Fails on the first plugin that cannot be
+    /// read, compiled or linked, before any object is touched.
+    pub fn load_transforms(&self, refs: &[PluginRef]) -> Result<TransformChain, PluginError> {
+        let mut steps = Vec::with_capacity(refs.len());
+        let mut reports = Vec::with_capacity(refs.len());
+        for r in refs {
+            let (component, report) = self.cache.load(&self.engine, &r.path)?;
+            let incompatible = |e: wasmtime::Error| PluginError::Incompatible {
+                path: r.path.clone(),
+                world: "transformer",
+                reason: format!("{e:#}"),
+            };
+            let instance_pre = self
+                .transform_linker
+                .instantiate_pre(&component)
+                .map_err(incompatible)?;
+            let pre = TransformerPre::new(instance_pre).map_err(incompatible)?;
+            tracing::debug!(plugin = %r.path.display(), outcome = ?report.outcome, elapsed = ?report.elapsed, "transform plugin loaded");
+            steps.push(transform::Step {
+                slot: Slot::new(r.clone(), self.engine.clone(), self.ticker.clone()),
+                pre,
+                config: config_text(&r.config),
+            });
+            reports.push(report);
+        }
+        Ok(TransformChain::new(steps, reports))
+    }
+
+    /// Loads one hook plugin.
+    pub fn load_hook(&self, r: &PluginRef) -> Result<Hook, PluginError> {
+        let (component, report) = self.cache.load(&self.engine, &r.path)?;
+        let incompatible = |e: wasmtime::Error| PluginError::Incompatible {
+            path: r.path.clone(),
+            world: "hook",
+            reason: format!("{e:#}"),
+        };
+        let instance_pre = self
+            .hook_linker
+            .instantiate_pre(&component)
+            .map_err(incompatible)?;
+        let pre = HookPre::new(instance_pre).map_err(incompatible)?;
+        Ok(Hook {
+            slot: Slot::new(r.clone(), self.engine.clone(), self.ticker.clone()),
+            pre,
+            config: config_text(&r.config),
+            report,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn object_list_lookup_matches_kind_namespace_and_name() {
+        let objects = vec![
+            json!({"kind": "ConfigMap", "metadata": {"name": "a", "namespace": "shop"}}),
+            json!({"kind": "Namespace", "metadata": {"name": "shop"}}),
+        ];
+        assert!(SourceLookup::get(&objects, "ConfigMap", "shop", "a").is_some());
+        assert!(SourceLookup::get(&objects, "ConfigMap", "other", "a").is_none());
+        assert!(SourceLookup::get(&objects, "Secret", "shop", "a").is_none());
+        assert!(SourceLookup::get(&objects, "Namespace", "shop", "shop").is_some());
+    }
+
+    /// The plan may run chains on worker threads and share the host between them.
+    #[test]
+    fn runtime_types_cross_threads() {
+        fn send<T: Send>() {}
+        fn send_sync<T: Send + Sync>() {}
+        send::<TransformChain>();
+        send::<Hook>();
+        send_sync::<PluginHost>();
+        send_sync::<PluginError>();
+    }
+
+    #[test]
+    fn missing_config_reaches_plugins_as_an_empty_object() {
+        assert_eq!(config_text(&serde_json::Value::Null), "{}");
+        assert_eq!(config_text(&json!({"a": 1})), r#"{"a":1}"#);
+    }
+}
