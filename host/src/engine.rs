@@ -10,6 +10,7 @@ use serde_json::Value;
 use crate::cluster::Cluster;
 use crate::observe::{self, ApiType, Catalog, ObserveError};
 use crate::plan::{self, ResourcePlan, TransformFailure, Transformed};
+
 use crate::actions::dim;
 use crate::spec::{ImageMode, Migration, Spec};
 use crate::transform::{object, rules::RuleSettings};
@@ -22,6 +23,8 @@ pub enum EngineError {
     Dvm(crate::actions::dvm::DvmError),
     #[error(transparent)]
     Dim(dim::DimError),
+    #[error(transparent)]
+    Plugin(crate::plugins::PluginError),
     /// A transform failed: nothing was written.
     #[error("migration {migration:?}: transform failed on {source}; nothing was changed")]
     Transform {
@@ -205,7 +208,7 @@ pub async fn plan_resources(
     m: &Migration,
     released: bool,
     rewrite: Option<&ImageRewrite>,
-    transform: &mut dyn FnMut(Value) -> Result<Transformed, TransformFailure>,
+    mut chain: Option<&mut crate::plugins::TransformChain>,
 ) -> Result<(ResourcePlan, Vec<dim::ImageRef>), EngineError> {
     let ((src_catalog, mut warnings), (dst_catalog, w2)) = tokio::try_join!(observe::discover(&src.client, &src.context), observe::discover(&dst.client, &dst.context))?;
     warnings.extend(w2);
@@ -222,8 +225,25 @@ pub async fn plan_resources(
     };
     // Images move to the destination registry: references to them follow, after the user's
     // transforms (which see the source as it is).
+    // Plugins may look up other source objects: they see the snapshot, read-only.
+    let lookup: Vec<Value> = if chain.is_some() { source.clone() } else { Vec::new() };
+    let ctx = crate::plugins::TransformContext {
+        source_cluster: src.context.clone(),
+        destination_cluster: dst.context.clone(),
+        namespace_map: m.namespace_map.clone(),
+    };
     let mut transform_and_rewrite = |o: Value| -> Result<Transformed, TransformFailure> {
-        let out = transform(o)?;
+        let out = match chain.as_deref_mut() {
+            None => Transformed::Keep(o, Vec::new()),
+            Some(c) => {
+                let name = object::display(&o);
+                match c.run(o, &ctx, &lookup) {
+                    Ok(crate::plugins::TransformOutput::Keep { object, extra }) => Transformed::Keep(object, extra),
+                    Ok(crate::plugins::TransformOutput::Skip) => Transformed::Skip,
+                    Err(e) => return Err(TransformFailure { object: name, message: e.to_string() }),
+                }
+            }
+        };
         Ok(match (out, rewrite) {
             (Transformed::Keep(mut o, mut extra), Some(r)) => {
                 dim::rewrite_object(&mut o, &r.from_hosts, &r.to_host, &m.namespace_map);
@@ -242,9 +262,13 @@ pub async fn plan_resources(
     Ok((ResourcePlan { changes, skipped, warnings }, images))
 }
 
-/// Identity transform for migrations without plugins.
-pub fn no_transform(o: Value) -> Result<Transformed, TransformFailure> {
-    Ok(Transformed::Keep(o, Vec::new()))
+/// The plugin host, with compiled components cached under the user's cache folder.
+pub fn plugin_host() -> Result<crate::plugins::PluginHost, crate::plugins::PluginError> {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))
+        .map(|c| c.join("mtcd").join("components"));
+    crate::plugins::PluginHost::new(cache)
 }
 
 /// Plans every migration in the file. Workloads are held at 0 on the destination until the
@@ -263,7 +287,15 @@ pub async fn plan(spec: &Spec, src: &Cluster, dst: &Cluster, cutover: bool) -> R
             }),
             _ => None,
         };
-        let (resources, images) = plan_resources(src, dst, m, released, rewrite.as_ref(), &mut no_transform).instrument(span).await?;
+        // Plugins load (and compile, once) before anything is observed: a broken component
+        // fails the plan at once.
+        let mut chain = if m.transforms.is_empty() {
+            None
+        } else {
+            let host = plugin_host().map_err(EngineError::Plugin)?;
+            Some(host.load_transforms(&m.transforms).map_err(EngineError::Plugin)?)
+        };
+        let (resources, images) = plan_resources(src, dst, m, released, rewrite.as_ref(), chain.as_mut()).instrument(span).await?;
         let volumes = crate::actions::dvm::discover(src, m).await.map_err(EngineError::Dvm)?;
         let (mut image_plans, mut image_copies) = (Vec::new(), Vec::new());
         if let (Some((sc, dc)), Some(s), Some(d)) = (&registries, &spec.source.registry, &spec.destination.registry) {

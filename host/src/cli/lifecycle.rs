@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 use super::apply::{human_bytes, sync};
 use super::{Exit, Output, Session};
 use crate::actions::quiesce;
+use crate::plugins::{HookContext, phase_name};
+use crate::spec::HookPhase;
 
 fn source_namespaces(session: &Session) -> Vec<String> {
     session.spec.migrations.iter().flat_map(|m| m.namespaces.clone()).collect()
@@ -56,9 +58,38 @@ pub async fn watch(session: &Session) -> anyhow::Result<Exit> {
     Ok(if last_failed { Exit::Failed } else { Exit::Success })
 }
 
-/// `mtcd cutover`: quiesce the source, wait for it to stop, final sync with workloads
-/// released, mark the destination cut over.
+/// Runs every hook of `phase`, in file order. The first failure stops the command.
+async fn run_hooks(session: &Session, phase: HookPhase) -> anyhow::Result<()> {
+    for m in &session.spec.migrations {
+        let hooks: Vec<_> = m.hooks.iter().filter(|h| h.phase == phase).collect();
+        if hooks.is_empty() {
+            continue;
+        }
+        // Hooks read the source as it is now, through the same snapshot a plan uses.
+        let (catalog, _) = crate::observe::discover(&session.source.client, &session.source.context).await?;
+        let (lookup, _) = crate::engine::observe_source(&session.source, &catalog, m).await?;
+        let host = crate::engine::plugin_host()?;
+        for h in hooks {
+            let mut hook = host.load_hook(&h.plugin)?;
+            let ctx = HookContext {
+                migration: m.name.clone(),
+                source_cluster: session.source.context.clone(),
+                destination_cluster: session.destination.context.clone(),
+                namespace_map: m.namespace_map.clone(),
+                lookup: &lookup,
+            };
+            hook.run(phase, &ctx).map_err(|e| anyhow::anyhow!("{} hook {} stopped migration {:?}: {e}", phase_name(phase), h.plugin.path.display(), m.name))?;
+            say(session, serde_json::json!({"event": "hook", "phase": phase_name(phase), "plugin": h.plugin.path.display().to_string(), "ok": true}), format!("{} hook {}: ok", phase_name(phase), h.plugin.path.display()));
+        }
+    }
+    Ok(())
+}
+
+/// `mtcd cutover`: pre-cutover hooks, quiesce the source, wait for it to stop, final sync
+/// with workloads released, mark the destination cut over, post-cutover hooks.
 pub async fn cutover(session: &Session) -> anyhow::Result<Exit> {
+    // A hook that says no stops the cutover before the source is touched.
+    run_hooks(session, HookPhase::PreCutover).await?;
     let t0 = Instant::now();
     let stopped = quiesce::stop(&session.source, &source_namespaces(session)).await?;
     say(
@@ -74,6 +105,7 @@ pub async fn cutover(session: &Session) -> anyhow::Result<Exit> {
         anyhow::bail!("final sync had {} failure(s); the source stays quiesced. Fix them and run `mtcd cutover` again, or `mtcd rollback`", outcome.failed);
     }
     quiesce::mark_cutover(&session.destination, &destination_namespaces(session), true).await?;
+    run_hooks(session, HookPhase::PostCutover).await?;
     say(
         session,
         serde_json::json!({"event": "cutover", "quiesce_seconds": quiesce_secs, "sync_seconds": t1.elapsed().as_secs_f64(), "changed": outcome.changed, "bytes_sent": outcome.bytes}),

@@ -152,8 +152,18 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Rollback(a) => lifecycle::rollback(&Session::open(&global, &a.file).await?).await,
         Command::Status(a) => lifecycle::status(&Session::open(&global, &a.file).await?).await,
         Command::Cleanup(a) => cleanup::run(&Session::open(&global, &a.file).await?).await,
-        Command::Plugin(PluginCommand::Test(_)) => anyhow::bail!("`mtcd plugin test` is not built yet"),
-        Command::Plugin(PluginCommand::New(_)) => anyhow::bail!("`mtcd plugin new` is not built yet"),
+        Command::Plugin(PluginCommand::Test(a)) => {
+            use std::io::IsTerminal;
+            let config = crate::plugins::config_from_pairs(&a.config)?;
+            let out = crate::plugins::test_plugin(&a.plugin, &a.objects, config, std::io::stdout().is_terminal())?;
+            print!("{out}");
+            Ok(Exit::Success)
+        }
+        Command::Plugin(PluginCommand::New(a)) => {
+            let path = crate::plugins::scaffold(&a.name, &a.dir)?;
+            println!("Created {}. Build it with: cargo build --release --target wasm32-wasip2 --manifest-path {}/Cargo.toml", path.display(), path.display());
+            Ok(Exit::Success)
+        }
     }
 }
 

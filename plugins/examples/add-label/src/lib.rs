@@ -2,7 +2,7 @@
 //!
 //! ```toml
 //! [[migration.transform]]
-//! path = "add-label.wasm"
+//! plugin = "add-label.wasm"
 //! config = { labels = { "migrated-by" = "mtcd" } }
 //! ```
 //!

@@ -2,7 +2,7 @@
 //!
 //! ```toml
 //! [[migration.transform]]
-//! path = "drop-by-label.wasm"
+//! plugin = "drop-by-label.wasm"
 //! config = { label = "mtcd.io/skip", value = "true" }   # value is optional
 //! ```
 

@@ -3,7 +3,7 @@
 //!
 //! ```toml
 //! [[migration.transform]]
-//! path = "image-rewrite.wasm"
+//! plugin = "image-rewrite.wasm"
 //! config = { prefixes = { "quay.io/old/" = "registry.example.com/new/" } }
 //! ```
 //!

@@ -3,7 +3,7 @@
 //! ```toml
 //! [[migration.hook]]
 //! phase = "pre-cutover"
-//! path = "require-annotation.wasm"
+//! plugin = "require-annotation.wasm"
 //! config = { annotation = "mtcd.io/cutover-approved", value = "true" }
 //! ```
 //!

@@ -3,7 +3,7 @@
 //!
 //! ```toml
 //! [[migration.transform]]
-//! path = "strip-openshift.wasm"
+//! plugin = "strip-openshift.wasm"
 //! ```
 //!
 //! Rules (crane-plugin-openshift):
