@@ -41,10 +41,11 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Changes `apply` would make: objects to write, and PVCs to sync (a sync is always
-    /// pending: only rsync can tell whether data changed).
+    /// Changes `apply` would make: objects to write and images to copy. PVC syncs are
+    /// listed but not counted: only rsync can tell whether data changed, and a plan that
+    /// never reached 0 would be useless in automation.
     pub fn pending(&self) -> usize {
-        self.migrations.iter().map(|m| m.resources.pending() + m.volumes.len() + m.images.iter().filter(|i| !i.present).count()).sum()
+        self.migrations.iter().map(|m| m.resources.pending() + m.images.iter().filter(|i| !i.present).count()).sum()
     }
 }
 

@@ -6,4 +6,5 @@ mod dim;
 mod dvm;
 mod lab_api;
 mod lab_node;
+mod lifecycle;
 mod resources;

@@ -1,0 +1,177 @@
+//! The migration lifecycle in the lab: stage sync → cutover → rollback, an interrupted
+//! cutover finished by a re-run, `apply --watch` picking up drift, and plugins (a transform
+//! in the plan, a failing transform that writes nothing, a pre-cutover hook that says no).
+
+use std::time::{Duration, Instant};
+
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::discovery::ApiResource;
+use mtcd_tests::plugins::plugin_wasm;
+use mtcd_tests::{repo_root, Lab};
+use serde_json::{json, Value};
+
+fn ar(group: &str, kind: &str, plural: &str) -> ApiResource {
+    let api_version = if group.is_empty() { "v1".to_string() } else { format!("{group}/v1") };
+    ApiResource { group: group.into(), version: "v1".into(), api_version, kind: kind.into(), plural: plural.into() }
+}
+
+async fn get(lab: &Lab, ctx: &str, r: &ApiResource, ns: &str, name: &str) -> Value {
+    let api: Api<DynamicObject> = Api::namespaced_with(lab.client(ctx).await, ns, r);
+    serde_json::to_value(api.get(name).await.unwrap()).unwrap()
+}
+
+async fn shop(lab: &Lab) {
+    for f in ["examples/lab/seed.yaml", "examples/lab/volume-data.yaml"] {
+        lab.seed_yaml("lab-src", &std::fs::read_to_string(repo_root().join(f)).unwrap()).await.unwrap();
+    }
+}
+
+fn desired(lab: &Lab, extra: &str) -> std::path::PathBuf {
+    lab.desired(
+        "desired.toml",
+        &format!(
+            "version = 1\n[clusters.source]\ncontext = \"lab-src\"\n[clusters.destination]\ncontext = \"lab-dst\"\n[[migration]]\nname = \"shop\"\nnamespaces = [\"shop\"]\nnamespace_map = {{ shop = \"shop-prod\" }}\nvolumes = \"direct\"\n{extra}"
+        ),
+    )
+}
+
+fn replicas(v: &Value) -> i64 {
+    v["spec"]["replicas"].as_i64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stage_cutover_and_rollback() {
+    let lab = Lab::up();
+    shop(&lab).await;
+    let file = desired(&lab, "");
+    let f = file.to_str().unwrap();
+    assert_eq!(lab.mtcd(&["apply", f]).code, 0, "stage sync");
+    let deploy = ar("apps", "Deployment", "deployments");
+    assert_eq!(replicas(&get(&lab, "lab-src", &deploy, "shop", "web").await), 3, "the source keeps running during stage syncs");
+    assert_eq!(replicas(&get(&lab, "lab-dst", &deploy, "shop-prod", "web").await), 0);
+
+    let run = lab.mtcd(&["cutover", f]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("cutover done"), "{}", run.stdout);
+    let src_web = get(&lab, "lab-src", &deploy, "shop", "web").await;
+    assert_eq!(replicas(&src_web), 0);
+    assert_eq!(src_web["metadata"]["annotations"]["mtcd.io/original-replicas"], "3");
+    let cj = get(&lab, "lab-src", &ar("batch", "CronJob", "cronjobs"), "shop", "nightly-report").await;
+    assert_eq!(cj["spec"]["suspend"], true);
+    assert_eq!(replicas(&get(&lab, "lab-dst", &deploy, "shop-prod", "web").await), 3, "destination runs with the original count");
+    let dst_cj = get(&lab, "lab-dst", &ar("batch", "CronJob", "cronjobs"), "shop-prod", "nightly-report").await;
+    assert_eq!(dst_cj["spec"]["suspend"], false);
+    // After cutover, the plan is quiet: a quiesced source is not drift.
+    let plan = lab.mtcd(&["plan", f]);
+    assert_eq!(plan.code, 0, "{}\n{}", plan.stdout, plan.stderr);
+    let status = lab.mtcd(&["--output", "json", "status", f]);
+    let status: Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(status["migrations"][0]["cutover"], true);
+
+    let run = lab.mtcd(&["rollback", f]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let src_web = get(&lab, "lab-src", &deploy, "shop", "web").await;
+    assert_eq!(replicas(&src_web), 3);
+    assert!(src_web["metadata"]["annotations"].get("mtcd.io/original-replicas").is_none());
+    assert_eq!(get(&lab, "lab-src", &ar("batch", "CronJob", "cronjobs"), "shop", "nightly-report").await["spec"]["suspend"], false);
+    assert_eq!(replicas(&get(&lab, "lab-dst", &deploy, "shop-prod", "web").await), 0, "destination held again");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cutover_interrupted_after_quiesce_is_finished_by_running_it_again() {
+    let lab = Lab::up();
+    shop(&lab).await;
+    let file = desired(&lab, "");
+    let f = file.to_str().unwrap();
+    assert_eq!(lab.mtcd(&["apply", f]).code, 0);
+    // The state a cutover killed right after quiescing leaves: source at 0, originals recorded,
+    // no final sync.
+    let deploys: Api<DynamicObject> = Api::namespaced_with(lab.client("lab-src").await, "shop", &ar("apps", "Deployment", "deployments"));
+    deploys
+        .patch("web", &PatchParams::apply("mtcd-cutover"), &Patch::Merge(json!({"metadata": {"annotations": {"mtcd.io/original-replicas": "3"}}, "spec": {"replicas": 0}})))
+        .await
+        .unwrap();
+    let run = lab.mtcd(&["cutover", f]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let dst = get(&lab, "lab-dst", &ar("apps", "Deployment", "deployments"), "shop-prod", "web").await;
+    assert_eq!(replicas(&dst), 3, "the recorded original, not the quiesced 0");
+    let src = get(&lab, "lab-src", &ar("apps", "Deployment", "deployments"), "shop", "web").await;
+    assert_eq!(src["metadata"]["annotations"]["mtcd.io/original-replicas"], "3");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_picks_up_a_source_change_within_one_interval() {
+    let lab = Lab::up();
+    shop(&lab).await;
+    let file = desired(&lab, "[sync]\ninterval = \"2s\"\n");
+    let mut child = std::process::Command::new(mtcd_tests::bin("mtcd"))
+        .args(["--kubeconfig", lab.kubeconfig.to_str().unwrap(), "apply", "--watch", file.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let cms = ar("", "ConfigMap", "configmaps");
+    let dst: Api<DynamicObject> = Api::namespaced_with(lab.client("lab-dst").await, "shop-prod", &cms);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while dst.get_opt("shop-config").await.ok().flatten().is_none() {
+        assert!(Instant::now() < deadline, "first cycle never applied");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let src: Api<DynamicObject> = Api::namespaced_with(lab.client("lab-src").await, "shop", &cms);
+    src.patch("shop-config", &PatchParams::default(), &Patch::Merge(json!({"data": {"SHOP_CURRENCY": "CHF"}}))).await.unwrap();
+    let changed = Instant::now();
+    loop {
+        let cm = serde_json::to_value(dst.get("shop-config").await.unwrap()).unwrap();
+        if cm["data"]["SHOP_CURRENCY"] == "CHF" {
+            break;
+        }
+        assert!(changed.elapsed() < Duration::from_secs(60), "watch never synced the change");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("cycle 1:") && stdout.contains("cycle 2:"), "one summary line per cycle: {stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transforms_run_in_the_plan_and_a_failing_one_writes_nothing() {
+    let lab = Lab::up();
+    shop(&lab).await;
+    let add_label = plugin_wasm("add-label");
+    let file = desired(&lab, &format!("[[migration.transform]]\nplugin = \"{}\"\nconfig = {{ key = \"migrated-by\", value = \"mtcd\" }}\n", add_label.display()));
+    let run = lab.mtcd(&["apply", file.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let cm = get(&lab, "lab-dst", &ar("", "ConfigMap", "configmaps"), "shop-prod", "shop-config").await;
+    assert_eq!(cm["metadata"]["labels"]["migrated-by"], "mtcd");
+
+    // A plugin that traps: the plan stops, naming plugin and object; nothing is written.
+    let lab2 = Lab::up();
+    shop(&lab2).await;
+    let trap = plugin_wasm("trap");
+    let file = desired(&lab2, &format!("[[migration.transform]]\nplugin = \"{}\"\n", trap.display()));
+    let run = lab2.mtcd(&["apply", file.to_str().unwrap()]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("transform failed on") && run.stderr.contains("nothing was changed"), "{}", run.stderr);
+    let namespaces: Api<DynamicObject> = Api::all_with(lab2.client("lab-dst").await, &ar("", "Namespace", "namespaces"));
+    assert!(namespaces.get_opt("shop-prod").await.unwrap().is_none(), "nothing reached the destination");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pre_cutover_hook_that_fails_stops_the_cutover_before_the_source_is_touched() {
+    let lab = Lab::up();
+    shop(&lab).await;
+    let hook = plugin_wasm("require-annotation");
+    let file = desired(&lab, &format!("[[migration.hook]]\nphase = \"pre-cutover\"\nplugin = \"{}\"\nconfig = {{ annotation = \"shop.example.com/ready\" }}\n", hook.display()));
+    let f = file.to_str().unwrap();
+    assert_eq!(lab.mtcd(&["apply", f]).code, 0);
+    let run = lab.mtcd(&["cutover", f]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("pre-cutover") && run.stderr.contains("shop.example.com/ready"), "{}", run.stderr);
+    assert_eq!(replicas(&get(&lab, "lab-src", &ar("apps", "Deployment", "deployments"), "shop", "web").await), 3, "source untouched");
+    // Marked ready: the cutover goes through.
+    let ns: Api<DynamicObject> = Api::all_with(lab.client("lab-src").await, &ar("", "Namespace", "namespaces"));
+    ns.patch("shop", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {"shop.example.com/ready": "yes"}}}))).await.unwrap();
+    let run = lab.mtcd(&["cutover", f]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+}
