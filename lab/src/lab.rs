@@ -295,6 +295,7 @@ pub async fn start(opts: &LabOptions) -> Result<RunningLab, LabError> {
                 service_cidr: cidr.into(),
                 state_dir: state_dir.clone(),
                 token: token.clone(),
+                apps_domain: format!("apps.{name}.lab.mtcd.io"),
                 tls: tls.clone(),
                 bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             },
@@ -337,7 +338,12 @@ pub async fn start(opts: &LabOptions) -> Result<RunningLab, LabError> {
     let started = services::start(&dir, &prefix, specs, shutdown.clone(), &mut running)
         .await
         .map_err(LabError::Services)?;
-    for (c, s) in clusters.values_mut().zip(started) {
+    for ((c, s), server) in clusters.values_mut().zip(started).zip(&servers) {
+        *server
+            .state
+            .registry
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = s.registry.clone();
         c.registry = s.registry;
         c.router = s.router;
     }

@@ -1143,3 +1143,60 @@ fn down_stops_the_supervisor_and_is_idempotent() {
     assert!(!alive, "supervisor {pid} still running after down");
     assert_eq!(lab.down().code, 0, "down twice is fine");
 }
+
+#[tokio::test]
+async fn scale_subresource_route_hosts_and_image_stream_status() {
+    let lab = Lab::up();
+    let client = lab.client("lab-src").await;
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    deploys
+        .create(&PostParams::default(), &deployment("web", "nginx:1"))
+        .await
+        .unwrap();
+    let scale = deploys
+        .patch_scale(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 0}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(scale.spec.unwrap().replicas, Some(0));
+    assert_eq!(deploys.get("web").await.unwrap().spec.replicas, Some(0));
+    assert_eq!(
+        deploys
+            .get_scale("web")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .selector
+            .as_deref(),
+        Some("app=web")
+    );
+    let route_ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("route.openshift.io", "v1", "Route"),
+        "routes",
+    );
+    let routes: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &route_ar);
+    let r = routes
+        .create(&PostParams::default(), &obj(json!({"apiVersion": "route.openshift.io/v1", "kind": "Route", "metadata": {"name": "web"},
+            "spec": {"to": {"kind": "Service", "name": "web"}, "tls": {"termination": "passthrough"}}})))
+        .await
+        .unwrap();
+    assert_eq!(r.data["spec"]["host"], "web-default.apps.src.lab.mtcd.io");
+    let is_ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("image.openshift.io", "v1", "ImageStream"),
+        "imagestreams",
+    );
+    let streams: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &is_ar);
+    let s = streams
+        .create(&PostParams::default(), &obj(json!({"apiVersion": "image.openshift.io/v1", "kind": "ImageStream", "metadata": {"name": "app"},
+            "spec": {"tags": [{"name": "v1", "from": {"kind": "DockerImage", "name": "quay.io/x/app:v1"}}]}})))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.data["status"]["tags"][0]["items"][0]["dockerImageReference"],
+        "quay.io/x/app:v1"
+    );
+}

@@ -27,6 +27,10 @@ pub struct State {
     pub cidr: Cidr,
     pub state_dir: PathBuf,
     pub token: String,
+    /// Routes without spec.host get `<name>-<namespace>.<apps_domain>`, as on OpenShift.
+    pub apps_domain: String,
+    /// The cluster's registry (`127.0.0.1:port`), once started: ImageStreams report it.
+    pub registry: RwLock<Option<String>>,
     pub types: RwLock<TypeTable>,
     pub store: Mutex<Store>,
 }
@@ -81,6 +85,7 @@ impl State {
         cidr: Cidr,
         state_dir: PathBuf,
         token: String,
+        apps_domain: String,
     ) -> Self {
         Self {
             cluster: cluster.into(),
@@ -88,6 +93,8 @@ impl State {
             cidr,
             state_dir,
             token,
+            apps_domain,
+            registry: RwLock::new(None),
             types: RwLock::new(TypeTable::builtin(profile)),
             store: Mutex::new(Store::new()),
         }
@@ -302,6 +309,7 @@ impl State {
             meta.remove("generation");
         }
         validate::prepare_create(ty, &name, &mut obj, &store)?;
+        self.openshift_defaults(ty, ns_key, &name, &mut obj);
         if ty.group.is_empty() && ty.plural == "services" {
             validate::service_allocate(&mut store, self.cidr, ns_key, &name, None, &mut obj, dry)?;
         }
@@ -349,6 +357,62 @@ impl State {
         obj["metadata"]["resourceVersion"] = json!(rv.to_string());
         let stored = store.put(&ty.gr(), ns_key, &name, obj, rv);
         Ok((*stored).clone())
+    }
+
+    /// What OpenShift's API server fills in: a generated Route host, ImageStream repository
+    /// and tag status (tags that point at an image are reported as imported).
+    fn openshift_defaults(&self, ty: &ResourceType, ns: &str, name: &str, obj: &mut Value) {
+        match (ty.group.as_str(), ty.plural.as_str()) {
+            ("route.openshift.io", "routes") => {
+                if obj["spec"]["host"].as_str().is_none_or(str::is_empty) {
+                    obj["spec"]["host"] = json!(format!("{name}-{ns}.{}", self.apps_domain));
+                    obj["metadata"]["annotations"]["openshift.io/host.generated"] = json!("true");
+                }
+            }
+            ("image.openshift.io", "imagestreams") => {
+                let registry = self
+                    .registry
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                let repo = registry.map(|r| format!("{r}/{ns}/{name}"));
+                let mut tags = Vec::new();
+                for t in obj["spec"]["tags"].as_array().cloned().unwrap_or_default() {
+                    let from = &t["from"];
+                    let reference = match from["kind"].as_str() {
+                        Some("DockerImage") => from["name"].as_str().map(str::to_string),
+                        Some("ImageStreamTag") => repo.as_ref().and_then(|r| {
+                            from["name"]
+                                .as_str()
+                                .map(|n| format!("{r}:{}", n.rsplit(':').next().unwrap_or(n)))
+                        }),
+                        _ => None,
+                    };
+                    if let (Some(tag), Some(reference)) = (t["name"].as_str(), reference) {
+                        tags.push(json!({"tag": tag, "items": [{"dockerImageReference": reference,
+                            "created": obj["metadata"]["creationTimestamp"], "generation": 1, "image": ""}]}));
+                    }
+                }
+                // Tags pushed straight to the registry are kept (written through /status).
+                let mut status = obj["status"].clone();
+                if let Some(r) = &repo {
+                    status["dockerImageRepository"] = json!(r);
+                    status["publicDockerImageRepository"] = json!(r);
+                }
+                let mut merged: Vec<Value> = status["tags"].as_array().cloned().unwrap_or_default();
+                for t in tags {
+                    merged.retain(|m| m["tag"] != t["tag"]);
+                    merged.push(t);
+                }
+                if !merged.is_empty() {
+                    status["tags"] = Value::Array(merged);
+                }
+                if !status.is_null() {
+                    obj["status"] = status;
+                }
+            }
+            _ => {}
+        }
     }
 
     fn check_type_meta(&self, ty: &ResourceType, obj: &Value) -> Result<(), ApiError> {
@@ -660,6 +724,9 @@ impl State {
             if ty.group.is_empty() && ty.plural == "services" {
                 validate::service_allocate(store, self.cidr, ns, name, Some(old), &mut new, true)?;
             }
+        }
+        if !status_sub {
+            self.openshift_defaults(ty, ns, name, &mut new);
         }
         if content(&new) == content(old)
             && fields::decode(&new)

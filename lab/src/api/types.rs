@@ -42,6 +42,15 @@ impl ResourceType {
         (self.group.clone(), self.plural.clone())
     }
 
+    /// Whether `/scale` is served (the workload kinds `kubectl scale` works on).
+    pub fn scalable(&self) -> bool {
+        matches!(
+            (self.group.as_str(), self.plural.as_str()),
+            ("apps", "deployments" | "statefulsets" | "replicasets")
+                | ("apps.openshift.io", "deploymentconfigs")
+        )
+    }
+
     fn discovery(&self) -> Vec<Value> {
         let mut v = vec![json!({
             "name": self.plural,
@@ -57,6 +66,10 @@ impl ResourceType {
         if self.has_status {
             v.push(json!({"name": format!("{}/status", self.plural), "singularName": "", "namespaced": self.namespaced,
                 "kind": self.kind, "verbs": ["get", "patch", "update"]}));
+        }
+        if self.scalable() {
+            v.push(json!({"name": format!("{}/scale", self.plural), "singularName": "", "namespaced": true,
+                "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}));
         }
         if self.group.is_empty() && self.plural == "pods" {
             v.push(json!({"name": "pods/log", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get"]}));
@@ -137,6 +150,24 @@ impl TypeTable {
             t("", "v1", "Endpoints", "endpoints", true, &["ep"], false),
             t("", "v1", "Event", "events", true, &["ev"], false),
             t("", "v1", "Node", "nodes", false, &["no"], true),
+            t(
+                "events.k8s.io",
+                "v1",
+                "Event",
+                "events",
+                true,
+                &["ev"],
+                false,
+            ),
+            t(
+                "coordination.k8s.io",
+                "v1",
+                "Lease",
+                "leases",
+                true,
+                &[],
+                false,
+            ),
             t(
                 "apps",
                 "v1",
