@@ -1200,3 +1200,84 @@ async fn scale_subresource_route_hosts_and_image_stream_status() {
         "quay.io/x/app:v1"
     );
 }
+
+/// Throughput of server-side apply at the resource benchmark's shape (10,000 ConfigMaps and
+/// Secrets + 500 Deployments, 16 in flight). Run with `--ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark"]
+async fn bench_server_side_apply_throughput() {
+    let lab = Lab::up();
+    let client = lab.client("lab-src").await;
+    let n: usize = std::env::var("LAB_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let started = std::time::Instant::now();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let ap = PatchParams::apply("bench");
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let (cms, secrets, ap) = (cms.clone(), secrets.clone(), ap.clone());
+            async move {
+                if i % 2 == 0 {
+                    cms.patch(&format!("cm-{i}"), &ap, &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                        "metadata": {"name": format!("cm-{i}"), "labels": {"bench": "yes"}}, "data": {"key": "value".repeat(20)}})))
+                        .await
+                        .map(|_| ())
+                } else {
+                    secrets.patch(&format!("s-{i}"), &ap, &Patch::Apply(json!({"apiVersion": "v1", "kind": "Secret",
+                        "metadata": {"name": format!("s-{i}")}, "data": {"key": "dmFsdWU="}})))
+                        .await
+                        .map(|_| ())
+                }
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<()>>()
+        .await
+        .unwrap();
+    let objects = started.elapsed();
+    futures::stream::iter(0..500)
+        .map(|i| {
+            let (deploys, ap) = (deploys.clone(), ap.clone());
+            async move {
+                let name = format!("d-{i}");
+                deploys.patch(&name, &ap, &Patch::Apply(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+                    "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}}, "template": {"metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [{"name": "app", "image": "nginx:1", "ports": [{"containerPort": 80}], "env": [{"name": "A", "value": "b"}]}]}}}})))
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<()>>()
+        .await
+        .unwrap();
+    let total = started.elapsed();
+    let list_start = std::time::Instant::now();
+    let listed = cms
+        .list(&ListParams::default().labels("bench=yes"))
+        .await
+        .unwrap()
+        .items
+        .len();
+    eprintln!(
+        "SSA: {n} ConfigMaps/Secrets in {:.2}s ({:.0}/s), +500 Deployments in {:.2}s; list of {listed} ConfigMaps {:.0}ms",
+        objects.as_secs_f64(),
+        n as f64 / objects.as_secs_f64(),
+        (total - objects).as_secs_f64(),
+        list_start.elapsed().as_secs_f64() * 1000.0
+    );
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", lab.pid().unwrap())).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    eprintln!("lab supervisor CPU time: {:.2}s", ticks as f64 / 100.0);
+    assert_eq!(listed, n / 2);
+}
