@@ -1281,3 +1281,70 @@ async fn bench_server_side_apply_throughput() {
     eprintln!("lab supervisor CPU time: {:.2}s", ticks as f64 / 100.0);
     assert_eq!(listed, n / 2);
 }
+
+/// `Image` seed documents: pushed image is readable by an independent client (skopeo copies
+/// it and checks every digest). Uses Debian's docker-registry directly, so it runs without
+/// the node feature.
+#[tokio::test]
+async fn generated_images_push_to_a_real_registry() {
+    let have = |cmd: &str| {
+        std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {cmd}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !have("docker-registry") || !have("skopeo") {
+        eprintln!("docker-registry or skopeo missing; skipping");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = tmp.path().join("config.yml");
+    std::fs::write(
+        &config,
+        format!("version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n", tmp.path().join("data").display()),
+    )
+    .unwrap();
+    let mut registry = tokio::process::Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(&addr).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let spec: mtcd_lab::seed::ImageSpec = serde_yaml::from_str(
+        "repository: app/web\ntag: v1\nlayers: [{size: 4096, seed: 1}, {size: 100000, seed: 2}]",
+    )
+    .unwrap();
+    let digest = mtcd_lab::seed::push_image(&addr, &spec).await.unwrap();
+    assert!(digest.starts_with("sha256:"));
+    let out_dir = tmp.path().join("copy");
+    let out = std::process::Command::new("skopeo")
+        .args([
+            "copy",
+            "--src-tls-verify=false",
+            &format!("docker://{addr}/app/web:v1"),
+            &format!("dir:{}", out_dir.display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["layers"].as_array().unwrap().len(), 2);
+    registry.kill().await.unwrap();
+}
