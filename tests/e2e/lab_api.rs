@@ -1128,6 +1128,18 @@ fn kubectl_get_ns_works_against_the_lab() {
         stdout.contains("default") && stdout.contains("kube-system") && stdout.contains("Active"),
         "{stdout}"
     );
+    // Categories ("all") come from discovery.
+    let out = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&lab.kubeconfig)
+        .args(["--context", "lab-src", "get", "all", "-n", "default"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -1347,4 +1359,37 @@ async fn generated_images_push_to_a_real_registry() {
         serde_json::from_slice(&std::fs::read(out_dir.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["layers"].as_array().unwrap().len(), 2);
     registry.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn owner_references_are_garbage_collected() {
+    let lab = Lab::up();
+    let client = lab.client("lab-src").await;
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let owner = deploys
+        .create(&PostParams::default(), &deployment("web", "nginx:1"))
+        .await
+        .unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let mut child = cm("child", json!({}));
+    child.metadata.owner_references = Some(vec![obj(
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": owner.metadata.uid.unwrap()}),
+    )]);
+    cms.create(&PostParams::default(), &child).await.unwrap();
+    cms.create(&PostParams::default(), &cm("unrelated", json!({})))
+        .await
+        .unwrap();
+    deploys
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while cms.get_opt("child").await.unwrap().is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dependent not collected"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(cms.get_opt("unrelated").await.unwrap().is_some());
 }

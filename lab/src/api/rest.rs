@@ -897,6 +897,9 @@ impl State {
         }
         let victims: Vec<(Arc<ResourceType>, String)> = {
             let store = self.lock();
+            if !store.has_dependents(owner_uid) {
+                return;
+            }
             let types: Vec<Arc<ResourceType>> = self
                 .types
                 .read()

@@ -60,6 +60,21 @@ impl ResourceType {
             "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
             "shortNames": self.short_names,
         })];
+        let all = matches!(
+            (self.group.as_str(), self.plural.as_str()),
+            ("", "pods" | "services")
+                | (
+                    "apps",
+                    "deployments" | "statefulsets" | "daemonsets" | "replicasets"
+                )
+                | ("batch", "jobs" | "cronjobs")
+                | ("apps.openshift.io", "deploymentconfigs")
+                | ("image.openshift.io", "imagestreams")
+                | ("route.openshift.io", "routes")
+        );
+        if all {
+            v[0]["categories"] = json!(["all"]);
+        }
         if self.short_names.is_empty() {
             v[0].as_object_mut().map(|m| m.remove("shortNames"));
         }
