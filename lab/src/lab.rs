@@ -192,6 +192,14 @@ fn seed_builtin(server: &ApiServer) -> Result<(), LabError> {
         st.create(&sc_ty, None, sc, &Query::new(), "mtcd-lab")
             .map_err(err(name))?;
     }
+    // The `kubernetes` Service every cluster has (a migration must leave it alone).
+    let svc_ty = st.resource("", "v1", "services").expect("services type");
+    let first_ip = std::net::Ipv4Addr::from(st.cidr.base + 1).to_string();
+    let svc = json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "spec": {"clusterIP": first_ip, "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]}});
+    st.create(&svc_ty, Some("default"), svc, &Query::new(), "mtcd-lab")
+        .map_err(err("service default/kubernetes"))?;
     let node_ty = st.resource("", "v1", "nodes").expect("nodes type");
     let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": format!("{cluster}-node"),
         "labels": {"kubernetes.io/hostname": format!("{cluster}-node"), "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}}});

@@ -15,8 +15,10 @@ fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
         | "volumes"
         | "env"
         | "imagePullSecrets"
-        | "volumeClaimTemplates"
-        | "topologySpreadConstraints" => "name",
+        | "containerStatuses"
+        | "initContainerStatuses"
+        | "ephemeralContainerStatuses" => "name",
+        "topologySpreadConstraints" => "topologyKey",
         "volumeMounts" => "mountPath",
         "volumeDevices" => "devicePath",
         "ownerReferences" => "uid",

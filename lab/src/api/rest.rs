@@ -298,6 +298,8 @@ impl State {
                 name,
             });
         }
+        obj["apiVersion"] = json!(ty.api_version());
+        obj["kind"] = json!(ty.kind);
         let meta = obj["metadata"].as_object_mut().expect("metadata object");
         meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
         meta.insert("creationTimestamp".into(), json!(fields::now()));

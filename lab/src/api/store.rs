@@ -251,3 +251,60 @@ impl Default for Store {
         Self::new()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn history_replays_and_expires() {
+        let mut s = Store::new();
+        let gr: Gr = (String::new(), "configmaps".into());
+        let first = s.next_rv();
+        s.put(
+            &gr,
+            "default",
+            "a",
+            json!({"metadata": {"name": "a"}}),
+            first,
+        );
+        let rv2 = s.next_rv();
+        s.put(
+            &gr,
+            "default",
+            "a",
+            json!({"metadata": {"name": "a", "labels": {"x": "y"}}}),
+            rv2,
+        );
+        let evts = s.events_since(first).unwrap();
+        assert_eq!(evts.len(), 1);
+        assert_eq!(evts[0].kind, EventType::Modified);
+        for _ in 0..HISTORY {
+            let rv = s.next_rv();
+            s.put(&gr, "default", "b", json!({}), rv);
+        }
+        assert!(
+            s.events_since(first).is_none(),
+            "compacted history answers 410 Gone"
+        );
+        assert!(s.events_since(s.rv).unwrap().is_empty());
+    }
+
+    #[test]
+    fn namespace_ranges_do_not_leak_into_neighbours() {
+        let mut s = Store::new();
+        let gr: Gr = (String::new(), "configmaps".into());
+        for (ns, name) in [("a", "1"), ("ab", "2"), ("b", "3")] {
+            let rv = s.next_rv();
+            s.put(&gr, ns, name, json!({}), rv);
+        }
+        let names: Vec<String> = s
+            .range(&gr, Some("a"), None)
+            .map(|((_, n), _)| n.clone())
+            .collect();
+        assert_eq!(names, vec!["1"]);
+        assert_eq!(s.range(&gr, None, None).count(), 3);
+        assert_eq!(s.keys_in_namespace("ab").len(), 1);
+    }
+}
