@@ -1393,3 +1393,82 @@ async fn owner_references_are_garbage_collected() {
     }
     assert!(cms.get_opt("unrelated").await.unwrap().is_some());
 }
+
+#[tokio::test]
+async fn uid_preconditions_config_keys_and_crd_deletion() {
+    let lab = Lab::up();
+    let client = lab.client("lab-src").await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    // A uid copied from another cluster is a failed precondition, on update and on apply.
+    cms.create(&PostParams::default(), &cm("a", json!({})))
+        .await
+        .unwrap();
+    let foreign = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "uid": "0b4c7c50-0000-0000-0000-000000000000"}, "data": {"k": "x"}});
+    let e = api_err(
+        cms.patch(
+            "a",
+            &PatchParams::apply("mtcd").force(),
+            &Patch::Apply(foreign.clone()),
+        )
+        .await,
+    );
+    assert_eq!((e.code, e.reason.as_str()), (409, "Conflict"));
+    assert!(
+        e.message.contains("Precondition failed: UID"),
+        "{}",
+        e.message
+    );
+    let mut fresh = foreign;
+    fresh["metadata"]["name"] = json!("b");
+    assert_eq!(
+        api_err(
+            cms.patch(
+                "b",
+                &PatchParams::apply("mtcd").force(),
+                &Patch::Apply(fresh)
+            )
+            .await
+        )
+        .code,
+        409
+    );
+    // ConfigMap keys.
+    let bad: ConfigMap = obj(json!({"metadata": {"name": "bad"}, "data": {"no spaces": "x"}}));
+    expect_invalid(
+        cms.create(&PostParams::default(), &bad).await,
+        "data[no spaces]",
+    )
+    .await;
+    // Deleting a CRD deletes its objects: recreating it starts empty.
+    let crd_ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("apiextensions.k8s.io", "v1", "CustomResourceDefinition"),
+        "customresourcedefinitions",
+    );
+    let crds: Api<DynamicObject> = Api::all_with(client.clone(), &crd_ar);
+    let crd = obj::<DynamicObject>(
+        json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "gadgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced", "names": {"plural": "gadgets", "kind": "Gadget"},
+            "versions": [{"name": "v1", "served": true, "storage": true}]}}),
+    );
+    crds.create(&PostParams::default(), &crd).await.unwrap();
+    let g_ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("example.com", "v1", "Gadget"),
+        "gadgets",
+    );
+    let gadgets: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &g_ar);
+    gadgets.create(&PostParams::default(), &obj(json!({"apiVersion": "example.com/v1", "kind": "Gadget", "metadata": {"name": "g"}}))).await.unwrap();
+    crds.delete("gadgets.example.com", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert_eq!(api_err(gadgets.get("g").await).code, 404);
+    crds.create(&PostParams::default(), &crd).await.unwrap();
+    assert!(
+        gadgets
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}

@@ -596,6 +596,19 @@ impl State {
             if status_sub {
                 return Err(Self::not_found(ty, name));
             }
+            let uid = meta_str(&config, "uid");
+            if !uid.is_empty() {
+                return Err(ApiError::Conflict {
+                    message: format!(
+                        "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: UID in precondition: {uid}, UID in object meta: ",
+                        ty.qualified()
+                    ),
+                    resource: ty.plural.clone(),
+                    group: ty.group.clone(),
+                    name: name.into(),
+                    causes: vec![],
+                });
+            }
             let obj = fields::apply(ty, name, None, &config, manager, force, false)?;
             let ns_opt = ty.namespaced.then_some(ns);
             return match self.create(ty, ns_opt, obj, q, manager) {
@@ -643,6 +656,20 @@ impl State {
         manager: Manager<'_>,
         dry: bool,
     ) -> Result<Value, ApiError> {
+        let req_uid = meta_str(&new, "uid");
+        if !req_uid.is_empty() && req_uid != meta_str(old, "uid") {
+            return Err(ApiError::Conflict {
+                message: format!(
+                    "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: UID in precondition: {req_uid}, UID in object meta: {}",
+                    ty.qualified(),
+                    meta_str(old, "uid")
+                ),
+                resource: ty.plural.clone(),
+                group: ty.group.clone(),
+                name: name.into(),
+                causes: vec![],
+            });
+        }
         let req_rv = meta_str(&new, "resourceVersion");
         if !req_rv.is_empty() && req_rv != meta_str(old, "resourceVersion") {
             return Err(ApiError::Conflict {
@@ -722,6 +749,9 @@ impl State {
         }
         if !status_sub {
             validate::validate_labels(ty, name, &new)?;
+            if ty.group.is_empty() && matches!(ty.plural.as_str(), "configmaps" | "secrets") {
+                validate::validate_data_keys(ty, name, &new)?;
+            }
             validate::check_update(ty, name, old, &mut new)?;
             if ty.group.is_empty() && ty.plural == "services" {
                 validate::service_allocate(store, self.cidr, ns, name, Some(old), &mut new, true)?;
@@ -796,12 +826,37 @@ impl State {
         if ty.group.is_empty() && ty.plural == "services" {
             validate::service_release(store, ns, name);
         }
+        let crd_gr = (ty.plural == "customresourcedefinitions").then(|| {
+            (
+                obj["spec"]["group"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                obj["spec"]["names"]["plural"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        });
         store.remove(&ty.gr(), ns, name, obj, rv);
-        if ty.plural == "customresourcedefinitions" {
+        if let Some(gr) = crd_gr {
             self.types
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove_crd(name);
+            // Instances go with their definition, as on a real server.
+            let keys: Vec<(String, String)> = store
+                .range(&gr, None, None)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for (ns, n) in keys {
+                if let Some(o) = store.get(&gr, &ns, &n) {
+                    let rv = store.next_rv();
+                    let mut o = (*o).clone();
+                    o["metadata"]["resourceVersion"] = json!(rv.to_string());
+                    store.remove(&gr, &ns, &n, o, rv);
+                }
+            }
         }
     }
 

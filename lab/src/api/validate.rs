@@ -554,7 +554,9 @@ pub fn prepare_create(
             default_pod_spec(&mut obj["spec"], "Always");
             obj["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
         }
+        ("", "ConfigMap") => validate_data_keys(ty, name, obj)?,
         ("", "Secret") => {
+            validate_data_keys(ty, name, obj)?;
             if let Some(sd) = obj
                 .as_object_mut()
                 .and_then(|m| m.remove("stringData"))
@@ -839,6 +841,49 @@ pub fn prepare_create(
                 obj.as_object_mut().map(|m| m.remove("status"));
             }
         }
+    }
+    Ok(())
+}
+
+fn config_key_ok(k: &str) -> bool {
+    !k.is_empty()
+        && k.len() <= 253
+        && k != "."
+        && k != ".."
+        && k.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+}
+
+/// ConfigMap and Secret keys and total size, as `ValidateConfigMap`/`ValidateSecret` check them.
+pub fn validate_data_keys(ty: &ResourceType, name: &str, obj: &Value) -> Result<(), ApiError> {
+    let mut total = 0usize;
+    for field in ["data", "binaryData", "stringData"] {
+        if let Some(m) = obj[field].as_object() {
+            for (k, v) in m {
+                if !config_key_ok(k) {
+                    return Err(ApiError::invalid(
+                        &ty.kind,
+                        "",
+                        name,
+                        &format!("{field}[{k}]"),
+                        format!(
+                            "{}: a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')",
+                            iv(k)
+                        ),
+                    ));
+                }
+                total += k.len() + v.as_str().map(str::len).unwrap_or(0);
+            }
+        }
+    }
+    if total > 1024 * 1024 {
+        return Err(ApiError::invalid(
+            &ty.kind,
+            "",
+            name,
+            "data",
+            "Too long: must have at most 1048576 bytes".into(),
+        ));
     }
     Ok(())
 }
