@@ -50,6 +50,9 @@ pub enum LabError {
     /// The supervisor did not become ready.
     #[error("the lab in {dir} did not become ready within {secs}s; see {dir}/lab.log:\n{log}")]
     NotReady { dir: String, secs: u64, log: String },
+    /// Another lab is running in the directory.
+    #[error("a lab is already running in {dir} (pid {pid}); run `mtcd-lab down --dir {dir}` first")]
+    AlreadyRunning { dir: String, pid: i32 },
     /// The supervisor exited during start-up.
     #[error("the lab supervisor exited during start-up ({status}); {dir}/lab.log says:\n{log}")]
     SupervisorExited {
@@ -378,7 +381,10 @@ pub async fn start(opts: &LabOptions) -> Result<RunningLab, LabError> {
 
 /// Runs a lab in the foreground until SIGINT or SIGTERM.
 pub async fn run_foreground(opts: &LabOptions) -> Result<(), LabError> {
+    refuse_running(&opts.dir)?;
     let lab = start(opts).await?;
+    let pid_path = opts.dir.join("lab.pid");
+    std::fs::write(&pid_path, std::process::id().to_string()).map_err(io(&pid_path))?;
     println!(
         "lab ready: kubeconfig {} (contexts lab-src, lab-dst)",
         lab.info.kubeconfig.display()
@@ -390,6 +396,23 @@ pub async fn run_foreground(opts: &LabOptions) -> Result<(), LabError> {
         _ = term.recv() => {}
     }
     lab.stop().await;
+    let _ = std::fs::remove_file(&pid_path);
+    Ok(())
+}
+
+/// One lab per directory: a second `up` would orphan the first one's processes.
+fn refuse_running(dir: &Path) -> Result<(), LabError> {
+    if let Ok(text) = std::fs::read_to_string(dir.join("lab.pid"))
+        && let Ok(pid) = text.trim().parse::<i32>()
+        && pid != std::process::id() as i32
+        && pid_alive(pid)
+        && is_lab_process(pid)
+    {
+        return Err(LabError::AlreadyRunning {
+            dir: dir.display().to_string(),
+            pid,
+        });
+    }
     Ok(())
 }
 
@@ -405,6 +428,7 @@ pub async fn up_detached(opts: &LabOptions) -> Result<LabInfo, LabError> {
     let dir = &opts.dir;
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let dir = dir.canonicalize().map_err(io(dir))?;
+    refuse_running(&dir)?;
     let _ = std::fs::remove_file(dir.join("lab.json"));
     let log_path = dir.join("lab.log");
     let log = std::fs::File::create(&log_path).map_err(io(&log_path))?;
@@ -475,9 +499,14 @@ fn pid_alive(pid: i32) -> bool {
     state != Some('Z')
 }
 
-fn is_supervisor(pid: i32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == b"__supervise"))
+/// Whether `pid` is an `mtcd-lab` process running a lab (pid files can outlive their process
+/// and the pid be reused).
+fn is_lab_process(pid: i32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+        let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+        args.first().is_some_and(|a| a.ends_with(b"mtcd-lab"))
+            && args.iter().any(|a| *a == b"__supervise" || *a == b"up")
+    })
 }
 
 /// `down`: SIGTERM the supervisor, SIGKILL after a grace period, then remove every network
@@ -489,7 +518,7 @@ pub async fn down(dir: &Path) -> Result<(), LabError> {
     if let Ok(text) = std::fs::read_to_string(&pid_path)
         && let Ok(pid) = text.trim().parse::<i32>()
         && pid_alive(pid)
-        && is_supervisor(pid)
+        && is_lab_process(pid)
     {
         let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(10);

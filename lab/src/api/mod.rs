@@ -386,6 +386,13 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         (Method::DELETE, None, None) => ok(state.delete_collection(&ty, ns, &q)),
         _ => Err(ApiError::MethodNotAllowed),
     };
+    // Method, path and outcome only: bodies may hold Secret data.
+    match &result {
+        Ok((code, _)) => tracing::debug!(cluster = %state.cluster, %path, code, "request"),
+        Err(e) => {
+            tracing::debug!(cluster = %state.cluster, %path, code = e.code(), reason = e.reason(), "request failed")
+        }
+    }
     match result {
         Ok((code, v)) if table && code == 200 => json_response(code, &to_table(&v)),
         Ok((code, v)) => json_response(code, &v),

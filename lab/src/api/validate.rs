@@ -552,6 +552,12 @@ pub fn prepare_create(
         ("", "Pod") => {
             validate_pod_spec(ty, name, &obj["spec"], "spec")?;
             default_pod_spec(&mut obj["spec"], "Always");
+            // What the ServiceAccount admission plugin fills in.
+            let spec = obj["spec"].as_object_mut().expect("spec checked");
+            set_default(spec, "serviceAccountName", json!("default"));
+            let sa = spec["serviceAccountName"].clone();
+            set_default(spec, "serviceAccount", sa);
+            set_default(spec, "enableServiceLinks", json!(true));
             obj["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
         }
         ("", "ConfigMap") => validate_data_keys(ty, name, obj)?,
