@@ -509,6 +509,18 @@ fn is_lab_process(pid: i32) -> bool {
     })
 }
 
+/// Whether `pid` is a `__supervise` process leading its own process group.
+fn is_supervisor_leader(pid: i32) -> bool {
+    let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command: state ppid pgrp ...
+    let pgrp = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(2))
+        .and_then(|p| p.parse::<i32>().ok());
+    cmd.split(|b| *b == 0).any(|a| a == b"__supervise") && pgrp == Some(pid)
+}
+
 /// `down`: SIGTERM the supervisor, SIGKILL after a grace period, then remove every network
 /// namespace and mount with this lab's prefix. Safe to run twice.
 pub async fn down(dir: &Path) -> Result<(), LabError> {
@@ -520,6 +532,7 @@ pub async fn down(dir: &Path) -> Result<(), LabError> {
         && pid_alive(pid)
         && is_lab_process(pid)
     {
+        let supervisor = is_supervisor_leader(pid);
         let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(10);
         while pid_alive(pid) && Instant::now() < deadline {
@@ -530,6 +543,11 @@ pub async fn down(dir: &Path) -> Result<(), LabError> {
             while pid_alive(pid) && Instant::now() < deadline + Duration::from_secs(5) {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+        }
+        // The supervisor leads its own session and process group (setsid): whatever it
+        // started and did not stop (a registry after a SIGKILL) goes with the group.
+        if supervisor {
+            let _ = nix::sys::signal::killpg(Pid::from_raw(pid), Signal::SIGKILL);
         }
     }
     if let Ok(info) = LabInfo::read(dir)
