@@ -45,7 +45,7 @@ pub enum LabError {
         cluster: String,
         what: String,
         #[source]
-        source: api::ApiError,
+        source: Box<api::ApiError>,
     },
     /// The supervisor did not become ready.
     #[error("the lab in {dir} did not become ready within {secs}s; see {dir}/lab.log:\n{log}")]
@@ -165,7 +165,7 @@ fn seed_builtin(server: &ApiServer) -> Result<(), LabError> {
         move |source| LabError::Seed {
             cluster,
             what,
-            source,
+            source: Box::new(source),
         }
     };
     let ns_ty = st

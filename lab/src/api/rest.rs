@@ -372,12 +372,11 @@ impl State {
     /// and tag status (tags that point at an image are reported as imported).
     fn openshift_defaults(&self, ty: &ResourceType, ns: &str, name: &str, obj: &mut Value) {
         match (ty.group.as_str(), ty.plural.as_str()) {
-            ("route.openshift.io", "routes") => {
-                if obj["spec"]["host"].as_str().is_none_or(str::is_empty) {
+            ("route.openshift.io", "routes")
+                if obj["spec"]["host"].as_str().is_none_or(str::is_empty) => {
                     obj["spec"]["host"] = json!(format!("{name}-{ns}.{}", self.apps_domain));
                     obj["metadata"]["annotations"]["openshift.io/host.generated"] = json!("true");
                 }
-            }
             ("image.openshift.io", "imagestreams") => {
                 let registry = self
                     .registry
@@ -437,6 +436,7 @@ impl State {
     }
 
     /// PUT on the object or its status subresource.
+    #[allow(clippy::too_many_arguments)]
     pub fn update(
         &self,
         ty: &ResourceType,
@@ -530,9 +530,7 @@ impl State {
             "application/strategic-merge-patch+json" => {
                 let p: Value = serde_json::from_slice(body).map_err(|e| bad(&e))?;
                 if ty.crd.is_some() {
-                    return Err(ApiError::UnsupportedMediaType(format!(
-                        "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"
-                    )));
+                    return Err(ApiError::UnsupportedMediaType("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml".to_string()));
                 }
                 patch::strategic_merge(&mut new, &p);
             }

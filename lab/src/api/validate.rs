@@ -1004,8 +1004,8 @@ pub fn check_update(
                 });
             }
         }
-        ("", "ConfigMap" | "Secret") => {
-            if old["immutable"].as_bool() == Some(true) {
+        ("", "ConfigMap" | "Secret")
+            if old["immutable"].as_bool() == Some(true) => {
                 if new["immutable"].as_bool() != Some(true) {
                     return Err(ApiError::Invalid {
                         kind: ty.kind.clone(),
@@ -1036,7 +1036,6 @@ pub fn check_update(
                     }
                 }
             }
-        }
         ("batch", "Job") => {
             for f in ["selector", "template"] {
                 if old["spec"][f] != new["spec"][f] {
@@ -1073,11 +1072,10 @@ pub fn check_update(
                 }
             }
         }
-        ("apiextensions.k8s.io", _) => {
-            if old["spec"]["scope"] != new["spec"]["scope"] {
+        ("apiextensions.k8s.io", _)
+            if old["spec"]["scope"] != new["spec"]["scope"] => {
                 return Err(immutable(ty, name, "spec.scope", &new["spec"]["scope"]));
             }
-        }
         _ => {}
     }
     Ok(())

@@ -103,7 +103,7 @@ pub fn start(
                 return None;
             }
             let now_m = ev.kind != EventType::Deleted && matches(&ev.object);
-            let was_m = ev.old.as_deref().is_some_and(|o| matches(o));
+            let was_m = ev.old.as_deref().is_some_and(&matches);
             let kind = match ev.kind {
                 EventType::Deleted => (was_m || matches(&ev.object)).then_some("DELETED"),
                 EventType::Added => now_m.then_some("ADDED"),
