@@ -763,6 +763,7 @@ impl State {
             }
         }
         if !status_sub {
+            validate::redefault(ty, &mut new);
             self.openshift_defaults(ty, ns, name, &mut new);
         }
         if content(&new) == content(old)

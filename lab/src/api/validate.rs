@@ -532,6 +532,114 @@ fn check_selector(ty: &ResourceType, name: &str, obj: &Value) -> Result<(), ApiE
     Ok(())
 }
 
+fn service_defaults(spec: &mut Map<String, Value>) {
+    set_default(spec, "type", json!("ClusterIP"));
+    set_default(spec, "sessionAffinity", json!("None"));
+    let t = spec["type"].as_str().unwrap_or_default().to_string();
+    if t != "ExternalName" {
+        set_default(spec, "ipFamilies", json!(["IPv4"]));
+        set_default(spec, "ipFamilyPolicy", json!("SingleStack"));
+        set_default(spec, "internalTrafficPolicy", json!("Cluster"));
+    }
+    if t == "NodePort" || t == "LoadBalancer" {
+        set_default(spec, "externalTrafficPolicy", json!("Cluster"));
+    }
+    if t == "LoadBalancer" {
+        set_default(spec, "allocateLoadBalancerNodePorts", json!(true));
+    }
+    if let Some(ps) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+        for p in ps.iter_mut().filter_map(Value::as_object_mut) {
+            set_default(p, "protocol", json!("TCP"));
+            if let Some(port) = p.get("port").cloned() {
+                set_default(p, "targetPort", port);
+            }
+        }
+    }
+}
+
+fn workload_defaults(kind: &str, obj: &mut Value) {
+    default_pod_spec(&mut obj["spec"]["template"]["spec"], "Always");
+    let spec = obj["spec"].as_object_mut().expect("spec checked");
+    if kind != "DaemonSet" {
+        set_default(spec, "replicas", json!(1));
+    }
+    if kind != "ReplicaSet" {
+        set_default(spec, "revisionHistoryLimit", json!(10));
+    }
+    match kind {
+        "Deployment" => {
+            set_default(spec, "progressDeadlineSeconds", json!(600));
+            set_default(
+                spec,
+                "strategy",
+                json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}),
+            );
+        }
+        "StatefulSet" => {
+            set_default(spec, "podManagementPolicy", json!("OrderedReady"));
+            set_default(
+                spec,
+                "updateStrategy",
+                json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
+            );
+            set_default(
+                spec,
+                "persistentVolumeClaimRetentionPolicy",
+                json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
+            );
+            if let Some(ts) = spec
+                .get_mut("volumeClaimTemplates")
+                .and_then(Value::as_array_mut)
+            {
+                for t in ts.iter_mut() {
+                    if t["spec"]["volumeMode"].is_null() {
+                        t["spec"]["volumeMode"] = json!("Filesystem");
+                    }
+                    t["apiVersion"] = json!("v1");
+                    t["kind"] = json!("PersistentVolumeClaim");
+                }
+            }
+        }
+        "DaemonSet" => {
+            set_default(
+                spec,
+                "updateStrategy",
+                json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}),
+            );
+        }
+        _ => {}
+    }
+}
+
+/// Defaults again after an update, as the real server defaults every write: a field an
+/// applier stopped sending or a PUT left out comes back with its default value.
+pub fn redefault(ty: &ResourceType, obj: &mut Value) {
+    match (ty.group.as_str(), ty.kind.as_str()) {
+        ("", "Pod") => default_pod_spec(&mut obj["spec"], "Always"),
+        ("", "Service") => {
+            if let Some(spec) = obj["spec"].as_object_mut() {
+                service_defaults(spec);
+            }
+        }
+        ("", "PersistentVolumeClaim") if obj["spec"]["volumeMode"].is_null() => {
+            obj["spec"]["volumeMode"] = json!("Filesystem");
+        }
+        ("apps", kind @ ("Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet"))
+            if obj["spec"].is_object() =>
+        {
+            workload_defaults(kind, obj)
+        }
+        ("batch", "Job") => {
+            let rp = obj["spec"]["template"]["spec"]["restartPolicy"]
+                .as_str()
+                .unwrap_or("Never")
+                .to_string();
+            default_pod_spec(&mut obj["spec"]["template"]["spec"], &rp);
+        }
+        _ => {}
+    }
+}
+
 /// Defaults and validates a new object of a built-in type (after name checks).
 pub fn prepare_create(
     ty: &ResourceType,
@@ -584,28 +692,7 @@ pub fn prepare_create(
             let spec = obj["spec"].as_object_mut().ok_or_else(|| {
                 ApiError::invalid(&ty.kind, "", name, "spec", "Required value".into())
             })?;
-            set_default(spec, "type", json!("ClusterIP"));
-            set_default(spec, "sessionAffinity", json!("None"));
-            let t = spec["type"].as_str().unwrap_or_default().to_string();
-            if t != "ExternalName" {
-                set_default(spec, "ipFamilies", json!(["IPv4"]));
-                set_default(spec, "ipFamilyPolicy", json!("SingleStack"));
-                set_default(spec, "internalTrafficPolicy", json!("Cluster"));
-            }
-            if t == "NodePort" || t == "LoadBalancer" {
-                set_default(spec, "externalTrafficPolicy", json!("Cluster"));
-            }
-            if t == "LoadBalancer" {
-                set_default(spec, "allocateLoadBalancerNodePorts", json!(true));
-            }
-            if let Some(ps) = spec.get_mut("ports").and_then(Value::as_array_mut) {
-                for p in ps.iter_mut().filter_map(Value::as_object_mut) {
-                    set_default(p, "protocol", json!("TCP"));
-                    if let Some(port) = p.get("port").cloned() {
-                        set_default(p, "targetPort", port);
-                    }
-                }
-            }
+            service_defaults(spec);
             obj["status"] = json!({"loadBalancer": {}});
         }
         ("", "PersistentVolumeClaim") => {
@@ -681,57 +768,7 @@ pub fn prepare_create(
                 &obj["spec"]["template"]["spec"],
                 "spec.template.spec",
             )?;
-            default_pod_spec(&mut obj["spec"]["template"]["spec"], "Always");
-            let spec = obj["spec"].as_object_mut().expect("spec checked");
-            if kind != "DaemonSet" {
-                set_default(spec, "replicas", json!(1));
-            }
-            if kind != "ReplicaSet" {
-                set_default(spec, "revisionHistoryLimit", json!(10));
-            }
-            match kind {
-                "Deployment" => {
-                    set_default(spec, "progressDeadlineSeconds", json!(600));
-                    set_default(
-                        spec,
-                        "strategy",
-                        json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}),
-                    );
-                }
-                "StatefulSet" => {
-                    set_default(spec, "podManagementPolicy", json!("OrderedReady"));
-                    set_default(
-                        spec,
-                        "updateStrategy",
-                        json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
-                    );
-                    set_default(
-                        spec,
-                        "persistentVolumeClaimRetentionPolicy",
-                        json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
-                    );
-                    if let Some(ts) = spec
-                        .get_mut("volumeClaimTemplates")
-                        .and_then(Value::as_array_mut)
-                    {
-                        for t in ts.iter_mut() {
-                            if t["spec"]["volumeMode"].is_null() {
-                                t["spec"]["volumeMode"] = json!("Filesystem");
-                            }
-                            t["apiVersion"] = json!("v1");
-                            t["kind"] = json!("PersistentVolumeClaim");
-                        }
-                    }
-                }
-                "DaemonSet" => {
-                    set_default(
-                        spec,
-                        "updateStrategy",
-                        json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}),
-                    );
-                }
-                _ => {}
-            }
+            workload_defaults(kind, obj);
             obj.as_object_mut().map(|m| m.remove("status"));
         }
         ("batch", "Job") => {
@@ -1004,38 +1041,36 @@ pub fn check_update(
                 });
             }
         }
-        ("", "ConfigMap" | "Secret")
-            if old["immutable"].as_bool() == Some(true) => {
-                if new["immutable"].as_bool() != Some(true) {
+        ("", "ConfigMap" | "Secret") if old["immutable"].as_bool() == Some(true) => {
+            if new["immutable"].as_bool() != Some(true) {
+                return Err(ApiError::Invalid {
+                    kind: ty.kind.clone(),
+                    group: String::new(),
+                    name: name.into(),
+                    causes: vec![Cause {
+                        reason: "FieldValueForbidden",
+                        field: "immutable".into(),
+                        message: "Forbidden: field is immutable when `immutable` is set".into(),
+                    }],
+                });
+            }
+            for f in ["data", "binaryData", "stringData"] {
+                if f == "stringData" && new.get(f).is_some()
+                    || f != "stringData" && old.get(f) != new.get(f)
+                {
                     return Err(ApiError::Invalid {
                         kind: ty.kind.clone(),
                         group: String::new(),
                         name: name.into(),
                         causes: vec![Cause {
                             reason: "FieldValueForbidden",
-                            field: "immutable".into(),
+                            field: f.into(),
                             message: "Forbidden: field is immutable when `immutable` is set".into(),
                         }],
                     });
                 }
-                for f in ["data", "binaryData", "stringData"] {
-                    if f == "stringData" && new.get(f).is_some()
-                        || f != "stringData" && old.get(f) != new.get(f)
-                    {
-                        return Err(ApiError::Invalid {
-                            kind: ty.kind.clone(),
-                            group: String::new(),
-                            name: name.into(),
-                            causes: vec![Cause {
-                                reason: "FieldValueForbidden",
-                                field: f.into(),
-                                message: "Forbidden: field is immutable when `immutable` is set"
-                                    .into(),
-                            }],
-                        });
-                    }
-                }
             }
+        }
         ("batch", "Job") => {
             for f in ["selector", "template"] {
                 if old["spec"][f] != new["spec"][f] {
@@ -1072,10 +1107,9 @@ pub fn check_update(
                 }
             }
         }
-        ("apiextensions.k8s.io", _)
-            if old["spec"]["scope"] != new["spec"]["scope"] => {
-                return Err(immutable(ty, name, "spec.scope", &new["spec"]["scope"]));
-            }
+        ("apiextensions.k8s.io", _) if old["spec"]["scope"] != new["spec"]["scope"] => {
+            return Err(immutable(ty, name, "spec.scope", &new["spec"]["scope"]));
+        }
         _ => {}
     }
     Ok(())
