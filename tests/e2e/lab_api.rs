@@ -1472,3 +1472,95 @@ async fn uid_preconditions_config_keys_and_crd_deletion() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn concurrent_writers_lose_nothing_and_defaults_come_back() {
+    let lab = Lab::up();
+    let client = lab.client("lab-src").await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    cms.create(&PostParams::default(), &cm("shared", json!({})))
+        .await
+        .unwrap();
+    futures::stream::iter(0..32)
+        .map(|i| {
+            let cms = cms.clone();
+            async move {
+                cms.patch(
+                    "shared",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"labels": {format!("l{i}"): "x"}}})),
+                )
+                .await
+                .map(|_| ())
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<()>>()
+        .await
+        .unwrap();
+    assert_eq!(
+        cms.get("shared")
+            .await
+            .unwrap()
+            .metadata
+            .labels
+            .unwrap()
+            .len(),
+        32
+    );
+    // deletecollection with a selector.
+    cms.create(&PostParams::default(), &cm("tmp-1", json!({"tmp": "yes"})))
+        .await
+        .unwrap();
+    cms.create(&PostParams::default(), &cm("tmp-2", json!({"tmp": "yes"})))
+        .await
+        .unwrap();
+    cms.delete_collection(
+        &DeleteParams::default(),
+        &ListParams::default().labels("tmp=yes"),
+    )
+    .await
+    .unwrap();
+    assert!(
+        cms.list(&ListParams::default().labels("tmp"))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(cms.get_opt("shared").await.unwrap().is_some());
+    // A field an applier stops sending gets its default back.
+    let deploys: Api<Deployment> = Api::namespaced(client, "default");
+    let cfg = |strategy: Option<&str>| {
+        let mut d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}, "spec": {
+            "selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "app", "image": "nginx:1"}]}}}});
+        if let Some(s) = strategy {
+            d["spec"]["strategy"] = json!({"type": s});
+        }
+        d
+    };
+    let d = deploys
+        .patch(
+            "web",
+            &PatchParams::apply("mtcd"),
+            &Patch::Apply(cfg(Some("Recreate"))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(d.spec.strategy.unwrap().type_.as_deref(), Some("Recreate"));
+    let d = deploys
+        .patch("web", &PatchParams::apply("mtcd"), &Patch::Apply(cfg(None)))
+        .await
+        .unwrap();
+    assert_eq!(
+        d.spec.strategy.unwrap().type_.as_deref(),
+        Some("RollingUpdate")
+    );
+    assert_eq!(
+        d.spec.template.spec.unwrap().containers[0]
+            .image_pull_policy
+            .as_deref(),
+        Some("IfNotPresent")
+    );
+}

@@ -313,15 +313,6 @@ pub fn remove_path(obj: &mut Value, path: &[String]) {
     }
 }
 
-/// Drops maps and lists that became empty after removals, as apply does for owned parents.
-pub fn prune_empty(v: &mut Value) {
-    if let Value::Object(m) = v {
-        for c in m.values_mut() {
-            prune_empty(c);
-        }
-    }
-}
-
 /// `fieldsV1` encoding of a set of paths.
 pub fn encode_fields(paths: &BTreeSet<FieldPath>) -> Value {
     let mut root = Map::new();

@@ -532,6 +532,21 @@ fn check_selector(ty: &ResourceType, name: &str, obj: &Value) -> Result<(), ApiE
     Ok(())
 }
 
+/// `type` defaults to RollingUpdate, and a RollingUpdate strategy gets its parameters, field
+/// by field (an emptied strategy is defaulted again).
+fn default_strategy(spec: &mut Map<String, Value>, field: &str, rolling: Value) {
+    let strategy = spec.entry(field.to_string()).or_insert_with(|| json!({}));
+    if !strategy.is_object() {
+        *strategy = json!({});
+    }
+    if strategy["type"].is_null() {
+        strategy["type"] = json!("RollingUpdate");
+    }
+    if strategy["type"] == "RollingUpdate" && strategy["rollingUpdate"].is_null() {
+        strategy["rollingUpdate"] = rolling;
+    }
+}
+
 fn service_defaults(spec: &mut Map<String, Value>) {
     set_default(spec, "type", json!("ClusterIP"));
     set_default(spec, "sessionAffinity", json!("None"));
@@ -569,19 +584,15 @@ fn workload_defaults(kind: &str, obj: &mut Value) {
     match kind {
         "Deployment" => {
             set_default(spec, "progressDeadlineSeconds", json!(600));
-            set_default(
+            default_strategy(
                 spec,
                 "strategy",
-                json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}),
+                json!({"maxSurge": "25%", "maxUnavailable": "25%"}),
             );
         }
         "StatefulSet" => {
             set_default(spec, "podManagementPolicy", json!("OrderedReady"));
-            set_default(
-                spec,
-                "updateStrategy",
-                json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
-            );
+            default_strategy(spec, "updateStrategy", json!({"partition": 0}));
             set_default(
                 spec,
                 "persistentVolumeClaimRetentionPolicy",
@@ -601,10 +612,10 @@ fn workload_defaults(kind: &str, obj: &mut Value) {
             }
         }
         "DaemonSet" => {
-            set_default(
+            default_strategy(
                 spec,
                 "updateStrategy",
-                json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}),
+                json!({"maxSurge": 0, "maxUnavailable": 1}),
             );
         }
         _ => {}
