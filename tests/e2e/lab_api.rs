@@ -189,6 +189,7 @@ async fn crud_paging_and_selectors() {
         .await
         .unwrap();
     let all: Api<ConfigMap> = Api::all(client.clone());
+    assert_eq!(api_err(all.create(&PostParams::default(), &cm("nowhere", json!({}))).await).code, 405);
     assert_eq!(
         all.list(&ListParams::default()).await.unwrap().items.len(),
         8

@@ -362,6 +362,8 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
                 Err(e) => error_response(&e),
             };
         }
+        // Namespaced objects are created under their namespace's path only.
+        (Method::POST, None, None) if ty.namespaced && ns.is_none() => Err(ApiError::MethodNotAllowed),
         (Method::POST, None, None) => match parse_body(&body) {
             Ok(obj) => state
                 .create(&ty, ns.filter(|_| ty.namespaced), obj, &q, &mgr)
@@ -383,6 +385,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             };
             ok(state.delete(&ty, nsk, n, &q, &opts))
         }
+        (Method::DELETE, None, None) if ty.namespaced && ns.is_none() => Err(ApiError::MethodNotAllowed),
         (Method::DELETE, None, None) => ok(state.delete_collection(&ty, ns, &q)),
         _ => Err(ApiError::MethodNotAllowed),
     };
