@@ -189,7 +189,14 @@ async fn crud_paging_and_selectors() {
         .await
         .unwrap();
     let all: Api<ConfigMap> = Api::all(client.clone());
-    assert_eq!(api_err(all.create(&PostParams::default(), &cm("nowhere", json!({}))).await).code, 405);
+    assert_eq!(
+        api_err(
+            all.create(&PostParams::default(), &cm("nowhere", json!({})))
+                .await
+        )
+        .code,
+        405
+    );
     assert_eq!(
         all.list(&ListParams::default()).await.unwrap().items.len(),
         8
@@ -578,6 +585,28 @@ async fn validation_errors_match_the_real_api_server() {
             )
             .await,
         "data",
+    )
+    .await;
+    // Pods: only images (and a few scheduling fields) may change.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    pods.create(&pp, &obj(json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "x:1"}]}})))
+        .await
+        .unwrap();
+    pods.patch(
+        "p",
+        &PatchParams::default(),
+        &Patch::Strategic(json!({"spec": {"containers": [{"name": "c", "image": "x:2"}]}})),
+    )
+    .await
+    .unwrap();
+    expect_invalid(
+        pods.patch(
+            "p",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"restartPolicy": "Never"}})),
+        )
+        .await,
+        "pod updates may not change fields",
     )
     .await;
 }

@@ -373,10 +373,11 @@ impl State {
     fn openshift_defaults(&self, ty: &ResourceType, ns: &str, name: &str, obj: &mut Value) {
         match (ty.group.as_str(), ty.plural.as_str()) {
             ("route.openshift.io", "routes")
-                if obj["spec"]["host"].as_str().is_none_or(str::is_empty) => {
-                    obj["spec"]["host"] = json!(format!("{name}-{ns}.{}", self.apps_domain));
-                    obj["metadata"]["annotations"]["openshift.io/host.generated"] = json!("true");
-                }
+                if obj["spec"]["host"].as_str().is_none_or(str::is_empty) =>
+            {
+                obj["spec"]["host"] = json!(format!("{name}-{ns}.{}", self.apps_domain));
+                obj["metadata"]["annotations"]["openshift.io/host.generated"] = json!("true");
+            }
             ("image.openshift.io", "imagestreams") => {
                 let registry = self
                     .registry
@@ -757,6 +758,8 @@ impl State {
             }
         }
         if !status_sub {
+            validate::redefault(ty, &mut new);
+            self.openshift_defaults(ty, ns, name, &mut new);
             validate::validate_labels(ty, name, &new)?;
             if ty.group.is_empty() && matches!(ty.plural.as_str(), "configmaps" | "secrets") {
                 validate::validate_data_keys(ty, name, &new)?;
@@ -765,10 +768,6 @@ impl State {
             if ty.group.is_empty() && ty.plural == "services" {
                 validate::service_allocate(store, self.cidr, ns, name, Some(old), &mut new, true)?;
             }
-        }
-        if !status_sub {
-            validate::redefault(ty, &mut new);
-            self.openshift_defaults(ty, ns, name, &mut new);
         }
         if content(&new) == content(old)
             && fields::decode(&new)

@@ -1082,6 +1082,38 @@ pub fn check_update(
                 }
             }
         }
+        ("", "Pod") => {
+            // Only images, activeDeadlineSeconds and tolerations may change on a pod.
+            let strip = |spec: &Value| {
+                let mut v = spec.clone();
+                for list in ["containers", "initContainers"] {
+                    if let Some(cs) = v[list].as_array_mut() {
+                        for c in cs.iter_mut().filter_map(Value::as_object_mut) {
+                            c.remove("image");
+                        }
+                    }
+                }
+                if let Some(m) = v.as_object_mut() {
+                    m.remove("activeDeadlineSeconds");
+                    m.remove("tolerations");
+                    m.remove("terminationGracePeriodSeconds");
+                    m.remove("schedulingGates");
+                }
+                v
+            };
+            if strip(&old["spec"]) != strip(&new["spec"]) {
+                return Err(ApiError::Invalid {
+                    kind: ty.kind.clone(),
+                    group: String::new(),
+                    name: name.into(),
+                    causes: vec![Cause {
+                        reason: "FieldValueForbidden",
+                        field: "spec".into(),
+                        message: "Forbidden: pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)".into(),
+                    }],
+                });
+            }
+        }
         ("batch", "Job") => {
             for f in ["selector", "template"] {
                 if old["spec"][f] != new["spec"][f] {
