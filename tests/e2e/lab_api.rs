@@ -439,6 +439,16 @@ async fn validation_errors_match_the_real_api_server() {
             .unwrap()
             .starts_with("10.96.")
     );
+    // Switching a LoadBalancer to ClusterIP drops its allocated node ports.
+    let back = svcs
+        .patch(
+            "lb",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"type": "ClusterIP"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(back.spec.unwrap().ports.unwrap()[0].node_port, None);
     // Service clusterIP is immutable.
     expect_invalid(
         svcs.patch(

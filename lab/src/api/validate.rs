@@ -319,7 +319,18 @@ pub fn service_allocate(
                 format!("Invalid value: {port}: must be between 1 and 65535, inclusive"),
             ));
         }
-        let np = p.get("nodePort").and_then(Value::as_i64).unwrap_or(0);
+        let mut np = p.get("nodePort").and_then(Value::as_i64).unwrap_or(0);
+        if !wants_node_ports && np != 0 {
+            // A type change away from NodePort/LoadBalancer drops the allocated ports the
+            // client left in place (the real server's dropTypeDependentFields).
+            let carried = old_ports.iter().any(|o| o["port"] == p["port"] && o["nodePort"].as_i64() == Some(np));
+            if carried {
+                if let Some(m) = p.as_object_mut() {
+                    m.remove("nodePort");
+                }
+                np = 0;
+            }
+        }
         if !wants_node_ports {
             if np != 0 {
                 return Err(svc_invalid(
