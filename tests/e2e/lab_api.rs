@@ -182,6 +182,25 @@ async fn crud_paging_and_selectors() {
         .unwrap();
     assert_eq!(by_name.items.len(), 1);
     assert!(api_err(cms.list(&ListParams::default().fields("data.k=v")).await).code == 400);
+    // Metadata-only views.
+    let meta = cms
+        .list_metadata(&ListParams::default().labels("tier=odd"))
+        .await
+        .unwrap();
+    assert_eq!(meta.items.len(), 3);
+    assert_eq!(
+        meta.items[0].types.as_ref().map(|t| t.kind.as_str()),
+        Some("PartialObjectMetadata")
+    );
+    assert_eq!(
+        cms.get_metadata("cm-1")
+            .await
+            .unwrap()
+            .metadata
+            .name
+            .as_deref(),
+        Some("cm-1")
+    );
     // All-namespaces list.
     create_ns(&client, "other").await;
     Api::<ConfigMap>::namespaced(client.clone(), "other")

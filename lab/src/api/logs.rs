@@ -143,9 +143,14 @@ pub async fn serve(
                     Some(p) => {
                         p["metadata"]["uid"] != uid.as_str()
                             || matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
-                            || p["status"]["containerStatuses"].as_array().is_some_and(|cs| {
-                                cs.iter().any(|c| c["name"] == container.as_str() && !c["state"]["terminated"].is_null())
-                            })
+                            || p["status"]["containerStatuses"]
+                                .as_array()
+                                .is_some_and(|cs| {
+                                    cs.iter().any(|c| {
+                                        c["name"] == container.as_str()
+                                            && !c["state"]["terminated"].is_null()
+                                    })
+                                })
                     }
                     None => true,
                 }

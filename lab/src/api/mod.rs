@@ -225,6 +225,11 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         .get(header::ACCEPT)
         .and_then(|a| a.to_str().ok())
         .is_some_and(|a| a.contains("as=Table"));
+    let metadata_only = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.contains("as=PartialObjectMetadata"));
     let get = req.method() == Method::GET;
     match p.as_slice() {
         ["api"] if get => {
@@ -344,7 +349,13 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let result: Result<(u16, Value), ApiError> = match (method, name, sub) {
         (Method::GET, None, None) => {
             if q.get("watch").is_some_and(|w| w == "true" || w == "1") {
-                return match watch::start(state.clone(), ty.clone(), ns.map(str::to_string), &q) {
+                return match watch::start(
+                    state.clone(),
+                    ty.clone(),
+                    ns.map(str::to_string),
+                    &q,
+                    metadata_only,
+                ) {
                     Ok(rx) => stream_response("application/json", rx),
                     Err(e) => error_response(&e),
                 };
@@ -363,7 +374,9 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             };
         }
         // Namespaced objects are created under their namespace's path only.
-        (Method::POST, None, None) if ty.namespaced && ns.is_none() => Err(ApiError::MethodNotAllowed),
+        (Method::POST, None, None) if ty.namespaced && ns.is_none() => {
+            Err(ApiError::MethodNotAllowed)
+        }
         (Method::POST, None, None) => match parse_body(&body) {
             Ok(obj) => state
                 .create(&ty, ns.filter(|_| ty.namespaced), obj, &q, &mgr)
@@ -385,7 +398,9 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             };
             ok(state.delete(&ty, nsk, n, &q, &opts))
         }
-        (Method::DELETE, None, None) if ty.namespaced && ns.is_none() => Err(ApiError::MethodNotAllowed),
+        (Method::DELETE, None, None) if ty.namespaced && ns.is_none() => {
+            Err(ApiError::MethodNotAllowed)
+        }
         (Method::DELETE, None, None) => ok(state.delete_collection(&ty, ns, &q)),
         _ => Err(ApiError::MethodNotAllowed),
     };
@@ -398,8 +413,24 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     }
     match result {
         Ok((code, v)) if table && code == 200 => json_response(code, &to_table(&v)),
+        Ok((code, v)) if metadata_only => json_response(code, &to_partial(&v)),
         Ok((code, v)) => json_response(code, &v),
         Err(e) => error_response(&e),
+    }
+}
+
+/// `PartialObjectMetadata(List)`: what metadata-only clients (kube-rs `list_metadata`,
+/// `metadata_watcher`) ask for.
+pub(crate) fn partial(o: &Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]})
+}
+
+fn to_partial(v: &Value) -> Value {
+    match v["items"].as_array() {
+        Some(items) => json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
+            "metadata": v["metadata"], "items": items.iter().map(partial).collect::<Vec<_>>()}),
+        None if v["kind"] == "Status" => v.clone(),
+        None => partial(v),
     }
 }
 

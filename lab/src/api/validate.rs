@@ -323,7 +323,9 @@ pub fn service_allocate(
         if !wants_node_ports && np != 0 {
             // A type change away from NodePort/LoadBalancer drops the allocated ports the
             // client left in place (the real server's dropTypeDependentFields).
-            let carried = old_ports.iter().any(|o| o["port"] == p["port"] && o["nodePort"].as_i64() == Some(np));
+            let carried = old_ports
+                .iter()
+                .any(|o| o["port"] == p["port"] && o["nodePort"].as_i64() == Some(np));
             if carried {
                 if let Some(m) = p.as_object_mut() {
                     m.remove("nodePort");

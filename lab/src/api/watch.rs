@@ -26,7 +26,19 @@ pub fn start(
     ty: Arc<ResourceType>,
     ns: Option<String>,
     q: &Query,
+    metadata_only: bool,
 ) -> Result<mpsc::Receiver<Bytes>, ApiError> {
+    let view = {
+        let state = state.clone();
+        let ty = ty.clone();
+        move |o: &Value| {
+            if metadata_only {
+                super::partial(o)
+            } else {
+                state.render(&ty, o)
+            }
+        }
+    };
     let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))?;
     let fields = FieldSelector::parse(
         q.get("fieldSelector").map(String::as_str).unwrap_or(""),
@@ -54,7 +66,7 @@ pub fn start(
             let objs: Vec<Value> = store
                 .range(&gr, ns.as_deref(), None)
                 .filter(|(_, o)| matches(o))
-                .map(|(_, o)| state.render(&ty, o))
+                .map(|(_, o)| view(o))
                 .collect();
             (objs, Vec::new(), sub, store.rv)
         } else {
@@ -114,7 +126,7 @@ pub fn start(
                     (false, false) => None,
                 },
             }?;
-            Some(line(kind, &state.render(&ty, &ev.object)))
+            Some(line(kind, &view(&ev.object)))
         };
         for ev in &replay {
             last_rv = ev.rv;
