@@ -62,7 +62,7 @@ impl ResourceType {
         })];
         let all = matches!(
             (self.group.as_str(), self.plural.as_str()),
-            ("", "pods" | "services")
+            ("", "pods" | "services" | "replicationcontrollers")
                 | (
                     "apps",
                     "deployments" | "statefulsets" | "daemonsets" | "replicasets"
@@ -165,6 +165,78 @@ impl TypeTable {
             t("", "v1", "Endpoints", "endpoints", true, &["ep"], false),
             t("", "v1", "Event", "events", true, &["ev"], false),
             t("", "v1", "Node", "nodes", false, &["no"], true),
+            t(
+                "",
+                "v1",
+                "ReplicationController",
+                "replicationcontrollers",
+                true,
+                &["rc"],
+                true,
+            ),
+            t(
+                "",
+                "v1",
+                "LimitRange",
+                "limitranges",
+                true,
+                &["limits"],
+                false,
+            ),
+            t(
+                "",
+                "v1",
+                "ResourceQuota",
+                "resourcequotas",
+                true,
+                &["quota"],
+                true,
+            ),
+            t(
+                "discovery.k8s.io",
+                "v1",
+                "EndpointSlice",
+                "endpointslices",
+                true,
+                &[],
+                false,
+            ),
+            t(
+                "policy",
+                "v1",
+                "PodDisruptionBudget",
+                "poddisruptionbudgets",
+                true,
+                &["pdb"],
+                true,
+            ),
+            t(
+                "autoscaling",
+                "v2",
+                "HorizontalPodAutoscaler",
+                "horizontalpodautoscalers",
+                true,
+                &["hpa"],
+                true,
+            ),
+            t(
+                "networking.k8s.io",
+                "v1",
+                "IngressClass",
+                "ingressclasses",
+                false,
+                &[],
+                false,
+            ),
+            t(
+                "scheduling.k8s.io",
+                "v1",
+                "PriorityClass",
+                "priorityclasses",
+                false,
+                &["pc"],
+                false,
+            ),
             t(
                 "events.k8s.io",
                 "v1",
