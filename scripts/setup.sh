@@ -2,7 +2,7 @@
 # Installs the system packages and the Rust target mtcd's lab and tests need. Idempotent.
 set -euo pipefail
 need=()
-for pkg in rsync stunnel4 docker-registry skopeo iproute2 openssh-client openssh-server util-linux; do
+for pkg in rsync stunnel4 docker-registry skopeo iproute2 openssh-client openssh-server util-linux time apache2-utils; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ "${#need[@]}" -gt 0 ]; then

@@ -8,6 +8,7 @@
 pub mod actions;
 pub mod cli;
 pub mod cluster;
+pub mod engine;
 pub mod observe;
 pub mod plan;
 pub mod plugins;

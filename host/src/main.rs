@@ -1,3 +1,3 @@
-fn main() {
-    std::process::exit(mtcd::cli::main());
+fn main() -> std::process::ExitCode {
+    mtcd::cli::main()
 }

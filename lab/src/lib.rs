@@ -13,5 +13,6 @@ pub mod netns;
 pub mod node;
 pub mod pki;
 pub mod registry;
+pub mod router;
 pub mod seed;
 pub mod services;

@@ -121,6 +121,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
+    // A pod's container: set up its namespaces and mounts, then exec (never returns on
+    // success). Checked before anything else runs: no threads may exist for setns/unshare.
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("__container") {
+        let spec = args.get(2).map(String::as_str).unwrap_or("");
+        std::process::exit(mtcd_lab::node::container_main(spec));
+    }
     init_tracing();
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()

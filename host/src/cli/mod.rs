@@ -1,7 +1,204 @@
-//! The `mtcd` command line. Not built yet: the foundation issue fills it in.
+//! The `mtcd` command line: a thin layer over the library. Each subcommand is a struct with
+//! a `run`; errors travel up as `anyhow` with context and are printed once, here, with their
+//! cause chain.
 
-/// Entry point of the binary; returns the process exit code.
-pub fn main() -> i32 {
-    eprintln!("mtcd: not built yet");
-    1
+mod apply;
+mod cleanup;
+mod lifecycle;
+mod plan;
+mod session;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub use session::Session;
+
+/// Declarative migration of Kubernetes applications between clusters.
+#[derive(Debug, Parser)]
+#[command(name = "mtcd", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Clone, Args)]
+pub struct Global {
+    /// kubeconfig to read contexts from (default: $KUBECONFIG, then ~/.kube/config).
+    #[arg(long, global = true, env = "MTCD_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// `human` for people, `json` for scripts (one JSON document, or JSON lines for progress).
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Human)]
+    pub output: Output,
+    /// More logging (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show what `apply` would change. Exit code 0: nothing to do, 2: changes pending, 1: error.
+    Plan(FileArgs),
+    /// Make the destination match the desired state (stage sync; workloads stay at 0 replicas
+    /// until cutover unless `start_workloads = true`).
+    Apply(ApplyArgs),
+    /// Quiesce the source, run a final sync and start the workloads on the destination.
+    Cutover(FileArgs),
+    /// Undo a cutover on the source side: restore replicas and CronJobs; scale the destination
+    /// back to 0. Never deletes data.
+    Rollback(FileArgs),
+    /// Where each migration stands.
+    Status(FileArgs),
+    /// Remove everything mtcd created for transfers (pods, services, routes, secrets).
+    Cleanup(FileArgs),
+    /// Write and test WebAssembly plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct FileArgs {
+    /// The desired-state file (TOML, version 1; see docs/desired-state.md).
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub file: FileArgs,
+    /// Keep re-syncing every `sync.interval` until stopped (Ctrl-C).
+    #[arg(long)]
+    pub watch: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Run a transform plugin on objects from a YAML file, offline, and print the diff.
+    Test(PluginTestArgs),
+    /// Create a new plugin crate from the template.
+    New(PluginNewArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PluginTestArgs {
+    /// The plugin component (`.wasm`, built for wasm32-wasip2).
+    pub plugin: PathBuf,
+    /// Objects to feed it: a multi-document YAML file.
+    pub objects: PathBuf,
+    /// Plugin configuration entries, `key=value` (repeatable).
+    #[arg(long = "config", value_name = "KEY=VALUE")]
+    pub config: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PluginNewArgs {
+    /// Crate name of the new plugin.
+    pub name: String,
+    /// Folder to create it in.
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
+}
+
+/// What a finished command tells the process.
+pub enum Exit {
+    Success,
+    /// `plan` found changes to make.
+    Changes,
+    /// The command ran but part of it failed (already reported).
+    Failed,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.global.verbose);
+    crate::tls::init();
+    let output = cli.global.output;
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(Exit::Success) => ExitCode::SUCCESS,
+        Ok(Exit::Changes) => ExitCode::from(2),
+        Ok(Exit::Failed) => ExitCode::from(1),
+        Err(e) => {
+            report_error(&e, output);
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<Exit> {
+    let global = cli.global;
+    match cli.command {
+        Command::Plan(a) => plan::run(&Session::open(&global, &a.file).await?).await,
+        Command::Apply(a) if !a.watch => apply::run(&Session::open(&global, &a.file.file).await?).await,
+        Command::Apply(a) => lifecycle::watch(&Session::open(&global, &a.file.file).await?).await,
+        Command::Cutover(a) => lifecycle::cutover(&Session::open(&global, &a.file).await?).await,
+        Command::Rollback(a) => lifecycle::rollback(&Session::open(&global, &a.file).await?).await,
+        Command::Status(a) => lifecycle::status(&Session::open(&global, &a.file).await?).await,
+        Command::Cleanup(a) => cleanup::run(&Session::open(&global, &a.file).await?).await,
+        Command::Plugin(PluginCommand::Test(_)) => anyhow::bail!("`mtcd plugin test` is not built yet"),
+        Command::Plugin(PluginCommand::New(_)) => anyhow::bail!("`mtcd plugin new` is not built yet"),
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        // kube logs every failed request at error level; mtcd reports those itself, once.
+        0 => "warn,kube_client=off",
+        1 => "mtcd=info,warn,kube_client=off",
+        2 => "mtcd=debug,info",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
+/// Prints an error once, with its causes; file problems print as `file:line:col: message`.
+fn report_error(e: &anyhow::Error, output: Output) {
+    let problems = e.chain().find_map(|c| match c.downcast_ref::<crate::spec::SpecError>() {
+        Some(crate::spec::SpecError::Invalid(p)) => Some(p.clone()),
+        _ => c.downcast_ref::<crate::spec::Problems>().cloned(),
+    });
+    if output == Output::Json {
+        let json = serde_json::json!({
+            "error": e.to_string(),
+            "causes": e.chain().skip(1).map(|c| c.to_string()).collect::<Vec<_>>(),
+            "problems": problems.as_ref().map(|p| p.to_json()),
+        });
+        println!("{json}");
+        return;
+    }
+    if let Some(p) = problems {
+        eprintln!("{p}");
+        let n = p.problems.len();
+        eprintln!("error: {} has {n} problem{}; nothing was changed", p.path.display(), if n == 1 { "" } else { "s" });
+        return;
+    }
+    eprintln!("error: {e}");
+    // Wrapped errors often repeat their source's text; print each new piece once.
+    let mut shown = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !shown.contains(&text) {
+            eprintln!("  caused by: {text}");
+        }
+        shown.push_str(&text);
+    }
 }

@@ -35,10 +35,13 @@ pub enum ClusterError {
         source: kube::Error,
     },
     /// The API server did not answer.
-    #[error("context {context:?}: API server {url} could not be reached: {source}")]
+    #[error("context {context:?}: API server {url} could not be reached: {reason}")]
     Unreachable {
         context: String,
         url: String,
+        /// The innermost cause ("Connection refused", a TLS error...), which is what a user
+        /// can act on; kube's own message only says "client error".
+        reason: String,
         #[source]
         source: kube::Error,
     },
@@ -113,10 +116,14 @@ pub async fn client_for(kubeconfig: &Kubeconfig, path: &Path, context: &str) -> 
 /// Builds a client and checks the API server answers (`/version`).
 pub async fn connect(kubeconfig: &Kubeconfig, path: &Path, context: &str) -> Result<Cluster, ClusterError> {
     let cluster = client_for(kubeconfig, path, context).await?;
-    cluster.client.apiserver_version().await.map_err(|source| ClusterError::Unreachable {
-        context: context.to_string(),
-        url: cluster.config.cluster_url.to_string(),
-        source,
+    cluster.client.apiserver_version().await.map_err(|source| {
+        let mut reason = source.to_string();
+        let mut cause: Option<&dyn std::error::Error> = std::error::Error::source(&source);
+        while let Some(c) = cause {
+            reason = c.to_string();
+            cause = c.source();
+        }
+        ClusterError::Unreachable { context: context.to_string(), url: cluster.config.cluster_url.to_string(), reason, source }
     })?;
     Ok(cluster)
 }

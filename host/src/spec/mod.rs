@@ -1,8 +1,21 @@
 //! The desired-state file: raw TOML → validated, typed [`model::Spec`].
 //!
-//! Everything else in mtcd consumes only the validated model; the raw structs and their
-//! spans stay inside this module (parse, don't validate).
+//! Everything else in mtcd consumes only the validated model; spans and raw TOML stay inside
+//! this module (parse, don't validate). Checks that need the kubeconfig (contexts) live in
+//! [`contexts`], because they run after the file itself is known to be good.
 
+pub mod contexts;
+pub mod error;
 pub mod model;
+mod names;
+mod parse;
+mod reader;
 
+pub use error::{Location, Problem, Problems, SpecError};
 pub use model::*;
+pub use names::{check_label_str, check_selector};
+pub use parse::{load, parse, DEFAULT_TRANSFER_IMAGE};
+pub use reader::parse_size;
+
+#[cfg(test)]
+mod tests;

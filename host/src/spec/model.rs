@@ -41,6 +41,9 @@ impl Side {
 pub struct Cluster {
     /// kubeconfig context name.
     pub context: String,
+    /// Where `context` is written, so a context missing from the kubeconfig is reported at
+    /// its line.
+    pub context_at: super::Location,
     /// The internal registry's externally reachable address (`host[:port]`), e.g. the
     /// OpenShift registry's default route. `None`: images cannot be copied to/from it.
     pub registry: Option<Registry>,

@@ -1,0 +1,147 @@
+//! `mtcd apply`: compute the whole plan, then execute it: resources, then PV data.
+//! Exit 1 when any object or volume failed (the rest still ran).
+
+use std::io::IsTerminal;
+
+use super::{Exit, Output, Session};
+use crate::actions::{dvm, resources};
+use crate::engine;
+use crate::spec::VolumeMode;
+
+pub async fn run(session: &Session) -> anyhow::Result<Exit> {
+    let outcome = sync(session, false).await?;
+    if outcome.failed > 0 {
+        eprintln!("error: {} object(s) or volume(s) failed; the rest were applied. Fix them and run `mtcd apply` again.", outcome.failed);
+        return Ok(Exit::Failed);
+    }
+    Ok(Exit::Success)
+}
+
+/// What one sync did.
+pub struct Outcome {
+    pub failed: usize,
+    pub changed: usize,
+    pub bytes: u64,
+}
+
+/// One full sync: plan everything, then resources and PV data. `cutover` applies workloads
+/// in their released form (original replicas).
+pub async fn sync(session: &Session, cutover: bool) -> anyhow::Result<Outcome> {
+    // The whole plan first: a failing transform or an unreadable cluster stops here, before
+    // the first write.
+    let plan = engine::plan(&session.spec, &session.source, &session.destination, cutover).await?;
+    let mut changed = 0;
+    let mut bytes = 0;
+    let json = session.output == Output::Json;
+    let mut failed = 0;
+    let mut summary = Vec::new();
+    for (m, spec_m) in plan.migrations.iter().zip(&session.spec.migrations) {
+        for w in &m.resources.warnings {
+            eprintln!("warning: {w}");
+        }
+        let progress = |c: &crate::plan::ResourceChange, r: Result<(), &str>| {
+            if json {
+                let event = serde_json::json!({"event": "resource", "migration": m.name, "action": c.action, "object": c.key.to_string(), "ok": r.is_ok(), "error": r.err()});
+                println!("{event}");
+            } else if let Err(e) = r {
+                eprintln!("  failed {}: {e}", c.key);
+            }
+        };
+        let report = if m.resources.pending() == 0 {
+            resources::ApplyReport { unchanged: m.resources.changes.len(), ..Default::default() }
+        } else {
+            resources::apply(&session.destination.client, &session.destination.context, &m.resources.changes, &progress).await
+        };
+        failed += report.failed.len();
+        changed += report.created + report.updated + report.pruned;
+        if !json {
+            println!(
+                "migration {}: {} created, {} updated, {} pruned, {} unchanged, {} failed",
+                m.name,
+                report.created,
+                report.updated,
+                report.pruned,
+                report.unchanged,
+                report.failed.len()
+            );
+            for f in &report.failed {
+                println!("  failed {}: {}", f.object, f.message);
+            }
+        }
+        let mut volumes = Vec::new();
+        if spec_m.volumes == VolumeMode::Direct && !m.volumes.is_empty() {
+            let tty = std::io::stderr().is_terminal();
+            let events = |e: dvm::DvmEvent| volume_event(&m.name, &e, json, tty);
+            match dvm::run(&session.source, &session.destination, spec_m, &events).await {
+                Ok(results) => volumes = results,
+                Err(e) => {
+                    failed += 1;
+                    eprintln!("error: migration {}: volume migration: {e}", m.name);
+                }
+            }
+            for v in &volumes {
+                bytes += v.stats.bytes_sent;
+                if !v.ok {
+                    failed += 1;
+                }
+                if !json {
+                    if v.ok {
+                        println!(
+                            "  volume {}: done in {:.1}s, {} files, {} sent ({} of {} total changed)",
+                            v.pvc,
+                            v.seconds,
+                            v.stats.files,
+                            human_bytes(v.stats.bytes_sent),
+                            human_bytes(v.stats.literal_data),
+                            human_bytes(v.stats.total_size)
+                        );
+                    } else {
+                        println!("  volume {}: FAILED after {} attempt(s)", v.pvc, v.attempts);
+                        for e in &v.errors {
+                            println!("    {e}");
+                        }
+                    }
+                }
+            }
+        }
+        summary.push(serde_json::json!({"migration": m.name, "resources": report, "volumes": volumes}));
+    }
+    if json {
+        println!("{}", serde_json::json!({"event": "summary", "migrations": summary}));
+    }
+    Ok(Outcome { failed, changed, bytes })
+}
+
+fn volume_event(migration: &str, e: &dvm::DvmEvent, json: bool, tty: bool) {
+    if json {
+        let mut v = serde_json::to_value(e).unwrap_or_default();
+        v["event"] = "volume".into();
+        v["migration"] = migration.into();
+        println!("{v}");
+        return;
+    }
+    match (&e.progress, tty) {
+        (Some(p), true) => eprint!("\r  {}: {:>3}% {} at {}/s        ", e.pvc, p.percent, human_bytes(p.bytes), human_bytes(p.rate as u64)),
+        (Some(_), false) => {}
+        (None, _) => {
+            if tty {
+                eprintln!();
+            }
+            match &e.message {
+                Some(m) => eprintln!("  {}: {:?}: {m}", e.pvc, e.phase),
+                None => eprintln!("  {}: {:?} (attempt {})", e.pvc, e.phase, e.attempt),
+            }
+        }
+    }
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[i]) }
+}

@@ -1,0 +1,47 @@
+//! `mtcd plan`: what `apply` would change, per object. Exit 0: nothing to do; 2: changes.
+
+use std::io::IsTerminal;
+
+use super::{Exit, Output, Session};
+use crate::engine::{self, Plan};
+use crate::plan::render;
+
+pub async fn run(session: &Session) -> anyhow::Result<Exit> {
+    let plan = engine::plan(&session.spec, &session.source, &session.destination, false).await?;
+    print(&plan, session.output);
+    Ok(if plan.pending() == 0 { Exit::Success } else { Exit::Changes })
+}
+
+pub fn print(plan: &Plan, output: Output) {
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(plan).unwrap_or_default()),
+        Output::Human => {
+            let color = std::io::stdout().is_terminal();
+            for m in &plan.migrations {
+                println!("migration {} ({} → {})", m.name, m.source, m.destination);
+                print!("{}", render::human(&m.resources, color));
+                if !m.volumes.is_empty() {
+                    println!("  volumes to sync (Direct Volume Migration):");
+                    for v in &m.volumes {
+                        let note = if v.block { "  (volumeMode Block: not supported, will fail)" } else { "" };
+                        println!(
+                            "    {}/{} → {}/{}  {}{}{}",
+                            v.namespace,
+                            v.claim,
+                            v.destination_namespace,
+                            v.destination_claim,
+                            v.capacity,
+                            v.storage_class.as_deref().map(|c| format!(", class {c}")).unwrap_or_default(),
+                            note
+                        );
+                    }
+                }
+            }
+            if plan.pending() == 0 {
+                println!("Nothing to do: the destination matches the desired state.");
+            } else {
+                println!("{} change(s) pending. Run `mtcd apply` to make them.", plan.pending());
+            }
+        }
+    }
+}

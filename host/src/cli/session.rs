@@ -1,0 +1,36 @@
+//! Everything a cluster command needs before it can plan: the validated desired state, the
+//! kubeconfig, and a live client per side. Problems are found in that order so the cheapest
+//! ones are reported first and nothing is contacted for a broken file.
+
+use std::path::Path;
+
+use super::{Global, Output};
+use crate::cluster::{self, Cluster};
+use crate::spec::{self, Spec};
+
+pub struct Session {
+    pub spec: Spec,
+    pub source: Cluster,
+    pub destination: Cluster,
+    pub output: Output,
+}
+
+impl Session {
+    pub async fn open(global: &Global, file: &Path) -> anyhow::Result<Session> {
+        let spec = spec::load(file)?;
+        let kubeconfig_path = cluster::kubeconfig_path(global.kubeconfig.as_deref());
+        let kubeconfig = cluster::read_kubeconfig(&kubeconfig_path)?;
+        spec::contexts::check(&spec, &kubeconfig_path, &cluster::context_names(&kubeconfig))?;
+        let (source, destination) = tokio::join!(
+            cluster::connect(&kubeconfig, &kubeconfig_path, &spec.source.context),
+            cluster::connect(&kubeconfig, &kubeconfig_path, &spec.destination.context),
+        );
+        let (source, destination) = match (source, destination) {
+            (Ok(s), Ok(d)) => (s, d),
+            (Err(e), Ok(_)) => return Err(anyhow::Error::new(e).context("cannot reach the source cluster")),
+            (Ok(_), Err(e)) => return Err(anyhow::Error::new(e).context("cannot reach the destination cluster")),
+            (Err(s), Err(d)) => anyhow::bail!("cannot reach either cluster:\n  source: {s}\n  destination: {d}"),
+        };
+        Ok(Session { spec, source, destination, output: global.output })
+    }
+}

@@ -1,0 +1,62 @@
+//! Human rendering of a plan: grouped by namespace and kind, with counts, like
+//! `terraform plan` — what a reviewer needs to approve a change.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use super::{Action, ResourcePlan};
+
+pub fn human(plan: &ResourcePlan, color: bool) -> String {
+    let mut out = String::new();
+    let mut groups: BTreeMap<(String, String), Vec<&super::ResourceChange>> = BTreeMap::new();
+    for c in plan.changes.iter().filter(|c| c.action != Action::Unchanged) {
+        let ns = c.key.namespace.clone().unwrap_or_else(|| "(cluster)".into());
+        groups.entry((ns, c.key.kind.clone())).or_default().push(c);
+    }
+    let paint = |s: &str, a: Action| -> String {
+        if !color {
+            return s.to_string();
+        }
+        use owo_colors::OwoColorize;
+        match a {
+            Action::Create => s.green().to_string(),
+            Action::Update => s.yellow().to_string(),
+            Action::Prune => s.red().to_string(),
+            Action::Unchanged => s.to_string(),
+        }
+    };
+    let mut last_ns = None;
+    for ((ns, kind), changes) in &groups {
+        if last_ns.as_ref() != Some(ns) {
+            let _ = writeln!(out, "  namespace {ns}");
+            last_ns = Some(ns.clone());
+        }
+        let _ = writeln!(out, "    {kind} ({})", changes.len());
+        for c in changes {
+            let (sign, word) = match c.action {
+                Action::Create => ("+", "create"),
+                Action::Update => ("~", "update"),
+                Action::Prune => ("-", "prune"),
+                Action::Unchanged => (" ", "unchanged"),
+            };
+            let _ = writeln!(out, "      {} {} {}", paint(sign, c.action), c.key.name, paint(&format!("({word})"), c.action));
+            for d in &c.diff {
+                let _ = writeln!(out, "          {d}");
+            }
+        }
+    }
+    let count = |a: Action| plan.changes.iter().filter(|c| c.action == a).count();
+    let _ = writeln!(
+        out,
+        "  resources: {} to create, {} to update, {} to prune, {} unchanged, {} skipped",
+        count(Action::Create),
+        count(Action::Update),
+        count(Action::Prune),
+        count(Action::Unchanged),
+        plan.skipped.len()
+    );
+    for w in &plan.warnings {
+        let _ = writeln!(out, "  warning: {w}");
+    }
+    out
+}

@@ -1,0 +1,103 @@
+//! Kubernetes name and selector syntax, checked before anything reaches a cluster.
+
+use super::reader::{Report, Value};
+
+/// RFC 1123 label: what namespaces and migration names must be.
+pub fn check_label_str(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("it is empty".into());
+    }
+    if s.len() > 63 {
+        return Err(format!("it is {} characters long; the limit is 63", s.len()));
+    }
+    if !s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
+        return Err("only lowercase letters, digits and '-' are allowed (RFC 1123 label)".into());
+    }
+    if s.starts_with('-') || s.ends_with('-') {
+        return Err("it must start and end with a letter or digit".into());
+    }
+    Ok(())
+}
+
+pub(crate) fn check_label(r: &mut Report<'_>, v: &Value<'_>, s: &str, what: &str) -> Option<String> {
+    match check_label_str(s) {
+        Ok(()) => Some(s.to_string()),
+        Err(e) => {
+            r.error(&v.span(), format!("{s:?} is not a valid {what}: {e}"), None);
+            None
+        }
+    }
+}
+
+/// Equality- and set-based label selectors, as `kubectl -l` accepts them.
+pub fn check_selector(s: &str) -> Result<(), String> {
+    if s.trim().is_empty() {
+        return Err("it is empty".into());
+    }
+    for term in split_terms(s) {
+        let term = term.trim();
+        let key_ok = |k: &str| {
+            let k = k.trim();
+            !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+        };
+        if let Some(k) = term.strip_prefix('!') {
+            if !key_ok(k) {
+                return Err(format!("bad key in {term:?}"));
+            }
+        } else if let Some((k, v)) = term.split_once("!=").or_else(|| term.split_once("==")).or_else(|| term.split_once('=')) {
+            if !key_ok(k) || v.contains(['=', '!', '(', ')']) {
+                return Err(format!("bad term {term:?}"));
+            }
+        } else if let Some(i) = term.find(" in (").or_else(|| term.find(" notin (")) {
+            if !key_ok(&term[..i]) || !term.ends_with(')') {
+                return Err(format!("bad term {term:?}"));
+            }
+        } else if !key_ok(term) {
+            return Err(format!("bad term {term:?}"));
+        }
+    }
+    Ok(())
+}
+
+/// Splits on commas outside parentheses (`a in (x,y),b=c`).
+fn split_terms(s: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut depth, mut start) = (0i32, 0);
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                out.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&s[start..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels() {
+        assert!(check_label_str("shop-prod").is_ok());
+        assert!(check_label_str("Shop").is_err());
+        assert!(check_label_str("-shop").is_err());
+        assert!(check_label_str(&"a".repeat(64)).is_err());
+        assert!(check_label_str("shop_prod").is_err());
+    }
+
+    #[test]
+    fn selectors() {
+        for ok in ["app=shop", "app==shop,tier!=cache", "env in (a,b),!legacy", "app"] {
+            assert!(check_selector(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "app=shop=x", "a b", "env in (a"] {
+            assert!(check_selector(bad).is_err(), "{bad}");
+        }
+    }
+}

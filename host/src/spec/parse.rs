@@ -1,0 +1,738 @@
+//! Desired-state file (version 1) → [`Spec`]. The format is documented in
+//! docs/desired-state.md; keep the two in step.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+use super::error::{Location, Problem, Problems, SpecError};
+use super::model::*;
+use super::names;
+use super::reader::{Report, Table, Value};
+
+/// The image with rsync and stunnel that transfer pods run, as in MTC.
+pub const DEFAULT_TRANSFER_IMAGE: &str = "quay.io/konveyor/rsync-transfer:latest";
+
+/// Reads and validates a desired-state file. Relative paths in it resolve against its folder.
+pub fn load(path: &Path) -> Result<Spec, SpecError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read { path: path.to_path_buf(), source })?;
+    parse(&text, path)
+}
+
+/// Parses `text` as if it were the file at `path` (used for messages and relative paths).
+pub fn parse(text: &str, path: &Path) -> Result<Spec, SpecError> {
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+    let mut report = Report::new(text);
+    let (doc, syntax) = DeTable::parse_recoverable(text);
+    if !syntax.is_empty() {
+        // A document with syntax errors is not read further: its tree is a guess.
+        for e in syntax {
+            let location = e.span().map(|s| report.location(&s)).unwrap_or(Location { line: 1, column: 1 });
+            report.at(location, format!("invalid TOML: {}", e.message().trim_end()), None);
+        }
+        return Err(invalid(path, report.problems));
+    }
+    let spec = read_spec(&mut report, &doc, path, &base);
+    match spec {
+        Some(spec) if report.problems.is_empty() => Ok(spec),
+        _ => Err(invalid(path, report.problems)),
+    }
+}
+
+fn invalid(path: &Path, mut problems: Vec<Problem>) -> SpecError {
+    problems.sort_by_key(|p| p.location);
+    problems.dedup();
+    SpecError::Invalid(Problems { path: path.to_path_buf(), problems })
+}
+
+fn read_spec(r: &mut Report<'_>, doc: &Spanned<DeTable<'_>>, path: &Path, base: &Path) -> Option<Spec> {
+    let mut root = Table::root(doc);
+    match root.get("version") {
+        None => r.at(
+            Location { line: 1, column: 1 },
+            "the file does not say its format version",
+            Some("add `version = 1` at the top".into()),
+        ),
+        Some(v) => {
+            if let Some(n) = r.integer(v, "version", 0, u64::MAX) {
+                if n != 1 {
+                    r.error(&v.span(), format!("unsupported version {n}: this mtcd reads version 1"), None);
+                }
+            }
+        }
+    }
+    let clusters = root.require(r, "clusters").and_then(|v| read_clusters(r, v, base));
+    let migrations = match root.get("migration") {
+        None => {
+            r.at(
+                Location { line: 1, column: 1 },
+                "the file has no `[[migration]]`",
+                Some("add at least one `[[migration]]` table with a `name` and `namespaces`".into()),
+            );
+            None
+        }
+        Some(v) => read_migrations(r, v, base),
+    };
+    let sync = match root.get("sync") {
+        None => Some(Sync { interval: Duration::from_secs(600) }),
+        Some(v) => read_sync(r, v),
+    };
+    root.finish(r);
+
+    let (source, destination) = clusters?;
+    let migrations = migrations?;
+    check_images_have_registries(r, &source, &destination, &migrations);
+    Some(Spec { path: path.to_path_buf(), source, destination, migrations: migrations.into_iter().map(|m| m.into_inner()).collect(), sync: sync? })
+}
+
+fn read_clusters(r: &mut Report<'_>, v: &Value<'_>, base: &Path) -> Option<(Cluster, Cluster)> {
+    let mut t = Table::new(r, v, "[clusters]")?;
+    let source = t.require(r, "source").and_then(|v| read_cluster(r, v, "[clusters.source]", base));
+    let destination = t.require(r, "destination").and_then(|v| read_cluster(r, v, "[clusters.destination]", base));
+    t.finish(r);
+    Some((source?, destination?))
+}
+
+fn read_cluster(r: &mut Report<'_>, v: &Value<'_>, name: &str, base: &Path) -> Option<Cluster> {
+    let mut t = Table::new(r, v, name)?;
+    let context = t.require(r, "context").and_then(|v| {
+        let s = r.string(v, "context")?;
+        if s.is_empty() {
+            r.error(&v.span(), "`context` must not be empty", None);
+            return None;
+        }
+        Some((s, r.location(&v.span())))
+    });
+    let registry = match t.get("registry") {
+        None => Some(None),
+        Some(v) => read_registry(r, v, &format!("{name} registry"), base).map(Some),
+    };
+    t.finish(r);
+    let (context, context_at) = context?;
+    Some(Cluster { context, context_at, registry: registry? })
+}
+
+/// `registry = "host:port"` or a `[clusters.X.registry]` table with auth and TLS settings.
+fn read_registry(r: &mut Report<'_>, v: &Value<'_>, name: &str, base: &Path) -> Option<Registry> {
+    if let DeValue::String(s) = v.get_ref() {
+        return check_host(r, v, s, "registry").map(|address| Registry {
+            address,
+            internal_address: None,
+            auth: RegistryAuth::Anonymous,
+            tls: RegistryTls::Verify,
+        });
+    }
+    let mut t = Table::new(r, v, format!("[{name}]"))?;
+    let address = t.require(r, "address").and_then(|v| {
+        let s = r.string(v, "address")?;
+        check_host(r, v, &s, "address")
+    });
+    let internal_address = match t.get("internal_address") {
+        None => Some(None),
+        Some(v) => r.string(v, "internal_address").and_then(|s| check_host(r, v, &s, "internal_address")).map(Some),
+    };
+    let auth = match t.get("auth") {
+        None => Some(RegistryAuth::Anonymous),
+        Some(v) => read_registry_auth(r, v, base),
+    };
+    let tls = match t.get("tls") {
+        None => Some(RegistryTls::Verify),
+        Some(v) => read_registry_tls(r, v, base),
+    };
+    t.finish(r);
+    Some(Registry { address: address?, internal_address: internal_address?, auth: auth?, tls: tls? })
+}
+
+/// A registry address is `host[:port]`: no scheme, no path (the TLS setting says the scheme).
+fn check_host(r: &mut Report<'_>, v: &Value<'_>, s: &str, name: &str) -> Option<String> {
+    if s.contains("://") || s.contains('/') || s.is_empty() || s.contains(char::is_whitespace) {
+        r.error(
+            &v.span(),
+            format!("`{name}` must be a registry host like \"registry.example.com\" or \"127.0.0.1:5000\", found {s:?}"),
+            Some("leave out the scheme and path; use `tls = \"insecure\"` for plain HTTP".into()),
+        );
+        return None;
+    }
+    Some(s.to_string())
+}
+
+fn read_registry_auth(r: &mut Report<'_>, v: &Value<'_>, base: &Path) -> Option<RegistryAuth> {
+    if let DeValue::String(_) = v.get_ref() {
+        return r.choice(v, "auth", &[("anonymous", 0), ("kubeconfig-token", 1)]).map(|c| {
+            if c == 0 { RegistryAuth::Anonymous } else { RegistryAuth::KubeconfigToken }
+        });
+    }
+    let mut t = Table::new(r, v, "registry `auth`")?;
+    let docker = t.get("docker_config");
+    let user = t.get("username_env");
+    let pass = t.get("password_env");
+    let span = t.span();
+    t.finish(r);
+    match (docker, user, pass) {
+        (Some(d), None, None) => {
+            let p = r.string(d, "docker_config")?;
+            Some(RegistryAuth::DockerConfig(resolve_existing(r, d, &p, base, "docker_config")?))
+        }
+        (None, Some(u), Some(p)) => {
+            let username_env = r.string(u, "username_env")?;
+            let password_env = r.string(p, "password_env")?;
+            Some(RegistryAuth::BasicEnv { username_env, password_env })
+        }
+        _ => {
+            r.error(
+                &span,
+                "registry `auth` must be \"anonymous\", \"kubeconfig-token\", { docker_config = \"PATH\" } or { username_env = \"VAR\", password_env = \"VAR\" }",
+                Some("credentials are referenced, never written in the file".into()),
+            );
+            None
+        }
+    }
+}
+
+fn read_registry_tls(r: &mut Report<'_>, v: &Value<'_>, base: &Path) -> Option<RegistryTls> {
+    if let DeValue::String(_) = v.get_ref() {
+        return r.choice(v, "tls", &[("verify", true), ("insecure", false)]).map(|verify| {
+            if verify { RegistryTls::Verify } else { RegistryTls::Insecure }
+        });
+    }
+    let mut t = Table::new(r, v, "registry `tls`")?;
+    let ca = t.require(r, "ca_bundle");
+    t.finish(r);
+    let ca = ca?;
+    let p = r.string(ca, "ca_bundle")?;
+    Some(RegistryTls::CaBundle(resolve_existing(r, ca, &p, base, "ca_bundle")?))
+}
+
+fn resolve_existing(r: &mut Report<'_>, v: &Value<'_>, p: &str, base: &Path, name: &str) -> Option<PathBuf> {
+    let path = base.join(p);
+    if !path.exists() {
+        r.error(&v.span(), format!("`{name}`: file {} does not exist", path.display()), Some(format!("paths are relative to the desired-state file's folder ({})", base.display())));
+        return None;
+    }
+    Some(path)
+}
+
+fn read_sync(r: &mut Report<'_>, v: &Value<'_>) -> Option<Sync> {
+    let mut t = Table::new(r, v, "[sync]")?;
+    let interval = match t.get("interval") {
+        None => Some(Duration::from_secs(600)),
+        Some(v) => r.duration(v, "sync.interval"),
+    };
+    t.finish(r);
+    Some(Sync { interval: interval? })
+}
+
+fn read_migrations(r: &mut Report<'_>, v: &Value<'_>, base: &Path) -> Option<Vec<Spanned<Migration>>> {
+    let DeValue::Array(items) = v.get_ref() else {
+        r.error(&v.span(), "`migration` must be written as `[[migration]]` tables", None);
+        return None;
+    };
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (i, item) in items.iter().enumerate() {
+        match read_migration(r, item, i, base) {
+            Some(m) => out.push(Spanned::new(item.span(), m)),
+            None => ok = false,
+        }
+    }
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (i, m) in out.iter().enumerate() {
+        if seen.insert(m.get_ref().name.clone(), i).is_some() {
+            r.error(&m.span(), format!("two migrations are named {:?}", m.get_ref().name), Some("migration names must be unique: they label what mtcd creates".into()));
+        }
+    }
+    // One destination namespace fed by two migrations would make them fight over its objects.
+    let mut owner: HashMap<String, String> = HashMap::new();
+    for m in &out {
+        for dst in m.get_ref().namespace_map.values() {
+            if let Some(other) = owner.insert(dst.clone(), m.get_ref().name.clone()) {
+                if other != m.get_ref().name {
+                    r.error(&m.span(), format!("migrations {other:?} and {:?} both write destination namespace {dst:?}", m.get_ref().name), None);
+                }
+            }
+        }
+    }
+    ok.then_some(out)
+}
+
+fn read_migration(r: &mut Report<'_>, v: &Value<'_>, index: usize, base: &Path) -> Option<Migration> {
+    let mut t = Table::new(r, v, format!("[[migration]] #{}", index + 1))?;
+    let name = t.require(r, "name").and_then(|v| {
+        let s = r.string(v, "name")?;
+        names::check_label(r, v, &s, "migration name")
+    });
+    if let Some(n) = &name {
+        t.set_name(format!("[[migration]] {n:?}"));
+    }
+    let namespaces = t.require(r, "namespaces").and_then(|v| {
+        let list = r.string_list(v, "namespaces")?;
+        if list.is_empty() {
+            r.error(&v.span(), "`namespaces` must name at least one namespace", None);
+            return Some((Vec::new(), false));
+        }
+        let mut ok = true;
+        let mut out: Vec<Spanned<String>> = Vec::new();
+        for ns in list {
+            if names::check_label_str(ns.get_ref()).is_err() {
+                r.error(&ns.span(), format!("{:?} is not a valid namespace name: {}", ns.get_ref(), names::check_label_str(ns.get_ref()).unwrap_err()), None);
+                ok = false;
+            } else if out.iter().any(|o| o.get_ref() == ns.get_ref()) {
+                r.error(&ns.span(), format!("namespace {:?} is listed twice", ns.get_ref()), None);
+                ok = false;
+            } else {
+                out.push(ns);
+            }
+        }
+        Some((out, ok))
+    });
+    let namespace_map = match t.get("namespace_map") {
+        None => Some(IndexMap::new()),
+        Some(v) => r.string_map(v, "namespace_map"),
+    };
+    let resources = match t.get("resources") {
+        None => Some(ResourceMode::Direct),
+        Some(v) => r.choice(v, "resources", &[("direct", ResourceMode::Direct), ("velero", ResourceMode::Velero)]),
+    };
+    let volumes = match t.get("volumes") {
+        None => Some(VolumeMode::Direct),
+        Some(v) => r.choice(v, "volumes", &[("direct", VolumeMode::Direct), ("skip", VolumeMode::Skip)]),
+    };
+    let images = match t.get("images") {
+        None => Some(ImageMode::Skip),
+        Some(v) => r.choice(v, "images", &[("direct", ImageMode::Direct), ("skip", ImageMode::Skip)]),
+    };
+    let include_kinds = opt_kinds(r, t.get("include_kinds"), "include_kinds");
+    let exclude_kinds = opt_kinds(r, t.get("exclude_kinds"), "exclude_kinds");
+    let label_selector = match t.get("label_selector") {
+        None => Some(None),
+        Some(v) => r.string(v, "label_selector").and_then(|s| match names::check_selector(&s) {
+            Ok(()) => Some(Some(s)),
+            Err(e) => {
+                r.error(&v.span(), format!("`label_selector` {s:?} is not a valid label selector: {e}"), Some("e.g. \"app=shop,tier!=cache\"".into()));
+                None
+            }
+        }),
+    };
+    let storage_class_map = opt_map(r, t.get("storage_class_map"), "storage_class_map");
+    let access_mode_map = opt_map(r, t.get("access_mode_map"), "access_mode_map");
+    let pvc_name_map = opt_map(r, t.get("pvc_name_map"), "pvc_name_map");
+    let start_workloads = opt_bool(r, t.get("start_workloads"), "start_workloads", false);
+    let prune = opt_bool(r, t.get("prune"), "prune", true);
+    let dvm = match t.get("dvm") {
+        None => Some(default_dvm()),
+        Some(v) => read_dvm(r, v),
+    };
+    let dim = match t.get("dim") {
+        None => Some(default_dim()),
+        Some(v) => read_dim(r, v),
+    };
+    let velero = match t.get("velero") {
+        None => Some(default_velero()),
+        Some(v) => read_velero(r, v),
+    };
+    let transforms = match t.get("transform") {
+        None => Some(Vec::new()),
+        Some(v) => read_transforms(r, v, base),
+    };
+    let hooks = match t.get("hook") {
+        None => Some(Vec::new()),
+        Some(v) => read_hooks(r, v, base),
+    };
+    // Access modes are checked here, where the spans still exist.
+    if let Some(v) = t.get("access_mode_map") {
+        check_access_modes(r, v);
+    }
+    t.finish(r);
+
+    let (namespaces, mut ok) = namespaces?;
+    let raw_map = namespace_map?;
+    let mut namespace_map = IndexMap::new();
+    for (src, (k, dst)) in &raw_map {
+        if !namespaces.iter().any(|n| n.get_ref() == src) {
+            r.error(
+                &k.span(),
+                format!("`namespace_map` maps {src:?}, which is not in `namespaces`"),
+                Some(format!("add {src:?} to `namespaces` or remove the mapping")),
+            );
+            ok = false;
+        }
+        if let Err(e) = names::check_label_str(dst.get_ref()) {
+            r.error(&dst.span(), format!("{:?} is not a valid namespace name: {e}", dst.get_ref()), None);
+            ok = false;
+        }
+    }
+    for ns in &namespaces {
+        let dst = raw_map.get(ns.get_ref()).map(|(_, d)| d.get_ref().clone()).unwrap_or_else(|| ns.get_ref().clone());
+        if let Some((other, _)) = namespace_map.iter().find(|(_, d)| **d == dst) {
+            let span = raw_map.get(ns.get_ref()).map(|(_, d)| d.span()).unwrap_or(ns.span());
+            r.error(
+                &span,
+                format!("namespaces {other:?} and {:?} are both mapped to {dst:?}", ns.get_ref()),
+                Some("each source namespace needs its own destination namespace".into()),
+            );
+            ok = false;
+        }
+        namespace_map.insert(ns.get_ref().clone(), dst);
+    }
+    if !ok {
+        return None;
+    }
+    Some(Migration {
+        name: name?,
+        namespaces: namespaces.into_iter().map(|n| n.into_inner()).collect(),
+        namespace_map,
+        resources: resources?,
+        volumes: volumes?,
+        images: images?,
+        filter: Filter { include_kinds: include_kinds?, exclude_kinds: exclude_kinds?, label_selector: label_selector? },
+        storage_class_map: storage_class_map?,
+        access_mode_map: access_mode_map?,
+        pvc_name_map: pvc_name_map?,
+        start_workloads: start_workloads?,
+        prune: prune?,
+        dvm: dvm?,
+        dim: dim?,
+        velero: velero?,
+        transforms: transforms?,
+        hooks: hooks?,
+    })
+}
+
+fn check_access_modes(r: &mut Report<'_>, v: &Value<'_>) {
+    let modes = ["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"];
+    let DeValue::Table(t) = v.get_ref() else { return };
+    for (k, val) in t.iter() {
+        let key: &str = k.get_ref();
+        if !modes.contains(&key) {
+            r.error(&k.span(), format!("`access_mode_map`: {key:?} is not an access mode"), Some(format!("access modes are {}", super::reader::quote_list(&modes))));
+        }
+        if let DeValue::String(s) = val.get_ref() {
+            if !modes.contains(&s.as_ref()) {
+                r.error(&val.span(), format!("`access_mode_map`: {s:?} is not an access mode"), Some(format!("access modes are {}", super::reader::quote_list(&modes))));
+            }
+        }
+    }
+}
+
+fn opt_bool(r: &mut Report<'_>, v: Option<&Value<'_>>, name: &str, default: bool) -> Option<bool> {
+    match v {
+        None => Some(default),
+        Some(v) => r.boolean(v, name),
+    }
+}
+
+fn opt_map(r: &mut Report<'_>, v: Option<&Value<'_>>, name: &str) -> Option<IndexMap<String, String>> {
+    match v {
+        None => Some(IndexMap::new()),
+        Some(v) => r.string_map(v, name).map(|m| m.into_iter().map(|(k, (_, v))| (k, v.into_inner())).collect()),
+    }
+}
+
+fn opt_kinds(r: &mut Report<'_>, v: Option<&Value<'_>>, name: &str) -> Option<Vec<String>> {
+    let Some(v) = v else { return Some(Vec::new()) };
+    let list = r.string_list(v, name)?;
+    let mut ok = true;
+    for k in &list {
+        let kind = k.get_ref().split('.').next().unwrap_or_default();
+        if !kind.chars().next().is_some_and(|c| c.is_ascii_uppercase()) || !kind.chars().all(|c| c.is_ascii_alphanumeric()) {
+            r.error(&k.span(), format!("`{name}`: {:?} is not a kind", k.get_ref()), Some("write kinds as `Kind` or `Kind.group`, e.g. \"Secret\", \"Route.route.openshift.io\"".into()));
+            ok = false;
+        }
+    }
+    ok.then(|| list.into_iter().map(|k| k.into_inner()).collect())
+}
+
+pub(crate) fn default_dvm() -> DvmOptions {
+    DvmOptions {
+        endpoint: EndpointKind::Route,
+        subdomain: None,
+        parallel: 4,
+        streams_per_pvc: 1,
+        bandwidth_limit: None,
+        retries: 3,
+        verify: false,
+        transfer_image: DEFAULT_TRANSFER_IMAGE.into(),
+        preserve_ownership: false,
+        hard_links: false,
+        compress: false,
+        tunnel_timeout: Duration::from_secs(120),
+    }
+}
+
+fn read_dvm(r: &mut Report<'_>, v: &Value<'_>) -> Option<DvmOptions> {
+    let mut t = Table::new(r, v, "[migration.dvm]")?;
+    let d = default_dvm();
+    let endpoint = match t.get("endpoint") {
+        None => Some(d.endpoint),
+        Some(v) => r.choice(v, "dvm.endpoint", &[("route", EndpointKind::Route), ("ingress", EndpointKind::Ingress), ("loadbalancer", EndpointKind::LoadBalancer)]),
+    };
+    let subdomain = match t.get("subdomain") {
+        None => Some(None),
+        Some(v) => r.string(v, "dvm.subdomain").map(Some),
+    };
+    let parallel = t.get("parallel").map_or(Some(d.parallel as u64), |v| r.integer(v, "dvm.parallel", 1, 64));
+    let streams = t.get("streams_per_pvc").map_or(Some(d.streams_per_pvc as u64), |v| r.integer(v, "dvm.streams_per_pvc", 1, 32));
+    let bandwidth_limit = match t.get("bandwidth_limit") {
+        None => Some(None),
+        Some(v) => r.size(v, "dvm.bandwidth_limit").map(Some),
+    };
+    let retries = t.get("retries").map_or(Some(d.retries as u64), |v| r.integer(v, "dvm.retries", 0, 100));
+    let verify = opt_bool(r, t.get("verify"), "dvm.verify", d.verify);
+    let transfer_image = match t.get("transfer_image") {
+        None => Some(d.transfer_image.clone()),
+        Some(v) => r.string(v, "dvm.transfer_image"),
+    };
+    let preserve_ownership = opt_bool(r, t.get("preserve_ownership"), "dvm.preserve_ownership", d.preserve_ownership);
+    let hard_links = opt_bool(r, t.get("hard_links"), "dvm.hard_links", d.hard_links);
+    let compress = opt_bool(r, t.get("compress"), "dvm.compress", d.compress);
+    let tunnel_timeout = t.get("tunnel_timeout").map_or(Some(d.tunnel_timeout), |v| r.duration(v, "dvm.tunnel_timeout"));
+    t.finish(r);
+    Some(DvmOptions {
+        endpoint: endpoint?,
+        subdomain: subdomain?,
+        parallel: parallel? as usize,
+        streams_per_pvc: streams? as usize,
+        bandwidth_limit: bandwidth_limit?,
+        retries: retries? as u32,
+        verify: verify?,
+        transfer_image: transfer_image?,
+        preserve_ownership: preserve_ownership?,
+        hard_links: hard_links?,
+        compress: compress?,
+        tunnel_timeout: tunnel_timeout?,
+    })
+}
+
+pub(crate) fn default_dim() -> DimOptions {
+    DimOptions { internal_hosts: Vec::new(), concurrency: 4, blob_concurrency: 4, tag_history: 1 }
+}
+
+fn read_dim(r: &mut Report<'_>, v: &Value<'_>) -> Option<DimOptions> {
+    let mut t = Table::new(r, v, "[migration.dim]")?;
+    let d = default_dim();
+    let internal_hosts = match t.get("internal_hosts") {
+        None => Some(Vec::new()),
+        Some(v) => r.string_list(v, "dim.internal_hosts").map(|l| l.into_iter().map(|s| s.into_inner()).collect()),
+    };
+    let concurrency = t.get("concurrency").map_or(Some(d.concurrency as u64), |v| r.integer(v, "dim.concurrency", 1, 64));
+    let blob_concurrency = t.get("blob_concurrency").map_or(Some(d.blob_concurrency as u64), |v| r.integer(v, "dim.blob_concurrency", 1, 64));
+    let tag_history = t.get("tag_history").map_or(Some(d.tag_history as u64), |v| r.integer(v, "dim.tag_history", 1, 1000));
+    t.finish(r);
+    Some(DimOptions {
+        internal_hosts: internal_hosts?,
+        concurrency: concurrency? as usize,
+        blob_concurrency: blob_concurrency? as usize,
+        tag_history: tag_history? as usize,
+    })
+}
+
+pub(crate) fn default_velero() -> VeleroOptions {
+    VeleroOptions {
+        namespace: "velero".into(),
+        storage_location: "default".into(),
+        existing_resource_policy: ExistingResourcePolicy::None,
+        timeout: Duration::from_secs(30 * 60),
+    }
+}
+
+fn read_velero(r: &mut Report<'_>, v: &Value<'_>) -> Option<VeleroOptions> {
+    let mut t = Table::new(r, v, "[migration.velero]")?;
+    let d = default_velero();
+    let namespace = t.get("namespace").map_or(Some(d.namespace.clone()), |v| {
+        let s = r.string(v, "velero.namespace")?;
+        names::check_label(r, v, &s, "velero.namespace")
+    });
+    let storage_location = t.get("storage_location").map_or(Some(d.storage_location.clone()), |v| r.string(v, "velero.storage_location"));
+    let policy = t.get("existing_resource_policy").map_or(Some(d.existing_resource_policy), |v| {
+        r.choice(v, "velero.existing_resource_policy", &[("none", ExistingResourcePolicy::None), ("update", ExistingResourcePolicy::Update)])
+    });
+    let timeout = t.get("timeout").map_or(Some(d.timeout), |v| r.duration(v, "velero.timeout"));
+    t.finish(r);
+    Some(VeleroOptions { namespace: namespace?, storage_location: storage_location?, existing_resource_policy: policy?, timeout: timeout? })
+}
+
+fn read_transforms(r: &mut Report<'_>, v: &Value<'_>, base: &Path) -> Option<Vec<PluginRef>> {
+    let DeValue::Array(items) = v.get_ref() else {
+        r.error(&v.span(), "`transform` must be written as `[[migration.transform]]` tables", None);
+        return None;
+    };
+    let mut out = Vec::new();
+    let mut ok = true;
+    for item in items.iter() {
+        let Some(mut t) = Table::new(r, item, "[[migration.transform]]") else {
+            ok = false;
+            continue;
+        };
+        match read_plugin(r, &mut t, base, Duration::from_secs(1)) {
+            Some(p) => out.push(p),
+            None => ok = false,
+        }
+        t.finish(r);
+    }
+    ok.then_some(out)
+}
+
+fn read_hooks(r: &mut Report<'_>, v: &Value<'_>, base: &Path) -> Option<Vec<HookRef>> {
+    let DeValue::Array(items) = v.get_ref() else {
+        r.error(&v.span(), "`hook` must be written as `[[migration.hook]]` tables", None);
+        return None;
+    };
+    let phases = [
+        ("pre-backup", HookPhase::PreBackup),
+        ("post-backup", HookPhase::PostBackup),
+        ("pre-restore", HookPhase::PreRestore),
+        ("post-restore", HookPhase::PostRestore),
+        ("pre-cutover", HookPhase::PreCutover),
+        ("post-cutover", HookPhase::PostCutover),
+    ];
+    let mut out = Vec::new();
+    let mut ok = true;
+    for item in items.iter() {
+        let Some(mut t) = Table::new(r, item, "[[migration.hook]]") else {
+            ok = false;
+            continue;
+        };
+        let phase = t.require(r, "phase").and_then(|v| r.choice(v, "hook.phase", &phases));
+        let plugin = read_plugin(r, &mut t, base, Duration::from_secs(300));
+        t.finish(r);
+        match (phase, plugin) {
+            (Some(phase), Some(plugin)) => out.push(HookRef { phase, plugin }),
+            _ => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+/// The keys a transform and a hook share: the component, its config, limits and grants.
+fn read_plugin(r: &mut Report<'_>, t: &mut Table<'_, '_>, base: &Path, default_timeout: Duration) -> Option<PluginRef> {
+    let path = t.require(r, "plugin").and_then(|v| {
+        let p = r.string(v, "plugin")?;
+        let path = base.join(&p);
+        if !path.is_file() {
+            r.error(
+                &v.span(),
+                format!("plugin file {} does not exist", path.display()),
+                Some(format!("build it first (plugins are built for wasm32-wasip2); paths are relative to {}", base.display())),
+            );
+            return None;
+        }
+        Some(path)
+    });
+    let config = match t.get("config") {
+        None => Some(serde_json::Value::Object(Default::default())),
+        Some(v) => match to_json(v.get_ref()) {
+            Ok(j) => Some(j),
+            Err(e) => {
+                r.error(&v.span(), format!("`config`: {e}"), None);
+                None
+            }
+        },
+    };
+    let timeout = t.get("timeout").map_or(Some(default_timeout), |v| r.duration(v, "timeout"));
+    let memory = t.get("memory").map_or(Some(64 * 1024 * 1024), |v| r.size(v, "memory"));
+    let fuel = match t.get("fuel") {
+        None => Some(None),
+        Some(v) => r.integer(v, "fuel", 1, u64::MAX).map(Some),
+    };
+    let on_error = t.get("on_error").map_or(Some(OnError::Fail), |v| {
+        r.choice(v, "on_error", &[("fail", OnError::Fail), ("skip-object", OnError::SkipObject), ("keep-original", OnError::KeepOriginal)])
+    });
+    let grants = match t.get("grants") {
+        None => Some(PluginGrants::default()),
+        Some(v) => read_grants(r, v, base),
+    };
+    Some(PluginRef {
+        path: path?,
+        config: config?,
+        limits: PluginLimits { timeout: timeout?, memory: memory?, fuel: fuel? },
+        grants: grants?,
+        on_error: on_error?,
+    })
+}
+
+fn read_grants(r: &mut Report<'_>, v: &Value<'_>, base: &Path) -> Option<PluginGrants> {
+    let mut t = Table::new(r, v, "plugin `grants`")?;
+    let env = match t.get("env") {
+        None => Some(Vec::new()),
+        Some(v) => r.string_list(v, "grants.env").map(|l| l.into_iter().map(|s| s.into_inner()).collect()),
+    };
+    let clock = opt_bool(r, t.get("clock"), "grants.clock", false);
+    let dirs = match t.get("dirs") {
+        None => Some(Vec::new()),
+        Some(v) => {
+            let DeValue::Array(items) = v.get_ref() else {
+                r.error(&v.span(), "`grants.dirs` must be an array of { host = \"PATH\", guest = \"/PATH\", writable = false }", None);
+                return None;
+            };
+            let mut out = Vec::new();
+            let mut ok = true;
+            for item in items.iter() {
+                let Some(mut d) = Table::new(r, item, "a `grants.dirs` entry") else {
+                    ok = false;
+                    continue;
+                };
+                let host = d.require(r, "host").and_then(|v| {
+                    let p = r.string(v, "host")?;
+                    let path = base.join(&p);
+                    if !path.is_dir() {
+                        r.error(&v.span(), format!("granted directory {} does not exist", path.display()), None);
+                        return None;
+                    }
+                    Some(path)
+                });
+                let guest = d.require(r, "guest").and_then(|v| r.string(v, "guest"));
+                let writable = opt_bool(r, d.get("writable"), "writable", false);
+                d.finish(r);
+                match (host, guest, writable) {
+                    (Some(host), Some(guest), Some(writable)) => out.push(DirGrant { host, guest, writable }),
+                    _ => ok = false,
+                }
+            }
+            ok.then_some(out)
+        }
+    };
+    t.finish(r);
+    Some(PluginGrants { dirs: dirs?, env: env?, clock: clock? })
+}
+
+fn to_json(v: &DeValue<'_>) -> Result<serde_json::Value, String> {
+    Ok(match v {
+        DeValue::String(s) => serde_json::Value::String(s.to_string()),
+        DeValue::Integer(i) => {
+            let n = i64::from_str_radix(&i.as_str().replace('_', ""), i.radix()).map_err(|e| e.to_string())?;
+            serde_json::Value::from(n)
+        }
+        DeValue::Float(f) => {
+            let n: f64 = f.as_str().replace('_', "").parse().map_err(|_| format!("bad float {}", f.as_str()))?;
+            serde_json::Number::from_f64(n).map(serde_json::Value::Number).ok_or("NaN and infinity cannot be passed to plugins")?
+        }
+        DeValue::Boolean(b) => serde_json::Value::Bool(*b),
+        DeValue::Datetime(d) => serde_json::Value::String(d.to_string()),
+        DeValue::Array(a) => serde_json::Value::Array(a.iter().map(|x| to_json(x.get_ref())).collect::<Result<_, _>>()?),
+        DeValue::Table(t) => serde_json::Value::Object(
+            t.iter().map(|(k, x)| Ok((k.get_ref().to_string(), to_json(x.get_ref())?))).collect::<Result<_, String>>()?,
+        ),
+    })
+}
+
+/// `images = "direct"` needs both registries; say so at the migration, not later mid-copy.
+fn check_images_have_registries(r: &mut Report<'_>, source: &Cluster, destination: &Cluster, migrations: &[Spanned<Migration>]) {
+    for m in migrations {
+        if m.get_ref().images == ImageMode::Direct {
+            for (side, c) in [("source", source), ("destination", destination)] {
+                if c.registry.is_none() {
+                    r.error(
+                        &m.span(),
+                        format!("migration {:?} copies images (`images = \"direct\"`) but [clusters.{side}] has no `registry`", m.get_ref().name),
+                        Some(format!("add `registry = \"HOST:PORT\"` to [clusters.{side}] or set `images = \"skip\"`")),
+                    );
+                }
+            }
+        }
+    }
+}

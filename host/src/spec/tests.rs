@@ -1,0 +1,219 @@
+//! Every validation error, checked for its message and its line:column.
+
+use std::path::Path;
+
+use super::*;
+
+const HEAD: &str = r#"version = 1
+[clusters.source]
+context = "lab-src"
+registry = "127.0.0.1:5001"
+[clusters.destination]
+context = "lab-dst"
+registry = "127.0.0.1:5002"
+"#;
+
+/// The file's problems, or a panic if it parsed.
+fn problems(text: &str) -> Vec<Problem> {
+    match parse(text, Path::new("/nonexistent/desired.toml")) {
+        Ok(_) => panic!("expected problems in:\n{text}"),
+        Err(SpecError::Invalid(p)) => p.problems,
+        Err(e) => panic!("unexpected error {e}"),
+    }
+}
+
+/// Asserts one problem is at `line:column` and its message contains `needle`.
+fn assert_problem(text: &str, line: usize, column: usize, needle: &str) {
+    let all = problems(text);
+    assert!(
+        all.iter().any(|p| p.location == Location { line, column } && p.message.contains(needle)),
+        "no problem at {line}:{column} containing {needle:?}; got:\n{all:#?}"
+    );
+}
+
+fn migration(body: &str) -> String {
+    format!("{HEAD}[[migration]]\nname = \"shop\"\nnamespaces = [\"shop\"]\n{body}")
+}
+
+#[test]
+fn a_valid_file_parses_into_the_model_with_defaults() {
+    let text = migration("namespace_map = { shop = \"shop-prod\" }\nimages = \"direct\"\nstorage_class_map = { standard = \"fast\" }\n[migration.dvm]\nendpoint = \"loadbalancer\"\nparallel = 2\nbandwidth_limit = \"50MiB\"\n[sync]\ninterval = \"90s\"\n");
+    let spec = parse(&text, Path::new("/x/desired.toml")).unwrap();
+    assert_eq!(spec.source.context, "lab-src");
+    assert_eq!(spec.source.context_at, Location { line: 3, column: 11 });
+    assert_eq!(spec.source.registry.as_ref().unwrap().address, "127.0.0.1:5001");
+    let m = &spec.migrations[0];
+    assert_eq!(m.namespace_map.get("shop").map(String::as_str), Some("shop-prod"));
+    assert_eq!(m.images, ImageMode::Direct);
+    assert_eq!(m.volumes, VolumeMode::Direct);
+    assert_eq!(m.resources, ResourceMode::Direct);
+    assert_eq!(m.dvm.endpoint, EndpointKind::LoadBalancer);
+    assert_eq!(m.dvm.parallel, 2);
+    assert_eq!(m.dvm.bandwidth_limit, Some(50 * 1024 * 1024));
+    assert_eq!(m.dvm.transfer_image, DEFAULT_TRANSFER_IMAGE);
+    assert!(!m.start_workloads);
+    assert_eq!(spec.sync.interval, std::time::Duration::from_secs(90));
+}
+
+#[test]
+fn identity_mapping_is_filled_in_for_unmapped_namespaces() {
+    let text = format!("{HEAD}[[migration]]\nname = \"m\"\nnamespaces = [\"a\", \"b\"]\nnamespace_map = {{ a = \"a2\" }}\n");
+    let spec = parse(&text, Path::new("d.toml")).unwrap();
+    let map: Vec<_> = spec.migrations[0].namespace_map.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(map, [("a", "a2"), ("b", "b")]);
+}
+
+#[test]
+fn malformed_toml_is_reported_at_its_position() {
+    assert_problem(&format!("{HEAD}[[migration]]\nname = \"shop\nnamespaces = []\n"), 9, 13, "invalid TOML: invalid basic string");
+}
+
+#[test]
+fn unknown_keys_suggest_the_nearest_known_key() {
+    let text = migration("namespce_map = { shop = \"x\" }\n");
+    assert_problem(&text, 11, 1, "unknown key `namespce_map` in [[migration]] \"shop\"");
+    let p = problems(&text);
+    assert_eq!(p[0].hint.as_deref(), Some("did you mean `namespace_map`?"));
+}
+
+#[test]
+fn unknown_keys_in_nested_tables_are_found_too() {
+    assert_problem(&migration("[migration.dvm]\nparalel = 4\n"), 12, 1, "unknown key `paralel` in [migration.dvm]");
+    assert_problem(&format!("{HEAD}colour = 1\n[[migration]]\nname = \"m\"\nnamespaces = [\"a\"]\n"), 8, 1, "unknown key `colour`");
+}
+
+#[test]
+fn wrong_types_name_the_key_and_the_expected_type() {
+    assert_problem(&migration("[migration.dvm]\nparallel = \"4\"\n"), 12, 12, "`dvm.parallel` must be an integer, found string");
+    assert_problem(&migration("prune = \"yes\"\n"), 11, 9, "`prune` must be true or false");
+    assert_problem(&format!("{HEAD}[[migration]]\nname = \"m\"\nnamespaces = \"a\"\n"), 10, 14, "`namespaces` must be an array of strings");
+}
+
+#[test]
+fn bad_choices_list_the_allowed_words() {
+    assert_problem(&migration("resources = \"drect\"\n"), 11, 13, "`resources` must be one of \"direct\", \"velero\", found \"drect\"");
+    assert_problem(&migration("[migration.dvm]\nendpoint = \"nodeport\"\n"), 12, 12, "\"route\", \"ingress\", \"loadbalancer\"");
+}
+
+#[test]
+fn invalid_namespace_names_are_rejected() {
+    assert_problem(&format!("{HEAD}[[migration]]\nname = \"m\"\nnamespaces = [\"ok\", \"Not_OK\"]\n"), 10, 21, "\"Not_OK\" is not a valid namespace name");
+    assert_problem(&migration("namespace_map = { shop = \"-prod\" }\n"), 11, 26, "\"-prod\" is not a valid namespace name");
+    assert_problem(&format!("{HEAD}[[migration]]\nname = \"Shop\"\nnamespaces = [\"a\"]\n"), 9, 8, "\"Shop\" is not a valid migration name");
+}
+
+#[test]
+fn two_namespaces_mapped_to_one_destination_are_rejected() {
+    let text = format!("{HEAD}[[migration]]\nname = \"m\"\nnamespaces = [\"a\", \"b\"]\nnamespace_map = {{ a = \"prod\", b = \"prod\" }}\n");
+    assert_problem(&text, 11, 35, "namespaces \"a\" and \"b\" are both mapped to \"prod\"");
+    // An unmapped namespace collides with a mapping onto its own name, too.
+    let text = format!("{HEAD}[[migration]]\nname = \"m\"\nnamespaces = [\"a\", \"b\"]\nnamespace_map = {{ a = \"b\" }}\n");
+    assert_problem(&text, 10, 20, "namespaces \"a\" and \"b\" are both mapped to \"b\"");
+}
+
+#[test]
+fn a_mapping_for_a_namespace_that_is_not_migrated_is_rejected() {
+    let text = migration("namespace_map = { shop = \"shop-prod\", cart = \"cart-prod\" }\n");
+    assert_problem(&text, 11, 39, "`namespace_map` maps \"cart\", which is not in `namespaces`");
+}
+
+#[test]
+fn unparsable_durations_and_sizes_are_rejected() {
+    assert_problem(&migration("[migration.dvm]\ntunnel_timeout = \"soon\"\n"), 12, 18, "cannot parse duration \"soon\"");
+    assert_problem(&migration("[migration.dvm]\nbandwidth_limit = \"fast\"\n"), 12, 19, "cannot parse size \"fast\"");
+    assert_problem(&format!("{}[sync]\ninterval = \"0s\"\n", migration("")), 12, 12, "must be longer than zero");
+}
+
+#[test]
+fn missing_plugin_files_are_named_with_the_resolved_path() {
+    let text = migration("[[migration.transform]]\nplugin = \"plugins/add-label.wasm\"\n");
+    assert_problem(&text, 12, 10, "plugin file /nonexistent/plugins/add-label.wasm does not exist");
+    let text = migration("[[migration.hook]]\nphase = \"pre-cutover\"\nplugin = \"gate.wasm\"\n");
+    assert_problem(&text, 13, 10, "plugin file /nonexistent/gate.wasm does not exist");
+}
+
+#[test]
+fn plugin_files_that_exist_are_resolved_against_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.wasm"), b"\0asm").unwrap();
+    let text = migration("[[migration.transform]]\nplugin = \"p.wasm\"\nconfig = { key = \"a\", n = 3, list = [true] }\ntimeout = \"250ms\"\nmemory = \"16MiB\"\non_error = \"skip-object\"\n");
+    let spec = parse(&text, &dir.path().join("desired.toml")).unwrap();
+    let t = &spec.migrations[0].transforms[0];
+    assert_eq!(t.path, dir.path().join("p.wasm"));
+    assert_eq!(t.config, serde_json::json!({"key": "a", "n": 3, "list": [true]}));
+    assert_eq!(t.limits.timeout, std::time::Duration::from_millis(250));
+    assert_eq!(t.limits.memory, 16 * 1024 * 1024);
+    assert_eq!(t.on_error, OnError::SkipObject);
+    assert!(t.grants.dirs.is_empty() && t.grants.env.is_empty() && !t.grants.clock, "nothing is granted by default");
+}
+
+#[test]
+fn several_errors_are_reported_at_once_in_file_order() {
+    let text = migration("resources = \"drect\"\nvolumes = \"maybe\"\n[migration.dvm]\nparallel = 0\n");
+    let p = problems(&text);
+    let lines: Vec<usize> = p.iter().map(|p| p.location.line).collect();
+    assert_eq!(lines, [11, 12, 14], "{p:#?}");
+}
+
+#[test]
+fn missing_version_clusters_and_migrations_are_reported() {
+    let p = problems("[sync]\ninterval = \"1m\"\n");
+    let msgs: Vec<&str> = p.iter().map(|p| p.message.as_str()).collect();
+    assert!(msgs.iter().any(|m| m.contains("does not say its format version")), "{msgs:?}");
+    assert!(msgs.iter().any(|m| m.contains("missing the required key `clusters`")), "{msgs:?}");
+    assert!(msgs.iter().any(|m| m.contains("no `[[migration]]`")), "{msgs:?}");
+    assert_problem(&HEAD.replace("version = 1", "version = 2"), 1, 11, "unsupported version 2");
+}
+
+#[test]
+fn image_copy_needs_both_registries() {
+    let head = HEAD.replace("registry = \"127.0.0.1:5002\"\n", "");
+    let text = format!("{head}[[migration]]\nname = \"m\"\nnamespaces = [\"a\"]\nimages = \"direct\"\n");
+    let p = problems(&text);
+    assert!(p[0].message.contains("[clusters.destination] has no `registry`"), "{p:#?}");
+}
+
+#[test]
+fn registry_addresses_have_no_scheme_and_auth_is_by_reference() {
+    let text = HEAD.replace("registry = \"127.0.0.1:5001\"", "registry = \"https://reg.example.com\"") + "[[migration]]\nname = \"m\"\nnamespaces = [\"a\"]\n";
+    assert_problem(&text, 4, 12, "must be a registry host");
+    let text = HEAD.replace(
+        "registry = \"127.0.0.1:5001\"\n",
+        "[clusters.source.registry]\naddress = \"reg:5000\"\nauth = { password = \"hunter2\" }\n",
+    ) + "[[migration]]\nname = \"m\"\nnamespaces = [\"a\"]\n";
+    let p = problems(&text);
+    assert!(p.iter().any(|p| p.message.contains("unknown key `password`")), "{p:#?}");
+    let text = HEAD.replace(
+        "registry = \"127.0.0.1:5001\"\n",
+        "[clusters.source.registry]\naddress = \"reg:5000\"\nauth = { username_env = \"U\", password_env = \"P\" }\ntls = \"insecure\"\n",
+    ) + "[[migration]]\nname = \"m\"\nnamespaces = [\"a\"]\n";
+    let spec = parse(&text, Path::new("d.toml")).unwrap();
+    let reg = spec.source.registry.unwrap();
+    assert_eq!(reg.auth, RegistryAuth::BasicEnv { username_env: "U".into(), password_env: "P".into() });
+    assert_eq!(reg.tls, RegistryTls::Insecure);
+}
+
+#[test]
+fn duplicate_migration_names_and_shared_destinations_are_rejected() {
+    let text = format!("{HEAD}[[migration]]\nname = \"m\"\nnamespaces = [\"a\"]\n[[migration]]\nname = \"m\"\nnamespaces = [\"b\"]\nnamespace_map = {{ b = \"a\" }}\n");
+    let p = problems(&text);
+    assert!(p.iter().any(|p| p.message.contains("two migrations are named \"m\"")), "{p:#?}");
+}
+
+#[test]
+fn contexts_missing_from_the_kubeconfig_are_named_with_those_that_exist() {
+    let spec = parse(&migration(""), Path::new("d.toml")).unwrap();
+    let err = contexts::check(&spec, Path::new("/k/config"), &["lab-src".into(), "lab-dest".into()]).unwrap_err();
+    assert_eq!(err.problems.len(), 1);
+    let p = &err.problems[0];
+    assert_eq!(p.location, Location { line: 6, column: 11 });
+    assert_eq!(p.message, "destination context \"lab-dst\" is not in the kubeconfig");
+    assert_eq!(p.hint.as_deref(), Some("did you mean \"lab-dest\"? contexts in /k/config: lab-src, lab-dest"));
+}
+
+#[test]
+fn access_modes_and_kinds_are_checked() {
+    assert_problem(&migration("access_mode_map = { ReadWriteOnce = \"RWX\" }\n"), 11, 37, "\"RWX\" is not an access mode");
+    assert_problem(&migration("include_kinds = [\"deployment\"]\n"), 11, 18, "\"deployment\" is not a kind");
+    assert_problem(&migration("label_selector = \"app=a=b\"\n"), 11, 18, "is not a valid label selector");
+}
