@@ -349,12 +349,15 @@ pub async fn start(opts: &LabOptions) -> Result<RunningLab, LabError> {
     let started = services::start(&dir, &prefix, specs, shutdown.clone(), &mut running)
         .await
         .map_err(LabError::Services)?;
-    for ((c, s), server) in clusters.values_mut().zip(started).zip(&servers) {
-        *server
-            .state
-            .registry
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = s.registry.clone();
+    // `clusters` is ordered by name (dst, src) like `specs` and `started`; servers are not.
+    for ((name, c), s) in clusters.iter_mut().zip(started) {
+        if let Some(server) = servers.iter().find(|sv| sv.state.cluster == *name) {
+            *server
+                .state
+                .registry
+                .write()
+                .unwrap_or_else(|e| e.into_inner()) = s.registry.clone();
+        }
         c.registry = s.registry;
         c.router = s.router;
     }

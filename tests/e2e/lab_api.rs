@@ -1291,6 +1291,13 @@ async fn scale_subresource_route_hosts_and_image_stream_status() {
         s.data["status"]["tags"][0]["items"][0]["dockerImageReference"],
         "quay.io/x/app:v1"
     );
+    // With the node services the cluster's registry is known and reported.
+    if let Some(registry) = lab.info["clusters"]["src"]["registry"].as_str() {
+        assert_eq!(
+            s.data["status"]["dockerImageRepository"],
+            format!("{registry}/default/app")
+        );
+    }
 }
 
 /// Throughput of server-side apply at the resource benchmark's shape (10,000 ConfigMaps and
