@@ -1165,6 +1165,18 @@ files:
         (meta.mode() & 0o777, meta.mtime(), meta.nlink()),
         (0o600, 1700000000, 2)
     );
+    // Images go to the cluster's own registry (when the node services run).
+    if lab.info["clusters"]["src"]["registry"].is_string() {
+        let report = lab
+            .seed_yaml("lab-src", "apiVersion: lab.mtcd.io/v1\nkind: Image\nrepository: app/web\ntag: v1\nlayers: [{size: 1000, seed: 1}]\n")
+            .await
+            .unwrap();
+        assert!(
+            report.images[0].starts_with("app/web:v1@sha256:"),
+            "{:?}",
+            report.images
+        );
+    }
     // Unknown kinds are named in the error.
     let err = lab
         .seed_yaml(
