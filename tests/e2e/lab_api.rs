@@ -810,6 +810,25 @@ async fn server_side_apply_conflicts_and_force() {
             .await,
     );
     assert_eq!(e.code, 409);
+    // A list item the applier stops sending is removed whole.
+    let two = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "pair"}, "spec": {
+        "selector": {"matchLabels": {"app": "pair"}}, "template": {"metadata": {"labels": {"app": "pair"}},
+        "spec": {"containers": [{"name": "app", "image": "nginx:1", "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]},
+                                {"name": "side", "image": "busybox:1"}]}}}});
+    deploys
+        .patch("pair", &PatchParams::apply("mtcd"), &Patch::Apply(two))
+        .await
+        .unwrap();
+    let one = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "pair"}, "spec": {
+        "selector": {"matchLabels": {"app": "pair"}}, "template": {"metadata": {"labels": {"app": "pair"}},
+        "spec": {"containers": [{"name": "app", "image": "nginx:1", "env": [{"name": "A", "value": "1"}]}]}}}});
+    let d = deploys
+        .patch("pair", &PatchParams::apply("mtcd"), &Patch::Apply(one))
+        .await
+        .unwrap();
+    let cs = d.spec.template.spec.unwrap().containers;
+    assert_eq!(cs.len(), 1, "{cs:?}");
+    assert_eq!(cs[0].env.as_ref().unwrap().len(), 1);
 }
 
 #[tokio::test]

@@ -208,11 +208,36 @@ pub fn apply(
         .filter(|e| e.manager == manager && e.operation == "Apply" && e.subresource == sub)
         .flat_map(|e| e.fields.iter().cloned())
         .collect();
-    for p in previously.difference(&cfg_paths) {
-        let owned_by_other = entries
+    let others_own = |pred: &dyn Fn(&FieldPath) -> bool| {
+        entries
             .iter()
-            .any(|e| !(e.manager == manager && e.operation == "Apply") && e.fields.contains(p));
-        if !owned_by_other {
+            .filter(|e| !(e.manager == manager && e.operation == "Apply"))
+            .any(|e| e.fields.iter().any(pred))
+    };
+    let removed: Vec<&FieldPath> = previously.difference(&cfg_paths).collect();
+    // A keyed list item (a container, an env var, a port) the applier stopped sending goes
+    // as a whole when nobody else owns anything in it, not field by field.
+    let mut whole_items: BTreeSet<FieldPath> = BTreeSet::new();
+    for p in &removed {
+        for (i, seg) in p.iter().enumerate() {
+            if seg.starts_with("k:") {
+                let item: FieldPath = p[..=i].to_vec();
+                let still_applied = cfg_paths.iter().any(|c| c.starts_with(&item));
+                if !still_applied && !others_own(&|q: &FieldPath| q.starts_with(&item)) {
+                    whole_items.insert(item);
+                    break;
+                }
+            }
+        }
+    }
+    for item in &whole_items {
+        remove_path(&mut merged, item);
+    }
+    for p in removed {
+        if whole_items.iter().any(|item| p.starts_with(item)) {
+            continue;
+        }
+        if !others_own(&|q: &FieldPath| q == p) {
             remove_path(&mut merged, p);
         }
     }
