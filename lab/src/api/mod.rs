@@ -354,7 +354,13 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
                     ty.clone(),
                     ns.map(str::to_string),
                     &q,
-                    metadata_only,
+                    if table {
+                        View::Table
+                    } else if metadata_only {
+                        View::Metadata
+                    } else {
+                        View::Object
+                    },
                 ) {
                     Ok(rx) => stream_response("application/json", rx),
                     Err(e) => error_response(&e),
@@ -417,6 +423,14 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         Ok((code, v)) => json_response(code, &v),
         Err(e) => error_response(&e),
     }
+}
+
+/// How objects are rendered for a client (from its Accept header).
+#[derive(Debug, Clone, Copy)]
+pub enum View {
+    Object,
+    Metadata,
+    Table,
 }
 
 /// `PartialObjectMetadata(List)`: what metadata-only clients (kube-rs `list_metadata`,
@@ -542,7 +556,7 @@ fn age(ts: &str) -> String {
 }
 
 /// A `meta.k8s.io/v1 Table` for kubectl's human output: name, status (when there is a phase), age.
-fn to_table(v: &Value) -> Value {
+pub(crate) fn to_table(v: &Value) -> Value {
     let items: Vec<Value> = match v["items"].as_array() {
         Some(a) => a.clone(),
         None => vec![v.clone()],

@@ -26,17 +26,16 @@ pub fn start(
     ty: Arc<ResourceType>,
     ns: Option<String>,
     q: &Query,
-    metadata_only: bool,
+    view: super::View,
 ) -> Result<mpsc::Receiver<Bytes>, ApiError> {
     let view = {
         let state = state.clone();
         let ty = ty.clone();
-        move |o: &Value| {
-            if metadata_only {
-                super::partial(o)
-            } else {
-                state.render(&ty, o)
-            }
+        move |o: &Value| match view {
+            super::View::Metadata => super::partial(o),
+            // `kubectl get -w`: each event carries a one-row Table.
+            super::View::Table => super::to_table(o),
+            super::View::Object => state.render(&ty, o),
         }
     };
     let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))?;
