@@ -301,6 +301,45 @@ async fn already_exists_conflict_and_not_found_are_status_objects() {
     let deploys: Api<Deployment> = Api::namespaced(client, "default");
     let e = api_err(deploys.get("missing").await);
     assert_eq!(e.message, "deployments.apps \"missing\" not found");
+    // Unknown patch and body types: 415 UnsupportedMediaType (protobuf included).
+    let raw = |method: &str, ct: &str, body: &str| {
+        http::Request::builder()
+            .method(method)
+            .uri(if method == "POST" {
+                "/api/v1/namespaces/default/configmaps"
+            } else {
+                "/api/v1/namespaces/default/configmaps/a"
+            })
+            .header("content-type", ct)
+            .body(body.as_bytes().to_vec())
+            .unwrap()
+    };
+    for (method, ct) in [
+        ("PATCH", "application/xml"),
+        ("POST", "application/vnd.kubernetes.protobuf"),
+    ] {
+        let e = api_err(
+            deploys
+                .clone()
+                .into_client()
+                .request_text(raw(method, ct, "{}"))
+                .await,
+        );
+        assert_eq!(
+            (e.code, e.reason.as_str()),
+            (415, "UnsupportedMediaType"),
+            "{method} {ct}"
+        );
+    }
+    // A verb a path does not serve (PUT on a collection): 405.
+    let put = http::Request::builder()
+        .method("PUT")
+        .uri("/api/v1/namespaces/default/configmaps")
+        .header("content-type", "application/json")
+        .body(b"{}".to_vec())
+        .unwrap();
+    let e = api_err(deploys.into_client().request_text(put).await);
+    assert_eq!((e.code, e.reason.as_str()), (405, "MethodNotAllowed"));
 }
 
 async fn expect_invalid<T: std::fmt::Debug>(r: Result<T, kube::Error>, field: &str) {
