@@ -45,11 +45,14 @@ pub enum LabError {
         cluster: String,
         what: String,
         #[source]
-        source: api::ApiError,
+        source: Box<api::ApiError>,
     },
     /// The supervisor did not become ready.
     #[error("the lab in {dir} did not become ready within {secs}s; see {dir}/lab.log:\n{log}")]
     NotReady { dir: String, secs: u64, log: String },
+    /// Another lab is running in the directory.
+    #[error("a lab is already running in {dir} (pid {pid}); run `mtcd-lab down --dir {dir}` first")]
+    AlreadyRunning { dir: String, pid: i32 },
     /// The supervisor exited during start-up.
     #[error("the lab supervisor exited during start-up ({status}); {dir}/lab.log says:\n{log}")]
     SupervisorExited {
@@ -162,7 +165,7 @@ fn seed_builtin(server: &ApiServer) -> Result<(), LabError> {
         move |source| LabError::Seed {
             cluster,
             what,
-            source,
+            source: Box::new(source),
         }
     };
     let ns_ty = st
@@ -192,6 +195,14 @@ fn seed_builtin(server: &ApiServer) -> Result<(), LabError> {
         st.create(&sc_ty, None, sc, &Query::new(), "mtcd-lab")
             .map_err(err(name))?;
     }
+    // The `kubernetes` Service every cluster has (a migration must leave it alone).
+    let svc_ty = st.resource("", "v1", "services").expect("services type");
+    let first_ip = std::net::Ipv4Addr::from(st.cidr.base + 1).to_string();
+    let svc = json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "spec": {"clusterIP": first_ip, "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]}});
+    st.create(&svc_ty, Some("default"), svc, &Query::new(), "mtcd-lab")
+        .map_err(err("service default/kubernetes"))?;
     let node_ty = st.resource("", "v1", "nodes").expect("nodes type");
     let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": format!("{cluster}-node"),
         "labels": {"kubernetes.io/hostname": format!("{cluster}-node"), "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}}});
@@ -295,6 +306,7 @@ pub async fn start(opts: &LabOptions) -> Result<RunningLab, LabError> {
                 service_cidr: cidr.into(),
                 state_dir: state_dir.clone(),
                 token: token.clone(),
+                apps_domain: format!("apps.{name}.lab.mtcd.io"),
                 tls: tls.clone(),
                 bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             },
@@ -337,7 +349,15 @@ pub async fn start(opts: &LabOptions) -> Result<RunningLab, LabError> {
     let started = services::start(&dir, &prefix, specs, shutdown.clone(), &mut running)
         .await
         .map_err(LabError::Services)?;
-    for (c, s) in clusters.values_mut().zip(started) {
+    // `clusters` is ordered by name (dst, src) like `specs` and `started`; servers are not.
+    for ((name, c), s) in clusters.iter_mut().zip(started) {
+        if let Some(server) = servers.iter().find(|sv| sv.state.cluster == *name) {
+            *server
+                .state
+                .registry
+                .write()
+                .unwrap_or_else(|e| e.into_inner()) = s.registry.clone();
+        }
         c.registry = s.registry;
         c.router = s.router;
     }
@@ -364,7 +384,10 @@ pub async fn start(opts: &LabOptions) -> Result<RunningLab, LabError> {
 
 /// Runs a lab in the foreground until SIGINT or SIGTERM.
 pub async fn run_foreground(opts: &LabOptions) -> Result<(), LabError> {
+    refuse_running(&opts.dir)?;
     let lab = start(opts).await?;
+    let pid_path = opts.dir.join("lab.pid");
+    std::fs::write(&pid_path, std::process::id().to_string()).map_err(io(&pid_path))?;
     println!(
         "lab ready: kubeconfig {} (contexts lab-src, lab-dst)",
         lab.info.kubeconfig.display()
@@ -376,6 +399,23 @@ pub async fn run_foreground(opts: &LabOptions) -> Result<(), LabError> {
         _ = term.recv() => {}
     }
     lab.stop().await;
+    let _ = std::fs::remove_file(&pid_path);
+    Ok(())
+}
+
+/// One lab per directory: a second `up` would orphan the first one's processes.
+fn refuse_running(dir: &Path) -> Result<(), LabError> {
+    if let Ok(text) = std::fs::read_to_string(dir.join("lab.pid"))
+        && let Ok(pid) = text.trim().parse::<i32>()
+        && pid != std::process::id() as i32
+        && pid_alive(pid)
+        && is_lab_process(pid)
+    {
+        return Err(LabError::AlreadyRunning {
+            dir: dir.display().to_string(),
+            pid,
+        });
+    }
     Ok(())
 }
 
@@ -391,6 +431,7 @@ pub async fn up_detached(opts: &LabOptions) -> Result<LabInfo, LabError> {
     let dir = &opts.dir;
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let dir = dir.canonicalize().map_err(io(dir))?;
+    refuse_running(&dir)?;
     let _ = std::fs::remove_file(dir.join("lab.json"));
     let log_path = dir.join("lab.log");
     let log = std::fs::File::create(&log_path).map_err(io(&log_path))?;
@@ -461,9 +502,26 @@ fn pid_alive(pid: i32) -> bool {
     state != Some('Z')
 }
 
-fn is_supervisor(pid: i32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == b"__supervise"))
+/// Whether `pid` is an `mtcd-lab` process running a lab (pid files can outlive their process
+/// and the pid be reused).
+fn is_lab_process(pid: i32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+        let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+        args.first().is_some_and(|a| a.ends_with(b"mtcd-lab"))
+            && args.iter().any(|a| *a == b"__supervise" || *a == b"up")
+    })
+}
+
+/// Whether `pid` is a `__supervise` process leading its own process group.
+fn is_supervisor_leader(pid: i32) -> bool {
+    let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command: state ppid pgrp ...
+    let pgrp = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(2))
+        .and_then(|p| p.parse::<i32>().ok());
+    cmd.split(|b| *b == 0).any(|a| a == b"__supervise") && pgrp == Some(pid)
 }
 
 /// `down`: SIGTERM the supervisor, SIGKILL after a grace period, then remove every network
@@ -475,8 +533,9 @@ pub async fn down(dir: &Path) -> Result<(), LabError> {
     if let Ok(text) = std::fs::read_to_string(&pid_path)
         && let Ok(pid) = text.trim().parse::<i32>()
         && pid_alive(pid)
-        && is_supervisor(pid)
+        && is_lab_process(pid)
     {
+        let supervisor = is_supervisor_leader(pid);
         let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(10);
         while pid_alive(pid) && Instant::now() < deadline {
@@ -487,6 +546,11 @@ pub async fn down(dir: &Path) -> Result<(), LabError> {
             while pid_alive(pid) && Instant::now() < deadline + Duration::from_secs(5) {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+        }
+        // The supervisor leads its own session and process group (setsid): whatever it
+        // started and did not stop (a registry after a SIGKILL) goes with the group.
+        if supervisor {
+            let _ = nix::sys::signal::killpg(Pid::from_raw(pid), Signal::SIGKILL);
         }
     }
     if let Ok(info) = LabInfo::read(dir)

@@ -7,7 +7,6 @@
 //! it runs against the lab. See docs/lab.md.
 
 pub mod api;
-pub mod cluster;
 pub mod controllers;
 pub mod lab;
 pub mod netns;

@@ -387,10 +387,10 @@ pub fn write_file(root: &Path, f: &FileSpec) -> std::io::Result<()> {
         };
         std::fs::write(&path, data)?;
     }
-    if f.symlink.is_none() {
-        if let Some(mode) = f.mode.as_ref().and_then(parse_mode) {
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
-        }
+    if f.symlink.is_none()
+        && let Some(mode) = f.mode.as_ref().and_then(parse_mode)
+    {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
     }
     if f.uid.is_some() || f.gid.is_some() {
         std::os::unix::fs::lchown(&path, f.uid, f.gid)?;

@@ -183,6 +183,25 @@ async fn crud_paging_and_selectors() {
         .unwrap();
     assert_eq!(by_name.items.len(), 1);
     assert!(api_err(cms.list(&ListParams::default().fields("data.k=v")).await).code == 400);
+    // Metadata-only views.
+    let meta = cms
+        .list_metadata(&ListParams::default().labels("tier=odd"))
+        .await
+        .unwrap();
+    assert_eq!(meta.items.len(), 3);
+    assert_eq!(
+        meta.items[0].types.as_ref().map(|t| t.kind.as_str()),
+        Some("PartialObjectMetadata")
+    );
+    assert_eq!(
+        cms.get_metadata("cm-1")
+            .await
+            .unwrap()
+            .metadata
+            .name
+            .as_deref(),
+        Some("cm-1")
+    );
     // All-namespaces list.
     create_ns(&client, "other").await;
     Api::<ConfigMap>::namespaced(client.clone(), "other")
@@ -190,12 +209,26 @@ async fn crud_paging_and_selectors() {
         .await
         .unwrap();
     let all: Api<ConfigMap> = Api::all(client.clone());
+    assert_eq!(
+        api_err(
+            all.create(&PostParams::default(), &cm("nowhere", json!({})))
+                .await
+        )
+        .code,
+        405
+    );
     // Ours: seven in default, one in other (the lab's controllers add kube-root-ca.crt maps).
     let everything = all.list(&ListParams::default()).await.unwrap().items;
-    let ours = everything.iter().filter(|c| c.metadata.name.as_deref() != Some("kube-root-ca.crt")).count();
+    let ours = everything
+        .iter()
+        .filter(|c| c.metadata.name.as_deref() != Some("kube-root-ca.crt"))
+        .count();
     assert_eq!(ours, 8);
     let in_other = all
-        .list(&ListParams::default().fields("metadata.namespace=other,metadata.name!=kube-root-ca.crt"))
+        .list(
+            &ListParams::default()
+                .fields("metadata.namespace=other,metadata.name!=kube-root-ca.crt"),
+        )
         .await
         .unwrap();
     assert_eq!(in_other.items.len(), 1);
@@ -268,6 +301,45 @@ async fn already_exists_conflict_and_not_found_are_status_objects() {
     let deploys: Api<Deployment> = Api::namespaced(client, "default");
     let e = api_err(deploys.get("missing").await);
     assert_eq!(e.message, "deployments.apps \"missing\" not found");
+    // Unknown patch and body types: 415 UnsupportedMediaType (protobuf included).
+    let raw = |method: &str, ct: &str, body: &str| {
+        http::Request::builder()
+            .method(method)
+            .uri(if method == "POST" {
+                "/api/v1/namespaces/default/configmaps"
+            } else {
+                "/api/v1/namespaces/default/configmaps/a"
+            })
+            .header("content-type", ct)
+            .body(body.as_bytes().to_vec())
+            .unwrap()
+    };
+    for (method, ct) in [
+        ("PATCH", "application/xml"),
+        ("POST", "application/vnd.kubernetes.protobuf"),
+    ] {
+        let e = api_err(
+            deploys
+                .clone()
+                .into_client()
+                .request_text(raw(method, ct, "{}"))
+                .await,
+        );
+        assert_eq!(
+            (e.code, e.reason.as_str()),
+            (415, "UnsupportedMediaType"),
+            "{method} {ct}"
+        );
+    }
+    // A verb a path does not serve (PUT on a collection): 405.
+    let put = http::Request::builder()
+        .method("PUT")
+        .uri("/api/v1/namespaces/default/configmaps")
+        .header("content-type", "application/json")
+        .body(b"{}".to_vec())
+        .unwrap();
+    let e = api_err(deploys.into_client().request_text(put).await);
+    assert_eq!((e.code, e.reason.as_str()), (405, "MethodNotAllowed"));
 }
 
 async fn expect_invalid<T: std::fmt::Debug>(r: Result<T, kube::Error>, field: &str) {
@@ -432,6 +504,16 @@ async fn validation_errors_match_the_real_api_server() {
             .unwrap()
             .starts_with("10.96.")
     );
+    // Switching a LoadBalancer to ClusterIP drops its allocated node ports.
+    let back = svcs
+        .patch(
+            "lb",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"type": "ClusterIP"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(back.spec.unwrap().ports.unwrap()[0].node_port, None);
     // Service clusterIP is immutable.
     expect_invalid(
         svcs.patch(
@@ -578,6 +660,28 @@ async fn validation_errors_match_the_real_api_server() {
             )
             .await,
         "data",
+    )
+    .await;
+    // Pods: only images (and a few scheduling fields) may change.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    pods.create(&pp, &obj(json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "x:1"}]}})))
+        .await
+        .unwrap();
+    pods.patch(
+        "p",
+        &PatchParams::default(),
+        &Patch::Strategic(json!({"spec": {"containers": [{"name": "c", "image": "x:2"}]}})),
+    )
+    .await
+    .unwrap();
+    expect_invalid(
+        pods.patch(
+            "p",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"restartPolicy": "Never"}})),
+        )
+        .await,
+        "pod updates may not change fields",
     )
     .await;
 }
@@ -745,6 +849,25 @@ async fn server_side_apply_conflicts_and_force() {
             .await,
     );
     assert_eq!(e.code, 409);
+    // A list item the applier stops sending is removed whole.
+    let two = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "pair"}, "spec": {
+        "selector": {"matchLabels": {"app": "pair"}}, "template": {"metadata": {"labels": {"app": "pair"}},
+        "spec": {"containers": [{"name": "app", "image": "nginx:1", "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]},
+                                {"name": "side", "image": "busybox:1"}]}}}});
+    deploys
+        .patch("pair", &PatchParams::apply("mtcd"), &Patch::Apply(two))
+        .await
+        .unwrap();
+    let one = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "pair"}, "spec": {
+        "selector": {"matchLabels": {"app": "pair"}}, "template": {"metadata": {"labels": {"app": "pair"}},
+        "spec": {"containers": [{"name": "app", "image": "nginx:1", "env": [{"name": "A", "value": "1"}]}]}}}});
+    let d = deploys
+        .patch("pair", &PatchParams::apply("mtcd"), &Patch::Apply(one))
+        .await
+        .unwrap();
+    let cs = d.spec.template.spec.unwrap().containers;
+    assert_eq!(cs.len(), 1, "{cs:?}");
+    assert_eq!(cs[0].env.as_ref().unwrap().len(), 1);
 }
 
 #[tokio::test]
@@ -767,7 +890,11 @@ async fn status_subresource_is_separate_from_the_main_resource() {
         .await
         .unwrap();
     // (The lab's deployment controller may have set readyReplicas itself, never to 7.)
-    assert!(d.status.as_ref().is_none_or(|s| s.ready_replicas != Some(7)));
+    assert!(
+        d.status
+            .as_ref()
+            .is_none_or(|s| s.ready_replicas != Some(7))
+    );
     // The status subresource changes only status.
     let d = deploys
         .patch_status(
@@ -1001,12 +1128,13 @@ async fn seed_creates_objects_and_fills_bound_volumes() {
         .as_str()
         .unwrap()
         .to_string();
-    let volume_dir = format!("{storage}/app/data-manual");
-    std::fs::create_dir_all(&volume_dir).unwrap();
-    // Without the node feature nothing binds PVCs: bind by hand like the provisioner would.
-    let binder = {
+    let manual_dir = format!("{storage}/app/data-manual");
+    // With the node services the lab's provisioner binds the claim; without them, bind by
+    // hand the way the provisioner would.
+    let binder = (lab.info["services"] != true).then(|| {
+        std::fs::create_dir_all(&manual_dir).unwrap();
         let client = client.clone();
-        let volume_dir = volume_dir.clone();
+        let volume_dir = manual_dir.clone();
         tokio::spawn(async move {
             let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "app");
             loop {
@@ -1014,31 +1142,18 @@ async fn seed_creates_objects_and_fills_bound_volumes() {
                     if lab_bound(&pvc) {
                         return;
                     }
-                    let pvs: Api<k8s_openapi::api::core::v1::PersistentVolume> =
-                        Api::all(client.clone());
+                    let pvs: Api<k8s_openapi::api::core::v1::PersistentVolume> = Api::all(client.clone());
                     let _ = pvs.create(&PostParams::default(), &obj(json!({"metadata": {"name": "pv-data"}, "spec": {"capacity": {"storage": "1Gi"},
                         "accessModes": ["ReadWriteOnce"], "hostPath": {"path": volume_dir}, "storageClassName": "standard",
                         "claimRef": {"namespace": "app", "name": "data", "uid": pvc.metadata.uid}}}))).await;
-                    pvcs.patch(
-                        "data",
-                        &PatchParams::default(),
-                        &Patch::Merge(json!({"spec": {"volumeName": "pv-data"}})),
-                    )
-                    .await
-                    .unwrap();
-                    pvcs.patch_status(
-                        "data",
-                        &PatchParams::default(),
-                        &Patch::Merge(json!({"status": {"phase": "Bound"}})),
-                    )
-                    .await
-                    .unwrap();
+                    pvcs.patch("data", &PatchParams::default(), &Patch::Merge(json!({"spec": {"volumeName": "pv-data"}}))).await.unwrap();
+                    pvcs.patch_status("data", &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Bound"}}))).await.unwrap();
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         })
-    };
+    });
     let yaml = r#"
 apiVersion: v1
 kind: ConfigMap
@@ -1065,7 +1180,28 @@ files:
   - {path: hard, hardlink_to: hello.txt}
 "#;
     let report = lab.seed_yaml("lab-src", yaml).await.unwrap();
-    binder.await.unwrap();
+    if let Some(b) = binder {
+        b.await.unwrap();
+    }
+    // The directory the claim is bound to, as the seeder found it.
+    let pvc = Api::<PersistentVolumeClaim>::namespaced(client.clone(), "app")
+        .get("data")
+        .await
+        .unwrap();
+    let pv = Api::<k8s_openapi::api::core::v1::PersistentVolume>::all(client.clone())
+        .get(pvc.spec.unwrap().volume_name.as_deref().unwrap())
+        .await
+        .unwrap();
+    let spec = pv.spec.unwrap();
+    let volume_dir = spec
+        .host_path
+        .map(|h| h.path)
+        .or(spec.local.map(|l| l.path))
+        .unwrap();
+    assert!(
+        volume_dir.starts_with(&storage),
+        "{volume_dir} under {storage}"
+    );
     assert_eq!(report.created.len(), 3, "{:?}", report.created);
     assert_eq!(report.created[0], "Namespace/app", "namespaces first");
     let root = std::path::Path::new(&volume_dir);
@@ -1087,6 +1223,18 @@ files:
         (meta.mode() & 0o777, meta.mtime(), meta.nlink()),
         (0o600, 1700000000, 2)
     );
+    // Images go to the cluster's own registry (when the node services run).
+    if lab.info["clusters"]["src"]["registry"].is_string() {
+        let report = lab
+            .seed_yaml("lab-src", "apiVersion: lab.mtcd.io/v1\nkind: Image\nrepository: app/web\ntag: v1\nlayers: [{size: 1000, seed: 1}]\n")
+            .await
+            .unwrap();
+        assert!(
+            report.images[0].starts_with("app/web:v1@sha256:"),
+            "{:?}",
+            report.images
+        );
+    }
     // Unknown kinds are named in the error.
     let err = lab
         .seed_yaml(
@@ -1130,6 +1278,18 @@ fn kubectl_get_ns_works_against_the_lab() {
         stdout.contains("default") && stdout.contains("kube-system") && stdout.contains("Active"),
         "{stdout}"
     );
+    // Categories ("all") come from discovery.
+    let out = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&lab.kubeconfig)
+        .args(["--context", "lab-src", "get", "all", "-n", "default"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -1144,4 +1304,420 @@ fn down_stops_the_supervisor_and_is_idempotent() {
         std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z"));
     assert!(!alive, "supervisor {pid} still running after down");
     assert_eq!(lab.down().code, 0, "down twice is fine");
+}
+
+#[tokio::test]
+async fn scale_subresource_route_hosts_and_image_stream_status() {
+    let lab = Lab::up();
+    let client = lab.client("lab-src").await;
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    deploys
+        .create(&PostParams::default(), &deployment("web", "nginx:1"))
+        .await
+        .unwrap();
+    let scale = deploys
+        .patch_scale(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 0}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(scale.spec.unwrap().replicas, Some(0));
+    assert_eq!(deploys.get("web").await.unwrap().spec.replicas, Some(0));
+    assert_eq!(
+        deploys
+            .get_scale("web")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .selector
+            .as_deref(),
+        Some("app=web")
+    );
+    let route_ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("route.openshift.io", "v1", "Route"),
+        "routes",
+    );
+    let routes: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &route_ar);
+    let r = routes
+        .create(&PostParams::default(), &obj(json!({"apiVersion": "route.openshift.io/v1", "kind": "Route", "metadata": {"name": "web"},
+            "spec": {"to": {"kind": "Service", "name": "web"}, "tls": {"termination": "passthrough"}}})))
+        .await
+        .unwrap();
+    assert_eq!(r.data["spec"]["host"], "web-default.apps.src.lab.mtcd.io");
+    let is_ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("image.openshift.io", "v1", "ImageStream"),
+        "imagestreams",
+    );
+    let streams: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &is_ar);
+    let s = streams
+        .create(&PostParams::default(), &obj(json!({"apiVersion": "image.openshift.io/v1", "kind": "ImageStream", "metadata": {"name": "app"},
+            "spec": {"tags": [{"name": "v1", "from": {"kind": "DockerImage", "name": "quay.io/x/app:v1"}}]}})))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.data["status"]["tags"][0]["items"][0]["dockerImageReference"],
+        "quay.io/x/app:v1"
+    );
+    // With the node services the cluster's registry is known and reported.
+    if let Some(registry) = lab.info["clusters"]["src"]["registry"].as_str() {
+        assert_eq!(
+            s.data["status"]["dockerImageRepository"],
+            format!("{registry}/default/app")
+        );
+    }
+}
+
+/// Throughput of server-side apply at the resource benchmark's shape (10,000 ConfigMaps and
+/// Secrets + 500 Deployments, 16 in flight). Run with `--ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark"]
+async fn bench_server_side_apply_throughput() {
+    let lab = Lab::up();
+    let client = lab.client("lab-src").await;
+    let n: usize = std::env::var("LAB_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let started = std::time::Instant::now();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let ap = PatchParams::apply("bench");
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let (cms, secrets, ap) = (cms.clone(), secrets.clone(), ap.clone());
+            async move {
+                if i % 2 == 0 {
+                    cms.patch(&format!("cm-{i}"), &ap, &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                        "metadata": {"name": format!("cm-{i}"), "labels": {"bench": "yes"}}, "data": {"key": "value".repeat(20)}})))
+                        .await
+                        .map(|_| ())
+                } else {
+                    secrets.patch(&format!("s-{i}"), &ap, &Patch::Apply(json!({"apiVersion": "v1", "kind": "Secret",
+                        "metadata": {"name": format!("s-{i}")}, "data": {"key": "dmFsdWU="}})))
+                        .await
+                        .map(|_| ())
+                }
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<()>>()
+        .await
+        .unwrap();
+    let objects = started.elapsed();
+    futures::stream::iter(0..500)
+        .map(|i| {
+            let (deploys, ap) = (deploys.clone(), ap.clone());
+            async move {
+                let name = format!("d-{i}");
+                deploys.patch(&name, &ap, &Patch::Apply(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+                    "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}}, "template": {"metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [{"name": "app", "image": "nginx:1", "ports": [{"containerPort": 80}], "env": [{"name": "A", "value": "b"}]}]}}}})))
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<()>>()
+        .await
+        .unwrap();
+    let total = started.elapsed();
+    let list_start = std::time::Instant::now();
+    let listed = cms
+        .list(&ListParams::default().labels("bench=yes"))
+        .await
+        .unwrap()
+        .items
+        .len();
+    eprintln!(
+        "SSA: {n} ConfigMaps/Secrets in {:.2}s ({:.0}/s), +500 Deployments in {:.2}s; list of {listed} ConfigMaps {:.0}ms",
+        objects.as_secs_f64(),
+        n as f64 / objects.as_secs_f64(),
+        (total - objects).as_secs_f64(),
+        list_start.elapsed().as_secs_f64() * 1000.0
+    );
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", lab.pid().unwrap())).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    eprintln!("lab supervisor CPU time: {:.2}s", ticks as f64 / 100.0);
+    assert_eq!(listed, n / 2);
+}
+
+/// `Image` seed documents: pushed image is readable by an independent client (skopeo copies
+/// it and checks every digest). Uses Debian's docker-registry directly, so it runs without
+/// the node feature.
+#[tokio::test]
+async fn generated_images_push_to_a_real_registry() {
+    let have = |cmd: &str| {
+        std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {cmd}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !have("docker-registry") || !have("skopeo") {
+        eprintln!("docker-registry or skopeo missing; skipping");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = tmp.path().join("config.yml");
+    std::fs::write(
+        &config,
+        format!("version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n", tmp.path().join("data").display()),
+    )
+    .unwrap();
+    let mut registry = tokio::process::Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(&addr).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let spec: mtcd_lab::seed::ImageSpec = serde_yaml::from_str(
+        "repository: app/web\ntag: v1\nlayers: [{size: 4096, seed: 1}, {size: 100000, seed: 2}]",
+    )
+    .unwrap();
+    let digest = mtcd_lab::seed::push_image(&addr, &spec).await.unwrap();
+    assert!(digest.starts_with("sha256:"));
+    let out_dir = tmp.path().join("copy");
+    let out = std::process::Command::new("skopeo")
+        .args([
+            "copy",
+            "--src-tls-verify=false",
+            &format!("docker://{addr}/app/web:v1"),
+            &format!("dir:{}", out_dir.display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["layers"].as_array().unwrap().len(), 2);
+    registry.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn owner_references_are_garbage_collected() {
+    let lab = Lab::up();
+    let client = lab.client("lab-src").await;
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let owner = deploys
+        .create(&PostParams::default(), &deployment("web", "nginx:1"))
+        .await
+        .unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let mut child = cm("child", json!({}));
+    child.metadata.owner_references = Some(vec![obj(
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": owner.metadata.uid.unwrap()}),
+    )]);
+    cms.create(&PostParams::default(), &child).await.unwrap();
+    cms.create(&PostParams::default(), &cm("unrelated", json!({})))
+        .await
+        .unwrap();
+    deploys
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while cms.get_opt("child").await.unwrap().is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dependent not collected"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(cms.get_opt("unrelated").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn uid_preconditions_config_keys_and_crd_deletion() {
+    let lab = Lab::up();
+    let client = lab.client("lab-src").await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    // A uid copied from another cluster is a failed precondition, on update and on apply.
+    cms.create(&PostParams::default(), &cm("a", json!({})))
+        .await
+        .unwrap();
+    let foreign = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "uid": "0b4c7c50-0000-0000-0000-000000000000"}, "data": {"k": "x"}});
+    let e = api_err(
+        cms.patch(
+            "a",
+            &PatchParams::apply("mtcd").force(),
+            &Patch::Apply(foreign.clone()),
+        )
+        .await,
+    );
+    assert_eq!((e.code, e.reason.as_str()), (409, "Conflict"));
+    assert!(
+        e.message.contains("Precondition failed: UID"),
+        "{}",
+        e.message
+    );
+    let mut fresh = foreign;
+    fresh["metadata"]["name"] = json!("b");
+    assert_eq!(
+        api_err(
+            cms.patch(
+                "b",
+                &PatchParams::apply("mtcd").force(),
+                &Patch::Apply(fresh)
+            )
+            .await
+        )
+        .code,
+        409
+    );
+    // ConfigMap keys.
+    let bad: ConfigMap = obj(json!({"metadata": {"name": "bad"}, "data": {"no spaces": "x"}}));
+    expect_invalid(
+        cms.create(&PostParams::default(), &bad).await,
+        "data[no spaces]",
+    )
+    .await;
+    // Deleting a CRD deletes its objects: recreating it starts empty.
+    let crd_ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("apiextensions.k8s.io", "v1", "CustomResourceDefinition"),
+        "customresourcedefinitions",
+    );
+    let crds: Api<DynamicObject> = Api::all_with(client.clone(), &crd_ar);
+    let crd = obj::<DynamicObject>(
+        json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "gadgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced", "names": {"plural": "gadgets", "kind": "Gadget"},
+            "versions": [{"name": "v1", "served": true, "storage": true}]}}),
+    );
+    crds.create(&PostParams::default(), &crd).await.unwrap();
+    let g_ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("example.com", "v1", "Gadget"),
+        "gadgets",
+    );
+    let gadgets: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &g_ar);
+    gadgets.create(&PostParams::default(), &obj(json!({"apiVersion": "example.com/v1", "kind": "Gadget", "metadata": {"name": "g"}}))).await.unwrap();
+    crds.delete("gadgets.example.com", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert_eq!(api_err(gadgets.get("g").await).code, 404);
+    crds.create(&PostParams::default(), &crd).await.unwrap();
+    assert!(
+        gadgets
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn concurrent_writers_lose_nothing_and_defaults_come_back() {
+    let lab = Lab::up();
+    let client = lab.client("lab-src").await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    cms.create(&PostParams::default(), &cm("shared", json!({})))
+        .await
+        .unwrap();
+    futures::stream::iter(0..32)
+        .map(|i| {
+            let cms = cms.clone();
+            async move {
+                cms.patch(
+                    "shared",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"labels": {format!("l{i}"): "x"}}})),
+                )
+                .await
+                .map(|_| ())
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<()>>()
+        .await
+        .unwrap();
+    assert_eq!(
+        cms.get("shared")
+            .await
+            .unwrap()
+            .metadata
+            .labels
+            .unwrap()
+            .len(),
+        32
+    );
+    // deletecollection with a selector.
+    cms.create(&PostParams::default(), &cm("tmp-1", json!({"tmp": "yes"})))
+        .await
+        .unwrap();
+    cms.create(&PostParams::default(), &cm("tmp-2", json!({"tmp": "yes"})))
+        .await
+        .unwrap();
+    cms.delete_collection(
+        &DeleteParams::default(),
+        &ListParams::default().labels("tmp=yes"),
+    )
+    .await
+    .unwrap();
+    assert!(
+        cms.list(&ListParams::default().labels("tmp"))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(cms.get_opt("shared").await.unwrap().is_some());
+    // A field an applier stops sending gets its default back.
+    let deploys: Api<Deployment> = Api::namespaced(client, "default");
+    let cfg = |strategy: Option<&str>| {
+        let mut d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}, "spec": {
+            "selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "app", "image": "nginx:1"}]}}}});
+        if let Some(s) = strategy {
+            d["spec"]["strategy"] = json!({"type": s});
+        }
+        d
+    };
+    let d = deploys
+        .patch(
+            "web",
+            &PatchParams::apply("mtcd"),
+            &Patch::Apply(cfg(Some("Recreate"))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(d.spec.strategy.unwrap().type_.as_deref(), Some("Recreate"));
+    let d = deploys
+        .patch("web", &PatchParams::apply("mtcd"), &Patch::Apply(cfg(None)))
+        .await
+        .unwrap();
+    assert_eq!(
+        d.spec.strategy.unwrap().type_.as_deref(),
+        Some("RollingUpdate")
+    );
+    assert_eq!(
+        d.spec.template.spec.unwrap().containers[0]
+            .image_pull_policy
+            .as_deref(),
+        Some("IfNotPresent")
+    );
 }

@@ -176,6 +176,15 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The supervisor's log is the first thing to read when a lab test fails.
+            let log = std::fs::read_to_string(self.dir.join("lab.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            eprintln!("--- {}/lab.log (last lines) ---", self.dir.display());
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
         let run = self.down();
         if run.code != 0 {
             eprintln!(

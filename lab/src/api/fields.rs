@@ -208,11 +208,44 @@ pub fn apply(
         .filter(|e| e.manager == manager && e.operation == "Apply" && e.subresource == sub)
         .flat_map(|e| e.fields.iter().cloned())
         .collect();
-    for p in previously.difference(&cfg_paths) {
-        let owned_by_other = entries
+    let others_own = |pred: &dyn Fn(&FieldPath) -> bool| {
+        entries
             .iter()
-            .any(|e| !(e.manager == manager && e.operation == "Apply") && e.fields.contains(p));
-        if !owned_by_other {
+            .filter(|e| !(e.manager == manager && e.operation == "Apply"))
+            .any(|e| e.fields.iter().any(pred))
+    };
+    let removed: Vec<&FieldPath> = previously.difference(&cfg_paths).collect();
+    // A keyed list item (a container, an env var, a port) the applier stopped sending goes
+    // as a whole when nobody else owns anything in it, not field by field.
+    let mut whole_items: BTreeSet<FieldPath> = BTreeSet::new();
+    for p in &removed {
+        for (i, seg) in p.iter().enumerate() {
+            if seg.starts_with("k:") {
+                let item: FieldPath = p[..=i].to_vec();
+                let still_applied = cfg_paths.iter().any(|c| c.starts_with(&item));
+                if !still_applied && !others_own(&|q: &FieldPath| q.starts_with(&item)) {
+                    whole_items.insert(item);
+                    break;
+                }
+            }
+        }
+    }
+    for item in &whole_items {
+        remove_path(&mut merged, item);
+    }
+    for p in removed {
+        if whole_items.iter().any(|item| p.starts_with(item)) {
+            continue;
+        }
+        // An item that stays keeps its key field (`name` of a container someone else owns).
+        let is_key_of_item = p.len() >= 2
+            && p[p.len() - 2].strip_prefix("k:").is_some_and(|k| {
+                serde_json::from_str::<Value>(k)
+                    .ok()
+                    .and_then(|v| v.as_object().and_then(|o| o.keys().next().cloned()))
+                    .is_some_and(|key| p[p.len() - 1] == format!("f:{key}"))
+            });
+        if !is_key_of_item && !others_own(&|q: &FieldPath| q == p) {
             remove_path(&mut merged, p);
         }
     }
@@ -237,4 +270,75 @@ pub fn apply(
     }
     merged["metadata"]["managedFields"] = encode(&entries);
     Ok(merged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::types::TypeTable;
+
+    fn deployment(containers: Value) -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+            "spec": {"template": {"spec": {"containers": containers}}}})
+    }
+
+    #[test]
+    fn items_another_manager_touched_survive_with_their_key() {
+        let ty = TypeTable::builtin("kubernetes")
+            .get("apps", "v1", "deployments")
+            .unwrap();
+        let two =
+            deployment(json!([{"name": "app", "image": "a:1"}, {"name": "side", "image": "s:1"}]));
+        let created = apply(&ty, "d", None, &two, "mtcd", false, false).unwrap();
+        // Someone else changes the side container's image.
+        let mut edited = created.clone();
+        edited["spec"]["template"]["spec"]["containers"][1]["image"] = json!("s:2");
+        edited["metadata"]["managedFields"] =
+            track_update(Some(&created), &edited, "kubectl", "apps/v1", false);
+        // The applier drops the side container: it stays (kubectl owns its image), named.
+        let one = deployment(json!([{"name": "app", "image": "a:1"}]));
+        let merged = apply(&ty, "d", Some(&edited), &one, "mtcd", true, false).unwrap();
+        let cs = merged["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .unwrap();
+        assert_eq!(cs.len(), 2);
+        assert_eq!(cs[1], json!({"name": "side", "image": "s:2"}));
+        // Without the other owner it would have gone whole.
+        let merged = apply(&ty, "d", Some(&created), &one, "mtcd", false, false).unwrap();
+        assert_eq!(
+            merged["spec"]["template"]["spec"]["containers"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn conflicts_name_the_manager_and_field() {
+        let ty = TypeTable::builtin("kubernetes")
+            .get("apps", "v1", "deployments")
+            .unwrap();
+        let base = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}, "spec": {"replicas": 1}});
+        let created = apply(&ty, "d", None, &base, "first", false, false).unwrap();
+        let mut other = base.clone();
+        other["spec"]["replicas"] = json!(3);
+        match apply(&ty, "d", Some(&created), &other, "second", false, false) {
+            Err(ApiError::Conflict { message, .. }) => {
+                assert_eq!(
+                    message,
+                    "Apply failed with 1 conflict: conflict with \"first\" using apps/v1: .spec.replicas"
+                )
+            }
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        let forced = apply(&ty, "d", Some(&created), &other, "second", true, false).unwrap();
+        assert_eq!(forced["spec"]["replicas"], 3);
+        let owners = decode(&forced);
+        assert!(
+            owners
+                .iter()
+                .all(|e| e.manager != "first" || e.fields.is_empty())
+        );
+    }
 }

@@ -102,24 +102,20 @@ pub async fn serve(
     let follow = q.get("follow").is_some_and(|f| f == "true");
     let tail_lines: Option<usize> = q.get("tailLines").and_then(|t| t.parse().ok());
     let limit_bytes: Option<usize> = q.get("limitBytes").and_then(|t| t.parse().ok());
-    let mut file = match tokio::fs::File::open(&path).await {
-        Ok(f) => f,
-        Err(_) => {
-            let phase = pod["status"]["phase"].as_str().unwrap_or("Pending");
-            if phase == "Pending" || !follow {
-                return Err(ApiError::BadRequest(format!(
-                    "container \"{container}\" in pod \"{pod_name}\" is waiting to start: ContainerCreating"
-                )));
-            }
-            return Err(ApiError::BadRequest(format!(
-                "no log for container \"{container}\" in pod \"{pod_name}\""
-            )));
-        }
-    };
+    let phase = pod["status"]["phase"].as_str().unwrap_or("Pending");
+    let mut file = tokio::fs::File::open(&path).await.ok();
+    if file.is_none() && (phase == "Pending" || phase.is_empty()) {
+        return Err(ApiError::BadRequest(format!(
+            "container \"{container}\" in pod \"{pod_name}\" is waiting to start: ContainerCreating"
+        )));
+    }
+    // A started container whose log the node agent has not created yet reads as empty.
     let mut data = Vec::new();
-    file.read_to_end(&mut data)
-        .await
-        .map_err(|e| ApiError::Internal(format!("reading log {}: {e}", path.display())))?;
+    if let Some(f) = file.as_mut() {
+        f.read_to_end(&mut data)
+            .await
+            .map_err(|e| ApiError::Internal(format!("reading log {}: {e}", path.display())))?;
+    }
     let mut offset = data.len() as u64;
     let mut first: Vec<u8> = match tail_lines {
         Some(n) => tail(&data, n).to_vec(),
@@ -140,19 +136,33 @@ pub async fn serve(
             return;
         }
         loop {
+            // Ends when the pod (or this container) has terminated and the file is drained.
             let terminal = {
                 let store = state.lock();
                 match store.get(&pods_gr, &ns, &pod_name) {
                     Some(p) => {
                         p["metadata"]["uid"] != uid.as_str()
                             || matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
+                            || p["status"]["containerStatuses"]
+                                .as_array()
+                                .is_some_and(|cs| {
+                                    cs.iter().any(|c| {
+                                        c["name"] == container.as_str()
+                                            && !c["state"]["terminated"].is_null()
+                                    })
+                                })
                     }
                     None => true,
                 }
             };
+            if file.is_none() {
+                file = tokio::fs::File::open(&path).await.ok();
+            }
             let mut chunk = Vec::new();
-            if file.seek(std::io::SeekFrom::Start(offset)).await.is_ok() {
-                let _ = file.read_to_end(&mut chunk).await;
+            if let Some(f) = file.as_mut()
+                && f.seek(std::io::SeekFrom::Start(offset)).await.is_ok()
+            {
+                let _ = f.read_to_end(&mut chunk).await;
             }
             offset += chunk.len() as u64;
             if !chunk.is_empty() && tx.send(Bytes::from(chunk)).await.is_err() {

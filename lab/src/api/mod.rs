@@ -55,6 +55,8 @@ pub struct ApiConfig {
     /// Pod logs are read from `state_dir/pod-logs`.
     pub state_dir: PathBuf,
     pub token: String,
+    /// Domain of generated Route hosts (`apps.src.lab.mtcd.io`).
+    pub apps_domain: String,
     pub tls: Arc<rustls::ServerConfig>,
     /// Usually `127.0.0.1:0` (a free port).
     pub bind: SocketAddr,
@@ -97,6 +99,7 @@ pub async fn start(cfg: ApiConfig, shutdown: CancellationToken) -> Result<ApiSer
         cidr,
         cfg.state_dir.clone(),
         cfg.token.clone(),
+        cfg.apps_domain.clone(),
     ));
     let acceptor = tokio_rustls::TlsAcceptor::from(cfg.tls.clone());
     let st = state.clone();
@@ -222,6 +225,11 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         .get(header::ACCEPT)
         .and_then(|a| a.to_str().ok())
         .is_some_and(|a| a.contains("as=Table"));
+    let metadata_only = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.contains("as=PartialObjectMetadata"));
     let get = req.method() == Method::GET;
     match p.as_slice() {
         ["api"] if get => {
@@ -302,6 +310,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         None => None,
         Some("status") if ty.has_status => Some("status"),
         Some("log") if ty.group.is_empty() && ty.plural == "pods" => Some("log"),
+        Some("scale") if ty.scalable() => Some("scale"),
         Some("finalize") if ty.group.is_empty() && ty.plural == "namespaces" => Some("status"),
         Some(_) => return error_response(&ApiError::NoRoute),
     };
@@ -336,35 +345,56 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             ))),
         }
     };
-    let result: Result<Value, ApiError> = match (method, name, sub) {
+    let ok = |r: Result<Value, ApiError>| r.map(|v| (200u16, v));
+    let result: Result<(u16, Value), ApiError> = match (method, name, sub) {
         (Method::GET, None, None) => {
             if q.get("watch").is_some_and(|w| w == "true" || w == "1") {
-                return match watch::start(state.clone(), ty.clone(), ns.map(str::to_string), &q) {
+                return match watch::start(
+                    state.clone(),
+                    ty.clone(),
+                    ns.map(str::to_string),
+                    &q,
+                    if table {
+                        View::Table
+                    } else if metadata_only {
+                        View::Metadata
+                    } else {
+                        View::Object
+                    },
+                ) {
                     Ok(rx) => stream_response("application/json", rx),
                     Err(e) => error_response(&e),
                 };
             }
-            state.list(&ty, ns, &q)
+            ok(state.list(&ty, ns, &q))
         }
-        (Method::GET, Some(n), None | Some("status")) => state.get(&ty, nsk, n),
+        (Method::GET, Some(n), None | Some("status")) => ok(state.get(&ty, nsk, n)),
+        (Method::GET, Some(n), Some("scale")) => ok(state.get(&ty, nsk, n).map(|o| to_scale(&o))),
+        (Method::PUT | Method::PATCH, Some(n), Some("scale")) => {
+            ok(scale_write(&state, &ty, nsk, n, &ct, &body, &q, &mgr))
+        }
         (Method::GET, Some(n), Some("log")) => {
             return match logs::serve(state.clone(), nsk, n, &q).await {
                 Ok(rx) => stream_response("text/plain", rx),
                 Err(e) => error_response(&e),
             };
         }
+        // Namespaced objects are created under their namespace's path only.
+        (Method::POST, None, None) if ty.namespaced && ns.is_none() => {
+            Err(ApiError::MethodNotAllowed)
+        }
         (Method::POST, None, None) => match parse_body(&body) {
             Ok(obj) => state
                 .create(&ty, ns.filter(|_| ty.namespaced), obj, &q, &mgr)
-                .map(|o| return_created(o)),
+                .map(|o| (201, o)),
             Err(e) => Err(e),
         },
         (Method::PUT, Some(n), s @ (None | Some("status"))) => match parse_body(&body) {
-            Ok(obj) => state.update(&ty, nsk, n, obj, &q, s.is_some(), &mgr),
+            Ok(obj) => ok(state.update(&ty, nsk, n, obj, &q, s.is_some(), &mgr)),
             Err(e) => Err(e),
         },
         (Method::PATCH, Some(n), s @ (None | Some("status"))) => {
-            state.patch(&ty, nsk, n, &ct, &body, &q, s.is_some(), &mgr)
+            ok(state.patch(&ty, nsk, n, &ct, &body, &q, s.is_some(), &mgr))
         }
         (Method::DELETE, Some(n), None) => {
             let opts: Value = if body.is_empty() {
@@ -372,27 +402,142 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             } else {
                 serde_json::from_slice(&body).unwrap_or(Value::Null)
             };
-            state.delete(&ty, nsk, n, &q, &opts)
+            ok(state.delete(&ty, nsk, n, &q, &opts))
         }
-        (Method::DELETE, None, None) => state.delete_collection(&ty, ns, &q),
+        (Method::DELETE, None, None) if ty.namespaced && ns.is_none() => {
+            Err(ApiError::MethodNotAllowed)
+        }
+        (Method::DELETE, None, None) => ok(state.delete_collection(&ty, ns, &q)),
         _ => Err(ApiError::MethodNotAllowed),
     };
-    match result {
-        Ok(v) if v.get("__created").is_some() => {
-            let mut v = v;
-            v.as_object_mut().map(|m| m.remove("__created"));
-            json_response(201, &v)
+    // Method, path and outcome only: bodies may hold Secret data.
+    match &result {
+        Ok((code, _)) => tracing::debug!(cluster = %state.cluster, %path, code, "request"),
+        Err(e) => {
+            tracing::debug!(cluster = %state.cluster, %path, code = e.code(), reason = e.reason(), "request failed")
         }
-        Ok(v) if table => json_response(200, &to_table(&v)),
-        Ok(v) => json_response(200, &v),
+    }
+    match result {
+        Ok((code, v)) if table && code == 200 => json_response(code, &to_table(&v)),
+        Ok((code, v)) if metadata_only => json_response(code, &to_partial(&v)),
+        Ok((code, v)) => json_response(code, &v),
         Err(e) => error_response(&e),
     }
 }
 
-/// Marks a create result so the response is 201 (removed before sending).
-fn return_created(mut o: Value) -> Value {
-    o["__created"] = json!(true);
-    o
+/// How objects are rendered for a client (from its Accept header).
+#[derive(Debug, Clone, Copy)]
+pub enum View {
+    Object,
+    Metadata,
+    Table,
+}
+
+/// `PartialObjectMetadata(List)`: what metadata-only clients (kube-rs `list_metadata`,
+/// `metadata_watcher`) ask for.
+pub(crate) fn partial(o: &Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]})
+}
+
+fn to_partial(v: &Value) -> Value {
+    match v["items"].as_array() {
+        Some(items) => json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
+            "metadata": v["metadata"], "items": items.iter().map(partial).collect::<Vec<_>>()}),
+        None if v["kind"] == "Status" => v.clone(),
+        None => partial(v),
+    }
+}
+
+/// The `autoscaling/v1 Scale` view of a scalable object.
+fn to_scale(o: &Value) -> Value {
+    let m = &o["metadata"];
+    let selector = match o["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .or(o["spec"]["selector"].as_object())
+    {
+        Some(labels) => labels
+            .iter()
+            .filter_map(|(k, v)| v.as_str().map(|v| format!("{k}={v}")))
+            .collect::<Vec<_>>()
+            .join(","),
+        None => String::new(),
+    };
+    json!({"kind": "Scale", "apiVersion": "autoscaling/v1",
+        "metadata": {"name": m["name"], "namespace": m["namespace"], "uid": m["uid"],
+            "resourceVersion": m["resourceVersion"], "creationTimestamp": m["creationTimestamp"]},
+        "spec": {"replicas": o["spec"]["replicas"].as_i64().unwrap_or(0)},
+        "status": {"replicas": o["status"]["replicas"].as_i64().unwrap_or(0), "selector": selector}})
+}
+
+/// PUT or PATCH on `/scale`: only spec.replicas reaches the object.
+#[allow(clippy::too_many_arguments)]
+fn scale_write(
+    state: &State,
+    ty: &types::ResourceType,
+    ns: &str,
+    name: &str,
+    content_type: &str,
+    body: &[u8],
+    q: &Query,
+    mgr: &str,
+) -> Result<Value, ApiError> {
+    let current = to_scale(&state.get(ty, ns, name)?);
+    let bad =
+        |e: &dyn std::fmt::Display| ApiError::BadRequest(format!("error decoding scale: {e}"));
+    let ct = content_type.split(';').next().unwrap_or_default().trim();
+    let scale: Value = match ct {
+        "application/json-patch+json" => {
+            let p: json_patch::Patch = serde_json::from_slice(body).map_err(|e| bad(&e))?;
+            let mut s = current.clone();
+            json_patch::patch(&mut s, &p).map_err(|e| bad(&e))?;
+            s
+        }
+        "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
+            let p: Value = serde_json::from_slice(body).map_err(|e| bad(&e))?;
+            let mut s = current.clone();
+            json_patch::merge(&mut s, &p);
+            s
+        }
+        _ => serde_json::from_slice(body).map_err(|e| bad(&e))?,
+    };
+    let replicas = scale["spec"]["replicas"].as_i64().ok_or_else(|| {
+        ApiError::invalid(
+            "Scale",
+            "autoscaling",
+            name,
+            "spec.replicas",
+            "Required value".into(),
+        )
+    })?;
+    if replicas < 0 {
+        return Err(ApiError::invalid(
+            "Scale",
+            "autoscaling",
+            name,
+            "spec.replicas",
+            format!("Invalid value: {replicas}: must be greater than or equal to 0"),
+        ));
+    }
+    let mut patch = json!({"spec": {"replicas": replicas}});
+    if let Some(rv) = scale["metadata"]["resourceVersion"]
+        .as_str()
+        .filter(|rv| *rv != current["metadata"]["resourceVersion"])
+    {
+        patch["metadata"] = json!({"resourceVersion": rv});
+    }
+    let body = serde_json::to_vec(&patch).unwrap_or_default();
+    state
+        .patch(
+            ty,
+            ns,
+            name,
+            "application/merge-patch+json",
+            &body,
+            q,
+            false,
+            mgr,
+        )
+        .map(|o| to_scale(&o))
 }
 
 fn age(ts: &str) -> String {
@@ -411,7 +556,7 @@ fn age(ts: &str) -> String {
 }
 
 /// A `meta.k8s.io/v1 Table` for kubectl's human output: name, status (when there is a phase), age.
-fn to_table(v: &Value) -> Value {
+pub(crate) fn to_table(v: &Value) -> Value {
     let items: Vec<Value> = match v["items"].as_array() {
         Some(a) => a.clone(),
         None => vec![v.clone()],

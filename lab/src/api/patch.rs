@@ -15,8 +15,10 @@ fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
         | "volumes"
         | "env"
         | "imagePullSecrets"
-        | "volumeClaimTemplates"
-        | "topologySpreadConstraints" => "name",
+        | "containerStatuses"
+        | "initContainerStatuses"
+        | "ephemeralContainerStatuses" => "name",
+        "topologySpreadConstraints" => "topologyKey",
         "volumeMounts" => "mountPath",
         "volumeDevices" => "devicePath",
         "ownerReferences" => "uid",
@@ -307,15 +309,6 @@ pub fn remove_path(obj: &mut Value, path: &[String]) {
             } else if let Some((key, val)) = want.as_object().and_then(|o| o.iter().next()) {
                 a.retain(|i| i.get(key) != Some(val));
             }
-        }
-    }
-}
-
-/// Drops maps and lists that became empty after removals, as apply does for owned parents.
-pub fn prune_empty(v: &mut Value) {
-    if let Value::Object(m) = v {
-        for c in m.values_mut() {
-            prune_empty(c);
         }
     }
 }

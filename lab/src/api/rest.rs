@@ -27,6 +27,10 @@ pub struct State {
     pub cidr: Cidr,
     pub state_dir: PathBuf,
     pub token: String,
+    /// Routes without spec.host get `<name>-<namespace>.<apps_domain>`, as on OpenShift.
+    pub apps_domain: String,
+    /// The cluster's registry (`127.0.0.1:port`), once started: ImageStreams report it.
+    pub registry: RwLock<Option<String>>,
     pub types: RwLock<TypeTable>,
     pub store: Mutex<Store>,
 }
@@ -81,6 +85,7 @@ impl State {
         cidr: Cidr,
         state_dir: PathBuf,
         token: String,
+        apps_domain: String,
     ) -> Self {
         Self {
             cluster: cluster.into(),
@@ -88,6 +93,8 @@ impl State {
             cidr,
             state_dir,
             token,
+            apps_domain,
+            registry: RwLock::new(None),
             types: RwLock::new(TypeTable::builtin(profile)),
             store: Mutex::new(Store::new()),
         }
@@ -291,6 +298,8 @@ impl State {
                 name,
             });
         }
+        obj["apiVersion"] = json!(ty.api_version());
+        obj["kind"] = json!(ty.kind);
         let meta = obj["metadata"].as_object_mut().expect("metadata object");
         meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
         meta.insert("creationTimestamp".into(), json!(fields::now()));
@@ -302,6 +311,14 @@ impl State {
             meta.remove("generation");
         }
         validate::prepare_create(ty, &name, &mut obj, &store)?;
+        if ty.group.is_empty()
+            && ty.plural == "pods"
+            && obj["spec"]["nodeName"].as_str().is_none_or(str::is_empty)
+        {
+            // The lab's scheduler: every cluster has one node.
+            obj["spec"]["nodeName"] = json!(format!("{}-node", self.cluster));
+        }
+        self.openshift_defaults(ty, ns_key, &name, &mut obj);
         if ty.group.is_empty() && ty.plural == "services" {
             validate::service_allocate(&mut store, self.cidr, ns_key, &name, None, &mut obj, dry)?;
         }
@@ -351,6 +368,62 @@ impl State {
         Ok((*stored).clone())
     }
 
+    /// What OpenShift's API server fills in: a generated Route host, ImageStream repository
+    /// and tag status (tags that point at an image are reported as imported).
+    fn openshift_defaults(&self, ty: &ResourceType, ns: &str, name: &str, obj: &mut Value) {
+        match (ty.group.as_str(), ty.plural.as_str()) {
+            ("route.openshift.io", "routes")
+                if obj["spec"]["host"].as_str().is_none_or(str::is_empty) =>
+            {
+                obj["spec"]["host"] = json!(format!("{name}-{ns}.{}", self.apps_domain));
+                obj["metadata"]["annotations"]["openshift.io/host.generated"] = json!("true");
+            }
+            ("image.openshift.io", "imagestreams") => {
+                let registry = self
+                    .registry
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                let repo = registry.map(|r| format!("{r}/{ns}/{name}"));
+                let mut tags = Vec::new();
+                for t in obj["spec"]["tags"].as_array().cloned().unwrap_or_default() {
+                    let from = &t["from"];
+                    let reference = match from["kind"].as_str() {
+                        Some("DockerImage") => from["name"].as_str().map(str::to_string),
+                        Some("ImageStreamTag") => repo.as_ref().and_then(|r| {
+                            from["name"]
+                                .as_str()
+                                .map(|n| format!("{r}:{}", n.rsplit(':').next().unwrap_or(n)))
+                        }),
+                        _ => None,
+                    };
+                    if let (Some(tag), Some(reference)) = (t["name"].as_str(), reference) {
+                        tags.push(json!({"tag": tag, "items": [{"dockerImageReference": reference,
+                            "created": obj["metadata"]["creationTimestamp"], "generation": 1, "image": ""}]}));
+                    }
+                }
+                // Tags pushed straight to the registry are kept (written through /status).
+                let mut status = obj["status"].clone();
+                if let Some(r) = &repo {
+                    status["dockerImageRepository"] = json!(r);
+                    status["publicDockerImageRepository"] = json!(r);
+                }
+                let mut merged: Vec<Value> = status["tags"].as_array().cloned().unwrap_or_default();
+                for t in tags {
+                    merged.retain(|m| m["tag"] != t["tag"]);
+                    merged.push(t);
+                }
+                if !merged.is_empty() {
+                    status["tags"] = Value::Array(merged);
+                }
+                if !status.is_null() {
+                    obj["status"] = status;
+                }
+            }
+            _ => {}
+        }
+    }
+
     fn check_type_meta(&self, ty: &ResourceType, obj: &Value) -> Result<(), ApiError> {
         let kind = obj["kind"].as_str().unwrap_or_default();
         let av = obj["apiVersion"].as_str().unwrap_or_default();
@@ -364,6 +437,7 @@ impl State {
     }
 
     /// PUT on the object or its status subresource.
+    #[allow(clippy::too_many_arguments)]
     pub fn update(
         &self,
         ty: &ResourceType,
@@ -424,7 +498,11 @@ impl State {
         let bad =
             |e: &dyn std::fmt::Display| ApiError::BadRequest(format!("error decoding patch: {e}"));
         if ct == "application/apply-patch+yaml" {
-            let config: Value = serde_yaml::from_slice(body).map_err(|e| bad(&e))?;
+            // Clients usually send JSON (valid YAML); the JSON parser is much cheaper.
+            let config: Value = match serde_json::from_slice(body) {
+                Ok(v) => v,
+                Err(_) => serde_yaml::from_slice(body).map_err(|e| bad(&e))?,
+            };
             let Some(fm) = q.get("fieldManager").filter(|m| !m.is_empty()) else {
                 return Err(ApiError::BadRequest("PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch".into()));
             };
@@ -457,9 +535,7 @@ impl State {
             "application/strategic-merge-patch+json" => {
                 let p: Value = serde_json::from_slice(body).map_err(|e| bad(&e))?;
                 if ty.crd.is_some() {
-                    return Err(ApiError::UnsupportedMediaType(format!(
-                        "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"
-                    )));
+                    return Err(ApiError::UnsupportedMediaType("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml".to_string()));
                 }
                 patch::strategic_merge(&mut new, &p);
             }
@@ -530,6 +606,19 @@ impl State {
             if status_sub {
                 return Err(Self::not_found(ty, name));
             }
+            let uid = meta_str(&config, "uid");
+            if !uid.is_empty() {
+                return Err(ApiError::Conflict {
+                    message: format!(
+                        "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: UID in precondition: {uid}, UID in object meta: ",
+                        ty.qualified()
+                    ),
+                    resource: ty.plural.clone(),
+                    group: ty.group.clone(),
+                    name: name.into(),
+                    causes: vec![],
+                });
+            }
             let obj = fields::apply(ty, name, None, &config, manager, force, false)?;
             let ns_opt = ty.namespaced.then_some(ns);
             return match self.create(ty, ns_opt, obj, q, manager) {
@@ -577,6 +666,20 @@ impl State {
         manager: Manager<'_>,
         dry: bool,
     ) -> Result<Value, ApiError> {
+        let req_uid = meta_str(&new, "uid");
+        if !req_uid.is_empty() && req_uid != meta_str(old, "uid") {
+            return Err(ApiError::Conflict {
+                message: format!(
+                    "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: UID in precondition: {req_uid}, UID in object meta: {}",
+                    ty.qualified(),
+                    meta_str(old, "uid")
+                ),
+                resource: ty.plural.clone(),
+                group: ty.group.clone(),
+                name: name.into(),
+                causes: vec![],
+            });
+        }
         let req_rv = meta_str(&new, "resourceVersion");
         if !req_rv.is_empty() && req_rv != meta_str(old, "resourceVersion") {
             return Err(ApiError::Conflict {
@@ -655,7 +758,12 @@ impl State {
             }
         }
         if !status_sub {
+            validate::redefault(ty, &mut new);
+            self.openshift_defaults(ty, ns, name, &mut new);
             validate::validate_labels(ty, name, &new)?;
+            if ty.group.is_empty() && matches!(ty.plural.as_str(), "configmaps" | "secrets") {
+                validate::validate_data_keys(ty, name, &new)?;
+            }
             validate::check_update(ty, name, old, &mut new)?;
             if ty.group.is_empty() && ty.plural == "services" {
                 validate::service_allocate(store, self.cidr, ns, name, Some(old), &mut new, true)?;
@@ -727,12 +835,37 @@ impl State {
         if ty.group.is_empty() && ty.plural == "services" {
             validate::service_release(store, ns, name);
         }
+        let crd_gr = (ty.plural == "customresourcedefinitions").then(|| {
+            (
+                obj["spec"]["group"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                obj["spec"]["names"]["plural"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        });
         store.remove(&ty.gr(), ns, name, obj, rv);
-        if ty.plural == "customresourcedefinitions" {
+        if let Some(gr) = crd_gr {
             self.types
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove_crd(name);
+            // Instances go with their definition, as on a real server.
+            let keys: Vec<(String, String)> = store
+                .range(&gr, None, None)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for (ns, n) in keys {
+                if let Some(o) = store.get(&gr, &ns, &n) {
+                    let rv = store.next_rv();
+                    let mut o = (*o).clone();
+                    o["metadata"]["resourceVersion"] = json!(rv.to_string());
+                    store.remove(&gr, &ns, &n, o, rv);
+                }
+            }
         }
     }
 
@@ -830,6 +963,9 @@ impl State {
         }
         let victims: Vec<(Arc<ResourceType>, String)> = {
             let store = self.lock();
+            if !store.has_dependents(owner_uid) {
+                return;
+            }
             let types: Vec<Arc<ResourceType>> = self
                 .types
                 .read()

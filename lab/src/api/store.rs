@@ -56,6 +56,17 @@ pub struct Store {
     pub cluster_ips: HashMap<u32, String>,
     /// Allocated node ports → owning service `ns/name`.
     pub node_ports: HashMap<u16, String>,
+    /// How many stored objects name each uid in ownerReferences, so deleting an object with
+    /// no dependents costs no scan.
+    owner_refs: HashMap<String, usize>,
+}
+
+fn owner_uids(obj: &Value) -> impl Iterator<Item = &str> {
+    obj["metadata"]["ownerReferences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["uid"].as_str())
 }
 
 impl Store {
@@ -70,6 +81,7 @@ impl Store {
             tx,
             cluster_ips: HashMap::new(),
             node_ports: HashMap::new(),
+            owner_refs: HashMap::new(),
         }
     }
 
@@ -134,6 +146,29 @@ impl Store {
         Some(self.history.range(start..).cloned().collect())
     }
 
+    /// Whether any stored object has an ownerReference to `uid`.
+    pub fn has_dependents(&self, uid: &str) -> bool {
+        self.owner_refs.get(uid).is_some_and(|c| *c > 0)
+    }
+
+    fn index_owners(&mut self, old: Option<&Value>, new: Option<&Value>) {
+        if let Some(old) = old {
+            for u in owner_uids(old) {
+                if let Some(c) = self.owner_refs.get_mut(u) {
+                    *c -= 1;
+                    if *c == 0 {
+                        self.owner_refs.remove(u);
+                    }
+                }
+            }
+        }
+        if let Some(new) = new {
+            for u in owner_uids(new) {
+                *self.owner_refs.entry(u.to_string()).or_default() += 1;
+            }
+        }
+    }
+
     pub fn next_rv(&mut self) -> u64 {
         self.rv += 1;
         self.rv
@@ -148,6 +183,7 @@ impl Store {
             .entry(gr.clone())
             .or_default()
             .insert(key, obj.clone());
+        self.index_owners(old.as_deref(), Some(&obj));
         if old.is_none() && !ns.is_empty() {
             *self.ns_count.entry(ns.to_string()).or_default() += 1;
         }
@@ -180,6 +216,7 @@ impl Store {
             .objects
             .get_mut(gr)?
             .remove(&(ns.to_string(), name.to_string()))?;
+        self.index_owners(Some(&old), None);
         if !ns.is_empty()
             && let Some(c) = self.ns_count.get_mut(ns)
         {
@@ -212,5 +249,62 @@ impl Store {
 impl Default for Store {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn history_replays_and_expires() {
+        let mut s = Store::new();
+        let gr: Gr = (String::new(), "configmaps".into());
+        let first = s.next_rv();
+        s.put(
+            &gr,
+            "default",
+            "a",
+            json!({"metadata": {"name": "a"}}),
+            first,
+        );
+        let rv2 = s.next_rv();
+        s.put(
+            &gr,
+            "default",
+            "a",
+            json!({"metadata": {"name": "a", "labels": {"x": "y"}}}),
+            rv2,
+        );
+        let evts = s.events_since(first).unwrap();
+        assert_eq!(evts.len(), 1);
+        assert_eq!(evts[0].kind, EventType::Modified);
+        for _ in 0..HISTORY {
+            let rv = s.next_rv();
+            s.put(&gr, "default", "b", json!({}), rv);
+        }
+        assert!(
+            s.events_since(first).is_none(),
+            "compacted history answers 410 Gone"
+        );
+        assert!(s.events_since(s.rv).unwrap().is_empty());
+    }
+
+    #[test]
+    fn namespace_ranges_do_not_leak_into_neighbours() {
+        let mut s = Store::new();
+        let gr: Gr = (String::new(), "configmaps".into());
+        for (ns, name) in [("a", "1"), ("ab", "2"), ("b", "3")] {
+            let rv = s.next_rv();
+            s.put(&gr, ns, name, json!({}), rv);
+        }
+        let names: Vec<String> = s
+            .range(&gr, Some("a"), None)
+            .map(|((_, n), _)| n.clone())
+            .collect();
+        assert_eq!(names, vec!["1"]);
+        assert_eq!(s.range(&gr, None, None).count(), 3);
+        assert_eq!(s.keys_in_namespace("ab").len(), 1);
     }
 }

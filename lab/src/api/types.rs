@@ -42,6 +42,15 @@ impl ResourceType {
         (self.group.clone(), self.plural.clone())
     }
 
+    /// Whether `/scale` is served (the workload kinds `kubectl scale` works on).
+    pub fn scalable(&self) -> bool {
+        matches!(
+            (self.group.as_str(), self.plural.as_str()),
+            ("apps", "deployments" | "statefulsets" | "replicasets")
+                | ("apps.openshift.io", "deploymentconfigs")
+        )
+    }
+
     fn discovery(&self) -> Vec<Value> {
         let mut v = vec![json!({
             "name": self.plural,
@@ -51,12 +60,31 @@ impl ResourceType {
             "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
             "shortNames": self.short_names,
         })];
+        let all = matches!(
+            (self.group.as_str(), self.plural.as_str()),
+            ("", "pods" | "services" | "replicationcontrollers")
+                | (
+                    "apps",
+                    "deployments" | "statefulsets" | "daemonsets" | "replicasets"
+                )
+                | ("batch", "jobs" | "cronjobs")
+                | ("apps.openshift.io", "deploymentconfigs")
+                | ("image.openshift.io", "imagestreams")
+                | ("route.openshift.io", "routes")
+        );
+        if all {
+            v[0]["categories"] = json!(["all"]);
+        }
         if self.short_names.is_empty() {
             v[0].as_object_mut().map(|m| m.remove("shortNames"));
         }
         if self.has_status {
             v.push(json!({"name": format!("{}/status", self.plural), "singularName": "", "namespaced": self.namespaced,
                 "kind": self.kind, "verbs": ["get", "patch", "update"]}));
+        }
+        if self.scalable() {
+            v.push(json!({"name": format!("{}/scale", self.plural), "singularName": "", "namespaced": true,
+                "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}));
         }
         if self.group.is_empty() && self.plural == "pods" {
             v.push(json!({"name": "pods/log", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get"]}));
@@ -137,6 +165,96 @@ impl TypeTable {
             t("", "v1", "Endpoints", "endpoints", true, &["ep"], false),
             t("", "v1", "Event", "events", true, &["ev"], false),
             t("", "v1", "Node", "nodes", false, &["no"], true),
+            t(
+                "",
+                "v1",
+                "ReplicationController",
+                "replicationcontrollers",
+                true,
+                &["rc"],
+                true,
+            ),
+            t(
+                "",
+                "v1",
+                "LimitRange",
+                "limitranges",
+                true,
+                &["limits"],
+                false,
+            ),
+            t(
+                "",
+                "v1",
+                "ResourceQuota",
+                "resourcequotas",
+                true,
+                &["quota"],
+                true,
+            ),
+            t(
+                "discovery.k8s.io",
+                "v1",
+                "EndpointSlice",
+                "endpointslices",
+                true,
+                &[],
+                false,
+            ),
+            t(
+                "policy",
+                "v1",
+                "PodDisruptionBudget",
+                "poddisruptionbudgets",
+                true,
+                &["pdb"],
+                true,
+            ),
+            t(
+                "autoscaling",
+                "v2",
+                "HorizontalPodAutoscaler",
+                "horizontalpodautoscalers",
+                true,
+                &["hpa"],
+                true,
+            ),
+            t(
+                "networking.k8s.io",
+                "v1",
+                "IngressClass",
+                "ingressclasses",
+                false,
+                &[],
+                false,
+            ),
+            t(
+                "scheduling.k8s.io",
+                "v1",
+                "PriorityClass",
+                "priorityclasses",
+                false,
+                &["pc"],
+                false,
+            ),
+            t(
+                "events.k8s.io",
+                "v1",
+                "Event",
+                "events",
+                true,
+                &["ev"],
+                false,
+            ),
+            t(
+                "coordination.k8s.io",
+                "v1",
+                "Lease",
+                "leases",
+                true,
+                &[],
+                false,
+            ),
             t(
                 "apps",
                 "v1",

@@ -319,7 +319,20 @@ pub fn service_allocate(
                 format!("Invalid value: {port}: must be between 1 and 65535, inclusive"),
             ));
         }
-        let np = p.get("nodePort").and_then(Value::as_i64).unwrap_or(0);
+        let mut np = p.get("nodePort").and_then(Value::as_i64).unwrap_or(0);
+        if !wants_node_ports && np != 0 {
+            // A type change away from NodePort/LoadBalancer drops the allocated ports the
+            // client left in place (the real server's dropTypeDependentFields).
+            let carried = old_ports
+                .iter()
+                .any(|o| o["port"] == p["port"] && o["nodePort"].as_i64() == Some(np));
+            if carried {
+                if let Some(m) = p.as_object_mut() {
+                    m.remove("nodePort");
+                }
+                np = 0;
+            }
+        }
         if !wants_node_ports {
             if np != 0 {
                 return Err(svc_invalid(
@@ -532,6 +545,125 @@ fn check_selector(ty: &ResourceType, name: &str, obj: &Value) -> Result<(), ApiE
     Ok(())
 }
 
+/// `type` defaults to RollingUpdate, and a RollingUpdate strategy gets its parameters, field
+/// by field (an emptied strategy is defaulted again).
+fn default_strategy(spec: &mut Map<String, Value>, field: &str, rolling: Value) {
+    let strategy = spec.entry(field.to_string()).or_insert_with(|| json!({}));
+    if !strategy.is_object() {
+        *strategy = json!({});
+    }
+    if strategy["type"].is_null() {
+        strategy["type"] = json!("RollingUpdate");
+    }
+    if strategy["type"] == "RollingUpdate" && strategy["rollingUpdate"].is_null() {
+        strategy["rollingUpdate"] = rolling;
+    }
+}
+
+fn service_defaults(spec: &mut Map<String, Value>) {
+    set_default(spec, "type", json!("ClusterIP"));
+    set_default(spec, "sessionAffinity", json!("None"));
+    let t = spec["type"].as_str().unwrap_or_default().to_string();
+    if t != "ExternalName" {
+        set_default(spec, "ipFamilies", json!(["IPv4"]));
+        set_default(spec, "ipFamilyPolicy", json!("SingleStack"));
+        set_default(spec, "internalTrafficPolicy", json!("Cluster"));
+    }
+    if t == "NodePort" || t == "LoadBalancer" {
+        set_default(spec, "externalTrafficPolicy", json!("Cluster"));
+    }
+    if t == "LoadBalancer" {
+        set_default(spec, "allocateLoadBalancerNodePorts", json!(true));
+    }
+    if let Some(ps) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+        for p in ps.iter_mut().filter_map(Value::as_object_mut) {
+            set_default(p, "protocol", json!("TCP"));
+            if let Some(port) = p.get("port").cloned() {
+                set_default(p, "targetPort", port);
+            }
+        }
+    }
+}
+
+fn workload_defaults(kind: &str, obj: &mut Value) {
+    default_pod_spec(&mut obj["spec"]["template"]["spec"], "Always");
+    let spec = obj["spec"].as_object_mut().expect("spec checked");
+    if kind != "DaemonSet" {
+        set_default(spec, "replicas", json!(1));
+    }
+    if kind != "ReplicaSet" {
+        set_default(spec, "revisionHistoryLimit", json!(10));
+    }
+    match kind {
+        "Deployment" => {
+            set_default(spec, "progressDeadlineSeconds", json!(600));
+            default_strategy(
+                spec,
+                "strategy",
+                json!({"maxSurge": "25%", "maxUnavailable": "25%"}),
+            );
+        }
+        "StatefulSet" => {
+            set_default(spec, "podManagementPolicy", json!("OrderedReady"));
+            default_strategy(spec, "updateStrategy", json!({"partition": 0}));
+            set_default(
+                spec,
+                "persistentVolumeClaimRetentionPolicy",
+                json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
+            );
+            if let Some(ts) = spec
+                .get_mut("volumeClaimTemplates")
+                .and_then(Value::as_array_mut)
+            {
+                for t in ts.iter_mut() {
+                    if t["spec"]["volumeMode"].is_null() {
+                        t["spec"]["volumeMode"] = json!("Filesystem");
+                    }
+                    t["apiVersion"] = json!("v1");
+                    t["kind"] = json!("PersistentVolumeClaim");
+                }
+            }
+        }
+        "DaemonSet" => {
+            default_strategy(
+                spec,
+                "updateStrategy",
+                json!({"maxSurge": 0, "maxUnavailable": 1}),
+            );
+        }
+        _ => {}
+    }
+}
+
+/// Defaults again after an update, as the real server defaults every write: a field an
+/// applier stopped sending or a PUT left out comes back with its default value.
+pub fn redefault(ty: &ResourceType, obj: &mut Value) {
+    match (ty.group.as_str(), ty.kind.as_str()) {
+        ("", "Pod") => default_pod_spec(&mut obj["spec"], "Always"),
+        ("", "Service") => {
+            if let Some(spec) = obj["spec"].as_object_mut() {
+                service_defaults(spec);
+            }
+        }
+        ("", "PersistentVolumeClaim") if obj["spec"]["volumeMode"].is_null() => {
+            obj["spec"]["volumeMode"] = json!("Filesystem");
+        }
+        ("apps", kind @ ("Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet"))
+            if obj["spec"].is_object() =>
+        {
+            workload_defaults(kind, obj)
+        }
+        ("batch", "Job") => {
+            let rp = obj["spec"]["template"]["spec"]["restartPolicy"]
+                .as_str()
+                .unwrap_or("Never")
+                .to_string();
+            default_pod_spec(&mut obj["spec"]["template"]["spec"], &rp);
+        }
+        _ => {}
+    }
+}
+
 /// Defaults and validates a new object of a built-in type (after name checks).
 pub fn prepare_create(
     ty: &ResourceType,
@@ -552,9 +684,17 @@ pub fn prepare_create(
         ("", "Pod") => {
             validate_pod_spec(ty, name, &obj["spec"], "spec")?;
             default_pod_spec(&mut obj["spec"], "Always");
+            // What the ServiceAccount admission plugin fills in.
+            let spec = obj["spec"].as_object_mut().expect("spec checked");
+            set_default(spec, "serviceAccountName", json!("default"));
+            let sa = spec["serviceAccountName"].clone();
+            set_default(spec, "serviceAccount", sa);
+            set_default(spec, "enableServiceLinks", json!(true));
             obj["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
         }
+        ("", "ConfigMap") => validate_data_keys(ty, name, obj)?,
         ("", "Secret") => {
+            validate_data_keys(ty, name, obj)?;
             if let Some(sd) = obj
                 .as_object_mut()
                 .and_then(|m| m.remove("stringData"))
@@ -576,28 +716,7 @@ pub fn prepare_create(
             let spec = obj["spec"].as_object_mut().ok_or_else(|| {
                 ApiError::invalid(&ty.kind, "", name, "spec", "Required value".into())
             })?;
-            set_default(spec, "type", json!("ClusterIP"));
-            set_default(spec, "sessionAffinity", json!("None"));
-            let t = spec["type"].as_str().unwrap_or_default().to_string();
-            if t != "ExternalName" {
-                set_default(spec, "ipFamilies", json!(["IPv4"]));
-                set_default(spec, "ipFamilyPolicy", json!("SingleStack"));
-                set_default(spec, "internalTrafficPolicy", json!("Cluster"));
-            }
-            if t == "NodePort" || t == "LoadBalancer" {
-                set_default(spec, "externalTrafficPolicy", json!("Cluster"));
-            }
-            if t == "LoadBalancer" {
-                set_default(spec, "allocateLoadBalancerNodePorts", json!(true));
-            }
-            if let Some(ps) = spec.get_mut("ports").and_then(Value::as_array_mut) {
-                for p in ps.iter_mut().filter_map(Value::as_object_mut) {
-                    set_default(p, "protocol", json!("TCP"));
-                    if let Some(port) = p.get("port").cloned() {
-                        set_default(p, "targetPort", port);
-                    }
-                }
-            }
+            service_defaults(spec);
             obj["status"] = json!({"loadBalancer": {}});
         }
         ("", "PersistentVolumeClaim") => {
@@ -673,57 +792,7 @@ pub fn prepare_create(
                 &obj["spec"]["template"]["spec"],
                 "spec.template.spec",
             )?;
-            default_pod_spec(&mut obj["spec"]["template"]["spec"], "Always");
-            let spec = obj["spec"].as_object_mut().expect("spec checked");
-            if kind != "DaemonSet" {
-                set_default(spec, "replicas", json!(1));
-            }
-            if kind != "ReplicaSet" {
-                set_default(spec, "revisionHistoryLimit", json!(10));
-            }
-            match kind {
-                "Deployment" => {
-                    set_default(spec, "progressDeadlineSeconds", json!(600));
-                    set_default(
-                        spec,
-                        "strategy",
-                        json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}),
-                    );
-                }
-                "StatefulSet" => {
-                    set_default(spec, "podManagementPolicy", json!("OrderedReady"));
-                    set_default(
-                        spec,
-                        "updateStrategy",
-                        json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
-                    );
-                    set_default(
-                        spec,
-                        "persistentVolumeClaimRetentionPolicy",
-                        json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
-                    );
-                    if let Some(ts) = spec
-                        .get_mut("volumeClaimTemplates")
-                        .and_then(Value::as_array_mut)
-                    {
-                        for t in ts.iter_mut() {
-                            if t["spec"]["volumeMode"].is_null() {
-                                t["spec"]["volumeMode"] = json!("Filesystem");
-                            }
-                            t["apiVersion"] = json!("v1");
-                            t["kind"] = json!("PersistentVolumeClaim");
-                        }
-                    }
-                }
-                "DaemonSet" => {
-                    set_default(
-                        spec,
-                        "updateStrategy",
-                        json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}),
-                    );
-                }
-                _ => {}
-            }
+            workload_defaults(kind, obj);
             obj.as_object_mut().map(|m| m.remove("status"));
         }
         ("batch", "Job") => {
@@ -843,6 +912,49 @@ pub fn prepare_create(
     Ok(())
 }
 
+fn config_key_ok(k: &str) -> bool {
+    !k.is_empty()
+        && k.len() <= 253
+        && k != "."
+        && k != ".."
+        && k.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+}
+
+/// ConfigMap and Secret keys and total size, as `ValidateConfigMap`/`ValidateSecret` check them.
+pub fn validate_data_keys(ty: &ResourceType, name: &str, obj: &Value) -> Result<(), ApiError> {
+    let mut total = 0usize;
+    for field in ["data", "binaryData", "stringData"] {
+        if let Some(m) = obj[field].as_object() {
+            for (k, v) in m {
+                if !config_key_ok(k) {
+                    return Err(ApiError::invalid(
+                        &ty.kind,
+                        "",
+                        name,
+                        &format!("{field}[{k}]"),
+                        format!(
+                            "{}: a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')",
+                            iv(k)
+                        ),
+                    ));
+                }
+                total += k.len() + v.as_str().map(str::len).unwrap_or(0);
+            }
+        }
+    }
+    if total > 1024 * 1024 {
+        return Err(ApiError::invalid(
+            &ty.kind,
+            "",
+            name,
+            "data",
+            "Too long: must have at most 1048576 bytes".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Bytes of a resource quantity such as `10Gi`, `500M` or `1e3`.
 pub fn parse_quantity(s: &str) -> Option<f64> {
     let s = s.trim();
@@ -953,37 +1065,66 @@ pub fn check_update(
                 });
             }
         }
-        ("", "ConfigMap" | "Secret") => {
-            if old["immutable"].as_bool() == Some(true) {
-                if new["immutable"].as_bool() != Some(true) {
+        ("", "ConfigMap" | "Secret") if old["immutable"].as_bool() == Some(true) => {
+            if new["immutable"].as_bool() != Some(true) {
+                return Err(ApiError::Invalid {
+                    kind: ty.kind.clone(),
+                    group: String::new(),
+                    name: name.into(),
+                    causes: vec![Cause {
+                        reason: "FieldValueForbidden",
+                        field: "immutable".into(),
+                        message: "Forbidden: field is immutable when `immutable` is set".into(),
+                    }],
+                });
+            }
+            for f in ["data", "binaryData", "stringData"] {
+                if f == "stringData" && new.get(f).is_some()
+                    || f != "stringData" && old.get(f) != new.get(f)
+                {
                     return Err(ApiError::Invalid {
                         kind: ty.kind.clone(),
                         group: String::new(),
                         name: name.into(),
                         causes: vec![Cause {
                             reason: "FieldValueForbidden",
-                            field: "immutable".into(),
+                            field: f.into(),
                             message: "Forbidden: field is immutable when `immutable` is set".into(),
                         }],
                     });
                 }
-                for f in ["data", "binaryData", "stringData"] {
-                    if f == "stringData" && new.get(f).is_some()
-                        || f != "stringData" && old.get(f) != new.get(f)
-                    {
-                        return Err(ApiError::Invalid {
-                            kind: ty.kind.clone(),
-                            group: String::new(),
-                            name: name.into(),
-                            causes: vec![Cause {
-                                reason: "FieldValueForbidden",
-                                field: f.into(),
-                                message: "Forbidden: field is immutable when `immutable` is set"
-                                    .into(),
-                            }],
-                        });
+            }
+        }
+        ("", "Pod") => {
+            // Only images, activeDeadlineSeconds and tolerations may change on a pod.
+            let strip = |spec: &Value| {
+                let mut v = spec.clone();
+                for list in ["containers", "initContainers"] {
+                    if let Some(cs) = v[list].as_array_mut() {
+                        for c in cs.iter_mut().filter_map(Value::as_object_mut) {
+                            c.remove("image");
+                        }
                     }
                 }
+                if let Some(m) = v.as_object_mut() {
+                    m.remove("activeDeadlineSeconds");
+                    m.remove("tolerations");
+                    m.remove("terminationGracePeriodSeconds");
+                    m.remove("schedulingGates");
+                }
+                v
+            };
+            if strip(&old["spec"]) != strip(&new["spec"]) {
+                return Err(ApiError::Invalid {
+                    kind: ty.kind.clone(),
+                    group: String::new(),
+                    name: name.into(),
+                    causes: vec![Cause {
+                        reason: "FieldValueForbidden",
+                        field: "spec".into(),
+                        message: "Forbidden: pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)".into(),
+                    }],
+                });
             }
         }
         ("batch", "Job") => {
@@ -1022,10 +1163,8 @@ pub fn check_update(
                 }
             }
         }
-        ("apiextensions.k8s.io", _) => {
-            if old["spec"]["scope"] != new["spec"]["scope"] {
-                return Err(immutable(ty, name, "spec.scope", &new["spec"]["scope"]));
-            }
+        ("apiextensions.k8s.io", _) if old["spec"]["scope"] != new["spec"]["scope"] => {
+            return Err(immutable(ty, name, "spec.scope", &new["spec"]["scope"]));
         }
         _ => {}
     }

@@ -26,7 +26,18 @@ pub fn start(
     ty: Arc<ResourceType>,
     ns: Option<String>,
     q: &Query,
+    view: super::View,
 ) -> Result<mpsc::Receiver<Bytes>, ApiError> {
+    let view = {
+        let state = state.clone();
+        let ty = ty.clone();
+        move |o: &Value| match view {
+            super::View::Metadata => super::partial(o),
+            // `kubectl get -w`: each event carries a one-row Table.
+            super::View::Table => super::to_table(o),
+            super::View::Object => state.render(&ty, o),
+        }
+    };
     let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))?;
     let fields = FieldSelector::parse(
         q.get("fieldSelector").map(String::as_str).unwrap_or(""),
@@ -54,7 +65,7 @@ pub fn start(
             let objs: Vec<Value> = store
                 .range(&gr, ns.as_deref(), None)
                 .filter(|(_, o)| matches(o))
-                .map(|(_, o)| state.render(&ty, o))
+                .map(|(_, o)| view(o))
                 .collect();
             (objs, Vec::new(), sub, store.rv)
         } else {
@@ -103,7 +114,7 @@ pub fn start(
                 return None;
             }
             let now_m = ev.kind != EventType::Deleted && matches(&ev.object);
-            let was_m = ev.old.as_deref().is_some_and(|o| matches(o));
+            let was_m = ev.old.as_deref().is_some_and(&matches);
             let kind = match ev.kind {
                 EventType::Deleted => (was_m || matches(&ev.object)).then_some("DELETED"),
                 EventType::Added => now_m.then_some("ADDED"),
@@ -114,7 +125,7 @@ pub fn start(
                     (false, false) => None,
                 },
             }?;
-            Some(line(kind, &state.render(&ty, &ev.object)))
+            Some(line(kind, &view(&ev.object)))
         };
         for ev in &replay {
             last_rv = ev.rv;
