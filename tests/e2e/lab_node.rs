@@ -758,6 +758,33 @@ pub(crate) mod scenarios {
             (sts.get("db").await.ok()?.status?.ready_replicas == Some(2)).then_some(())
         })
         .await;
+
+        // Jobs run their pods on the node: one succeeds, one fails past its backoff limit.
+        let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(client.clone(), ns);
+        let job = |name: &str, script: &str, backoff: i32| {
+            json!({"metadata": {"name": name}, "spec": {"backoffLimit": backoff, "template": {"spec": {
+                "restartPolicy": "Never",
+                "containers": [{"name": "hook", "image": IMAGE, "command": ["bash", "-c", script]}]}}}})
+        };
+        let _: k8s_openapi::api::batch::v1::Job =
+            make(client, ns, job("ok", "echo hook ran", 0)).await;
+        let _: k8s_openapi::api::batch::v1::Job = make(client, ns, job("bad", "exit 2", 1)).await;
+        let cond = |j: &k8s_openapi::api::batch::v1::Job, ty: &str| {
+            j.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == ty && c.status == "True"))
+        };
+        let ok = wait("job ok complete", 20, || async {
+            jobs.get("ok").await.ok().filter(|j| cond(j, "Complete"))
+        })
+        .await;
+        assert_eq!(ok.status.unwrap().succeeded, Some(1));
+        let bad = wait("job bad failed", 30, || async {
+            jobs.get("bad").await.ok().filter(|j| cond(j, "Failed"))
+        })
+        .await;
+        assert_eq!(bad.status.unwrap().failed, Some(2));
     }
 
     /// A LoadBalancer Service gets an address on the lab bridge that pods of the other

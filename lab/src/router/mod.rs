@@ -185,8 +185,17 @@ pub fn route_host(route: &Value, name: &str, ns: &str, apps_domain: &str) -> Str
 impl Router {
     fn write_hosts(&self) -> Result<(), RouterError> {
         let hosts = self.table.read().expect("table").hosts();
-        publish_hosts(&self.cfg.network.prefix, &self.cfg.cluster, &self.cfg.hosts_file, self.ip, hosts)
-            .map_err(|source| RouterError::Hosts { path: self.cfg.hosts_file.display().to_string(), source })
+        publish_hosts(
+            &self.cfg.network.prefix,
+            &self.cfg.cluster,
+            &self.cfg.hosts_file,
+            self.ip,
+            hosts,
+        )
+        .map_err(|source| RouterError::Hosts {
+            path: self.cfg.hosts_file.display().to_string(),
+            source,
+        })
     }
 
     fn set_entries(&self, key: String, entries: Vec<(String, Backend)>) {
@@ -692,9 +701,16 @@ struct SharedHosts {
     entries: BTreeMap<String, (Ipv4Addr, Vec<String>)>,
 }
 
-static SHARED_HOSTS: std::sync::Mutex<BTreeMap<String, SharedHosts>> = std::sync::Mutex::new(BTreeMap::new());
+static SHARED_HOSTS: std::sync::Mutex<BTreeMap<String, SharedHosts>> =
+    std::sync::Mutex::new(BTreeMap::new());
 
-fn publish_hosts(prefix: &str, cluster: &str, file: &Path, ip: Ipv4Addr, hosts: Vec<String>) -> std::io::Result<()> {
+fn publish_hosts(
+    prefix: &str,
+    cluster: &str,
+    file: &Path,
+    ip: Ipv4Addr,
+    hosts: Vec<String>,
+) -> std::io::Result<()> {
     let mut all = SHARED_HOSTS.lock().unwrap_or_else(|e| e.into_inner());
     let shared = all.entry(prefix.to_string()).or_default();
     if !shared.files.iter().any(|f| f == file) {
