@@ -267,11 +267,22 @@ fn setup_and_exec(spec: &ContainerSpec) -> Result<std::convert::Infallible, Stri
         .map_err(|e| err(format_args!("exec {:?}", spec.argv[0]), e))
 }
 
-/// Entry point of `mtcd-lab __container <json spec>`: on success it never returns (the process
+/// Entry point of `mtcd-lab __container <json spec | @file>`: on success it never returns (the process
 /// becomes the container's command); on failure it prints why and returns the exit code (127
 /// for a missing executable, 128 for setup errors), which the agent reports.
 pub fn container_main(spec_json: &str) -> i32 {
-    let spec: ContainerSpec = match serde_json::from_str(spec_json) {
+    // `@<path>`: the agent's form, keeping secret env values out of the process list.
+    let text = match spec_json.strip_prefix('@') {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("mtcd-lab __container: cannot read spec {path}: {e}");
+                return 128;
+            }
+        },
+        None => spec_json.to_string(),
+    };
+    let spec: ContainerSpec = match serde_json::from_str(&text) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("mtcd-lab __container: invalid spec: {e}");

@@ -544,10 +544,37 @@ async fn supervise(
         ctx.state.lock().await.main[idx].name.clone()
     };
     let log_path = ctx.log_dir.join(format!("{name}.log"));
-    let json = match serde_json::to_string(&spec) {
-        Ok(j) => j,
-        Err(_) => return None,
-    };
+    // The spec carries env values from Secrets: pass it as a root-only file, not on the
+    // command line where `ps` would show it.
+    let spec_path = ctx.dir.join(format!(
+        "{}-{name}.json",
+        if init { "init" } else { "container" }
+    ));
+    let written = serde_json::to_vec(&spec)
+        .map_err(std::io::Error::other)
+        .and_then(|bytes| {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&spec_path)?;
+            f.write_all(&bytes)
+        });
+    if let Err(e) = written {
+        let msg = format!("writing container spec {}: {e}", spec_path.display());
+        ctx.set(init, idx, |s| {
+            s.state = CState::Waiting {
+                reason: "CreateContainerError".into(),
+                message: Some(msg),
+            }
+        })
+        .await;
+        return None;
+    }
+    let json = format!("@{}", spec_path.display());
     let mut last = None;
     let mut backoff = Duration::from_secs(1);
     loop {
