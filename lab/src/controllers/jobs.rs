@@ -13,8 +13,8 @@ use tokio_util::sync::CancellationToken;
 const UID_LABEL: &str = "batch.kubernetes.io/controller-uid";
 
 enum Change {
-    Job(Job, bool),
-    Pod(Pod),
+    Job(Box<Job>, bool),
+    Pod(Box<Pod>),
 }
 
 pub(super) async fn run(client: kube::Client, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -22,8 +22,8 @@ pub(super) async fn run(client: kube::Client, shutdown: CancellationToken) -> an
         .default_backoff()
         .filter_map(|e| async move {
             match e {
-                Ok(Event::Apply(j) | Event::InitApply(j)) => Some(Change::Job(j, false)),
-                Ok(Event::Delete(j)) => Some(Change::Job(j, true)),
+                Ok(Event::Apply(j) | Event::InitApply(j)) => Some(Change::Job(Box::new(j), false)),
+                Ok(Event::Delete(j)) => Some(Change::Job(Box::new(j), true)),
                 _ => None,
             }
         });
@@ -34,7 +34,9 @@ pub(super) async fn run(client: kube::Client, shutdown: CancellationToken) -> an
     .default_backoff()
     .filter_map(|e| async move {
         match e {
-            Ok(Event::Apply(p) | Event::InitApply(p) | Event::Delete(p)) => Some(Change::Pod(p)),
+            Ok(Event::Apply(p) | Event::InitApply(p) | Event::Delete(p)) => {
+                Some(Change::Pod(Box::new(p)))
+            }
             _ => None,
         }
     });

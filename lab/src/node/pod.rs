@@ -981,10 +981,10 @@ async fn build_env(
                         ));
                     }
                 }
-            } else if let Some(f) = &src.field_ref {
-                Some(field_value(pod, &f.field_path, pod_ip))
             } else {
-                None
+                src.field_ref
+                    .as_ref()
+                    .map(|f| field_value(pod, &f.field_path, pod_ip))
             }
         } else {
             Some(String::new())
