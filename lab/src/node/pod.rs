@@ -174,16 +174,24 @@ struct Ctx {
 }
 
 impl Ctx {
-    /// Push the current status; errors are logged, the next change retries.
+    /// Push the current status (a few attempts; at lab shutdown the API server may already
+    /// be gone, so each attempt is bounded).
     async fn report(&self) {
         let st = self.state.lock().await;
         let body = json!({ "status": st.to_json(&self.uid) });
-        if let Err(e) = self
-            .api
-            .patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&body))
-            .await
-        {
-            tracing::debug!(pod = %format!("{}/{}", self.ns, self.name), error = %e, "status update failed");
+        let (pp, merge) = (PatchParams::default(), Patch::Merge(&body));
+        for attempt in 0..3 {
+            let patch = self.api.patch_status(&self.name, &pp, &merge);
+            match tokio::time::timeout(Duration::from_secs(3), patch).await {
+                Ok(Ok(_)) => return,
+                // The pod is gone: nothing left to report.
+                Ok(Err(kube::Error::Api(s))) if s.code == 404 => return,
+                Ok(Err(e)) => {
+                    tracing::debug!(pod = %format!("{}/{}", self.ns, self.name), attempt, error = %e, "status update failed")
+                }
+                Err(_) => return,
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
