@@ -578,7 +578,7 @@ pub(crate) mod scenarios {
                 "sleeper",
                 IMAGE,
                 "Always",
-                "echo $$ > /tmp/pid; exec sleep 300",
+                &format!("exec -a mtcd-sleeper-{ns} sleep 300"),
             ),
         )
         .await;
@@ -645,7 +645,8 @@ pub(crate) mod scenarios {
         // The real process: find it by its command line.
         let find = || {
             std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
-                std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == b"sleep\x00300\x00")
+                std::fs::read(e.path().join("cmdline"))
+                    .is_ok_and(|c| c == format!("mtcd-sleeper-{ns}\x00300\x00").as_bytes())
             })
         };
         wait("the sleep process", 10, || async { find().then_some(()) }).await;
@@ -759,6 +760,30 @@ pub(crate) mod scenarios {
         })
         .await;
 
+        // DeploymentConfigs, where the cluster serves them (openshift profile).
+        let served = client
+            .list_api_group_resources("apps.openshift.io/v1")
+            .await;
+        if served.is_ok_and(|l| l.resources.iter().any(|r| r.name == "deploymentconfigs")) {
+            use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+            let ar = ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk("apps.openshift.io", "v1", "DeploymentConfig"),
+                "deploymentconfigs",
+            );
+            let dcs: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+            let dc: DynamicObject = serde_json::from_value(json!({"apiVersion": "apps.openshift.io/v1", "kind": "DeploymentConfig",
+                "metadata": {"name": "legacy"}, "spec": {"replicas": 2, "selector": {"app": "web"}, "template": tpl}}))
+            .unwrap();
+            dcs.create(&PostParams::default(), &dc)
+                .await
+                .expect("create deploymentconfig");
+            wait("deploymentconfig ready", 10, || async {
+                let d = dcs.get("legacy").await.ok()?;
+                (d.data.pointer("/status/readyReplicas") == Some(&json!(2))).then_some(())
+            })
+            .await;
+        }
+
         // Jobs run their pods on the node: one succeeds, one fails past its backoff limit.
         let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(client.clone(), ns);
         let job = |name: &str, script: &str, backoff: i32| {
@@ -841,6 +866,29 @@ pub(crate) mod scenarios {
             log.lines().any(|l| l.trim_start().starts_with('m')),
             "module list missing: {log}"
         );
+        // The endpoints controller lists the pod behind the Service.
+        let pod_ip = pods_dst
+            .get("echo")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .pod_ip
+            .unwrap();
+        let endpoints: Api<k8s_openapi::api::core::v1::Endpoints> =
+            Api::namespaced(dst.clone(), ns);
+        let subset = wait("endpoints of service echo", 10, || async {
+            endpoints
+                .get("echo")
+                .await
+                .ok()?
+                .subsets?
+                .into_iter()
+                .find(|s| s.addresses.is_some())
+        })
+        .await;
+        assert_eq!(subset.addresses.unwrap()[0].ip, pod_ip);
+        assert_eq!(subset.ports.unwrap()[0].port, 8873);
 
         let _: Ingress = make(dst, ns, json!({"metadata": {"name": "web", "annotations": {"nginx.ingress.kubernetes.io/ssl-passthrough": "true"}},
             "spec": {"rules": [{"host": "web-ingress.example.lab", "http": {"paths": [{"path": "/", "pathType": "Prefix",

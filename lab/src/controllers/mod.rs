@@ -4,6 +4,7 @@
 //! Each controller is a kube-rs watcher loop; every write goes through the API, so the same
 //! code would drive a real API server.
 
+mod endpoints;
 mod jobs;
 
 use std::collections::HashSet;
@@ -80,6 +81,7 @@ pub async fn run(
     tasks.spawn(namespaces(client.clone(), cfg.clone(), shutdown.clone()));
     tasks.spawn(provisioner(client.clone(), cfg.clone(), shutdown.clone()));
     tasks.spawn(jobs::run(client.clone(), shutdown.clone()));
+    tasks.spawn(endpoints::run(client.clone(), shutdown.clone()));
     let mut workloads = vec![
         (
             GroupVersionKind::gvk("apps", "v1", "Deployment"),
