@@ -6,7 +6,6 @@
 //! volumes at their mountPaths, chroots and execs the command. Re-executing keeps all of this
 //! out of the multi-threaded agent: namespaces and chroot apply to the single-threaded child.
 
-use std::ffi::CString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -251,20 +250,17 @@ fn setup_and_exec(spec: &ContainerSpec) -> Result<std::convert::Infallible, Stri
             spec.argv[0]
         )
     })?;
-    let cstr = |s: &str| CString::new(s).map_err(|_| format!("NUL byte in {s:?}"));
-    let exe = cstr(&exe.to_string_lossy())?;
-    let argv = spec
-        .argv
-        .iter()
-        .map(|a| cstr(a))
-        .collect::<Result<Vec<_>, _>>()?;
-    let env = spec
-        .env
-        .iter()
-        .map(|(k, v)| cstr(&format!("{k}={v}")))
-        .collect::<Result<Vec<_>, _>>()?;
-    nix::unistd::execve(&exe, &argv, &env)
-        .map_err(|e| err(format_args!("exec {:?}", spec.argv[0]), e))
+    // std's exec (not a raw execve): it restores SIGPIPE to its default and clears the
+    // signal mask first. The Rust runtime of this process ignores SIGPIPE, and an ignored
+    // signal would survive execve into the container's shell scripts and daemons.
+    use std::os::unix::process::CommandExt;
+    let e = std::process::Command::new(&exe)
+        .arg0(&spec.argv[0])
+        .args(&spec.argv[1..])
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .exec();
+    Err(err(format_args!("exec {:?}", spec.argv[0]), e))
 }
 
 /// Entry point of `mtcd-lab __container <json spec | @file>`: on success it never returns (the process
@@ -371,6 +367,7 @@ mod tests {
             )
             .unwrap();
         let script = r#"set -e
+yes | head -c1 >/dev/null; echo "sigpipe-status=${PIPESTATUS[0]}"
 cat /data/file.txt > /out/copy.txt
 if touch /data/new 2>/dev/null; then echo "READONLY-BROKEN"; exit 3; fi
 echo "pwd=$(pwd) foo=$FOO host=$(hostname)"
@@ -401,7 +398,7 @@ echo scratch > /etc/written-by-container
                 ("FOO".into(), "bar baz".into()),
                 ("PATH".into(), DEFAULT_PATH.into()),
             ],
-            argv: vec!["sh".into(), "-c".into(), script.into()],
+            argv: vec!["bash".into(), "-c".into(), script.into()],
         };
         let log = dir.path().join("c.log");
         let status = run_child(&spec, &log);
@@ -413,6 +410,8 @@ echo scratch > /etc/written-by-container
             "{text}"
         );
         assert!(text.contains("inet 10.210.1.7/16"), "{text}");
+        // SIGPIPE is back to its default inside the container (141 = 128 + SIGPIPE).
+        assert!(text.contains("sigpipe-status=141"), "{text}");
         assert!(!data.join("new").exists());
         assert!(
             !Path::new("/etc/written-by-container").exists(),
