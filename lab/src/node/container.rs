@@ -357,6 +357,8 @@ mod tests {
         )
         .unwrap();
         let prefix = format!("mtcdc{:06x}-", rand::random::<u32>() & 0xff_ffff);
+        // A mountPath whose parent does not exist on the host, like /data in most images.
+        let absent = format!("/{prefix}absent");
         let guard = NetGuard(prefix.clone());
         let net = crate::netns::LabNetwork::create(&prefix).unwrap();
         let pod = net
@@ -368,8 +370,8 @@ mod tests {
             .unwrap();
         let script = r#"set -e
 yes | head -c1 >/dev/null; echo "sigpipe-status=${PIPESTATUS[0]}"
-cat /data/file.txt > /out/copy.txt
-if touch /data/new 2>/dev/null; then echo "READONLY-BROKEN"; exit 3; fi
+cat $ABSENT/data/file.txt > /out/copy.txt
+if touch $ABSENT/data/new 2>/dev/null; then echo "READONLY-BROKEN"; exit 3; fi
 echo "pwd=$(pwd) foo=$FOO host=$(hostname)"
 grep -c rsync-ns1.apps.dst.lab /etc/hosts
 ip -o -4 addr show eth0
@@ -384,7 +386,7 @@ echo scratch > /etc/written-by-container
             mounts: vec![
                 MountSpec {
                     source: data.clone(),
-                    target: "/data".into(),
+                    target: format!("{absent}/data"),
                     read_only: true,
                 },
                 MountSpec {
@@ -393,9 +395,10 @@ echo scratch > /etc/written-by-container
                     read_only: false,
                 },
             ],
-            working_dir: Some("/data".into()),
+            working_dir: Some(format!("{absent}/data")),
             env: vec![
                 ("FOO".into(), "bar baz".into()),
+                ("ABSENT".into(), absent.clone()),
                 ("PATH".into(), DEFAULT_PATH.into()),
             ],
             argv: vec!["bash".into(), "-c".into(), script.into()],
@@ -406,7 +409,7 @@ echo scratch > /etc/written-by-container
         assert!(status.success(), "container failed ({status}):\n{text}");
         assert_eq!(std::fs::read(out.join("copy.txt")).unwrap(), b"payload\n");
         assert!(
-            text.contains("pwd=/data foo=bar baz host=client-pod"),
+            text.contains(&format!("pwd={absent}/data foo=bar baz host=client-pod")),
             "{text}"
         );
         assert!(text.contains("inet 10.210.1.7/16"), "{text}");
@@ -418,7 +421,7 @@ echo scratch > /etc/written-by-container
             "container writes reached the host"
         );
         assert!(
-            !Path::new("/data").exists(),
+            !Path::new(&absent).exists(),
             "mountPath created on the host"
         );
 
