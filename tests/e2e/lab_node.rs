@@ -352,6 +352,17 @@ pub(crate) mod transfer {
             },
         )
         .await;
+        let admitted = routes.get("rsync-server").await.unwrap();
+        assert_eq!(
+            admitted.data.pointer("/spec/host").and_then(Value::as_str),
+            Some(host.as_str())
+        );
+        let generated = admitted
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("openshift.io/host.generated"));
+        assert_eq!(generated.map(String::as_str), Some("true"));
 
         let tmp = tempfile::tempdir().unwrap();
         let c = certs(tmp.path(), &host);

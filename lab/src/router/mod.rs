@@ -263,13 +263,14 @@ impl Router {
                 .and_then(Value::as_str)
                 .is_none_or(str::is_empty)
             {
-                // OpenShift fills in the generated host; clients read it from spec.host.
+                // OpenShift fills in the generated host and marks it as generated, which is
+                // how migration tools know to drop it (the destination generates its own).
+                let patch = json!({
+                    "metadata": {"annotations": {"openshift.io/host.generated": "true"}},
+                    "spec": {"host": host},
+                });
                 let _ = api
-                    .patch(
-                        &name,
-                        &PatchParams::default(),
-                        &Patch::Merge(json!({"spec": {"host": host}})),
-                    )
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
                     .await;
             }
             let admitted = o
