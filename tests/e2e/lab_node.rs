@@ -413,20 +413,27 @@ pub(crate) mod transfer {
         let _: ConfigMap = create(src, ns, json!({"metadata": {"name": "stunnel-client"}, "data": {
             "stunnel.conf": format!("foreground = yes\npid =\nclient = yes\n[rsync]\naccept = 127.0.0.1:6443\nconnect = {host}:443\nsni = {host}\ncheckHost = {host}\ncert = /certs/client.crt\nkey = /certs/client.key\nCAfile = /certs/ca.crt\nverify = 2\n"),
         }})).await;
-        let script = "stunnel /etc/stunnel/stunnel.conf & \
-            for i in $(seq 1 50); do rsync -a --stats /data/ rsync://127.0.0.1:6443/data/ && rc=0 && break; rc=$?; sleep 0.2; done; \
-            kill %1; exit $rc";
+        // Two containers, as MTC's client pods: a stunnel sidecar that stops once the rsync
+        // container leaves a marker in a shared emptyDir.
+        let rsync = "for i in $(seq 1 50); do rsync -a --stats /data/ rsync://127.0.0.1:6443/data/ && rc=0 && break; rc=$?; sleep 0.2; done; \
+            touch /signal/done; exit $rc";
+        let stunnel = "stunnel /etc/stunnel/stunnel.conf & while [ ! -f /signal/done ]; do sleep 0.1; done; kill %1; wait; exit 0";
         let _: Pod = create(src, ns, json!({"metadata": {"name": "rsync-client"}, "spec": {
             "restartPolicy": "Never",
-            "containers": [{"name": "rsync", "image": IMAGE, "command": ["bash", "-c", script],
-                "volumeMounts": [
-                    {"name": "data", "mountPath": "/data", "readOnly": true},
+            "containers": [
+                {"name": "rsync", "image": IMAGE, "command": ["bash", "-c", rsync],
+                 "volumeMounts": [{"name": "data", "mountPath": "/data", "readOnly": true}, {"name": "signal", "mountPath": "/signal"}]},
+                {"name": "stunnel", "image": IMAGE, "command": ["bash", "-c", stunnel],
+                 "volumeMounts": [
                     {"name": "config", "mountPath": "/etc/stunnel"},
-                    {"name": "certs", "mountPath": "/certs", "readOnly": true}]}],
+                    {"name": "certs", "mountPath": "/certs", "readOnly": true},
+                    {"name": "signal", "mountPath": "/signal"}]},
+            ],
             "volumes": [
                 {"name": "data", "persistentVolumeClaim": {"claimName": "data"}},
                 {"name": "config", "configMap": {"name": "stunnel-client"}},
                 {"name": "certs", "secret": {"secretName": "rsync-client-tls", "defaultMode": 0o400}},
+                {"name": "signal", "emptyDir": {}},
             ]}})).await;
         let pods_src: Api<Pod> = Api::namespaced(src.clone(), ns);
         let phase = wait(
@@ -439,10 +446,11 @@ pub(crate) mod transfer {
             },
         )
         .await;
-        let log = pods_src
-            .logs("rsync-client", &Default::default())
-            .await
-            .unwrap_or_default();
+        let lp = kube::api::LogParams {
+            container: Some("rsync".into()),
+            ..Default::default()
+        };
+        let log = pods_src.logs("rsync-client", &lp).await.unwrap_or_default();
         assert_eq!(phase, "Succeeded", "client pod log:\n{log}");
         let (want, got) = (snapshot(&src_dir), snapshot(&dst_dir));
         assert_eq!(
