@@ -350,6 +350,17 @@ pub(crate) mod transfer {
             },
         )
         .await;
+        let admitted = routes.get("rsync-server").await.unwrap();
+        assert_eq!(
+            admitted.data.pointer("/spec/host").and_then(Value::as_str),
+            Some(host.as_str())
+        );
+        let generated = admitted
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("openshift.io/host.generated"));
+        assert_eq!(generated.map(String::as_str), Some("true"));
 
         let tmp = tempfile::tempdir().unwrap();
         let c = certs(tmp.path(), &host);
@@ -400,20 +411,27 @@ pub(crate) mod transfer {
         let _: ConfigMap = create(src, ns, json!({"metadata": {"name": "stunnel-client"}, "data": {
             "stunnel.conf": format!("foreground = yes\npid =\nclient = yes\n[rsync]\naccept = 127.0.0.1:6443\nconnect = {host}:443\nsni = {host}\ncheckHost = {host}\ncert = /certs/client.crt\nkey = /certs/client.key\nCAfile = /certs/ca.crt\nverify = 2\n"),
         }})).await;
-        let script = "stunnel /etc/stunnel/stunnel.conf & \
-            for i in $(seq 1 50); do rsync -a --stats /data/ rsync://127.0.0.1:6443/data/ && rc=0 && break; rc=$?; sleep 0.2; done; \
-            kill %1; exit $rc";
+        // Two containers, as MTC's client pods: a stunnel sidecar that stops once the rsync
+        // container leaves a marker in a shared emptyDir.
+        let rsync = "for i in $(seq 1 50); do rsync -a --stats /data/ rsync://127.0.0.1:6443/data/ && rc=0 && break; rc=$?; sleep 0.2; done; \
+            touch /signal/done; exit $rc";
+        let stunnel = "stunnel /etc/stunnel/stunnel.conf & while [ ! -f /signal/done ]; do sleep 0.1; done; kill %1; wait; exit 0";
         let _: Pod = create(src, ns, json!({"metadata": {"name": "rsync-client"}, "spec": {
             "restartPolicy": "Never",
-            "containers": [{"name": "rsync", "image": IMAGE, "command": ["bash", "-c", script],
-                "volumeMounts": [
-                    {"name": "data", "mountPath": "/data", "readOnly": true},
+            "containers": [
+                {"name": "rsync", "image": IMAGE, "command": ["bash", "-c", rsync],
+                 "volumeMounts": [{"name": "data", "mountPath": "/data", "readOnly": true}, {"name": "signal", "mountPath": "/signal"}]},
+                {"name": "stunnel", "image": IMAGE, "command": ["bash", "-c", stunnel],
+                 "volumeMounts": [
                     {"name": "config", "mountPath": "/etc/stunnel"},
-                    {"name": "certs", "mountPath": "/certs", "readOnly": true}]}],
+                    {"name": "certs", "mountPath": "/certs", "readOnly": true},
+                    {"name": "signal", "mountPath": "/signal"}]},
+            ],
             "volumes": [
                 {"name": "data", "persistentVolumeClaim": {"claimName": "data"}},
                 {"name": "config", "configMap": {"name": "stunnel-client"}},
                 {"name": "certs", "secret": {"secretName": "rsync-client-tls", "defaultMode": 0o400}},
+                {"name": "signal", "emptyDir": {}},
             ]}})).await;
         let pods_src: Api<Pod> = Api::namespaced(src.clone(), ns);
         let phase = wait(
@@ -426,10 +444,11 @@ pub(crate) mod transfer {
             },
         )
         .await;
-        let log = pods_src
-            .logs("rsync-client", &Default::default())
-            .await
-            .unwrap_or_default();
+        let lp = kube::api::LogParams {
+            container: Some("rsync".into()),
+            ..Default::default()
+        };
+        let log = pods_src.logs("rsync-client", &lp).await.unwrap_or_default();
         assert_eq!(phase, "Succeeded", "client pod log:\n{log}");
         let (want, got) = (snapshot(&src_dir), snapshot(&dst_dir));
         assert_eq!(
@@ -574,7 +593,7 @@ pub(crate) mod scenarios {
                 "sleeper",
                 IMAGE,
                 "Always",
-                "echo $$ > /tmp/pid; exec sleep 300",
+                &format!("exec -a mtcd-sleeper-{ns} sleep 300"),
             ),
         )
         .await;
@@ -641,7 +660,8 @@ pub(crate) mod scenarios {
         // The real process: find it by its command line.
         let find = || {
             std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
-                std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == b"sleep\x00300\x00")
+                std::fs::read(e.path().join("cmdline"))
+                    .is_ok_and(|c| c == format!("mtcd-sleeper-{ns}\x00300\x00").as_bytes())
             })
         };
         wait("the sleep process", 10, || async { find().then_some(()) }).await;
@@ -754,16 +774,63 @@ pub(crate) mod scenarios {
             (sts.get("db").await.ok()?.status?.ready_replicas == Some(2)).then_some(())
         })
         .await;
+
+        // DeploymentConfigs, where the cluster serves them (openshift profile).
+        let served = client
+            .list_api_group_resources("apps.openshift.io/v1")
+            .await;
+        if served.is_ok_and(|l| l.resources.iter().any(|r| r.name == "deploymentconfigs")) {
+            use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+            let ar = ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk("apps.openshift.io", "v1", "DeploymentConfig"),
+                "deploymentconfigs",
+            );
+            let dcs: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+            let dc: DynamicObject = serde_json::from_value(json!({"apiVersion": "apps.openshift.io/v1", "kind": "DeploymentConfig",
+                "metadata": {"name": "legacy"}, "spec": {"replicas": 2, "selector": {"app": "web"}, "template": tpl}}))
+            .unwrap();
+            dcs.create(&PostParams::default(), &dc)
+                .await
+                .expect("create deploymentconfig");
+            wait("deploymentconfig ready", 10, || async {
+                let d = dcs.get("legacy").await.ok()?;
+                (d.data.pointer("/status/readyReplicas") == Some(&json!(2))).then_some(())
+            })
+            .await;
+        }
+
+        // Jobs run their pods on the node: one succeeds, one fails past its backoff limit.
+        let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(client.clone(), ns);
+        let job = |name: &str, script: &str, backoff: i32| {
+            json!({"metadata": {"name": name}, "spec": {"backoffLimit": backoff, "template": {"spec": {
+                "restartPolicy": "Never",
+                "containers": [{"name": "hook", "image": IMAGE, "command": ["bash", "-c", script]}]}}}})
+        };
+        let _: k8s_openapi::api::batch::v1::Job =
+            make(client, ns, job("ok", "echo hook ran", 0)).await;
+        let _: k8s_openapi::api::batch::v1::Job = make(client, ns, job("bad", "exit 2", 1)).await;
+        let cond = |j: &k8s_openapi::api::batch::v1::Job, ty: &str| {
+            j.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == ty && c.status == "True"))
+        };
+        let ok = wait("job ok complete", 20, || async {
+            jobs.get("ok").await.ok().filter(|j| cond(j, "Complete"))
+        })
+        .await;
+        assert_eq!(ok.status.unwrap().succeeded, Some(1));
+        let bad = wait("job bad failed", 30, || async {
+            jobs.get("bad").await.ok().filter(|j| cond(j, "Failed"))
+        })
+        .await;
+        assert_eq!(bad.status.unwrap().failed, Some(2));
     }
 
     /// A LoadBalancer Service gets an address on the lab bridge that pods of the other
-    /// cluster reach; a passthrough Ingress gets the router's address and a hosts entry.
-    pub async fn load_balancer_and_ingress(
-        src: &kube::Client,
-        dst: &kube::Client,
-        ns: &str,
-        hosts_file: &std::path::Path,
-    ) {
+    /// cluster reach; a passthrough Ingress gets the router's address and its host resolves
+    /// in the other cluster's pods.
+    pub async fn load_balancer_and_ingress(src: &kube::Client, dst: &kube::Client, ns: &str) {
         namespace(src, ns).await;
         namespace(dst, ns).await;
         let _: Pod = make(dst, ns, pod("echo", IMAGE, "Always",
@@ -810,6 +877,29 @@ pub(crate) mod scenarios {
             log.lines().any(|l| l.trim_start().starts_with('m')),
             "module list missing: {log}"
         );
+        // The endpoints controller lists the pod behind the Service.
+        let pod_ip = pods_dst
+            .get("echo")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .pod_ip
+            .unwrap();
+        let endpoints: Api<k8s_openapi::api::core::v1::Endpoints> =
+            Api::namespaced(dst.clone(), ns);
+        let subset = wait("endpoints of service echo", 10, || async {
+            endpoints
+                .get("echo")
+                .await
+                .ok()?
+                .subsets?
+                .into_iter()
+                .find(|s| s.addresses.is_some())
+        })
+        .await;
+        assert_eq!(subset.addresses.unwrap()[0].ip, pod_ip);
+        assert_eq!(subset.ports.unwrap()[0].port, 8873);
 
         let _: Ingress = make(dst, ns, json!({"metadata": {"name": "web", "annotations": {"nginx.ingress.kubernetes.io/ssl-passthrough": "true"}},
             "spec": {"rules": [{"host": "web-ingress.example.lab", "http": {"paths": [{"path": "/", "pathType": "Prefix",
@@ -829,13 +919,20 @@ pub(crate) mod scenarios {
         })
         .await;
         assert_eq!(ip, "10.210.0.2");
-        wait("hosts entry", 30, || async {
-            std::fs::read_to_string(hosts_file)
-                .ok()?
-                .contains("web-ingress.example.lab")
-                .then_some(())
+        // A source pod resolves the ingress host to the destination router (shared hosts file).
+        let script = "for i in $(seq 1 50); do getent hosts web-ingress.example.lab && exit 0; sleep 0.2; done; exit 1";
+        let _: Pod = make(src, ns, pod("resolver", IMAGE, "Never", script)).await;
+        let phase = wait("resolver done", 30, || async {
+            let p = pods_src.get("resolver").await.ok()?.status?.phase?;
+            matches!(p.as_str(), "Succeeded" | "Failed").then_some(p)
         })
         .await;
+        let log = pods_src
+            .logs("resolver", &Default::default())
+            .await
+            .unwrap_or_default();
+        assert_eq!(phase, "Succeeded", "{log}");
+        assert!(log.starts_with("10.210.0.2 "), "{log}");
     }
 }
 
@@ -858,5 +955,5 @@ async fn controllers_provision_volumes_default_namespaces_and_report_replicas() 
 async fn load_balancers_and_passthrough_ingresses_are_reachable_from_the_other_cluster() {
     let lab = mtcd_tests::Lab::up_with(("kubernetes", "kubernetes"));
     let (src, dst) = (lab.client("lab-src").await, lab.client("lab-dst").await);
-    scenarios::load_balancer_and_ingress(&src, &dst, "lb", &lab.dir.join("src-hosts")).await;
+    scenarios::load_balancer_and_ingress(&src, &dst, "lb").await;
 }

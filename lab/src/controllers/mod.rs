@@ -4,6 +4,9 @@
 //! Each controller is a kube-rs watcher loop; every write goes through the API, so the same
 //! code would drive a real API server.
 
+mod endpoints;
+mod jobs;
+
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -77,6 +80,8 @@ pub async fn run(
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(namespaces(client.clone(), cfg.clone(), shutdown.clone()));
     tasks.spawn(provisioner(client.clone(), cfg.clone(), shutdown.clone()));
+    tasks.spawn(jobs::run(client.clone(), shutdown.clone()));
+    tasks.spawn(endpoints::run(client.clone(), shutdown.clone()));
     let mut workloads = vec![
         (
             GroupVersionKind::gvk("apps", "v1", "Deployment"),

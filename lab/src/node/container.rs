@@ -6,7 +6,6 @@
 //! volumes at their mountPaths, chroots and execs the command. Re-executing keeps all of this
 //! out of the multi-threaded agent: namespaces and chroot apply to the single-threaded child.
 
-use std::ffi::CString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -251,27 +250,35 @@ fn setup_and_exec(spec: &ContainerSpec) -> Result<std::convert::Infallible, Stri
             spec.argv[0]
         )
     })?;
-    let cstr = |s: &str| CString::new(s).map_err(|_| format!("NUL byte in {s:?}"));
-    let exe = cstr(&exe.to_string_lossy())?;
-    let argv = spec
-        .argv
-        .iter()
-        .map(|a| cstr(a))
-        .collect::<Result<Vec<_>, _>>()?;
-    let env = spec
-        .env
-        .iter()
-        .map(|(k, v)| cstr(&format!("{k}={v}")))
-        .collect::<Result<Vec<_>, _>>()?;
-    nix::unistd::execve(&exe, &argv, &env)
-        .map_err(|e| err(format_args!("exec {:?}", spec.argv[0]), e))
+    // std's exec (not a raw execve): it restores SIGPIPE to its default and clears the
+    // signal mask first. The Rust runtime of this process ignores SIGPIPE, and an ignored
+    // signal would survive execve into the container's shell scripts and daemons.
+    use std::os::unix::process::CommandExt;
+    let e = std::process::Command::new(&exe)
+        .arg0(&spec.argv[0])
+        .args(&spec.argv[1..])
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .exec();
+    Err(err(format_args!("exec {:?}", spec.argv[0]), e))
 }
 
-/// Entry point of `mtcd-lab __container <json spec>`: on success it never returns (the process
+/// Entry point of `mtcd-lab __container <json spec | @file>`: on success it never returns (the process
 /// becomes the container's command); on failure it prints why and returns the exit code (127
 /// for a missing executable, 128 for setup errors), which the agent reports.
 pub fn container_main(spec_json: &str) -> i32 {
-    let spec: ContainerSpec = match serde_json::from_str(spec_json) {
+    // `@<path>`: the agent's form, keeping secret env values out of the process list.
+    let text = match spec_json.strip_prefix('@') {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("mtcd-lab __container: cannot read spec {path}: {e}");
+                return 128;
+            }
+        },
+        None => spec_json.to_string(),
+    };
+    let spec: ContainerSpec = match serde_json::from_str(&text) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("mtcd-lab __container: invalid spec: {e}");
@@ -350,6 +357,8 @@ mod tests {
         )
         .unwrap();
         let prefix = format!("mtcdc{:06x}-", rand::random::<u32>() & 0xff_ffff);
+        // A mountPath whose parent does not exist on the host, like /data in most images.
+        let absent = format!("/{prefix}absent");
         let guard = NetGuard(prefix.clone());
         let net = crate::netns::LabNetwork::create(&prefix).unwrap();
         let pod = net
@@ -360,8 +369,9 @@ mod tests {
             )
             .unwrap();
         let script = r#"set -e
-cat /data/file.txt > /out/copy.txt
-if touch /data/new 2>/dev/null; then echo "READONLY-BROKEN"; exit 3; fi
+yes | head -c1 >/dev/null; echo "sigpipe-status=${PIPESTATUS[0]}"
+cat $ABSENT/data/file.txt > /out/copy.txt
+if touch $ABSENT/data/new 2>/dev/null; then echo "READONLY-BROKEN"; exit 3; fi
 echo "pwd=$(pwd) foo=$FOO host=$(hostname)"
 grep -c rsync-ns1.apps.dst.lab /etc/hosts
 ip -o -4 addr show eth0
@@ -376,7 +386,7 @@ echo scratch > /etc/written-by-container
             mounts: vec![
                 MountSpec {
                     source: data.clone(),
-                    target: "/data".into(),
+                    target: format!("{absent}/data"),
                     read_only: true,
                 },
                 MountSpec {
@@ -385,12 +395,13 @@ echo scratch > /etc/written-by-container
                     read_only: false,
                 },
             ],
-            working_dir: Some("/data".into()),
+            working_dir: Some(format!("{absent}/data")),
             env: vec![
                 ("FOO".into(), "bar baz".into()),
+                ("ABSENT".into(), absent.clone()),
                 ("PATH".into(), DEFAULT_PATH.into()),
             ],
-            argv: vec!["sh".into(), "-c".into(), script.into()],
+            argv: vec!["bash".into(), "-c".into(), script.into()],
         };
         let log = dir.path().join("c.log");
         let status = run_child(&spec, &log);
@@ -398,17 +409,19 @@ echo scratch > /etc/written-by-container
         assert!(status.success(), "container failed ({status}):\n{text}");
         assert_eq!(std::fs::read(out.join("copy.txt")).unwrap(), b"payload\n");
         assert!(
-            text.contains("pwd=/data foo=bar baz host=client-pod"),
+            text.contains(&format!("pwd={absent}/data foo=bar baz host=client-pod")),
             "{text}"
         );
         assert!(text.contains("inet 10.210.1.7/16"), "{text}");
+        // SIGPIPE is back to its default inside the container (141 = 128 + SIGPIPE).
+        assert!(text.contains("sigpipe-status=141"), "{text}");
         assert!(!data.join("new").exists());
         assert!(
             !Path::new("/etc/written-by-container").exists(),
             "container writes reached the host"
         );
         assert!(
-            !Path::new("/data").exists(),
+            !Path::new(&absent).exists(),
             "mountPath created on the host"
         );
 

@@ -174,16 +174,24 @@ struct Ctx {
 }
 
 impl Ctx {
-    /// Push the current status; errors are logged, the next change retries.
+    /// Push the current status (a few attempts; at lab shutdown the API server may already
+    /// be gone, so each attempt is bounded).
     async fn report(&self) {
         let st = self.state.lock().await;
         let body = json!({ "status": st.to_json(&self.uid) });
-        if let Err(e) = self
-            .api
-            .patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&body))
-            .await
-        {
-            tracing::debug!(pod = %format!("{}/{}", self.ns, self.name), error = %e, "status update failed");
+        let (pp, merge) = (PatchParams::default(), Patch::Merge(&body));
+        for attempt in 0..3 {
+            let patch = self.api.patch_status(&self.name, &pp, &merge);
+            match tokio::time::timeout(Duration::from_secs(3), patch).await {
+                Ok(Ok(_)) => return,
+                // The pod is gone: nothing left to report.
+                Ok(Err(kube::Error::Api(s))) if s.code == 404 => return,
+                Ok(Err(e)) => {
+                    tracing::debug!(pod = %format!("{}/{}", self.ns, self.name), attempt, error = %e, "status update failed")
+                }
+                Err(_) => return,
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
@@ -544,10 +552,37 @@ async fn supervise(
         ctx.state.lock().await.main[idx].name.clone()
     };
     let log_path = ctx.log_dir.join(format!("{name}.log"));
-    let json = match serde_json::to_string(&spec) {
-        Ok(j) => j,
-        Err(_) => return None,
-    };
+    // The spec carries env values from Secrets: pass it as a root-only file, not on the
+    // command line where `ps` would show it.
+    let spec_path = ctx.dir.join(format!(
+        "{}-{name}.json",
+        if init { "init" } else { "container" }
+    ));
+    let written = serde_json::to_vec(&spec)
+        .map_err(std::io::Error::other)
+        .and_then(|bytes| {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&spec_path)?;
+            f.write_all(&bytes)
+        });
+    if let Err(e) = written {
+        let msg = format!("writing container spec {}: {e}", spec_path.display());
+        ctx.set(init, idx, |s| {
+            s.state = CState::Waiting {
+                reason: "CreateContainerError".into(),
+                message: Some(msg),
+            }
+        })
+        .await;
+        return None;
+    }
+    let json = format!("@{}", spec_path.display());
     let mut last = None;
     let mut backoff = Duration::from_secs(1);
     loop {
@@ -954,10 +989,10 @@ async fn build_env(
                         ));
                     }
                 }
-            } else if let Some(f) = &src.field_ref {
-                Some(field_value(pod, &f.field_path, pod_ip))
             } else {
-                None
+                src.field_ref
+                    .as_ref()
+                    .map(|f| field_value(pod, &f.field_path, pod_ip))
             }
         } else {
             Some(String::new())
