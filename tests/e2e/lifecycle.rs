@@ -128,10 +128,29 @@ async fn watch_picks_up_a_source_change_within_one_interval() {
         assert!(changed.elapsed() < Duration::from_secs(60), "watch never synced the change");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Each cycle ends with one summary line; wait for the second, then stop the watch.
+    let stdout = child.stdout.take().unwrap();
+    let lines = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut seen = Vec::new();
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let done = line.starts_with("cycle 2:");
+            seen.push(line);
+            if done {
+                break;
+            }
+        }
+        seen
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !lines.is_finished() {
+        assert!(Instant::now() < deadline, "no second cycle line");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     child.kill().unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("cycle 1:") && stdout.contains("cycle 2:"), "one summary line per cycle: {stdout}");
+    child.wait().unwrap();
+    let seen = lines.join().unwrap();
+    assert!(seen.iter().any(|l| l.starts_with("cycle 1: ")) && seen.iter().any(|l| l.starts_with("cycle 2: ")), "one summary line per cycle: {seen:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -139,7 +158,7 @@ async fn transforms_run_in_the_plan_and_a_failing_one_writes_nothing() {
     let lab = Lab::up();
     shop(&lab).await;
     let add_label = plugin_wasm("add-label");
-    let file = desired(&lab, &format!("[[migration.transform]]\nplugin = \"{}\"\nconfig = {{ key = \"migrated-by\", value = \"mtcd\" }}\n", add_label.display()));
+    let file = desired(&lab, &format!("[[migration.transform]]\nplugin = \"{}\"\nconfig = {{ labels = {{ migrated-by = \"mtcd\" }} }}\n", add_label.display()));
     let run = lab.mtcd(&["apply", file.to_str().unwrap()]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let cm = get(&lab, "lab-dst", &ar("", "ConfigMap", "configmaps"), "shop-prod", "shop-config").await;
@@ -148,11 +167,13 @@ async fn transforms_run_in_the_plan_and_a_failing_one_writes_nothing() {
     // A plugin that traps: the plan stops, naming plugin and object; nothing is written.
     let lab2 = Lab::up();
     shop(&lab2).await;
+    // The test plugin traps on objects named `boom`.
+    lab2.seed_yaml("lab-src", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: boom, namespace: shop}\ndata: {a: b}\n").await.unwrap();
     let trap = plugin_wasm("trap");
     let file = desired(&lab2, &format!("[[migration.transform]]\nplugin = \"{}\"\n", trap.display()));
     let run = lab2.mtcd(&["apply", file.to_str().unwrap()]);
     assert_eq!(run.code, 1);
-    assert!(run.stderr.contains("transform failed on") && run.stderr.contains("nothing was changed"), "{}", run.stderr);
+    assert!(run.stderr.contains("transform failed on ConfigMap/shop/boom") && run.stderr.contains("trap") && run.stderr.contains("nothing was changed"), "{}", run.stderr);
     let namespaces: Api<DynamicObject> = Api::all_with(lab2.client("lab-dst").await, &ar("", "Namespace", "namespaces"));
     assert!(namespaces.get_opt("shop-prod").await.unwrap().is_none(), "nothing reached the destination");
 }

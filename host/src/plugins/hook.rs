@@ -37,6 +37,10 @@ impl Hook {
     /// `on_error = skip-object | keep-original` such failures are logged and ignored;
     /// the hook's own verdict always stops the migration.
     pub fn run(&mut self, phase: HookPhase, ctx: &HookContext<'_>) -> Result<(), PluginError> {
+        super::off_async(|| self.run_inner(phase, ctx))
+    }
+
+    fn run_inner(&mut self, phase: HookPhase, ctx: &HookContext<'_>) -> Result<(), PluginError> {
         let subject = format!("hook {} of migration {}", phase_name(phase), ctx.migration);
         let wit_ctx = types::HookContext {
             migration: ctx.migration.clone(),

@@ -127,6 +127,17 @@ pub enum TransformOutput {
     Skip,
 }
 
+/// Runs a plugin call so that WASI's synchronous host functions (which block on tokio
+/// internally, e.g. flushing a plugin's stderr) work when mtcd calls plugins from async
+/// code: on a multi-threaded runtime the worker is handed over with `block_in_place`.
+/// Without this, a plugin that writes to stderr inside `mtcd plan` would panic the host.
+pub(crate) fn off_async<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// The config as the plugin receives it: a JSON object, `{}` when desired.toml has none.
 fn config_text(config: &serde_json::Value) -> String {
     if config.is_null() {

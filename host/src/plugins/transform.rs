@@ -53,6 +53,15 @@ impl TransformChain {
         ctx: &TransformContext,
         lookup: &dyn SourceLookup,
     ) -> Result<TransformOutput, PluginError> {
+        super::off_async(|| self.run_inner(object, ctx, lookup))
+    }
+
+    fn run_inner(
+        &mut self,
+        object: Value,
+        ctx: &TransformContext,
+        lookup: &dyn SourceLookup,
+    ) -> Result<TransformOutput, PluginError> {
         if self.steps.is_empty() {
             return Ok(TransformOutput::Keep {
                 object,
