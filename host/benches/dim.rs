@@ -87,6 +87,10 @@ impl Registry {
         }
     }
 
+    fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
     /// Empty storage, fresh process: the cold state.
     fn reset(&mut self) {
         self.stop();
@@ -179,17 +183,43 @@ struct Sample {
     secs: f64,
     rss_kib: u64,
     wchar: u64,
+    /// User + system CPU seconds of the client process.
+    client_cpu: f64,
+    /// CPU seconds both registries spent meanwhile.
+    registry_cpu: f64,
+    /// CPU seconds the whole machine spent meanwhile (other jobs included): contention check.
+    machine_cpu: f64,
+}
+
+/// utime + stime of a process, in seconds.
+fn proc_cpu(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, a)| a).unwrap_or_default();
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    ticks as f64 / 100.0
+}
+
+/// Busy CPU seconds of the whole machine since boot.
+fn machine_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap();
+    let f: Vec<u64> = stat.lines().next().unwrap().split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal
+    (f[0] + f[1] + f[2] + f[5] + f[6] + f.get(7).copied().unwrap_or(0)) as f64 / 100.0
 }
 
 /// Runs `cmd` as a measured process: wall time around it, peak RSS from `/usr/bin/time`,
 /// bytes written from the reaping shell's `/proc/$$/io`.
-fn measure(cmd: &[String], tmp: &Path) -> Sample {
+fn measure(cmd: &[String], tmp: &Path, registries: [u32; 2]) -> Sample {
     let time_out = tmp.join("time.out");
     let io_out = tmp.join("io.out");
+    let reg_before: f64 = registries.iter().map(|p| proc_cpu(*p)).sum();
+    let machine_before = machine_cpu();
     let started = Instant::now();
     let status = Command::new("/usr/bin/time")
         .arg("-f")
-        .arg("%M")
+        .arg("%M %U %S")
         .arg("-o")
         .arg(&time_out)
         .arg("bash")
@@ -201,18 +231,15 @@ fn measure(cmd: &[String], tmp: &Path) -> Sample {
         .status()
         .unwrap();
     let secs = started.elapsed().as_secs_f64();
+    let registry_cpu = registries.iter().map(|p| proc_cpu(*p)).sum::<f64>() - reg_before;
+    let machine_cpu = machine_cpu() - machine_before;
     if !status.success() {
         let err = std::fs::read_to_string(io_out.with_extension("out.err")).unwrap_or_default();
         panic!("{cmd:?} failed: {err}");
     }
-    let rss_kib = std::fs::read_to_string(&time_out)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let time = std::fs::read_to_string(&time_out).unwrap();
+    let f: Vec<f64> = time.lines().last().unwrap().split_whitespace().map(|v| v.parse().unwrap()).collect();
+    let (rss_kib, client_cpu) = (f[0] as u64, f[1] + f[2]);
     let io = std::fs::read_to_string(&io_out).unwrap();
     let wchar = io
         .lines()
@@ -225,6 +252,9 @@ fn measure(cmd: &[String], tmp: &Path) -> Sample {
         secs,
         rss_kib,
         wchar,
+        client_cpu,
+        registry_cpu,
+        machine_cpu,
     }
 }
 
@@ -340,7 +370,8 @@ fn main() {
                 } else {
                     skopeo_cmd(&tag, &cache)
                 };
-                let s = measure(&cmd, dir.path());
+                let pids = [src.pid(), dst.pid()];
+                let s = measure(&cmd, dir.path(), pids);
                 let got = rt.block_on(dst_digest(&dst.addr, &tag));
                 assert_eq!(
                     got.as_deref(),
@@ -349,12 +380,15 @@ fn main() {
                     tools[t]
                 );
                 eprintln!(
-                    "run {run} {:6} {:7} {:7.3} s  {:6.1} MiB  wchar {:>11}",
+                    "run {run} {:6} {:7} {:7.3} s  {:6.1} MiB  wchar {:>11}  cpu client {:.2} registries {:.2} machine {:.2}",
                     tools[t],
                     case,
                     s.secs,
                     s.rss_kib as f64 / 1024.0,
-                    s.wchar
+                    s.wchar,
+                    s.client_cpu,
+                    s.registry_cpu,
+                    s.machine_cpu
                 );
                 samples[t][c].push(s);
             }
@@ -367,8 +401,8 @@ fn main() {
          {runs} runs per cell, tools interleaved (order alternates per run). mtcd blob concurrency {blob_conc}.\n\n",
         total as f64 / 1e6
     );
-    out += "| Case | Tool | Median s | Min s | mtcd/skopeo (median) | Peak RSS MiB (max) | Bytes written (median) |\n";
-    out += "|---|---|---|---|---|---|---|\n";
+    out += "| Case | Tool | Median s | Min s | mtcd/skopeo (median) | Peak RSS MiB (max) | Bytes written (median) | Client CPU-s | Registries CPU-s | Machine CPU-s |\n";
+    out += "|---|---|---|---|---|---|---|---|---|---|\n";
     for (c, case) in cases.iter().enumerate() {
         let med = |t: usize| stats(&samples[t][c].iter().map(|s| s.secs).collect::<Vec<_>>());
         let ratio = med(0).0 / med(1).0;
@@ -382,14 +416,18 @@ fn main() {
                     .collect::<Vec<_>>(),
             )
             .0;
+            let cpu = |f: fn(&Sample) -> f64| stats(&samples[t][c].iter().map(f).collect::<Vec<_>>()).0;
             out += &format!(
-                "| {case} | {tool} | {m:.3} | {min:.3} | {} | {rss:.1} | {} |\n",
+                "| {case} | {tool} | {m:.3} | {min:.3} | {} | {rss:.1} | {} | {:.2} | {:.2} | {:.2} |\n",
                 if t == 0 {
                     format!("**{ratio:.2}×**")
                 } else {
                     String::new()
                 },
-                human(w as u64)
+                human(w as u64),
+                cpu(|s| s.client_cpu),
+                cpu(|s| s.registry_cpu),
+                cpu(|s| s.machine_cpu)
             );
         }
     }
