@@ -2,7 +2,7 @@
 //! between the same two docker-registry processes, on the same image, runs interleaved.
 //!
 //! ```text
-//! CARGO_TARGET_DIR=... cargo bench -p mtcd --bench dim
+//! cargo build --release -p mtcd --example dim_copy && cargo bench -p mtcd --bench dim
 //! DIM_BENCH_RUNS=5 DIM_BENCH_LAYERS=8 DIM_BENCH_LAYER_MB=50 DIM_BENCH_OUT=results.md
 //! ```
 //! Cases, per tool and run: `cold` (destination storage wiped, registry restarted, skopeo's
@@ -204,7 +204,14 @@ fn proc_cpu(pid: u32) -> f64 {
 /// Busy CPU seconds of the whole machine since boot.
 fn machine_cpu() -> f64 {
     let stat = std::fs::read_to_string("/proc/stat").unwrap();
-    let f: Vec<u64> = stat.lines().next().unwrap().split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    let f: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
     // user nice system idle iowait irq softirq steal
     (f[0] + f[1] + f[2] + f[5] + f[6] + f.get(7).copied().unwrap_or(0)) as f64 / 100.0
 }
@@ -238,7 +245,13 @@ fn measure(cmd: &[String], tmp: &Path, registries: [u32; 2]) -> Sample {
         panic!("{cmd:?} failed: {err}");
     }
     let time = std::fs::read_to_string(&time_out).unwrap();
-    let f: Vec<f64> = time.lines().last().unwrap().split_whitespace().map(|v| v.parse().unwrap()).collect();
+    let f: Vec<f64> = time
+        .lines()
+        .last()
+        .unwrap()
+        .split_whitespace()
+        .map(|v| v.parse().unwrap())
+        .collect();
     let (rss_kib, client_cpu) = (f[0] as u64, f[1] + f[2]);
     let io = std::fs::read_to_string(&io_out).unwrap();
     let wchar = io
@@ -282,14 +295,9 @@ fn main() {
     let blob_conc = env("DIM_BENCH_BLOB_CONCURRENCY", 6);
     mtcd::tls::init();
 
-    // The measured mtcd process: the dim_copy example, built in release next to this bench.
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let ok = Command::new(&cargo)
-        .args(["build", "--release", "-p", "mtcd", "--example", "dim_copy"])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "building the dim_copy example failed");
+    // The measured mtcd process: the dim_copy example, built beforehand in release. (Not
+    // built from here: cargo's environment inside a bench changes build-script fingerprints,
+    // so a nested `cargo build` would rebuild ring and everything above it.)
     let exe = std::env::current_exe().unwrap();
     let dim_copy = exe
         .parent()
@@ -297,7 +305,11 @@ fn main() {
         .parent()
         .unwrap()
         .join("examples/dim_copy");
-    assert!(dim_copy.exists(), "{} missing", dim_copy.display());
+    assert!(
+        dim_copy.exists(),
+        "{} missing: run `cargo build --release -p mtcd --example dim_copy` first",
+        dim_copy.display()
+    );
 
     // skopeo writes a blob-info cache under /var/lib/containers/cache (root); it runs in its
     // own mount namespace with a per-cold-run directory bound there.
@@ -416,7 +428,8 @@ fn main() {
                     .collect::<Vec<_>>(),
             )
             .0;
-            let cpu = |f: fn(&Sample) -> f64| stats(&samples[t][c].iter().map(f).collect::<Vec<_>>()).0;
+            let cpu =
+                |f: fn(&Sample) -> f64| stats(&samples[t][c].iter().map(f).collect::<Vec<_>>()).0;
             out += &format!(
                 "| {case} | {tool} | {m:.3} | {min:.3} | {} | {rss:.1} | {} | {:.2} | {:.2} | {:.2} |\n",
                 if t == 0 {
