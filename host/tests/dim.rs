@@ -439,7 +439,7 @@ async fn shared_layers_are_skipped_or_mounted_not_sent() {
         .await;
     // The destination already runs an older app sharing layer `a`.
     let old = Pusher::new(&dst)
-        .image("shop-prod/app", "0", &[a.clone()], false, "amd64")
+        .image("shop-prod/app", "0", std::slice::from_ref(&a), false, "amd64")
         .await;
     assert_ne!(old.digest, app.digest);
 
@@ -562,7 +562,7 @@ async fn inspect_reports_sizes_before_copy() {
         )
         .await;
     Pusher::new(&dst)
-        .image("shop-prod/web", "old", &[shared.clone()], false, "amd64")
+        .image("shop-prod/web", "old", std::slice::from_ref(&shared), false, "amd64")
         .await;
     let ins = dim::inspect(
         &src.client(),
