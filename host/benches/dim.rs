@@ -328,11 +328,15 @@ fn main() {
 
     let dst_addr = dst.addr.clone();
     let mtcd_cmd = |tag: &str| -> Vec<String> {
-        let mut v = vec![
+        // Optional wrapper for profiling the mtcd side only (e.g. `perf record -g -o FILE`).
+        let mut v: Vec<String> = std::env::var("DIM_BENCH_MTCD_PREFIX")
+            .map(|p| p.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default();
+        v.extend([
             dim_copy.display().to_string(),
             src.addr.clone(),
             dst_addr.clone(),
-        ];
+        ]);
         v.push(if tag == "v1" {
             format!("{REPO}:v1")
         } else {
