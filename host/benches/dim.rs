@@ -283,6 +283,12 @@ fn stats(v: &[f64]) -> (f64, f64) {
 }
 
 fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` does not: do not run a
+    // 400 MB, multi-process benchmark as part of a test run.
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("dim benchmark: run it with `cargo bench -p mtcd --bench dim`");
+        return;
+    }
     let env = |k: &str, d: usize| {
         std::env::var(k)
             .ok()
