@@ -2,7 +2,7 @@
 //! between the same two docker-registry processes, on the same image, runs interleaved.
 //!
 //! ```text
-//! CARGO_TARGET_DIR=... cargo bench -p mtcd --bench dim
+//! cargo build --release -p mtcd --example dim_copy && cargo bench -p mtcd --bench dim
 //! DIM_BENCH_RUNS=5 DIM_BENCH_LAYERS=8 DIM_BENCH_LAYER_MB=50 DIM_BENCH_OUT=results.md
 //! ```
 //! Cases, per tool and run: `cold` (destination storage wiped, registry restarted, skopeo's
@@ -85,6 +85,10 @@ impl Registry {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
     }
 
     /// Empty storage, fresh process: the cold state.
@@ -179,17 +183,50 @@ struct Sample {
     secs: f64,
     rss_kib: u64,
     wchar: u64,
+    /// User + system CPU seconds of the client process.
+    client_cpu: f64,
+    /// CPU seconds both registries spent meanwhile.
+    registry_cpu: f64,
+    /// CPU seconds the whole machine spent meanwhile (other jobs included): contention check.
+    machine_cpu: f64,
+}
+
+/// utime + stime of a process, in seconds.
+fn proc_cpu(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, a)| a).unwrap_or_default();
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    ticks as f64 / 100.0
+}
+
+/// Busy CPU seconds of the whole machine since boot.
+fn machine_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap();
+    let f: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    (f[0] + f[1] + f[2] + f[5] + f[6] + f.get(7).copied().unwrap_or(0)) as f64 / 100.0
 }
 
 /// Runs `cmd` as a measured process: wall time around it, peak RSS from `/usr/bin/time`,
 /// bytes written from the reaping shell's `/proc/$$/io`.
-fn measure(cmd: &[String], tmp: &Path) -> Sample {
+fn measure(cmd: &[String], tmp: &Path, registries: [u32; 2]) -> Sample {
     let time_out = tmp.join("time.out");
     let io_out = tmp.join("io.out");
+    let reg_before: f64 = registries.iter().map(|p| proc_cpu(*p)).sum();
+    let machine_before = machine_cpu();
     let started = Instant::now();
     let status = Command::new("/usr/bin/time")
         .arg("-f")
-        .arg("%M")
+        .arg("%M %U %S")
         .arg("-o")
         .arg(&time_out)
         .arg("bash")
@@ -201,18 +238,21 @@ fn measure(cmd: &[String], tmp: &Path) -> Sample {
         .status()
         .unwrap();
     let secs = started.elapsed().as_secs_f64();
+    let registry_cpu = registries.iter().map(|p| proc_cpu(*p)).sum::<f64>() - reg_before;
+    let machine_cpu = machine_cpu() - machine_before;
     if !status.success() {
         let err = std::fs::read_to_string(io_out.with_extension("out.err")).unwrap_or_default();
         panic!("{cmd:?} failed: {err}");
     }
-    let rss_kib = std::fs::read_to_string(&time_out)
-        .unwrap()
+    let time = std::fs::read_to_string(&time_out).unwrap();
+    let f: Vec<f64> = time
         .lines()
         .last()
         .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+        .split_whitespace()
+        .map(|v| v.parse().unwrap())
+        .collect();
+    let (rss_kib, client_cpu) = (f[0] as u64, f[1] + f[2]);
     let io = std::fs::read_to_string(&io_out).unwrap();
     let wchar = io
         .lines()
@@ -225,6 +265,9 @@ fn measure(cmd: &[String], tmp: &Path) -> Sample {
         secs,
         rss_kib,
         wchar,
+        client_cpu,
+        registry_cpu,
+        machine_cpu,
     }
 }
 
@@ -240,6 +283,12 @@ fn stats(v: &[f64]) -> (f64, f64) {
 }
 
 fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` does not: do not run a
+    // 400 MB, multi-process benchmark as part of a test run.
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("dim benchmark: run it with `cargo bench -p mtcd --bench dim`");
+        return;
+    }
     let env = |k: &str, d: usize| {
         std::env::var(k)
             .ok()
@@ -252,14 +301,9 @@ fn main() {
     let blob_conc = env("DIM_BENCH_BLOB_CONCURRENCY", 6);
     mtcd::tls::init();
 
-    // The measured mtcd process: the dim_copy example, built in release next to this bench.
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let ok = Command::new(&cargo)
-        .args(["build", "--release", "-p", "mtcd", "--example", "dim_copy"])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "building the dim_copy example failed");
+    // The measured mtcd process: the dim_copy example, built beforehand in release. (Not
+    // built from here: cargo's environment inside a bench changes build-script fingerprints,
+    // so a nested `cargo build` would rebuild ring and everything above it.)
     let exe = std::env::current_exe().unwrap();
     let dim_copy = exe
         .parent()
@@ -267,7 +311,11 @@ fn main() {
         .parent()
         .unwrap()
         .join("examples/dim_copy");
-    assert!(dim_copy.exists(), "{} missing", dim_copy.display());
+    assert!(
+        dim_copy.exists(),
+        "{} missing: run `cargo build --release -p mtcd --example dim_copy` first",
+        dim_copy.display()
+    );
 
     // skopeo writes a blob-info cache under /var/lib/containers/cache (root); it runs in its
     // own mount namespace with a per-cold-run directory bound there.
@@ -286,11 +334,15 @@ fn main() {
 
     let dst_addr = dst.addr.clone();
     let mtcd_cmd = |tag: &str| -> Vec<String> {
-        let mut v = vec![
+        // Optional wrapper for profiling the mtcd side only (e.g. `perf record -g -o FILE`).
+        let mut v: Vec<String> = std::env::var("DIM_BENCH_MTCD_PREFIX")
+            .map(|p| p.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default();
+        v.extend([
             dim_copy.display().to_string(),
             src.addr.clone(),
             dst_addr.clone(),
-        ];
+        ]);
         v.push(if tag == "v1" {
             format!("{REPO}:v1")
         } else {
@@ -340,7 +392,8 @@ fn main() {
                 } else {
                     skopeo_cmd(&tag, &cache)
                 };
-                let s = measure(&cmd, dir.path());
+                let pids = [src.pid(), dst.pid()];
+                let s = measure(&cmd, dir.path(), pids);
                 let got = rt.block_on(dst_digest(&dst.addr, &tag));
                 assert_eq!(
                     got.as_deref(),
@@ -349,12 +402,15 @@ fn main() {
                     tools[t]
                 );
                 eprintln!(
-                    "run {run} {:6} {:7} {:7.3} s  {:6.1} MiB  wchar {:>11}",
+                    "run {run} {:6} {:7} {:7.3} s  {:6.1} MiB  wchar {:>11}  cpu client {:.2} registries {:.2} machine {:.2}",
                     tools[t],
                     case,
                     s.secs,
                     s.rss_kib as f64 / 1024.0,
-                    s.wchar
+                    s.wchar,
+                    s.client_cpu,
+                    s.registry_cpu,
+                    s.machine_cpu
                 );
                 samples[t][c].push(s);
             }
@@ -367,8 +423,8 @@ fn main() {
          {runs} runs per cell, tools interleaved (order alternates per run). mtcd blob concurrency {blob_conc}.\n\n",
         total as f64 / 1e6
     );
-    out += "| Case | Tool | Median s | Min s | mtcd/skopeo (median) | Peak RSS MiB (max) | Bytes written (median) |\n";
-    out += "|---|---|---|---|---|---|---|\n";
+    out += "| Case | Tool | Median s | Min s | mtcd/skopeo (median) | Peak RSS MiB (max) | Bytes written (median) | Client CPU-s | Registries CPU-s | Machine CPU-s |\n";
+    out += "|---|---|---|---|---|---|---|---|---|---|\n";
     for (c, case) in cases.iter().enumerate() {
         let med = |t: usize| stats(&samples[t][c].iter().map(|s| s.secs).collect::<Vec<_>>());
         let ratio = med(0).0 / med(1).0;
@@ -382,14 +438,19 @@ fn main() {
                     .collect::<Vec<_>>(),
             )
             .0;
+            let cpu =
+                |f: fn(&Sample) -> f64| stats(&samples[t][c].iter().map(f).collect::<Vec<_>>()).0;
             out += &format!(
-                "| {case} | {tool} | {m:.3} | {min:.3} | {} | {rss:.1} | {} |\n",
+                "| {case} | {tool} | {m:.3} | {min:.3} | {} | {rss:.1} | {} | {:.2} | {:.2} | {:.2} |\n",
                 if t == 0 {
                     format!("**{ratio:.2}×**")
                 } else {
                     String::new()
                 },
-                human(w as u64)
+                human(w as u64),
+                cpu(|s| s.client_cpu),
+                cpu(|s| s.registry_cpu),
+                cpu(|s| s.machine_cpu)
             );
         }
     }

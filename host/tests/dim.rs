@@ -439,7 +439,13 @@ async fn shared_layers_are_skipped_or_mounted_not_sent() {
         .await;
     // The destination already runs an older app sharing layer `a`.
     let old = Pusher::new(&dst)
-        .image("shop-prod/app", "0", &[a.clone()], false, "amd64")
+        .image(
+            "shop-prod/app",
+            "0",
+            std::slice::from_ref(&a),
+            false,
+            "amd64",
+        )
         .await;
     assert_ne!(old.digest, app.digest);
 
@@ -562,7 +568,13 @@ async fn inspect_reports_sizes_before_copy() {
         )
         .await;
     Pusher::new(&dst)
-        .image("shop-prod/web", "old", &[shared.clone()], false, "amd64")
+        .image(
+            "shop-prod/web",
+            "old",
+            std::slice::from_ref(&shared),
+            false,
+            "amd64",
+        )
         .await;
     let ins = dim::inspect(
         &src.client(),
@@ -1032,5 +1044,125 @@ async fn tls_registry_trusted_through_ca_bundle_only() {
     assert!(
         missing.to_string().contains("/nonexistent/ca.pem"),
         "{missing}"
+    );
+}
+
+/// A TCP proxy in front of a registry whose first `fail_first` connections get a 503
+/// (a registry having a bad moment); later connections pass through untouched.
+async fn flaky_proxy(
+    upstream: String,
+    fail_first: usize,
+) -> (
+    String,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    tokio::task::JoinHandle<()>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let conns = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = conns.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                if n < fail_first {
+                    let mut buf = vec![0u8; 8192];
+                    let _ = sock.read(&mut buf).await;
+                    let body = r#"{"errors":[{"code":"UNAVAILABLE","message":"try later"}]}"#;
+                    let resp = format!(
+                        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = sock.write_all(resp.as_bytes()).await;
+                    let _ = sock.shutdown().await;
+                } else if let Ok(mut up) = tokio::net::TcpStream::connect(&upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut sock, &mut up).await;
+                }
+            });
+        }
+    });
+    (addr, conns, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_are_retried_then_reported_per_image() {
+    let (src, dst) = (TestRegistry::start(None), TestRegistry::start(None));
+    let img = Pusher::new(&src)
+        .image("shop/web", "v1", &[random(300_000)], false, "amd64")
+        .await;
+    let client_via = |addr: &str| {
+        let spec = Registry {
+            address: addr.to_string(),
+            internal_address: None,
+            auth: RegistryAuth::Anonymous,
+            tls: RegistryTls::Insecure,
+        };
+        RegistryClient::new(&spec, None)
+            .unwrap()
+            .with_retries(3, Duration::from_millis(10))
+    };
+    let copy_via = |addr: &str| {
+        vec![ImageCopy {
+            source: ImageRef::parse(&format!("{addr}/shop/web:v1")).unwrap(),
+            destination: ImageRef::parse(&format!("{}/shop/web:v1", dst.addr)).unwrap(),
+        }]
+    };
+
+    // Two 503s, then the registry answers: the copy succeeds.
+    let (addr, conns, task) = flaky_proxy(src.addr.clone(), 2).await;
+    let report = dim::copy_all(
+        &client_via(&addr),
+        &dst.client(),
+        &copy_via(&addr),
+        &opts(1),
+        |_| {},
+    )
+    .await;
+    task.abort();
+    let stats = report.images[0]
+        .outcome
+        .as_ref()
+        .expect("retried past the 503s");
+    assert_eq!(stats.bytes_sent, img.bytes());
+    assert!(conns.load(std::sync::atomic::Ordering::SeqCst) >= 3);
+
+    // Always 503: reported for this image after 1 + 3 attempts, naming where.
+    let (addr, conns, task) = flaky_proxy(src.addr.clone(), usize::MAX).await;
+    let report = dim::copy_all(
+        &client_via(&addr),
+        &dst.client(),
+        &copy_via(&addr),
+        &opts(1),
+        |_| {},
+    )
+    .await;
+    task.abort();
+    match &report.images[0].outcome {
+        Err(
+            e @ DimError::Http {
+                status: 503,
+                registry,
+                repository,
+                reference,
+                ..
+            },
+        ) => {
+            assert_eq!(
+                (registry.as_str(), repository.as_str(), reference.as_str()),
+                (addr.as_str(), "shop/web", "v1")
+            );
+            assert!(e.to_string().contains("UNAVAILABLE"), "{e}");
+        }
+        other => panic!("expected a 503 error, got {other:?}"),
+    }
+    assert_eq!(
+        conns.load(std::sync::atomic::Ordering::SeqCst),
+        4,
+        "1 attempt + 3 retries"
     );
 }
