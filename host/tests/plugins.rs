@@ -867,3 +867,17 @@ fn plugin_log_messages_reach_the_host_log_tagged_with_the_plugin() {
         "{text}"
     );
 }
+
+#[test]
+fn a_memory_cap_below_the_plugins_initial_memory_is_a_memory_error() {
+    let mut r = plugin("add-label", json!({"labels": {"a": "b"}}));
+    r.limits.memory = 64 * 1024;
+    let mut chain = host().load_transforms(&[r]).unwrap();
+    let err = chain
+        .run(cm("one"), &ctx(&["shop"]), &NoLookup)
+        .unwrap_err();
+    assert!(
+        matches!(err, PluginError::MemoryLimit { limit: 65536, .. }),
+        "{err:?}"
+    );
+}
