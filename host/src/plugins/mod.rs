@@ -62,7 +62,7 @@ pub use scaffold::scaffold;
 pub use tester::{config_from_pairs, test_plugin, test_plugin_with};
 pub use transform::{TransformChain, object_ref};
 
-use crate::spec::{PluginLimits, PluginRef};
+use crate::spec::{HookPhase, HookRef, PluginLimits, PluginRef};
 use bindings::hook::{Hook as HookWorld, HookPre};
 use bindings::transformer::{Transformer, TransformerPre};
 use engine::{ComponentCache, EpochTicker};
@@ -225,6 +225,22 @@ impl PluginHost {
             reports.push(report);
         }
         Ok(TransformChain::new(steps, reports))
+    }
+
+    /// Runs, in file order, every hook of `hooks` registered for `phase`; the first error
+    /// stops (a `HookFailed` from a hook's verdict, or a load/run failure). For callers
+    /// that run a phase once; keep [`Hook`]s from [`PluginHost::load_hook`] to call one
+    /// repeatedly.
+    pub fn run_hooks(
+        &self,
+        hooks: &[HookRef],
+        phase: HookPhase,
+        ctx: &HookContext<'_>,
+    ) -> Result<(), PluginError> {
+        for h in hooks.iter().filter(|h| h.phase == phase) {
+            self.load_hook(&h.plugin)?.run(phase, ctx)?;
+        }
+        Ok(())
     }
 
     /// Loads one hook plugin.
