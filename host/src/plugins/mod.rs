@@ -37,7 +37,7 @@
 //! # Ok(()) }
 //! ```
 
-pub mod bindings;
+mod bindings;
 mod engine;
 mod error;
 mod hook;
