@@ -168,11 +168,22 @@ pub struct PluginHost {
 impl PluginHost {
     /// `cache_dir`: where compiled components are kept between runs, keyed by the
     /// `.wasm`'s sha256 and the wasmtime version + engine settings. `None` uses
-    /// `$XDG_CACHE_HOME/mtcd/plugins` (or `~/.cache/mtcd/plugins`); without either,
-    /// components are compiled on every run.
+    /// `$XDG_CACHE_HOME/mtcd/plugins` (or `~/.cache/mtcd/plugins`); when that cannot be
+    /// created, components are compiled on every run (with a warning).
     pub fn new(cache_dir: Option<PathBuf>) -> Result<Self, PluginError> {
         let engine = engine::new_engine()?;
-        let cache = ComponentCache::new(&engine, cache_dir.or_else(engine::default_cache_dir))?;
+        let cache = match cache_dir {
+            // An explicit directory that cannot be created is the caller's error.
+            Some(dir) => ComponentCache::new(&engine, Some(dir))?,
+            // The default one is a convenience: without it, compile on every run.
+            None => match ComponentCache::new(&engine, engine::default_cache_dir()) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "plugin cache disabled");
+                    ComponentCache::new(&engine, None)?
+                }
+            },
+        };
         let link_err = |e: wasmtime::Error| {
             PluginError::Runtime(format!("cannot set up the plugin linker: {e:#}"))
         };
