@@ -867,3 +867,76 @@ fn plugin_log_messages_reach_the_host_log_tagged_with_the_plugin() {
         "{text}"
     );
 }
+
+#[test]
+fn a_memory_cap_below_the_plugins_initial_memory_is_a_memory_error() {
+    let mut r = plugin("add-label", json!({"labels": {"a": "b"}}));
+    r.limits.memory = 64 * 1024;
+    let mut chain = host().load_transforms(&[r]).unwrap();
+    let err = chain
+        .run(cm("one"), &ctx(&["shop"]), &NoLookup)
+        .unwrap_err();
+    assert!(
+        matches!(err, PluginError::MemoryLimit { limit: 65536, .. }),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn run_hooks_runs_only_the_phase_and_stops_at_the_first_failure() {
+    use mtcd::spec::HookRef;
+    let host = host();
+    let gate = |annotation: &str| hook_ref(json!({"annotation": annotation}));
+    let hooks = [
+        HookRef {
+            phase: HookPhase::PreBackup,
+            plugin: gate("never-set"),
+        },
+        HookRef {
+            phase: HookPhase::PreCutover,
+            plugin: gate("approved"),
+        },
+    ];
+    let approved = vec![namespace("shop", json!({"approved": "yes"}))];
+    host.run_hooks(
+        &hooks,
+        HookPhase::PreCutover,
+        &hook_ctx(&approved, &["shop"]),
+    )
+    .unwrap();
+    host.run_hooks(
+        &hooks,
+        HookPhase::PostCutover,
+        &hook_ctx(&approved, &["shop"]),
+    )
+    .unwrap();
+    let err = host
+        .run_hooks(
+            &hooks,
+            HookPhase::PreBackup,
+            &hook_ctx(&approved, &["shop"]),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&err, PluginError::HookFailed { phase: "pre-backup", message, .. } if message.contains("never-set")),
+        "{err:?}"
+    );
+    let not_approved = vec![namespace("shop", json!({}))];
+    let err = host
+        .run_hooks(
+            &hooks,
+            HookPhase::PreCutover,
+            &hook_ctx(&not_approved, &["shop"]),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PluginError::HookFailed {
+                phase: "pre-cutover",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}

@@ -58,7 +58,9 @@ impl Hook {
         let span = tracing::info_span!("hook", plugin = %self.slot.plugin.path.display(), phase = phase_name(phase));
         let _enter = span.enter();
         let result = with_lookup(ctx.lookup, || -> Result<Result<(), String>, PluginError> {
-            let live = self.slot.arm(|store| pre.instantiate(&mut *store))?;
+            let live = self
+                .slot
+                .arm(&subject, |store| pre.instantiate(&mut *store))?;
             match live.bindings.mtcd_plugin_hooks().call_run(
                 &mut live.store,
                 wit_phase(phase),

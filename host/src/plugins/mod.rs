@@ -37,7 +37,7 @@
 //! # Ok(()) }
 //! ```
 
-pub mod bindings;
+mod bindings;
 mod engine;
 mod error;
 mod hook;
@@ -62,7 +62,7 @@ pub use scaffold::scaffold;
 pub use tester::{config_from_pairs, test_plugin, test_plugin_with};
 pub use transform::{TransformChain, object_ref};
 
-use crate::spec::{PluginLimits, PluginRef};
+use crate::spec::{HookPhase, HookRef, PluginLimits, PluginRef};
 use bindings::hook::{Hook as HookWorld, HookPre};
 use bindings::transformer::{Transformer, TransformerPre};
 use engine::{ComponentCache, EpochTicker};
@@ -179,11 +179,22 @@ pub struct PluginHost {
 impl PluginHost {
     /// `cache_dir`: where compiled components are kept between runs, keyed by the
     /// `.wasm`'s sha256 and the wasmtime version + engine settings. `None` uses
-    /// `$XDG_CACHE_HOME/mtcd/plugins` (or `~/.cache/mtcd/plugins`); without either,
-    /// components are compiled on every run.
+    /// `$XDG_CACHE_HOME/mtcd/plugins` (or `~/.cache/mtcd/plugins`); when that cannot be
+    /// created, components are compiled on every run (with a warning).
     pub fn new(cache_dir: Option<PathBuf>) -> Result<Self, PluginError> {
         let engine = engine::new_engine()?;
-        let cache = ComponentCache::new(&engine, cache_dir.or_else(engine::default_cache_dir))?;
+        let cache = match cache_dir {
+            // An explicit directory that cannot be created is the caller's error.
+            Some(dir) => ComponentCache::new(&engine, Some(dir))?,
+            // The default one is a convenience: without it, compile on every run.
+            None => match ComponentCache::new(&engine, engine::default_cache_dir()) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "plugin cache disabled");
+                    ComponentCache::new(&engine, None)?
+                }
+            },
+        };
         let link_err = |e: wasmtime::Error| {
             PluginError::Runtime(format!("cannot set up the plugin linker: {e:#}"))
         };
@@ -236,6 +247,22 @@ impl PluginHost {
             reports.push(report);
         }
         Ok(TransformChain::new(steps, reports))
+    }
+
+    /// Runs, in file order, every hook of `hooks` registered for `phase`; the first error
+    /// stops (a `HookFailed` from a hook's verdict, or a load/run failure). For callers
+    /// that run a phase once; keep [`Hook`]s from [`PluginHost::load_hook`] to call one
+    /// repeatedly.
+    pub fn run_hooks(
+        &self,
+        hooks: &[HookRef],
+        phase: HookPhase,
+        ctx: &HookContext<'_>,
+    ) -> Result<(), PluginError> {
+        for h in hooks.iter().filter(|h| h.phase == phase) {
+            self.load_hook(&h.plugin)?.run(phase, ctx)?;
+        }
+        Ok(())
     }
 
     /// Loads one hook plugin.

@@ -42,6 +42,7 @@ impl<B> Slot<B> {
     /// deadline, a reset lookup budget.
     pub(crate) fn arm(
         &mut self,
+        subject: &str,
         instantiate: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<B>,
     ) -> Result<&mut Live<B>, PluginError> {
         if self.live.is_none() {
@@ -52,11 +53,24 @@ impl<B> Slot<B> {
                 .set_fuel(self.plugin.limits.fuel.unwrap_or(u64::MAX))
                 .map_err(runtime)?;
             store.set_epoch_deadline(deadline_ticks(self.plugin.limits.timeout));
-            let bindings = instantiate(&mut store).map_err(|e| PluginError::Incompatible {
-                path: self.plugin.path.clone(),
-                world: "mtcd:plugin@0.1.0",
-                reason: format!("{e:#}"),
-            })?;
+            let bindings = match instantiate(&mut store) {
+                Ok(b) => b,
+                // A start function can trap or outgrow the memory cap (a cap below the
+                // plugin's initial memory fails here): report that like a failed call.
+                Err(e)
+                    if store.data().limiter.memory_exceeded
+                        || e.downcast_ref::<Trap>().is_some() =>
+                {
+                    return Err(self.classify(e, Some(store.data()), subject));
+                }
+                Err(e) => {
+                    return Err(PluginError::Incompatible {
+                        path: self.plugin.path.clone(),
+                        world: "mtcd:plugin@0.1.0",
+                        reason: format!("{e:#}"),
+                    });
+                }
+            };
             store.data_mut().namespaces = self.namespaces_key.clone();
             self.live = Some(Live { store, bindings });
         }
@@ -101,17 +115,22 @@ impl<B> Slot<B> {
     /// Turns a failed call into an error naming the plugin and subject, and drops the
     /// instance: after a trap its state is undefined, so the next call gets a fresh one.
     pub(crate) fn failure(&mut self, err: wasmtime::Error, subject: &str) -> PluginError {
+        let live = self.live.take();
+        self.classify(err, live.as_ref().map(|l| l.store.data()), subject)
+    }
+
+    /// Names what stopped the plugin: the memory cap, the deadline, fuel, or a trap (with
+    /// the panic message from its stderr when there is one).
+    fn classify(
+        &self,
+        err: wasmtime::Error,
+        data: Option<&HostState>,
+        subject: &str,
+    ) -> PluginError {
         let plugin = self.plugin.path.clone();
         let subject = subject.to_string();
-        let live = self.live.take();
-        let (memory_exceeded, stderr) = live
-            .as_ref()
-            .map(|l| {
-                (
-                    l.store.data().limiter.memory_exceeded,
-                    l.store.data().stderr.contents(),
-                )
-            })
+        let (memory_exceeded, stderr) = data
+            .map(|d| (d.limiter.memory_exceeded, d.stderr.contents()))
             .unwrap_or_default();
         if memory_exceeded {
             return PluginError::MemoryLimit {

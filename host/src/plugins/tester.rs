@@ -232,31 +232,6 @@ fn diff(before: &str, after: &str, paint: Paint) -> String {
 #[derive(Clone, Copy)]
 struct Paint(bool);
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn config_pairs_nest_and_parse_json_values() {
-        let c = config_from_pairs(&[
-            "team=payments",
-            "labels.a=x",
-            "labels.b=2",
-            "on=true",
-            "list=[\"a\"]",
-        ])
-        .unwrap();
-        assert_eq!(
-            c,
-            json!({"team": "payments", "labels": {"a": "x", "b": 2}, "on": true, "list": ["a"]})
-        );
-        assert!(config_from_pairs(&["novalue"]).is_err());
-        assert!(config_from_pairs(&["a=1", "a.b=2"]).is_err());
-        assert!(config_from_pairs(&[".x=1"]).is_err());
-    }
-}
-
 impl Paint {
     fn header(self, name: &str) -> String {
         let s = format!("── {name}:");
@@ -296,5 +271,30 @@ impl Paint {
         } else {
             s.to_string()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn config_pairs_nest_and_parse_json_values() {
+        let c = config_from_pairs(&[
+            "team=payments",
+            "labels.a=x",
+            "labels.b=2",
+            "on=true",
+            "list=[\"a\"]",
+        ])
+        .unwrap();
+        assert_eq!(
+            c,
+            json!({"team": "payments", "labels": {"a": "x", "b": 2}, "on": true, "list": ["a"]})
+        );
+        assert!(config_from_pairs(&["novalue"]).is_err());
+        assert!(config_from_pairs(&["a=1", "a.b=2"]).is_err());
+        assert!(config_from_pairs(&[".x=1"]).is_err());
     }
 }

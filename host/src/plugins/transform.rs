@@ -144,7 +144,9 @@ impl Step {
         let span = tracing::debug_span!("plugin", plugin = %short_name(&self.slot.plugin.path), object = %subject);
         let _enter = span.enter();
         let pre = &self.pre;
-        let live = self.slot.arm(|store| pre.instantiate(&mut *store))?;
+        let live = self
+            .slot
+            .arm(subject, |store| pre.instantiate(&mut *store))?;
         let outcome =
             live.bindings
                 .mtcd_plugin_transform()

@@ -72,7 +72,10 @@ impl Context {
 
     /// The destination namespace for a source namespace, if it is migrated.
     pub fn destination_namespace(&self, source: &str) -> Option<&str> {
-        self.namespace_map.iter().find(|(s, _)| s == source).map(|(_, d)| d.as_str())
+        self.namespace_map
+            .iter()
+            .find(|(s, _)| s == source)
+            .map(|(_, d)| d.as_str())
     }
 
     fn parse_config(config: &str) -> Result<Value, String> {
@@ -150,7 +153,10 @@ pub fn lookup(kind: &str, namespace: &str, name: &str) -> Option<Value> {
 }
 
 #[doc(hidden)]
-pub fn __run_transform<T: Transform>(object: String, ctx: types::Context) -> wit_transform::Outcome {
+pub fn __run_transform<T: Transform>(
+    object: String,
+    ctx: types::Context,
+) -> wit_transform::Outcome {
     let config = match Context::parse_config(&ctx.config) {
         Ok(c) => c,
         Err(e) => return wit_transform::Outcome::Error(e),
@@ -232,10 +238,11 @@ macro_rules! export_transformer {
                     _ctx: $crate::__private::HookContext,
                 ) -> ::std::result::Result<(), ::std::string::String> {
                     ::std::result::Result::Err(
-                        "this plugin is a transform plugin, not a hook (list it under transforms)".into(),
+                        "this plugin is a transform plugin, not a hook (list it under transforms)"
+                            .into(),
                     )
                 }
-            }
+    }
             $crate::bindings::__export_rust_sdk!(__MtcdExport with_types_in $crate::bindings);
         };
     };
@@ -264,10 +271,11 @@ macro_rules! export_hook {
                     _ctx: $crate::__private::Context,
                 ) -> $crate::__private::Outcome {
                     $crate::__private::Outcome::Error(
-                        "this plugin is a hook, not a transform plugin (list it under hooks)".into(),
+                        "this plugin is a hook, not a transform plugin (list it under hooks)"
+                            .into(),
                     )
                 }
-            }
+    }
             $crate::bindings::__export_rust_sdk!(__MtcdExport with_types_in $crate::bindings);
         };
     };

@@ -24,12 +24,18 @@ impl Transform for ImageRewrite {
             .ok_or("config `prefixes` (a table of old prefix = new prefix) is required")?;
         let mut rules: Vec<(&str, &str)> = Vec::new();
         for (from, to) in prefixes {
-            let to = to.as_str().ok_or_else(|| format!("prefix `{from}`: replacement must be a string"))?;
+            let to = to
+                .as_str()
+                .ok_or_else(|| format!("prefix `{from}`: replacement must be a string"))?;
             rules.push((from.as_str(), to));
         }
         rules.sort_by_key(|(from, _)| std::cmp::Reverse(from.len()));
         let changed = rewrite(&mut object, &rules);
-        Ok(if changed > 0 { Outcome::Replace(object) } else { Outcome::Unchanged })
+        Ok(if changed > 0 {
+            Outcome::Replace(object)
+        } else {
+            Outcome::Unchanged
+        })
     }
 }
 
@@ -38,10 +44,16 @@ fn rewrite(object: &mut Value, rules: &[(&str, &str)]) -> usize {
     let mut changed = 0;
     for pod_spec in pod_specs(object) {
         for list in ["containers", "initContainers", "ephemeralContainers"] {
-            let Some(containers) = pod_spec.get_mut(list).and_then(Value::as_array_mut) else { continue };
+            let Some(containers) = pod_spec.get_mut(list).and_then(Value::as_array_mut) else {
+                continue;
+            };
             for container in containers {
-                let Some(image) = container.get_mut("image") else { continue };
-                let Some(current) = image.as_str() else { continue };
+                let Some(image) = container.get_mut("image") else {
+                    continue;
+                };
+                let Some(current) = image.as_str() else {
+                    continue;
+                };
                 if let Some((from, to)) = rules.iter().find(|(from, _)| current.starts_with(from)) {
                     *image = Value::String(format!("{to}{}", &current[from.len()..]));
                     changed += 1;
@@ -55,13 +67,22 @@ fn rewrite(object: &mut Value, rules: &[(&str, &str)]) -> usize {
 /// The pod specs inside an object: `spec` of a Pod, `spec.template.spec` of workloads, and
 /// `spec.jobTemplate.spec.template.spec` of CronJobs.
 fn pod_specs(object: &mut Value) -> Vec<&mut Value> {
-    let kind = object.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
-    let Some(spec) = object.get_mut("spec") else { return Vec::new() };
+    let kind = object
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let Some(spec) = object.get_mut("spec") else {
+        return Vec::new();
+    };
     if kind == "Pod" {
         return vec![spec];
     }
     if kind == "CronJob" {
-        return spec.pointer_mut("/jobTemplate/spec/template/spec").into_iter().collect();
+        return spec
+            .pointer_mut("/jobTemplate/spec/template/spec")
+            .into_iter()
+            .collect();
     }
     spec.pointer_mut("/template/spec").into_iter().collect()
 }
@@ -79,6 +100,10 @@ mod tests {
             "containers": [{"image": "quay.io/a/b:1"}, {"image": "docker.io/x"}]}}}}}});
         let rules = [("quay.io/a/", "r.example/new/"), ("quay.io/", "r.example/")];
         assert_eq!(rewrite(&mut obj, &rules), 1);
-        assert_eq!(obj.pointer("/spec/jobTemplate/spec/template/spec/containers/0/image").unwrap(), "r.example/new/b:1");
+        assert_eq!(
+            obj.pointer("/spec/jobTemplate/spec/template/spec/containers/0/image")
+                .unwrap(),
+            "r.example/new/b:1"
+        );
     }
 }

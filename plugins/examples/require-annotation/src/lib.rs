@@ -18,30 +18,51 @@ struct RequireAnnotation;
 
 impl Hook for RequireAnnotation {
     fn run(phase: Phase, ctx: &Context) -> Result<(), String> {
-        let annotation = ctx.config_str("annotation").ok_or("config `annotation` is required")?;
+        let annotation = ctx
+            .config_str("annotation")
+            .ok_or("config `annotation` is required")?;
         let value = ctx.config_str("value");
         let targets: Vec<(String, String, String)> = match ctx.config.get("object") {
             Some(o) => {
                 let field = |k: &str| {
-                    o.get(k).and_then(Value::as_str).map(str::to_string).ok_or_else(|| format!("config `object.{k}` is required"))
+                    o.get(k)
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                        .ok_or_else(|| format!("config `object.{k}` is required"))
                 };
                 vec![(field("kind")?, field("namespace")?, field("name")?)]
             }
-            None => ctx.namespace_map.iter().map(|(ns, _)| ("Namespace".to_string(), ns.clone(), ns.clone())).collect(),
+            None => ctx
+                .namespace_map
+                .iter()
+                .map(|(ns, _)| ("Namespace".to_string(), ns.clone(), ns.clone()))
+                .collect(),
         };
         for (kind, namespace, name) in targets {
-            let what = if kind == "Namespace" { format!("Namespace {name}") } else { format!("{kind} {namespace}/{name}") };
-            let Some(object) = lookup(&kind, &namespace, &name) else {
-                return Err(format!("{}: {what} not found on the source cluster", phase.as_str()));
+            let what = if kind == "Namespace" {
+                format!("Namespace {name}")
+            } else {
+                format!("{kind} {namespace}/{name}")
             };
-            check(&object, annotation, value).map_err(|e| format!("{}: {what} {e}", phase.as_str()))?;
+            let Some(object) = lookup(&kind, &namespace, &name) else {
+                return Err(format!(
+                    "{}: {what} not found on the source cluster",
+                    phase.as_str()
+                ));
+            };
+            check(&object, annotation, value)
+                .map_err(|e| format!("{}: {what} {e}", phase.as_str()))?;
         }
         Ok(())
     }
 }
 
 fn check(object: &Value, annotation: &str, value: Option<&str>) -> Result<(), String> {
-    let actual = object.get("metadata").and_then(|m| m.get("annotations")).and_then(|a| a.get(annotation)).and_then(Value::as_str);
+    let actual = object
+        .get("metadata")
+        .and_then(|m| m.get("annotations"))
+        .and_then(|a| a.get(annotation))
+        .and_then(Value::as_str);
     match (actual, value) {
         (None, _) => Err(format!("lacks the annotation `{annotation}`")),
         (Some(a), Some(v)) if a != v => Err(format!("has `{annotation}: {a}`, expected `{v}`")),
