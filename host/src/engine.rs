@@ -125,17 +125,11 @@ fn kind_matches(pattern: &str, ty: &ApiType) -> bool {
 }
 
 fn crd_type() -> kube::discovery::ApiResource {
-    kube::discovery::ApiResource {
-        group: "apiextensions.k8s.io".into(),
-        version: "v1".into(),
-        api_version: "apiextensions.k8s.io/v1".into(),
-        kind: "CustomResourceDefinition".into(),
-        plural: "customresourcedefinitions".into(),
-    }
+    observe::api_resource("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions")
 }
 
 fn namespace_type() -> kube::discovery::ApiResource {
-    kube::discovery::ApiResource { group: "".into(), version: "v1".into(), api_version: "v1".into(), kind: "Namespace".into(), plural: "namespaces".into() }
+    observe::api_resource("", "v1", "Namespace", "namespaces")
 }
 
 /// Everything observed on the source for one migration: namespaces, CRDs of custom types

@@ -40,6 +40,13 @@ const NEVER_LISTED: &[(&str, &str)] = &[
     ("authorization.k8s.io", "LocalSubjectAccessReview"),
 ];
 
+/// A type by name, for the few built-in types mtcd reads or writes directly (namespaces,
+/// CRDs, transfer pods…) without a discovery round trip.
+pub fn api_resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
+    let api_version = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    ApiResource { group: group.into(), version: version.into(), api_version, kind: kind.into(), plural: plural.into() }
+}
+
 /// One served type, at its preferred version.
 #[derive(Debug, Clone)]
 pub struct ApiType {

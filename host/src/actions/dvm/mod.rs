@@ -93,10 +93,7 @@ pub struct VolumeResult {
     pub errors: Vec<String>,
 }
 
-fn ar(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
-    let api_version = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-    ApiResource { group: group.into(), version: version.into(), api_version, kind: kind.into(), plural: plural.into() }
-}
+use crate::observe::api_resource as ar;
 
 fn resource_of(kind: &str) -> ApiResource {
     match kind {

@@ -29,10 +29,7 @@ pub enum QuiesceError {
 pub const CUTOVER: &str = "mtcd.io/cutover";
 const MANAGER: &str = "mtcd-cutover";
 
-fn ar(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
-    let api_version = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-    ApiResource { group: group.into(), version: version.into(), api_version, kind: kind.into(), plural: plural.into() }
-}
+use crate::observe::api_resource as ar;
 
 /// The workload types quiesce touches, with whether they scale (else: CronJob suspends).
 fn workload_types() -> Vec<(ApiResource, bool)> {

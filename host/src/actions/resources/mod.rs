@@ -157,13 +157,7 @@ fn is_transient(e: &kube::Error) -> bool {
 }
 
 async fn wait_established(client: &kube::Client, name: &str) -> Result<(), String> {
-    let ty = kube::discovery::ApiResource {
-        group: "apiextensions.k8s.io".into(),
-        version: "v1".into(),
-        api_version: "apiextensions.k8s.io/v1".into(),
-        kind: "CustomResourceDefinition".into(),
-        plural: "customresourcedefinitions".into(),
-    };
+    let ty = observe::api_resource("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let crd = observe::get(client, &ty, None, name).await.map_err(|e| e.to_string())?;
