@@ -78,6 +78,19 @@ fn snapshot(root: &Path) -> BTreeMap<String, String> {
     out
 }
 
+/// Compares two trees and names the differing paths (the whole maps are too large to print).
+#[track_caller]
+fn assert_same_tree(src: &Path, dst: &Path) {
+    let (a, b) = (snapshot(src), snapshot(dst));
+    let mut diffs: Vec<String> = Vec::new();
+    for k in a.keys().chain(b.keys()).collect::<std::collections::BTreeSet<_>>() {
+        if a.get(k) != b.get(k) {
+            diffs.push(format!("{k}: source {:?} / destination {:?}", a.get(k), b.get(k)));
+        }
+    }
+    assert!(diffs.is_empty(), "{} differences, first: {:#?}", diffs.len(), &diffs[..diffs.len().min(10)]);
+}
+
 fn write(path: &Path, bytes: &[u8]) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, bytes).unwrap();
@@ -151,8 +164,8 @@ async fn volumes_migrate_identically_and_a_resync_moves_only_the_changes() {
     let run = lab.mtcd(&["apply", file.to_str().unwrap()]);
     assert_eq!(run.code, 0, "apply failed:\n{}\n{}", run.stdout, run.stderr);
     let dst_data = pvc_dir(&dst, "shop-prod", "data").await;
-    assert_eq!(snapshot(&data), snapshot(&dst_data), "every file identical");
-    assert_eq!(snapshot(&uploads), snapshot(&pvc_dir(&dst, "shop-prod", "uploads").await));
+    assert_same_tree(&data, &dst_data);
+    assert_same_tree(&uploads, &pvc_dir(&dst, "shop-prod", "uploads").await);
     let sparse = std::fs::metadata(dst_data.join("sparse.img")).unwrap();
     assert!(sparse.blocks() * 512 < 1 << 20, "the sparse file stays sparse ({} blocks)", sparse.blocks());
     let pvc = Api::<PersistentVolumeClaim>::namespaced(dst.clone(), "shop-prod").get("data").await.unwrap();
@@ -171,7 +184,7 @@ async fn volumes_migrate_identically_and_a_resync_moves_only_the_changes() {
     let v = vols.iter().find(|v| v["pvc"] == "shop/data").unwrap();
     assert_eq!(v["stats"]["files_transferred"], 100, "{v}");
     assert!(v["stats"]["bytes_sent"].as_u64().unwrap() < 2 << 20, "only the changes crossed: {v}");
-    assert_eq!(snapshot(&data), snapshot(&dst_data), "deletions mirrored too");
+    assert_same_tree(&data, &dst_data);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -208,7 +221,7 @@ async fn a_client_pod_killed_mid_transfer_is_retried_and_completes() {
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(stderr.contains("attempt 1/4"), "the killed attempt is reported: {stderr}");
     let dst = lab.client("lab-dst").await;
-    assert_eq!(snapshot(&data), snapshot(&pvc_dir(&dst, "shop-prod", "data").await));
+    assert_same_tree(&data, &pvc_dir(&dst, "shop-prod", "data").await);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -253,4 +266,26 @@ async fn a_block_volume_is_refused_not_copied_as_files() {
     assert_eq!(run.code, 1);
     assert!(run.stdout.contains("volume shop/raw: FAILED") && run.stdout.contains("volumeMode Block is not supported"), "{}", run.stdout);
     assert!(run.stdout.contains("volume shop/data: done"), "the filesystem volume still moves: {}", run.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_volume_split_into_streams_arrives_identical_and_mirrors_deletions() {
+    let lab = Lab::up();
+    lab.seed_yaml("lab-src", &format!("{NS_YAML}{}", pvc_yaml("data", "1Gi", "Filesystem"))).await.unwrap();
+    let src = lab.client("lab-src").await;
+    let data = pvc_dir(&src, "shop", "data").await;
+    fill(&data, 2_000);
+    let file = desired(&lab, "streams_per_pvc = 4");
+    let run = lab.mtcd(&["--output", "json", "apply", file.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let dst = pvc_dir(&lab.client("lab-dst").await, "shop-prod", "data").await;
+    assert_same_tree(&data, &dst);
+    let summary: serde_json::Value = serde_json::from_str(run.stdout.lines().last().unwrap()).unwrap();
+    let v = &summary["migrations"][0]["volumes"][0];
+    assert!(v["stats"]["files_transferred"].as_u64().unwrap() >= 2_000, "stats summed over the streams: {v}");
+    // Top-level deletions (a file and a directory) are mirrored too.
+    std::fs::remove_file(data.join("sparse.img")).unwrap();
+    std::fs::remove_dir_all(data.join("empty")).unwrap();
+    assert_eq!(lab.mtcd(&["apply", file.to_str().unwrap()]).code, 0);
+    assert_same_tree(&data, &dst);
 }

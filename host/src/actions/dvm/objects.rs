@@ -137,6 +137,22 @@ pub fn client_script(module: &str, o: &DvmOptions) -> String {
     } else {
         String::new()
     };
+    let dest = format!("rsync://{RSYNC_USER}@127.0.0.1:{RSYNC_PORT}/{module}");
+    let copy = if o.streams_per_pvc > 1 {
+        // The top level first (files, links, the directories themselves, deletions at this
+        // level), then one stream per top-level directory, `streams_per_pvc` at a time.
+        // xargs exits non-zero when any stream did. `--relative` from the module root (not a
+        // per-directory destination) keeps the daemon from sanitizing symlinks like
+        // `../other/file` that leave the directory but stay inside the volume.
+        let top = flags.replace("--recursive", "--dirs");
+        format!(
+            "rsync {top} /mnt/source/ {dest}/ && \\\n\
+             find /mnt/source -mindepth 1 -maxdepth 1 -type d -printf '%f\\0' | xargs -0 -r -P {n} -I{{}} rsync {flags} --relative '/mnt/source/./{{}}' '{dest}/'\n",
+            n = o.streams_per_pvc
+        )
+    } else {
+        format!("rsync {flags} /mnt/source/ {dest}/\n")
+    };
     format!(
         "stunnel /etc/mtcd/stunnel-client.conf &\n\
          tunnel=$!\n\
@@ -146,8 +162,7 @@ pub fn client_script(module: &str, o: &DvmOptions) -> String {
            sleep 0.5\n\
          done\n\
          echo 'mtcd-transfer: tunnel up'\n\
-         rsync {flags} /mnt/source/ rsync://{RSYNC_USER}@127.0.0.1:{RSYNC_PORT}/{module}/\n\
-         rc=$?\n\
+         {copy}         rc=$?\n\
          echo \"mtcd-transfer: rsync exit $rc\"\n\
          if [ $rc != 0 ]; then kill $tunnel; exit $rc; fi\n\
          {verify}\
@@ -233,5 +248,30 @@ pub fn endpoint_kind_name(e: EndpointKind) -> &'static str {
         EndpointKind::Route => "route",
         EndpointKind::Ingress => "ingress",
         EndpointKind::LoadBalancer => "loadbalancer",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_stream_is_one_rsync_and_more_split_by_top_level_directory() {
+        let mut o = crate::spec::parse(
+            "version = 1\n[clusters.source]\ncontext = \"a\"\n[clusters.destination]\ncontext = \"b\"\n[[migration]]\nname = \"m\"\nnamespaces = [\"n\"]\n",
+            std::path::Path::new("d.toml"),
+        )
+        .unwrap()
+        .migrations
+        .remove(0)
+        .dvm;
+        let one = client_script("data", &o);
+        assert_eq!(one.matches("rsync --recursive").count(), 1);
+        assert!(!one.contains("xargs"));
+        o.streams_per_pvc = 4;
+        let four = client_script("data", &o);
+        assert!(four.contains("rsync --dirs --links"), "top level first, without recursion:\n{four}");
+        assert!(four.contains("xargs -0 -r -P 4 -I{} rsync --recursive"), "{four}");
+        assert!(four.contains("--relative '/mnt/source/./{}' 'rsync://mtcd@127.0.0.1:8873/data/'"), "{four}");
     }
 }

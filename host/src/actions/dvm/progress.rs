@@ -67,16 +67,17 @@ pub fn parse_stats(output: &str) -> Stats {
     let mut s = Stats::default();
     for line in output.lines() {
         let line = line.trim();
+        // Summed: a PVC split into several streams prints one summary per stream.
         if line.starts_with("Number of files:") {
-            s.files = num(line);
+            s.files += num(line);
         } else if line.starts_with("Number of regular files transferred:") {
-            s.files_transferred = num(line);
+            s.files_transferred += num(line);
         } else if line.starts_with("Total file size:") {
-            s.total_size = num(line);
+            s.total_size += num(line);
         } else if line.starts_with("Literal data:") {
-            s.literal_data = num(line);
+            s.literal_data += num(line);
         } else if line.starts_with("Total bytes sent:") {
-            s.bytes_sent = num(line);
+            s.bytes_sent += num(line);
         }
     }
     s
