@@ -8,8 +8,8 @@ RUNS=${1:-5}
 LARGE_FILES=${LARGE_FILES:-4}; LARGE_MIB=${LARGE_MIB:-512}     # 4 x 512 MiB = 2 GiB
 SMALL_FILES=${SMALL_FILES:-100000}                               # 100,000 x 4 KiB
 W=${BENCH_DIR:-/tmp/mtcd-bench-dvm}
-cargo build --release -q -p mtcd -p mtcd-lab
-BIN=target/release
+# BIN: a folder with release builds of mtcd and mtcd-lab (default: build them here).
+if [ -z "${BIN:-}" ]; then cargo build --release -q -p mtcd -p mtcd-lab; BIN=target/release; fi
 rm -rf "$W"; mkdir -p "$W"/data/large "$W"/data/small "$W"/out
 echo "generating data sets in $W/data" >&2
 for i in $(seq 1 "$LARGE_FILES"); do head -c "$((LARGE_MIB << 20))" /dev/urandom > "$W/data/large/f$i.bin"; done

@@ -7,8 +7,8 @@ cd "$(dirname "$0")/.."
 RUNS=${1:-3}
 CMS=${CMS:-5000}; SECRETS=${SECRETS:-5000}; DEPLOYS=${DEPLOYS:-500}
 W=${BENCH_DIR:-/tmp/mtcd-bench-resources}
-cargo build --release -q -p mtcd -p mtcd-lab
-BIN=target/release
+# BIN: a folder with release builds of mtcd and mtcd-lab (default: build them here).
+if [ -z "${BIN:-}" ]; then cargo build --release -q -p mtcd -p mtcd-lab; BIN=target/release; fi
 TIME=(/usr/bin/time -f "%e %M")
 python3 - "$CMS" "$SECRETS" "$DEPLOYS" > /tmp/mtcd-bench-objects.yaml <<'PY'
 import sys, base64
