@@ -98,3 +98,38 @@ async fn missing_storage_location_is_a_clear_error_and_nothing_is_restored() {
     assert!(run.stderr.contains("backupstoragelocation velero/nope does not exist"), "{}", run.stderr);
     assert!(get(&lab, "lab-dst", &ar("apps", "v1", "Deployment", "deployments"), "shop-prod", "web").await.is_none());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn objects_the_destination_refuses_are_per_object_errors_and_fail_the_apply() {
+    let lab = Lab::up();
+    lab.seed_yaml("lab-src", &std::fs::read_to_string(repo_root().join("examples/lab/seed.yaml")).unwrap()).await.unwrap();
+    // The mapped namespace is stuck terminating (an object in it holds a finalizer): every
+    // create in it is refused, as on a real cluster.
+    let ns_ty = ar("", "v1", "Namespace", "namespaces");
+    create(&lab, "lab-dst", &ns_ty, None, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop-prod"}})).await;
+    create(&lab, "lab-dst", &ar("", "v1", "ConfigMap", "configmaps"), Some("shop-prod"), json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "hold", "finalizers": ["example.com/hold"]}})).await;
+    let nss: Api<DynamicObject> = Api::all_with(lab.client("lab-dst").await, &ns_ty);
+    nss.delete("shop-prod", &Default::default()).await.unwrap();
+    for _ in 0..50 {
+        let ns = get_cluster(&lab, &ns_ty, "shop-prod").await;
+        if ns["status"]["phase"] == "Terminating" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    let file = desired(&lab, "");
+    let run = lab.mtcd(&["apply", file.to_str().unwrap()]);
+    assert_eq!(run.code, 1, "restore errors fail the apply:\n{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("restore mtcd-shop-") && run.stdout.contains("PartiallyFailed"), "{}", run.stdout);
+    assert!(
+        run.stdout.lines().any(|l| l.contains("error [shop-prod]: error restoring deployments.apps/shop-prod/web") && l.contains("being terminated")),
+        "the refused object is named with the server's reason:\n{}",
+        run.stdout
+    );
+}
+
+async fn get_cluster(lab: &Lab, r: &ApiResource, name: &str) -> Value {
+    let api: Api<DynamicObject> = Api::all_with(lab.client("lab-dst").await, r);
+    api.get_opt(name).await.unwrap().map(|o| serde_json::to_value(o).unwrap()).unwrap_or_default()
+}

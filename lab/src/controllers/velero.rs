@@ -486,8 +486,8 @@ pub fn clean(
         if !labels.is_object() {
             *labels = json!({});
         }
-        labels["velero.io/backup-name"] = json!(backup);
-        labels["velero.io/restore-name"] = json!(restore);
+        labels["velero.io/backup-name"] = json!(label_value(backup));
+        labels["velero.io/restore-name"] = json!(label_value(restore));
     }
     if let Some(m) = o.as_object_mut() {
         m.remove("status");
@@ -535,6 +535,17 @@ pub fn clean(
         _ => {}
     }
     o
+}
+
+/// Velero's `label.GetValidName`: names longer than a label value may be are cut to 57
+/// characters plus 6 hex digits of their SHA-256, so long backup names still restore.
+pub fn label_value(name: &str) -> String {
+    use sha2::Digest;
+    if name.len() <= 63 {
+        return name.to_string();
+    }
+    let hash = hex::encode(sha2::Sha256::digest(name.as_bytes()));
+    format!("{}{}", &name[..57], &hash[..6])
 }
 
 /// The object without what the server or the restore adds, for "is it identical?".
@@ -847,6 +858,22 @@ mod tests {
         assert_eq!(
             clean(&rb, &m, "b", "r")["subjects"][0]["namespace"],
             "shop-prod"
+        );
+    }
+
+    #[test]
+    fn long_names_become_valid_label_values() {
+        assert_eq!(
+            label_value("mtcd-shop-20261125193756"),
+            "mtcd-shop-20261125193756"
+        );
+        let long = format!("mtcd-{}-20261125193756", "a".repeat(60));
+        let v = label_value(&long);
+        assert_eq!(v.len(), 63);
+        assert!(v.starts_with("mtcd-aaaa"));
+        assert_ne!(
+            v,
+            label_value(&format!("mtcd-{}-20261125193757", "a".repeat(60)))
         );
     }
 
