@@ -133,3 +133,25 @@ async fn get_cluster(lab: &Lab, r: &ApiResource, name: &str) -> Value {
     let api: Api<DynamicObject> = Api::all_with(lab.client("lab-dst").await, r);
     api.get_opt(name).await.unwrap().map(|o| serde_json::to_value(o).unwrap()).unwrap_or_default()
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cutover_through_velero_starts_the_destination_at_the_original_counts() {
+    let lab = Lab::up();
+    lab.seed_yaml("lab-src", &std::fs::read_to_string(repo_root().join("examples/lab/seed.yaml")).unwrap()).await.unwrap();
+    let file = desired(&lab, "");
+    let f = file.to_str().unwrap();
+    let run = lab.mtcd(&["apply", f]);
+    assert_eq!(run.code, 0, "stage:\n{}\n{}", run.stdout, run.stderr);
+    let deploy = ar("apps", "v1", "Deployment", "deployments");
+    assert_eq!(get(&lab, "lab-dst", &deploy, "shop-prod", "web").await.unwrap()["spec"]["replicas"], 0);
+    // Two Velero runs in the same second would share a name.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let run = lab.mtcd(&["cutover", f]);
+    assert_eq!(run.code, 0, "cutover:\n{}\n{}", run.stdout, run.stderr);
+    let web = get(&lab, "lab-dst", &deploy, "shop-prod", "web").await.unwrap();
+    assert_eq!(web["spec"]["replicas"], 3, "released at the source's count");
+    assert!(web["metadata"]["annotations"].get("mtcd.io/original-replicas").is_none(), "{web}");
+    assert_eq!(get(&lab, "lab-src", &deploy, "shop", "web").await.unwrap()["spec"]["replicas"], 0, "source quiesced");
+    let cj = get(&lab, "lab-dst", &ar("batch", "v1", "CronJob", "cronjobs"), "shop-prod", "nightly-report").await.unwrap();
+    assert_eq!(cj["spec"]["suspend"], false);
+}
