@@ -144,8 +144,6 @@ async fn cutover_through_velero_starts_the_destination_at_the_original_counts() 
     assert_eq!(run.code, 0, "stage:\n{}\n{}", run.stdout, run.stderr);
     let deploy = ar("apps", "v1", "Deployment", "deployments");
     assert_eq!(get(&lab, "lab-dst", &deploy, "shop-prod", "web").await.unwrap()["spec"]["replicas"], 0);
-    // Two Velero runs in the same second would share a name.
-    std::thread::sleep(std::time::Duration::from_millis(1100));
     let run = lab.mtcd(&["cutover", f]);
     assert_eq!(run.code, 0, "cutover:\n{}\n{}", run.stdout, run.stderr);
     let web = get(&lab, "lab-dst", &deploy, "shop-prod", "web").await.unwrap();
@@ -154,4 +152,25 @@ async fn cutover_through_velero_starts_the_destination_at_the_original_counts() 
     assert_eq!(get(&lab, "lab-src", &deploy, "shop", "web").await.unwrap()["spec"]["replicas"], 0, "source quiesced");
     let cj = get(&lab, "lab-dst", &ar("batch", "v1", "CronJob", "cronjobs"), "shop-prod", "nightly-report").await.unwrap();
     assert_eq!(cj["spec"]["suspend"], false);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn back_to_back_applies_get_distinct_velero_names_and_kind_filters_reach_velero() {
+    let lab = Lab::up();
+    lab.seed_yaml("lab-src", &std::fs::read_to_string(repo_root().join("examples/lab/seed.yaml")).unwrap()).await.unwrap();
+    // Only ConfigMaps: the quickest possible runs, so two fall in the same second.
+    let file = desired(&lab, "");
+    let text = std::fs::read_to_string(&file).unwrap().replace("volumes = \"skip\"\n", "volumes = \"skip\"\ninclude_kinds = [\"ConfigMap\"]\n");
+    std::fs::write(&file, text).unwrap();
+    let mut names = Vec::new();
+    for _ in 0..2 {
+        let run = lab.mtcd(&["--output", "json", "apply", file.to_str().unwrap()]);
+        assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+        let summary: Value = run.stdout.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).find(|v| v["event"] == "summary").unwrap();
+        names.push(summary["migrations"][0]["velero"]["backup"].as_str().unwrap().to_string());
+    }
+    assert_ne!(names[0], names[1]);
+    // include_kinds reached Velero as includedResources.
+    assert!(get(&lab, "lab-dst", &ar("", "v1", "ConfigMap", "configmaps"), "shop-prod", "shop-config").await.is_some());
+    assert!(get(&lab, "lab-dst", &ar("apps", "v1", "Deployment", "deployments"), "shop-prod", "web").await.is_none());
 }

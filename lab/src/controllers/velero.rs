@@ -219,11 +219,19 @@ fn resource_name(ar: &ApiResource) -> String {
     }
 }
 
-fn excluded(ar: &ApiResource, excluded: &[String]) -> bool {
+/// Whether `ar` is named in a Velero resource list (`plural`, `plural.group`, `kind`,
+/// `kind.group`, any case).
+fn excluded(ar: &ApiResource, list: &[String]) -> bool {
     let full = resource_name(ar);
-    excluded.iter().any(|e| {
+    let kind = ar.kind.to_lowercase();
+    let kind_group = if ar.group.is_empty() {
+        kind.clone()
+    } else {
+        format!("{kind}.{}", ar.group)
+    };
+    list.iter().any(|e| {
         let e = e.to_lowercase();
-        e == full || e == ar.plural || e == ar.kind.to_lowercase()
+        e == full || e == ar.plural || e == kind || e == kind_group
     })
 }
 
@@ -291,6 +299,7 @@ async fn backup(client: &kube::Client, storage: &Path, name: &str) -> anyhow::Re
     let included = strings(&b, "/spec/includedNamespaces");
     let all = included.is_empty() || included.iter().any(|n| n == "*");
     let excl = strings(&b, "/spec/excludedResources");
+    let incl = strings(&b, "/spec/includedResources");
     let selector = b.pointer("/spec/labelSelector").and_then(selector_string);
     let mut items = Vec::new();
     let mut errors = Vec::new();
@@ -326,6 +335,7 @@ async fn backup(client: &kube::Client, storage: &Path, name: &str) -> anyhow::Re
                 || !caps.supports_operation(kube::discovery::verbs::LIST)
                 || never(&ar)
                 || excluded(&ar, &excl)
+                || !(incl.is_empty() || incl.iter().any(|i| i == "*") || excluded(&ar, &incl))
             {
                 continue;
             }

@@ -302,11 +302,31 @@ pub async fn run(
     check_location(dst, m).await?;
     let vns = &m.velero.namespace;
     let timeout = m.velero.timeout;
-    let name = format!(
-        "mtcd-{}-{}",
-        m.name,
-        chrono::Utc::now().format("%Y%m%d%H%M%S")
-    );
+    let backups = api(src, vns, "Backup", "backups");
+    let restores = api(dst, vns, "Restore", "restores");
+    // Names are to the second: a run right after another waits for a fresh name rather
+    // than colliding with the previous Backup or Restore.
+    let name = loop {
+        let name = format!(
+            "mtcd-{}-{}",
+            m.name,
+            chrono::Utc::now().format("%Y%m%d%H%M%S")
+        );
+        let taken = backups
+            .get_opt(&name)
+            .await
+            .map_err(api_err(src, format!("reading backup {vns}/{name}")))?
+            .is_some()
+            || restores
+                .get_opt(&name)
+                .await
+                .map_err(api_err(dst, format!("reading restore {vns}/{name}")))?
+                .is_some();
+        if !taken {
+            break name;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
     let mut report = VeleroReport {
         backup: name.clone(),
         restore: name.clone(),
@@ -315,13 +335,13 @@ pub async fn run(
     let labels =
         json!({crate::plan::hash::MIGRATION: m.name, "app.kubernetes.io/managed-by": "mtcd"});
 
-    let backups = api(src, vns, "Backup", "backups");
     let backup: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "velero.io/v1", "kind": "Backup",
         "metadata": {"name": name, "namespace": vns, "labels": labels},
         "spec": {
             "includedNamespaces": m.namespaces,
-            "excludedResources": ["persistentvolumeclaims", "persistentvolumes"],
+            "includedResources": m.filter.include_kinds.iter().map(|k| k.to_lowercase()).collect::<Vec<_>>(),
+            "excludedResources": excluded_resources(&m.filter.exclude_kinds),
             "includeClusterResources": false,
             "snapshotVolumes": false,
             "storageLocation": m.velero.storage_location,
@@ -370,7 +390,6 @@ pub async fn run(
         .filter(|(s, d)| s != d)
         .map(|(s, d)| (s.clone(), json!(d)))
         .collect();
-    let restores = api(dst, vns, "Restore", "restores");
     let restore: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "velero.io/v1", "kind": "Restore",
         "metadata": {"name": name, "namespace": vns, "labels": labels},
@@ -430,6 +449,17 @@ pub async fn run(
         report.held = h.scaled.into_iter().chain(h.suspended).collect();
     }
     Ok(report)
+}
+
+/// PVC data is DVM's; the user's excluded kinds are resource names to Velero (its REST
+/// mapper takes `kind` and `kind.group`, lower case).
+fn excluded_resources(exclude_kinds: &[String]) -> Vec<String> {
+    let mut out = vec![
+        "persistentvolumeclaims".to_string(),
+        "persistentvolumes".to_string(),
+    ];
+    out.extend(exclude_kinds.iter().map(|k| k.to_lowercase()));
+    out
 }
 
 /// `a=b,c!=d` → Velero's `labelSelector` (equality terms only; set-based terms are sent
@@ -602,6 +632,18 @@ mod tests {
         assert_eq!(
             s["matchExpressions"][2],
             json!({"key": "legacy", "operator": "DoesNotExist"})
+        );
+    }
+
+    #[test]
+    fn claims_and_volumes_are_always_excluded() {
+        assert_eq!(
+            excluded_resources(&["Route.route.openshift.io".into()]),
+            vec![
+                "persistentvolumeclaims",
+                "persistentvolumes",
+                "route.route.openshift.io"
+            ]
         );
     }
 
