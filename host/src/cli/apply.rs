@@ -74,7 +74,7 @@ pub async fn sync(session: &Session, cutover: bool) -> anyhow::Result<Outcome> {
         };
         // The Velero path: Velero moves the objects, the plan's resource changes are only
         // what it is expected to create.
-        let mut velero_report = None;
+        let mut velero_report = serde_json::Value::Null;
         let report = if spec_m.resources == ResourceMode::Velero {
             match velero::run(&session.source, &session.destination, spec_m, cutover).await {
                 Ok(v) => {
@@ -92,11 +92,12 @@ pub async fn sync(session: &Session, cutover: bool) -> anyhow::Result<Outcome> {
                             println!("  held until cutover: {}", v.held.join(", "));
                         }
                     }
-                    velero_report = Some(v);
+                    velero_report = serde_json::to_value(&v).unwrap_or_default();
                 }
                 Err(e) => {
                     failed += 1;
                     eprintln!("error: migration {}: velero: {e}", m.name);
+                    velero_report = serde_json::json!({"error": e.to_string()});
                 }
             }
             None
