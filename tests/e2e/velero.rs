@@ -178,3 +178,19 @@ async fn back_to_back_applies_get_distinct_velero_names_and_kind_filters_reach_v
     assert!(get(&lab, "lab-dst", &ar("", "v1", "ConfigMap", "configmaps"), "shop-prod", "shop-config").await.is_some());
     assert!(get(&lab, "lab-dst", &ar("apps", "v1", "Deployment", "deployments"), "shop-prod", "web").await.is_none());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn existing_resource_policy_update_overwrites_what_the_destination_has() {
+    let lab = Lab::up();
+    lab.seed_yaml("lab-src", &std::fs::read_to_string(repo_root().join("examples/lab/seed.yaml")).unwrap()).await.unwrap();
+    create(&lab, "lab-dst", &ar("", "v1", "Namespace", "namespaces"), None, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop-prod"}})).await;
+    create(&lab, "lab-dst", &ar("", "v1", "ConfigMap", "configmaps"), Some("shop-prod"), json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "shop-config"}, "data": {"LOG_LEVEL": "someone-else"}})).await;
+    let file = desired(&lab, "existing_resource_policy = \"update\"\n");
+    let run = lab.mtcd(&["apply", file.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(!run.stdout.contains("already exists"), "{}", run.stdout);
+    let src = get(&lab, "lab-src", &ar("", "v1", "ConfigMap", "configmaps"), "shop", "shop-config").await.unwrap();
+    let cm = get(&lab, "lab-dst", &ar("", "v1", "ConfigMap", "configmaps"), "shop-prod", "shop-config").await.unwrap();
+    assert_eq!(cm["data"], src["data"], "updated to the backed-up version");
+    assert!(cm["metadata"]["labels"]["velero.io/restore-name"].is_string());
+}

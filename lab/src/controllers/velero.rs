@@ -713,10 +713,11 @@ async fn restore(client: &kube::Client, storage: &Path, name: &str) -> anyhow::R
                 {
                     restored += 1;
                 } else if update {
-                    let patch = json!({"metadata": {"labels": o["metadata"]["labels"]}, "spec": o.get("spec"), "data": o.get("data")});
-                    let patch = strip_nulls(patch);
+                    // Velero patches the in-cluster object to the backed-up one: every
+                    // field but metadata and status replaced, the restore's labels added.
+                    let patch = update_patch(live.as_ref().unwrap_or(&Value::Null), &o);
                     if let Err(e) = api
-                        .patch(&oname, &PatchParams::default(), &Patch::Merge(&patch))
+                        .patch(&oname, &PatchParams::default(), &Patch::<()>::Json(patch))
                         .await
                     {
                         results.add(false, ns.as_deref(), format!("could not restore, {kind} \"{oname}\" already exists and could not be updated: {}", message(&e)));
@@ -759,11 +760,35 @@ async fn restore(client: &kube::Client, storage: &Path, name: &str) -> anyhow::R
     Ok(())
 }
 
-fn strip_nulls(mut v: Value) -> Value {
-    if let Some(m) = v.as_object_mut() {
-        m.retain(|_, x| !x.is_null());
+/// The JSON patch from `live` to the backed-up object `desired` (existingResourcePolicy
+/// update): content fields replaced or removed, labels and annotations merged.
+pub fn update_patch(live: &Value, desired: &Value) -> json_patch::Patch {
+    let mut to = live.clone();
+    if let (Some(t), Some(d)) = (to.as_object_mut(), desired.as_object()) {
+        t.retain(|k, _| {
+            matches!(k.as_str(), "metadata" | "status" | "apiVersion" | "kind") || d.contains_key(k)
+        });
+        for (k, v) in d {
+            if !matches!(k.as_str(), "metadata" | "status") {
+                t.insert(k.clone(), v.clone());
+            }
+        }
     }
-    v
+    for field in ["labels", "annotations"] {
+        if let Some(add) = desired
+            .pointer(&format!("/metadata/{field}"))
+            .and_then(Value::as_object)
+        {
+            let m = &mut to["metadata"][field];
+            if !m.is_object() {
+                *m = json!({});
+            }
+            for (k, v) in add {
+                m[k] = v.clone();
+            }
+        }
+    }
+    json_patch::diff(live, &to)
 }
 
 fn message(e: &kube::Error) -> String {
@@ -884,6 +909,20 @@ mod tests {
         assert_ne!(
             v,
             label_value(&format!("mtcd-{}-20261125193757", "a".repeat(60)))
+        );
+    }
+
+    #[test]
+    fn update_replaces_content_and_keeps_server_fields() {
+        let live = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "uid": "u", "labels": {"a": "1"}}, "data": {"x": "old", "extra": "y"}});
+        let desired = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "labels": {"velero.io/restore-name": "r"}}, "data": {"x": "new"}});
+        let mut out = live.clone();
+        json_patch::patch(&mut out, &update_patch(&live, &desired)).unwrap();
+        assert_eq!(out["data"], json!({"x": "new"}));
+        assert_eq!(out["metadata"]["uid"], "u");
+        assert_eq!(
+            out["metadata"]["labels"],
+            json!({"a": "1", "velero.io/restore-name": "r"})
         );
     }
 
