@@ -112,10 +112,8 @@ pub(super) async fn run(
         move |d, deleted| {
             let (c, st) = (c.clone(), st.clone());
             async move {
-                if !deleted {
-                    if let Err(e) = download(&c, &st, &d).await {
-                        tracing::warn!(error = %format!("{e:#}"), "velero stand-in download request");
-                    }
+                if !deleted && let Err(e) = download(&c, &st, &d).await {
+                    tracing::warn!(error = %format!("{e:#}"), "velero stand-in download request");
                 }
             }
         },
