@@ -194,3 +194,18 @@ async fn existing_resource_policy_update_overwrites_what_the_destination_has() {
     assert_eq!(cm["data"], src["data"], "updated to the backed-up version");
     assert!(cm["metadata"]["labels"]["velero.io/restore-name"].is_string());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_velero_timeout_names_the_object_and_its_last_phase() {
+    let lab = Lab::up();
+    lab.seed_yaml("lab-src", &std::fs::read_to_string(repo_root().join("examples/lab/seed.yaml")).unwrap()).await.unwrap();
+    let file = desired(&lab, "");
+    let text = std::fs::read_to_string(&file).unwrap().replace("timeout = \"90s\"", "timeout = \"1ms\"");
+    std::fs::write(&file, text).unwrap();
+    let run = lab.mtcd(&["apply", file.to_str().unwrap()]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    // Which step runs out first depends on the machine (the stand-in is quick); each names
+    // its object and the phase it was left in.
+    let line = run.stderr.lines().find(|l| l.contains("did not reach a terminal phase within 1ms")).unwrap_or_else(|| panic!("{}", run.stderr));
+    assert!(line.contains(" velero/mtcd-shop-") && line.contains("(last phase "), "{line}");
+}

@@ -41,12 +41,13 @@ pub enum VeleroError {
         message: String,
     },
     #[error(
-        "{context}: {object} did not reach a terminal phase within {secs}s (last phase {phase:?}); raise [migration.velero] timeout or check Velero's logs"
+        "{context}: {object} did not reach a terminal phase within {waited} (last phase {phase:?}); raise [migration.velero] timeout or check Velero's logs"
     )]
     Timeout {
         context: String,
         object: String,
-        secs: u64,
+        /// The timeout, human-readable (`30m`, `500ms`).
+        waited: String,
         phase: String,
     },
     #[error("{context}: {object} ended {phase}: {reason}")]
@@ -279,7 +280,7 @@ async fn wait_for(
             return Err(VeleroError::Timeout {
                 context: c.context.clone(),
                 object: object.into(),
-                secs: timeout.as_secs(),
+                waited: humantime::format_duration(timeout).to_string(),
                 phase,
             });
         }
