@@ -85,6 +85,8 @@ pub async fn start(
             storage_root: c.storage_root.clone(),
             profile: c.profile.clone(),
             apps_domain: c.apps_domain.clone(),
+            // Both clusters share one directory, as two Velero installs share a bucket.
+            velero_storage: Some(dir.join("velero-storage")),
         };
         let (client, token) = (c.client.clone(), shutdown.clone());
         let name = c.name.clone();

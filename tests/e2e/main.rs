@@ -8,3 +8,4 @@ mod lab_api;
 mod lab_node;
 mod lifecycle;
 mod resources;
+mod velero;

@@ -4,9 +4,9 @@
 use std::io::IsTerminal;
 
 use super::{Exit, Output, Session};
-use crate::actions::{dim, dvm, resources};
+use crate::actions::{dim, dvm, resources, velero};
 use crate::engine;
-use crate::spec::VolumeMode;
+use crate::spec::{ResourceMode, VolumeMode};
 
 pub async fn run(session: &Session) -> anyhow::Result<Exit> {
     let outcome = sync(session, false).await?;
@@ -72,25 +72,56 @@ pub async fn sync(session: &Session, cutover: bool) -> anyhow::Result<Outcome> {
                 eprintln!("  failed {}: {e}", c.key);
             }
         };
-        let report = if m.resources.pending() == 0 {
-            resources::ApplyReport { unchanged: m.resources.changes.len(), ..Default::default() }
+        // The Velero path: Velero moves the objects, the plan's resource changes are only
+        // what it is expected to create.
+        let mut velero_report = serde_json::Value::Null;
+        let report = if spec_m.resources == ResourceMode::Velero {
+            match velero::run(&session.source, &session.destination, spec_m, cutover).await {
+                Ok(v) => {
+                    failed += v.errors.len();
+                    changed += v.items_restored as usize;
+                    if !json {
+                        println!("migration {}: velero backup {} {} ({} items), restore {} {} ({} items), {} warning(s), {} error(s)", m.name, v.backup, v.backup_phase, v.items_backed_up, v.restore, v.restore_phase, v.items_restored, v.warnings.len(), v.errors.len());
+                        for w in &v.warnings {
+                            println!("  warning [{}]: {}", w.scope, w.message);
+                        }
+                        for e in &v.errors {
+                            println!("  error [{}]: {}", e.scope, e.message);
+                        }
+                        if !v.held.is_empty() {
+                            println!("  held until cutover: {}", v.held.join(", "));
+                        }
+                    }
+                    velero_report = serde_json::to_value(&v).unwrap_or_default();
+                }
+                Err(e) => {
+                    failed += 1;
+                    eprintln!("error: migration {}: velero: {e}", m.name);
+                    velero_report = serde_json::json!({"error": e.to_string()});
+                }
+            }
+            None
+        } else if m.resources.pending() == 0 {
+            Some(resources::ApplyReport { unchanged: m.resources.changes.len(), ..Default::default() })
         } else {
-            resources::apply(&session.destination.client, &session.destination.context, &m.resources.changes, &progress).await
+            Some(resources::apply(&session.destination.client, &session.destination.context, &m.resources.changes, &progress).await)
         };
-        failed += report.failed.len();
-        changed += report.created + report.updated + report.pruned;
-        if !json {
-            println!(
-                "migration {}: {} created, {} updated, {} pruned, {} unchanged, {} failed",
-                m.name,
-                report.created,
-                report.updated,
-                report.pruned,
-                report.unchanged,
-                report.failed.len()
-            );
-            for f in &report.failed {
-                println!("  failed {}: {}", f.object, f.message);
+        if let Some(report) = &report {
+            failed += report.failed.len();
+            changed += report.created + report.updated + report.pruned;
+            if !json {
+                println!(
+                    "migration {}: {} created, {} updated, {} pruned, {} unchanged, {} failed",
+                    m.name,
+                    report.created,
+                    report.updated,
+                    report.pruned,
+                    report.unchanged,
+                    report.failed.len()
+                );
+                for f in &report.failed {
+                    println!("  failed {}: {}", f.object, f.message);
+                }
             }
         }
         let mut volumes = Vec::new();
@@ -129,7 +160,7 @@ pub async fn sync(session: &Session, cutover: bool) -> anyhow::Result<Outcome> {
                 }
             }
         }
-        summary.push(serde_json::json!({"migration": m.name, "images": images, "resources": report, "volumes": volumes}));
+        summary.push(serde_json::json!({"migration": m.name, "images": images, "resources": report, "velero": velero_report, "volumes": volumes}));
     }
     if json {
         println!("{}", serde_json::json!({"event": "summary", "migrations": summary}));

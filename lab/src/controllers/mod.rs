@@ -6,6 +6,7 @@
 
 mod endpoints;
 mod jobs;
+mod velero;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -40,6 +41,9 @@ pub struct ControllerConfig {
     pub profile: String,
     /// The cluster's apps domain (routes); unused by these controllers but part of the config.
     pub apps_domain: String,
+    /// The Velero stand-in's storage location, shared by both clusters; `None`: no
+    /// Velero stand-in on this cluster.
+    pub velero_storage: Option<PathBuf>,
 }
 
 /// Errors of the controllers.
@@ -82,6 +86,9 @@ pub async fn run(
     tasks.spawn(provisioner(client.clone(), cfg.clone(), shutdown.clone()));
     tasks.spawn(jobs::run(client.clone(), shutdown.clone()));
     tasks.spawn(endpoints::run(client.clone(), shutdown.clone()));
+    if let Some(storage) = cfg.velero_storage.clone() {
+        tasks.spawn(velero::run(client.clone(), storage, shutdown.clone()));
+    }
     let mut workloads = vec![
         (
             GroupVersionKind::gvk("apps", "v1", "Deployment"),
