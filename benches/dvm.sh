@@ -94,7 +94,7 @@ mkdir -p "$W/ssh"
 ssh-keygen -q -t ed25519 -N '' -f "$W/ssh/host" <<<y >/dev/null
 ssh-keygen -q -t ed25519 -N '' -f "$W/ssh/user" <<<y >/dev/null
 cp "$W/ssh/user.pub" "$W/ssh/authorized_keys"
-printf 'Port 18022\nListenAddress 127.0.0.1\nHostKey %s\nAuthorizedKeysFile %s\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nUsePAM no\nPidFile %s\n' "$W/ssh/host" "$W/ssh/authorized_keys" "$W/ssh/sshd.pid" > "$W/ssh/sshd_config"
+printf 'Port 18022\nListenAddress 127.0.0.1\nHostKey %s\nAuthorizedKeysFile %s\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nUsePAM no\nStrictModes no\nPidFile %s\n' "$W/ssh/host" "$W/ssh/authorized_keys" "$W/ssh/sshd.pid" > "$W/ssh/sshd_config"
 mkdir -p /run/sshd
 /usr/sbin/sshd -D -f "$W/ssh/sshd_config" &
 sleep 1
@@ -105,11 +105,11 @@ run() { # method set kind(full|resync) -> appends "method set kind seconds user 
   local m=$1 set=$2 kind=$3 out
   case $m in
     mtcd) [ "$kind" = full ] && find "$(cat "$W/dst-$set")" -mindepth 1 -delete
-          out=$("${TIME[@]}" $BIN/mtcd --kubeconfig "$W/lab/kubeconfig" apply "$W/desired-$set.toml" 2>&1 >/dev/null | tail -1) ;;
+          out=$("${TIME[@]}" $BIN/mtcd --kubeconfig "$W/lab/kubeconfig" apply "$W/desired-$set.toml" 2>&1 >/dev/null | tail -1) || out="failed" ;;
     stunnel) [ "$kind" = full ] && find "$W/raw/dst-$set" -mindepth 1 -delete
-          out=$("${TIME[@]}" rsync $FLAGS "$(cat "$W/src-$set")/" "rsync://127.0.0.1:18874/$set/" 2>&1 >/dev/null | tail -1) ;;
+          out=$("${TIME[@]}" rsync $FLAGS "$(cat "$W/src-$set")/" "rsync://127.0.0.1:18874/$set/" 2>&1 >/dev/null | tail -1) || out="failed" ;;
     ssh) [ "$kind" = full ] && find "$W/ssh/dst-$set" -mindepth 1 -delete
-          out=$("${TIME[@]}" rsync $FLAGS -e "$SSH" "$(cat "$W/src-$set")/" "root@127.0.0.1:$W/ssh/dst-$set/" 2>&1 >/dev/null | tail -1) ;;
+          out=$("${TIME[@]}" rsync $FLAGS -e "$SSH" "$(cat "$W/src-$set")/" "root@127.0.0.1:$W/ssh/dst-$set/" 2>&1 >/dev/null | tail -1) || out="failed" ;;
   esac
   echo "$m $set $kind $out" | tee -a "$W/results" >&2
 }

@@ -1265,6 +1265,8 @@ fn kubectl_get_ns_works_against_the_lab() {
     let out = std::process::Command::new("kubectl")
         .arg("--kubeconfig")
         .arg(&lab.kubeconfig)
+        .arg("--cache-dir")
+        .arg(lab.dir.join("kubectl-cache")) // no discovery cached from an earlier lab on the same port
         .args(["--context", "lab-src", "get", "ns"])
         .output()
         .unwrap();
@@ -1282,6 +1284,8 @@ fn kubectl_get_ns_works_against_the_lab() {
     let out = std::process::Command::new("kubectl")
         .arg("--kubeconfig")
         .arg(&lab.kubeconfig)
+        .arg("--cache-dir")
+        .arg(lab.dir.join("kubectl-cache")) // no discovery cached from an earlier lab on the same port
         .args(["--context", "lab-src", "get", "all", "-n", "default"])
         .output()
         .unwrap();
