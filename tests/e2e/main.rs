@@ -7,5 +7,6 @@ mod dvm;
 mod lab_api;
 mod lab_node;
 mod lifecycle;
+mod plugin_cli;
 mod resources;
 mod velero;
