@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # DVM benchmark: mtcd through the lab vs rsync through stunnel started by hand vs rsync over
 # ssh (pv-migrate's transport), on the same data sets, interleaved (A B C A B C ...), medians
-# of RUNS runs. Usage: benches/dvm.sh [RUNS]   Results: docs/benchmarks.md (DVM section).
+# of RUNS runs. Usage: tests/bench/dvm.sh [RUNS]   Results: docs/benchmarks.md (DVM section).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 RUNS=${1:-5}
 LARGE_FILES=${LARGE_FILES:-4}; LARGE_MIB=${LARGE_MIB:-512}     # 4 x 512 MiB = 2 GiB
 SMALL_FILES=${SMALL_FILES:-100000}                               # 100,000 x 4 KiB

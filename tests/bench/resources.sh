@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Resource benchmark: 10,000 ConfigMaps and Secrets plus 500 Deployments in one namespace,
 # planned and applied against the lab. Reports objects/s and peak memory of mtcd.
-# Usage: benches/resources.sh [RUNS]   Results: docs/benchmarks.md (resources section).
+# Usage: tests/bench/resources.sh [RUNS]   Results: docs/benchmarks.md (resources section).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 RUNS=${1:-3}
 CMS=${CMS:-5000}; SECRETS=${SECRETS:-5000}; DEPLOYS=${DEPLOYS:-500}
 W=${BENCH_DIR:-/tmp/mtcd-bench-resources}
