@@ -311,14 +311,8 @@ async fn wait_running(c: &Cluster, ns: &str, name: &str, timeout: Duration) -> R
             if status.and_then(|s| s.phase.as_deref()) == Some("Running") {
                 return Ok(());
             }
-            let waiting = status
-                .and_then(|s| s.container_statuses.as_ref())
-                .into_iter()
-                .flatten()
-                .filter_map(|cs| cs.state.as_ref()?.waiting.as_ref())
-                .find(|w| matches!(w.reason.as_deref(), Some("ErrImagePull" | "ImagePullBackOff" | "CrashLoopBackOff")));
-            if let Some(w) = waiting {
-                return Err(DvmError::Setup(format!("{}: transfer pod {ns}/{name}: {} {}", c.context, w.reason.clone().unwrap_or_default(), w.message.clone().unwrap_or_default())));
+            if let Some(why) = stuck(p, &["ErrImagePull", "ImagePullBackOff", "CrashLoopBackOff"]) {
+                return Err(DvmError::Setup(format!("{}: transfer pod {ns}/{name}: {why}", c.context)));
             }
             if matches!(status.and_then(|s| s.phase.as_deref()), Some("Failed" | "Succeeded")) {
                 return Err(DvmError::Setup(format!("{}: transfer pod {ns}/{name} stopped", c.context)));
@@ -329,6 +323,18 @@ async fn wait_running(c: &Cluster, ns: &str, name: &str, timeout: Duration) -> R
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// `reason message` of a container waiting for one of `reasons` (it will not start by itself).
+fn stuck(pod: &Pod, reasons: &[&str]) -> Option<String> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .filter_map(|c| c.state.as_ref()?.waiting.as_ref())
+        .find(|w| w.reason.as_deref().is_some_and(|r| reasons.contains(&r)))
+        .map(|w| format!("{} {}", w.reason.clone().unwrap_or_default(), w.message.clone().unwrap_or_default()))
 }
 
 async fn delete_pod(c: &Cluster, ns: &str, name: &str) {
@@ -383,8 +389,8 @@ async fn transfer_once(src: &Cluster, m: &Migration, t: &VolumeTransfer, attempt
         if matches!(phase.as_str(), "Running" | "Succeeded" | "Failed") {
             break;
         }
-        if let Some(w) = p.status.as_ref().and_then(|s| s.container_statuses.as_ref()).into_iter().flatten().filter_map(|c| c.state.as_ref()?.waiting.as_ref()).find(|w| w.reason.as_deref() == Some("ErrImagePull")) {
-            return Err(format!("pod {}/{name}: {} {}", t.namespace, w.reason.clone().unwrap_or_default(), w.message.clone().unwrap_or_default()));
+        if let Some(why) = stuck(&p, &["ErrImagePull"]) {
+            return Err(format!("pod {}/{name}: {why}", t.namespace));
         }
         if Instant::now() > deadline {
             return Err(format!("pod {}/{name} did not start within 120s", t.namespace));

@@ -166,13 +166,7 @@ fn succeeded(phase: &str) -> bool {
 }
 
 fn ar(kind: &str, plural: &str) -> ApiResource {
-    ApiResource {
-        group: "velero.io".into(),
-        version: "v1".into(),
-        api_version: "velero.io/v1".into(),
-        kind: kind.into(),
-        plural: plural.into(),
-    }
+    crate::observe::api_resource("velero.io", "v1", kind, plural)
 }
 
 fn api(c: &Cluster, ns: &str, kind: &str, plural: &str) -> Api<DynamicObject> {
