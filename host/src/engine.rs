@@ -35,9 +35,13 @@ pub enum EngineError {
 }
 
 /// The plan for every migration in the file.
-#[derive(Debug, Serialize)]
+#[derive(Serialize)]
 pub struct Plan {
     pub migrations: Vec<MigrationPlan>,
+    /// Registry clients for the copies, built once with the plan and reused by apply
+    /// (their connection pools and token caches are what make the copies cheap).
+    #[serde(skip)]
+    pub registries: Option<(dim::RegistryClient, dim::RegistryClient)>,
 }
 
 impl Plan {
@@ -62,6 +66,9 @@ pub struct MigrationPlan {
     /// The copies themselves, for apply.
     #[serde(skip)]
     pub image_copies: Vec<dim::ImageCopy>,
+    /// The destination records this migration's cutover (workloads planned released).
+    #[serde(skip)]
+    pub cut_over: bool,
 }
 
 /// One image to copy, as `mtcd plan` shows it.
@@ -274,7 +281,8 @@ pub async fn plan(spec: &Spec, src: &Cluster, dst: &Cluster, cutover: bool) -> R
     for m in &spec.migrations {
         let span = tracing::info_span!("plan", migration = %m.name);
         let dest_namespaces: Vec<String> = m.namespace_map.values().cloned().collect();
-        let released = cutover || crate::actions::quiesce::is_cut_over(dst, &dest_namespaces).await;
+        let cut_over = crate::actions::quiesce::is_cut_over(dst, &dest_namespaces).await;
+        let released = cutover || cut_over;
         let rewrite = match (m.images, &spec.source.registry, &spec.destination.registry) {
             (ImageMode::Direct, Some(s), Some(d)) => Some(ImageRewrite {
                 from_hosts: dim::internal_hosts(s, &m.dim),
@@ -313,7 +321,8 @@ pub async fn plan(spec: &Spec, src: &Cluster, dst: &Cluster, cutover: bool) -> R
             volumes,
             images: image_plans,
             image_copies,
+            cut_over,
         });
     }
-    Ok(Plan { migrations })
+    Ok(Plan { migrations, registries })
 }

@@ -30,7 +30,6 @@ pub async fn sync(session: &Session, cutover: bool) -> anyhow::Result<Outcome> {
     // The whole plan first: a failing transform or an unreadable cluster stops here, before
     // the first write.
     let plan = engine::plan(&session.spec, &session.source, &session.destination, cutover).await?;
-    let registries = engine::registry_clients(&session.spec, &session.source, &session.destination)?;
     let mut changed = 0;
     let mut bytes = 0;
     let json = session.output == Output::Json;
@@ -43,7 +42,7 @@ pub async fn sync(session: &Session, cutover: bool) -> anyhow::Result<Outcome> {
         // Images first: workloads that reference them may start (after cutover) as soon as
         // they are applied.
         let mut images = Vec::new();
-        if let (Some((sc, dc)), false) = (&registries, m.image_copies.is_empty()) {
+        if let (Some((sc, dc)), false) = (&plan.registries, m.image_copies.is_empty()) {
             let report = dim::copy_all(sc, dc, &m.image_copies, &spec_m.dim, |e| image_event(&m.name, &e, json)).await;
             for r in &report.images {
                 let (ok, detail) = match &r.outcome {

@@ -142,9 +142,7 @@ pub async fn status(session: &Session) -> anyhow::Result<Exit> {
     let plan = crate::engine::plan(&session.spec, &session.source, &session.destination, false).await?;
     let mut out = Vec::new();
     for m in &plan.migrations {
-        let spec_m = session.spec.migrations.iter().find(|s| s.name == m.name).expect("plan follows the spec");
-        let dst: Vec<String> = spec_m.namespace_map.values().cloned().collect();
-        let cut = quiesce::is_cut_over(&session.destination, &dst).await;
+        let cut = m.cut_over;
         let managed = m.resources.changes.iter().filter(|c| c.action == crate::plan::Action::Unchanged || c.action == crate::plan::Action::Update).count();
         out.push(serde_json::json!({"migration": m.name, "pending": m.resources.pending(), "managed_objects": managed, "volumes": m.volumes.len(), "cutover": cut}));
         if session.output == Output::Human {
