@@ -178,14 +178,16 @@ impl Ctx {
     /// be gone, so each attempt is bounded).
     async fn report(&self) {
         let st = self.state.lock().await;
-        let body = json!({ "status": st.to_json(&self.uid) });
+        // Bound to this pod's uid, as a kubelet's status writes are: a late update from a
+        // deleted pod must never land on a new pod that reuses the name (409 instead).
+        let body = json!({ "metadata": {"uid": self.uid}, "status": st.to_json(&self.uid) });
         let (pp, merge) = (PatchParams::default(), Patch::Merge(&body));
         for attempt in 0..3 {
             let patch = self.api.patch_status(&self.name, &pp, &merge);
             match tokio::time::timeout(Duration::from_secs(3), patch).await {
                 Ok(Ok(_)) => return,
-                // The pod is gone: nothing left to report.
-                Ok(Err(kube::Error::Api(s))) if s.code == 404 => return,
+                // The pod is gone, or the name now belongs to a new pod: nothing to report.
+                Ok(Err(kube::Error::Api(s))) if s.code == 404 || s.code == 409 => return,
                 Ok(Err(e)) => {
                     tracing::debug!(pod = %format!("{}/{}", self.ns, self.name), attempt, error = %e, "status update failed")
                 }
