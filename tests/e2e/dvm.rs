@@ -289,3 +289,20 @@ async fn a_volume_split_into_streams_arrives_identical_and_mirrors_deletions() {
     assert_eq!(lab.mtcd(&["apply", file.to_str().unwrap()]).code, 0);
     assert_same_tree(&data, &dst);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transfer_image_that_cannot_be_pulled_fails_with_the_reason_and_leaves_nothing() {
+    let lab = Lab::up();
+    lab.seed_yaml("lab-src", &format!("{NS_YAML}{}", pvc_yaml("data", "1Gi", "Filesystem"))).await.unwrap();
+    let src = lab.client("lab-src").await;
+    let dst = lab.client("lab-dst").await;
+    write(&pvc_dir(&src, "shop", "data").await.join("a.txt"), b"a\n");
+    let file = desired(&lab, "transfer_image = \"registry.invalid/no/such-image:1\"");
+    let started = Instant::now();
+    let run = lab.mtcd(&["apply", file.to_str().unwrap()]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let out = format!("{}{}", run.stdout, run.stderr);
+    assert!(out.contains("ErrImagePull") && out.contains("registry.invalid/no/such-image:1"), "the reason is named:\n{out}");
+    assert!(started.elapsed() < Duration::from_secs(60), "fails at once, not after a timeout ({:?})", started.elapsed());
+    assert!(leftovers(&src, "shop").await.is_empty() && leftovers(&dst, "shop-prod").await.is_empty(), "transfer objects removed");
+}

@@ -172,7 +172,7 @@ pub async fn serve(
                 return;
             }
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
                 _ = tx.closed() => return,
             }
         }

@@ -21,7 +21,15 @@ impl std::fmt::Debug for TunnelCerts {
     }
 }
 
-pub fn generate(server_host: &str, label: &str) -> Result<TunnelCerts, rcgen::Error> {
+/// The name in the server certificate. It is not the endpoint's host: the certificates are
+/// made before the Route or LoadBalancer has an address, so the server pod starts while the
+/// endpoint is still being admitted. The router routes by SNI (the endpoint's host) and
+/// passes TLS through untouched; the per-transfer CA is what makes the certificate
+/// trustworthy (stunnel's `verifyChain`, as before: it never checked the host name).
+pub const SERVER_NAME: &str = "mtcd-transfer-server";
+
+pub fn generate(label: &str) -> Result<TunnelCerts, rcgen::Error> {
+    let server_host = SERVER_NAME;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
@@ -57,8 +65,8 @@ mod tests {
 
     #[test]
     fn each_transfer_gets_its_own_ca() {
-        let a = generate("t.apps.example", "a").unwrap();
-        let b = generate("t.apps.example", "b").unwrap();
+        let a = generate("a").unwrap();
+        let b = generate("b").unwrap();
         assert_ne!(a.ca, b.ca);
         assert!(a.server_key.contains("PRIVATE KEY"));
         assert_eq!(format!("{a:?}"), "TunnelCerts(..)", "keys never reach logs");

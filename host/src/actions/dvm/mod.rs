@@ -10,6 +10,7 @@
 pub mod certs;
 pub mod objects;
 pub mod progress;
+mod wait;
 #[cfg(test)]
 mod tunnel_tests;
 
@@ -187,8 +188,7 @@ pub async fn run(src: &Cluster, dst: &Cluster, m: &Migration, events: &(dyn Fn(D
         let span = tracing::info_span!("dvm", migration = %m.name, namespace = %ns);
         let r = tracing::Instrument::instrument(run_namespace(src, dst, m, &ns, &transfers, events), span).await;
         // Whatever happened, leave nothing behind.
-        let _ = cleanup_namespace(src, &ns, &m.name).await;
-        let _ = cleanup_namespace(dst, &transfers[0].destination_namespace, &m.name).await;
+        let _ = futures::join!(cleanup_namespace(src, &ns, &m.name), cleanup_namespace(dst, &transfers[0].destination_namespace, &m.name));
         results.extend(r?);
     }
     Ok(results)
@@ -196,6 +196,12 @@ pub async fn run(src: &Cluster, dst: &Cluster, m: &Migration, events: &(dyn Fn(D
 
 const BLOCK_MESSAGE: &str = "volumeMode Block is not supported by DVM (a filesystem copy of a block device would corrupt it); move it with a storage-level tool";
 
+/// One namespace's transfer. Everything that does not depend on another step runs at once:
+/// the certificates do not name the endpoint's host (certs::SERVER_NAME), so the server pod
+/// starts while the Route / LoadBalancer is still being admitted, and the client pods start
+/// as soon as the endpoint has an address, while the server pod may still be starting (they
+/// wait for the tunnel themselves, bounded by `tunnel_timeout`). A server pod that cannot
+/// start ends the transfer with its reason.
 async fn run_namespace(
     src: &Cluster,
     dst: &Cluster,
@@ -206,63 +212,89 @@ async fn run_namespace(
 ) -> Result<Vec<VolumeResult>, DvmError> {
     let dns = transfers[0].destination_namespace.clone();
     let o = &m.dvm;
-    // Destination namespace and PVCs first (the resource plan may already have made them).
-    let mut ns_obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": dns}});
-    crate::plan::hash::stamp(&mut ns_obj, &m.name);
-    let live_ns = crate::observe::get(&dst.client, &resource_of("Namespace"), None, &dns).await.ok().flatten();
-    if live_ns.is_none() {
-        apply(dst, &ns_obj).await?;
-    }
-    for t in transfers {
-        let live = crate::observe::get(&dst.client, &resource_of("PersistentVolumeClaim"), Some(&dns), &t.destination_claim).await.ok().flatten();
-        if live.is_none() {
-            apply(dst, &destination_pvc(t, m)).await?;
-        }
-    }
-    // Endpoint, then certificates for the host it got.
-    let svc = match o.endpoint {
-        EndpointKind::LoadBalancer => objects::load_balancer(&dns, &m.name),
-        _ => objects::service(&dns, &m.name),
-    };
-    apply(dst, &svc).await?;
-    let want_host = objects::generated_host(&dns, o.subdomain.as_deref());
-    match o.endpoint {
-        EndpointKind::Route => {
-            apply(dst, &objects::route(&dns, &m.name, want_host.as_deref())).await?;
-        }
-        EndpointKind::Ingress => {
-            let host = want_host.clone().ok_or_else(|| DvmError::Setup("dvm.endpoint = \"ingress\" needs dvm.subdomain (the ingress controller's apps domain)".into()))?;
-            apply(dst, &objects::ingress(&dns, &m.name, &host)).await?;
-        }
-        EndpointKind::LoadBalancer => {}
-    }
-    let (host, port) = wait_endpoint(dst, &dns, o.endpoint, want_host.as_deref()).await?;
-    let certs = certs::generate(&host, &m.name).map_err(|e| DvmError::Setup(format!("generating transfer certificates: {e}")))?;
+    let certs = certs::generate(&m.name).map_err(|e| DvmError::Setup(format!("generating transfer certificates: {e}")))?;
     let password = random_password();
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let l = objects::labels(&m.name);
-    let modules: Vec<(String, String)> = transfers.iter().map(|t| (t.destination_claim.clone(), format!("/mnt/{}", t.destination_claim))).collect();
-    apply(dst, &json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("{}-tls", objects::SERVER), "namespace": dns, "labels": l},
-        "type": "Opaque", "data": {"ca.crt": b64(&certs.ca), "tls.crt": b64(&certs.server_cert), "tls.key": b64(&certs.server_key)}})).await?;
-    apply(dst, &json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("{}-rsync", objects::SERVER), "namespace": dns, "labels": l},
-        "type": "Opaque", "data": {"rsyncd.secrets": b64(&format!("{}:{password}\n", objects::RSYNC_USER))}})).await?;
-    apply(dst, &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": objects::SERVER, "namespace": dns, "labels": l},
-        "data": {"rsyncd.conf": objects::rsyncd_conf(&modules, o.preserve_ownership), "stunnel.conf": objects::stunnel_server_conf()}})).await?;
-    apply(src, &json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("{}-client-tls", objects::SERVER), "namespace": ns, "labels": l},
-        "type": "Opaque", "data": {"ca.crt": b64(&certs.ca), "tls.crt": b64(&certs.client_cert), "tls.key": b64(&certs.client_key), "rsync-password": b64(&password)}})).await?;
-    apply(src, &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("{}-client", objects::SERVER), "namespace": ns, "labels": l},
-        "data": {"stunnel-client.conf": objects::stunnel_client_conf(&host, port)}})).await?;
-    // A server pod from an earlier run has other claims or certificates mounted: replace it.
-    delete_pod(dst, &dns, objects::SERVER).await;
-    let claims: Vec<(String, String)> = transfers.iter().map(|t| (t.destination_claim.clone(), t.destination_claim.clone())).collect();
-    apply(dst, &objects::server_pod(&dns, &m.name, &o.transfer_image, &claims, o.preserve_ownership)).await?;
-    wait_running(dst, &dns, objects::SERVER, Duration::from_secs(120)).await?;
 
-    let results = futures::stream::iter(transfers.iter().map(|t| transfer_with_retries(src, m, t, events)))
+    // The destination namespace first: everything else on the destination lives in it (the
+    // resource plan may already have made it, and the PVCs).
+    if crate::observe::get(&dst.client, &resource_of("Namespace"), None, &dns).await.ok().flatten().is_none() {
+        let mut ns_obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": dns}});
+        crate::plan::hash::stamp(&mut ns_obj, &m.name);
+        apply(dst, &ns_obj).await?;
+    }
+    let endpoint = async {
+        let svc = match o.endpoint {
+            EndpointKind::LoadBalancer => objects::load_balancer(&dns, &m.name),
+            _ => objects::service(&dns, &m.name),
+        };
+        apply(dst, &svc).await?;
+        let want_host = objects::generated_host(&dns, o.subdomain.as_deref());
+        match o.endpoint {
+            EndpointKind::Route => {
+                apply(dst, &objects::route(&dns, &m.name, want_host.as_deref())).await?;
+            }
+            EndpointKind::Ingress => {
+                let host = want_host.clone().ok_or_else(|| DvmError::Setup("dvm.endpoint = \"ingress\" needs dvm.subdomain (the ingress controller's apps domain)".into()))?;
+                apply(dst, &objects::ingress(&dns, &m.name, &host)).await?;
+            }
+            EndpointKind::LoadBalancer => {}
+        }
+        let (host, port) = wait_endpoint(dst, &dns, o.endpoint, want_host).await?;
+        apply(src, &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("{}-client", objects::SERVER), "namespace": ns, "labels": l},
+            "data": {"stunnel-client.conf": objects::stunnel_client_conf(&host, port)}})).await?;
+        Ok::<_, DvmError>(())
+    };
+    let server = async {
+        // A server pod from an earlier run has other claims or certificates mounted: replace it.
+        let pods: Api<Pod> = Api::namespaced(dst.client.clone(), &dns);
+        let modules: Vec<(String, String)> = transfers.iter().map(|t| (t.destination_claim.clone(), format!("/mnt/{}", t.destination_claim))).collect();
+        let tls = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("{}-tls", objects::SERVER), "namespace": dns, "labels": l},
+            "type": "Opaque", "data": {"ca.crt": b64(&certs.ca), "tls.crt": b64(&certs.server_cert), "tls.key": b64(&certs.server_key)}});
+        let secrets = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("{}-rsync", objects::SERVER), "namespace": dns, "labels": l},
+            "type": "Opaque", "data": {"rsyncd.secrets": b64(&format!("{}:{password}\n", objects::RSYNC_USER))}});
+        let config = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": objects::SERVER, "namespace": dns, "labels": l},
+            "data": {"rsyncd.conf": objects::rsyncd_conf(&modules, o.preserve_ownership), "stunnel.conf": objects::stunnel_server_conf()}});
+        futures::try_join!(
+            async {
+                wait::delete_pod(&pods, objects::SERVER).await;
+                Ok(())
+            },
+            futures::future::try_join_all(transfers.iter().map(|t| ensure_destination_pvc(dst, &dns, t, m))),
+            apply(dst, &tls),
+            apply(dst, &secrets),
+            apply(dst, &config),
+        )?;
+        let claims: Vec<(String, String)> = transfers.iter().map(|t| (t.destination_claim.clone(), t.destination_claim.clone())).collect();
+        apply(dst, &objects::server_pod(&dns, &m.name, &o.transfer_image, &claims, o.preserve_ownership)).await?;
+        Ok::<_, DvmError>(())
+    };
+    let client_secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("{}-client-tls", objects::SERVER), "namespace": ns, "labels": l},
+        "type": "Opaque", "data": {"ca.crt": b64(&certs.ca), "tls.crt": b64(&certs.client_cert), "tls.key": b64(&certs.client_key), "rsync-password": b64(&password)}});
+    futures::try_join!(endpoint, server, apply(src, &client_secret))?;
+
+    let copies = futures::stream::iter(transfers.iter().map(|t| transfer_with_retries(src, m, t, events)))
         .buffer_unordered(o.parallel.max(1))
-        .collect::<Vec<_>>()
-        .await;
-    Ok(results)
+        .collect::<Vec<_>>();
+    // Watches the server pod until it runs; then stays pending, so only a failure ends this.
+    let server_up = async {
+        wait_running(dst, &dns, objects::SERVER, Duration::from_secs(120)).await?;
+        futures::future::pending::<Result<(), DvmError>>().await
+    };
+    tokio::select! {
+        results = copies => Ok(results),
+        Err(e) = server_up => Err(e),
+    }
+}
+
+/// Creates the destination PVC unless it exists (the resource plan may have made it).
+async fn ensure_destination_pvc(dst: &Cluster, dns: &str, t: &VolumeTransfer, m: &Migration) -> Result<(), DvmError> {
+    let live = crate::observe::get(&dst.client, &resource_of("PersistentVolumeClaim"), Some(dns), &t.destination_claim).await.ok().flatten();
+    if live.is_none() {
+        apply(dst, &destination_pvc(t, m)).await?;
+    }
+    Ok(())
 }
 
 fn random_password() -> String {
@@ -270,80 +302,62 @@ fn random_password() -> String {
     rand::rng().sample_iter(rand::distr::Alphanumeric).take(32).map(char::from).collect()
 }
 
-/// Waits until the endpoint has an address the source can reach: the Route's admitted host,
-/// the Ingress host, or the LoadBalancer's ingress IP/hostname.
-async fn wait_endpoint(dst: &Cluster, ns: &str, kind: EndpointKind, host: Option<&str>) -> Result<(String, u16), DvmError> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let found = match kind {
-            EndpointKind::Route => crate::observe::get(&dst.client, &resource_of("Route"), Some(ns), objects::SERVER).await.ok().flatten().and_then(|r| {
-                let admitted = r.pointer("/status/ingress/0/host").and_then(Value::as_str).map(String::from);
-                admitted.or_else(|| r.pointer("/spec/host").and_then(Value::as_str).filter(|_| r.pointer("/status/ingress").is_some()).map(String::from))
-            }),
-            EndpointKind::Ingress => crate::observe::get(&dst.client, &resource_of("Ingress"), Some(ns), objects::SERVER)
-                .await
-                .ok()
-                .flatten()
-                .filter(|i| i.pointer("/status/loadBalancer/ingress/0").is_some())
-                .and(host.map(String::from)),
-            EndpointKind::LoadBalancer => crate::observe::get(&dst.client, &resource_of("Service"), Some(ns), objects::SERVER).await.ok().flatten().and_then(|s| {
-                let ing = s.pointer("/status/loadBalancer/ingress/0")?;
-                ing.get("hostname").or_else(|| ing.get("ip")).and_then(Value::as_str).map(String::from)
-            }),
-        };
-        if let Some(h) = found {
-            return Ok((h, 443));
+/// The address the source can reach: the Route's admitted host, the Ingress host once the
+/// controller has taken it, or the LoadBalancer's ingress IP/hostname.
+fn endpoint_address(kind: EndpointKind, obj: &Value, host: Option<&str>) -> Option<String> {
+    match kind {
+        EndpointKind::Route => {
+            let admitted = obj.pointer("/status/ingress/0/host").and_then(Value::as_str).map(String::from);
+            admitted.or_else(|| obj.pointer("/spec/host").and_then(Value::as_str).filter(|_| obj.pointer("/status/ingress").is_some()).map(String::from))
         }
-        if Instant::now() > deadline {
-            return Err(DvmError::Setup(format!("{}: the transfer endpoint ({}) in {ns} got no address within 120s; is a router / load balancer running?", dst.context, objects::endpoint_kind_name(kind))));
+        EndpointKind::Ingress => obj.pointer("/status/loadBalancer/ingress/0").and(host.map(String::from)),
+        EndpointKind::LoadBalancer => {
+            let ing = obj.pointer("/status/loadBalancer/ingress/0")?;
+            ing.get("hostname").or_else(|| ing.get("ip")).and_then(Value::as_str).map(String::from)
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Waits until the endpoint has an address the source can reach.
+async fn wait_endpoint(dst: &Cluster, ns: &str, kind: EndpointKind, host: Option<String>) -> Result<(String, u16), DvmError> {
+    let r = match kind {
+        EndpointKind::Route => resource_of("Route"),
+        EndpointKind::Ingress => resource_of("Ingress"),
+        EndpointKind::LoadBalancer => resource_of("Service"),
+    };
+    let api: Api<DynamicObject> = Api::namespaced_with(dst.client.clone(), ns, &r);
+    let h = host.clone();
+    let found = wait::until(api, objects::SERVER, Duration::from_secs(120), move |o: Option<&DynamicObject>| {
+        o.is_some_and(|o| endpoint_address(kind, &o.data, h.as_deref()).is_some())
+    })
+    .await;
+    let timeout = || DvmError::Setup(format!("{}: the transfer endpoint ({}) in {ns} got no address within 120s; is a router / load balancer running?", dst.context, objects::endpoint_kind_name(kind)));
+    match found {
+        Ok(Some(o)) => endpoint_address(kind, &o.data, host.as_deref()).map(|h| (h, 443)).ok_or_else(timeout),
+        Ok(None) | Err(wait::WaitError::Timeout) => Err(timeout()),
+        Err(wait::WaitError::Watch(e)) => Err(DvmError::Setup(format!("{}: watching the transfer endpoint in {ns}: {e}", dst.context))),
     }
 }
 
 async fn wait_running(c: &Cluster, ns: &str, name: &str, timeout: Duration) -> Result<(), DvmError> {
+    const STUCK: &[&str] = &["ErrImagePull", "ImagePullBackOff", "CrashLoopBackOff"];
     let pods: Api<Pod> = Api::namespaced(c.client.clone(), ns);
-    let deadline = Instant::now() + timeout;
-    loop {
-        let pod = pods.get_opt(name).await.map_err(|source| DvmError::Api { context: c.context.clone(), what: format!("reading pod {ns}/{name}"), source })?;
-        if let Some(p) = &pod {
-            let status = p.status.as_ref();
-            if status.and_then(|s| s.phase.as_deref()) == Some("Running") {
-                return Ok(());
-            }
-            if let Some(why) = stuck(p, &["ErrImagePull", "ImagePullBackOff", "CrashLoopBackOff"]) {
-                return Err(DvmError::Setup(format!("{}: transfer pod {ns}/{name}: {why}", c.context)));
-            }
-            if matches!(status.and_then(|s| s.phase.as_deref()), Some("Failed" | "Succeeded")) {
-                return Err(DvmError::Setup(format!("{}: transfer pod {ns}/{name} stopped", c.context)));
-            }
-        }
-        if Instant::now() > deadline {
-            return Err(DvmError::Setup(format!("{}: transfer pod {ns}/{name} not running after {}s", c.context, timeout.as_secs())));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    let found = wait::until(pods, name, timeout, |p: Option<&Pod>| {
+        p.is_some_and(|p| matches!(wait::phase(p), "Running" | "Failed" | "Succeeded") || wait::stuck(p, STUCK).is_some())
+    })
+    .await;
+    let p = match found {
+        Ok(Some(p)) => p,
+        Ok(None) => return Err(DvmError::Setup(format!("{}: transfer pod {ns}/{name} was deleted", c.context))),
+        Err(wait::WaitError::Timeout) => return Err(DvmError::Setup(format!("{}: transfer pod {ns}/{name} not running after {}s", c.context, timeout.as_secs()))),
+        Err(wait::WaitError::Watch(e)) => return Err(DvmError::Setup(format!("{}: watching transfer pod {ns}/{name}: {e}", c.context))),
+    };
+    if let Some(why) = wait::stuck(&p, STUCK) {
+        return Err(DvmError::Setup(format!("{}: transfer pod {ns}/{name}: {why}", c.context)));
     }
-}
-
-/// `reason message` of a container waiting for one of `reasons` (it will not start by itself).
-fn stuck(pod: &Pod, reasons: &[&str]) -> Option<String> {
-    pod.status
-        .as_ref()?
-        .container_statuses
-        .as_ref()?
-        .iter()
-        .filter_map(|c| c.state.as_ref()?.waiting.as_ref())
-        .find(|w| w.reason.as_deref().is_some_and(|r| reasons.contains(&r)))
-        .map(|w| format!("{} {}", w.reason.clone().unwrap_or_default(), w.message.clone().unwrap_or_default()))
-}
-
-async fn delete_pod(c: &Cluster, ns: &str, name: &str) {
-    let pods: Api<Pod> = Api::namespaced(c.client.clone(), ns);
-    if pods.delete(name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.is_ok() {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline && pods.get_opt(name).await.ok().flatten().is_some() {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+    match wait::phase(&p) {
+        "Running" => Ok(()),
+        _ => Err(DvmError::Setup(format!("{}: transfer pod {ns}/{name} stopped", c.context))),
     }
 }
 
@@ -378,24 +392,23 @@ async fn transfer_with_retries(src: &Cluster, m: &Migration, t: &VolumeTransfer,
 async fn transfer_once(src: &Cluster, m: &Migration, t: &VolumeTransfer, attempt: u32, events: &(dyn Fn(DvmEvent) + Sync)) -> Result<Stats, String> {
     let name = objects::client_name(&t.claim);
     let label = format!("{}/{}", t.namespace, t.claim);
-    delete_pod(src, &t.namespace, &name).await;
-    apply(src, &objects::client_pod(&t.namespace, &m.name, &name, &t.claim, &t.destination_claim, &m.dvm)).await.map_err(|e| e.to_string())?;
     let pods: Api<Pod> = Api::namespaced(src.client.clone(), &t.namespace);
+    wait::delete_pod(&pods, &name).await;
+    apply(src, &objects::client_pod(&t.namespace, &m.name, &name, &t.claim, &t.destination_claim, &m.dvm)).await.map_err(|e| e.to_string())?;
     // Wait for the container to start (or fail to).
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let p = pods.get_opt(&name).await.map_err(|e| e.to_string())?.ok_or("client pod disappeared")?;
-        let phase = p.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
-        if matches!(phase.as_str(), "Running" | "Succeeded" | "Failed") {
-            break;
+    let started = wait::until(pods.clone(), &name, Duration::from_secs(120), |p: Option<&Pod>| {
+        p.is_none_or(|p| matches!(wait::phase(p), "Running" | "Succeeded" | "Failed") || wait::stuck(p, &["ErrImagePull"]).is_some())
+    })
+    .await;
+    match started {
+        Ok(Some(p)) => {
+            if let Some(why) = wait::stuck(&p, &["ErrImagePull"]) {
+                return Err(format!("pod {}/{name}: {why}", t.namespace));
+            }
         }
-        if let Some(why) = stuck(&p, &["ErrImagePull"]) {
-            return Err(format!("pod {}/{name}: {why}", t.namespace));
-        }
-        if Instant::now() > deadline {
-            return Err(format!("pod {}/{name} did not start within 120s", t.namespace));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        Ok(None) => return Err("client pod disappeared".into()),
+        Err(wait::WaitError::Timeout) => return Err(format!("pod {}/{name} did not start within 120s", t.namespace)),
+        Err(wait::WaitError::Watch(e)) => return Err(format!("watching pod {}/{name}: {e}", t.namespace)),
     }
     let mut log = String::new();
     if let Ok(stream) = pods.log_stream(&name, &LogParams { follow: true, ..Default::default() }).await {
@@ -426,22 +439,17 @@ async fn transfer_once(src: &Cluster, m: &Migration, t: &VolumeTransfer, attempt
         }
     }
     // The log ends when the container does; the pod's status then has the exit code.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let code = loop {
-        let p = pods.get_opt(&name).await.map_err(|e| e.to_string())?.ok_or("client pod was deleted mid-transfer")?;
-        let terminated = p.status.as_ref().and_then(|s| s.container_statuses.as_ref()).into_iter().flatten().find_map(|c| c.state.as_ref()?.terminated.clone());
-        if let Some(t) = terminated {
-            break t.exit_code;
-        }
-        if Instant::now() > deadline {
-            return Err(format!("pod {}/{name} still running after its log ended", t.namespace));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    let ended = wait::until(pods.clone(), &name, Duration::from_secs(60), |p: Option<&Pod>| p.is_none_or(|p| wait::exit_code(p).is_some())).await;
+    let code = match ended {
+        Ok(Some(p)) => wait::exit_code(&p).unwrap_or(-1),
+        Ok(None) => return Err("client pod was deleted mid-transfer".into()),
+        Err(wait::WaitError::Timeout) => return Err(format!("pod {}/{name} still running after its log ended", t.namespace)),
+        Err(wait::WaitError::Watch(e)) => return Err(format!("watching pod {}/{name}: {e}", t.namespace)),
     };
     if log.is_empty() {
         log = pods.logs(&name, &LogParams::default()).await.unwrap_or_default();
     }
-    delete_pod(src, &t.namespace, &name).await;
+    wait::delete_pod_now(&pods, &name).await;
     if code != 0 {
         let mut lines = progress::error_lines(&log);
         lines.truncate(10);
@@ -456,25 +464,27 @@ async fn transfer_once(src: &Cluster, m: &Migration, t: &VolumeTransfer, attempt
 }
 
 /// Removes every transfer object of `migration` in `namespace` (pods, services, routes,
-/// ingresses, secrets, config maps) by label, so it works after a crash too.
+/// ingresses, secrets, config maps) by label, so it works after a crash too. All kinds at
+/// once: nothing here depends on another.
 pub async fn cleanup_namespace(c: &Cluster, namespace: &str, migration: &str) -> Result<usize, DvmError> {
     let selector = objects::selector(migration);
-    let mut removed = 0;
-    for kind in ["Pod", "Route", "Ingress", "Service", "Secret", "ConfigMap"] {
-        let r = resource_of(kind);
-        let api: Api<DynamicObject> = Api::namespaced_with(c.client.clone(), namespace, &r);
-        let list = match api.list(&ListParams::default().labels(&selector)).await {
-            Ok(l) => l,
-            Err(kube::Error::Api(e)) if matches!(e.code, 404 | 405) => continue, // type not served (no Routes on Kubernetes)
-            Err(source) => return Err(DvmError::Api { context: c.context.clone(), what: format!("listing {kind}s to clean up in {namespace}"), source }),
-        };
-        for o in list.items {
-            if let Some(name) = o.metadata.name {
-                if api.delete(&name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.is_ok() {
-                    removed += 1;
-                }
-            }
+    let per_kind = ["Pod", "Route", "Ingress", "Service", "Secret", "ConfigMap"].map(|kind| {
+        let selector = selector.clone();
+        async move {
+            let r = resource_of(kind);
+            let api: Api<DynamicObject> = Api::namespaced_with(c.client.clone(), namespace, &r);
+            let list = match api.list(&ListParams::default().labels(&selector)).await {
+                Ok(l) => l,
+                Err(kube::Error::Api(e)) if matches!(e.code, 404 | 405) => return Ok(0), // type not served (no Routes on Kubernetes)
+                Err(source) => return Err(DvmError::Api { context: c.context.clone(), what: format!("listing {kind}s to clean up in {namespace}"), source }),
+            };
+            let deletes = list.items.into_iter().filter_map(|o| o.metadata.name).map(|name| {
+                let api = api.clone();
+                async move { api.delete(&name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.is_ok() }
+            });
+            Ok(futures::future::join_all(deletes).await.into_iter().filter(|ok| *ok).count())
         }
-    }
-    Ok(removed)
+    });
+    let counts = futures::future::try_join_all(per_kind).await?;
+    Ok(counts.into_iter().sum())
 }

@@ -95,6 +95,9 @@ pub fn stunnel_server_conf() -> String {
     )
 }
 
+/// `sni` is the endpoint's host (the router routes by it). The server is trusted by the
+/// transfer's own CA, which signs nothing but this transfer's two certificates; their
+/// extended key usages keep the client's certificate from passing as the server's.
 pub fn stunnel_client_conf(host: &str, port: u16) -> String {
     format!(
         "foreground = yes\npid =\nsslVersionMin = TLSv1.2\ndebug = 4\n\n[rsync]\nclient = yes\naccept = 127.0.0.1:{RSYNC_PORT}\nconnect = {host}:{port}\nsni = {host}\ncert = /etc/mtcd-tls/tls.crt\nkey = /etc/mtcd-tls/tls.key\nCAfile = /etc/mtcd-tls/ca.crt\nverifyChain = yes\n"
@@ -159,7 +162,7 @@ pub fn client_script(module: &str, o: &DvmOptions) -> String {
          deadline=$(( $(date +%s) + {timeout} ))\n\
          until rsync rsync://{RSYNC_USER}@127.0.0.1:{RSYNC_PORT}/ >/dev/null 2>&1; do\n\
            if [ $(date +%s) -ge $deadline ]; then echo \"mtcd-transfer: tunnel not up after {timeout}s\"; kill $tunnel; exit 111; fi\n\
-           sleep 0.5\n\
+           sleep 0.1\n\
          done\n\
          echo 'mtcd-transfer: tunnel up'\n\
          {copy}         rc=$?\n\

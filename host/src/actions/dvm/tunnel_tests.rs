@@ -94,15 +94,15 @@ fn tools_present() -> bool {
 fn the_tunnel_carries_data_with_the_transfers_own_certificates() {
     assert!(tools_present(), "rsync and stunnel must be installed (scripts/setup.sh)");
     let tmp = tempfile::tempdir().unwrap();
-    let c = certs::generate("localhost", "t").unwrap();
+    let c = certs::generate("t").unwrap();
     assert!(copy_through(tmp.path(), &c, &c));
 }
 
 #[test]
 fn a_client_certificate_from_another_transfer_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let server = certs::generate("localhost", "a").unwrap();
-    let mut other = certs::generate("localhost", "b").unwrap();
+    let server = certs::generate("a").unwrap();
+    let mut other = certs::generate("b").unwrap();
     // The client trusts the right CA but presents a certificate the server's CA never signed.
     other.ca = server.ca.clone();
     assert!(!copy_through(tmp.path(), &server, &other));
@@ -112,10 +112,22 @@ fn a_client_certificate_from_another_transfer_is_refused() {
 #[test]
 fn a_server_certificate_from_another_transfer_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let mine = certs::generate("localhost", "a").unwrap();
-    let mut impostor = certs::generate("localhost", "b").unwrap();
+    let mine = certs::generate("a").unwrap();
+    let mut impostor = certs::generate("b").unwrap();
     // The impostor server trusts our client, but its own certificate is from another CA.
     impostor.ca = mine.ca.clone();
+    assert!(!copy_through(tmp.path(), &impostor, &mine));
+    assert!(!tmp.path().join("dst/hello.txt").exists(), "no data crossed");
+}
+
+#[test]
+fn a_server_presenting_the_client_certificate_of_the_same_transfer_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mine = certs::generate("a").unwrap();
+    // Signed by the right CA, but it is the client's certificate (clientAuth only).
+    let mut impostor = mine.clone();
+    impostor.server_cert = mine.client_cert.clone();
+    impostor.server_key = mine.client_key.clone();
     assert!(!copy_through(tmp.path(), &impostor, &mine));
     assert!(!tmp.path().join("dst/hello.txt").exists(), "no data crossed");
 }
