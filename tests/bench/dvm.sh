@@ -7,6 +7,7 @@ cd "$(dirname "$0")/../.."
 RUNS=${1:-5}
 LARGE_FILES=${LARGE_FILES:-4}; LARGE_MIB=${LARGE_MIB:-512}     # 4 x 512 MiB = 2 GiB
 SMALL_FILES=${SMALL_FILES:-100000}                               # 100,000 x 4 KiB
+STREAMS=${STREAMS:-4}                                            # streams_per_pvc of the mtcd-streams rows
 W=${BENCH_DIR:-/tmp/mtcd-bench-dvm}
 # BIN: a folder with release builds of mtcd and mtcd-lab (default: build them here).
 if [ -z "${BIN:-}" ]; then cargo build --release -q -p mtcd -p mtcd-lab; BIN=target/release; fi
@@ -52,6 +53,7 @@ namespaces = ["bench-$set"]
 volumes = "direct"
 include_kinds = ["PersistentVolumeClaim"]
 TOML
+  { cat "$W/desired-$set.toml"; printf '[migration.dvm]\nstreams_per_pvc = %s\n' "$STREAMS"; } > "$W/desired-$set-streams.toml"
 done
 pv_dir() { # context namespace
   local pv; pv=$(kubectl --kubeconfig "$W/lab/kubeconfig" --context "$1" -n "$2" get pvc data -o jsonpath='{.spec.volumeName}')
@@ -101,22 +103,33 @@ sleep 1
 SSH="ssh -p 18022 -i $W/ssh/user -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
 mkdir -p "$W/ssh/dst-large" "$W/ssh/dst-small"
 
-run() { # method set kind(full|resync) -> appends "method set kind seconds user sys maxrss_kib" to results
-  local m=$1 set=$2 kind=$3 out
+busy() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; } # the whole machine's busy jiffies
+run() { # method set kind(full|resync) -> appends "method set kind seconds user sys maxrss_kib machine_cpu_s" to results
+  local m=$1 set=$2 kind=$3 out b0
+  # Each run starts with no dirty pages left by the one before (writeback of 2 GiB would
+  # otherwise land on whichever method runs next); not timed.
   case $m in
-    mtcd) [ "$kind" = full ] && find "$(cat "$W/dst-$set")" -mindepth 1 -delete
-          out=$("${TIME[@]}" $BIN/mtcd --kubeconfig "$W/lab/kubeconfig" apply "$W/desired-$set.toml" 2>&1 >/dev/null | tail -1) || out="failed" ;;
-    stunnel) [ "$kind" = full ] && find "$W/raw/dst-$set" -mindepth 1 -delete
-          out=$("${TIME[@]}" rsync $FLAGS "$(cat "$W/src-$set")/" "rsync://127.0.0.1:18874/$set/" 2>&1 >/dev/null | tail -1) || out="failed" ;;
-    ssh) [ "$kind" = full ] && find "$W/ssh/dst-$set" -mindepth 1 -delete
-          out=$("${TIME[@]}" rsync $FLAGS -e "$SSH" "$(cat "$W/src-$set")/" "root@127.0.0.1:$W/ssh/dst-$set/" 2>&1 >/dev/null | tail -1) || out="failed" ;;
+    mtcd|mtcd-streams) [ "$kind" = full ] && find "$(cat "$W/dst-$set")" -mindepth 1 -delete ;;
+    stunnel) [ "$kind" = full ] && find "$W/raw/dst-$set" -mindepth 1 -delete ;;
+    ssh) [ "$kind" = full ] && find "$W/ssh/dst-$set" -mindepth 1 -delete ;;
   esac
+  sync
+  b0=$(busy)
+  case $m in
+    mtcd) out=$("${TIME[@]}" $BIN/mtcd --kubeconfig "$W/lab/kubeconfig" apply "$W/desired-$set.toml" 2>&1 >/dev/null | tail -1) || out="failed" ;;
+    mtcd-streams) out=$("${TIME[@]}" $BIN/mtcd --kubeconfig "$W/lab/kubeconfig" apply "$W/desired-$set-streams.toml" 2>&1 >/dev/null | tail -1) || out="failed" ;;
+    stunnel) out=$("${TIME[@]}" rsync $FLAGS "$(cat "$W/src-$set")/" "rsync://127.0.0.1:18874/$set/" 2>&1 >/dev/null | tail -1) || out="failed" ;;
+    ssh) out=$("${TIME[@]}" rsync $FLAGS -e "$SSH" "$(cat "$W/src-$set")/" "root@127.0.0.1:$W/ssh/dst-$set/" 2>&1 >/dev/null | tail -1) || out="failed" ;;
+  esac
+  out="$out $(awk -v a="$b0" -v b="$(busy)" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.2f", (b-a)/hz}')"
   echo "$m $set $kind $out" | tee -a "$W/results" >&2
 }
 : > "$W/results"
 for r in $(seq 1 "$RUNS"); do
   echo "round $r/$RUNS" >&2
-  for set in large small; do for m in mtcd stunnel ssh; do run $m $set full; done; done
+  # The order rotates every round, so no method always runs first (or after the same one).
+  order=(mtcd mtcd-streams stunnel ssh); k=$(( (r - 1) % 4 )); order=("${order[@]:k}" "${order[@]:0:k}")
+  for set in large small; do for m in "${order[@]}"; do run $m $set full; done; done
   # 1% of the small files change; every method re-syncs them.
   python3 - "$(cat "$W/src-small")" "$SMALL_FILES" "$r" <<'PY'
 import os, sys
@@ -125,7 +138,7 @@ for i in range(r, n, 100):
     with open(os.path.join(root, f"d{i % 100:03}", f"f{i:06}"), "wb") as f:
         f.write(os.urandom(4096))
 PY
-  for m in mtcd stunnel ssh; do run $m small resync; done
+  for m in "${order[@]}"; do run $m small resync; done
 done
 python3 - "$W/results" "$LARGE_FILES" "$LARGE_MIB" "$SMALL_FILES" "$RUNS" > "$W/table.md" <<'PY'
 import statistics, sys, collections
@@ -133,29 +146,30 @@ path, lf, lm, sf, runs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sy
 rows = collections.defaultdict(list)
 for line in open(path):
     p = line.split()
-    if len(p) < 7: continue
-    rows[(p[0], p[1], p[2])].append(tuple(map(float, p[3:7])))
+    if len(p) < 8: continue
+    rows[(p[0], p[1], p[2])].append(tuple(map(float, p[3:8])))
 size = {"large": lf * lm * 2**20, "small": sf * 4096}
 files = {"large": lf, "small": sf}
 med = lambda xs: statistics.median(xs)
+methods = ["mtcd", "mtcd-streams", "stunnel", "ssh"]
 print(f"Data sets: large = {lf} x {lm} MiB, small = {sf} x 4 KiB. Median of {runs} interleaved runs.\n")
-print("| set | method | wall s | MB/s | files/s | CPU s (user+sys) | peak RSS MiB |")
-print("|---|---|---|---|---|---|---|")
+print("| set | method | wall s | MB/s | files/s | client CPU s | machine CPU s | client peak RSS MiB |")
+print("|---|---|---|---|---|---|---|---|")
 for s in ["large", "small"]:
-    for m in ["mtcd", "stunnel", "ssh"]:
+    for m in methods:
         v = rows.get((m, s, "full"))
         if not v: continue
-        wall = med([x[0] for x in v]); cpu = med([x[1] + x[2] for x in v]); rss = med([x[3] for x in v]) / 1024
-        print(f"| {s} | {m} | {wall:.2f} | {size[s] / wall / 1e6:.1f} | {files[s] / wall:.0f} | {cpu:.2f} | {rss:.1f} |")
+        wall = med([x[0] for x in v]); cpu = med([x[1] + x[2] for x in v]); rss = med([x[3] for x in v]) / 1024; mcpu = med([x[4] for x in v])
+        print(f"| {s} | {m} | {wall:.2f} | {size[s] / wall / 1e6:.1f} | {files[s] / wall:.0f} | {cpu:.2f} | {mcpu:.2f} | {rss:.1f} |")
 print("\n| ratio (throughput) | large | small |\n|---|---|---|")
-for a, b in [("mtcd", "stunnel"), ("mtcd", "ssh"), ("stunnel", "ssh")]:
+for a, b in [("mtcd", "stunnel"), ("mtcd", "ssh"), ("mtcd-streams", "stunnel"), ("mtcd-streams", "ssh"), ("stunnel", "ssh")]:
     cells = []
     for s in ["large", "small"]:
         x, y = rows.get((a, s, "full")), rows.get((b, s, "full"))
         cells.append(f"{med([t[0] for t in y]) / med([t[0] for t in x]):.2f}x" if x and y else "-")
     print(f"| {a} / {b} | {cells[0]} | {cells[1]} |")
 print("\n| 1% re-sync (small set) | wall s | share of the full copy |\n|---|---|---|")
-for m in ["mtcd", "stunnel", "ssh"]:
+for m in methods:
     v, f = rows.get((m, "small", "resync")), rows.get((m, "small", "full"))
     if v and f:
         print(f"| {m} | {med([x[0] for x in v]):.2f} | {100 * med([x[0] for x in v]) / med([x[0] for x in f]):.0f}% |")

@@ -7,6 +7,7 @@
 //! watches Routes/Ingresses/Services and resolves Service → pods on every connection.
 
 pub mod sni;
+mod splice;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Seek, Write};
@@ -569,7 +570,7 @@ pub async fn read_server_name(
 /// Connect to `target` from inside the lab network, replay `first`, then copy both ways
 /// until either side closes.
 pub async fn forward(
-    mut stream: tokio::net::TcpStream,
+    stream: tokio::net::TcpStream,
     network: &LabNetwork,
     target: SocketAddr,
     first: Vec<u8>,
@@ -578,9 +579,8 @@ pub async fn forward(
     let upstream = tokio::task::spawn_blocking(move || net.connect(target)).await??;
     let mut upstream = tokio::net::TcpStream::from_std(upstream)?;
     upstream.write_all(&first).await?;
-    // Large buffers: rsync streams are bulk data, and fewer syscalls matter on 2 cores.
-    tokio::io::copy_bidirectional_with_sizes(&mut stream, &mut upstream, 256 * 1024, 256 * 1024)
-        .await?;
+    let _ = upstream.set_nodelay(true);
+    splice::bidirectional(&stream, &upstream).await?;
     Ok(())
 }
 

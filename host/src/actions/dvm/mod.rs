@@ -456,6 +456,7 @@ async fn transfer_once(src: &Cluster, m: &Migration, t: &VolumeTransfer, attempt
         let why = match code {
             111 => "the TLS tunnel to the destination did not come up".to_string(),
             120 => "verification found differences after the copy".to_string(),
+            123 if m.dvm.streams_per_pvc > 1 => "one of the rsync streams failed (xargs exit 123)".to_string(),
             c => format!("rsync exited with code {c}"),
         };
         return Err(format!("pod {}/{name}: {why}{}{}", t.namespace, if lines.is_empty() { "" } else { ": " }, lines.join(" | ")));

@@ -142,16 +142,24 @@ pub fn client_script(module: &str, o: &DvmOptions) -> String {
     };
     let dest = format!("rsync://{RSYNC_USER}@127.0.0.1:{RSYNC_PORT}/{module}");
     let copy = if o.streams_per_pvc > 1 {
-        // The top level first (files, links, the directories themselves, deletions at this
-        // level), then one stream per top-level directory, `streams_per_pvc` at a time.
-        // xargs exits non-zero when any stream did. `--relative` from the module root (not a
-        // per-directory destination) keeps the daemon from sanitizing symlinks like
-        // `../other/file` that leave the directory but stay inside the volume.
+        // Every top-level entry, file or directory, goes to one of `n` rsync streams, in
+        // batches of about a quarter of a stream's share, so a stream that finishes takes the
+        // next batch (one huge directory does not hold up the rest). First a top-level pass
+        // that only deletes (`--existing --ignore-existing` transfer nothing), so space is
+        // freed before data arrives; last a top-level pass that finds everything in place and
+        // only sets the root's own attributes. `--relative` from the volume root (not one
+        // destination per entry) keeps the daemon from sanitizing symlinks like
+        // `../other/file` that leave an entry but stay inside the volume. xargs exits 123
+        // when any stream failed.
         let top = flags.replace("--recursive", "--dirs");
+        let n = o.streams_per_pvc;
         format!(
-            "rsync {top} /mnt/source/ {dest}/ && \\\n\
-             find /mnt/source -mindepth 1 -maxdepth 1 -type d -printf '%f\\0' | xargs -0 -r -P {n} -I{{}} rsync {flags} --relative '/mnt/source/./{{}}' '{dest}/'\n",
-            n = o.streams_per_pvc
+            "cd /mnt/source && \\\n\
+             rsync {top} --existing --ignore-existing ./ {dest}/ && \\\n\
+             count=$(find . -mindepth 1 -maxdepth 1 | wc -l) && \\\n\
+             find . -mindepth 1 -maxdepth 1 -print0 | xargs -0 -r -P {n} -n $(( count / {b} + 1 )) sh -c 'exec rsync {flags} --relative \"$@\" {dest}/' stream && \\\n\
+             rsync {top} ./ {dest}/\n",
+            b = 4 * n
         )
     } else {
         format!("rsync {flags} /mnt/source/ {dest}/\n")
@@ -259,7 +267,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn one_stream_is_one_rsync_and_more_split_by_top_level_directory() {
+    fn one_stream_is_one_rsync_and_more_share_the_top_level_entries() {
         let mut o = crate::spec::parse(
             "version = 1\n[clusters.source]\ncontext = \"a\"\n[clusters.destination]\ncontext = \"b\"\n[[migration]]\nname = \"m\"\nnamespaces = [\"n\"]\n",
             std::path::Path::new("d.toml"),
@@ -273,8 +281,8 @@ mod tests {
         assert!(!one.contains("xargs"));
         o.streams_per_pvc = 4;
         let four = client_script("data", &o);
-        assert!(four.contains("rsync --dirs --links"), "top level first, without recursion:\n{four}");
-        assert!(four.contains("xargs -0 -r -P 4 -I{} rsync --recursive"), "{four}");
-        assert!(four.contains("--relative '/mnt/source/./{}' 'rsync://mtcd@127.0.0.1:8873/data/'"), "{four}");
+        assert!(four.contains("rsync --dirs --links") && four.contains("--existing --ignore-existing ./ rsync://mtcd@127.0.0.1:8873/data/"), "top-level deletions first:\n{four}");
+        assert!(four.contains("xargs -0 -r -P 4 -n $(( count / 16 + 1 )) sh -c 'exec rsync --recursive"), "{four}");
+        assert!(four.contains("--relative \"$@\" rsync://mtcd@127.0.0.1:8873/data/' stream"), "{four}");
     }
 }
