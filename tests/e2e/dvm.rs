@@ -27,7 +27,8 @@ fn desired(lab: &Lab, dvm: &str) -> PathBuf {
     lab.desired(
         "desired.toml",
         &format!(
-            "version = 1\n[clusters.source]\ncontext = \"lab-src\"\n[clusters.destination]\ncontext = \"lab-dst\"\n[[migration]]\nname = \"shop\"\nnamespaces = [\"shop\"]\nnamespace_map = {{ shop = \"shop-prod\" }}\nvolumes = \"direct\"\nstorage_class_map = {{ standard = \"fast\" }}\n[migration.dvm]\nhard_links = true\nretries = 3\n{dvm}"
+            "version = 1\n[clusters.source]\ncontext = \"lab-src\"\n[clusters.destination]\ncontext = \"lab-dst\"\n[[migration]]\nname = \"shop\"\nnamespaces = [\"shop\"]\nnamespace_map = {{ shop = \"shop-prod\" }}\nvolumes = \"direct\"\nstorage_class_map = {{ standard = \"fast\" }}\n[migration.dvm]\nhard_links = true\n{retries}{dvm}",
+            retries = if dvm.contains("retries") { "" } else { "retries = 3\n" }
         ),
     )
 }
@@ -305,4 +306,57 @@ async fn a_transfer_image_that_cannot_be_pulled_fails_with_the_reason_and_leaves
     assert!(out.contains("ErrImagePull") && out.contains("registry.invalid/no/such-image:1"), "the reason is named:\n{out}");
     assert!(started.elapsed() < Duration::from_secs(60), "fails at once, not after a timeout ({:?})", started.elapsed());
     assert!(leftovers(&src, "shop").await.is_empty() && leftovers(&dst, "shop-prod").await.is_empty(), "transfer objects removed");
+}
+
+/// The application using the volume: a pod (the lab's workload controllers report status
+/// but do not create pods).
+fn workload_yaml(claim: &str) -> String {
+    format!(
+        "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: web, namespace: shop, labels: {{app: web}}}}\nspec:\n  containers:\n  - name: web\n    image: registry.example.com/simulated/shop-web:1.4\n    volumeMounts: [{{name: data, mountPath: /data}}]\n  volumes:\n  - name: data\n    persistentVolumeClaim: {{claimName: {claim}}}\n"
+    )
+}
+
+/// The `web` pod, once it runs.
+async fn running_web_pod(client: &kube::Client) -> Pod {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "shop");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let running = pods.list(&ListParams::default().labels("app=web")).await.unwrap().items.into_iter().find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"));
+        if let Some(p) = running {
+            return p;
+        }
+        assert!(Instant::now() < deadline, "the web pod never ran");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_readwriteonce_volume_in_use_is_read_on_the_node_of_the_pod_using_it() {
+    let lab = Lab::up();
+    lab.seed_yaml("lab-src", &format!("{NS_YAML}{}{}", pvc_yaml("data", "1Gi", "Filesystem"), workload_yaml("data"))).await.unwrap();
+    let src = lab.client("lab-src").await;
+    write(&pvc_dir(&src, "shop", "data").await.join("in-use.txt"), b"written while the app runs\n");
+    let web = running_web_pod(&src).await;
+    let node = web.spec.unwrap().node_name.unwrap();
+    let file = desired(&lab, "");
+    let run = lab.mtcd(&["--output", "json", "apply", file.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let pinned = format!("client pod on node {node}, beside pod shop/{} which mounts the volume (ReadWriteOnce)", web.metadata.name.unwrap());
+    assert!(run.stdout.lines().any(|l| l.contains("\"event\":\"volume\"") && l.contains(&pinned)), "the pinning is reported:\n{}", run.stdout);
+    let dst = pvc_dir(&lab.client("lab-dst").await, "shop-prod", "data").await;
+    assert_eq!(std::fs::read_to_string(dst.join("in-use.txt")).unwrap(), "written while the app runs\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_readwriteoncepod_volume_in_use_is_refused_naming_the_pod() {
+    let lab = Lab::up();
+    let pvc = pvc_yaml("data", "1Gi", "Filesystem").replace("[ReadWriteOnce]", "[ReadWriteOncePod]");
+    lab.seed_yaml("lab-src", &format!("{NS_YAML}{pvc}{}", workload_yaml("data"))).await.unwrap();
+    let src = lab.client("lab-src").await;
+    let web = running_web_pod(&src).await.metadata.name.unwrap();
+    let file = desired(&lab, "retries = 0");
+    let run = lab.mtcd(&["apply", file.to_str().unwrap()]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let out = format!("{}{}", run.stdout, run.stderr);
+    assert!(out.contains(&format!("PVC shop/data is ReadWriteOncePod and pod shop/{web} mounts it")), "{out}");
 }

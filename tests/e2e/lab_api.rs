@@ -1725,3 +1725,42 @@ async fn concurrent_writers_lose_nothing_and_defaults_come_back() {
         Some("IfNotPresent")
     );
 }
+
+fn pinned_pod(name: &str, node: &str) -> Pod {
+    obj(json!({"metadata": {"name": name}, "spec": {
+        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}]}}},
+        "containers": [{"name": "app", "image": "registry.example.com/simulated/app:1"}]}}))
+}
+
+#[tokio::test]
+async fn the_scheduler_binds_only_pods_that_fit_the_node_and_the_node_runs_only_those() {
+    let lab = Lab::up();
+    let client = lab.client("lab-src").await;
+    create_ns(&client, "sched").await;
+    let node = Api::<k8s_openapi::api::core::v1::Node>::all(client.clone()).list(&ListParams::default()).await.unwrap().items.remove(0).metadata.name.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "sched");
+    pods.create(&PostParams::default(), &pinned_pod("fits", &node)).await.unwrap();
+    pods.create(&PostParams::default(), &pinned_pod("elsewhere", "node-that-does-not-exist")).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while pods.get("fits").await.unwrap().status.and_then(|s| s.phase).as_deref() != Some("Running") {
+        assert!(std::time::Instant::now() < deadline, "the pod that fits never ran");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(pods.get("fits").await.unwrap().spec.unwrap().node_name, Some(node));
+    let p = pods.get("elsewhere").await.unwrap();
+    assert_eq!(p.spec.unwrap().node_name, None, "not bound");
+    let status = p.status.unwrap();
+    assert_eq!(status.phase.as_deref(), Some("Pending"));
+    assert!(status.container_statuses.is_none(), "no node started it");
+    let c = status.conditions.unwrap().into_iter().find(|c| c.type_ == "PodScheduled").unwrap();
+    assert_eq!((c.status.as_str(), c.reason.as_deref()), ("False", Some("Unschedulable")));
+    assert!(c.message.unwrap().contains("didn't match Pod's node affinity/selector"));
+    // An unbound pod is deleted at once: no kubelet has anything to stop.
+    pods.delete("elsewhere", &DeleteParams::default()).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while pods.get_opt("elsewhere").await.unwrap().is_some() {
+        assert!(std::time::Instant::now() < deadline, "the unbound pod was never removed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

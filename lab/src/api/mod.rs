@@ -6,6 +6,7 @@ pub mod fields;
 pub mod logs;
 pub mod patch;
 pub mod rest;
+pub mod schedule;
 pub mod selector;
 pub mod store;
 pub mod types;

@@ -315,8 +315,14 @@ impl State {
             && ty.plural == "pods"
             && obj["spec"]["nodeName"].as_str().is_none_or(str::is_empty)
         {
-            // The lab's scheduler: every cluster has one node.
-            obj["spec"]["nodeName"] = json!(format!("{}-node", self.cluster));
+            // The lab's scheduler: every cluster has one node, and a pod that does not fit it
+            // (node selector, required node affinity) stays Pending, unbound.
+            let node_name = format!("{}-node", self.cluster);
+            let node = self.resource("", "v1", "nodes").and_then(|t| store.get(&t.gr(), "", &node_name));
+            match node.as_deref().and_then(|n| super::schedule::misfit(&obj, n)) {
+                None => obj["spec"]["nodeName"] = json!(node_name),
+                Some(why) => obj["status"]["conditions"] = super::schedule::unschedulable_conditions(why, &fields::now()),
+            }
         }
         self.openshift_defaults(ty, ns_key, &name, &mut obj);
         if ty.group.is_empty() && ty.plural == "services" {

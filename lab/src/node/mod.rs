@@ -165,6 +165,7 @@ pub async fn run(
         hosts_file,
         exe,
     });
+    let node_name = format!("{}-node", cfg.cluster);
     let api: Api<Pod> = Api::all(client.clone());
     let mut events = watcher::watcher(api, watcher::Config::default())
         .default_backoff()
@@ -211,6 +212,10 @@ pub async fn run(
                 } else if p.metadata.deletion_timestamp.is_some() {
                     // Nothing of it runs here: finish the deletion like a kubelet would.
                     finish_delete(&client, &p).await;
+                } else if p.spec.as_ref().and_then(|s| s.node_name.as_deref()) != Some(node_name.as_str()) {
+                    // Not bound to this node (the scheduler found it does not fit): a kubelet
+                    // runs only the pods bound to it.
+                    continue;
                 } else {
                     let (tx, rx) = tokio::sync::watch::channel(p.clone());
                     let stop = shutdown.child_token();

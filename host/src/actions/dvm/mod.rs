@@ -388,13 +388,45 @@ async fn transfer_with_retries(src: &Cluster, m: &Migration, t: &VolumeTransfer,
     VolumeResult { pvc: label, ok: false, attempts, stats: Stats::default(), seconds: started.elapsed().as_secs_f64(), errors }
 }
 
+/// Where a client pod must run: `(node, pod)` when a running pod mounts a ReadWriteOnce
+/// volume (it can be mounted only on that pod's node, so the client pod is pinned there, as
+/// Crane pins its client), `None` when the volume is free or shared. A ReadWriteOncePod
+/// volume in use cannot be mounted a second time at all: that is an error naming the pod,
+/// instead of a client pod that never starts.
+async fn placement(pods: &Api<Pod>, t: &VolumeTransfer) -> Result<Option<(String, String)>, String> {
+    let modes: Vec<&str> = t.source.pointer("/spec/accessModes").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+    let once_pod = modes.contains(&"ReadWriteOncePod");
+    if !once_pod && (!modes.contains(&"ReadWriteOnce") || modes.iter().any(|m| matches!(*m, "ReadWriteMany" | "ReadOnlyMany"))) {
+        return Ok(None);
+    }
+    let list = pods.list(&ListParams::default()).await.map_err(|e| format!("listing pods in {} to find who mounts {}: {e}", t.namespace, t.claim))?;
+    let user = list.items.into_iter().find(|p| {
+        let ours = p.metadata.labels.as_ref().is_some_and(|l| l.get(objects::COMPONENT).map(String::as_str) == Some(objects::COMPONENT_VALUE));
+        let live = p.metadata.deletion_timestamp.is_none() && !matches!(wait::phase(p), "Succeeded" | "Failed");
+        let mounts = p.spec.as_ref().and_then(|s| s.volumes.as_ref()).into_iter().flatten().any(|v| v.persistent_volume_claim.as_ref().is_some_and(|c| c.claim_name == t.claim));
+        !ours && live && mounts
+    });
+    let Some(user) = user else { return Ok(None) };
+    let pod = format!("{}/{}", t.namespace, user.metadata.name.clone().unwrap_or_default());
+    if once_pod {
+        return Err(format!("PVC {}/{} is ReadWriteOncePod and pod {pod} mounts it, so no other pod can read it; stop the workload first (`mtcd cutover` does) and run again", t.namespace, t.claim));
+    }
+    Ok(user.spec.and_then(|s| s.node_name).map(|node| (node, pod)))
+}
+
 /// One client pod run: create it, follow its log for progress, and judge it by its exit code.
 async fn transfer_once(src: &Cluster, m: &Migration, t: &VolumeTransfer, attempt: u32, events: &(dyn Fn(DvmEvent) + Sync)) -> Result<Stats, String> {
     let name = objects::client_name(&t.claim);
     let label = format!("{}/{}", t.namespace, t.claim);
     let pods: Api<Pod> = Api::namespaced(src.client.clone(), &t.namespace);
     wait::delete_pod(&pods, &name).await;
-    apply(src, &objects::client_pod(&t.namespace, &m.name, &name, &t.claim, &t.destination_claim, &m.dvm)).await.map_err(|e| e.to_string())?;
+    let node = placement(&pods, t).await?;
+    if let Some((node, user)) = &node {
+        let message = format!("client pod on node {node}, beside pod {user} which mounts the volume (ReadWriteOnce)");
+        events(DvmEvent { pvc: label.clone(), phase: Phase::Pending, attempt, progress: None, message: Some(message) });
+    }
+    let pod = objects::client_pod(&t.namespace, &m.name, &name, &t.claim, &t.destination_claim, &m.dvm, node.as_ref().map(|(n, _)| n.as_str()));
+    apply(src, &pod).await.map_err(|e| e.to_string())?;
     // Wait for the container to start (or fail to).
     let started = wait::until(pods.clone(), &name, Duration::from_secs(120), |p: Option<&Pod>| {
         p.is_none_or(|p| matches!(wait::phase(p), "Running" | "Succeeded" | "Failed") || wait::stuck(p, &["ErrImagePull"]).is_some())
@@ -407,7 +439,10 @@ async fn transfer_once(src: &Cluster, m: &Migration, t: &VolumeTransfer, attempt
             }
         }
         Ok(None) => return Err("client pod disappeared".into()),
-        Err(wait::WaitError::Timeout) => return Err(format!("pod {}/{name} did not start within 120s", t.namespace)),
+        Err(wait::WaitError::Timeout) => {
+            let why = pods.get_opt(&name).await.ok().flatten().and_then(|p| wait::unschedulable(&p)).map(|w| format!(": {w}")).unwrap_or_default();
+            return Err(format!("pod {}/{name} did not start within 120s{why}", t.namespace));
+        }
         Err(wait::WaitError::Watch(e)) => return Err(format!("watching pod {}/{name}: {e}", t.namespace)),
     }
     let mut log = String::new();

@@ -222,13 +222,16 @@ pub fn server_pod(ns: &str, migration: &str, image: &str, claims: &[(String, Str
     })
 }
 
-pub fn client_pod(ns: &str, migration: &str, name: &str, claim: &str, module: &str, o: &DvmOptions) -> Value {
+/// `node`: the node the client pod must run on (see `placement`), pinned the way DaemonSet
+/// pods are, by a required node affinity on the node's name, so the scheduler still checks
+/// that the pod fits there.
+pub fn client_pod(ns: &str, migration: &str, name: &str, claim: &str, module: &str, o: &DvmOptions, node: Option<&str>) -> Value {
     let security = if o.preserve_ownership {
         json!({"capabilities": {"drop": ["ALL"], "add": ["DAC_READ_SEARCH"]}, "runAsUser": 0})
     } else {
         json!({"capabilities": {"drop": ["ALL"]}, "allowPrivilegeEscalation": false})
     };
-    json!({
+    let mut pod = json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": ns, "labels": labels(migration), "annotations": {"mtcd.io/pvc": claim}},
         "spec": {
@@ -251,7 +254,12 @@ pub fn client_pod(ns: &str, migration: &str, name: &str, claim: &str, module: &s
                 "securityContext": security,
             }],
         },
-    })
+    });
+    if let Some(node) = node {
+        pod["spec"]["affinity"] = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}]}}});
+    }
+    pod
 }
 
 pub fn endpoint_kind_name(e: EndpointKind) -> &'static str {

@@ -64,3 +64,9 @@ pub fn stuck(pod: &Pod, reasons: &[&str]) -> Option<String> {
 pub fn exit_code(p: &Pod) -> Option<i32> {
     p.status.as_ref()?.container_statuses.as_ref()?.iter().find_map(|c| c.state.as_ref()?.terminated.as_ref().map(|t| t.exit_code))
 }
+
+/// The scheduler's reason when it cannot place the pod (`PodScheduled=False`).
+pub fn unschedulable(p: &Pod) -> Option<String> {
+    let c = p.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "PodScheduled" && c.status == "False")?;
+    Some(format!("{} {}", c.reason.clone().unwrap_or_default(), c.message.clone().unwrap_or_default()).trim().to_string())
+}
