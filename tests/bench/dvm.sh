@@ -114,8 +114,11 @@ run() { # method set kind(full|resync) -> appends "method set kind seconds user 
     ssh) [ "$kind" = full ] && find "$W/ssh/dst-$set" -mindepth 1 -delete ;;
   esac
   sync
-  # ... and with the source in the page cache: this machine reclaims idle cache (kdamond),
-  # which made a run read 100,000 files from disk or not, at random (runs of 10 s or 25 s).
+  # ... with the same memory to work with: a page cache filled by earlier runs made the
+  # kernel reclaim while 100,000 files were created, at random (runs of 10 s or 25 s, more
+  # CPU in the slow ones, for every method); as root the caches are dropped ...
+  [ -w /proc/sys/vm/drop_caches ] && echo 3 > /proc/sys/vm/drop_caches
+  # ... and the source read back into the page cache, as a running application has it.
   find "$(cat "$W/src-$set")" -type f -print0 | xargs -0 cat > /dev/null
   b0=$(busy)
   case $m in
@@ -156,14 +159,15 @@ files = {"large": lf, "small": sf}
 med = lambda xs: statistics.median(xs)
 methods = ["mtcd", "mtcd-streams", "stunnel", "ssh"]
 print(f"Data sets: large = {lf} x {lm} MiB, small = {sf} x 4 KiB. Median of {runs} interleaved runs.\n")
-print("| set | method | wall s | MB/s | files/s | client CPU s | machine CPU s | client peak RSS MiB |")
+print("| set | method | wall s, median (min–max) | MB/s | files/s | client CPU s | machine CPU s | client peak RSS MiB |")
 print("|---|---|---|---|---|---|---|---|")
 for s in ["large", "small"]:
     for m in methods:
         v = rows.get((m, s, "full"))
         if not v: continue
-        wall = med([x[0] for x in v]); cpu = med([x[1] + x[2] for x in v]); rss = med([x[3] for x in v]) / 1024; mcpu = med([x[4] for x in v])
-        print(f"| {s} | {m} | {wall:.2f} | {size[s] / wall / 1e6:.1f} | {files[s] / wall:.0f} | {cpu:.2f} | {mcpu:.2f} | {rss:.1f} |")
+        walls = [x[0] for x in v]
+        wall = med(walls); cpu = med([x[1] + x[2] for x in v]); rss = med([x[3] for x in v]) / 1024; mcpu = med([x[4] for x in v])
+        print(f"| {s} | {m} | {wall:.2f} ({min(walls):.2f}–{max(walls):.2f}) | {size[s] / wall / 1e6:.1f} | {files[s] / wall:.0f} | {cpu:.2f} | {mcpu:.2f} | {rss:.1f} |")
 print("\n| ratio (throughput) | large | small |\n|---|---|---|")
 for a, b in [("mtcd", "stunnel"), ("mtcd", "ssh"), ("mtcd-streams", "stunnel"), ("mtcd-streams", "ssh"), ("stunnel", "ssh")]:
     cells = []

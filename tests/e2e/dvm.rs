@@ -181,6 +181,13 @@ async fn volumes_migrate_identically_and_a_resync_moves_only_the_changes() {
     let run = lab.mtcd(&["--output", "json", "apply", file.to_str().unwrap()]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let summary: serde_json::Value = serde_json::from_str(run.stdout.lines().last().unwrap()).unwrap();
+    let progress: Vec<serde_json::Value> = run.stdout.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).filter(|e| e["event"] == "volume" && e["phase"] == "transferring").collect();
+    assert!(!progress.is_empty(), "progress events while copying:\n{}", run.stdout);
+    for p in &progress {
+        let p = &p["progress"];
+        assert!(p["bytes"].is_u64() && p["percent"].is_u64() && p["rate"].is_number() && p["elapsed_seconds"].is_u64(), "bytes, percent, rate, elapsed: {p}");
+        assert!(p["percent"].as_u64().unwrap() == 100 || p["eta_seconds"].is_u64(), "an estimate until done: {p}");
+    }
     let vols = summary["migrations"][0]["volumes"].as_array().unwrap();
     let v = vols.iter().find(|v| v["pvc"] == "shop/data").unwrap();
     assert_eq!(v["stats"]["files_transferred"], 100, "{v}");

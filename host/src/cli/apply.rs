@@ -190,7 +190,10 @@ fn volume_event(migration: &str, e: &dvm::DvmEvent, json: bool, tty: bool) {
         return;
     }
     match (&e.progress, tty) {
-        (Some(p), true) => eprint!("\r  {}: {:>3}% {} at {}/s        ", e.pvc, p.percent, human_bytes(p.bytes), human_bytes(p.rate as u64)),
+        (Some(p), true) => {
+            let eta = p.eta_seconds.map(|s| format!(", about {} left", clock(s))).unwrap_or_default();
+            eprint!("\r  {}: {:>3}% {} at {}/s, {} elapsed{eta}        ", e.pvc, p.percent, human_bytes(p.bytes), human_bytes(p.rate as u64), clock(p.elapsed_seconds))
+        }
         (Some(_), false) => {}
         (None, _) => {
             if tty {
@@ -202,6 +205,12 @@ fn volume_event(migration: &str, e: &dvm::DvmEvent, json: bool, tty: bool) {
             }
         }
     }
+}
+
+/// `1:02:03` / `2:03`: how long, the way rsync and most progress bars print it.
+fn clock(secs: u64) -> String {
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    if h > 0 { format!("{h}:{m:02}:{s:02}") } else { format!("{m}:{s:02}") }
 }
 
 pub fn human_bytes(n: u64) -> String {

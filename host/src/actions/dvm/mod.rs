@@ -446,6 +446,7 @@ async fn transfer_once(src: &Cluster, m: &Migration, t: &VolumeTransfer, attempt
         Err(wait::WaitError::Watch(e)) => return Err(format!("watching pod {}/{name}: {e}", t.namespace)),
     }
     let mut log = String::new();
+    let copying = Instant::now();
     if let Ok(stream) = pods.log_stream(&name, &LogParams { follow: true, ..Default::default() }).await {
         let mut stream = Box::pin(stream);
         let mut phase = Phase::Pending;
@@ -464,7 +465,8 @@ async fn transfer_once(src: &Cluster, m: &Migration, t: &VolumeTransfer, attempt
                     events(DvmEvent { pvc: label.clone(), phase, attempt, progress: None, message: None });
                 } else if line.contains("mtcd-transfer: rsync exit 0") && m.dvm.verify {
                     events(DvmEvent { pvc: label.clone(), phase: Phase::Verifying, attempt, progress: None, message: None });
-                } else if let Some(p) = progress::parse_progress(line) {
+                } else if let Some(mut p) = progress::parse_progress(line) {
+                    p.elapsed_seconds = copying.elapsed().as_secs();
                     phase = Phase::Transferring;
                     events(DvmEvent { pvc: label.clone(), phase, attempt, progress: Some(p), message: None });
                 }

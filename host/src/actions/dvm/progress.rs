@@ -11,6 +11,11 @@ pub struct Progress {
     /// Bytes per second as rsync reports it.
     pub rate: f64,
     pub files_transferred: u64,
+    /// Seconds since this attempt's client pod started copying (set by the caller).
+    pub elapsed_seconds: u64,
+    /// rsync's own estimate of the time left; `None` once it reports 100%.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eta_seconds: Option<u64>,
 }
 
 pub fn parse_progress(line: &str) -> Option<Progress> {
@@ -18,13 +23,20 @@ pub fn parse_progress(line: &str) -> Option<Progress> {
     let bytes = parts.next()?.replace(',', "").parse().ok()?;
     let percent = parts.next()?.strip_suffix('%')?.parse().ok()?;
     let rate = parse_rate(parts.next()?)?;
-    let _elapsed = parts.next()?;
+    // While copying, the time column is the estimate of what is left; on the last line it is
+    // the time taken.
+    let time = parse_clock(parts.next()?)?;
     let files_transferred = line
         .split_once("xfr#")
         .and_then(|(_, r)| r.split(|c: char| !c.is_ascii_digit()).next())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
-    Some(Progress { bytes, percent, rate, files_transferred })
+    Some(Progress { bytes, percent, rate, files_transferred, elapsed_seconds: 0, eta_seconds: (percent < 100).then_some(time) })
+}
+
+/// `H:MM:SS` (hours may exceed 24) into seconds.
+fn parse_clock(s: &str) -> Option<u64> {
+    s.split(':').try_fold(0u64, |acc, part| Some(acc * 60 + part.parse::<u64>().ok()?))
 }
 
 fn parse_rate(s: &str) -> Option<f64> {
@@ -99,9 +111,13 @@ mod tests {
     #[test]
     fn progress2_lines_parse() {
         let p = parse_progress("    1,234,567  45%   10.50MB/s    0:00:12 (xfr#3, to-chk=7/10)").unwrap();
-        assert_eq!(p, Progress { bytes: 1_234_567, percent: 45, rate: 10_500_000.0, files_transferred: 3 });
+        assert_eq!(p, Progress { bytes: 1_234_567, percent: 45, rate: 10_500_000.0, files_transferred: 3, elapsed_seconds: 0, eta_seconds: Some(12) });
         let p = parse_progress("             0   0%    0.00kB/s    0:00:00").unwrap();
         assert_eq!(p.bytes, 0);
+        let p = parse_progress("  2,147,483,648  37%  120.00MB/s   26:01:05  (xfr#1, ir-chk=1000/1004)").unwrap();
+        assert_eq!(p.eta_seconds, Some(26 * 3600 + 60 + 5), "hours past a day");
+        let done = parse_progress("  2,147,483,648 100%  150.00MB/s    0:00:14 (xfr#4, to-chk=0/5)").unwrap();
+        assert_eq!(done.eta_seconds, None, "at 100% the column is the time taken, not an estimate");
         assert!(parse_progress("sending incremental file list").is_none());
     }
 
