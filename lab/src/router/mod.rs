@@ -776,9 +776,13 @@ pub fn update_hosts_file(
     }
     let mut out = lines.join("\n");
     out.push('\n');
+    // Overwrite in place, then cut to length: truncating first left an empty /etc/hosts for
+    // any pod resolving at that moment, whose resolver then fell back to DNS and stalled for
+    // its timeouts (seen as a 35 s pause before a transfer). The localhost lines lead the
+    // file and never change, so a reader always finds them.
     file.rewind()?;
-    file.set_len(0)?;
     file.write_all(out.as_bytes())?;
+    file.set_len(out.len() as u64)?;
     file.flush()?;
     Ok(())
 }
@@ -787,6 +791,33 @@ pub fn update_hosts_file(
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn a_pod_reading_the_hosts_file_during_an_update_always_finds_localhost() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("hosts");
+        let ip = Ipv4Addr::new(10, 210, 0, 1);
+        update_hosts_file(&p, "src", ip, &["a.apps.src.lab".into()]).unwrap();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (p, done) = (p.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut reads = 0;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let text = std::fs::read_to_string(&p).unwrap();
+                    assert!(text.starts_with("127.0.0.1\tlocalhost"), "read {reads}: {text:?}");
+                    reads += 1;
+                }
+                reads
+            })
+        };
+        for i in 0..3000 {
+            let hosts: Vec<String> = (0..i % 7).map(|k| format!("h{k}-{i}.apps.src.lab")).collect();
+            update_hosts_file(&p, "src", ip, &hosts).unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(reader.join().unwrap() > 0);
+    }
 
     #[test]
     fn hosts_file_keeps_other_clusters_lines_and_its_inode() {

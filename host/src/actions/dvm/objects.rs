@@ -77,9 +77,11 @@ pub fn generated_host(ns: &str, subdomain: Option<&str>) -> Option<String> {
 }
 
 /// rsyncd.conf: one module per PVC. `use chroot = no` needs `munge symlinks = no`, or
-/// rsync rewrites every symlink it receives; `hosts allow` admits only the local stunnel.
+/// rsync rewrites every symlink it receives; `hosts allow` admits only the local stunnel, by
+/// address, so the daemon never asks DNS about its peer (a resolver that cannot answer
+/// stalls every connection for its timeouts).
 pub fn rsyncd_conf(modules: &[(String, String)], preserve_ownership: bool) -> String {
-    let mut s = String::from("pid file = /tmp/rsyncd.pid\nuse chroot = no\nmunge symlinks = no\nnumeric ids = yes\nhosts allow = 127.0.0.1 ::1\nlog file = /dev/stderr\n");
+    let mut s = String::from("pid file = /tmp/rsyncd.pid\nuse chroot = no\nmunge symlinks = no\nnumeric ids = yes\nhosts allow = 127.0.0.1 ::1\nreverse lookup = no\nforward lookup = no\nlog file = /dev/stderr\n");
     let _ = preserve_ownership; // the pod's user decides; see server_pod
     for (module, path) in modules {
         s.push_str(&format!(
