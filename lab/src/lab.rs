@@ -204,8 +204,9 @@ fn seed_builtin(server: &ApiServer) -> Result<(), LabError> {
     st.create(&svc_ty, Some("default"), svc, &Query::new(), "mtcd-lab")
         .map_err(err("service default/kubernetes"))?;
     let node_ty = st.resource("", "v1", "nodes").expect("nodes type");
-    let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": format!("{cluster}-node"),
-        "labels": {"kubernetes.io/hostname": format!("{cluster}-node"), "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}}});
+    let node_name = crate::api::schedule::node_name(&cluster);
+    let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node_name,
+        "labels": {"kubernetes.io/hostname": node_name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}}});
     st.create(&node_ty, None, node, &Query::new(), "mtcd-lab")
         .map_err(err("node"))?;
     Ok(())

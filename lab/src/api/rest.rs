@@ -317,7 +317,7 @@ impl State {
         {
             // The lab's scheduler: every cluster has one node, and a pod that does not fit it
             // (node selector, required node affinity) stays Pending, unbound.
-            let node_name = format!("{}-node", self.cluster);
+            let node_name = super::schedule::node_name(&self.cluster);
             let node = self.resource("", "v1", "nodes").and_then(|t| store.get(&t.gr(), "", &node_name));
             match node.as_deref().and_then(|n| super::schedule::misfit(&obj, n)) {
                 None => obj["spec"]["nodeName"] = json!(node_name),

@@ -5,6 +5,12 @@
 
 use serde_json::{Value, json};
 
+/// The name of a cluster's one Node, known to the API server (which binds pods to it), the
+/// node agent (which runs what is bound to it) and the bootstrap (which creates it).
+pub fn node_name(cluster: &str) -> String {
+    format!("{cluster}-node")
+}
+
 /// Why `pod` cannot run on `node`, or `None` when it can.
 pub fn misfit(pod: &Value, node: &Value) -> Option<&'static str> {
     let labels = &node["metadata"]["labels"];
@@ -34,14 +40,15 @@ const NO_MATCH: &str = "0/1 nodes are available: 1 node(s) didn't match Pod's no
 fn matches(req: &Value, value: Option<&Value>) -> bool {
     let values: Vec<&str> = req["values"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
     let value = value.and_then(Value::as_str);
-    let number = |s: &str| s.parse::<i64>().ok();
+    // Gt/Lt compare the label and the one value as integers.
+    let numbers = value.and_then(|v| v.parse::<i64>().ok()).zip(values.first().and_then(|v| v.parse::<i64>().ok()));
     match req["operator"].as_str().unwrap_or_default() {
         "In" => value.is_some_and(|v| values.contains(&v)),
         "NotIn" => value.is_none_or(|v| !values.contains(&v)),
         "Exists" => value.is_some(),
         "DoesNotExist" => value.is_none(),
-        "Gt" => matches!((value.and_then(number), values.first().and_then(|v| number(v))), (Some(a), Some(b)) if a > b),
-        "Lt" => matches!((value.and_then(number), values.first().and_then(|v| number(v))), (Some(a), Some(b)) if a < b),
+        "Gt" => numbers.is_some_and(|(a, b)| a > b),
+        "Lt" => numbers.is_some_and(|(a, b)| a < b),
         _ => false,
     }
 }

@@ -165,7 +165,7 @@ pub async fn run(
         hosts_file,
         exe,
     });
-    let node_name = format!("{}-node", cfg.cluster);
+    let node_name = crate::api::schedule::node_name(&cfg.cluster);
     let api: Api<Pod> = Api::all(client.clone());
     let mut events = watcher::watcher(api, watcher::Config::default())
         .default_backoff()

@@ -29,7 +29,6 @@ impl std::fmt::Debug for TunnelCerts {
 pub const SERVER_NAME: &str = "mtcd-transfer-server";
 
 pub fn generate(label: &str) -> Result<TunnelCerts, rcgen::Error> {
-    let server_host = SERVER_NAME;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
@@ -38,8 +37,8 @@ pub fn generate(label: &str) -> Result<TunnelCerts, rcgen::Error> {
     ca_params.distinguished_name = dn;
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
 
-    let mut server = CertificateParams::new(vec![server_host.to_string()])?;
-    server.distinguished_name.push(DnType::CommonName, server_host);
+    let mut server = CertificateParams::new(vec![SERVER_NAME.to_string()])?;
+    server.distinguished_name.push(DnType::CommonName, SERVER_NAME);
     server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let server_key = KeyPair::generate()?;
     let server_cert = server.signed_by(&server_key, &ca)?;

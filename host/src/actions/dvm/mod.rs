@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use futures::{AsyncBufReadExt, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, LogParams, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, ListParams, LogParams, Patch, PatchParams};
 use kube::discovery::ApiResource;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -486,7 +486,7 @@ async fn transfer_once(src: &Cluster, m: &Migration, t: &VolumeTransfer, attempt
     if log.is_empty() {
         log = pods.logs(&name, &LogParams::default()).await.unwrap_or_default();
     }
-    wait::delete_pod_now(&pods, &name).await;
+    let _ = wait::delete_pod_now(&pods, &name).await;
     if code != 0 {
         let mut lines = progress::error_lines(&log);
         lines.truncate(10);
@@ -518,7 +518,7 @@ pub async fn cleanup_namespace(c: &Cluster, namespace: &str, migration: &str) ->
             };
             let deletes = list.items.into_iter().filter_map(|o| o.metadata.name).map(|name| {
                 let api = api.clone();
-                async move { api.delete(&name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.is_ok() }
+                async move { api.delete(&name, &wait::at_once()).await.is_ok() }
             });
             Ok(futures::future::join_all(deletes).await.into_iter().filter(|ok| *ok).count())
         }

@@ -30,18 +30,23 @@ where
     }
 }
 
-/// Deletes a pod at once (grace 0) and waits until it is gone, so a new pod of the same name
-/// can be created. Nothing to do when it does not exist.
+/// Deletion without a grace period: transfer objects hold nothing to shut down cleanly.
+pub fn at_once() -> DeleteParams {
+    DeleteParams { grace_period_seconds: Some(0), ..Default::default() }
+}
+
+/// Deletes a pod at once and waits until it is gone, so a new pod of the same name can be
+/// created. Nothing to do when it does not exist.
 pub async fn delete_pod(pods: &Api<Pod>, name: &str) {
-    if pods.delete(name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.is_ok() {
+    if delete_pod_now(pods, name).await {
         let _ = until(pods.clone(), name, Duration::from_secs(30), |p| p.is_none()).await;
     }
 }
 
 /// Deletes a pod at once without waiting for it to go (the end of a transfer: nothing reuses
-/// the name before the final cleanup).
-pub async fn delete_pod_now(pods: &Api<Pod>, name: &str) {
-    let _ = pods.delete(name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await;
+/// the name before the final cleanup). Whether there was one to delete.
+pub async fn delete_pod_now(pods: &Api<Pod>, name: &str) -> bool {
+    pods.delete(name, &at_once()).await.is_ok()
 }
 
 pub fn phase(p: &Pod) -> &str {
