@@ -76,7 +76,7 @@ pub fn subsets(svc: &Service, pods: &[Pod]) -> Value {
         return json!([]);
     }
     let address = |p: &Pod| {
-        json!({"ip": p.status.as_ref().and_then(|s| s.pod_ip.clone()), "nodeName": "lab-node",
+        json!({"ip": p.status.as_ref().and_then(|s| s.pod_ip.clone()), "nodeName": p.spec.as_ref().and_then(|s| s.node_name.clone()),
                "targetRef": {"kind": "Pod", "namespace": p.metadata.namespace, "name": p.metadata.name, "uid": p.metadata.uid}})
     };
     let running = |p: &Pod| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
