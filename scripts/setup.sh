@@ -14,3 +14,4 @@ fi
 # own registries, so the packaged one is stopped where a service manager exists.
 command -v systemctl >/dev/null 2>&1 && systemctl disable --now docker-registry >/dev/null 2>&1 || true
 rustup target add wasm32-wasip2 >/dev/null
+rustup component add rustfmt clippy >/dev/null 2>&1 || true

@@ -33,11 +33,7 @@ struct Registry {
 
 impl Registry {
     fn new(dir: &Path, name: &str) -> Registry {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let root = dir.join(name);
         let config = dir.join(format!("{name}.yml"));
         let addr = format!("127.0.0.1:{port}");
@@ -49,12 +45,7 @@ impl Registry {
             ),
         )
         .unwrap();
-        let mut r = Registry {
-            child: None,
-            addr,
-            root,
-            config,
-        };
+        let mut r = Registry { child: None, addr, root, config };
         r.start();
         r
     }
@@ -71,11 +62,7 @@ impl Registry {
         );
         let deadline = Instant::now() + Duration::from_secs(15);
         while std::net::TcpStream::connect(&self.addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "registry {} did not start",
-                self.addr
-            );
+            assert!(Instant::now() < deadline, "registry {} did not start", self.addr);
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -111,17 +98,10 @@ fn sha(b: &[u8]) -> String {
 
 async fn push_blob(http: &reqwest::Client, addr: &str, data: Vec<u8>) -> String {
     let digest = sha(&data);
-    let resp = http
-        .post(format!("http://{addr}/v2/{REPO}/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
+    let resp = http.post(format!("http://{addr}/v2/{REPO}/blobs/uploads/")).send().await.unwrap();
     assert_eq!(resp.status(), 202);
     let loc = resp.headers()["location"].to_str().unwrap().to_string();
-    let mut url = url::Url::parse(&format!("http://{addr}"))
-        .unwrap()
-        .join(&loc)
-        .unwrap();
+    let mut url = url::Url::parse(&format!("http://{addr}")).unwrap().join(&loc).unwrap();
     url.query_pairs_mut().append_pair("digest", &digest);
     let resp = http.put(url).body(data).send().await.unwrap();
     assert_eq!(resp.status(), 201);
@@ -148,10 +128,8 @@ async fn push_image(addr: &str, layers: usize, layer_bytes: usize) -> (String, u
     total += config.len() as u64;
     let clen = config.len();
     let cd = push_blob(&http, addr, config).await;
-    let manifest = serde_json::to_vec(
-        &serde_json::json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": OCI_CONFIG, "digest": cd, "size": clen}, "layers": descs}),
-    )
+    let manifest = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": cd, "size": clen}, "layers": descs}))
     .unwrap();
     let resp = http
         .put(format!("http://{addr}/v2/{REPO}/manifests/v1"))
@@ -171,11 +149,7 @@ async fn dst_digest(addr: &str, tag: &str) -> Option<String> {
         .send()
         .await
         .ok()?;
-    resp.headers()
-        .get("docker-content-digest")?
-        .to_str()
-        .ok()
-        .map(str::to_string)
+    resp.headers().get("docker-content-digest")?.to_str().ok().map(str::to_string)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -196,22 +170,15 @@ fn proc_cpu(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit_once(')').map(|(_, a)| a).unwrap_or_default();
     let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let ticks: u64 =
+        f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0) + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
     ticks as f64 / 100.0
 }
 
 /// Busy CPU seconds of the whole machine since boot.
 fn machine_cpu() -> f64 {
     let stat = std::fs::read_to_string("/proc/stat").unwrap();
-    let f: Vec<u64> = stat
-        .lines()
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|v| v.parse().ok())
-        .collect();
+    let f: Vec<u64> = stat.lines().next().unwrap().split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
     // user nice system idle iowait irq softirq steal
     (f[0] + f[1] + f[2] + f[5] + f[6] + f.get(7).copied().unwrap_or(0)) as f64 / 100.0
 }
@@ -245,40 +212,17 @@ fn measure(cmd: &[String], tmp: &Path, registries: [u32; 2]) -> Sample {
         panic!("{cmd:?} failed: {err}");
     }
     let time = std::fs::read_to_string(&time_out).unwrap();
-    let f: Vec<f64> = time
-        .lines()
-        .last()
-        .unwrap()
-        .split_whitespace()
-        .map(|v| v.parse().unwrap())
-        .collect();
+    let f: Vec<f64> = time.lines().last().unwrap().split_whitespace().map(|v| v.parse().unwrap()).collect();
     let (rss_kib, client_cpu) = (f[0] as u64, f[1] + f[2]);
     let io = std::fs::read_to_string(&io_out).unwrap();
-    let wchar = io
-        .lines()
-        .find_map(|l| l.strip_prefix("wchar:"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    Sample {
-        secs,
-        rss_kib,
-        wchar,
-        client_cpu,
-        registry_cpu,
-        machine_cpu,
-    }
+    let wchar = io.lines().find_map(|l| l.strip_prefix("wchar:")).unwrap().trim().parse().unwrap();
+    Sample { secs, rss_kib, wchar, client_cpu, registry_cpu, machine_cpu }
 }
 
 fn stats(v: &[f64]) -> (f64, f64) {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
-    let median = if s.len() % 2 == 1 {
-        s[s.len() / 2]
-    } else {
-        (s[s.len() / 2 - 1] + s[s.len() / 2]) / 2.0
-    };
+    let median = if s.len() % 2 == 1 { s[s.len() / 2] } else { (s[s.len() / 2 - 1] + s[s.len() / 2]) / 2.0 };
     (median, s[0])
 }
 
@@ -289,12 +233,7 @@ fn main() {
         eprintln!("dim benchmark: run it with `cargo bench -p mtcd --bench dim`");
         return;
     }
-    let env = |k: &str, d: usize| {
-        std::env::var(k)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(d)
-    };
+    let env = |k: &str, d: usize| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
     let runs = env("DIM_BENCH_RUNS", 5);
     let layers = env("DIM_BENCH_LAYERS", 8);
     let layer_mb = env("DIM_BENCH_LAYER_MB", 50);
@@ -305,12 +244,7 @@ fn main() {
     // built from here: cargo's environment inside a bench changes build-script fingerprints,
     // so a nested `cargo build` would rebuild ring and everything above it.)
     let exe = std::env::current_exe().unwrap();
-    let dim_copy = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples/dim_copy");
+    let dim_copy = exe.parent().unwrap().parent().unwrap().join("examples/dim_copy");
     assert!(
         dim_copy.exists(),
         "{} missing: run `cargo build --release -p mtcd --example dim_copy` first",
@@ -321,10 +255,7 @@ fn main() {
     // own mount namespace with a per-cold-run directory bound there.
     std::fs::create_dir_all("/var/lib/containers/cache").unwrap();
 
-    let dir = tempfile::Builder::new()
-        .prefix("mtcd-dim-bench")
-        .tempdir()
-        .unwrap();
+    let dir = tempfile::Builder::new().prefix("mtcd-dim-bench").tempdir().unwrap();
     let src = Registry::new(dir.path(), "src");
     let mut dst = Registry::new(dir.path(), "dst");
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -338,16 +269,8 @@ fn main() {
         let mut v: Vec<String> = std::env::var("DIM_BENCH_MTCD_PREFIX")
             .map(|p| p.split_whitespace().map(str::to_string).collect())
             .unwrap_or_default();
-        v.extend([
-            dim_copy.display().to_string(),
-            src.addr.clone(),
-            dst_addr.clone(),
-        ]);
-        v.push(if tag == "v1" {
-            format!("{REPO}:v1")
-        } else {
-            format!("{REPO}:v1,{tag}")
-        });
+        v.extend([dim_copy.display().to_string(), src.addr.clone(), dst_addr.clone()]);
+        v.push(if tag == "v1" { format!("{REPO}:v1") } else { format!("{REPO}:v1,{tag}") });
         v.extend(["--blob-concurrency".into(), blob_conc.to_string()]);
         v
     };
@@ -382,25 +305,12 @@ fn main() {
             let _ = std::fs::remove_dir_all(&cache);
             std::fs::create_dir_all(&cache).unwrap();
             for (c, case) in cases.iter().enumerate() {
-                let tag = if *case == "new-tag" {
-                    format!("r{run}")
-                } else {
-                    "v1".to_string()
-                };
-                let cmd = if t == 0 {
-                    mtcd_cmd(&tag)
-                } else {
-                    skopeo_cmd(&tag, &cache)
-                };
+                let tag = if *case == "new-tag" { format!("r{run}") } else { "v1".to_string() };
+                let cmd = if t == 0 { mtcd_cmd(&tag) } else { skopeo_cmd(&tag, &cache) };
                 let pids = [src.pid(), dst.pid()];
                 let s = measure(&cmd, dir.path(), pids);
                 let got = rt.block_on(dst_digest(&dst.addr, &tag));
-                assert_eq!(
-                    got.as_deref(),
-                    Some(digest.as_str()),
-                    "{} {case}: digest differs",
-                    tools[t]
-                );
+                assert_eq!(got.as_deref(), Some(digest.as_str()), "{} {case}: digest differs", tools[t]);
                 eprintln!(
                     "run {run} {:6} {:7} {:7.3} s  {:6.1} MiB  wchar {:>11}  cpu client {:.2} registries {:.2} machine {:.2}",
                     tools[t],
@@ -431,22 +341,11 @@ fn main() {
         for (t, tool) in tools.iter().enumerate() {
             let (m, min) = med(t);
             let rss = samples[t][c].iter().map(|s| s.rss_kib).max().unwrap() as f64 / 1024.0;
-            let w = stats(
-                &samples[t][c]
-                    .iter()
-                    .map(|s| s.wchar as f64)
-                    .collect::<Vec<_>>(),
-            )
-            .0;
-            let cpu =
-                |f: fn(&Sample) -> f64| stats(&samples[t][c].iter().map(f).collect::<Vec<_>>()).0;
+            let w = stats(&samples[t][c].iter().map(|s| s.wchar as f64).collect::<Vec<_>>()).0;
+            let cpu = |f: fn(&Sample) -> f64| stats(&samples[t][c].iter().map(f).collect::<Vec<_>>()).0;
             out += &format!(
                 "| {case} | {tool} | {m:.3} | {min:.3} | {} | {rss:.1} | {} | {:.2} | {:.2} | {:.2} |\n",
-                if t == 0 {
-                    format!("**{ratio:.2}×**")
-                } else {
-                    String::new()
-                },
+                if t == 0 { format!("**{ratio:.2}×**") } else { String::new() },
                 human(w as u64),
                 cpu(|s| s.client_cpu),
                 cpu(|s| s.registry_cpu),
@@ -461,9 +360,5 @@ fn main() {
 }
 
 fn human(b: u64) -> String {
-    if b >= 1_000_000 {
-        format!("{:.1} MB", b as f64 / 1e6)
-    } else {
-        format!("{:.1} kB", b as f64 / 1e3)
-    }
+    if b >= 1_000_000 { format!("{:.1} MB", b as f64 / 1e6) } else { format!("{:.1} kB", b as f64 / 1e3) }
 }

@@ -13,23 +13,14 @@ use mtcd::spec::{DimOptions, Registry, RegistryAuth, RegistryTls};
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let (Some(src), Some(dst)) = (args.next(), args.next()) else {
-        anyhow::bail!(
-            "usage: dim_copy SRC DST REPO:TAG[,DST_TAG]... [--concurrency N] [--blob-concurrency N]"
-        );
+        anyhow::bail!("usage: dim_copy SRC DST REPO:TAG[,DST_TAG]... [--concurrency N] [--blob-concurrency N]");
     };
-    let mut opts = DimOptions {
-        internal_hosts: vec![],
-        concurrency: 2,
-        blob_concurrency: 6,
-        tag_history: 1,
-    };
+    let mut opts = DimOptions { internal_hosts: vec![], concurrency: 2, blob_concurrency: 6, tag_history: 1 };
     let mut copies = vec![];
     while let Some(a) = args.next() {
         match a.as_str() {
             "--concurrency" => opts.concurrency = args.next().unwrap_or_default().parse()?,
-            "--blob-concurrency" => {
-                opts.blob_concurrency = args.next().unwrap_or_default().parse()?
-            }
+            "--blob-concurrency" => opts.blob_concurrency = args.next().unwrap_or_default().parse()?,
             image => {
                 let (from, to_tag) = image.split_once(',').unwrap_or((image, ""));
                 let source = ImageRef::parse(&format!("{src}/{from}"))?;
@@ -37,10 +28,7 @@ fn main() -> anyhow::Result<()> {
                 if !to_tag.is_empty() {
                     destination.tag = Some(to_tag.to_string());
                 }
-                copies.push(ImageCopy {
-                    source,
-                    destination,
-                });
+                copies.push(ImageCopy { source, destination });
             }
         }
     }
@@ -50,9 +38,7 @@ fn main() -> anyhow::Result<()> {
         auth: RegistryAuth::Anonymous,
         tls: RegistryTls::Insecure,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
         let s = RegistryClient::new(&registry(&src), None)?;
         let d = RegistryClient::new(&registry(&dst), None)?;

@@ -4,8 +4,8 @@
 use std::collections::BTreeSet;
 
 use serde::Serialize;
-use tracing::Instrument;
 use serde_json::Value;
+use tracing::Instrument;
 
 use crate::cluster::Cluster;
 use crate::observe::{self, ApiType, Catalog, ObserveError};
@@ -91,7 +91,11 @@ pub struct ImageRewrite {
 }
 
 /// Registry clients for both clusters, when a migration copies images.
-pub fn registry_clients(spec: &Spec, src: &Cluster, dst: &Cluster) -> Result<Option<(dim::RegistryClient, dim::RegistryClient)>, EngineError> {
+pub fn registry_clients(
+    spec: &Spec,
+    src: &Cluster,
+    dst: &Cluster,
+) -> Result<Option<(dim::RegistryClient, dim::RegistryClient)>, EngineError> {
     if !spec.migrations.iter().any(|m| m.images == ImageMode::Direct) {
         return Ok(None);
     }
@@ -120,7 +124,10 @@ fn builtin_group(group: &str) -> bool {
 fn operator_managed(crd: &Value) -> bool {
     object::label(crd, "olm.managed") == Some("true")
         || object::label(crd, "app.kubernetes.io/managed-by").is_some()
-        || crd.pointer("/metadata/annotations").and_then(Value::as_object).is_some_and(|a| a.keys().any(|k| k.starts_with("operators.operatorframework.io/")))
+        || crd
+            .pointer("/metadata/annotations")
+            .and_then(Value::as_object)
+            .is_some_and(|a| a.keys().any(|k| k.starts_with("operators.operatorframework.io/")))
         || crd.pointer("/metadata/ownerReferences").and_then(Value::as_array).is_some_and(|o| !o.is_empty())
 }
 
@@ -141,12 +148,20 @@ fn namespace_type() -> kube::discovery::ApiResource {
 
 /// Everything observed on the source for one migration: namespaces, CRDs of custom types
 /// in use, and every copyable object.
-pub async fn observe_source(src: &Cluster, catalog: &Catalog, m: &Migration) -> Result<(Vec<Value>, Vec<String>), EngineError> {
+pub async fn observe_source(
+    src: &Cluster,
+    catalog: &Catalog,
+    m: &Migration,
+) -> Result<(Vec<Value>, Vec<String>), EngineError> {
     let mut objects = Vec::new();
     for ns in &m.namespaces {
         let o = observe::get(&src.client, &namespace_type(), None, ns)
             .await
-            .map_err(|source| ObserveError::List { context: src.context.clone(), what: format!("namespace {ns}"), source })?
+            .map_err(|source| ObserveError::List {
+                context: src.context.clone(),
+                what: format!("namespace {ns}"),
+                source,
+            })?
             .ok_or_else(|| ObserveError::MissingNamespace { context: src.context.clone(), namespace: ns.clone() })?;
         objects.push(o);
     }
@@ -155,7 +170,9 @@ pub async fn observe_source(src: &Cluster, catalog: &Catalog, m: &Migration) -> 
         .filter(|t| m.filter.include_kinds.is_empty() || m.filter.include_kinds.iter().any(|p| kind_matches(p, t)))
         .filter(|t| !m.filter.exclude_kinds.iter().any(|p| kind_matches(p, t)))
         .collect();
-    let (listed, mut warnings) = observe::list_many(&src.client, &src.context, &types, &m.namespaces, m.filter.label_selector.as_deref()).await?;
+    let (listed, mut warnings) =
+        observe::list_many(&src.client, &src.context, &types, &m.namespaces, m.filter.label_selector.as_deref())
+            .await?;
     let custom: BTreeSet<(String, String)> = listed
         .iter()
         .map(|o| (object::group(o).to_string(), object::kind(o).to_string()))
@@ -166,8 +183,13 @@ pub async fn observe_source(src: &Cluster, catalog: &Catalog, m: &Migration) -> 
         let name = format!("{}.{}", ty.resource.plural, group);
         match observe::get(&src.client, &crd_type(), None, &name).await {
             Ok(Some(crd)) if !operator_managed(&crd) => objects.push(crd),
-            Ok(Some(_)) => warnings.push(format!("CRD {name} is managed by an operator: install the operator on the destination")),
-            Ok(None) => warnings.push(format!("{}: CRD {name} not found; its objects are copied if the destination serves the type", src.context)),
+            Ok(Some(_)) => {
+                warnings.push(format!("CRD {name} is managed by an operator: install the operator on the destination"))
+            }
+            Ok(None) => warnings.push(format!(
+                "{}: CRD {name} not found; its objects are copied if the destination serves the type",
+                src.context
+            )),
             Err(e) => warnings.push(format!("{}: cannot read CRD {name}: {e}", src.context)),
         }
     }
@@ -177,7 +199,12 @@ pub async fn observe_source(src: &Cluster, catalog: &Catalog, m: &Migration) -> 
 
 /// The destination objects a plan compares against: every object of the desired types in
 /// the destination namespaces, and anything else this migration stamped (for prunes).
-pub async fn observe_destination(dst: &Cluster, catalog: &Catalog, m: &Migration, desired: &[Value]) -> Result<(Vec<Value>, Vec<String>), EngineError> {
+pub async fn observe_destination(
+    dst: &Cluster,
+    catalog: &Catalog,
+    m: &Migration,
+    desired: &[Value],
+) -> Result<(Vec<Value>, Vec<String>), EngineError> {
     let namespaces: Vec<String> = m.namespace_map.values().cloned().collect();
     let mut live = Vec::new();
     for ns in &namespaces {
@@ -212,7 +239,8 @@ pub async fn plan_resources(
     rewrite: Option<&ImageRewrite>,
     mut chain: Option<&mut crate::plugins::TransformChain>,
 ) -> Result<(ResourcePlan, Vec<dim::ImageRef>), EngineError> {
-    let ((src_catalog, mut warnings), (dst_catalog, w2)) = tokio::try_join!(observe::discover(&src.client, &src.context), observe::discover(&dst.client, &dst.context))?;
+    let ((src_catalog, mut warnings), (dst_catalog, w2)) =
+        tokio::try_join!(observe::discover(&src.client, &src.context), observe::discover(&dst.client, &dst.context))?;
     warnings.extend(w2);
     let (source, w) = observe_source(src, &src_catalog, m).await?;
     warnings.extend(w);
@@ -257,7 +285,8 @@ pub async fn plan_resources(
             (other, _) => other,
         })
     };
-    let (desired, skipped) = plan::desired(source, m, &settings, released, &mut transform_and_rewrite).map_err(|source| EngineError::Transform { migration: m.name.clone(), source })?;
+    let (desired, skipped) = plan::desired(source, m, &settings, released, &mut transform_and_rewrite)
+        .map_err(|source| EngineError::Transform { migration: m.name.clone(), source })?;
     let (live, w) = observe_destination(dst, &dst_catalog, m, &desired).await?;
     warnings.extend(w);
     let changes = plan::compare(desired, &live, &m.name, m.prune);
@@ -298,19 +327,27 @@ pub async fn plan(spec: &Spec, src: &Cluster, dst: &Cluster, cutover: bool) -> R
             let host = plugin_host().map_err(EngineError::Plugin)?;
             Some(host.load_transforms(&m.transforms).map_err(EngineError::Plugin)?)
         };
-        let (resources, images) = plan_resources(src, dst, m, released, rewrite.as_ref(), chain.as_mut()).instrument(span).await?;
+        let (resources, images) =
+            plan_resources(src, dst, m, released, rewrite.as_ref(), chain.as_mut()).instrument(span).await?;
         let volumes = crate::actions::dvm::discover(src, m).await.map_err(EngineError::Dvm)?;
         let (mut image_plans, mut image_copies) = (Vec::new(), Vec::new());
-        if let (Some((sc, dc)), Some(s), Some(d)) = (&registries, &spec.source.registry, &spec.destination.registry) {
-            if m.images == ImageMode::Direct {
-                image_copies = dim::plan_copies(&images, &s.address, &d.address, &m.namespace_map);
-                for (copy, r) in dim::inspect(sc, dc, &image_copies, &m.dim).await {
-                    let (present, bytes_total, bytes_to_copy, error) = match r {
-                        Ok(i) => (i.present, i.bytes_total, i.bytes_to_copy, None),
-                        Err(e) => (false, 0, 0, Some(e.to_string())),
-                    };
-                    image_plans.push(ImagePlan { source: copy.source.to_string(), destination: copy.destination.to_string(), present, bytes_total, bytes_to_copy, error });
-                }
+        if let (Some((sc, dc)), Some(s), Some(d)) = (&registries, &spec.source.registry, &spec.destination.registry)
+            && m.images == ImageMode::Direct
+        {
+            image_copies = dim::plan_copies(&images, &s.address, &d.address, &m.namespace_map);
+            for (copy, r) in dim::inspect(sc, dc, &image_copies, &m.dim).await {
+                let (present, bytes_total, bytes_to_copy, error) = match r {
+                    Ok(i) => (i.present, i.bytes_total, i.bytes_to_copy, None),
+                    Err(e) => (false, 0, 0, Some(e.to_string())),
+                };
+                image_plans.push(ImagePlan {
+                    source: copy.source.to_string(),
+                    destination: copy.destination.to_string(),
+                    present,
+                    bytes_total,
+                    bytes_to_copy,
+                    error,
+                });
             }
         }
         migrations.push(MigrationPlan {

@@ -39,11 +39,7 @@ impl Drop for TestRegistry {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl TestRegistry {
@@ -58,10 +54,7 @@ impl TestRegistry {
                 assert!(out.status.success());
                 let path = dir.join("htpasswd");
                 std::fs::write(&path, out.stdout).unwrap();
-                format!(
-                    "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
-                    path.display()
-                )
+                format!("auth:\n  htpasswd:\n    realm: test\n    path: {}\n", path.display())
             }
         })
     }
@@ -89,23 +82,14 @@ impl TestRegistry {
         let reg = TestRegistry { child, addr, dir };
         let deadline = Instant::now() + Duration::from_secs(15);
         while std::net::TcpStream::connect(&reg.addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "registry on {} did not start",
-                reg.addr
-            );
+            assert!(Instant::now() < deadline, "registry on {} did not start", reg.addr);
             std::thread::sleep(Duration::from_millis(25));
         }
         reg
     }
 
     fn spec(&self, auth: RegistryAuth) -> Registry {
-        Registry {
-            address: self.addr.clone(),
-            internal_address: None,
-            auth,
-            tls: RegistryTls::Insecure,
-        }
+        Registry { address: self.addr.clone(), internal_address: None, auth, tls: RegistryTls::Insecure }
     }
 
     fn client(&self) -> RegistryClient {
@@ -116,12 +100,7 @@ impl TestRegistry {
 
     fn blob_path(&self, digest: &str) -> PathBuf {
         let hex = digest.strip_prefix("sha256:").unwrap();
-        self.dir
-            .path()
-            .join("data/docker/registry/v2/blobs/sha256")
-            .join(&hex[..2])
-            .join(hex)
-            .join("data")
+        self.dir.path().join("data/docker/registry/v2/blobs/sha256").join(&hex[..2]).join(hex).join("data")
     }
 }
 
@@ -145,11 +124,7 @@ struct Pusher {
 impl Pusher {
     fn new(reg: &TestRegistry) -> Pusher {
         mtcd::tls::init();
-        Pusher {
-            http: reqwest::Client::new(),
-            addr: reg.addr.clone(),
-            auth: None,
-        }
+        Pusher { http: reqwest::Client::new(), addr: reg.addr.clone(), auth: None }
     }
 
     fn req(&self, r: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -161,37 +136,20 @@ impl Pusher {
 
     async fn blob(&self, repo: &str, data: &[u8]) -> String {
         let digest = sha(data);
-        let resp = self
-            .req(
-                self.http
-                    .post(format!("http://{}/v2/{repo}/blobs/uploads/", self.addr)),
-            )
-            .send()
-            .await
-            .unwrap();
+        let resp =
+            self.req(self.http.post(format!("http://{}/v2/{repo}/blobs/uploads/", self.addr))).send().await.unwrap();
         assert_eq!(resp.status(), 202, "open upload");
         let loc = resp.headers()["location"].to_str().unwrap().to_string();
-        let mut url = url::Url::parse(&format!("http://{}", self.addr))
-            .unwrap()
-            .join(&loc)
-            .unwrap();
+        let mut url = url::Url::parse(&format!("http://{}", self.addr)).unwrap().join(&loc).unwrap();
         url.query_pairs_mut().append_pair("digest", &digest);
-        let resp = self
-            .req(self.http.put(url))
-            .body(data.to_vec())
-            .send()
-            .await
-            .unwrap();
+        let resp = self.req(self.http.put(url)).body(data.to_vec()).send().await.unwrap();
         assert_eq!(resp.status(), 201, "put blob");
         digest
     }
 
     async fn manifest(&self, repo: &str, reference: &str, media_type: &str, body: &[u8]) -> String {
         let resp = self
-            .req(self.http.put(format!(
-                "http://{}/v2/{repo}/manifests/{reference}",
-                self.addr
-            )))
+            .req(self.http.put(format!("http://{}/v2/{repo}/manifests/{reference}", self.addr)))
             .header("content-type", media_type)
             .body(body.to_vec())
             .send()
@@ -213,14 +171,7 @@ impl Pusher {
     }
 
     /// Pushes a single-platform image; returns (manifest bytes, digest, blob sizes incl. config).
-    async fn image(
-        &self,
-        repo: &str,
-        tag: &str,
-        layers: &[Vec<u8>],
-        oci: bool,
-        arch: &str,
-    ) -> Image {
+    async fn image(&self, repo: &str, tag: &str, layers: &[Vec<u8>], oci: bool, arch: &str) -> Image {
         let config = serde_json::to_vec(&json!({"architecture": arch, "os": "linux",
             "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| sha(l)).collect::<Vec<_>>()}}))
         .unwrap();
@@ -230,11 +181,7 @@ impl Pusher {
             let d = self.blob(repo, l).await;
             descs.push(json!({"mediaType": if oci { OCI_LAYER } else { DOCKER_LAYER }, "digest": d, "size": l.len()}));
         }
-        let (mt, cmt) = if oci {
-            (OCI_MANIFEST, OCI_CONFIG)
-        } else {
-            (DOCKER_MANIFEST, DOCKER_CONFIG)
-        };
+        let (mt, cmt) = if oci { (OCI_MANIFEST, OCI_CONFIG) } else { (DOCKER_MANIFEST, DOCKER_CONFIG) };
         let manifest = serde_json::to_vec_pretty(&json!({"schemaVersion": 2, "mediaType": mt,
             "config": {"mediaType": cmt, "digest": config_digest, "size": config.len()},
             "layers": descs}))
@@ -242,12 +189,7 @@ impl Pusher {
         let digest = self.manifest(repo, tag, mt, &manifest).await;
         let mut sizes = vec![config.len() as u64];
         sizes.extend(layers.iter().map(|l| l.len() as u64));
-        Image {
-            manifest,
-            digest,
-            config_digest,
-            sizes,
-        }
+        Image { manifest, digest, config_digest, sizes }
     }
 }
 
@@ -265,19 +207,11 @@ impl Image {
 }
 
 fn opts(concurrency: usize) -> DimOptions {
-    DimOptions {
-        internal_hosts: vec![],
-        concurrency,
-        blob_concurrency: 4,
-        tag_history: 1,
-    }
+    DimOptions { internal_hosts: vec![], concurrency, blob_concurrency: 4, tag_history: 1 }
 }
 
 fn copies(src: &TestRegistry, dst: &TestRegistry, refs: &[&str]) -> Vec<ImageCopy> {
-    let images: Vec<ImageRef> = refs
-        .iter()
-        .map(|r| ImageRef::parse(&format!("{}/{r}", src.addr)).unwrap())
-        .collect();
+    let images: Vec<ImageRef> = refs.iter().map(|r| ImageRef::parse(&format!("{}/{r}", src.addr)).unwrap()).collect();
     let map: IndexMap<String, String> = [("shop".to_string(), "shop-prod".to_string())].into();
     dim::plan_copies(&images, &src.addr, &dst.addr, &map)
 }
@@ -291,10 +225,7 @@ async fn copies_multi_layer_image_byte_for_byte() {
 
     let events = Mutex::new(vec![]);
     let c = copies(&src, &dst, &["shop/web:v1"]);
-    let report = dim::copy_all(&src.client(), &dst.client(), &c, &opts(2), |e| {
-        events.lock().unwrap().push(e)
-    })
-    .await;
+    let report = dim::copy_all(&src.client(), &dst.client(), &c, &opts(2), |e| events.lock().unwrap().push(e)).await;
 
     let stats = report.images[0].outcome.as_ref().expect("copy succeeds");
     assert_eq!(stats.digest, img.digest);
@@ -303,59 +234,27 @@ async fn copies_multi_layer_image_byte_for_byte() {
     assert_eq!((stats.blobs_skipped, stats.blobs_mounted), (0, 0));
 
     let check = Pusher::new(&dst);
-    let (status, body) = check
-        .get("shop-prod/web/manifests/v1", DOCKER_MANIFEST)
-        .await;
+    let (status, body) = check.get("shop-prod/web/manifests/v1", DOCKER_MANIFEST).await;
     assert_eq!(status, 200);
-    assert_eq!(
-        body, img.manifest,
-        "manifest is byte-identical under the mapped namespace"
-    );
-    let (status, body) = check
-        .get(
-            &format!("shop-prod/web/manifests/{}", img.digest),
-            DOCKER_MANIFEST,
-        )
-        .await;
-    assert_eq!(
-        (status, body),
-        (200, img.manifest.clone()),
-        "pushed by digest too"
-    );
+    assert_eq!(body, img.manifest, "manifest is byte-identical under the mapped namespace");
+    let (status, body) = check.get(&format!("shop-prod/web/manifests/{}", img.digest), DOCKER_MANIFEST).await;
+    assert_eq!((status, body), (200, img.manifest.clone()), "pushed by digest too");
     for (i, l) in layers.iter().enumerate() {
-        let (status, body) = check
-            .get(&format!("shop-prod/web/blobs/{}", sha(l)), "*/*")
-            .await;
+        let (status, body) = check.get(&format!("shop-prod/web/blobs/{}", sha(l)), "*/*").await;
         assert_eq!(status, 200);
         assert!(body == *l, "layer {i} differs");
     }
-    let (status, _) = check
-        .get(&format!("shop-prod/web/blobs/{}", img.config_digest), "*/*")
-        .await;
+    let (status, _) = check.get(&format!("shop-prod/web/blobs/{}", img.config_digest), "*/*").await;
     assert_eq!(status, 200);
 
     let events = events.into_inner().unwrap();
-    assert!(
-        matches!(&events[0], DimEvent::Started { blobs_total: 6, bytes_total, .. } if *bytes_total == img.bytes())
-    );
+    assert!(matches!(&events[0], DimEvent::Started { blobs_total: 6, bytes_total, .. } if *bytes_total == img.bytes()));
     let last_progress = events.iter().rev().find_map(|e| match e {
-        DimEvent::Progress {
-            blobs_done,
-            bytes_done,
-            bytes_sent,
-            ..
-        } => Some((*blobs_done, *bytes_done, *bytes_sent)),
+        DimEvent::Progress { blobs_done, bytes_done, bytes_sent, .. } => Some((*blobs_done, *bytes_done, *bytes_sent)),
         _ => None,
     });
-    assert_eq!(
-        last_progress,
-        Some((6, img.bytes(), img.bytes())),
-        "final progress is complete"
-    );
-    assert!(matches!(
-        events.last(),
-        Some(DimEvent::Finished { outcome: Ok(_), .. })
-    ));
+    assert_eq!(last_progress, Some((6, img.bytes(), img.bytes())), "final progress is complete");
+    assert!(matches!(events.last(), Some(DimEvent::Finished { outcome: Ok(_), .. })));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -363,24 +262,8 @@ async fn copies_multi_arch_index_with_all_platforms() {
     let (src, dst) = (TestRegistry::start(None), TestRegistry::start(None));
     let push = Pusher::new(&src);
     let base = random(800_000);
-    let amd = push
-        .image(
-            "shop/multi",
-            "amd64-only",
-            &[base.clone(), random(500_000)],
-            true,
-            "amd64",
-        )
-        .await;
-    let arm = push
-        .image(
-            "shop/multi",
-            "arm64-only",
-            &[base.clone(), random(600_000)],
-            true,
-            "arm64",
-        )
-        .await;
+    let amd = push.image("shop/multi", "amd64-only", &[base.clone(), random(500_000)], true, "amd64").await;
+    let arm = push.image("shop/multi", "arm64-only", &[base.clone(), random(600_000)], true, "arm64").await;
     let index = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
         {"mediaType": OCI_MANIFEST, "digest": amd.digest, "size": amd.manifest.len(), "platform": {"architecture": "amd64", "os": "linux"}},
         {"mediaType": OCI_MANIFEST, "digest": arm.digest, "size": arm.manifest.len(), "platform": {"architecture": "arm64", "os": "linux"}}
@@ -392,31 +275,16 @@ async fn copies_multi_arch_index_with_all_platforms() {
     let report = dim::copy_all(&src.client(), &dst.client(), &c, &opts(1), |_| {}).await;
     let stats = report.images[0].outcome.as_ref().expect("copy succeeds");
     assert_eq!(stats.digest, index_digest);
-    assert_eq!(
-        stats.blobs_sent, 5,
-        "2 configs + shared base once + 2 platform layers"
-    );
-    assert_eq!(
-        stats.bytes_sent,
-        amd.bytes() + arm.bytes() - base.len() as u64
-    );
+    assert_eq!(stats.blobs_sent, 5, "2 configs + shared base once + 2 platform layers");
+    assert_eq!(stats.bytes_sent, amd.bytes() + arm.bytes() - base.len() as u64);
     assert_eq!(stats.manifests_pushed, 3);
 
     let check = Pusher::new(&dst);
     let (status, body) = check.get("shop-prod/multi/manifests/v1", OCI_INDEX).await;
     assert_eq!((status, body), (200, index), "index digest preserved");
     for m in [&amd, &arm] {
-        let (status, body) = check
-            .get(
-                &format!("shop-prod/multi/manifests/{}", m.digest),
-                OCI_MANIFEST,
-            )
-            .await;
-        assert_eq!(
-            (status, body),
-            (200, m.manifest.clone()),
-            "every platform copied"
-        );
+        let (status, body) = check.get(&format!("shop-prod/multi/manifests/{}", m.digest), OCI_MANIFEST).await;
+        assert_eq!((status, body), (200, m.manifest.clone()), "every platform copied");
     }
 }
 
@@ -425,58 +293,25 @@ async fn shared_layers_are_skipped_or_mounted_not_sent() {
     let (src, dst) = (TestRegistry::start(None), TestRegistry::start(None));
     let push = Pusher::new(&src);
     let (a, b, c) = (random(700_000), random(900_000), random(400_000));
-    let base = push
-        .image("shop/base", "1", &[a.clone(), b.clone()], false, "amd64")
-        .await;
-    let app = push
-        .image(
-            "shop/app",
-            "1",
-            &[a.clone(), b.clone(), c.clone()],
-            false,
-            "amd64",
-        )
-        .await;
+    let base = push.image("shop/base", "1", &[a.clone(), b.clone()], false, "amd64").await;
+    let app = push.image("shop/app", "1", &[a.clone(), b.clone(), c.clone()], false, "amd64").await;
     // The destination already runs an older app sharing layer `a`.
-    let old = Pusher::new(&dst)
-        .image(
-            "shop-prod/app",
-            "0",
-            std::slice::from_ref(&a),
-            false,
-            "amd64",
-        )
-        .await;
+    let old = Pusher::new(&dst).image("shop-prod/app", "0", std::slice::from_ref(&a), false, "amd64").await;
     assert_ne!(old.digest, app.digest);
 
     let cs = copies(&src, &dst, &["shop/base:1", "shop/app:1"]);
     let report = dim::copy_all(&src.client(), &dst.client(), &cs, &opts(1), |_| {}).await;
     let base_stats = report.images[0].outcome.as_ref().expect("base copies");
-    assert_eq!(
-        base_stats.bytes_sent,
-        base.bytes(),
-        "base: nothing in shop-prod/base yet"
-    );
+    assert_eq!(base_stats.bytes_sent, base.bytes(), "base: nothing in shop-prod/base yet");
     let app_stats = report.images[1].outcome.as_ref().expect("app copies");
-    assert_eq!(
-        app_stats.blobs_skipped, 1,
-        "`a` is already in shop-prod/app (HEAD)"
-    );
-    assert_eq!(
-        app_stats.blobs_mounted, 1,
-        "`b` is mounted from shop-prod/base"
-    );
+    assert_eq!(app_stats.blobs_skipped, 1, "`a` is already in shop-prod/app (HEAD)");
+    assert_eq!(app_stats.blobs_mounted, 1, "`b` is mounted from shop-prod/base");
     assert_eq!(app_stats.blobs_sent, 2, "config and `c` are sent");
     assert_eq!(app_stats.bytes_sent, app.sizes[0] + c.len() as u64);
-    assert_eq!(
-        report.bytes_sent(),
-        base.bytes() + app.sizes[0] + c.len() as u64
-    );
+    assert_eq!(report.bytes_sent(), base.bytes() + app.sizes[0] + c.len() as u64);
 
     let check = Pusher::new(&dst);
-    let (status, body) = check
-        .get(&format!("shop-prod/app/blobs/{}", sha(&b)), "*/*")
-        .await;
+    let (status, body) = check.get(&format!("shop-prod/app/blobs/{}", sha(&b)), "*/*").await;
     assert_eq!(status, 200);
     assert!(body == b, "mounted blob readable in the new repository");
 }
@@ -485,69 +320,27 @@ async fn shared_layers_are_skipped_or_mounted_not_sent() {
 async fn rerun_sends_nothing() {
     let (src, dst) = (TestRegistry::start(None), TestRegistry::start(None));
     let push = Pusher::new(&src);
-    let img = push
-        .image(
-            "shop/web",
-            "v1",
-            &[random(600_000), random(600_000)],
-            false,
-            "amd64",
-        )
-        .await;
+    let img = push.image("shop/web", "v1", &[random(600_000), random(600_000)], false, "amd64").await;
     // Same content under a second tag: a new tag on the destination, still no blob bytes.
-    push.manifest("shop/web", "v1-alias", DOCKER_MANIFEST, &img.manifest)
-        .await;
+    push.manifest("shop/web", "v1-alias", DOCKER_MANIFEST, &img.manifest).await;
     let (srcc, dstc) = (src.client(), dst.client());
 
-    let first = dim::copy_all(
-        &srcc,
-        &dstc,
-        &copies(&src, &dst, &["shop/web:v1"]),
-        &opts(2),
-        |_| {},
-    )
-    .await;
+    let first = dim::copy_all(&srcc, &dstc, &copies(&src, &dst, &["shop/web:v1"]), &opts(2), |_| {}).await;
     assert_eq!(first.bytes_sent(), img.bytes());
 
-    let second = dim::copy_all(
-        &srcc,
-        &dstc,
-        &copies(&src, &dst, &["shop/web:v1"]),
-        &opts(2),
-        |_| {},
-    )
-    .await;
+    let second = dim::copy_all(&srcc, &dstc, &copies(&src, &dst, &["shop/web:v1"]), &opts(2), |_| {}).await;
     let stats = second.images[0].outcome.as_ref().unwrap();
     assert_eq!(stats.bytes_sent, 0);
     assert!(stats.up_to_date, "destination tag already at the digest");
 
-    let alias = dim::copy_all(
-        &srcc,
-        &dstc,
-        &copies(&src, &dst, &["shop/web:v1-alias"]),
-        &opts(2),
-        |_| {},
-    )
-    .await;
+    let alias = dim::copy_all(&srcc, &dstc, &copies(&src, &dst, &["shop/web:v1-alias"]), &opts(2), |_| {}).await;
     let stats = alias.images[0].outcome.as_ref().unwrap();
-    assert_eq!(
-        (stats.bytes_sent, stats.blobs_skipped),
-        (0, 3),
-        "all blobs HEAD-skipped"
-    );
-    let (status, body) = Pusher::new(&dst)
-        .get("shop-prod/web/manifests/v1-alias", DOCKER_MANIFEST)
-        .await;
+    assert_eq!((stats.bytes_sent, stats.blobs_skipped), (0, 3), "all blobs HEAD-skipped");
+    let (status, body) = Pusher::new(&dst).get("shop-prod/web/manifests/v1-alias", DOCKER_MANIFEST).await;
     assert_eq!((status, body), (200, img.manifest));
 
     // plan's view agrees: everything present.
-    let ins = dim::inspect(
-        &srcc,
-        &dstc,
-        &copies(&src, &dst, &["shop/web:v1"]),
-        &opts(2),
-    )
-    .await;
+    let ins = dim::inspect(&srcc, &dstc, &copies(&src, &dst, &["shop/web:v1"]), &opts(2)).await;
     let ins = ins[0].1.as_ref().unwrap();
     assert!(ins.present);
     assert_eq!(ins.bytes_to_copy, 0);
@@ -558,41 +351,14 @@ async fn inspect_reports_sizes_before_copy() {
     let (src, dst) = (TestRegistry::start(None), TestRegistry::start(None));
     let push = Pusher::new(&src);
     let shared = random(300_000);
-    let img = push
-        .image(
-            "shop/web",
-            "v1",
-            &[shared.clone(), random(500_000)],
-            false,
-            "amd64",
-        )
-        .await;
-    Pusher::new(&dst)
-        .image(
-            "shop-prod/web",
-            "old",
-            std::slice::from_ref(&shared),
-            false,
-            "amd64",
-        )
-        .await;
-    let ins = dim::inspect(
-        &src.client(),
-        &dst.client(),
-        &copies(&src, &dst, &["shop/web:v1"]),
-        &opts(1),
-    )
-    .await;
+    let img = push.image("shop/web", "v1", &[shared.clone(), random(500_000)], false, "amd64").await;
+    Pusher::new(&dst).image("shop-prod/web", "old", std::slice::from_ref(&shared), false, "amd64").await;
+    let ins = dim::inspect(&src.client(), &dst.client(), &copies(&src, &dst, &["shop/web:v1"]), &opts(1)).await;
     let ins = ins[0].1.as_ref().unwrap();
     assert!(!ins.present);
     assert_eq!((ins.blobs_total, ins.bytes_total), (3, img.bytes()));
-    assert_eq!(
-        (ins.blobs_missing, ins.bytes_to_copy),
-        (2, img.bytes() - shared.len() as u64)
-    );
-    let (status, _) = Pusher::new(&dst)
-        .get("shop-prod/web/manifests/v1", DOCKER_MANIFEST)
-        .await;
+    assert_eq!((ins.blobs_missing, ins.bytes_to_copy), (2, img.bytes() - shared.len() as u64));
+    let (status, _) = Pusher::new(&dst).get("shop-prod/web/manifests/v1", DOCKER_MANIFEST).await;
     assert_eq!(status, 404, "inspect writes nothing");
 }
 
@@ -601,69 +367,37 @@ async fn auth_registry_needs_credentials_and_names_the_image_when_denied() {
     let src = TestRegistry::start(None);
     let dst = TestRegistry::start(Some(("alice", "s3cret")));
     let push = Pusher::new(&src);
-    let img = push
-        .image("shop/web", "v1", &[random(400_000)], false, "amd64")
-        .await;
+    let img = push.image("shop/web", "v1", &[random(400_000)], false, "amd64").await;
     let cs = copies(&src, &dst, &["shop/web:v1"]);
 
     let report = dim::copy_all(&src.client(), &dst.client(), &cs, &opts(1), |_| {}).await;
     match &report.images[0].outcome {
-        Err(
-            e @ DimError::Unauthorized {
-                registry,
-                repository,
-                status,
-                ..
-            },
-        ) => {
-            assert_eq!(
-                (registry.as_str(), repository.as_str(), *status),
-                (dst.addr.as_str(), "shop-prod/web", 401)
-            );
+        Err(e @ DimError::Unauthorized { registry, repository, status, .. }) => {
+            assert_eq!((registry.as_str(), repository.as_str(), *status), (dst.addr.as_str(), "shop-prod/web", 401));
             let msg = e.to_string();
-            assert!(
-                msg.contains(&dst.addr) && msg.contains("shop-prod/web") && msg.contains("v1"),
-                "{msg}"
-            );
+            assert!(msg.contains(&dst.addr) && msg.contains("shop-prod/web") && msg.contains("v1"), "{msg}");
         }
         other => panic!("expected 401, got {other:?}"),
     }
 
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.json");
-    std::fs::write(
-        &cfg,
-        json!({"auths": {dst.addr.clone(): {"username": "alice", "password": "s3cret"}}})
-            .to_string(),
-    )
-    .unwrap();
-    let authed =
-        RegistryClient::new(&dst.spec(RegistryAuth::DockerConfig(cfg.clone())), None).unwrap();
+    std::fs::write(&cfg, json!({"auths": {dst.addr.clone(): {"username": "alice", "password": "s3cret"}}}).to_string())
+        .unwrap();
+    let authed = RegistryClient::new(&dst.spec(RegistryAuth::DockerConfig(cfg.clone())), None).unwrap();
     let report = dim::copy_all(&src.client(), &authed, &cs, &opts(1), |_| {}).await;
-    let stats = report.images[0]
-        .outcome
-        .as_ref()
-        .expect("copy with credentials");
+    let stats = report.images[0].outcome.as_ref().expect("copy with credentials");
     assert_eq!(stats.bytes_sent, img.bytes());
-    assert!(
-        !format!("{authed:?}").contains("s3cret"),
-        "credentials never printed"
-    );
+    assert!(!format!("{authed:?}").contains("s3cret"), "credentials never printed");
 
     // Wrong password: still a clear 401, not a hang or a retry storm.
-    std::fs::write(
-        &cfg,
-        json!({"auths": {dst.addr.clone(): {"username": "alice", "password": "nope"}}}).to_string(),
-    )
-    .unwrap();
+    std::fs::write(&cfg, json!({"auths": {dst.addr.clone(): {"username": "alice", "password": "nope"}}}).to_string())
+        .unwrap();
     let wrong = RegistryClient::new(&dst.spec(RegistryAuth::DockerConfig(cfg)), None).unwrap();
     let cs2 = copies(&src, &dst, &["shop/web:v1"]);
     let report = dim::copy_all(&src.client(), &wrong, &cs2, &opts(1), |_| {}).await;
     assert!(
-        matches!(
-            report.images[0].outcome,
-            Err(DimError::Unauthorized { status: 401, .. })
-        ),
+        matches!(report.images[0].outcome, Err(DimError::Unauthorized { status: 401, .. })),
         "{:?}",
         report.images[0].outcome
     );
@@ -674,17 +408,8 @@ async fn corrupted_source_blob_is_detected_and_not_committed() {
     let (src, dst) = (TestRegistry::start(None), TestRegistry::start(None));
     let push = Pusher::new(&src);
     let bad_layer = random(2_000_000);
-    push.image(
-        "shop/web",
-        "v1",
-        &[random(300_000), bad_layer.clone()],
-        false,
-        "amd64",
-    )
-    .await;
-    let good = push
-        .image("shop/other", "v1", &[random(300_000)], false, "amd64")
-        .await;
+    push.image("shop/web", "v1", &[random(300_000), bad_layer.clone()], false, "amd64").await;
+    let good = push.image("shop/other", "v1", &[random(300_000)], false, "amd64").await;
     // Flip bytes in the middle of the stored layer: same size, different content.
     let path = src.blob_path(&sha(&bad_layer));
     let mut data = std::fs::read(&path).unwrap();
@@ -693,38 +418,18 @@ async fn corrupted_source_blob_is_detected_and_not_committed() {
     }
     std::fs::write(&path, data).unwrap();
 
-    let cs = copies(
-        &src,
-        &dst,
-        &["shop/web:v1", "shop/missing:v9", "shop/other:v1"],
-    );
+    let cs = copies(&src, &dst, &["shop/web:v1", "shop/missing:v9", "shop/other:v1"]);
     let report = dim::copy_all(&src.client(), &dst.client(), &cs, &opts(2), |_| {}).await;
     match &report.images[0].outcome {
-        Err(
-            e @ DimError::DigestMismatch {
-                registry,
-                repository,
-                digest,
-                ..
-            },
-        ) => {
-            assert_eq!(
-                (registry.as_str(), repository.as_str()),
-                (src.addr.as_str(), "shop/web")
-            );
+        Err(e @ DimError::DigestMismatch { registry, repository, digest, .. }) => {
+            assert_eq!((registry.as_str(), repository.as_str()), (src.addr.as_str(), "shop/web"));
             assert_eq!(digest, &sha(&bad_layer));
             assert!(e.to_string().contains(&sha(&bad_layer)), "{e}");
         }
         other => panic!("expected a digest mismatch, got {other:?}"),
     }
     match &report.images[1].outcome {
-        Err(
-            e @ DimError::ManifestNotFound {
-                registry,
-                repository,
-                reference,
-            },
-        ) => {
+        Err(e @ DimError::ManifestNotFound { registry, repository, reference }) => {
             assert_eq!(
                 (registry.as_str(), repository.as_str(), reference.as_str()),
                 (src.addr.as_str(), "shop/missing", "v9")
@@ -733,23 +438,12 @@ async fn corrupted_source_blob_is_detected_and_not_committed() {
         }
         other => panic!("expected manifest not found, got {other:?}"),
     }
-    assert_eq!(
-        report.images[2]
-            .outcome
-            .as_ref()
-            .expect("other images still copy")
-            .bytes_sent,
-        good.bytes()
-    );
+    assert_eq!(report.images[2].outcome.as_ref().expect("other images still copy").bytes_sent, good.bytes());
 
     let check = Pusher::new(&dst);
-    let (status, _) = check
-        .get(&format!("shop-prod/web/blobs/{}", sha(&bad_layer)), "*/*")
-        .await;
+    let (status, _) = check.get(&format!("shop-prod/web/blobs/{}", sha(&bad_layer)), "*/*").await;
     assert_eq!(status, 404, "the corrupt blob was not committed");
-    let (status, _) = check
-        .get("shop-prod/web/manifests/v1", DOCKER_MANIFEST)
-        .await;
+    let (status, _) = check.get("shop-prod/web/manifests/v1", DOCKER_MANIFEST).await;
     assert_eq!(status, 404, "no manifest for an image with a corrupt blob");
 }
 
@@ -763,9 +457,7 @@ async fn unreachable_registry_is_a_per_image_transport_error() {
         auth: RegistryAuth::Anonymous,
         tls: RegistryTls::Insecure,
     };
-    let src = RegistryClient::new(&spec, None)
-        .unwrap()
-        .with_retries(2, Duration::from_millis(10));
+    let src = RegistryClient::new(&spec, None).unwrap().with_retries(2, Duration::from_millis(10));
     let cs = vec![ImageCopy {
         source: ImageRef::parse(&format!("127.0.0.1:{gone}/shop/web:v1")).unwrap(),
         destination: ImageRef::parse(&format!("{}/shop/web:v1", dst.addr)).unwrap(),
@@ -773,11 +465,7 @@ async fn unreachable_registry_is_a_per_image_transport_error() {
     let report = dim::copy_all(&src, &dst.client(), &cs, &opts(1), |_| {}).await;
     let err = report.images[0].outcome.as_ref().unwrap_err();
     assert!(matches!(err, DimError::Transport { .. }), "{err:?}");
-    assert!(
-        err.to_string()
-            .contains(&format!("127.0.0.1:{gone}/shop/web:v1")),
-        "{err}"
-    );
+    assert!(err.to_string().contains(&format!("127.0.0.1:{gone}/shop/web:v1")), "{err}");
 }
 
 /// A registry token service (the bearer flow): checks basic credentials, then signs an
@@ -817,18 +505,14 @@ async fn start_token_server(service: &str, user: &str, password: &str) -> TokenS
     use rcgen::SigningKey as _;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut params =
-        rcgen::CertificateParams::new(vec!["mtcd-test-token-issuer".to_string()]).unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["mtcd-test-token-issuer".to_string()]).unwrap();
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     let cert = params.self_signed(&key).unwrap();
     let x5c = base64::engine::general_purpose::STANDARD.encode(cert.der());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let realm = format!("http://{}/token", listener.local_addr().unwrap());
     let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let expected = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-    );
+    let expected = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")));
     let (service, counter) = (service.to_string(), requests.clone());
     let task = tokio::spawn(async move {
         loop {
@@ -845,14 +529,9 @@ async fn start_token_server(service: &str, user: &str, password: &str) -> TokenS
                 }
             }
             let req = String::from_utf8_lossy(&buf).to_string();
-            let target = req
-                .split_whitespace()
-                .nth(1)
-                .unwrap_or_default()
-                .to_string();
-            let authorized = req.lines().any(|l| {
-                l.to_ascii_lowercase().starts_with("authorization:") && l[14..].trim() == expected
-            });
+            let target = req.split_whitespace().nth(1).unwrap_or_default().to_string();
+            let authorized =
+                req.lines().any(|l| l.to_ascii_lowercase().starts_with("authorization:") && l[14..].trim() == expected);
             let (status, body) = if authorized {
                 let query = target.split_once('?').map(|(_, q)| q).unwrap_or_default();
                 let access: Vec<serde_json::Value> = url::form_urlencoded::parse(query.as_bytes())
@@ -863,34 +542,22 @@ async fn start_token_server(service: &str, user: &str, password: &str) -> TokenS
                         Some(json!({"type": t, "name": name, "actions": actions.split(',').collect::<Vec<_>>()}))
                     })
                     .collect();
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_secs();
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
                 let b64 = |v: &serde_json::Value| {
-                    base64::engine::general_purpose::URL_SAFE_NO_PAD
-                        .encode(serde_json::to_vec(v).unwrap())
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
                 };
                 let input = format!(
                     "{}.{}",
                     b64(&json!({"typ": "JWT", "alg": "ES256", "x5c": [x5c]})),
-                    b64(
-                        &json!({"iss": "mtcd-test-issuer", "sub": "alice", "aud": service,
+                    b64(&json!({"iss": "mtcd-test-issuer", "sub": "alice", "aud": service,
                         "exp": now + 600, "nbf": now - 60, "iat": now - 60, "jti": format!("{now}-{}", rand::random::<u64>()),
-                        "access": access})
-                    )
+                        "access": access}))
                 );
                 let sig = der_signature_to_fixed(&key.sign(input.as_bytes()).unwrap());
-                let jwt = format!(
-                    "{input}.{}",
-                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig)
-                );
+                let jwt = format!("{input}.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig));
                 ("200 OK", json!({"token": jwt}).to_string())
             } else {
-                (
-                    "401 Unauthorized",
-                    r#"{"errors":[{"code":"UNAUTHORIZED"}]}"#.to_string(),
-                )
+                ("401 Unauthorized", r#"{"errors":[{"code":"UNAUTHORIZED"}]}"#.to_string())
             };
             let resp = format!(
                 "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -900,12 +567,7 @@ async fn start_token_server(service: &str, user: &str, password: &str) -> TokenS
             let _ = sock.shutdown().await;
         }
     });
-    TokenServer {
-        realm,
-        cert_pem: cert.pem(),
-        requests,
-        task,
-    }
+    TokenServer { realm, cert_pem: cert.pem(), requests, task }
 }
 
 impl TestRegistry {
@@ -931,10 +593,8 @@ impl TestRegistry {
         let ca = ca_params.self_signed(&ca_key).unwrap();
         let issuer = rcgen::Issuer::new(ca_params, ca_key);
         let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
-            .unwrap()
-            .signed_by(&key, &issuer)
-            .unwrap();
+        let cert =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().signed_by(&key, &issuer).unwrap();
         let ca_dir = tempfile::tempdir().unwrap();
         let ca_path = ca_dir.path().join("ca.pem");
         std::fs::write(&ca_path, ca.pem()).unwrap();
@@ -942,11 +602,7 @@ impl TestRegistry {
             let (c, k) = (dir.join("tls.crt"), dir.join("tls.key"));
             std::fs::write(&c, cert.pem()).unwrap();
             std::fs::write(&k, key.serialize_pem()).unwrap();
-            format!(
-                "  tls:\n    certificate: {}\n    key: {}\n",
-                c.display(),
-                k.display()
-            )
+            format!("  tls:\n    certificate: {}\n    key: {}\n", c.display(), k.display())
         });
         (reg, ca_dir, ca_path)
     }
@@ -964,10 +620,7 @@ async fn bearer_token_flow_with_cached_tokens() {
 
     let report = dim::copy_all(&src.client(), &dst.client(), &cs, &opts(1), |_| {}).await;
     assert!(
-        matches!(
-            report.images[0].outcome,
-            Err(DimError::Unauthorized { status: 401, .. })
-        ),
+        matches!(report.images[0].outcome, Err(DimError::Unauthorized { status: 401, .. })),
         "anonymous: {:?}",
         report.images[0].outcome
     );
@@ -978,18 +631,11 @@ async fn bearer_token_flow_with_cached_tokens() {
         use base64::Engine as _;
         base64::engine::general_purpose::STANDARD.encode("alice:s3cret")
     };
-    std::fs::write(
-        &cfg,
-        json!({"auths": {format!("http://{}", dst.addr): {"auth": auth}}}).to_string(),
-    )
-    .unwrap();
+    std::fs::write(&cfg, json!({"auths": {format!("http://{}", dst.addr): {"auth": auth}}}).to_string()).unwrap();
     let authed = RegistryClient::new(&dst.spec(RegistryAuth::DockerConfig(cfg)), None).unwrap();
     let before = token.requests.load(std::sync::atomic::Ordering::SeqCst);
     let report = dim::copy_all(&src.client(), &authed, &cs, &opts(1), |_| {}).await;
-    let stats = report.images[0]
-        .outcome
-        .as_ref()
-        .expect("copy with a bearer token");
+    let stats = report.images[0].outcome.as_ref().expect("copy with a bearer token");
     assert_eq!((stats.blobs_sent, stats.bytes_sent), (5, img.bytes()));
     let fetched = token.requests.load(std::sync::atomic::Ordering::SeqCst) - before;
     // ~20 registry requests; the token is fetched once per scope set, not per request.
@@ -1006,45 +652,23 @@ async fn tls_registry_trusted_through_ca_bundle_only() {
     let src = TestRegistry::start(None);
     let (dst, _ca_dir, ca) = TestRegistry::start_tls();
     let push = Pusher::new(&src);
-    let img = push
-        .image("shop/web", "v1", &[random(500_000)], false, "amd64")
-        .await;
+    let img = push.image("shop/web", "v1", &[random(500_000)], false, "amd64").await;
     let cs = copies(&src, &dst, &["shop/web:v1"]);
-    let spec = |tls| Registry {
-        address: dst.addr.clone(),
-        internal_address: None,
-        auth: RegistryAuth::Anonymous,
-        tls,
-    };
+    let spec = |tls| Registry { address: dst.addr.clone(), internal_address: None, auth: RegistryAuth::Anonymous, tls };
 
     // System roots do not know the test CA: the copy fails, it does not fall back to HTTP.
-    let verify = RegistryClient::new(&spec(RegistryTls::Verify), None)
-        .unwrap()
-        .with_retries(0, Duration::ZERO);
+    let verify = RegistryClient::new(&spec(RegistryTls::Verify), None).unwrap().with_retries(0, Duration::ZERO);
     let report = dim::copy_all(&src.client(), &verify, &cs, &opts(1), |_| {}).await;
     let err = report.images[0].outcome.as_ref().unwrap_err();
     assert!(matches!(err, DimError::Transport { .. }), "{err:?}");
 
     let trusted = RegistryClient::new(&spec(RegistryTls::CaBundle(ca)), None).unwrap();
     let report = dim::copy_all(&src.client(), &trusted, &cs, &opts(1), |_| {}).await;
-    let stats = report.images[0]
-        .outcome
-        .as_ref()
-        .expect("copy over TLS with the CA bundle");
-    assert_eq!(
-        (stats.digest.as_str(), stats.bytes_sent),
-        (img.digest.as_str(), img.bytes())
-    );
+    let stats = report.images[0].outcome.as_ref().expect("copy over TLS with the CA bundle");
+    assert_eq!((stats.digest.as_str(), stats.bytes_sent), (img.digest.as_str(), img.bytes()));
 
-    let missing = RegistryClient::new(
-        &spec(RegistryTls::CaBundle("/nonexistent/ca.pem".into())),
-        None,
-    )
-    .unwrap_err();
-    assert!(
-        missing.to_string().contains("/nonexistent/ca.pem"),
-        "{missing}"
-    );
+    let missing = RegistryClient::new(&spec(RegistryTls::CaBundle("/nonexistent/ca.pem".into())), None).unwrap_err();
+    assert!(missing.to_string().contains("/nonexistent/ca.pem"), "{missing}");
 }
 
 /// A TCP proxy in front of a registry whose first `fail_first` connections get a 503
@@ -1052,11 +676,7 @@ async fn tls_registry_trusted_through_ca_bundle_only() {
 async fn flaky_proxy(
     upstream: String,
     fail_first: usize,
-) -> (
-    String,
-    std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    tokio::task::JoinHandle<()>,
-) {
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>, tokio::task::JoinHandle<()>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
@@ -1092,9 +712,7 @@ async fn flaky_proxy(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_errors_are_retried_then_reported_per_image() {
     let (src, dst) = (TestRegistry::start(None), TestRegistry::start(None));
-    let img = Pusher::new(&src)
-        .image("shop/web", "v1", &[random(300_000)], false, "amd64")
-        .await;
+    let img = Pusher::new(&src).image("shop/web", "v1", &[random(300_000)], false, "amd64").await;
     let client_via = |addr: &str| {
         let spec = Registry {
             address: addr.to_string(),
@@ -1102,9 +720,7 @@ async fn server_errors_are_retried_then_reported_per_image() {
             auth: RegistryAuth::Anonymous,
             tls: RegistryTls::Insecure,
         };
-        RegistryClient::new(&spec, None)
-            .unwrap()
-            .with_retries(3, Duration::from_millis(10))
+        RegistryClient::new(&spec, None).unwrap().with_retries(3, Duration::from_millis(10))
     };
     let copy_via = |addr: &str| {
         vec![ImageCopy {
@@ -1115,54 +731,22 @@ async fn server_errors_are_retried_then_reported_per_image() {
 
     // Two 503s, then the registry answers: the copy succeeds.
     let (addr, conns, task) = flaky_proxy(src.addr.clone(), 2).await;
-    let report = dim::copy_all(
-        &client_via(&addr),
-        &dst.client(),
-        &copy_via(&addr),
-        &opts(1),
-        |_| {},
-    )
-    .await;
+    let report = dim::copy_all(&client_via(&addr), &dst.client(), &copy_via(&addr), &opts(1), |_| {}).await;
     task.abort();
-    let stats = report.images[0]
-        .outcome
-        .as_ref()
-        .expect("retried past the 503s");
+    let stats = report.images[0].outcome.as_ref().expect("retried past the 503s");
     assert_eq!(stats.bytes_sent, img.bytes());
     assert!(conns.load(std::sync::atomic::Ordering::SeqCst) >= 3);
 
     // Always 503: reported for this image after 1 + 3 attempts, naming where.
     let (addr, conns, task) = flaky_proxy(src.addr.clone(), usize::MAX).await;
-    let report = dim::copy_all(
-        &client_via(&addr),
-        &dst.client(),
-        &copy_via(&addr),
-        &opts(1),
-        |_| {},
-    )
-    .await;
+    let report = dim::copy_all(&client_via(&addr), &dst.client(), &copy_via(&addr), &opts(1), |_| {}).await;
     task.abort();
     match &report.images[0].outcome {
-        Err(
-            e @ DimError::Http {
-                status: 503,
-                registry,
-                repository,
-                reference,
-                ..
-            },
-        ) => {
-            assert_eq!(
-                (registry.as_str(), repository.as_str(), reference.as_str()),
-                (addr.as_str(), "shop/web", "v1")
-            );
+        Err(e @ DimError::Http { status: 503, registry, repository, reference, .. }) => {
+            assert_eq!((registry.as_str(), repository.as_str(), reference.as_str()), (addr.as_str(), "shop/web", "v1"));
             assert!(e.to_string().contains("UNAVAILABLE"), "{e}");
         }
         other => panic!("expected a 503 error, got {other:?}"),
     }
-    assert_eq!(
-        conns.load(std::sync::atomic::Ordering::SeqCst),
-        4,
-        "1 attempt + 3 retries"
-    );
+    assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 4, "1 attempt + 3 retries");
 }

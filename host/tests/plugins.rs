@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
 use mtcd::plugins::{
-    CacheOutcome, HookContext, NoLookup, PluginError, PluginHost, SourceLookup, TransformContext,
-    TransformOutput, default_hook_limits, default_transform_limits, scaffold, test_plugin_with,
+    CacheOutcome, HookContext, NoLookup, PluginError, PluginHost, SourceLookup, TransformContext, TransformOutput,
+    default_hook_limits, default_transform_limits, scaffold, test_plugin_with,
 };
 use mtcd::spec::{DirGrant, HookPhase, OnError, PluginGrants, PluginRef};
 use serde_json::{Value, json};
@@ -37,10 +37,7 @@ fn ctx(namespaces: &[&str]) -> TransformContext {
     TransformContext {
         source_cluster: "old".into(),
         destination_cluster: "new".into(),
-        namespace_map: namespaces
-            .iter()
-            .map(|n| (n.to_string(), format!("{n}-new")))
-            .collect(),
+        namespace_map: namespaces.iter().map(|n| (n.to_string(), format!("{n}-new"))).collect(),
     }
 }
 
@@ -59,46 +56,27 @@ fn kept(out: TransformOutput) -> (Value, Vec<Value>) {
 fn add_label_sets_labels_through_a_patch() {
     let host = host();
     let mut chain = host
-        .load_transforms(&[plugin(
-            "add-label",
-            json!({"labels": {"mtcd.io/migrated": "yes", "team": "a"}}),
-        )])
+        .load_transforms(&[plugin("add-label", json!({"labels": {"mtcd.io/migrated": "yes", "team": "a"}}))])
         .unwrap();
     let (object, extra) = kept(chain.run(cm("one"), &ctx(&["shop"]), &NoLookup).unwrap());
-    assert_eq!(
-        object["metadata"]["labels"],
-        json!({"mtcd.io/migrated": "yes", "team": "a"})
-    );
-    assert_eq!(
-        object["data"],
-        json!({"k": "v"}),
-        "the rest of the object is untouched"
-    );
+    assert_eq!(object["metadata"]["labels"], json!({"mtcd.io/migrated": "yes", "team": "a"}));
+    assert_eq!(object["data"], json!({"k": "v"}), "the rest of the object is untouched");
     assert!(extra.is_empty());
 
     let mut labelled = cm("two");
     labelled["metadata"]["labels"] = json!({"team": "a", "other": "x"});
     let (object, _) = kept(chain.run(labelled, &ctx(&["shop"]), &NoLookup).unwrap());
-    assert_eq!(
-        object["metadata"]["labels"],
-        json!({"team": "a", "other": "x", "mtcd.io/migrated": "yes"})
-    );
+    assert_eq!(object["metadata"]["labels"], json!({"team": "a", "other": "x", "mtcd.io/migrated": "yes"}));
 }
 
 #[test]
 fn add_label_without_config_is_a_reported_error_naming_plugin_and_object() {
-    let mut chain = host()
-        .load_transforms(&[plugin("add-label", Value::Null)])
-        .unwrap();
-    let err = chain
-        .run(cm("one"), &ctx(&["shop"]), &NoLookup)
-        .unwrap_err();
+    let mut chain = host().load_transforms(&[plugin("add-label", Value::Null)]).unwrap();
+    let err = chain.run(cm("one"), &ctx(&["shop"]), &NoLookup).unwrap_err();
     assert!(matches!(err, PluginError::Reported { .. }), "{err:?}");
     let text = err.to_string();
     assert!(
-        text.contains("add_label.wasm")
-            && text.contains("ConfigMap/shop/one")
-            && text.contains("`labels`"),
+        text.contains("add_label.wasm") && text.contains("ConfigMap/shop/one") && text.contains("`labels`"),
         "{text}"
     );
 }
@@ -117,48 +95,28 @@ fn image_rewrite_maps_registry_prefixes_in_pod_templates() {
             "containers": [{"name": "web", "image": "registry.old:5000/shop/web:2"}, {"name": "side", "image": "docker.io/nginx"}]}}}});
     let (object, _) = kept(chain.run(deployment, &ctx(&["shop"]), &NoLookup).unwrap());
     let spec = &object["spec"]["template"]["spec"];
-    assert_eq!(
-        spec["initContainers"][0]["image"],
-        "registry.new/tools/init:1"
-    );
-    assert_eq!(
-        spec["containers"][0]["image"], "registry.new/apps/web:2",
-        "longest prefix wins"
-    );
+    assert_eq!(spec["initContainers"][0]["image"], "registry.new/tools/init:1");
+    assert_eq!(spec["containers"][0]["image"], "registry.new/apps/web:2", "longest prefix wins");
     assert_eq!(spec["containers"][1]["image"], "docker.io/nginx");
-    let (svc, _) = kept(
-        chain
-            .run(
-                json!({"kind": "Service", "metadata": {"name": "s"}}),
-                &ctx(&["shop"]),
-                &NoLookup,
-            )
-            .unwrap(),
-    );
+    let (svc, _) =
+        kept(chain.run(json!({"kind": "Service", "metadata": {"name": "s"}}), &ctx(&["shop"]), &NoLookup).unwrap());
     assert_eq!(svc, json!({"kind": "Service", "metadata": {"name": "s"}}));
 }
 
 #[test]
 fn strip_openshift_drops_generated_objects_and_references() {
-    let mut chain = host()
-        .load_transforms(&[plugin("strip-openshift", json!({}))])
-        .unwrap();
+    let mut chain = host().load_transforms(&[plugin("strip-openshift", json!({}))]).unwrap();
     let c = ctx(&["shop"]);
-    let builder = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "builder", "namespace": "shop"}});
-    assert_eq!(
-        chain.run(builder, &c, &NoLookup).unwrap(),
-        TransformOutput::Skip
-    );
+    let builder =
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "builder", "namespace": "shop"}});
+    assert_eq!(chain.run(builder, &c, &NoLookup).unwrap(), TransformOutput::Skip);
     let rb = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "system:image-pullers", "namespace": "shop"}});
     assert_eq!(chain.run(rb, &c, &NoLookup).unwrap(), TransformOutput::Skip);
     let route = json!({"apiVersion": "route.openshift.io/v1", "kind": "Route",
         "metadata": {"name": "web", "namespace": "shop", "annotations": {"openshift.io/host.generated": "true"}},
         "spec": {"host": "web-shop.apps.old.example", "to": {"kind": "Service", "name": "web"}}});
     let (route, _) = kept(chain.run(route, &c, &NoLookup).unwrap());
-    assert_eq!(
-        route["spec"],
-        json!({"to": {"kind": "Service", "name": "web"}})
-    );
+    assert_eq!(route["spec"], json!({"to": {"kind": "Service", "name": "web"}}));
     let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "app", "namespace": "shop"},
         "secrets": [{"name": "app-dockercfg-abcde"}, {"name": "app-creds"}], "imagePullSecrets": [{"name": "app-dockercfg-abcde"}]});
     let (sa, _) = kept(chain.run(sa, &c, &NoLookup).unwrap());
@@ -167,26 +125,16 @@ fn strip_openshift_drops_generated_objects_and_references() {
     let dep = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "shop"},
         "spec": {"template": {"spec": {"imagePullSecrets": [{"name": "default-dockercfg-x"}, {"name": "mine"}], "containers": []}}}});
     let (dep, _) = kept(chain.run(dep, &c, &NoLookup).unwrap());
-    assert_eq!(
-        dep["spec"]["template"]["spec"]["imagePullSecrets"],
-        json!([{"name": "mine"}])
-    );
+    assert_eq!(dep["spec"]["template"]["spec"]["imagePullSecrets"], json!([{"name": "mine"}]));
 }
 
 #[test]
 fn drop_by_label_skips_matching_objects_only() {
-    let mut chain = host()
-        .load_transforms(&[plugin(
-            "drop-by-label",
-            json!({"label": "mtcd.io/skip", "value": "true"}),
-        )])
-        .unwrap();
+    let mut chain =
+        host().load_transforms(&[plugin("drop-by-label", json!({"label": "mtcd.io/skip", "value": "true"}))]).unwrap();
     let mut skip = cm("skip-me");
     skip["metadata"]["labels"] = json!({"mtcd.io/skip": "true"});
-    assert_eq!(
-        chain.run(skip, &ctx(&["shop"]), &NoLookup).unwrap(),
-        TransformOutput::Skip
-    );
+    assert_eq!(chain.run(skip, &ctx(&["shop"]), &NoLookup).unwrap(), TransformOutput::Skip);
     let mut other_value = cm("keep-me");
     other_value["metadata"]["labels"] = json!({"mtcd.io/skip": "false"});
     kept(chain.run(other_value, &ctx(&["shop"]), &NoLookup).unwrap());
@@ -199,18 +147,9 @@ fn chain_runs_in_order_and_each_plugin_sees_the_previous_output() {
     let add = plugin("add-label", json!({"labels": {"drop": "yes"}}));
     let drop = plugin("drop-by-label", json!({"label": "drop"}));
     let mut add_then_drop = host.load_transforms(&[add.clone(), drop.clone()]).unwrap();
-    assert_eq!(
-        add_then_drop
-            .run(cm("a"), &ctx(&["shop"]), &NoLookup)
-            .unwrap(),
-        TransformOutput::Skip
-    );
+    assert_eq!(add_then_drop.run(cm("a"), &ctx(&["shop"]), &NoLookup).unwrap(), TransformOutput::Skip);
     let mut drop_then_add = host.load_transforms(&[drop, add]).unwrap();
-    let (object, _) = kept(
-        drop_then_add
-            .run(cm("a"), &ctx(&["shop"]), &NoLookup)
-            .unwrap(),
-    );
+    let (object, _) = kept(drop_then_add.run(cm("a"), &ctx(&["shop"]), &NoLookup).unwrap());
     assert_eq!(object["metadata"]["labels"]["drop"], "yes");
 }
 
@@ -219,49 +158,26 @@ fn infinite_loop_is_stopped_at_its_time_limit_and_the_run_continues() {
     let host = host();
     let mut looping = plugin("infinite-loop", json!({}));
     looping.limits.timeout = Duration::from_millis(300);
-    let mut chain = host
-        .load_transforms(std::slice::from_ref(&looping))
-        .unwrap();
+    let mut chain = host.load_transforms(std::slice::from_ref(&looping)).unwrap();
     let started = Instant::now();
-    let err = chain
-        .run(cm("one"), &ctx(&["shop"]), &NoLookup)
-        .unwrap_err();
+    let err = chain.run(cm("one"), &ctx(&["shop"]), &NoLookup).unwrap_err();
     let elapsed = started.elapsed();
-    assert!(
-        matches!(err, PluginError::Timeout { limit, .. } if limit == Duration::from_millis(300)),
-        "{err:?}"
-    );
-    assert!(
-        err.to_string().contains("ConfigMap/shop/one")
-            && err.to_string().contains("infinite_loop.wasm"),
-        "{err}"
-    );
-    assert!(
-        elapsed >= Duration::from_millis(290),
-        "stopped before its limit: {elapsed:?}"
-    );
-    assert!(
-        elapsed < Duration::from_secs(10),
-        "not stopped near its limit: {elapsed:?}"
-    );
+    assert!(matches!(err, PluginError::Timeout { limit, .. } if limit == Duration::from_millis(300)), "{err:?}");
+    assert!(err.to_string().contains("ConfigMap/shop/one") && err.to_string().contains("infinite_loop.wasm"), "{err}");
+    assert!(elapsed >= Duration::from_millis(290), "stopped before its limit: {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(10), "not stopped near its limit: {elapsed:?}");
 
     // Same run: with keep-original the looping plugin's failure is a warning, and the
     // healthy plugin after it still processes this and the next object.
     looping.on_error = OnError::KeepOriginal;
-    let mut chain = host
-        .load_transforms(&[looping, plugin("add-label", json!({"labels": {"ok": "1"}}))])
-        .unwrap();
+    let mut chain = host.load_transforms(&[looping, plugin("add-label", json!({"labels": {"ok": "1"}}))]).unwrap();
     for name in ["first", "second"] {
         let (object, _) = kept(chain.run(cm(name), &ctx(&["shop"]), &NoLookup).unwrap());
         assert_eq!(object["metadata"]["labels"]["ok"], "1", "{name}");
     }
     let warnings = chain.take_warnings();
     assert_eq!(warnings.len(), 2);
-    assert!(
-        warnings
-            .iter()
-            .all(|w| matches!(w, PluginError::Timeout { .. }))
-    );
+    assert!(warnings.iter().all(|w| matches!(w, PluginError::Timeout { .. })));
 }
 
 #[test]
@@ -271,19 +187,8 @@ fn infinite_loop_is_stopped_by_its_fuel_limit() {
     looping.limits.timeout = Duration::from_secs(30);
     let mut chain = host().load_transforms(&[looping]).unwrap();
     let started = Instant::now();
-    let err = chain
-        .run(cm("one"), &ctx(&["shop"]), &NoLookup)
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            PluginError::OutOfFuel {
-                limit: 5_000_000,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    let err = chain.run(cm("one"), &ctx(&["shop"]), &NoLookup).unwrap_err();
+    assert!(matches!(err, PluginError::OutOfFuel { limit: 5_000_000, .. }), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 
@@ -293,57 +198,27 @@ fn memory_bomb_is_stopped_at_its_memory_limit_and_the_next_object_is_processed()
     let mut bomb = plugin("memory-bomb", json!({}));
     bomb.limits.memory = 16 * 1024 * 1024;
     let mut chain = host.load_transforms(std::slice::from_ref(&bomb)).unwrap();
-    let err = chain
-        .run(cm("one"), &ctx(&["shop"]), &NoLookup)
-        .unwrap_err();
-    assert!(
-        matches!(err, PluginError::MemoryLimit { limit, .. } if limit == 16 * 1024 * 1024),
-        "{err:?}"
-    );
-    assert!(
-        err.to_string().contains("memory limit") && err.to_string().contains("ConfigMap/shop/one"),
-        "{err}"
-    );
+    let err = chain.run(cm("one"), &ctx(&["shop"]), &NoLookup).unwrap_err();
+    assert!(matches!(err, PluginError::MemoryLimit { limit, .. } if limit == 16 * 1024 * 1024), "{err:?}");
+    assert!(err.to_string().contains("memory limit") && err.to_string().contains("ConfigMap/shop/one"), "{err}");
 
     bomb.on_error = OnError::SkipObject;
-    let mut chain = host
-        .load_transforms(&[plugin("add-label", json!({"labels": {"ok": "1"}})), bomb])
-        .unwrap();
-    assert_eq!(
-        chain.run(cm("one"), &ctx(&["shop"]), &NoLookup).unwrap(),
-        TransformOutput::Skip
-    );
-    assert!(matches!(
-        chain.take_warnings().as_slice(),
-        [PluginError::MemoryLimit { .. }]
-    ));
+    let mut chain = host.load_transforms(&[plugin("add-label", json!({"labels": {"ok": "1"}})), bomb]).unwrap();
+    assert_eq!(chain.run(cm("one"), &ctx(&["shop"]), &NoLookup).unwrap(), TransformOutput::Skip);
+    assert!(matches!(chain.take_warnings().as_slice(), [PluginError::MemoryLimit { .. }]));
     // The host is unharmed: a fresh chain of a healthy plugin works on the next object.
-    let mut healthy = host
-        .load_transforms(&[plugin("add-label", json!({"labels": {"ok": "1"}}))])
-        .unwrap();
+    let mut healthy = host.load_transforms(&[plugin("add-label", json!({"labels": {"ok": "1"}}))]).unwrap();
     kept(healthy.run(cm("two"), &ctx(&["shop"]), &NoLookup).unwrap());
 }
 
 #[test]
 fn a_trap_names_the_panic_and_the_same_plugin_handles_the_next_object() {
-    let mut chain = host()
-        .load_transforms(&[plugin("trap", json!({}))])
-        .unwrap();
-    let err = chain
-        .run(cm("boom"), &ctx(&["shop"]), &NoLookup)
-        .unwrap_err();
+    let mut chain = host().load_transforms(&[plugin("trap", json!({}))]).unwrap();
+    let err = chain.run(cm("boom"), &ctx(&["shop"]), &NoLookup).unwrap_err();
     eprintln!("{err}");
-    let PluginError::Trap {
-        reason, subject, ..
-    } = &err
-    else {
-        panic!("{err:?}")
-    };
+    let PluginError::Trap { reason, subject, .. } = &err else { panic!("{err:?}") };
     assert_eq!(subject, "ConfigMap/shop/boom");
-    assert!(
-        reason.contains("deliberate trap for object boom"),
-        "{reason}"
-    );
+    assert!(reason.contains("deliberate trap for object boom"), "{reason}");
     let (object, _) = kept(chain.run(cm("fine"), &ctx(&["shop"]), &NoLookup).unwrap());
     assert_eq!(object, cm("fine"));
 }
@@ -358,17 +233,11 @@ fn malformed_json_and_invalid_patches_are_errors() {
         ("bad-path", "invalid patch"),
     ];
     for (mode, expected) in cases {
-        let mut chain = host
-            .load_transforms(&[plugin("bad-json", json!({"mode": mode}))])
-            .unwrap();
-        let err = chain
-            .run(cm("one"), &ctx(&["shop"]), &NoLookup)
-            .unwrap_err();
+        let mut chain = host.load_transforms(&[plugin("bad-json", json!({"mode": mode}))]).unwrap();
+        let err = chain.run(cm("one"), &ctx(&["shop"]), &NoLookup).unwrap_err();
         let text = err.to_string();
         assert!(
-            text.contains(expected)
-                && text.contains("bad_json.wasm")
-                && text.contains("ConfigMap/shop/one"),
+            text.contains(expected) && text.contains("bad_json.wasm") && text.contains("ConfigMap/shop/one"),
             "{mode}: {text}"
         );
         match mode {
@@ -383,56 +252,30 @@ fn malformed_json_and_invalid_patches_are_errors() {
 #[test]
 fn extra_objects_errors_and_on_error_policies() {
     let host = host();
-    let mut chain = host
-        .load_transforms(&[plugin("echo", json!({"mode": "with-extra"}))])
-        .unwrap();
+    let mut chain = host.load_transforms(&[plugin("echo", json!({"mode": "with-extra"}))]).unwrap();
     let (object, extra) = kept(chain.run(cm("one"), &ctx(&["shop"]), &NoLookup).unwrap());
     assert_eq!(object, cm("one"));
     assert_eq!(extra.len(), 1);
-    assert_eq!(
-        extra[0]["metadata"],
-        json!({"name": "one-extra", "namespace": "shop"})
-    );
+    assert_eq!(extra[0]["metadata"], json!({"name": "one-extra", "namespace": "shop"}));
 
     let mut failing = plugin("echo", json!({"mode": "error"}));
-    let mut chain = host
-        .load_transforms(std::slice::from_ref(&failing))
-        .unwrap();
-    let err = chain
-        .run(cm("one"), &ctx(&["shop"]), &NoLookup)
-        .unwrap_err();
-    assert!(
-        matches!(&err, PluginError::Reported { message, .. } if message == "refusing one"),
-        "{err:?}"
-    );
+    let mut chain = host.load_transforms(std::slice::from_ref(&failing)).unwrap();
+    let err = chain.run(cm("one"), &ctx(&["shop"]), &NoLookup).unwrap_err();
+    assert!(matches!(&err, PluginError::Reported { message, .. } if message == "refusing one"), "{err:?}");
 
     failing.on_error = OnError::SkipObject;
-    let mut chain = host
-        .load_transforms(std::slice::from_ref(&failing))
-        .unwrap();
-    assert_eq!(
-        chain.run(cm("one"), &ctx(&["shop"]), &NoLookup).unwrap(),
-        TransformOutput::Skip
-    );
+    let mut chain = host.load_transforms(std::slice::from_ref(&failing)).unwrap();
+    assert_eq!(chain.run(cm("one"), &ctx(&["shop"]), &NoLookup).unwrap(), TransformOutput::Skip);
     failing.on_error = OnError::KeepOriginal;
     let mut chain = host.load_transforms(&[failing]).unwrap();
-    assert_eq!(
-        kept(chain.run(cm("one"), &ctx(&["shop"]), &NoLookup).unwrap()).0,
-        cm("one")
-    );
+    assert_eq!(kept(chain.run(cm("one"), &ctx(&["shop"]), &NoLookup).unwrap()).0, cm("one"));
     assert_eq!(chain.take_warnings().len(), 1);
 }
 
 #[test]
 fn context_and_config_reach_the_plugin() {
-    let mut chain = host()
-        .load_transforms(&[plugin("echo", json!({"mode": "context", "x": [1, 2]}))])
-        .unwrap();
-    let (object, _) = kept(
-        chain
-            .run(cm("one"), &ctx(&["shop", "db"]), &NoLookup)
-            .unwrap(),
-    );
+    let mut chain = host().load_transforms(&[plugin("echo", json!({"mode": "context", "x": [1, 2]}))]).unwrap();
+    let (object, _) = kept(chain.run(cm("one"), &ctx(&["shop", "db"]), &NoLookup).unwrap());
     let a = &object["metadata"]["annotations"];
     assert_eq!(a["source"], "old");
     assert_eq!(a["destination"], "new");
@@ -456,18 +299,10 @@ fn lookup_reads_source_objects_only_in_migrated_namespaces() {
     ]);
     let host = host();
     let mut inside = host
-        .load_transforms(&[plugin(
-            "echo",
-            json!({"mode": "lookup", "lookup": ["ConfigMap", "shop", "settings"]}),
-        )])
+        .load_transforms(&[plugin("echo", json!({"mode": "lookup", "lookup": ["ConfigMap", "shop", "settings"]}))])
         .unwrap();
     let (object, _) = kept(inside.run(cm("one"), &ctx(&["shop"]), &source).unwrap());
-    let found: Value = serde_json::from_str(
-        object["metadata"]["annotations"]["looked-up"]
-            .as_str()
-            .unwrap(),
-    )
-    .unwrap();
+    let found: Value = serde_json::from_str(object["metadata"]["annotations"]["looked-up"].as_str().unwrap()).unwrap();
     assert_eq!(found, cm("settings"));
 
     let mut outside = host
@@ -499,10 +334,7 @@ fn hook_ctx<'a>(lookup: &'a dyn SourceLookup, namespaces: &[&str]) -> HookContex
         migration: "shop".into(),
         source_cluster: "old".into(),
         destination_cluster: "new".into(),
-        namespace_map: namespaces
-            .iter()
-            .map(|n| (n.to_string(), n.to_string()))
-            .collect::<IndexMap<_, _>>(),
+        namespace_map: namespaces.iter().map(|n| (n.to_string(), n.to_string())).collect::<IndexMap<_, _>>(),
         lookup,
     }
 }
@@ -510,43 +342,25 @@ fn hook_ctx<'a>(lookup: &'a dyn SourceLookup, namespaces: &[&str]) -> HookContex
 #[test]
 fn require_annotation_hook_stops_pre_cutover_until_the_marker_is_set() {
     let host = host();
-    let mut hook = host
-        .load_hook(&hook_ref(
-            json!({"annotation": "mtcd.io/cutover-approved", "value": "true"}),
-        ))
-        .unwrap();
-    let missing = Objects(vec![
-        namespace("shop", json!({"mtcd.io/cutover-approved": "true"})),
-        namespace("db", json!({})),
-    ]);
-    let err = hook
-        .run(HookPhase::PreCutover, &hook_ctx(&missing, &["shop", "db"]))
-        .unwrap_err();
-    let PluginError::HookFailed { phase, message, .. } = &err else {
-        panic!("{err:?}")
-    };
+    let mut hook =
+        host.load_hook(&hook_ref(json!({"annotation": "mtcd.io/cutover-approved", "value": "true"}))).unwrap();
+    let missing =
+        Objects(vec![namespace("shop", json!({"mtcd.io/cutover-approved": "true"})), namespace("db", json!({}))]);
+    let err = hook.run(HookPhase::PreCutover, &hook_ctx(&missing, &["shop", "db"])).unwrap_err();
+    let PluginError::HookFailed { phase, message, .. } = &err else { panic!("{err:?}") };
     assert_eq!(*phase, "pre-cutover");
-    assert!(
-        message.contains("Namespace db") && message.contains("mtcd.io/cutover-approved"),
-        "{message}"
-    );
+    assert!(message.contains("Namespace db") && message.contains("mtcd.io/cutover-approved"), "{message}");
     assert!(err.to_string().contains("require_annotation.wasm"), "{err}");
 
-    let wrong_value = Objects(vec![namespace(
-        "shop",
-        json!({"mtcd.io/cutover-approved": "later"}),
-    )]);
-    let err = hook
-        .run(HookPhase::PreCutover, &hook_ctx(&wrong_value, &["shop"]))
-        .unwrap_err();
+    let wrong_value = Objects(vec![namespace("shop", json!({"mtcd.io/cutover-approved": "later"}))]);
+    let err = hook.run(HookPhase::PreCutover, &hook_ctx(&wrong_value, &["shop"])).unwrap_err();
     assert!(err.to_string().contains("expected `true`"), "{err}");
 
     let approved = Objects(vec![
         namespace("shop", json!({"mtcd.io/cutover-approved": "true"})),
         namespace("db", json!({"mtcd.io/cutover-approved": "true"})),
     ]);
-    hook.run(HookPhase::PreCutover, &hook_ctx(&approved, &["shop", "db"]))
-        .unwrap();
+    hook.run(HookPhase::PreCutover, &hook_ctx(&approved, &["shop", "db"])).unwrap();
 }
 
 #[test]
@@ -557,45 +371,25 @@ fn hook_lookups_outside_migrated_namespaces_find_nothing() {
     let source = Objects(vec![
         json!({"kind": "ConfigMap", "metadata": {"name": "release", "namespace": "other", "annotations": {"ok": "1"}}}),
     ]);
-    let err = hook
-        .run(HookPhase::PreCutover, &hook_ctx(&source, &["shop"]))
-        .unwrap_err();
+    let err = hook.run(HookPhase::PreCutover, &hook_ctx(&source, &["shop"])).unwrap_err();
     assert!(err.to_string().contains("not found"), "{err}");
-    hook.run(
-        HookPhase::PreCutover,
-        &hook_ctx(&source, &["shop", "other"]),
-    )
-    .unwrap();
+    hook.run(HookPhase::PreCutover, &hook_ctx(&source, &["shop", "other"])).unwrap();
 }
 
 #[test]
 fn plugins_of_the_wrong_kind_fail_clearly() {
     let host = host();
     let mut as_transform = host.load_transforms(&[hook_ref(json!({}))]).unwrap();
-    let err = as_transform
-        .run(cm("one"), &ctx(&["shop"]), &NoLookup)
-        .unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("is a hook, not a transform plugin"),
-        "{err}"
-    );
+    let err = as_transform.run(cm("one"), &ctx(&["shop"]), &NoLookup).unwrap_err();
+    assert!(err.to_string().contains("is a hook, not a transform plugin"), "{err}");
     let mut as_hook = host.load_hook(&plugin("add-label", json!({}))).unwrap();
-    let err = as_hook
-        .run(HookPhase::PreCutover, &hook_ctx(&NoLookup, &["shop"]))
-        .unwrap_err();
-    assert!(
-        err.to_string().contains("a transform plugin, not a hook"),
-        "{err}"
-    );
+    let err = as_hook.run(HookPhase::PreCutover, &hook_ctx(&NoLookup, &["shop"])).unwrap_err();
+    assert!(err.to_string().contains("a transform plugin, not a hook"), "{err}");
     let not_wasm = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(not_wasm.path(), b"not wasm").unwrap();
     let mut r = plugin("add-label", json!({}));
     r.path = not_wasm.path().to_path_buf();
-    let err = host
-        .load_transforms(&[r])
-        .err()
-        .expect("garbage must not load");
+    let err = host.load_transforms(&[r]).err().expect("garbage must not load");
     assert!(matches!(err, PluginError::Compile { .. }), "{err:?}");
 }
 
@@ -603,18 +397,12 @@ fn plugins_of_the_wrong_kind_fail_clearly() {
 fn missing_grant_directory_is_reported_at_first_use() {
     let mut r = plugin("add-label", json!({"labels": {"a": "b"}}));
     r.grants = PluginGrants {
-        dirs: vec![DirGrant {
-            host: PathBuf::from("/nonexistent/mtcd-grant"),
-            guest: "/data".into(),
-            writable: false,
-        }],
+        dirs: vec![DirGrant { host: PathBuf::from("/nonexistent/mtcd-grant"), guest: "/data".into(), writable: false }],
         env: vec![],
         clock: false,
     };
     let mut chain = host().load_transforms(&[r]).unwrap();
-    let err = chain
-        .run(cm("one"), &ctx(&["shop"]), &NoLookup)
-        .unwrap_err();
+    let err = chain.run(cm("one"), &ctx(&["shop"]), &NoLookup).unwrap_err();
     assert!(matches!(err, PluginError::Grant { .. }), "{err:?}");
     assert!(err.to_string().contains("/nonexistent/mtcd-grant"), "{err}");
 }
@@ -629,11 +417,7 @@ fn compiled_components_are_cached_on_disk_and_reused() {
     let first = chain.load_reports()[0].clone();
     assert_eq!(first.outcome, CacheOutcome::Compiled);
     let file = first.cache_file.clone().expect("a cache file");
-    assert!(
-        file.starts_with(dir.path()) && file.is_file(),
-        "{}",
-        file.display()
-    );
+    assert!(file.starts_with(dir.path()) && file.is_file(), "{}", file.display());
     let written = std::fs::metadata(&file).unwrap().modified().unwrap();
     let again = cold.load_transforms(std::slice::from_ref(&r)).unwrap();
     assert_eq!(again.load_reports()[0].outcome, CacheOutcome::MemoryHit);
@@ -644,26 +428,13 @@ fn compiled_components_are_cached_on_disk_and_reused() {
     let second = chain.load_reports()[0].clone();
     assert_eq!(second.outcome, CacheOutcome::DiskHit);
     assert_eq!(second.cache_file.as_ref(), Some(&file));
-    assert_eq!(
-        std::fs::metadata(&file).unwrap().modified().unwrap(),
-        written,
-        "cache file rewritten"
-    );
-    assert_eq!(
-        std::fs::read_dir(dir.path()).unwrap().count(),
-        1,
-        "exactly one cache entry"
-    );
-    eprintln!(
-        "strip-openshift: compile {:?}, cached load {:?}",
-        first.elapsed, second.elapsed
-    );
+    assert_eq!(std::fs::metadata(&file).unwrap().modified().unwrap(), written, "cache file rewritten");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "exactly one cache entry");
+    eprintln!("strip-openshift: compile {:?}, cached load {:?}", first.elapsed, second.elapsed);
     // And the cached component works.
-    let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "deployer", "namespace": "shop"}});
-    assert_eq!(
-        chain.run(sa, &ctx(&["shop"]), &NoLookup).unwrap(),
-        TransformOutput::Skip
-    );
+    let sa =
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "deployer", "namespace": "shop"}});
+    assert_eq!(chain.run(sa, &ctx(&["shop"]), &NoLookup).unwrap(), TransformOutput::Skip);
 }
 
 #[test]
@@ -678,48 +449,17 @@ fn plugin_test_renders_a_diff_per_object() {
     )
     .unwrap();
     let host = host();
-    let out = test_plugin_with(
-        &host,
-        &plugin_wasm("strip-openshift"),
-        &objects,
-        json!({}),
-        false,
-    )
-    .unwrap();
-    assert!(
-        out.contains("── ServiceAccount/shop/builder: skipped"),
-        "{out}"
-    );
+    let out = test_plugin_with(&host, &plugin_wasm("strip-openshift"), &objects, json!({}), false).unwrap();
+    assert!(out.contains("── ServiceAccount/shop/builder: skipped"), "{out}");
     assert!(out.contains("── Route/shop/web: changed"), "{out}");
     assert!(out.contains("-  host: web.apps.old"), "{out}");
     assert!(out.contains("── ConfigMap/shop/plain: unchanged"), "{out}");
     assert!(!out.contains('\u{1b}'), "no color codes when color is off");
-    let colored = test_plugin_with(
-        &host,
-        &plugin_wasm("strip-openshift"),
-        &objects,
-        json!({}),
-        true,
-    )
-    .unwrap();
+    let colored = test_plugin_with(&host, &plugin_wasm("strip-openshift"), &objects, json!({}), true).unwrap();
     assert!(colored.contains('\u{1b}'));
 
-    let err = test_plugin_with(
-        &host,
-        &plugin_wasm("echo"),
-        &objects,
-        json!({"mode": "error"}),
-        false,
-    )
-    .unwrap_err();
-    let PluginError::TestFailed {
-        failed,
-        total,
-        report,
-    } = &err
-    else {
-        panic!("{err:?}")
-    };
+    let err = test_plugin_with(&host, &plugin_wasm("echo"), &objects, json!({"mode": "error"}), false).unwrap_err();
+    let PluginError::TestFailed { failed, total, report } = &err else { panic!("{err:?}") };
     assert_eq!((*failed, *total), (3, 3));
     assert!(report.contains("refusing builder"), "{report}");
 }
@@ -728,24 +468,14 @@ fn plugin_test_renders_a_diff_per_object() {
 fn scaffolded_plugin_builds_and_runs() {
     let dir = tempfile::tempdir().unwrap();
     let root = scaffold("team-label", dir.path()).unwrap();
-    assert!(
-        scaffold("team-label", dir.path()).is_err(),
-        "existing crate is not overwritten"
-    );
+    assert!(scaffold("team-label", dir.path()).is_err(), "existing crate is not overwritten");
     assert!(scaffold("Bad_Name", dir.path()).is_err());
     // Shared target dir: the SDK's dependencies compile once across test runs.
     let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins/target/scaffold-test");
     // The crate lives outside the repo, so pin the repo's toolchain (it has the wasm target).
-    let toolchain = std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../rust-toolchain.toml"),
-    )
-    .unwrap();
-    let channel = toolchain
-        .lines()
-        .find_map(|l| l.strip_prefix("channel = "))
-        .unwrap()
-        .trim_matches('"')
-        .to_string();
+    let toolchain =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../rust-toolchain.toml")).unwrap();
+    let channel = toolchain.lines().find_map(|l| l.strip_prefix("channel = ")).unwrap().trim_matches('"').to_string();
     let status = std::process::Command::new("cargo")
         .args(["build", "--quiet", "--release"])
         .current_dir(&root)
@@ -780,51 +510,28 @@ fn nothing_but_computation_unless_granted() {
 
     let denied = probe(PluginGrants::default());
     assert_eq!(denied["env"], "unset");
-    assert_eq!(
-        denied["clock"], "0",
-        "the clock is frozen without the grant"
-    );
-    assert!(
-        denied["read"].as_str().unwrap().starts_with("error"),
-        "{denied}"
-    );
-    assert!(
-        denied["write"].as_str().unwrap().starts_with("error"),
-        "{denied}"
-    );
+    assert_eq!(denied["clock"], "0", "the clock is frozen without the grant");
+    assert!(denied["read"].as_str().unwrap().starts_with("error"), "{denied}");
+    assert!(denied["write"].as_str().unwrap().starts_with("error"), "{denied}");
 
     let read_only = probe(PluginGrants {
-        dirs: vec![DirGrant {
-            host: dir.path().to_path_buf(),
-            guest: "/data".into(),
-            writable: false,
-        }],
+        dirs: vec![DirGrant { host: dir.path().to_path_buf(), guest: "/data".into(), writable: false }],
         env: vec![var.to_string()],
         clock: true,
     });
     assert_eq!(read_only["env"], value.as_str());
     assert!(read_only["clock"].as_str().unwrap().parse::<u64>().unwrap() > 1_700_000_000);
     assert_eq!(read_only["read"], "from the host");
-    assert!(
-        read_only["write"].as_str().unwrap().starts_with("error"),
-        "read-only grant allowed a write: {read_only}"
-    );
+    assert!(read_only["write"].as_str().unwrap().starts_with("error"), "read-only grant allowed a write: {read_only}");
     assert!(!dir.path().join("output.txt").exists());
 
     let writable = probe(PluginGrants {
-        dirs: vec![DirGrant {
-            host: dir.path().to_path_buf(),
-            guest: "/data".into(),
-            writable: true,
-        }],
+        dirs: vec![DirGrant { host: dir.path().to_path_buf(), guest: "/data".into(), writable: true }],
         env: vec![],
         clock: false,
     });
     assert_eq!(writable["write"], "ok");
-    assert_eq!(
-        std::fs::read_to_string(dir.path().join("output.txt")).unwrap(),
-        "one"
-    );
+    assert_eq!(std::fs::read_to_string(dir.path().join("output.txt")).unwrap(), "one");
     assert_eq!(writable["env"], "unset", "env is granted by name only");
 }
 
@@ -851,21 +558,12 @@ fn plugin_log_messages_reach_the_host_log_tagged_with_the_plugin() {
         .with_ansi(false)
         .with_max_level(tracing::Level::INFO)
         .finish();
-    let mut chain = host()
-        .load_transforms(&[plugin("echo", json!({"mode": "log"}))])
-        .unwrap();
+    let mut chain = host().load_transforms(&[plugin("echo", json!({"mode": "log"}))]).unwrap();
     tracing::subscriber::with_default(subscriber, || {
-        kept(
-            chain
-                .run(cm("logged-object"), &ctx(&["shop"]), &NoLookup)
-                .unwrap(),
-        );
+        kept(chain.run(cm("logged-object"), &ctx(&["shop"]), &NoLookup).unwrap());
     });
     let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    assert!(
-        text.contains("INFO") && text.contains("saw logged-object") && text.contains("echo.wasm"),
-        "{text}"
-    );
+    assert!(text.contains("INFO") && text.contains("saw logged-object") && text.contains("echo.wasm"), "{text}");
 }
 
 #[test]
@@ -873,13 +571,8 @@ fn a_memory_cap_below_the_plugins_initial_memory_is_a_memory_error() {
     let mut r = plugin("add-label", json!({"labels": {"a": "b"}}));
     r.limits.memory = 64 * 1024;
     let mut chain = host().load_transforms(&[r]).unwrap();
-    let err = chain
-        .run(cm("one"), &ctx(&["shop"]), &NoLookup)
-        .unwrap_err();
-    assert!(
-        matches!(err, PluginError::MemoryLimit { limit: 65536, .. }),
-        "{err:?}"
-    );
+    let err = chain.run(cm("one"), &ctx(&["shop"]), &NoLookup).unwrap_err();
+    assert!(matches!(err, PluginError::MemoryLimit { limit: 65536, .. }), "{err:?}");
 }
 
 #[test]
@@ -888,55 +581,18 @@ fn run_hooks_runs_only_the_phase_and_stops_at_the_first_failure() {
     let host = host();
     let gate = |annotation: &str| hook_ref(json!({"annotation": annotation}));
     let hooks = [
-        HookRef {
-            phase: HookPhase::PreBackup,
-            plugin: gate("never-set"),
-        },
-        HookRef {
-            phase: HookPhase::PreCutover,
-            plugin: gate("approved"),
-        },
+        HookRef { phase: HookPhase::PreBackup, plugin: gate("never-set") },
+        HookRef { phase: HookPhase::PreCutover, plugin: gate("approved") },
     ];
     let approved = vec![namespace("shop", json!({"approved": "yes"}))];
-    host.run_hooks(
-        &hooks,
-        HookPhase::PreCutover,
-        &hook_ctx(&approved, &["shop"]),
-    )
-    .unwrap();
-    host.run_hooks(
-        &hooks,
-        HookPhase::PostCutover,
-        &hook_ctx(&approved, &["shop"]),
-    )
-    .unwrap();
-    let err = host
-        .run_hooks(
-            &hooks,
-            HookPhase::PreBackup,
-            &hook_ctx(&approved, &["shop"]),
-        )
-        .unwrap_err();
+    host.run_hooks(&hooks, HookPhase::PreCutover, &hook_ctx(&approved, &["shop"])).unwrap();
+    host.run_hooks(&hooks, HookPhase::PostCutover, &hook_ctx(&approved, &["shop"])).unwrap();
+    let err = host.run_hooks(&hooks, HookPhase::PreBackup, &hook_ctx(&approved, &["shop"])).unwrap_err();
     assert!(
         matches!(&err, PluginError::HookFailed { phase: "pre-backup", message, .. } if message.contains("never-set")),
         "{err:?}"
     );
     let not_approved = vec![namespace("shop", json!({}))];
-    let err = host
-        .run_hooks(
-            &hooks,
-            HookPhase::PreCutover,
-            &hook_ctx(&not_approved, &["shop"]),
-        )
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            PluginError::HookFailed {
-                phase: "pre-cutover",
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    let err = host.run_hooks(&hooks, HookPhase::PreCutover, &hook_ctx(&not_approved, &["shop"])).unwrap_err();
+    assert!(matches!(err, PluginError::HookFailed { phase: "pre-cutover", .. }), "{err:?}");
 }

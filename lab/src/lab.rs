@@ -55,11 +55,7 @@ pub enum LabError {
     AlreadyRunning { dir: String, pid: i32 },
     /// The supervisor exited during start-up.
     #[error("the lab supervisor exited during start-up ({status}); {dir}/lab.log says:\n{log}")]
-    SupervisorExited {
-        dir: String,
-        status: String,
-        log: String,
-    },
+    SupervisorExited { dir: String, status: String, log: String },
     /// Building a client for the services failed.
     #[error("building a client for context {context}: {message}")]
     Client { context: String, message: String },
@@ -69,10 +65,7 @@ pub enum LabError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LabError + '_ {
-    move |source| LabError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| LabError::Io { path: path.to_path_buf(), source }
 }
 
 /// Cluster profile: which API groups the cluster serves.
@@ -134,11 +127,7 @@ impl LabInfo {
 
     /// The cluster a kubeconfig context (`lab-src`) or cluster name (`src`) refers to.
     pub fn cluster(&self, context_or_name: &str) -> Option<&ClusterInfo> {
-        self.clusters.get(context_or_name).or_else(|| {
-            self.clusters
-                .values()
-                .find(|c| c.context == context_or_name)
-        })
+        self.clusters.get(context_or_name).or_else(|| self.clusters.values().find(|c| c.context == context_or_name))
     }
 }
 
@@ -162,15 +151,9 @@ fn seed_builtin(server: &ApiServer) -> Result<(), LabError> {
     let err = |what: &str| {
         let cluster = cluster.clone();
         let what = what.to_string();
-        move |source| LabError::Seed {
-            cluster,
-            what,
-            source: Box::new(source),
-        }
+        move |source| LabError::Seed { cluster, what, source: Box::new(source) }
     };
-    let ns_ty = st
-        .resource("", "v1", "namespaces")
-        .expect("namespaces type");
+    let ns_ty = st.resource("", "v1", "namespaces").expect("namespaces type");
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         st.create(
             &ns_ty,
@@ -181,19 +164,15 @@ fn seed_builtin(server: &ApiServer) -> Result<(), LabError> {
         )
         .map_err(err(ns))?;
     }
-    let sc_ty = st
-        .resource("storage.k8s.io", "v1", "storageclasses")
-        .expect("storageclasses type");
+    let sc_ty = st.resource("storage.k8s.io", "v1", "storageclasses").expect("storageclasses type");
     for (name, default) in [("standard", true), ("fast", false)] {
         let mut sc = json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
             "metadata": {"name": name}, "provisioner": "lab.mtcd.io/local-path",
             "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate", "allowVolumeExpansion": true});
         if default {
-            sc["metadata"]["annotations"] =
-                json!({"storageclass.kubernetes.io/is-default-class": "true"});
+            sc["metadata"]["annotations"] = json!({"storageclass.kubernetes.io/is-default-class": "true"});
         }
-        st.create(&sc_ty, None, sc, &Query::new(), "mtcd-lab")
-            .map_err(err(name))?;
+        st.create(&sc_ty, None, sc, &Query::new(), "mtcd-lab").map_err(err(name))?;
     }
     // The `kubernetes` Service every cluster has (a migration must leave it alone).
     let svc_ty = st.resource("", "v1", "services").expect("services type");
@@ -201,14 +180,12 @@ fn seed_builtin(server: &ApiServer) -> Result<(), LabError> {
     let svc = json!({"apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver", "provider": "kubernetes"}},
         "spec": {"clusterIP": first_ip, "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]}});
-    st.create(&svc_ty, Some("default"), svc, &Query::new(), "mtcd-lab")
-        .map_err(err("service default/kubernetes"))?;
+    st.create(&svc_ty, Some("default"), svc, &Query::new(), "mtcd-lab").map_err(err("service default/kubernetes"))?;
     let node_ty = st.resource("", "v1", "nodes").expect("nodes type");
     let node_name = crate::api::schedule::node_name(&cluster);
     let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node_name,
         "labels": {"kubernetes.io/hostname": node_name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}}});
-    st.create(&node_ty, None, node, &Query::new(), "mtcd-lab")
-        .map_err(err("node"))?;
+    st.create(&node_ty, None, node, &Query::new(), "mtcd-lab").map_err(err("node"))?;
     Ok(())
 }
 
@@ -220,9 +197,7 @@ fn kubeconfig(ca_pem: &str, clusters: &[(String, String, String)]) -> String {
     for (ctx, url, token) in clusters {
         cs.push(json!({"name": ctx, "cluster": {"server": url, "certificate-authority-data": ca}}));
         users.push(json!({"name": ctx, "user": {"token": token}}));
-        ctxs.push(
-            json!({"name": ctx, "context": {"cluster": ctx, "user": ctx, "namespace": "default"}}),
-        );
+        ctxs.push(json!({"name": ctx, "context": {"cluster": ctx, "user": ctx, "namespace": "default"}}));
     }
     let cfg = json!({"apiVersion": "v1", "kind": "Config", "clusters": cs, "users": users, "contexts": ctxs,
         "current-context": clusters.first().map(|c| c.0.clone()).unwrap_or_default(), "preferences": {}});
@@ -232,18 +207,10 @@ fn kubeconfig(ca_pem: &str, clusters: &[(String, String, String)]) -> String {
 /// A kube client for one context of a lab kubeconfig.
 pub async fn client_for(kubeconfig: &Path, context: &str) -> Result<kube::Client, LabError> {
     pki::init_crypto();
-    let cerr = |message: String| LabError::Client {
-        context: context.to_string(),
-        message,
-    };
+    let cerr = |message: String| LabError::Client { context: context.to_string(), message };
     let kc = kube::config::Kubeconfig::read_from(kubeconfig).map_err(|e| cerr(e.to_string()))?;
-    let opts = kube::config::KubeConfigOptions {
-        context: Some(context.to_string()),
-        ..Default::default()
-    };
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &opts)
-        .await
-        .map_err(|e| cerr(e.to_string()))?;
+    let opts = kube::config::KubeConfigOptions { context: Some(context.to_string()), ..Default::default() };
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &opts).await.map_err(|e| cerr(e.to_string()))?;
     kube::Client::try_from(cfg).map_err(|e| cerr(e.to_string()))
 }
 
@@ -278,19 +245,12 @@ pub async fn start(opts: &LabOptions) -> Result<RunningLab, LabError> {
     let id = random_hex(3);
     let prefix = format!("mtcdlab-{id}-");
     let ca = LabCa::generate(&id)?;
-    let cert = ca.issue_server(
-        "mtcd-lab apiserver",
-        &["localhost"],
-        &[IpAddr::V4(Ipv4Addr::LOCALHOST)],
-    )?;
+    let cert = ca.issue_server("mtcd-lab apiserver", &["localhost"], &[IpAddr::V4(Ipv4Addr::LOCALHOST)])?;
     let tls = pki::server_config(&cert)?;
     let ca_path = dir.join("ca.crt");
     std::fs::write(&ca_path, ca.cert_pem()).map_err(io(&ca_path))?;
     let shutdown = CancellationToken::new();
-    let specs = [
-        ("src", opts.source_profile, "10.96.0.0/16"),
-        ("dst", opts.destination_profile, "10.97.0.0/16"),
-    ];
+    let specs = [("src", opts.source_profile, "10.96.0.0/16"), ("dst", opts.destination_profile, "10.97.0.0/16")];
     let mut servers = Vec::new();
     let mut kc_entries = Vec::new();
     let mut clusters = BTreeMap::new();
@@ -347,40 +307,20 @@ pub async fn start(opts: &LabOptions) -> Result<RunningLab, LabError> {
             apps_domain: c.apps_domain.clone(),
         });
     }
-    let started = services::start(&dir, &prefix, specs, shutdown.clone(), &mut running)
-        .await
-        .map_err(LabError::Services)?;
+    let started =
+        services::start(&dir, &prefix, specs, shutdown.clone(), &mut running).await.map_err(LabError::Services)?;
     // `clusters` is ordered by name (dst, src) like `specs` and `started`; servers are not.
     for ((name, c), s) in clusters.iter_mut().zip(started) {
         if let Some(server) = servers.iter().find(|sv| sv.state.cluster == *name) {
-            *server
-                .state
-                .registry
-                .write()
-                .unwrap_or_else(|e| e.into_inner()) = s.registry.clone();
+            *server.state.registry.write().unwrap_or_else(|e| e.into_inner()) = s.registry.clone();
         }
         c.registry = s.registry;
         c.router = s.router;
     }
-    let info = LabInfo {
-        clusters,
-        prefix,
-        kubeconfig: kc_path,
-        services: services::ENABLED,
-    };
-    write_atomic(
-        &dir.join("lab.json"),
-        serde_json::to_vec_pretty(&info)
-            .expect("lab.json serializes")
-            .as_slice(),
-    )?;
+    let info = LabInfo { clusters, prefix, kubeconfig: kc_path, services: services::ENABLED };
+    write_atomic(&dir.join("lab.json"), serde_json::to_vec_pretty(&info).expect("lab.json serializes").as_slice())?;
     tracing::info!(dir = %dir.display(), elapsed_ms = t0.elapsed().as_millis() as u64, "lab ready");
-    Ok(RunningLab {
-        info,
-        servers,
-        shutdown,
-        services: running,
-    })
+    Ok(RunningLab { info, servers, shutdown, services: running })
 }
 
 /// Runs a lab in the foreground until SIGINT or SIGTERM.
@@ -389,12 +329,8 @@ pub async fn run_foreground(opts: &LabOptions) -> Result<(), LabError> {
     let lab = start(opts).await?;
     let pid_path = opts.dir.join("lab.pid");
     std::fs::write(&pid_path, std::process::id().to_string()).map_err(io(&pid_path))?;
-    println!(
-        "lab ready: kubeconfig {} (contexts lab-src, lab-dst)",
-        lab.info.kubeconfig.display()
-    );
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(io(&opts.dir))?;
+    println!("lab ready: kubeconfig {} (contexts lab-src, lab-dst)", lab.info.kubeconfig.display());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(io(&opts.dir))?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
@@ -412,10 +348,7 @@ fn refuse_running(dir: &Path) -> Result<(), LabError> {
         && pid_alive(pid)
         && is_lab_process(pid)
     {
-        return Err(LabError::AlreadyRunning {
-            dir: dir.display().to_string(),
-            pid,
-        });
+        return Err(LabError::AlreadyRunning { dir: dir.display().to_string(), pid });
     }
     Ok(())
 }
@@ -475,11 +408,7 @@ pub async fn up_detached(opts: &LabOptions) -> Result<LabInfo, LabError> {
             }
         }
         if Instant::now() > deadline {
-            return Err(LabError::NotReady {
-                dir: dir.display().to_string(),
-                secs: 30,
-                log: log_tail(&dir),
-            });
+            return Err(LabError::NotReady { dir: dir.display().to_string(), secs: 30, log: log_tail(&dir) });
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -497,9 +426,7 @@ fn pid_alive(pid: i32) -> bool {
         return false;
     };
     // Field 3 (after the parenthesised command) is the state; Z is a zombie.
-    let state = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.trim_start().chars().next().unwrap_or('?'));
+    let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().chars().next().unwrap_or('?'));
     state != Some('Z')
 }
 
@@ -518,10 +445,8 @@ fn is_supervisor_leader(pid: i32) -> bool {
     let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command: state ppid pgrp ...
-    let pgrp = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().nth(2))
-        .and_then(|p| p.parse::<i32>().ok());
+    let pgrp =
+        stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(2)).and_then(|p| p.parse::<i32>().ok());
     cmd.split(|b| *b == 0).any(|a| a == b"__supervise") && pgrp == Some(pid)
 }
 
@@ -565,8 +490,5 @@ pub async fn down(dir: &Path) -> Result<(), LabError> {
 
 /// The shared state of a cluster's API server, for in-process tests.
 pub fn state_of(lab: &RunningLab, cluster: &str) -> Option<Arc<api::State>> {
-    lab.servers
-        .iter()
-        .find(|s| s.state.cluster == cluster)
-        .map(|s| s.state.clone())
+    lab.servers.iter().find(|s| s.state.cluster == cluster).map(|s| s.state.clone())
 }

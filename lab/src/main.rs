@@ -7,10 +7,7 @@ use clap::{Parser, Subcommand};
 use mtcd_lab::lab::{self, LabOptions, Profile};
 
 #[derive(Parser)]
-#[command(
-    name = "mtcd-lab",
-    about = "Two simulated Kubernetes clusters on one machine, for mtcd's tests and demos"
-)]
+#[command(name = "mtcd-lab", about = "Two simulated Kubernetes clusters on one machine, for mtcd's tests and demos")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -75,24 +72,15 @@ enum Command {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MTCD_LAB_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Up {
-            args,
-            detach: false,
-        } => lab::run_foreground(&args.options()).await?,
+        Command::Up { args, detach: false } => lab::run_foreground(&args.options()).await?,
         Command::Up { args, detach: true } => {
             let info = lab::up_detached(&args.options()).await?;
-            println!(
-                "lab ready: kubeconfig {} (contexts lab-src, lab-dst)",
-                info.kubeconfig.display()
-            );
+            println!("lab ready: kubeconfig {} (contexts lab-src, lab-dst)", info.kubeconfig.display());
         }
         Command::Supervise { args } => lab::supervise(&args.options()).await?,
         Command::Down { dir } => lab::down(&dir).await?,
@@ -102,8 +90,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
                 s
             } else {
-                std::fs::read_to_string(&file)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?
+                std::fs::read_to_string(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?
             };
             let report = mtcd_lab::seed::seed(&dir, &context, &text).await?;
             for c in &report.created {
@@ -130,10 +117,7 @@ fn main() -> ExitCode {
     }
     init_tracing();
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: starting the async runtime: {e}");

@@ -84,17 +84,11 @@ pub fn lb_ip(cluster: &str, n: u8) -> Result<Ipv4Addr, NetnsError> {
 }
 
 fn ip(args: &[&str]) -> Result<(), NetnsError> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(NetnsError::Spawn)?;
+    let out = Command::new("ip").args(args).output().map_err(NetnsError::Spawn)?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(NetnsError::Ip {
-            args: args.join(" "),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
+        Err(NetnsError::Ip { args: args.join(" "), stderr: String::from_utf8_lossy(&out.stderr).trim().to_string() })
     }
 }
 
@@ -160,36 +154,17 @@ impl LabNetwork {
 
     /// The handle of an existing lab network (nothing is created).
     pub fn open(prefix: &str) -> LabNetwork {
-        LabNetwork {
-            prefix: prefix.to_string(),
-            name: format!("{prefix}net"),
-        }
+        LabNetwork { prefix: prefix.to_string(), name: format!("{prefix}net") }
     }
 
     /// Add an address (router, LoadBalancer) to the bridge; idempotent.
     pub fn add_address(&self, addr: Ipv4Addr) -> Result<(), NetnsError> {
-        ip_tolerant(&[
-            "-n",
-            &self.name,
-            "addr",
-            "add",
-            &format!("{addr}/{PREFIX_LEN}"),
-            "dev",
-            BRIDGE,
-        ])
+        ip_tolerant(&["-n", &self.name, "addr", "add", &format!("{addr}/{PREFIX_LEN}"), "dev", BRIDGE])
     }
 
     /// Remove an address from the bridge; idempotent.
     pub fn remove_address(&self, addr: Ipv4Addr) -> Result<(), NetnsError> {
-        ip_tolerant(&[
-            "-n",
-            &self.name,
-            "addr",
-            "del",
-            &format!("{addr}/{PREFIX_LEN}"),
-            "dev",
-            BRIDGE,
-        ])
+        ip_tolerant(&["-n", &self.name, "addr", "del", &format!("{addr}/{PREFIX_LEN}"), "dev", BRIDGE])
     }
 
     /// The namespace name a pod of `cluster` with this uid gets.
@@ -199,12 +174,7 @@ impl LabNetwork {
     }
 
     /// Create a pod namespace with `eth0` on the bridge at `addr` and loopback up.
-    pub fn add_pod(
-        &self,
-        cluster: &str,
-        uid: &str,
-        addr: Ipv4Addr,
-    ) -> Result<PodNetwork, NetnsError> {
+    pub fn add_pod(&self, cluster: &str, uid: &str, addr: Ipv4Addr) -> Result<PodNetwork, NetnsError> {
         let name = self.pod_netns_name(cluster, uid);
         // A stale namespace of the same pod (agent restart) is replaced, not reused half-built.
         self.remove_pod_named(&name)?;
@@ -215,21 +185,11 @@ impl LabNetwork {
         let setup = || -> Result<(), NetnsError> {
             ip_tolerant(&["-n", &self.name, "link", "del", &host_if])?;
             ip(&[
-                "-n", &self.name, "link", "add", &host_if, "mtu", MTU, "type", "veth", "peer",
-                "name", "eth0", "mtu", MTU, "netns", &name,
+                "-n", &self.name, "link", "add", &host_if, "mtu", MTU, "type", "veth", "peer", "name", "eth0", "mtu",
+                MTU, "netns", &name,
             ])?;
-            ip(&[
-                "-n", &self.name, "link", "set", &host_if, "master", BRIDGE, "up",
-            ])?;
-            ip(&[
-                "-n",
-                &name,
-                "addr",
-                "add",
-                &format!("{addr}/{PREFIX_LEN}"),
-                "dev",
-                "eth0",
-            ])?;
+            ip(&["-n", &self.name, "link", "set", &host_if, "master", BRIDGE, "up"])?;
+            ip(&["-n", &name, "addr", "add", &format!("{addr}/{PREFIX_LEN}"), "dev", "eth0"])?;
             ip(&["-n", &name, "link", "set", "eth0", "up"])?;
             ip(&["-n", &name, "link", "set", "lo", "up"])?;
             Ok(())
@@ -271,63 +231,45 @@ fn in_netns<T: Send + 'static>(
     let path = netns_path(name);
     let owned = name.to_string();
     std::thread::spawn(move || {
-        let file = File::open(&path).map_err(|source| NetnsError::Enter {
-            name: owned.clone(),
-            source,
-        })?;
-        setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| NetnsError::Enter {
-            name: owned.clone(),
-            source: e.into(),
-        })?;
+        let file = File::open(&path).map_err(|source| NetnsError::Enter { name: owned.clone(), source })?;
+        setns(&file, CloneFlags::CLONE_NEWNET)
+            .map_err(|e| NetnsError::Enter { name: owned.clone(), source: e.into() })?;
         Ok(f())
     })
     .join()
     .unwrap_or_else(|_| {
-        Err(NetnsError::Enter {
-            name: name.to_string(),
-            source: std::io::Error::other("thread panicked"),
-        })
+        Err(NetnsError::Enter { name: name.to_string(), source: std::io::Error::other("thread panicked") })
     })
 }
 
 /// Bind a std TCP listener inside network namespace `name`.
 pub fn listen_in(name: &str, addr: SocketAddr) -> Result<TcpListener, NetnsError> {
-    let l =
-        in_netns(name, move || TcpListener::bind(addr))?.map_err(|source| NetnsError::Socket {
-            op: "bind",
-            addr,
-            name: name.to_string(),
-            source,
-        })?;
-    l.set_nonblocking(true)
-        .map_err(|source| NetnsError::Socket {
-            op: "bind",
-            addr,
-            name: name.to_string(),
-            source,
-        })?;
+    let l = in_netns(name, move || TcpListener::bind(addr))?.map_err(|source| NetnsError::Socket {
+        op: "bind",
+        addr,
+        name: name.to_string(),
+        source,
+    })?;
+    l.set_nonblocking(true).map_err(|source| NetnsError::Socket {
+        op: "bind",
+        addr,
+        name: name.to_string(),
+        source,
+    })?;
     Ok(l)
 }
 
 /// Connect a std TCP stream from inside network namespace `name` (3 s timeout).
 pub fn connect_in(name: &str, addr: SocketAddr) -> Result<TcpStream, NetnsError> {
-    let s = in_netns(name, move || {
-        TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(3))
-    })?
-    .map_err(|source| NetnsError::Socket {
+    let s = in_netns(name, move || TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(3)))?
+        .map_err(|source| NetnsError::Socket { op: "connect", addr, name: name.to_string(), source })?;
+    let _ = s.set_nodelay(true);
+    s.set_nonblocking(true).map_err(|source| NetnsError::Socket {
         op: "connect",
         addr,
         name: name.to_string(),
         source,
     })?;
-    let _ = s.set_nodelay(true);
-    s.set_nonblocking(true)
-        .map_err(|source| NetnsError::Socket {
-            op: "connect",
-            addr,
-            name: name.to_string(),
-            source,
-        })?;
     Ok(s)
 }
 
@@ -341,11 +283,7 @@ pub fn netns_pids(path: &Path) -> Vec<i32> {
         return pids;
     };
     for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
             continue;
         };
         if pid == std::process::id() as i32 {
@@ -382,10 +320,7 @@ fn kill_netns_processes(path: &Path) {
 /// namespace is one of ours, unmount mounts under our paths, delete every namespace with the
 /// prefix. Idempotent; safe when nothing exists.
 pub fn cleanup_prefix(prefix: &str) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        prefix.len() >= 4,
-        "refusing to clean up with a too-short prefix {prefix:?}"
-    );
+    anyhow::ensure!(prefix.len() >= 4, "refusing to clean up with a too-short prefix {prefix:?}");
     let names: Vec<String> = match std::fs::read_dir(NETNS_DIR) {
         Ok(dir) => dir
             .flatten()
@@ -395,9 +330,7 @@ pub fn cleanup_prefix(prefix: &str) -> anyhow::Result<()> {
         Err(_) => Vec::new(),
     };
     // Pods first (their processes), the lab namespace with the bridge last.
-    let (labs, pods): (Vec<_>, Vec<_>) = names
-        .into_iter()
-        .partition(|n| n == &format!("{prefix}net"));
+    let (labs, pods): (Vec<_>, Vec<_>) = names.into_iter().partition(|n| n == &format!("{prefix}net"));
     for name in pods.iter().chain(labs.iter()) {
         kill_netns_processes(&netns_path(name));
     }
@@ -406,11 +339,7 @@ pub fn cleanup_prefix(prefix: &str) -> anyhow::Result<()> {
         let mut targets: Vec<&str> = info
             .lines()
             .filter_map(|l| l.split(' ').nth(4))
-            .filter(|t| {
-                t.rsplit('/')
-                    .next()
-                    .is_some_and(|last| last.starts_with(prefix))
-            })
+            .filter(|t| t.rsplit('/').next().is_some_and(|last| last.starts_with(prefix)))
             .filter(|t| !t.starts_with(NETNS_DIR))
             .collect();
         targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
@@ -424,11 +353,7 @@ pub fn cleanup_prefix(prefix: &str) -> anyhow::Result<()> {
             errors.push(e.to_string());
         }
     }
-    anyhow::ensure!(
-        errors.is_empty(),
-        "cleaning up lab network namespaces: {}",
-        errors.join("; ")
-    );
+    anyhow::ensure!(errors.is_empty(), "cleaning up lab network namespaces: {}", errors.join("; "));
     Ok(())
 }
 

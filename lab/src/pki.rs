@@ -5,8 +5,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
 };
 
 /// Errors creating lab certificates or TLS configurations.
@@ -46,17 +46,11 @@ impl LabCa {
         dn.push(DnType::CommonName, format!("mtcd-lab CA {label}"));
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         let key = KeyPair::generate()?;
         let cert = params.self_signed(&key)?;
-        Ok(Self {
-            cert_pem: cert.pem(),
-            issuer: Issuer::new(params, key),
-        })
+        Ok(Self { cert_pem: cert.pem(), issuer: Issuer::new(params, key) })
     }
 
     /// The CA certificate (what clients put in `certificate-authority-data`).
@@ -65,14 +59,8 @@ impl LabCa {
     }
 
     /// A server certificate for the given DNS names and IP addresses.
-    pub fn issue_server(
-        &self,
-        common_name: &str,
-        dns: &[&str],
-        ips: &[IpAddr],
-    ) -> Result<IssuedCert, PkiError> {
-        let mut params =
-            CertificateParams::new(dns.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
+    pub fn issue_server(&self, common_name: &str, dns: &[&str], ips: &[IpAddr]) -> Result<IssuedCert, PkiError> {
+        let mut params = CertificateParams::new(dns.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
         for ip in ips {
             params.subject_alt_names.push(SanType::IpAddress(*ip));
         }
@@ -80,16 +68,10 @@ impl LabCa {
         dn.push(DnType::CommonName, common_name);
         params.distinguished_name = dn;
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
-        Ok(IssuedCert {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        })
+        Ok(IssuedCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
 }
 
@@ -102,9 +84,7 @@ pub fn server_config(cert: &IssuedCert) -> Result<Arc<rustls::ServerConfig>, Pki
     let key = rustls_pemfile::private_key(&mut cert.key_pem.as_bytes())
         .map_err(|e| PkiError::Tls(rustls::Error::General(e.to_string())))?
         .ok_or_else(|| PkiError::Tls(rustls::Error::General("no private key in PEM".into())))?;
-    let mut cfg = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+    let mut cfg = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key)?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }

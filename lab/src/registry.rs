@@ -36,9 +36,7 @@ pub struct Registry {
 }
 
 fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// Does `GET /v2/` answer with HTTP 200 on `address`?
@@ -47,9 +45,7 @@ pub fn answers_v2(address: &str) -> bool {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(format!("GET /v2/ HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes())
-        .is_err()
-    {
+    if s.write_all(format!("GET /v2/ HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes()).is_err() {
         return false;
     }
     let mut buf = [0u8; 64];
@@ -61,10 +57,7 @@ pub fn answers_v2(address: &str) -> bool {
 /// Start a registry storing under `dir` (config in `dir/config.yml`, blobs in `dir/data`)
 /// and wait until it answers. The child is killed when dropped.
 pub async fn start(dir: &Path) -> anyhow::Result<(Registry, tokio::process::Child)> {
-    let prep = |source| RegistryError::Prepare {
-        dir: dir.display().to_string(),
-        source,
-    };
+    let prep = |source| RegistryError::Prepare { dir: dir.display().to_string(), source };
     let data = dir.join("data");
     std::fs::create_dir_all(&data).map_err(prep)?;
     let port = free_port().map_err(prep)?;
@@ -99,26 +92,15 @@ pub async fn start(dir: &Path) -> anyhow::Result<(Registry, tokio::process::Chil
     loop {
         if let Some(status) = child.try_wait()? {
             let detail = std::fs::read_to_string(dir.join("registry.log")).unwrap_or_default();
-            return Err(RegistryError::NotReady {
-                address,
-                detail: format!("exited with {status}: {detail}"),
-            }
-            .into());
+            return Err(RegistryError::NotReady { address, detail: format!("exited with {status}: {detail}") }.into());
         }
         let a = address.clone();
-        if tokio::task::spawn_blocking(move || answers_v2(&a))
-            .await
-            .unwrap_or(false)
-        {
+        if tokio::task::spawn_blocking(move || answers_v2(&a)).await.unwrap_or(false) {
             return Ok((Registry { address }, child));
         }
         if Instant::now() > deadline {
             let _ = child.start_kill();
-            return Err(RegistryError::NotReady {
-                address,
-                detail: "timed out".into(),
-            }
-            .into());
+            return Err(RegistryError::NotReady { address, detail: "timed out".into() }.into());
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }

@@ -24,15 +24,8 @@ pub enum SeedError {
     #[error("document {index}: {message}")]
     Document { index: usize, message: String },
     /// The apiVersion/kind is not served by the cluster.
-    #[error(
-        "{kind} {name}: apiVersion {api_version} kind {kind} is not served by context {context}"
-    )]
-    UnknownKind {
-        api_version: String,
-        kind: String,
-        name: String,
-        context: String,
-    },
+    #[error("{kind} {name}: apiVersion {api_version} kind {kind} is not served by context {context}")]
+    UnknownKind { api_version: String, kind: String, name: String, context: String },
     /// The API rejected an object.
     #[error("creating {kind}/{namespace}/{name} in {context}: {source}")]
     Create {
@@ -52,11 +45,7 @@ pub enum SeedError {
     },
     /// A VolumeData claim did not become Bound.
     #[error("VolumeData {namespace}/{claim}: {message}")]
-    Volume {
-        namespace: String,
-        claim: String,
-        message: String,
-    },
+    Volume { namespace: String, claim: String, message: String },
     /// Writing a VolumeData file failed.
     #[error("VolumeData {namespace}/{claim}: writing {path}: {source}")]
     File {
@@ -68,12 +57,7 @@ pub enum SeedError {
     },
     /// Pushing an Image failed.
     #[error("Image {repository}:{tag} to registry {registry}: {message}")]
-    Push {
-        repository: String,
-        tag: String,
-        registry: String,
-        message: String,
-    },
+    Push { repository: String, tag: String, registry: String, message: String },
 }
 
 /// One file of a `VolumeData` document.
@@ -162,10 +146,7 @@ pub async fn seed(dir: &Path, context: &str, yaml: &str) -> Result<SeedReport, S
     let client = client_for(&info.kubeconfig, context).await?;
     let mut docs = Vec::new();
     for (index, de) in serde_yaml::Deserializer::from_str(yaml).enumerate() {
-        let v = Value::deserialize(de).map_err(|e| SeedError::Document {
-            index,
-            message: e.to_string(),
-        })?;
+        let v = Value::deserialize(de).map_err(|e| SeedError::Document { index, message: e.to_string() })?;
         if !v.is_null() {
             docs.push((index, v));
         }
@@ -186,19 +167,13 @@ pub async fn seed(dir: &Path, context: &str, yaml: &str) -> Result<SeedReport, S
         if api_version == "lab.mtcd.io/v1" {
             match kind.as_str() {
                 "VolumeData" => {
-                    let vd: VolumeData =
-                        serde_json::from_value(doc).map_err(|e| SeedError::Document {
-                            index,
-                            message: format!("VolumeData: {e}"),
-                        })?;
+                    let vd: VolumeData = serde_json::from_value(doc)
+                        .map_err(|e| SeedError::Document { index, message: format!("VolumeData: {e}") })?;
                     report.files_written += fill_volume(&client, &vd).await?;
                 }
                 "Image" => {
-                    let img: ImageSpec =
-                        serde_json::from_value(doc).map_err(|e| SeedError::Document {
-                            index,
-                            message: format!("Image: {e}"),
-                        })?;
+                    let img: ImageSpec = serde_json::from_value(doc)
+                        .map_err(|e| SeedError::Document { index, message: format!("Image: {e}") })?;
                     let cluster = info.cluster(context).ok_or_else(|| SeedError::Document {
                         index,
                         message: format!("no cluster for context {context} in lab.json"),
@@ -207,89 +182,58 @@ pub async fn seed(dir: &Path, context: &str, yaml: &str) -> Result<SeedReport, S
                         repository: img.repository.clone(),
                         tag: img.tag.clone(),
                         registry: "(none)".into(),
-                        message: format!("cluster {context} has no registry in lab.json (this build runs without the node feature)"),
+                        message: format!(
+                            "cluster {context} has no registry in lab.json (this build runs without the node feature)"
+                        ),
                     })?;
                     let digest = push_image(&registry, &img).await?;
-                    report
-                        .images
-                        .push(format!("{}:{}@{digest}", img.repository, img.tag));
+                    report.images.push(format!("{}:{}@{digest}", img.repository, img.tag));
                 }
                 other => {
                     return Err(SeedError::Document {
                         index,
-                        message: format!(
-                            "unknown lab.mtcd.io/v1 kind {other:?} (VolumeData or Image)"
-                        ),
+                        message: format!("unknown lab.mtcd.io/v1 kind {other:?} (VolumeData or Image)"),
                     });
                 }
             }
             continue;
         }
-        let name = doc["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let name = doc["metadata"]["name"].as_str().unwrap_or_default().to_string();
         let (group, version) = match api_version.split_once('/') {
             Some((g, v)) => (g.to_string(), v.to_string()),
             None => (String::new(), api_version.clone()),
         };
         let gvk = GroupVersionKind::gvk(&group, &version, &kind);
-        if discovery
-            .as_ref()
-            .is_none_or(|d| d.resolve_gvk(&gvk).is_none())
-        {
+        if discovery.as_ref().is_none_or(|d| d.resolve_gvk(&gvk).is_none()) {
             discovery = Some(
                 Discovery::new(client.clone())
                     .run()
                     .await
-                    .map_err(|source| SeedError::Discovery {
-                        context: context.into(),
-                        source,
-                    })?,
+                    .map_err(|source| SeedError::Discovery { context: context.into(), source })?,
             );
         }
-        let (ar, caps) = discovery
-            .as_ref()
-            .and_then(|d| d.resolve_gvk(&gvk))
-            .ok_or_else(|| SeedError::UnknownKind {
+        let (ar, caps) =
+            discovery.as_ref().and_then(|d| d.resolve_gvk(&gvk)).ok_or_else(|| SeedError::UnknownKind {
                 api_version: api_version.clone(),
                 kind: kind.clone(),
                 name: name.clone(),
                 context: context.into(),
             })?;
-        let obj: DynamicObject = serde_json::from_value(doc).map_err(|e| SeedError::Document {
-            index,
-            message: e.to_string(),
-        })?;
-        let namespace = obj
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
+        let obj: DynamicObject =
+            serde_json::from_value(doc).map_err(|e| SeedError::Document { index, message: e.to_string() })?;
+        let namespace = obj.metadata.namespace.clone().unwrap_or_else(|| "default".into());
         let api: Api<DynamicObject> = match caps.scope {
             Scope::Namespaced => Api::namespaced_with(client.clone(), &namespace, &ar),
             Scope::Cluster => Api::all_with(client.clone(), &ar),
         };
-        match api
-            .create(
-                &PostParams {
-                    field_manager: Some("mtcd-lab-seed".into()),
-                    ..Default::default()
-                },
-                &obj,
-            )
-            .await
+        match api.create(&PostParams { field_manager: Some("mtcd-lab-seed".into()), ..Default::default() }, &obj).await
         {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 409 && kind == "Namespace" => {}
             Err(source) => {
                 return Err(SeedError::Create {
                     kind,
-                    namespace: if caps.scope == Scope::Namespaced {
-                        namespace
-                    } else {
-                        String::new()
-                    },
+                    namespace: if caps.scope == Scope::Namespaced { namespace } else { String::new() },
                     name,
                     context: context.into(),
                     source,
@@ -308,11 +252,7 @@ pub async fn seed(dir: &Path, context: &str, yaml: &str) -> Result<SeedReport, S
 /// Waits until the claim is Bound and returns the directory of its volume.
 async fn volume_dir(client: &kube::Client, ns: &str, claim: &str) -> Result<PathBuf, SeedError> {
     use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
-    let verr = |message: String| SeedError::Volume {
-        namespace: ns.into(),
-        claim: claim.into(),
-        message,
-    };
+    let verr = |message: String| SeedError::Volume { namespace: ns.into(), claim: claim.into(), message };
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
     let deadline = Instant::now() + Duration::from_secs(60);
     let volume = loop {
@@ -332,19 +272,11 @@ async fn volume_dir(client: &kube::Client, ns: &str, claim: &str) -> Result<Path
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let pvs: Api<PersistentVolume> = Api::all(client.clone());
-    let pv = pvs
-        .get(&volume)
-        .await
-        .map_err(|e| verr(format!("reading PersistentVolume {volume}: {e}")))?;
+    let pv = pvs.get(&volume).await.map_err(|e| verr(format!("reading PersistentVolume {volume}: {e}")))?;
     let spec = pv.spec.unwrap_or_default();
-    let path = spec
-        .host_path
-        .map(|h| h.path)
-        .or_else(|| spec.local.map(|l| l.path))
-        .ok_or_else(|| {
-            verr(format!(
-                "PersistentVolume {volume} has neither spec.hostPath.path nor spec.local.path"
-            ))
+    let path =
+        spec.host_path.map(|h| h.path).or_else(|| spec.local.map(|l| l.path)).ok_or_else(|| {
+            verr(format!("PersistentVolume {volume} has neither spec.hostPath.path nor spec.local.path"))
         })?;
     Ok(PathBuf::from(path))
 }
@@ -362,10 +294,7 @@ pub fn write_file(root: &Path, f: &FileSpec) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let rel = f.path.trim_start_matches('/');
     if rel.split('/').any(|c| c == "..") {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "path may not contain '..'",
-        ));
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "path may not contain '..'"));
     }
     let path = root.join(rel);
     if let Some(parent) = path.parent() {
@@ -399,14 +328,8 @@ pub fn write_file(root: &Path, f: &FileSpec) -> std::io::Result<()> {
         use nix::sys::stat::{UtimensatFlags, utimensat};
         use nix::sys::time::TimeSpec;
         let ts = TimeSpec::new(mtime, 0);
-        utimensat(
-            nix::fcntl::AT_FDCWD,
-            &path,
-            &ts,
-            &ts,
-            UtimensatFlags::NoFollowSymlink,
-        )
-        .map_err(std::io::Error::from)?;
+        utimensat(nix::fcntl::AT_FDCWD, &path, &ts, &ts, UtimensatFlags::NoFollowSymlink)
+            .map_err(std::io::Error::from)?;
     }
     Ok(())
 }
@@ -414,10 +337,8 @@ pub fn write_file(root: &Path, f: &FileSpec) -> std::io::Result<()> {
 async fn fill_volume(client: &kube::Client, vd: &VolumeData) -> Result<usize, SeedError> {
     let root = volume_dir(client, &vd.namespace, &vd.claim).await?;
     // mtimes of directories change as files are added: set file mtimes after all writes.
-    let (with_mtime, rest): (Vec<&FileSpec>, Vec<&FileSpec>) = vd
-        .files
-        .iter()
-        .partition(|f| f.mtime.is_some() && f.directory);
+    let (with_mtime, rest): (Vec<&FileSpec>, Vec<&FileSpec>) =
+        vd.files.iter().partition(|f| f.mtime.is_some() && f.directory);
     for f in rest.into_iter().chain(with_mtime) {
         write_file(&root, f).map_err(|source| SeedError::File {
             namespace: vd.namespace.clone(),
@@ -465,24 +386,17 @@ pub async fn push_image(registry: &str, img: &ImageSpec) -> Result<String, SeedE
         registry: registry.into(),
         message,
     };
-    let http = reqwest::Client::builder()
-        .build()
-        .map_err(|e| perr(e.to_string()))?;
+    let http = reqwest::Client::builder().build().map_err(|e| perr(e.to_string()))?;
     let base = format!("http://{registry}");
     let mut layers = Vec::new();
     let mut diff_ids = Vec::new();
     for (i, l) in img.layers.iter().enumerate() {
-        let tar = tar_single(
-            &format!("layer{i}/data.bin"),
-            &generated_bytes(l.seed, l.size),
-        );
+        let tar = tar_single(&format!("layer{i}/data.bin"), &generated_bytes(l.seed, l.size));
         diff_ids.push(sha(&tar));
         layers.push(tar);
     }
-    let config = serde_json::to_vec(
-        &json!({"architecture": "amd64", "os": "linux", "config": {},
-        "rootfs": {"type": "layers", "diff_ids": diff_ids}}),
-    )
+    let config = serde_json::to_vec(&json!({"architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids}}))
     .expect("config");
     let push_blob = |data: Vec<u8>| {
         let http = http.clone();
@@ -490,25 +404,13 @@ pub async fn push_image(registry: &str, img: &ImageSpec) -> Result<String, SeedE
         let repo = img.repository.clone();
         async move {
             let digest = sha(&data);
-            let r = http
-                .post(format!("{base}/v2/{repo}/blobs/uploads/"))
-                .send()
-                .await
-                .map_err(|e| e.to_string())?;
+            let r = http.post(format!("{base}/v2/{repo}/blobs/uploads/")).send().await.map_err(|e| e.to_string())?;
             if r.status().as_u16() != 202 {
                 return Err(format!("starting upload: HTTP {}", r.status()));
             }
-            let loc = r
-                .headers()
-                .get("location")
-                .and_then(|l| l.to_str().ok())
-                .ok_or("upload without Location")?
-                .to_string();
-            let loc = if loc.starts_with("http") {
-                loc
-            } else {
-                format!("{base}{loc}")
-            };
+            let loc =
+                r.headers().get("location").and_then(|l| l.to_str().ok()).ok_or("upload without Location")?.to_string();
+            let loc = if loc.starts_with("http") { loc } else { format!("{base}{loc}") };
             let sep = if loc.contains('?') { '&' } else { '?' };
             let r = http
                 .put(format!("{loc}{sep}digest={digest}"))
@@ -527,19 +429,16 @@ pub async fn push_image(registry: &str, img: &ImageSpec) -> Result<String, SeedE
     let mut layer_desc = Vec::new();
     for l in layers {
         let (d, s) = push_blob(l).await.map_err(perr)?;
-        layer_desc.push(
-            json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": s}),
-        );
+        layer_desc.push(json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": s}));
     }
-    let manifest = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+    let manifest =
+        serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg_digest, "size": cfg_size},
-        "layers": layer_desc})).expect("manifest");
+        "layers": layer_desc}))
+        .expect("manifest");
     let digest = sha(&manifest);
     let r = http
-        .put(format!(
-            "{base}/v2/{}/manifests/{}",
-            img.repository, img.tag
-        ))
+        .put(format!("{base}/v2/{}/manifests/{}", img.repository, img.tag))
         .header("content-type", "application/vnd.oci.image.manifest.v1+json")
         .body(manifest)
         .send()

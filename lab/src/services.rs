@@ -72,8 +72,7 @@ pub async fn start(
     running: &mut Running,
 ) -> anyhow::Result<Vec<Started>> {
     use anyhow::Context;
-    let network =
-        crate::netns::LabNetwork::create(prefix).context("creating the lab network namespace")?;
+    let network = crate::netns::LabNetwork::create(prefix).context("creating the lab network namespace")?;
     let mut out = Vec::new();
     for c in clusters {
         let (registry, child) = crate::registry::start(&c.state_dir.join("registry"))
@@ -119,10 +118,7 @@ pub async fn start(
         let router = crate::router::run(c.client.clone(), router_cfg, shutdown.clone())
             .await
             .with_context(|| format!("starting the router of cluster {}", c.name))?;
-        out.push(Started {
-            registry: Some(registry.address.clone()),
-            router: Some(router),
-        });
+        out.push(Started { registry: Some(registry.address.clone()), router: Some(router) });
     }
     Ok(out)
 }

@@ -52,10 +52,18 @@ fn json_output_lists_problems_with_positions() {
 #[test]
 fn a_valid_file_with_unreachable_clusters_names_the_contexts() {
     let dir = repo_root().join("tests/fixtures");
-    let out = Command::new(bin("mtcd")).args(["--kubeconfig", "kubeconfig", "plan", "valid.toml"]).current_dir(&dir).output().unwrap();
+    let out = Command::new(bin("mtcd"))
+        .args(["--kubeconfig", "kubeconfig", "plan", "valid.toml"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("context \"lab-src\": API server https://127.0.0.1:9/ could not be reached: Connection refused"), "{stderr}");
+    assert!(
+        stderr
+            .contains("context \"lab-src\": API server https://127.0.0.1:9/ could not be reached: Connection refused"),
+        "{stderr}"
+    );
     assert!(stderr.contains("context \"lab-dst\""), "{stderr}");
     assert!(!stderr.contains("not-a-secret"), "the token must never be printed: {stderr}");
 }
@@ -63,7 +71,11 @@ fn a_valid_file_with_unreachable_clusters_names_the_contexts() {
 #[test]
 fn a_missing_kubeconfig_is_named() {
     let dir = repo_root().join("tests/fixtures");
-    let out = Command::new(bin("mtcd")).args(["--kubeconfig", "/nonexistent/kubeconfig", "plan", "valid.toml"]).current_dir(&dir).output().unwrap();
+    let out = Command::new(bin("mtcd"))
+        .args(["--kubeconfig", "/nonexistent/kubeconfig", "plan", "valid.toml"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("cannot read kubeconfig /nonexistent/kubeconfig"), "{stderr}");

@@ -67,14 +67,24 @@ spec:
     let http = reqwest::Client::new();
     let r = http
         .get(format!("http://{dst}/v2/shop-prod/web/manifests/v1"))
-        .header("Accept", "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json")
+        .header(
+            "Accept",
+            "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json",
+        )
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
     // The workload on the destination runs the copy; the external image is untouched.
-    let ar = ApiResource { group: "apps".into(), version: "v1".into(), api_version: "apps/v1".into(), kind: "Deployment".into(), plural: "deployments".into() };
-    let web = Api::<DynamicObject>::namespaced_with(lab.client("lab-dst").await, "shop-prod", &ar).get("web").await.unwrap();
+    let ar = ApiResource {
+        group: "apps".into(),
+        version: "v1".into(),
+        api_version: "apps/v1".into(),
+        kind: "Deployment".into(),
+        plural: "deployments".into(),
+    };
+    let web =
+        Api::<DynamicObject>::namespaced_with(lab.client("lab-dst").await, "shop-prod", &ar).get("web").await.unwrap();
     let web = serde_json::to_value(web).unwrap();
     assert_eq!(web["spec"]["template"]["spec"]["containers"][0]["image"], format!("{dst}/shop-prod/web:v1"));
     assert_eq!(web["spec"]["template"]["spec"]["containers"][1]["image"], "docker.io/library/nginx:1.27");

@@ -37,10 +37,10 @@ async fn pvc_dir(client: &kube::Client, ns: &str, name: &str) -> PathBuf {
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
     let deadline = Instant::now() + Duration::from_secs(30);
     let pv = loop {
-        if let Ok(c) = claims.get(name).await {
-            if c.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound") {
-                break c.spec.unwrap().volume_name.unwrap();
-            }
+        if let Ok(c) = claims.get(name).await
+            && c.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
+        {
+            break c.spec.unwrap().volume_name.unwrap();
         }
         assert!(Instant::now() < deadline, "{ns}/{name} not bound");
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -138,7 +138,13 @@ fn ar(group: &str, kind: &str, plural: &str) -> ApiResource {
 /// Transfer objects left in a namespace (there must be none after a transfer).
 async fn leftovers(client: &kube::Client, ns: &str) -> Vec<String> {
     let mut out = Vec::new();
-    for (g, k, p) in [("", "Pod", "pods"), ("", "Secret", "secrets"), ("", "ConfigMap", "configmaps"), ("", "Service", "services"), ("route.openshift.io", "Route", "routes")] {
+    for (g, k, p) in [
+        ("", "Pod", "pods"),
+        ("", "Secret", "secrets"),
+        ("", "ConfigMap", "configmaps"),
+        ("", "Service", "services"),
+        ("route.openshift.io", "Route", "routes"),
+    ] {
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar(g, k, p));
         for o in api.list(&ListParams::default().labels("mtcd.io/component=transfer")).await.unwrap().items {
             out.push(format!("{k}/{}", o.metadata.name.unwrap()));
@@ -150,7 +156,8 @@ async fn leftovers(client: &kube::Client, ns: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn volumes_migrate_identically_and_a_resync_moves_only_the_changes() {
     let lab = Lab::up();
-    let yaml = format!("{NS_YAML}{}{}", pvc_yaml("data", "1Gi", "Filesystem"), pvc_yaml("uploads", "1Gi", "Filesystem"));
+    let yaml =
+        format!("{NS_YAML}{}{}", pvc_yaml("data", "1Gi", "Filesystem"), pvc_yaml("uploads", "1Gi", "Filesystem"));
     lab.seed_yaml("lab-src", &yaml).await.unwrap();
     let src = lab.client("lab-src").await;
     let dst = lab.client("lab-dst").await;
@@ -171,7 +178,10 @@ async fn volumes_migrate_identically_and_a_resync_moves_only_the_changes() {
     assert!(sparse.blocks() * 512 < 1 << 20, "the sparse file stays sparse ({} blocks)", sparse.blocks());
     let pvc = Api::<PersistentVolumeClaim>::namespaced(dst.clone(), "shop-prod").get("data").await.unwrap();
     assert_eq!(pvc.spec.unwrap().storage_class_name.as_deref(), Some("fast"), "storage class mapped");
-    assert!(leftovers(&src, "shop").await.is_empty() && leftovers(&dst, "shop-prod").await.is_empty(), "transfer objects removed");
+    assert!(
+        leftovers(&src, "shop").await.is_empty() && leftovers(&dst, "shop-prod").await.is_empty(),
+        "transfer objects removed"
+    );
 
     // Change 1% of the small files and delete one: only those cross the wire.
     for i in (0..10_000).step_by(100) {
@@ -181,11 +191,19 @@ async fn volumes_migrate_identically_and_a_resync_moves_only_the_changes() {
     let run = lab.mtcd(&["--output", "json", "apply", file.to_str().unwrap()]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let summary: serde_json::Value = serde_json::from_str(run.stdout.lines().last().unwrap()).unwrap();
-    let progress: Vec<serde_json::Value> = run.stdout.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).filter(|e| e["event"] == "volume" && e["phase"] == "transferring").collect();
+    let progress: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "volume" && e["phase"] == "transferring")
+        .collect();
     assert!(!progress.is_empty(), "progress events while copying:\n{}", run.stdout);
     for p in &progress {
         let p = &p["progress"];
-        assert!(p["bytes"].is_u64() && p["percent"].is_u64() && p["rate"].is_number() && p["elapsed_seconds"].is_u64(), "bytes, percent, rate, elapsed: {p}");
+        assert!(
+            p["bytes"].is_u64() && p["percent"].is_u64() && p["rate"].is_number() && p["elapsed_seconds"].is_u64(),
+            "bytes, percent, rate, elapsed: {p}"
+        );
         assert!(p["percent"].as_u64().unwrap() == 100 || p["eta_seconds"].is_u64(), "an estimate until done: {p}");
     }
     let vols = summary["migrations"][0]["volumes"].as_array().unwrap();
@@ -214,7 +232,11 @@ async fn a_client_pod_killed_mid_transfer_is_retried_and_completes() {
     let pods: Api<Pod> = Api::namespaced(src.clone(), "shop");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let running = pods.get_opt("mtcd-transfer-data").await.unwrap().is_some_and(|p| p.status.and_then(|s| s.phase).as_deref() == Some("Running"));
+        let running = pods
+            .get_opt("mtcd-transfer-data")
+            .await
+            .unwrap()
+            .is_some_and(|p| p.status.and_then(|s| s.phase).as_deref() == Some("Running"));
         if running {
             break;
         }
@@ -264,15 +286,29 @@ async fn cleanup_removes_everything_after_mtcd_is_killed_mid_transfer() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_block_volume_is_refused_not_copied_as_files() {
     let lab = Lab::up();
-    lab.seed_yaml("lab-src", &format!("{NS_YAML}{}{}", pvc_yaml("raw", "1Gi", "Block"), pvc_yaml("data", "1Gi", "Filesystem"))).await.unwrap();
+    lab.seed_yaml(
+        "lab-src",
+        &format!("{NS_YAML}{}{}", pvc_yaml("raw", "1Gi", "Block"), pvc_yaml("data", "1Gi", "Filesystem")),
+    )
+    .await
+    .unwrap();
     let src = lab.client("lab-src").await;
     write(&pvc_dir(&src, "shop", "data").await.join("a.txt"), b"a\n");
     let file = desired(&lab, "");
     let plan = lab.mtcd(&["plan", file.to_str().unwrap()]);
-    assert!(plan.stdout.contains("shop/raw → shop-prod/raw  1Gi, class standard  (volumeMode Block: not supported, will fail)"), "{}", plan.stdout);
+    assert!(
+        plan.stdout
+            .contains("shop/raw → shop-prod/raw  1Gi, class standard  (volumeMode Block: not supported, will fail)"),
+        "{}",
+        plan.stdout
+    );
     let run = lab.mtcd(&["apply", file.to_str().unwrap()]);
     assert_eq!(run.code, 1);
-    assert!(run.stdout.contains("volume shop/raw: FAILED") && run.stdout.contains("volumeMode Block is not supported"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("volume shop/raw: FAILED") && run.stdout.contains("volumeMode Block is not supported"),
+        "{}",
+        run.stdout
+    );
     assert!(run.stdout.contains("volume shop/data: done"), "the filesystem volume still moves: {}", run.stdout);
 }
 
@@ -310,9 +346,19 @@ async fn a_transfer_image_that_cannot_be_pulled_fails_with_the_reason_and_leaves
     let run = lab.mtcd(&["apply", file.to_str().unwrap()]);
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
     let out = format!("{}{}", run.stdout, run.stderr);
-    assert!(out.contains("ErrImagePull") && out.contains("registry.invalid/no/such-image:1"), "the reason is named:\n{out}");
-    assert!(started.elapsed() < Duration::from_secs(60), "fails at once, not after a timeout ({:?})", started.elapsed());
-    assert!(leftovers(&src, "shop").await.is_empty() && leftovers(&dst, "shop-prod").await.is_empty(), "transfer objects removed");
+    assert!(
+        out.contains("ErrImagePull") && out.contains("registry.invalid/no/such-image:1"),
+        "the reason is named:\n{out}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "fails at once, not after a timeout ({:?})",
+        started.elapsed()
+    );
+    assert!(
+        leftovers(&src, "shop").await.is_empty() && leftovers(&dst, "shop-prod").await.is_empty(),
+        "transfer objects removed"
+    );
 }
 
 /// The application using the volume: a pod (the lab's workload controllers report status
@@ -328,7 +374,13 @@ async fn running_web_pod(client: &kube::Client) -> Pod {
     let pods: Api<Pod> = Api::namespaced(client.clone(), "shop");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let running = pods.list(&ListParams::default().labels("app=web")).await.unwrap().items.into_iter().find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"));
+        let running = pods
+            .list(&ListParams::default().labels("app=web"))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"));
         if let Some(p) = running {
             return p;
         }
@@ -340,7 +392,9 @@ async fn running_web_pod(client: &kube::Client) -> Pod {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_readwriteonce_volume_in_use_is_read_on_the_node_of_the_pod_using_it() {
     let lab = Lab::up();
-    lab.seed_yaml("lab-src", &format!("{NS_YAML}{}{}", pvc_yaml("data", "1Gi", "Filesystem"), workload_yaml("data"))).await.unwrap();
+    lab.seed_yaml("lab-src", &format!("{NS_YAML}{}{}", pvc_yaml("data", "1Gi", "Filesystem"), workload_yaml("data")))
+        .await
+        .unwrap();
     let src = lab.client("lab-src").await;
     write(&pvc_dir(&src, "shop", "data").await.join("in-use.txt"), b"written while the app runs\n");
     let web = running_web_pod(&src).await;
@@ -348,8 +402,15 @@ async fn a_readwriteonce_volume_in_use_is_read_on_the_node_of_the_pod_using_it()
     let file = desired(&lab, "");
     let run = lab.mtcd(&["--output", "json", "apply", file.to_str().unwrap()]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    let pinned = format!("client pod on node {node}, beside pod shop/{} which mounts the volume (ReadWriteOnce)", web.metadata.name.unwrap());
-    assert!(run.stdout.lines().any(|l| l.contains("\"event\":\"volume\"") && l.contains(&pinned)), "the pinning is reported:\n{}", run.stdout);
+    let pinned = format!(
+        "client pod on node {node}, beside pod shop/{} which mounts the volume (ReadWriteOnce)",
+        web.metadata.name.unwrap()
+    );
+    assert!(
+        run.stdout.lines().any(|l| l.contains("\"event\":\"volume\"") && l.contains(&pinned)),
+        "the pinning is reported:\n{}",
+        run.stdout
+    );
     let dst = pvc_dir(&lab.client("lab-dst").await, "shop-prod", "data").await;
     assert_eq!(std::fs::read_to_string(dst.join("in-use.txt")).unwrap(), "written while the app runs\n");
 }

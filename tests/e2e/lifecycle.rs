@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::discovery::ApiResource;
 use mtcd_tests::plugins::plugin_wasm;
-use mtcd_tests::{repo_root, Lab};
-use serde_json::{json, Value};
+use mtcd_tests::{Lab, repo_root};
+use serde_json::{Value, json};
 
 fn ar(group: &str, kind: &str, plural: &str) -> ApiResource {
     let api_version = if group.is_empty() { "v1".to_string() } else { format!("{group}/v1") };
@@ -47,7 +47,11 @@ async fn stage_cutover_and_rollback() {
     let f = file.to_str().unwrap();
     assert_eq!(lab.mtcd(&["apply", f]).code, 0, "stage sync");
     let deploy = ar("apps", "Deployment", "deployments");
-    assert_eq!(replicas(&get(&lab, "lab-src", &deploy, "shop", "web").await), 3, "the source keeps running during stage syncs");
+    assert_eq!(
+        replicas(&get(&lab, "lab-src", &deploy, "shop", "web").await),
+        3,
+        "the source keeps running during stage syncs"
+    );
     assert_eq!(replicas(&get(&lab, "lab-dst", &deploy, "shop-prod", "web").await), 0);
 
     let run = lab.mtcd(&["cutover", f]);
@@ -58,7 +62,11 @@ async fn stage_cutover_and_rollback() {
     assert_eq!(src_web["metadata"]["annotations"]["mtcd.io/original-replicas"], "3");
     let cj = get(&lab, "lab-src", &ar("batch", "CronJob", "cronjobs"), "shop", "nightly-report").await;
     assert_eq!(cj["spec"]["suspend"], true);
-    assert_eq!(replicas(&get(&lab, "lab-dst", &deploy, "shop-prod", "web").await), 3, "destination runs with the original count");
+    assert_eq!(
+        replicas(&get(&lab, "lab-dst", &deploy, "shop-prod", "web").await),
+        3,
+        "destination runs with the original count"
+    );
     let dst_cj = get(&lab, "lab-dst", &ar("batch", "CronJob", "cronjobs"), "shop-prod", "nightly-report").await;
     assert_eq!(dst_cj["spec"]["suspend"], false);
     // After cutover, the plan is quiet: a quiesced source is not drift.
@@ -73,7 +81,10 @@ async fn stage_cutover_and_rollback() {
     let src_web = get(&lab, "lab-src", &deploy, "shop", "web").await;
     assert_eq!(replicas(&src_web), 3);
     assert!(src_web["metadata"]["annotations"].get("mtcd.io/original-replicas").is_none());
-    assert_eq!(get(&lab, "lab-src", &ar("batch", "CronJob", "cronjobs"), "shop", "nightly-report").await["spec"]["suspend"], false);
+    assert_eq!(
+        get(&lab, "lab-src", &ar("batch", "CronJob", "cronjobs"), "shop", "nightly-report").await["spec"]["suspend"],
+        false
+    );
     assert_eq!(replicas(&get(&lab, "lab-dst", &deploy, "shop-prod", "web").await), 0, "destination held again");
 }
 
@@ -86,9 +97,16 @@ async fn a_cutover_interrupted_after_quiesce_is_finished_by_running_it_again() {
     assert_eq!(lab.mtcd(&["apply", f]).code, 0);
     // The state a cutover killed right after quiescing leaves: source at 0, originals recorded,
     // no final sync.
-    let deploys: Api<DynamicObject> = Api::namespaced_with(lab.client("lab-src").await, "shop", &ar("apps", "Deployment", "deployments"));
+    let deploys: Api<DynamicObject> =
+        Api::namespaced_with(lab.client("lab-src").await, "shop", &ar("apps", "Deployment", "deployments"));
     deploys
-        .patch("web", &PatchParams::apply("mtcd-cutover"), &Patch::Merge(json!({"metadata": {"annotations": {"mtcd.io/original-replicas": "3"}}, "spec": {"replicas": 0}})))
+        .patch(
+            "web",
+            &PatchParams::apply("mtcd-cutover"),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"mtcd.io/original-replicas": "3"}}, "spec": {"replicas": 0}}),
+            ),
+        )
         .await
         .unwrap();
     let run = lab.mtcd(&["cutover", f]);
@@ -118,7 +136,9 @@ async fn watch_picks_up_a_source_change_within_one_interval() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let src: Api<DynamicObject> = Api::namespaced_with(lab.client("lab-src").await, "shop", &cms);
-    src.patch("shop-config", &PatchParams::default(), &Patch::Merge(json!({"data": {"SHOP_CURRENCY": "CHF"}}))).await.unwrap();
+    src.patch("shop-config", &PatchParams::default(), &Patch::Merge(json!({"data": {"SHOP_CURRENCY": "CHF"}})))
+        .await
+        .unwrap();
     let changed = Instant::now();
     loop {
         let cm = serde_json::to_value(dst.get("shop-config").await.unwrap()).unwrap();
@@ -150,7 +170,10 @@ async fn watch_picks_up_a_source_change_within_one_interval() {
     child.kill().unwrap();
     child.wait().unwrap();
     let seen = lines.join().unwrap();
-    assert!(seen.iter().any(|l| l.starts_with("cycle 1: ")) && seen.iter().any(|l| l.starts_with("cycle 2: ")), "one summary line per cycle: {seen:?}");
+    assert!(
+        seen.iter().any(|l| l.starts_with("cycle 1: ")) && seen.iter().any(|l| l.starts_with("cycle 2: ")),
+        "one summary line per cycle: {seen:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -158,7 +181,13 @@ async fn transforms_run_in_the_plan_and_a_failing_one_writes_nothing() {
     let lab = Lab::up();
     shop(&lab).await;
     let add_label = plugin_wasm("add-label");
-    let file = desired(&lab, &format!("[[migration.transform]]\nplugin = \"{}\"\nconfig = {{ labels = {{ migrated-by = \"mtcd\" }} }}\n", add_label.display()));
+    let file = desired(
+        &lab,
+        &format!(
+            "[[migration.transform]]\nplugin = \"{}\"\nconfig = {{ labels = {{ migrated-by = \"mtcd\" }} }}\n",
+            add_label.display()
+        ),
+    );
     let run = lab.mtcd(&["apply", file.to_str().unwrap()]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let cm = get(&lab, "lab-dst", &ar("", "ConfigMap", "configmaps"), "shop-prod", "shop-config").await;
@@ -168,13 +197,25 @@ async fn transforms_run_in_the_plan_and_a_failing_one_writes_nothing() {
     let lab2 = Lab::up();
     shop(&lab2).await;
     // The test plugin traps on objects named `boom`.
-    lab2.seed_yaml("lab-src", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: boom, namespace: shop}\ndata: {a: b}\n").await.unwrap();
+    lab2.seed_yaml(
+        "lab-src",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: boom, namespace: shop}\ndata: {a: b}\n",
+    )
+    .await
+    .unwrap();
     let trap = plugin_wasm("trap");
     let file = desired(&lab2, &format!("[[migration.transform]]\nplugin = \"{}\"\n", trap.display()));
     let run = lab2.mtcd(&["apply", file.to_str().unwrap()]);
     assert_eq!(run.code, 1);
-    assert!(run.stderr.contains("transform failed on ConfigMap/shop/boom") && run.stderr.contains("trap") && run.stderr.contains("nothing was changed"), "{}", run.stderr);
-    let namespaces: Api<DynamicObject> = Api::all_with(lab2.client("lab-dst").await, &ar("", "Namespace", "namespaces"));
+    assert!(
+        run.stderr.contains("transform failed on ConfigMap/shop/boom")
+            && run.stderr.contains("trap")
+            && run.stderr.contains("nothing was changed"),
+        "{}",
+        run.stderr
+    );
+    let namespaces: Api<DynamicObject> =
+        Api::all_with(lab2.client("lab-dst").await, &ar("", "Namespace", "namespaces"));
     assert!(namespaces.get_opt("shop-prod").await.unwrap().is_none(), "nothing reached the destination");
 }
 
@@ -183,16 +224,32 @@ async fn a_pre_cutover_hook_that_fails_stops_the_cutover_before_the_source_is_to
     let lab = Lab::up();
     shop(&lab).await;
     let hook = plugin_wasm("require-annotation");
-    let file = desired(&lab, &format!("[[migration.hook]]\nphase = \"pre-cutover\"\nplugin = \"{}\"\nconfig = {{ annotation = \"shop.example.com/ready\" }}\n", hook.display()));
+    let file = desired(
+        &lab,
+        &format!(
+            "[[migration.hook]]\nphase = \"pre-cutover\"\nplugin = \"{}\"\nconfig = {{ annotation = \"shop.example.com/ready\" }}\n",
+            hook.display()
+        ),
+    );
     let f = file.to_str().unwrap();
     assert_eq!(lab.mtcd(&["apply", f]).code, 0);
     let run = lab.mtcd(&["cutover", f]);
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("pre-cutover") && run.stderr.contains("shop.example.com/ready"), "{}", run.stderr);
-    assert_eq!(replicas(&get(&lab, "lab-src", &ar("apps", "Deployment", "deployments"), "shop", "web").await), 3, "source untouched");
+    assert_eq!(
+        replicas(&get(&lab, "lab-src", &ar("apps", "Deployment", "deployments"), "shop", "web").await),
+        3,
+        "source untouched"
+    );
     // Marked ready: the cutover goes through.
     let ns: Api<DynamicObject> = Api::all_with(lab.client("lab-src").await, &ar("", "Namespace", "namespaces"));
-    ns.patch("shop", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {"shop.example.com/ready": "yes"}}}))).await.unwrap();
+    ns.patch(
+        "shop",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"shop.example.com/ready": "yes"}}})),
+    )
+    .await
+    .unwrap();
     let run = lab.mtcd(&["cutover", f]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
 }

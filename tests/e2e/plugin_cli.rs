@@ -26,7 +26,8 @@ fn plugin_test_prints_a_diff_per_object_and_fails_on_a_trap() {
     assert!(stdout.contains("ConfigMap/shop/cfg: changed"), "{stdout}");
     assert!(stdout.contains("+    migrated-by: mtcd") || stdout.contains("migrated-by: mtcd"), "{stdout}");
 
-    let out = Command::new(bin("mtcd")).args(["plugin", "test"]).arg(plugin_wasm("trap")).arg(&objects).output().unwrap();
+    let out =
+        Command::new(bin("mtcd")).args(["plugin", "test"]).arg(plugin_wasm("trap")).arg(&objects).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "a failing object fails the command");
     let all = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(all.contains("boom") && all.contains("trap"), "{all}");
@@ -35,7 +36,8 @@ fn plugin_test_prints_a_diff_per_object_and_fails_on_a_trap() {
 #[test]
 fn plugin_new_scaffolds_a_crate() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(bin("mtcd")).args(["plugin", "new", "team-label", "--dir"]).arg(dir.path()).output().unwrap();
+    let out =
+        Command::new(bin("mtcd")).args(["plugin", "new", "team-label", "--dir"]).arg(dir.path()).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(dir.path().join("team-label/Cargo.toml").is_file());
     assert!(String::from_utf8_lossy(&out.stdout).contains("wasm32-wasip2"));

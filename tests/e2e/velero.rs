@@ -38,10 +38,19 @@ async fn create(lab: &Lab, ctx: &str, r: &ApiResource, ns: Option<&str>, obj: Va
 #[tokio::test(flavor = "multi_thread")]
 async fn velero_path_moves_a_namespace_with_mapping_holds_workloads_and_reports_object_results() {
     let lab = Lab::up();
-    lab.seed_yaml("lab-src", &std::fs::read_to_string(repo_root().join("examples/lab/seed.yaml")).unwrap()).await.unwrap();
+    lab.seed_yaml("lab-src", &std::fs::read_to_string(repo_root().join("examples/lab/seed.yaml")).unwrap())
+        .await
+        .unwrap();
     // A conflicting object already in the destination namespace: Velero does not overwrite it
     // (policy none) and says so for that object.
-    create(&lab, "lab-dst", &ar("", "v1", "Namespace", "namespaces"), None, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop-prod"}})).await;
+    create(
+        &lab,
+        "lab-dst",
+        &ar("", "v1", "Namespace", "namespaces"),
+        None,
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop-prod"}}),
+    )
+    .await;
     create(&lab, "lab-dst", &ar("", "v1", "ConfigMap", "configmaps"), Some("shop-prod"), json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "shop-config"}, "data": {"LOG_LEVEL": "someone-else"}})).await;
 
     let file = desired(&lab, "");
@@ -49,7 +58,12 @@ async fn velero_path_moves_a_namespace_with_mapping_holds_workloads_and_reports_
     let run = lab.mtcd(&["--output", "json", "apply", file.to_str().unwrap()]);
     let secs = t0.elapsed().as_secs_f64();
     assert_eq!(run.code, 0, "warnings are not failures:\n{}\n{}", run.stdout, run.stderr);
-    let summary: Value = run.stdout.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).find(|v| v["event"] == "summary").unwrap_or_else(|| panic!("no summary:\n{}", run.stdout));
+    let summary: Value = run
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["event"] == "summary")
+        .unwrap_or_else(|| panic!("no summary:\n{}", run.stdout));
     let v = &summary["migrations"][0]["velero"];
     eprintln!("velero apply took {secs:.1}s: {v}");
     assert_eq!(v["backup_phase"], "Completed", "{v}");
@@ -57,7 +71,8 @@ async fn velero_path_moves_a_namespace_with_mapping_holds_workloads_and_reports_
     assert!(v["backup"].as_str().unwrap().starts_with("mtcd-shop-"), "{v}");
     let warnings = v["warnings"].as_array().unwrap();
     assert!(
-        warnings.iter().any(|w| w["scope"] == "shop-prod" && w["message"].as_str().unwrap().contains("ConfigMap \"shop-config\" already exists")),
+        warnings.iter().any(|w| w["scope"] == "shop-prod"
+            && w["message"].as_str().unwrap().contains("ConfigMap \"shop-config\" already exists")),
         "the conflicting object is named in the report: {warnings:?}"
     );
     // The pre-existing object is untouched.
@@ -65,19 +80,34 @@ async fn velero_path_moves_a_namespace_with_mapping_holds_workloads_and_reports_
     assert_eq!(cm["data"]["LOG_LEVEL"], "someone-else");
 
     // Objects arrived in the mapped namespace, cleaned and labelled by the restore.
-    let web = get(&lab, "lab-dst", &ar("apps", "v1", "Deployment", "deployments"), "shop-prod", "web").await.expect("web restored");
+    let web = get(&lab, "lab-dst", &ar("apps", "v1", "Deployment", "deployments"), "shop-prod", "web")
+        .await
+        .expect("web restored");
     assert_eq!(web["metadata"]["labels"]["velero.io/restore-name"], v["restore"]);
     assert_eq!(web["spec"]["replicas"], 0, "held until cutover");
     assert_eq!(web["metadata"]["annotations"]["mtcd.io/original-replicas"], "3");
-    let cj = get(&lab, "lab-dst", &ar("batch", "v1", "CronJob", "cronjobs"), "shop-prod", "nightly-report").await.unwrap();
+    let cj =
+        get(&lab, "lab-dst", &ar("batch", "v1", "CronJob", "cronjobs"), "shop-prod", "nightly-report").await.unwrap();
     assert_eq!(cj["spec"]["suspend"], true);
-    let rb = get(&lab, "lab-dst", &ar("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings"), "shop-prod", "shop-app-reads-config").await.unwrap();
+    let rb = get(
+        &lab,
+        "lab-dst",
+        &ar("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings"),
+        "shop-prod",
+        "shop-app-reads-config",
+    )
+    .await
+    .unwrap();
     assert_eq!(rb["subjects"][0]["namespace"], "shop-prod");
     let svc = get(&lab, "lab-dst", &ar("", "v1", "Service", "services"), "shop-prod", "web").await.unwrap();
     let src_svc = get(&lab, "lab-src", &ar("", "v1", "Service", "services"), "shop", "web").await.unwrap();
     assert_ne!(svc["spec"]["clusterIP"], src_svc["spec"]["clusterIP"], "clusterIP re-allocated");
     // PVC data is DVM's: the backup excluded claims.
-    assert!(get(&lab, "lab-dst", &ar("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims"), "shop-prod", "uploads").await.is_none());
+    assert!(
+        get(&lab, "lab-dst", &ar("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims"), "shop-prod", "uploads")
+            .await
+            .is_none()
+    );
     // The source keeps running.
     let src_web = get(&lab, "lab-src", &ar("apps", "v1", "Deployment", "deployments"), "shop", "web").await.unwrap();
     assert_eq!(src_web["spec"]["replicas"], 3);
@@ -85,32 +115,55 @@ async fn velero_path_moves_a_namespace_with_mapping_holds_workloads_and_reports_
     // Human output names the object too.
     let run = lab.mtcd(&["apply", file.to_str().unwrap()]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    assert!(run.stdout.contains("warning [shop-prod]: could not restore, ConfigMap \"shop-config\" already exists"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("warning [shop-prod]: could not restore, ConfigMap \"shop-config\" already exists"),
+        "{}",
+        run.stdout
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn missing_storage_location_is_a_clear_error_and_nothing_is_restored() {
     let lab = Lab::up();
-    lab.seed_yaml("lab-src", &std::fs::read_to_string(repo_root().join("examples/lab/seed.yaml")).unwrap()).await.unwrap();
+    lab.seed_yaml("lab-src", &std::fs::read_to_string(repo_root().join("examples/lab/seed.yaml")).unwrap())
+        .await
+        .unwrap();
     let file = desired(&lab, "storage_location = \"nope\"\n");
     let run = lab.mtcd(&["apply", file.to_str().unwrap()]);
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
     assert!(run.stderr.contains("backupstoragelocation velero/nope does not exist"), "{}", run.stderr);
     let run = lab.mtcd(&["--output", "json", "apply", file.to_str().unwrap()]);
     assert_eq!(run.code, 1);
-    let summary: Value = run.stdout.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).find(|v| v["event"] == "summary").unwrap_or_else(|| panic!("{}", run.stdout));
-    assert!(summary["migrations"][0]["velero"]["error"].as_str().unwrap().contains("velero/nope does not exist"), "{summary}");
+    let summary: Value = run
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["event"] == "summary")
+        .unwrap_or_else(|| panic!("{}", run.stdout));
+    assert!(
+        summary["migrations"][0]["velero"]["error"].as_str().unwrap().contains("velero/nope does not exist"),
+        "{summary}"
+    );
     assert!(get(&lab, "lab-dst", &ar("apps", "v1", "Deployment", "deployments"), "shop-prod", "web").await.is_none());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn objects_the_destination_refuses_are_per_object_errors_and_fail_the_apply() {
     let lab = Lab::up();
-    lab.seed_yaml("lab-src", &std::fs::read_to_string(repo_root().join("examples/lab/seed.yaml")).unwrap()).await.unwrap();
+    lab.seed_yaml("lab-src", &std::fs::read_to_string(repo_root().join("examples/lab/seed.yaml")).unwrap())
+        .await
+        .unwrap();
     // The mapped namespace is stuck terminating (an object in it holds a finalizer): every
     // create in it is refused, as on a real cluster.
     let ns_ty = ar("", "v1", "Namespace", "namespaces");
-    create(&lab, "lab-dst", &ns_ty, None, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop-prod"}})).await;
+    create(
+        &lab,
+        "lab-dst",
+        &ns_ty,
+        None,
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop-prod"}}),
+    )
+    .await;
     create(&lab, "lab-dst", &ar("", "v1", "ConfigMap", "configmaps"), Some("shop-prod"), json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "hold", "finalizers": ["example.com/hold"]}})).await;
     let nss: Api<DynamicObject> = Api::all_with(lab.client("lab-dst").await, &ns_ty);
     nss.delete("shop-prod", &Default::default()).await.unwrap();
@@ -127,7 +180,8 @@ async fn objects_the_destination_refuses_are_per_object_errors_and_fail_the_appl
     assert_eq!(run.code, 1, "restore errors fail the apply:\n{}\n{}", run.stdout, run.stderr);
     assert!(run.stdout.contains("restore mtcd-shop-") && run.stdout.contains("PartiallyFailed"), "{}", run.stdout);
     assert!(
-        run.stdout.lines().any(|l| l.contains("error [shop-prod]: error restoring deployments.apps/shop-prod/web") && l.contains("being terminated")),
+        run.stdout.lines().any(|l| l.contains("error [shop-prod]: error restoring deployments.apps/shop-prod/web")
+            && l.contains("being terminated")),
         "the refused object is named with the server's reason:\n{}",
         run.stdout
     );
@@ -141,7 +195,9 @@ async fn get_cluster(lab: &Lab, r: &ApiResource, name: &str) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn cutover_through_velero_starts_the_destination_at_the_original_counts() {
     let lab = Lab::up();
-    lab.seed_yaml("lab-src", &std::fs::read_to_string(repo_root().join("examples/lab/seed.yaml")).unwrap()).await.unwrap();
+    lab.seed_yaml("lab-src", &std::fs::read_to_string(repo_root().join("examples/lab/seed.yaml")).unwrap())
+        .await
+        .unwrap();
     let file = desired(&lab, "");
     let f = file.to_str().unwrap();
     let run = lab.mtcd(&["apply", f]);
@@ -154,23 +210,33 @@ async fn cutover_through_velero_starts_the_destination_at_the_original_counts() 
     assert_eq!(web["spec"]["replicas"], 3, "released at the source's count");
     assert!(web["metadata"]["annotations"].get("mtcd.io/original-replicas").is_none(), "{web}");
     assert_eq!(get(&lab, "lab-src", &deploy, "shop", "web").await.unwrap()["spec"]["replicas"], 0, "source quiesced");
-    let cj = get(&lab, "lab-dst", &ar("batch", "v1", "CronJob", "cronjobs"), "shop-prod", "nightly-report").await.unwrap();
+    let cj =
+        get(&lab, "lab-dst", &ar("batch", "v1", "CronJob", "cronjobs"), "shop-prod", "nightly-report").await.unwrap();
     assert_eq!(cj["spec"]["suspend"], false);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn back_to_back_applies_get_distinct_velero_names_and_kind_filters_reach_velero() {
     let lab = Lab::up();
-    lab.seed_yaml("lab-src", &std::fs::read_to_string(repo_root().join("examples/lab/seed.yaml")).unwrap()).await.unwrap();
+    lab.seed_yaml("lab-src", &std::fs::read_to_string(repo_root().join("examples/lab/seed.yaml")).unwrap())
+        .await
+        .unwrap();
     // Only ConfigMaps: the quickest possible runs, so two fall in the same second.
     let file = desired(&lab, "");
-    let text = std::fs::read_to_string(&file).unwrap().replace("volumes = \"skip\"\n", "volumes = \"skip\"\ninclude_kinds = [\"ConfigMap\"]\n");
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("volumes = \"skip\"\n", "volumes = \"skip\"\ninclude_kinds = [\"ConfigMap\"]\n");
     std::fs::write(&file, text).unwrap();
     let mut names = Vec::new();
     for _ in 0..2 {
         let run = lab.mtcd(&["--output", "json", "apply", file.to_str().unwrap()]);
         assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-        let summary: Value = run.stdout.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).find(|v| v["event"] == "summary").unwrap();
+        let summary: Value = run
+            .stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["event"] == "summary")
+            .unwrap();
         names.push(summary["migrations"][0]["velero"]["backup"].as_str().unwrap().to_string());
     }
     assert_ne!(names[0], names[1]);
@@ -182,8 +248,17 @@ async fn back_to_back_applies_get_distinct_velero_names_and_kind_filters_reach_v
 #[tokio::test(flavor = "multi_thread")]
 async fn existing_resource_policy_update_overwrites_what_the_destination_has() {
     let lab = Lab::up();
-    lab.seed_yaml("lab-src", &std::fs::read_to_string(repo_root().join("examples/lab/seed.yaml")).unwrap()).await.unwrap();
-    create(&lab, "lab-dst", &ar("", "v1", "Namespace", "namespaces"), None, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop-prod"}})).await;
+    lab.seed_yaml("lab-src", &std::fs::read_to_string(repo_root().join("examples/lab/seed.yaml")).unwrap())
+        .await
+        .unwrap();
+    create(
+        &lab,
+        "lab-dst",
+        &ar("", "v1", "Namespace", "namespaces"),
+        None,
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop-prod"}}),
+    )
+    .await;
     create(&lab, "lab-dst", &ar("", "v1", "ConfigMap", "configmaps"), Some("shop-prod"), json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "shop-config"}, "data": {"LOG_LEVEL": "someone-else"}})).await;
     let file = desired(&lab, "existing_resource_policy = \"update\"\n");
     let run = lab.mtcd(&["apply", file.to_str().unwrap()]);
@@ -198,7 +273,9 @@ async fn existing_resource_policy_update_overwrites_what_the_destination_has() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_velero_timeout_names_the_object_and_its_last_phase() {
     let lab = Lab::up();
-    lab.seed_yaml("lab-src", &std::fs::read_to_string(repo_root().join("examples/lab/seed.yaml")).unwrap()).await.unwrap();
+    lab.seed_yaml("lab-src", &std::fs::read_to_string(repo_root().join("examples/lab/seed.yaml")).unwrap())
+        .await
+        .unwrap();
     let file = desired(&lab, "");
     let text = std::fs::read_to_string(&file).unwrap().replace("timeout = \"90s\"", "timeout = \"1ms\"");
     std::fs::write(&file, text).unwrap();
@@ -206,6 +283,10 @@ async fn a_velero_timeout_names_the_object_and_its_last_phase() {
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
     // Which step runs out first depends on the machine (the stand-in is quick); each names
     // its object and the phase it was left in.
-    let line = run.stderr.lines().find(|l| l.contains("did not reach a terminal phase within 1ms")).unwrap_or_else(|| panic!("{}", run.stderr));
+    let line = run
+        .stderr
+        .lines()
+        .find(|l| l.contains("did not reach a terminal phase within 1ms"))
+        .unwrap_or_else(|| panic!("{}", run.stderr));
     assert!(line.contains(" velero/mtcd-shop-") && line.contains("(last phase "), "{line}");
 }

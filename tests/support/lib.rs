@@ -12,10 +12,7 @@ use std::sync::OnceLock;
 fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current test executable");
     // target/<profile>/deps/e2e-<hash>
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps")
-        .to_path_buf()
+    exe.parent().and_then(Path::parent).expect("target/<profile>/deps").to_path_buf()
 }
 
 fn build_binaries() -> PathBuf {
@@ -41,10 +38,7 @@ pub fn bin(name: &str) -> PathBuf {
 
 /// The repository root (for examples/ and fixtures).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("repo root")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
 }
 
 /// The output of a finished command.
@@ -73,20 +67,12 @@ impl Lab {
 
     /// Both clusters with the given (source, destination) profiles: "openshift" or "kubernetes".
     pub fn up_with(profiles: (&str, &str)) -> Lab {
-        let tmp = tempfile::Builder::new()
-            .prefix("mtcd-lab-")
-            .tempdir()
-            .expect("temp dir for the lab");
+        let tmp = tempfile::Builder::new().prefix("mtcd-lab-").tempdir().expect("temp dir for the lab");
         let dir = tmp.path().to_path_buf();
         let out = Command::new(bin("mtcd-lab"))
             .args(["up", "--detach", "--dir"])
             .arg(&dir)
-            .args([
-                "--source-profile",
-                profiles.0,
-                "--destination-profile",
-                profiles.1,
-            ])
+            .args(["--source-profile", profiles.0, "--destination-profile", profiles.1])
             .output()
             .expect("run mtcd-lab up");
         assert!(
@@ -98,27 +84,16 @@ impl Lab {
         let info: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(dir.join("lab.json")).expect("lab.json"))
                 .expect("lab.json is JSON");
-        Lab {
-            kubeconfig: dir.join("kubeconfig"),
-            dir,
-            info,
-            _tmp: tmp,
-        }
+        Lab { kubeconfig: dir.join("kubeconfig"), dir, info, _tmp: tmp }
     }
 
     /// A kube client for `lab-src` or `lab-dst`.
     pub async fn client(&self, ctx: &str) -> kube::Client {
-        mtcd_lab::lab::client_for(&self.kubeconfig, ctx)
-            .await
-            .expect("lab client")
+        mtcd_lab::lab::client_for(&self.kubeconfig, ctx).await.expect("lab client")
     }
 
     /// Seeds multi-document YAML (plus lab.mtcd.io/v1 VolumeData and Image) into a context.
-    pub async fn seed_yaml(
-        &self,
-        ctx: &str,
-        yaml: &str,
-    ) -> anyhow::Result<mtcd_lab::seed::SeedReport> {
+    pub async fn seed_yaml(&self, ctx: &str, yaml: &str) -> anyhow::Result<mtcd_lab::seed::SeedReport> {
         Ok(mtcd_lab::seed::seed(&self.dir, ctx, yaml).await?)
     }
 
@@ -140,11 +115,7 @@ impl Lab {
 
     /// Writes a desired-state file into the lab directory and returns its path.
     pub fn desired(&self, name: &str, toml_text: &str) -> PathBuf {
-        let file = if name.ends_with(".toml") {
-            name.to_string()
-        } else {
-            format!("{name}.toml")
-        };
+        let file = if name.ends_with(".toml") { name.to_string() } else { format!("{name}.toml") };
         let path = self.dir.join(file);
         std::fs::write(&path, toml_text).expect("write desired-state file");
         path
@@ -152,20 +123,13 @@ impl Lab {
 
     /// The supervisor's pid (DIR/lab.pid).
     pub fn pid(&self) -> Option<i32> {
-        std::fs::read_to_string(self.dir.join("lab.pid"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
+        std::fs::read_to_string(self.dir.join("lab.pid")).ok()?.trim().parse().ok()
     }
 
     /// Runs `mtcd-lab down` now (also done on drop; running it twice is fine).
     pub fn down(&self) -> Run {
-        let out = Command::new(bin("mtcd-lab"))
-            .args(["down", "--dir"])
-            .arg(&self.dir)
-            .output()
-            .expect("run mtcd-lab down");
+        let out =
+            Command::new(bin("mtcd-lab")).args(["down", "--dir"]).arg(&self.dir).output().expect("run mtcd-lab down");
         Run {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -187,11 +151,7 @@ impl Drop for Lab {
         }
         let run = self.down();
         if run.code != 0 {
-            eprintln!(
-                "mtcd-lab down --dir {} failed: {}",
-                self.dir.display(),
-                run.stderr
-            );
+            eprintln!("mtcd-lab down --dir {} failed: {}", self.dir.display(), run.stderr);
         }
     }
 }

@@ -9,10 +9,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("repo root")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
 }
 
 fn build_plugins() -> PathBuf {
@@ -20,14 +17,7 @@ fn build_plugins() -> PathBuf {
     let target = root.join("plugins").join("target");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "--manifest-path",
-        ])
+        .args(["build", "--quiet", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
         .arg(root.join("plugins").join("Cargo.toml"))
         .env("CARGO_TARGET_DIR", &target)
         .current_dir(&root)
@@ -43,13 +33,7 @@ fn build_plugins() -> PathBuf {
 /// Path of a built plugin by crate name (`add-label`, `infinite-loop`, ...).
 pub fn plugin_wasm(name: &str) -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    let path = DIR
-        .get_or_init(build_plugins)
-        .join(format!("{}.wasm", name.replace('-', "_")));
-    assert!(
-        path.exists(),
-        "plugin {name} was not built: {}",
-        path.display()
-    );
+    let path = DIR.get_or_init(build_plugins).join(format!("{}.wasm", name.replace('-', "_")));
+    assert!(path.exists(), "plugin {name} was not built: {}", path.display());
     path
 }

@@ -11,7 +11,10 @@ use crate::spec::{ResourceMode, VolumeMode};
 pub async fn run(session: &Session) -> anyhow::Result<Exit> {
     let outcome = sync(session, false).await?;
     if outcome.failed > 0 {
-        eprintln!("error: {} object(s) or volume(s) failed; the rest were applied. Fix them and run `mtcd apply` again.", outcome.failed);
+        eprintln!(
+            "error: {} object(s) or volume(s) failed; the rest were applied. Fix them and run `mtcd apply` again.",
+            outcome.failed
+        );
         return Ok(Exit::Failed);
     }
     Ok(Exit::Success)
@@ -46,7 +49,10 @@ pub async fn sync(session: &Session, cutover: bool) -> anyhow::Result<Outcome> {
             let report = dim::copy_all(sc, dc, &m.image_copies, &spec_m.dim, |e| image_event(&m.name, &e, json)).await;
             for r in &report.images {
                 let (ok, detail) = match &r.outcome {
-                    Ok(s) => (true, serde_json::json!({"bytes_sent": s.bytes_sent, "blobs_sent": s.blobs_sent, "blobs_skipped": s.blobs_skipped, "blobs_mounted": s.blobs_mounted, "up_to_date": s.up_to_date})),
+                    Ok(s) => (
+                        true,
+                        serde_json::json!({"bytes_sent": s.bytes_sent, "blobs_sent": s.blobs_sent, "blobs_skipped": s.blobs_skipped, "blobs_mounted": s.blobs_mounted, "up_to_date": s.up_to_date}),
+                    ),
                     Err(e) => (false, serde_json::json!({"error": e.to_string()})),
                 };
                 if !ok {
@@ -55,7 +61,15 @@ pub async fn sync(session: &Session, cutover: bool) -> anyhow::Result<Outcome> {
                 if !json {
                     match &r.outcome {
                         Ok(s) if s.up_to_date => println!("  image {}: up to date", r.copy.destination),
-                        Ok(s) => println!("  image {}: copied, {} sent ({} blobs sent, {} skipped, {} mounted) in {:.1}s", r.copy.destination, human_bytes(s.bytes_sent), s.blobs_sent, s.blobs_skipped, s.blobs_mounted, r.elapsed.as_secs_f64()),
+                        Ok(s) => println!(
+                            "  image {}: copied, {} sent ({} blobs sent, {} skipped, {} mounted) in {:.1}s",
+                            r.copy.destination,
+                            human_bytes(s.bytes_sent),
+                            s.blobs_sent,
+                            s.blobs_skipped,
+                            s.blobs_mounted,
+                            r.elapsed.as_secs_f64()
+                        ),
                         Err(e) => println!("  image {}: FAILED: {e}", r.copy.source),
                     }
                 }
@@ -80,7 +94,18 @@ pub async fn sync(session: &Session, cutover: bool) -> anyhow::Result<Outcome> {
                     failed += v.errors.len();
                     changed += v.items_restored as usize;
                     if !json {
-                        println!("migration {}: velero backup {} {} ({} items), restore {} {} ({} items), {} warning(s), {} error(s)", m.name, v.backup, v.backup_phase, v.items_backed_up, v.restore, v.restore_phase, v.items_restored, v.warnings.len(), v.errors.len());
+                        println!(
+                            "migration {}: velero backup {} {} ({} items), restore {} {} ({} items), {} warning(s), {} error(s)",
+                            m.name,
+                            v.backup,
+                            v.backup_phase,
+                            v.items_backed_up,
+                            v.restore,
+                            v.restore_phase,
+                            v.items_restored,
+                            v.warnings.len(),
+                            v.errors.len()
+                        );
                         for w in &v.warnings {
                             println!("  warning [{}]: {}", w.scope, w.message);
                         }
@@ -103,7 +128,15 @@ pub async fn sync(session: &Session, cutover: bool) -> anyhow::Result<Outcome> {
         } else if m.resources.pending() == 0 {
             Some(resources::ApplyReport { unchanged: m.resources.changes.len(), ..Default::default() })
         } else {
-            Some(resources::apply(&session.destination.client, &session.destination.context, &m.resources.changes, &progress).await)
+            Some(
+                resources::apply(
+                    &session.destination.client,
+                    &session.destination.context,
+                    &m.resources.changes,
+                    &progress,
+                )
+                .await,
+            )
         };
         if let Some(report) = &report {
             failed += report.failed.len();
@@ -172,9 +205,24 @@ fn image_event(migration: &str, e: &dim::DimEvent, json: bool) {
         return; // the per-image summary line says it all for people
     }
     let v = match e {
-        dim::DimEvent::Started { image, blobs_total, bytes_total, .. } => serde_json::json!({"event": "image", "phase": "started", "image": image, "blobs_total": blobs_total, "bytes_total": bytes_total}),
-        dim::DimEvent::Progress { image, blobs_done, blobs_total, bytes_done, bytes_total, bytes_sent, throughput, .. } => serde_json::json!({"event": "image", "phase": "copying", "image": image, "blobs_done": blobs_done, "blobs_total": blobs_total, "bytes_done": bytes_done, "bytes_total": bytes_total, "bytes_sent": bytes_sent, "throughput": throughput}),
-        dim::DimEvent::Finished { image, outcome, elapsed, .. } => serde_json::json!({"event": "image", "phase": if outcome.is_ok() { "done" } else { "failed" }, "image": image, "error": outcome.as_ref().err(), "seconds": elapsed.as_secs_f64()}),
+        dim::DimEvent::Started { image, blobs_total, bytes_total, .. } => {
+            serde_json::json!({"event": "image", "phase": "started", "image": image, "blobs_total": blobs_total, "bytes_total": bytes_total})
+        }
+        dim::DimEvent::Progress {
+            image,
+            blobs_done,
+            blobs_total,
+            bytes_done,
+            bytes_total,
+            bytes_sent,
+            throughput,
+            ..
+        } => {
+            serde_json::json!({"event": "image", "phase": "copying", "image": image, "blobs_done": blobs_done, "blobs_total": blobs_total, "bytes_done": bytes_done, "bytes_total": bytes_total, "bytes_sent": bytes_sent, "throughput": throughput})
+        }
+        dim::DimEvent::Finished { image, outcome, elapsed, .. } => {
+            serde_json::json!({"event": "image", "phase": if outcome.is_ok() { "done" } else { "failed" }, "image": image, "error": outcome.as_ref().err(), "seconds": elapsed.as_secs_f64()})
+        }
     };
     let mut v = v;
     v["migration"] = migration.into();
@@ -192,7 +240,14 @@ fn volume_event(migration: &str, e: &dvm::DvmEvent, json: bool, tty: bool) {
     match (&e.progress, tty) {
         (Some(p), true) => {
             let eta = p.eta_seconds.map(|s| format!(", about {} left", clock(s))).unwrap_or_default();
-            eprint!("\r  {}: {:>3}% {} at {}/s, {} elapsed{eta}        ", e.pvc, p.percent, human_bytes(p.bytes), human_bytes(p.rate as u64), clock(p.elapsed_seconds))
+            eprint!(
+                "\r  {}: {:>3}% {} at {}/s, {} elapsed{eta}        ",
+                e.pvc,
+                p.percent,
+                human_bytes(p.bytes),
+                human_bytes(p.rate as u64),
+                clock(p.elapsed_seconds)
+            )
         }
         (Some(_), false) => {}
         (None, _) => {

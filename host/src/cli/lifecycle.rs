@@ -41,12 +41,21 @@ pub async fn watch(session: &Session) -> anyhow::Result<Exit> {
                 say(
                     session,
                     serde_json::json!({"event": "cycle", "cycle": cycle, "changed": o.changed, "failed": o.failed, "bytes_sent": o.bytes, "seconds": secs}),
-                    format!("cycle {cycle}: {} object(s) changed, {} sent, {} failed, {secs:.1}s", o.changed, human_bytes(o.bytes), o.failed),
+                    format!(
+                        "cycle {cycle}: {} object(s) changed, {} sent, {} failed, {secs:.1}s",
+                        o.changed,
+                        human_bytes(o.bytes),
+                        o.failed
+                    ),
                 );
                 o.failed > 0
             }
             Err(e) => {
-                say(session, serde_json::json!({"event": "cycle", "cycle": cycle, "error": format!("{e:#}")}), format!("cycle {cycle}: failed: {e:#} (retrying in {})", humantime::format_duration(interval)));
+                say(
+                    session,
+                    serde_json::json!({"event": "cycle", "cycle": cycle, "error": format!("{e:#}")}),
+                    format!("cycle {cycle}: failed: {e:#} (retrying in {})", humantime::format_duration(interval)),
+                );
                 true
             }
         };
@@ -78,8 +87,19 @@ async fn run_hooks(session: &Session, phase: HookPhase) -> anyhow::Result<()> {
                 namespace_map: m.namespace_map.clone(),
                 lookup: &lookup,
             };
-            hook.run(phase, &ctx).map_err(|e| anyhow::anyhow!("{} hook {} stopped migration {:?}: {e}", phase_name(phase), h.plugin.path.display(), m.name))?;
-            say(session, serde_json::json!({"event": "hook", "phase": phase_name(phase), "plugin": h.plugin.path.display().to_string(), "ok": true}), format!("{} hook {}: ok", phase_name(phase), h.plugin.path.display()));
+            hook.run(phase, &ctx).map_err(|e| {
+                anyhow::anyhow!(
+                    "{} hook {} stopped migration {:?}: {e}",
+                    phase_name(phase),
+                    h.plugin.path.display(),
+                    m.name
+                )
+            })?;
+            say(
+                session,
+                serde_json::json!({"event": "hook", "phase": phase_name(phase), "plugin": h.plugin.path.display().to_string(), "ok": true}),
+                format!("{} hook {}: ok", phase_name(phase), h.plugin.path.display()),
+            );
         }
     }
     Ok(())
@@ -95,14 +115,21 @@ pub async fn cutover(session: &Session) -> anyhow::Result<Exit> {
     say(
         session,
         serde_json::json!({"event": "quiesced", "scaled": stopped.scaled, "suspended": stopped.suspended}),
-        format!("quiesced the source: {} workload(s) scaled to 0, {} CronJob(s) suspended", stopped.scaled.len(), stopped.suspended.len()),
+        format!(
+            "quiesced the source: {} workload(s) scaled to 0, {} CronJob(s) suspended",
+            stopped.scaled.len(),
+            stopped.suspended.len()
+        ),
     );
     quiesce::wait_stopped(&session.source, &source_namespaces(session), Duration::from_secs(300)).await?;
     let quiesce_secs = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
     let outcome = sync(session, true).await?;
     if outcome.failed > 0 {
-        anyhow::bail!("final sync had {} failure(s); the source stays quiesced. Fix them and run `mtcd cutover` again, or `mtcd rollback`", outcome.failed);
+        anyhow::bail!(
+            "final sync had {} failure(s); the source stays quiesced. Fix them and run `mtcd cutover` again, or `mtcd rollback`",
+            outcome.failed
+        );
     }
     quiesce::mark_cutover(&session.destination, &destination_namespaces(session), true).await?;
     run_hooks(session, HookPhase::PostCutover).await?;
@@ -143,7 +170,12 @@ pub async fn status(session: &Session) -> anyhow::Result<Exit> {
     let mut out = Vec::new();
     for m in &plan.migrations {
         let cut = m.cut_over;
-        let managed = m.resources.changes.iter().filter(|c| c.action == crate::plan::Action::Unchanged || c.action == crate::plan::Action::Update).count();
+        let managed = m
+            .resources
+            .changes
+            .iter()
+            .filter(|c| c.action == crate::plan::Action::Unchanged || c.action == crate::plan::Action::Update)
+            .count();
         out.push(serde_json::json!({"migration": m.name, "pending": m.resources.pending(), "managed_objects": managed, "volumes": m.volumes.len(), "cutover": cut}));
         if session.output == Output::Human {
             println!(

@@ -161,7 +161,11 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
         }
         Command::Plugin(PluginCommand::New(a)) => {
             let path = crate::plugins::scaffold(&a.name, &a.dir)?;
-            println!("Created {}. Build it with: cargo build --release --target wasm32-wasip2 --manifest-path {}/Cargo.toml", path.display(), path.display());
+            println!(
+                "Created {}. Build it with: cargo build --release --target wasm32-wasip2 --manifest-path {}/Cargo.toml",
+                path.display(),
+                path.display()
+            );
             Ok(Exit::Success)
         }
     }
@@ -177,7 +181,8 @@ fn init_tracing(verbose: u8) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
 }
 
 /// Prints an error once, with its causes; file problems print as `file:line:col: message`.

@@ -26,7 +26,11 @@ pub fn print(plan: &Plan, output: Output) {
                         let state = match (&i.error, i.present) {
                             (Some(e), _) => format!("cannot inspect: {e}"),
                             (None, true) => "already present".to_string(),
-                            (None, false) => format!("{} to copy of {}", super::apply::human_bytes(i.bytes_to_copy), super::apply::human_bytes(i.bytes_total)),
+                            (None, false) => format!(
+                                "{} to copy of {}",
+                                super::apply::human_bytes(i.bytes_to_copy),
+                                super::apply::human_bytes(i.bytes_total)
+                            ),
                         };
                         println!("    {} → {}  ({state})", i.source, i.destination);
                     }

@@ -43,7 +43,7 @@ pub enum ClusterError {
         /// can act on; kube's own message only says "client error".
         reason: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
 }
 
@@ -72,10 +72,10 @@ pub fn kubeconfig_path(explicit: Option<&Path>) -> PathBuf {
     if let Some(p) = explicit {
         return p.to_path_buf();
     }
-    if let Some(env) = std::env::var_os("KUBECONFIG") {
-        if let Some(first) = std::env::split_paths(&env).next() {
-            return first;
-        }
+    if let Some(env) = std::env::var_os("KUBECONFIG")
+        && let Some(first) = std::env::split_paths(&env).next()
+    {
+        return first;
     }
     let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
     home.join(".kube").join("config")
@@ -83,10 +83,7 @@ pub fn kubeconfig_path(explicit: Option<&Path>) -> PathBuf {
 
 /// Reads a kubeconfig file.
 pub fn read_kubeconfig(path: &Path) -> Result<Kubeconfig, ClusterError> {
-    Kubeconfig::read_from(path).map_err(|source| ClusterError::Kubeconfig {
-        path: path.display().to_string(),
-        source,
-    })
+    Kubeconfig::read_from(path).map_err(|source| ClusterError::Kubeconfig { path: path.display().to_string(), source })
 }
 
 /// Names of the contexts in a kubeconfig, in file order.
@@ -123,7 +120,12 @@ pub async fn connect(kubeconfig: &Kubeconfig, path: &Path, context: &str) -> Res
             reason = c.to_string();
             cause = c.source();
         }
-        ClusterError::Unreachable { context: context.to_string(), url: cluster.config.cluster_url.to_string(), reason, source }
+        ClusterError::Unreachable {
+            context: context.to_string(),
+            url: cluster.config.cluster_url.to_string(),
+            reason,
+            source: Box::new(source),
+        }
     })?;
     Ok(cluster)
 }

@@ -78,7 +78,8 @@ impl Catalog {
 pub async fn discover(client: &kube::Client, context: &str) -> Result<(Catalog, Vec<String>), ObserveError> {
     let mut warnings = Vec::new();
     let mut versions = vec![("".to_string(), "v1".to_string())];
-    let groups = client.list_api_groups().await.map_err(|source| ObserveError::Discovery { context: context.into(), source })?;
+    let groups =
+        client.list_api_groups().await.map_err(|source| ObserveError::Discovery { context: context.into(), source })?;
     for g in groups.groups {
         let v = g.preferred_version.map(|p| p.version).or_else(|| g.versions.first().map(|v| v.version.clone()));
         if let Some(v) = v {
@@ -107,7 +108,13 @@ pub async fn discover(client: &kube::Client, context: &str) -> Result<(Catalog, 
                         continue; // subresources
                     }
                     types.push(ApiType {
-                        resource: ApiResource { group: group.clone(), version: version.clone(), api_version: api_version.clone(), kind: r.kind, plural: r.name },
+                        resource: ApiResource {
+                            group: group.clone(),
+                            version: version.clone(),
+                            api_version: api_version.clone(),
+                            kind: r.kind,
+                            plural: r.name,
+                        },
                         namespaced: r.namespaced,
                         verbs: r.verbs,
                     });
@@ -130,7 +137,12 @@ pub fn copyable(catalog: &Catalog) -> Vec<&ApiType> {
 }
 
 /// Every object of `ty` in `namespace` (paged), as JSON with apiVersion and kind set.
-pub async fn list(client: &kube::Client, ty: &ApiResource, namespace: Option<&str>, selector: Option<&str>) -> Result<Vec<Value>, kube::Error> {
+pub async fn list(
+    client: &kube::Client,
+    ty: &ApiResource,
+    namespace: Option<&str>,
+    selector: Option<&str>,
+) -> Result<Vec<Value>, kube::Error> {
     let api: Api<DynamicObject> = match namespace {
         Some(ns) => Api::namespaced_with(client.clone(), ns, ty),
         None => Api::all_with(client.clone(), ty),
@@ -154,7 +166,12 @@ pub async fn list(client: &kube::Client, ty: &ApiResource, namespace: Option<&st
 }
 
 /// One object, or `None` if it does not exist.
-pub async fn get(client: &kube::Client, ty: &ApiResource, namespace: Option<&str>, name: &str) -> Result<Option<Value>, kube::Error> {
+pub async fn get(
+    client: &kube::Client,
+    ty: &ApiResource,
+    namespace: Option<&str>,
+    name: &str,
+) -> Result<Option<Value>, kube::Error> {
     let api: Api<DynamicObject> = match namespace {
         Some(ns) => Api::namespaced_with(client.clone(), ns, ty),
         None => Api::all_with(client.clone(), ty),
@@ -193,12 +210,16 @@ pub async fn list_many(
     for (t, ns, r) in results {
         match r {
             Ok(items) => objects.extend(items),
-            Err(kube::Error::Api(e)) if matches!(e.code, 403 | 404 | 405) => warnings.push(format!(
+            Err(kube::Error::Api(e)) if matches!(e.code, 403..=405) => warnings.push(format!(
                 "{context}: cannot list {}.{} in {ns}: {} (skipped)",
                 t.resource.plural, t.resource.group, e.message
             )),
             Err(source) => {
-                return Err(ObserveError::List { context: context.into(), what: format!("{} in {ns}", t.resource.plural), source });
+                return Err(ObserveError::List {
+                    context: context.into(),
+                    what: format!("{} in {ns}", t.resource.plural),
+                    source,
+                });
             }
         }
     }

@@ -56,7 +56,8 @@ mod tests {
 
     #[test]
     fn only_fields_mtcd_sets_are_compared() {
-        let desired = json!({"kind": "Deployment", "metadata": {"name": "w", "labels": {"a": "1"}}, "spec": {"replicas": 0}});
+        let desired =
+            json!({"kind": "Deployment", "metadata": {"name": "w", "labels": {"a": "1"}}, "spec": {"replicas": 0}});
         let live = json!({"kind": "Deployment", "metadata": {"name": "w", "uid": "x", "labels": {"a": "2"}},
             "spec": {"replicas": 3, "progressDeadlineSeconds": 600}, "status": {"readyReplicas": 3}});
         assert_eq!(diff(&desired, &live), ["metadata.labels.a: \"2\" → \"1\"", "spec.replicas: 3 → 0"]);

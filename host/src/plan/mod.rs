@@ -135,8 +135,9 @@ pub fn compare(desired: Vec<Value>, live: &[Value], migration: &str, prune: bool
         wanted.insert(key.clone());
         let (action, diff) = match live_by_key.get(&key) {
             None => (Action::Create, Vec::new()),
-            Some(l) if object::annotation(l, hash::SOURCE_HASH) == object::annotation(&obj, hash::SOURCE_HASH)
-                && hash::is_managed_by(l, migration) =>
+            Some(l)
+                if object::annotation(l, hash::SOURCE_HASH) == object::annotation(&obj, hash::SOURCE_HASH)
+                    && hash::is_managed_by(l, migration) =>
             {
                 (Action::Unchanged, Vec::new())
             }
@@ -161,7 +162,11 @@ pub fn compare(desired: Vec<Value>, live: &[Value], migration: &str, prune: bool
         for l in live {
             let key = ObjectKey::of(l);
             let protected = matches!(key.kind.as_str(), "Namespace" | "CustomResourceDefinition");
-            if !wanted.contains(&key) && !protected && hash::is_managed_by(l, migration) && object::annotation(l, hash::SOURCE_HASH).is_some() {
+            if !wanted.contains(&key)
+                && !protected
+                && hash::is_managed_by(l, migration)
+                && object::annotation(l, hash::SOURCE_HASH).is_some()
+            {
                 changes.push(ResourceChange {
                     action: Action::Prune,
                     api_version: object::api_version(l).to_string(),

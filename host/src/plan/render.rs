@@ -39,7 +39,13 @@ pub fn human(plan: &ResourcePlan, color: bool) -> String {
                 Action::Prune => ("-", "prune"),
                 Action::Unchanged => (" ", "unchanged"),
             };
-            let _ = writeln!(out, "      {} {} {}", paint(sign, c.action), c.key.name, paint(&format!("({word})"), c.action));
+            let _ = writeln!(
+                out,
+                "      {} {} {}",
+                paint(sign, c.action),
+                c.key.name,
+                paint(&format!("({word})"), c.action)
+            );
             for d in &c.diff {
                 let _ = writeln!(out, "          {d}");
             }

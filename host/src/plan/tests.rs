@@ -1,11 +1,13 @@
 use indexmap::IndexMap;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use super::*;
 use crate::spec::parse;
 
 fn migration(extra: &str) -> Migration {
-    let text = format!("version = 1\n[clusters.source]\ncontext = \"a\"\n[clusters.destination]\ncontext = \"b\"\n[[migration]]\nname = \"shop\"\nnamespaces = [\"shop\"]\nnamespace_map = {{ shop = \"shop-prod\" }}\n{extra}");
+    let text = format!(
+        "version = 1\n[clusters.source]\ncontext = \"a\"\n[clusters.destination]\ncontext = \"b\"\n[[migration]]\nname = \"shop\"\nnamespaces = [\"shop\"]\nnamespace_map = {{ shop = \"shop-prod\" }}\n{extra}"
+    );
     parse(&text, std::path::Path::new("d.toml")).unwrap().migrations.remove(0)
 }
 
@@ -32,7 +34,13 @@ fn plan(live: &[Value]) -> Vec<ResourceChange> {
 fn an_empty_destination_gets_creates_in_dependency_order_with_mapped_namespaces() {
     let changes = plan(&[]);
     let got: Vec<_> = changes.iter().map(|c| (c.action, c.key.to_string())).collect();
-    assert_eq!(got, [(Action::Create, "ConfigMap/shop-prod/cfg".to_string()), (Action::Create, "Deployment.apps/shop-prod/web".to_string())]);
+    assert_eq!(
+        got,
+        [
+            (Action::Create, "ConfigMap/shop-prod/cfg".to_string()),
+            (Action::Create, "Deployment.apps/shop-prod/web".to_string())
+        ]
+    );
     let web = &changes[1].object;
     assert_eq!(web["spec"]["replicas"], 0, "held until cutover");
     assert_eq!(web["metadata"]["labels"]["mtcd.io/migration"], "shop");
@@ -60,7 +68,8 @@ fn only_objects_this_migration_stamped_are_pruned() {
     let mut foreign = gone.clone();
     foreign["metadata"]["name"] = json!("theirs");
     foreign["metadata"]["labels"]["mtcd.io/migration"] = json!("other");
-    let unmanaged = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "local", "namespace": "shop-prod"}});
+    let unmanaged =
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "local", "namespace": "shop-prod"}});
     live.extend([gone, foreign, unmanaged]);
     let pruned: Vec<_> = plan(&live).into_iter().filter(|c| c.action == Action::Prune).map(|c| c.key.name).collect();
     assert_eq!(pruned, ["old"]);

@@ -37,8 +37,7 @@ pub(crate) fn new_engine() -> Result<Engine, PluginError> {
     config.consume_fuel(true);
     config.wasm_component_model(true);
     config.cranelift_opt_level(wasmtime::OptLevel::Speed);
-    Engine::new(&config)
-        .map_err(|e| PluginError::Runtime(format!("cannot create the wasm engine: {e:#}")))
+    Engine::new(&config).map_err(|e| PluginError::Runtime(format!("cannot create the wasm engine: {e:#}")))
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] until the last holder drops it. Chains
@@ -61,10 +60,7 @@ impl EpochTicker {
                 }
             })
             .expect("spawn the wasm epoch thread");
-        EpochTicker {
-            stop,
-            thread: Some(thread),
-        }
+        EpochTicker { stop, thread: Some(thread) }
     }
 }
 
@@ -116,19 +112,12 @@ pub(crate) struct ComponentCache {
 impl ComponentCache {
     pub(crate) fn new(engine: &Engine, dir: Option<PathBuf>) -> Result<Self, PluginError> {
         if let Some(dir) = &dir {
-            std::fs::create_dir_all(dir).map_err(|source| PluginError::Cache {
-                path: dir.clone(),
-                source,
-            })?;
+            std::fs::create_dir_all(dir).map_err(|source| PluginError::Cache { path: dir.clone(), source })?;
         }
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let engine_key = format!("wasmtime{WASMTIME_VERSION}-{:016x}", hasher.finish());
-        Ok(ComponentCache {
-            dir,
-            engine_key,
-            memory: Mutex::new(HashMap::new()),
-        })
+        Ok(ComponentCache { dir, engine_key, memory: Mutex::new(HashMap::new()) })
     }
 
     pub(crate) fn dir(&self) -> Option<&Path> {
@@ -138,21 +127,12 @@ impl ComponentCache {
     /// The cache file for a `.wasm` with this content, whether or not it exists yet.
     pub(crate) fn file_for(&self, wasm: &[u8]) -> Option<PathBuf> {
         let digest = hex::encode(Sha256::digest(wasm));
-        self.dir
-            .as_ref()
-            .map(|d| d.join(format!("{digest}-{}.cwasm", self.engine_key)))
+        self.dir.as_ref().map(|d| d.join(format!("{digest}-{}.cwasm", self.engine_key)))
     }
 
-    pub(crate) fn load(
-        &self,
-        engine: &Engine,
-        path: &Path,
-    ) -> Result<(Component, LoadReport), PluginError> {
+    pub(crate) fn load(&self, engine: &Engine, path: &Path) -> Result<(Component, LoadReport), PluginError> {
         let started = Instant::now();
-        let wasm = std::fs::read(path).map_err(|source| PluginError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let wasm = std::fs::read(path).map_err(|source| PluginError::Read { path: path.to_path_buf(), source })?;
         let digest = hex::encode(Sha256::digest(&wasm));
         let cache_file = self.file_for(&wasm);
         let report = |outcome| LoadReport {
@@ -161,12 +141,7 @@ impl ComponentCache {
             cache_file: cache_file.clone(),
             elapsed: started.elapsed(),
         };
-        if let Some(c) = self
-            .memory
-            .lock()
-            .expect("component cache lock")
-            .get(&digest)
-        {
+        if let Some(c) = self.memory.lock().expect("component cache lock").get(&digest) {
             return Ok((c.clone(), report(CacheOutcome::MemoryHit)));
         }
         if let Some(file) = cache_file.as_ref().filter(|f| f.is_file()) {
@@ -181,10 +156,7 @@ impl ComponentCache {
             let loaded = unsafe { Component::deserialize_file(engine, file) };
             match loaded {
                 Ok(c) => {
-                    self.memory
-                        .lock()
-                        .expect("component cache lock")
-                        .insert(digest, c.clone());
+                    self.memory.lock().expect("component cache lock").insert(digest, c.clone());
                     return Ok((c, report(CacheOutcome::DiskHit)));
                 }
                 Err(e) => {
@@ -192,19 +164,14 @@ impl ComponentCache {
                 }
             }
         }
-        let component = Component::new(engine, &wasm).map_err(|e| PluginError::Compile {
-            path: path.to_path_buf(),
-            reason: format!("{e:#}"),
-        })?;
+        let component = Component::new(engine, &wasm)
+            .map_err(|e| PluginError::Compile { path: path.to_path_buf(), reason: format!("{e:#}") })?;
         if let Some(file) = &cache_file
             && let Err(e) = store(&component, file)
         {
             tracing::warn!(file = %file.display(), error = %e, "cannot write plugin cache entry");
         }
-        self.memory
-            .lock()
-            .expect("component cache lock")
-            .insert(digest, component.clone());
+        self.memory.lock().expect("component cache lock").insert(digest, component.clone());
         Ok((component, report(CacheOutcome::Compiled)))
     }
 }
@@ -212,9 +179,7 @@ impl ComponentCache {
 /// Writes a compiled component next to its final name and renames it into place, so a
 /// concurrent mtcd never reads a partial file.
 fn store(component: &Component, file: &Path) -> std::io::Result<()> {
-    let bytes = component
-        .serialize()
-        .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+    let bytes = component.serialize().map_err(|e| std::io::Error::other(format!("{e:#}")))?;
     let tmp = file.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, file)
@@ -225,11 +190,7 @@ pub(crate) fn default_cache_dir() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .filter(|v| !v.is_empty())
-                .map(|h| PathBuf::from(h).join(".cache"))
-        })?;
+        .or_else(|| std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".cache")))?;
     Some(base.join("mtcd").join("plugins"))
 }
 
@@ -252,13 +213,7 @@ mod tests {
         let a = cache.file_for(b"one").unwrap();
         assert_ne!(a, cache.file_for(b"two").unwrap());
         let name = a.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(
-            name.starts_with(&hex::encode(Sha256::digest(b"one"))),
-            "{name}"
-        );
-        assert!(
-            name.contains(&format!("wasmtime{WASMTIME_VERSION}-")) && name.ends_with(".cwasm"),
-            "{name}"
-        );
+        assert!(name.starts_with(&hex::encode(Sha256::digest(b"one"))), "{name}");
+        assert!(name.contains(&format!("wasmtime{WASMTIME_VERSION}-")) && name.ends_with(".cwasm"), "{name}");
     }
 }

@@ -46,11 +46,7 @@ impl Hook {
             migration: ctx.migration.clone(),
             source_cluster: ctx.source_cluster.clone(),
             destination_cluster: ctx.destination_cluster.clone(),
-            namespace_map: ctx
-                .namespace_map
-                .iter()
-                .map(|(s, d)| (s.clone(), d.clone()))
-                .collect(),
+            namespace_map: ctx.namespace_map.iter().map(|(s, d)| (s.clone(), d.clone())).collect(),
             config: self.config.clone(),
         };
         self.slot.set_namespaces(ctx.namespace_map.keys());
@@ -58,14 +54,8 @@ impl Hook {
         let span = tracing::info_span!("hook", plugin = %self.slot.plugin.path.display(), phase = phase_name(phase));
         let _enter = span.enter();
         let result = with_lookup(ctx.lookup, || -> Result<Result<(), String>, PluginError> {
-            let live = self
-                .slot
-                .arm(&subject, |store| pre.instantiate(&mut *store))?;
-            match live.bindings.mtcd_plugin_hooks().call_run(
-                &mut live.store,
-                wit_phase(phase),
-                &wit_ctx,
-            ) {
+            let live = self.slot.arm(&subject, |store| pre.instantiate(&mut *store))?;
+            match live.bindings.mtcd_plugin_hooks().call_run(&mut live.store, wit_phase(phase), &wit_ctx) {
                 Ok(verdict) => {
                     self.slot.after_success();
                     Ok(verdict)

@@ -99,16 +99,8 @@ impl SourceLookup for Vec<serde_json::Value> {
     fn get(&self, kind: &str, namespace: &str, name: &str) -> Option<serde_json::Value> {
         self.iter()
             .find(|o| {
-                let s = |p: &str| {
-                    o.pointer(p)
-                        .and_then(serde_json::Value::as_str)
-                        .unwrap_or_default()
-                };
-                let ns = if kind == "Namespace" {
-                    s("/metadata/name")
-                } else {
-                    s("/metadata/namespace")
-                };
+                let s = |p: &str| o.pointer(p).and_then(serde_json::Value::as_str).unwrap_or_default();
+                let ns = if kind == "Namespace" { s("/metadata/name") } else { s("/metadata/namespace") };
                 s("/kind") == kind && s("/metadata/name") == name && ns == namespace
             })
             .cloned()
@@ -119,10 +111,7 @@ impl SourceLookup for Vec<serde_json::Value> {
 #[derive(Debug, Clone, PartialEq)]
 pub enum TransformOutput {
     /// Migrate `object`, and create `extra` next to it.
-    Keep {
-        object: serde_json::Value,
-        extra: Vec<serde_json::Value>,
-    },
+    Keep { object: serde_json::Value, extra: Vec<serde_json::Value> },
     /// Do not migrate the object.
     Skip,
 }
@@ -140,29 +129,17 @@ pub(crate) fn off_async<R>(f: impl FnOnce() -> R) -> R {
 
 /// The config as the plugin receives it: a JSON object, `{}` when desired.toml has none.
 fn config_text(config: &serde_json::Value) -> String {
-    if config.is_null() {
-        "{}".to_string()
-    } else {
-        config.to_string()
-    }
+    if config.is_null() { "{}".to_string() } else { config.to_string() }
 }
 
 /// Limits a transform gets when desired.toml sets none (and `mtcd plugin test` uses).
 pub fn default_transform_limits() -> PluginLimits {
-    PluginLimits {
-        timeout: Duration::from_secs(1),
-        memory: 64 * 1024 * 1024,
-        fuel: None,
-    }
+    PluginLimits { timeout: Duration::from_secs(1), memory: 64 * 1024 * 1024, fuel: None }
 }
 
 /// Limits a hook gets when desired.toml sets none.
 pub fn default_hook_limits() -> PluginLimits {
-    PluginLimits {
-        timeout: Duration::from_secs(300),
-        memory: 64 * 1024 * 1024,
-        fuel: None,
-    }
+    PluginLimits { timeout: Duration::from_secs(300), memory: 64 * 1024 * 1024, fuel: None }
 }
 
 /// The plugin runtime: one wasmtime engine, its epoch clock and the compiled-component
@@ -195,25 +172,15 @@ impl PluginHost {
                 }
             },
         };
-        let link_err = |e: wasmtime::Error| {
-            PluginError::Runtime(format!("cannot set up the plugin linker: {e:#}"))
-        };
+        let link_err = |e: wasmtime::Error| PluginError::Runtime(format!("cannot set up the plugin linker: {e:#}"));
         let mut transform_linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut transform_linker).map_err(link_err)?;
-        Transformer::add_to_linker::<HostState, HasSelf<HostState>>(&mut transform_linker, |s| s)
-            .map_err(link_err)?;
+        Transformer::add_to_linker::<HostState, HasSelf<HostState>>(&mut transform_linker, |s| s).map_err(link_err)?;
         let mut hook_linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut hook_linker).map_err(link_err)?;
-        HookWorld::add_to_linker::<HostState, HasSelf<HostState>>(&mut hook_linker, |s| s)
-            .map_err(link_err)?;
+        HookWorld::add_to_linker::<HostState, HasSelf<HostState>>(&mut hook_linker, |s| s).map_err(link_err)?;
         let ticker = Arc::new(EpochTicker::start(engine.clone()));
-        Ok(PluginHost {
-            engine,
-            ticker,
-            cache,
-            transform_linker,
-            hook_linker,
-        })
+        Ok(PluginHost { engine, ticker, cache, transform_linker, hook_linker })
     }
 
     /// The directory compiled components are cached in, if any.
@@ -233,10 +200,7 @@ impl PluginHost {
                 world: "transformer",
                 reason: format!("{e:#}"),
             };
-            let instance_pre = self
-                .transform_linker
-                .instantiate_pre(&component)
-                .map_err(incompatible)?;
+            let instance_pre = self.transform_linker.instantiate_pre(&component).map_err(incompatible)?;
             let pre = TransformerPre::new(instance_pre).map_err(incompatible)?;
             tracing::debug!(plugin = %r.path.display(), outcome = ?report.outcome, elapsed = ?report.elapsed, "transform plugin loaded");
             steps.push(transform::Step {
@@ -253,12 +217,7 @@ impl PluginHost {
     /// stops (a `HookFailed` from a hook's verdict, or a load/run failure). For callers
     /// that run a phase once; keep [`Hook`]s from [`PluginHost::load_hook`] to call one
     /// repeatedly.
-    pub fn run_hooks(
-        &self,
-        hooks: &[HookRef],
-        phase: HookPhase,
-        ctx: &HookContext<'_>,
-    ) -> Result<(), PluginError> {
+    pub fn run_hooks(&self, hooks: &[HookRef], phase: HookPhase, ctx: &HookContext<'_>) -> Result<(), PluginError> {
         for h in hooks.iter().filter(|h| h.phase == phase) {
             self.load_hook(&h.plugin)?.run(phase, ctx)?;
         }
@@ -273,10 +232,7 @@ impl PluginHost {
             world: "hook",
             reason: format!("{e:#}"),
         };
-        let instance_pre = self
-            .hook_linker
-            .instantiate_pre(&component)
-            .map_err(incompatible)?;
+        let instance_pre = self.hook_linker.instantiate_pre(&component).map_err(incompatible)?;
         let pre = HookPre::new(instance_pre).map_err(incompatible)?;
         Ok(Hook {
             slot: Slot::new(r.clone(), self.engine.clone(), self.ticker.clone()),

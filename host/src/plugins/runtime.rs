@@ -29,13 +29,7 @@ pub(crate) struct Slot<B> {
 
 impl<B> Slot<B> {
     pub(crate) fn new(plugin: PluginRef, engine: Engine, ticker: Arc<EpochTicker>) -> Self {
-        Slot {
-            plugin,
-            engine,
-            _ticker: ticker,
-            live: None,
-            namespaces_key: Vec::new(),
-        }
+        Slot { plugin, engine, _ticker: ticker, live: None, namespaces_key: Vec::new() }
     }
 
     /// The live instance (instantiated if needed), armed for one call: fresh fuel and
@@ -49,18 +43,13 @@ impl<B> Slot<B> {
             let mut store = Store::new(&self.engine, HostState::new(&self.plugin)?);
             store.limiter(|s| &mut s.limiter);
             // Instantiation runs the component's start code, bounded like a call.
-            store
-                .set_fuel(self.plugin.limits.fuel.unwrap_or(u64::MAX))
-                .map_err(runtime)?;
+            store.set_fuel(self.plugin.limits.fuel.unwrap_or(u64::MAX)).map_err(runtime)?;
             store.set_epoch_deadline(deadline_ticks(self.plugin.limits.timeout));
             let bindings = match instantiate(&mut store) {
                 Ok(b) => b,
                 // A start function can trap or outgrow the memory cap (a cap below the
                 // plugin's initial memory fails here): report that like a failed call.
-                Err(e)
-                    if store.data().limiter.memory_exceeded
-                        || e.downcast_ref::<Trap>().is_some() =>
-                {
+                Err(e) if store.data().limiter.memory_exceeded || e.downcast_ref::<Trap>().is_some() => {
                     return Err(self.classify(e, Some(store.data()), subject));
                 }
                 Err(e) => {
@@ -78,19 +67,13 @@ impl<B> Slot<B> {
         let data = live.store.data_mut();
         data.lookups_left = LOOKUPS_PER_CALL;
         data.limiter.memory_exceeded = false;
-        live.store
-            .set_fuel(self.plugin.limits.fuel.unwrap_or(u64::MAX))
-            .map_err(runtime)?;
-        live.store
-            .set_epoch_deadline(deadline_ticks(self.plugin.limits.timeout));
+        live.store.set_fuel(self.plugin.limits.fuel.unwrap_or(u64::MAX)).map_err(runtime)?;
+        live.store.set_epoch_deadline(deadline_ticks(self.plugin.limits.timeout));
         Ok(live)
     }
 
     /// Sets the namespaces `lookup` may read for the next calls.
-    pub(crate) fn set_namespaces<'a>(
-        &mut self,
-        namespaces: impl Iterator<Item = &'a String> + Clone,
-    ) {
+    pub(crate) fn set_namespaces<'a>(&mut self, namespaces: impl Iterator<Item = &'a String> + Clone) {
         // Compared rather than copied: the allow-list only changes between migrations.
         if !namespaces.clone().eq(self.namespaces_key.iter()) {
             self.namespaces_key = namespaces.cloned().collect();
@@ -121,51 +104,27 @@ impl<B> Slot<B> {
 
     /// Names what stopped the plugin: the memory cap, the deadline, fuel, or a trap (with
     /// the panic message from its stderr when there is one).
-    fn classify(
-        &self,
-        err: wasmtime::Error,
-        data: Option<&HostState>,
-        subject: &str,
-    ) -> PluginError {
+    fn classify(&self, err: wasmtime::Error, data: Option<&HostState>, subject: &str) -> PluginError {
         let plugin = self.plugin.path.clone();
         let subject = subject.to_string();
-        let (memory_exceeded, stderr) = data
-            .map(|d| (d.limiter.memory_exceeded, d.stderr.contents()))
-            .unwrap_or_default();
+        let (memory_exceeded, stderr) =
+            data.map(|d| (d.limiter.memory_exceeded, d.stderr.contents())).unwrap_or_default();
         if memory_exceeded {
-            return PluginError::MemoryLimit {
-                plugin,
-                subject,
-                limit: self.plugin.limits.memory,
-            };
+            return PluginError::MemoryLimit { plugin, subject, limit: self.plugin.limits.memory };
         }
         match err.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => PluginError::Timeout {
-                plugin,
-                subject,
-                limit: self.plugin.limits.timeout,
-            },
-            Some(Trap::OutOfFuel) => PluginError::OutOfFuel {
-                plugin,
-                subject,
-                limit: self.plugin.limits.fuel.unwrap_or(u64::MAX),
-            },
+            Some(Trap::Interrupt) => PluginError::Timeout { plugin, subject, limit: self.plugin.limits.timeout },
+            Some(Trap::OutOfFuel) => {
+                PluginError::OutOfFuel { plugin, subject, limit: self.plugin.limits.fuel.unwrap_or(u64::MAX) }
+            }
             Some(trap) => {
                 let mut reason = trap.to_string();
                 if let Some(panic) = panic_message(&String::from_utf8_lossy(&stderr)) {
                     reason = format!("{reason} ({panic})");
                 }
-                PluginError::Trap {
-                    plugin,
-                    subject,
-                    reason,
-                }
+                PluginError::Trap { plugin, subject, reason }
             }
-            None => PluginError::Trap {
-                plugin,
-                subject,
-                reason: format!("{err:#}"),
-            },
+            None => PluginError::Trap { plugin, subject, reason: format!("{err:#}") },
         }
     }
 }
@@ -173,12 +132,7 @@ impl<B> Slot<B> {
 /// The last Rust panic message in a plugin's stderr, on one line.
 fn panic_message(stderr: &str) -> Option<String> {
     let start = stderr.rfind("panicked at")?;
-    let text: Vec<&str> = stderr[start..]
-        .lines()
-        .take(2)
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
+    let text: Vec<&str> = stderr[start..].lines().take(2).map(str::trim).filter(|l| !l.is_empty()).collect();
     Some(text.join(" "))
 }
 
@@ -192,11 +146,9 @@ mod tests {
 
     #[test]
     fn panic_message_takes_location_and_text() {
-        let stderr = "noise\nthread '<unnamed>' panicked at src/lib.rs:10:13:\ndeliberate trap\nnote: run with RUST_BACKTRACE\n";
-        assert_eq!(
-            panic_message(stderr).unwrap(),
-            "panicked at src/lib.rs:10:13: deliberate trap"
-        );
+        let stderr =
+            "noise\nthread '<unnamed>' panicked at src/lib.rs:10:13:\ndeliberate trap\nnote: run with RUST_BACKTRACE\n";
+        assert_eq!(panic_message(stderr).unwrap(), "panicked at src/lib.rs:10:13: deliberate trap");
         assert_eq!(panic_message("nothing"), None);
     }
 }

@@ -15,15 +15,10 @@ const WIT: &str = include_str!("../../../wit/mtcd.wit");
 /// `NAME` must be lowercase letters, digits and `-`, starting with a letter.
 pub fn scaffold(name: &str, dir: &Path) -> Result<PathBuf, PluginError> {
     let root = dir.join(name);
-    let fail = |reason: String| PluginError::Scaffold {
-        path: root.clone(),
-        reason,
-    };
+    let fail = |reason: String| PluginError::Scaffold { path: root.clone(), reason };
     let valid = name.len() <= 63
         && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !name.ends_with('-');
     if !valid {
         return Err(fail(format!(
@@ -31,37 +26,22 @@ pub fn scaffold(name: &str, dir: &Path) -> Result<PathBuf, PluginError> {
         )));
     }
     if root.exists() {
-        return Err(fail(
-            "already exists; choose another name or remove it".into(),
-        ));
+        return Err(fail("already exists; choose another name or remove it".into()));
     }
     let artifact = name.replace('-', "_");
     let files: [(&str, String); 7] = [
         ("Cargo.toml", CRATE_MANIFEST.replace("{name}", name)),
         ("src/lib.rs", PLUGIN_LIB.to_string()),
-        (
-            ".cargo/config.toml",
-            "[build]\ntarget = \"wasm32-wasip2\"\n".to_string(),
-        ),
+        (".cargo/config.toml", "[build]\ntarget = \"wasm32-wasip2\"\n".to_string()),
         (".gitignore", "/target\n".to_string()),
-        (
-            "README.md",
-            README
-                .replace("{name}", name)
-                .replace("{artifact}", &artifact),
-        ),
+        ("README.md", README.replace("{name}", name).replace("{artifact}", &artifact)),
         ("mtcd-plugin/Cargo.toml", SDK_MANIFEST.to_string()),
         ("mtcd-plugin/src/lib.rs", SDK_LIB.to_string()),
     ];
-    for (rel, content) in files
-        .iter()
-        .map(|(r, c)| (*r, c.as_str()))
-        .chain([("mtcd-plugin/wit/mtcd.wit", WIT)])
-    {
+    for (rel, content) in files.iter().map(|(r, c)| (*r, c.as_str())).chain([("mtcd-plugin/wit/mtcd.wit", WIT)]) {
         let path = root.join(rel);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| fail(format!("{}: {e}", parent.display())))?;
+            std::fs::create_dir_all(parent).map_err(|e| fail(format!("{}: {e}", parent.display())))?;
         }
         std::fs::write(&path, content).map_err(|e| fail(format!("{}: {e}", path.display())))?;
     }

@@ -8,9 +8,7 @@ use std::time::Duration;
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{
-    FsPerms, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
-};
+use wasmtime_wasi::{FsPerms, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::transformer::mtcd::plugin::{host, types};
 use super::{PluginError, SourceLookup};
@@ -68,17 +66,12 @@ fn wasi_ctx(plugin: &PluginRef, stderr: MemoryOutputPipe) -> Result<WasiCtx, Plu
         }
     }
     for dir in &plugin.grants.dirs {
-        let perms = if dir.writable {
-            FsPerms::ReadWrite
-        } else {
-            FsPerms::ReadOnly
-        };
-        b.preopened_dir(&dir.host, &dir.guest, perms)
-            .map_err(|e| PluginError::Grant {
-                path: plugin.path.clone(),
-                grant: format!("dir {} → {}", dir.host.display(), dir.guest),
-                reason: format!("{e:#}"),
-            })?;
+        let perms = if dir.writable { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
+        b.preopened_dir(&dir.host, &dir.guest, perms).map_err(|e| PluginError::Grant {
+            path: plugin.path.clone(),
+            grant: format!("dir {} → {}", dir.host.display(), dir.guest),
+            reason: format!("{e:#}"),
+        })?;
     }
     if !plugin.grants.clock {
         b.wall_clock(FrozenClock);
@@ -110,10 +103,7 @@ impl HostMonotonicClock for FrozenClock {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }
 
@@ -136,33 +126,19 @@ impl Limiter {
             .tables(16)
             .trap_on_grow_failure(true)
             .build();
-        Limiter {
-            inner,
-            memory,
-            memory_exceeded: false,
-        }
+        Limiter { inner, memory, memory_exceeded: false }
     }
 }
 
 impl ResourceLimiter for Limiter {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.memory {
             self.memory_exceeded = true;
         }
         self.inner.memory_growing(current, desired, maximum)
     }
 
-    fn table_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
         self.inner.table_growing(current, desired, maximum)
     }
 
@@ -209,10 +185,7 @@ impl host::Host for HostState {
             return None;
         }
         self.lookups_left -= 1;
-        CURRENT_LOOKUP
-            .with(|c| c.get())
-            .and_then(|l| l.get(&kind, &namespace, &name))
-            .map(|v| v.to_string())
+        CURRENT_LOOKUP.with(|c| c.get()).and_then(|l| l.get(&kind, &namespace, &name)).map(|v| v.to_string())
     }
 }
 
@@ -247,7 +220,5 @@ pub(crate) fn with_lookup<R>(lookup: &dyn SourceLookup, f: impl FnOnce() -> R) -
 
 /// The plugin's display name in logs: the file name, with the full path in errors.
 pub(crate) fn short_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| path.display().to_string())
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
 }

@@ -9,10 +9,7 @@ use owo_colors::OwoColorize;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{
-    PluginError, PluginHost, TransformContext, TransformOutput, default_transform_limits,
-    object_ref,
-};
+use super::{PluginError, PluginHost, TransformContext, TransformOutput, default_transform_limits, object_ref};
 use crate::spec::{OnError, PluginGrants, PluginRef};
 
 /// Runs `plugin` over every object in `objects_yaml` (YAML documents separated by `---`;
@@ -23,12 +20,7 @@ use crate::spec::{OnError, PluginGrants, PluginRef};
 ///
 /// Returns the report, or `PluginError::TestFailed` with the same report when any object
 /// failed, so the command exits non-zero.
-pub fn test_plugin(
-    plugin: &Path,
-    objects_yaml: &Path,
-    config: Value,
-    color: bool,
-) -> Result<String, PluginError> {
+pub fn test_plugin(plugin: &Path, objects_yaml: &Path, config: Value, color: bool) -> Result<String, PluginError> {
     test_plugin_with(&PluginHost::new(None)?, plugin, objects_yaml, config, color)
 }
 
@@ -60,11 +52,8 @@ pub fn test_plugin_with(
             namespace_map.insert(ns.to_string(), ns.to_string());
         }
     }
-    let ctx = TransformContext {
-        source_cluster: "source".into(),
-        destination_cluster: "destination".into(),
-        namespace_map,
-    };
+    let ctx =
+        TransformContext { source_cluster: "source".into(), destination_cluster: "destination".into(), namespace_map };
     let paint = Paint(color);
     let mut out = String::new();
     let mut failed = 0;
@@ -72,17 +61,9 @@ pub fn test_plugin_with(
         let name = object_ref(object);
         match chain.run(object.clone(), &ctx, &objects) {
             Ok(TransformOutput::Skip) => {
-                let _ = writeln!(
-                    out,
-                    "{} {}",
-                    paint.header(&name),
-                    paint.yellow("skipped (not migrated)")
-                );
+                let _ = writeln!(out, "{} {}", paint.header(&name), paint.yellow("skipped (not migrated)"));
             }
-            Ok(TransformOutput::Keep {
-                object: after,
-                extra,
-            }) => {
+            Ok(TransformOutput::Keep { object: after, extra }) => {
                 let before_text = to_yaml(object);
                 let after_text = to_yaml(&after);
                 if before_text == after_text && extra.is_empty() {
@@ -93,11 +74,7 @@ pub fn test_plugin_with(
                         out.push_str(&diff(&before_text, &after_text, paint));
                     }
                     for e in &extra {
-                        let _ = writeln!(
-                            out,
-                            "{}",
-                            paint.green(&format!("+ extra object {}", object_ref(e)))
-                        );
+                        let _ = writeln!(out, "{}", paint.green(&format!("+ extra object {}", object_ref(e))));
                         for line in to_yaml(e).lines() {
                             let _ = writeln!(out, "{}", paint.green(&format!("+{line}")));
                         }
@@ -106,21 +83,12 @@ pub fn test_plugin_with(
             }
             Err(e) => {
                 failed += 1;
-                let _ = writeln!(
-                    out,
-                    "{} {}",
-                    paint.header(&name),
-                    paint.red(&format!("error: {e}"))
-                );
+                let _ = writeln!(out, "{} {}", paint.header(&name), paint.red(&format!("error: {e}")));
             }
         }
     }
     if failed > 0 {
-        return Err(PluginError::TestFailed {
-            report: out,
-            failed,
-            total: objects.len(),
-        });
+        return Err(PluginError::TestFailed { report: out, failed, total: objects.len() });
     }
     Ok(out)
 }
@@ -132,41 +100,28 @@ pub fn config_from_pairs<S: AsRef<str>>(pairs: &[S]) -> Result<Value, PluginErro
     let mut config = Value::Object(Default::default());
     for pair in pairs {
         let pair = pair.as_ref();
-        let bad = |why: &str| PluginError::Config {
-            pair: pair.to_string(),
-            reason: why.to_string(),
-        };
-        let (key, raw) = pair
-            .split_once('=')
-            .ok_or_else(|| bad("expected KEY=VALUE"))?;
+        let bad = |why: &str| PluginError::Config { pair: pair.to_string(), reason: why.to_string() };
+        let (key, raw) = pair.split_once('=').ok_or_else(|| bad("expected KEY=VALUE"))?;
         if key.is_empty() || key.split('.').any(str::is_empty) {
             return Err(bad("empty key"));
         }
-        let value =
-            serde_json::from_str::<Value>(raw).unwrap_or_else(|_| Value::String(raw.to_string()));
+        let value = serde_json::from_str::<Value>(raw).unwrap_or_else(|_| Value::String(raw.to_string()));
         let mut at = &mut config;
         let mut parts = key.split('.').peekable();
         while let Some(part) = parts.next() {
-            let map = at
-                .as_object_mut()
-                .ok_or_else(|| bad("a key is both a value and a table"))?;
+            let map = at.as_object_mut().ok_or_else(|| bad("a key is both a value and a table"))?;
             if parts.peek().is_none() {
                 map.insert(part.to_string(), value);
                 break;
             }
-            at = map
-                .entry(part.to_string())
-                .or_insert_with(|| Value::Object(Default::default()));
+            at = map.entry(part.to_string()).or_insert_with(|| Value::Object(Default::default()));
         }
     }
     Ok(config)
 }
 
 fn read_objects(path: &Path) -> Result<Vec<Value>, PluginError> {
-    let err = |reason: String| PluginError::Objects {
-        path: path.to_path_buf(),
-        reason,
-    };
+    let err = |reason: String| PluginError::Objects { path: path.to_path_buf(), reason };
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
     let mut objects = Vec::new();
     for (i, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
@@ -174,20 +129,14 @@ fn read_objects(path: &Path) -> Result<Vec<Value>, PluginError> {
         match value {
             Value::Null => {}
             Value::Object(ref map) => {
-                let is_list = map
-                    .get("kind")
-                    .and_then(Value::as_str)
-                    .is_some_and(|k| k.ends_with("List"));
+                let is_list = map.get("kind").and_then(Value::as_str).is_some_and(|k| k.ends_with("List"));
                 match map.get("items").and_then(Value::as_array) {
                     Some(items) if is_list => objects.extend(items.iter().cloned()),
                     _ => objects.push(value),
                 }
             }
             other => {
-                return Err(err(format!(
-                    "document {} is not an object but {other}",
-                    i + 1
-                )));
+                return Err(err(format!("document {} is not an object but {other}", i + 1)));
             }
         }
     }
@@ -204,13 +153,7 @@ fn to_yaml(v: &Value) -> String {
 fn diff(before: &str, after: &str, paint: Paint) -> String {
     let text = similar::TextDiff::from_lines(before, after);
     let mut out = String::new();
-    for hunk in text
-        .unified_diff()
-        .context_radius(3)
-        .header("before", "after")
-        .to_string()
-        .lines()
-    {
+    for hunk in text.unified_diff().context_radius(3).header("before", "after").to_string().lines() {
         let line = if hunk.starts_with("+++") || hunk.starts_with("---") {
             paint.bold(hunk)
         } else if hunk.starts_with('+') {
@@ -238,39 +181,19 @@ impl Paint {
         if self.0 { s.bold().to_string() } else { s }
     }
     fn bold(self, s: &str) -> String {
-        if self.0 {
-            s.bold().to_string()
-        } else {
-            s.to_string()
-        }
+        if self.0 { s.bold().to_string() } else { s.to_string() }
     }
     fn green(self, s: &str) -> String {
-        if self.0 {
-            s.green().to_string()
-        } else {
-            s.to_string()
-        }
+        if self.0 { s.green().to_string() } else { s.to_string() }
     }
     fn red(self, s: &str) -> String {
-        if self.0 {
-            s.red().to_string()
-        } else {
-            s.to_string()
-        }
+        if self.0 { s.red().to_string() } else { s.to_string() }
     }
     fn yellow(self, s: &str) -> String {
-        if self.0 {
-            s.yellow().to_string()
-        } else {
-            s.to_string()
-        }
+        if self.0 { s.yellow().to_string() } else { s.to_string() }
     }
     fn cyan(self, s: &str) -> String {
-        if self.0 {
-            s.cyan().to_string()
-        } else {
-            s.to_string()
-        }
+        if self.0 { s.cyan().to_string() } else { s.to_string() }
     }
 }
 
@@ -281,18 +204,8 @@ mod tests {
 
     #[test]
     fn config_pairs_nest_and_parse_json_values() {
-        let c = config_from_pairs(&[
-            "team=payments",
-            "labels.a=x",
-            "labels.b=2",
-            "on=true",
-            "list=[\"a\"]",
-        ])
-        .unwrap();
-        assert_eq!(
-            c,
-            json!({"team": "payments", "labels": {"a": "x", "b": 2}, "on": true, "list": ["a"]})
-        );
+        let c = config_from_pairs(&["team=payments", "labels.a=x", "labels.b=2", "on=true", "list=[\"a\"]"]).unwrap();
+        assert_eq!(c, json!({"team": "payments", "labels": {"a": "x", "b": 2}, "on": true, "list": ["a"]}));
         assert!(config_from_pairs(&["novalue"]).is_err());
         assert!(config_from_pairs(&["a=1", "a.b=2"]).is_err());
         assert!(config_from_pairs(&[".x=1"]).is_err());

@@ -35,11 +35,7 @@ enum StepResult {
 
 impl TransformChain {
     pub(crate) fn new(steps: Vec<Step>, reports: Vec<LoadReport>) -> Self {
-        TransformChain {
-            steps,
-            reports,
-            warnings: Vec::new(),
-        }
+        TransformChain { steps, reports, warnings: Vec::new() }
     }
 
     /// Runs `object` through every plugin. Each plugin sees the previous one's output;
@@ -63,29 +59,20 @@ impl TransformChain {
         lookup: &dyn SourceLookup,
     ) -> Result<TransformOutput, PluginError> {
         if self.steps.is_empty() {
-            return Ok(TransformOutput::Keep {
-                object,
-                extra: Vec::new(),
-            });
+            return Ok(TransformOutput::Keep { object, extra: Vec::new() });
         }
         let subject = object_ref(&object);
         let wit_ctx = |config: &str| types::Context {
             source_cluster: ctx.source_cluster.clone(),
             destination_cluster: ctx.destination_cluster.clone(),
-            namespace_map: ctx
-                .namespace_map
-                .iter()
-                .map(|(s, d)| (s.clone(), d.clone()))
-                .collect(),
+            namespace_map: ctx.namespace_map.iter().map(|(s, d)| (s.clone(), d.clone())).collect(),
             config: config.to_string(),
         };
         let mut current = object;
         let mut extra = Vec::new();
         for step in &mut self.steps {
             step.slot.set_namespaces(ctx.namespace_map.keys());
-            let result = with_lookup(lookup, || {
-                step.call(&mut current, &wit_ctx(&step.config), &subject)
-            });
+            let result = with_lookup(lookup, || step.call(&mut current, &wit_ctx(&step.config), &subject));
             match result {
                 Ok(StepResult::Keep) => {}
                 Ok(StepResult::WithExtra(more)) => extra.extend(more),
@@ -104,10 +91,7 @@ impl TransformChain {
                 },
             }
         }
-        Ok(TransformOutput::Keep {
-            object: current,
-            extra,
-        })
+        Ok(TransformOutput::Keep { object: current, extra })
     }
 
     /// Failures that `on_error = skip-object | keep-original` turned into warnings since the
@@ -134,23 +118,13 @@ impl TransformChain {
 impl Step {
     /// Calls the plugin and applies its outcome to `object`; on error `object` is as it
     /// was (so `keep-original` needs no copy).
-    fn call(
-        &mut self,
-        object: &mut Value,
-        ctx: &types::Context,
-        subject: &str,
-    ) -> Result<StepResult, PluginError> {
+    fn call(&mut self, object: &mut Value, ctx: &types::Context, subject: &str) -> Result<StepResult, PluginError> {
         let input = serde_json::to_string(&*object).expect("a Value always serializes");
         let span = tracing::debug_span!("plugin", plugin = %short_name(&self.slot.plugin.path), object = %subject);
         let _enter = span.enter();
         let pre = &self.pre;
-        let live = self
-            .slot
-            .arm(subject, |store| pre.instantiate(&mut *store))?;
-        let outcome =
-            live.bindings
-                .mtcd_plugin_transform()
-                .call_transform(&mut live.store, &input, ctx);
+        let live = self.slot.arm(subject, |store| pre.instantiate(&mut *store))?;
+        let outcome = live.bindings.mtcd_plugin_transform().call_transform(&mut live.store, &input, ctx);
         let outcome = match outcome {
             Ok(o) => {
                 if tracing::enabled!(tracing::Level::TRACE) {
@@ -191,10 +165,12 @@ impl Step {
                     subject: subject.to_string(),
                     reason,
                 };
-                let patch: json_patch::Patch = serde_json::from_str(&text)
-                    .map_err(|e| invalid(format!("not an RFC 6902 patch: {e}")))?;
+                let patch: json_patch::Patch =
+                    serde_json::from_str(&text).map_err(|e| invalid(format!("not an RFC 6902 patch: {e}")))?;
                 if patch.0.iter().any(|op| op.path().is_root()) {
-                    return Err(invalid("operations on the whole document (path \"\") are not allowed; return `replace` instead".into()));
+                    return Err(invalid(
+                        "operations on the whole document (path \"\") are not allowed; return `replace` instead".into(),
+                    ));
                 }
                 // json_patch::patch is atomic: on error it undoes what it applied.
                 json_patch::patch(object, &patch).map_err(|e| invalid(e.to_string()))?;
@@ -209,10 +185,7 @@ impl Step {
                     .map(|(i, text)| {
                         let v = parse_object(text, &format!("extra object #{i}"))?;
                         for field in ["/apiVersion", "/kind", "/metadata/name"] {
-                            if v.pointer(field)
-                                .and_then(Value::as_str)
-                                .is_none_or(str::is_empty)
-                            {
+                            if v.pointer(field).and_then(Value::as_str).is_none_or(str::is_empty) {
                                 return Err(PluginError::InvalidJson {
                                     plugin: plugin(),
                                     subject: subject.to_string(),
@@ -226,11 +199,9 @@ impl Step {
                 *object = replacement;
                 Ok(StepResult::WithExtra(extra))
             }
-            Outcome::Error(message) => Err(PluginError::Reported {
-                plugin: plugin(),
-                subject: subject.to_string(),
-                message,
-            }),
+            Outcome::Error(message) => {
+                Err(PluginError::Reported { plugin: plugin(), subject: subject.to_string(), message })
+            }
         }
     }
 }
@@ -248,12 +219,7 @@ fn json_type(v: &Value) -> &'static str {
 
 /// `Kind/namespace/name` (or `Kind/name` for cluster-scoped objects), as errors print it.
 pub fn object_ref(object: &Value) -> String {
-    let field = |p: &str| {
-        object
-            .pointer(p)
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-    };
+    let field = |p: &str| object.pointer(p).and_then(Value::as_str).filter(|s| !s.is_empty());
     let kind = field("/kind").unwrap_or("<no kind>");
     let name = field("/metadata/name").unwrap_or("<no name>");
     match field("/metadata/namespace") {
@@ -273,10 +239,7 @@ mod tests {
             object_ref(&json!({"kind": "Secret", "metadata": {"name": "a", "namespace": "shop"}})),
             "Secret/shop/a"
         );
-        assert_eq!(
-            object_ref(&json!({"kind": "Namespace", "metadata": {"name": "shop"}})),
-            "Namespace/shop"
-        );
+        assert_eq!(object_ref(&json!({"kind": "Namespace", "metadata": {"name": "shop"}})), "Namespace/shop");
         assert_eq!(object_ref(&json!({"metadata": {}})), "<no kind>/<no name>");
     }
 }

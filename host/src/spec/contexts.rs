@@ -11,7 +11,9 @@ pub fn check(spec: &Spec, kubeconfig: &std::path::Path, available: &[String]) ->
         if !available.iter().any(|c| c == &cluster.context) {
             let near: Vec<&str> = available.iter().map(String::as_str).collect();
             let hint = match super::reader::nearest(&cluster.context, &near) {
-                Some(n) => format!("did you mean {n:?}? contexts in {}: {}", kubeconfig.display(), available.join(", ")),
+                Some(n) => {
+                    format!("did you mean {n:?}? contexts in {}: {}", kubeconfig.display(), available.join(", "))
+                }
                 None if available.is_empty() => format!("{} has no contexts", kubeconfig.display()),
                 None => format!("contexts in {}: {}", kubeconfig.display(), available.join(", ")),
             };

@@ -14,7 +14,7 @@ mod reader;
 pub use error::{Location, Problem, Problems, SpecError};
 pub use model::*;
 pub use names::{check_label_str, check_selector};
-pub use parse::{load, parse, DEFAULT_TRANSFER_IMAGE};
+pub use parse::{DEFAULT_TRANSFER_IMAGE, load, parse};
 pub use reader::parse_size;
 
 #[cfg(test)]

@@ -71,7 +71,10 @@ pub enum RegistryAuth {
     /// registry accepts it).
     KubeconfigToken,
     /// Username and password read from environment variables (named here).
-    BasicEnv { username_env: String, password_env: String },
+    BasicEnv {
+        username_env: String,
+        password_env: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -44,7 +44,9 @@ pub fn check_selector(s: &str) -> Result<(), String> {
             if !key_ok(k) {
                 return Err(format!("bad key in {term:?}"));
             }
-        } else if let Some((k, v)) = term.split_once("!=").or_else(|| term.split_once("==")).or_else(|| term.split_once('=')) {
+        } else if let Some((k, v)) =
+            term.split_once("!=").or_else(|| term.split_once("==")).or_else(|| term.split_once('='))
+        {
             if !key_ok(k) || v.contains(['=', '!', '(', ')']) {
                 return Err(format!("bad term {term:?}"));
             }

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use indexmap::IndexMap;
-use toml::de::{DeTable, DeValue};
 use toml::Spanned;
+use toml::de::{DeTable, DeValue};
 
 use super::error::{Location, Problem, Problems, SpecError};
 use super::model::*;
@@ -59,10 +59,10 @@ fn read_spec(r: &mut Report<'_>, doc: &Spanned<DeTable<'_>>, path: &Path, base: 
             Some("add `version = 1` at the top".into()),
         ),
         Some(v) => {
-            if let Some(n) = r.integer(v, "version", 0, u64::MAX) {
-                if n != 1 {
-                    r.error(&v.span(), format!("unsupported version {n}: this mtcd reads version 1"), None);
-                }
+            if let Some(n) = r.integer(v, "version", 0, u64::MAX)
+                && n != 1
+            {
+                r.error(&v.span(), format!("unsupported version {n}: this mtcd reads version 1"), None);
             }
         }
     }
@@ -87,7 +87,13 @@ fn read_spec(r: &mut Report<'_>, doc: &Spanned<DeTable<'_>>, path: &Path, base: 
     let (source, destination) = clusters?;
     let migrations = migrations?;
     check_images_have_registries(r, &source, &destination, &migrations);
-    Some(Spec { path: path.to_path_buf(), source, destination, migrations: migrations.into_iter().map(|m| m.into_inner()).collect(), sync: sync? })
+    Some(Spec {
+        path: path.to_path_buf(),
+        source,
+        destination,
+        migrations: migrations.into_iter().map(|m| m.into_inner()).collect(),
+        sync: sync?,
+    })
 }
 
 fn read_clusters(r: &mut Report<'_>, v: &Value<'_>, base: &Path) -> Option<(Cluster, Cluster)> {
@@ -153,7 +159,9 @@ fn check_host(r: &mut Report<'_>, v: &Value<'_>, s: &str, name: &str) -> Option<
     if s.contains("://") || s.contains('/') || s.is_empty() || s.contains(char::is_whitespace) {
         r.error(
             &v.span(),
-            format!("`{name}` must be a registry host like \"registry.example.com\" or \"127.0.0.1:5000\", found {s:?}"),
+            format!(
+                "`{name}` must be a registry host like \"registry.example.com\" or \"127.0.0.1:5000\", found {s:?}"
+            ),
             Some("leave out the scheme and path; use `tls = \"insecure\"` for plain HTTP".into()),
         );
         return None;
@@ -163,9 +171,9 @@ fn check_host(r: &mut Report<'_>, v: &Value<'_>, s: &str, name: &str) -> Option<
 
 fn read_registry_auth(r: &mut Report<'_>, v: &Value<'_>, base: &Path) -> Option<RegistryAuth> {
     if let DeValue::String(_) = v.get_ref() {
-        return r.choice(v, "auth", &[("anonymous", 0), ("kubeconfig-token", 1)]).map(|c| {
-            if c == 0 { RegistryAuth::Anonymous } else { RegistryAuth::KubeconfigToken }
-        });
+        return r
+            .choice(v, "auth", &[("anonymous", 0), ("kubeconfig-token", 1)])
+            .map(|c| if c == 0 { RegistryAuth::Anonymous } else { RegistryAuth::KubeconfigToken });
     }
     let mut t = Table::new(r, v, "registry `auth`")?;
     let docker = t.get("docker_config");
@@ -196,9 +204,9 @@ fn read_registry_auth(r: &mut Report<'_>, v: &Value<'_>, base: &Path) -> Option<
 
 fn read_registry_tls(r: &mut Report<'_>, v: &Value<'_>, base: &Path) -> Option<RegistryTls> {
     if let DeValue::String(_) = v.get_ref() {
-        return r.choice(v, "tls", &[("verify", true), ("insecure", false)]).map(|verify| {
-            if verify { RegistryTls::Verify } else { RegistryTls::Insecure }
-        });
+        return r
+            .choice(v, "tls", &[("verify", true), ("insecure", false)])
+            .map(|verify| if verify { RegistryTls::Verify } else { RegistryTls::Insecure });
     }
     let mut t = Table::new(r, v, "registry `tls`")?;
     let ca = t.require(r, "ca_bundle");
@@ -211,7 +219,11 @@ fn read_registry_tls(r: &mut Report<'_>, v: &Value<'_>, base: &Path) -> Option<R
 fn resolve_existing(r: &mut Report<'_>, v: &Value<'_>, p: &str, base: &Path, name: &str) -> Option<PathBuf> {
     let path = base.join(p);
     if !path.exists() {
-        r.error(&v.span(), format!("`{name}`: file {} does not exist", path.display()), Some(format!("paths are relative to the desired-state file's folder ({})", base.display())));
+        r.error(
+            &v.span(),
+            format!("`{name}`: file {} does not exist", path.display()),
+            Some(format!("paths are relative to the desired-state file's folder ({})", base.display())),
+        );
         return None;
     }
     Some(path)
@@ -243,17 +255,25 @@ fn read_migrations(r: &mut Report<'_>, v: &Value<'_>, base: &Path) -> Option<Vec
     let mut seen: HashMap<String, usize> = HashMap::new();
     for (i, m) in out.iter().enumerate() {
         if seen.insert(m.get_ref().name.clone(), i).is_some() {
-            r.error(&m.span(), format!("two migrations are named {:?}", m.get_ref().name), Some("migration names must be unique: they label what mtcd creates".into()));
+            r.error(
+                &m.span(),
+                format!("two migrations are named {:?}", m.get_ref().name),
+                Some("migration names must be unique: they label what mtcd creates".into()),
+            );
         }
     }
     // One destination namespace fed by two migrations would make them fight over its objects.
     let mut owner: HashMap<String, String> = HashMap::new();
     for m in &out {
         for dst in m.get_ref().namespace_map.values() {
-            if let Some(other) = owner.insert(dst.clone(), m.get_ref().name.clone()) {
-                if other != m.get_ref().name {
-                    r.error(&m.span(), format!("migrations {other:?} and {:?} both write destination namespace {dst:?}", m.get_ref().name), None);
-                }
+            if let Some(other) = owner.insert(dst.clone(), m.get_ref().name.clone())
+                && other != m.get_ref().name
+            {
+                r.error(
+                    &m.span(),
+                    format!("migrations {other:?} and {:?} both write destination namespace {dst:?}", m.get_ref().name),
+                    None,
+                );
             }
         }
     }
@@ -279,7 +299,15 @@ fn read_migration(r: &mut Report<'_>, v: &Value<'_>, index: usize, base: &Path) 
         let mut out: Vec<Spanned<String>> = Vec::new();
         for ns in list {
             if names::check_label_str(ns.get_ref()).is_err() {
-                r.error(&ns.span(), format!("{:?} is not a valid namespace name: {}", ns.get_ref(), names::check_label_str(ns.get_ref()).unwrap_err()), None);
+                r.error(
+                    &ns.span(),
+                    format!(
+                        "{:?} is not a valid namespace name: {}",
+                        ns.get_ref(),
+                        names::check_label_str(ns.get_ref()).unwrap_err()
+                    ),
+                    None,
+                );
                 ok = false;
             } else if out.iter().any(|o| o.get_ref() == ns.get_ref()) {
                 r.error(&ns.span(), format!("namespace {:?} is listed twice", ns.get_ref()), None);
@@ -313,7 +341,11 @@ fn read_migration(r: &mut Report<'_>, v: &Value<'_>, index: usize, base: &Path) 
         Some(v) => r.string(v, "label_selector").and_then(|s| match names::check_selector(&s) {
             Ok(()) => Some(Some(s)),
             Err(e) => {
-                r.error(&v.span(), format!("`label_selector` {s:?} is not a valid label selector: {e}"), Some("e.g. \"app=shop,tier!=cache\"".into()));
+                r.error(
+                    &v.span(),
+                    format!("`label_selector` {s:?} is not a valid label selector: {e}"),
+                    Some("e.g. \"app=shop,tier!=cache\"".into()),
+                );
                 None
             }
         }),
@@ -389,7 +421,11 @@ fn read_migration(r: &mut Report<'_>, v: &Value<'_>, index: usize, base: &Path) 
         resources: resources?,
         volumes: volumes?,
         images: images?,
-        filter: Filter { include_kinds: include_kinds?, exclude_kinds: exclude_kinds?, label_selector: label_selector? },
+        filter: Filter {
+            include_kinds: include_kinds?,
+            exclude_kinds: exclude_kinds?,
+            label_selector: label_selector?,
+        },
         storage_class_map: storage_class_map?,
         access_mode_map: access_mode_map?,
         pvc_name_map: pvc_name_map?,
@@ -409,12 +445,20 @@ fn check_access_modes(r: &mut Report<'_>, v: &Value<'_>) {
     for (k, val) in t.iter() {
         let key: &str = k.get_ref();
         if !modes.contains(&key) {
-            r.error(&k.span(), format!("`access_mode_map`: {key:?} is not an access mode"), Some(format!("access modes are {}", super::reader::quote_list(&modes))));
+            r.error(
+                &k.span(),
+                format!("`access_mode_map`: {key:?} is not an access mode"),
+                Some(format!("access modes are {}", super::reader::quote_list(&modes))),
+            );
         }
-        if let DeValue::String(s) = val.get_ref() {
-            if !modes.contains(&s.as_ref()) {
-                r.error(&val.span(), format!("`access_mode_map`: {s:?} is not an access mode"), Some(format!("access modes are {}", super::reader::quote_list(&modes))));
-            }
+        if let DeValue::String(s) = val.get_ref()
+            && !modes.contains(&s.as_ref())
+        {
+            r.error(
+                &val.span(),
+                format!("`access_mode_map`: {s:?} is not an access mode"),
+                Some(format!("access modes are {}", super::reader::quote_list(&modes))),
+            );
         }
     }
 }
@@ -439,8 +483,14 @@ fn opt_kinds(r: &mut Report<'_>, v: Option<&Value<'_>>, name: &str) -> Option<Ve
     let mut ok = true;
     for k in &list {
         let kind = k.get_ref().split('.').next().unwrap_or_default();
-        if !kind.chars().next().is_some_and(|c| c.is_ascii_uppercase()) || !kind.chars().all(|c| c.is_ascii_alphanumeric()) {
-            r.error(&k.span(), format!("`{name}`: {:?} is not a kind", k.get_ref()), Some("write kinds as `Kind` or `Kind.group`, e.g. \"Secret\", \"Route.route.openshift.io\"".into()));
+        if !kind.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+            || !kind.chars().all(|c| c.is_ascii_alphanumeric())
+        {
+            r.error(
+                &k.span(),
+                format!("`{name}`: {:?} is not a kind", k.get_ref()),
+                Some("write kinds as `Kind` or `Kind.group`, e.g. \"Secret\", \"Route.route.openshift.io\"".into()),
+            );
             ok = false;
         }
     }
@@ -469,14 +519,23 @@ fn read_dvm(r: &mut Report<'_>, v: &Value<'_>) -> Option<DvmOptions> {
     let d = default_dvm();
     let endpoint = match t.get("endpoint") {
         None => Some(d.endpoint),
-        Some(v) => r.choice(v, "dvm.endpoint", &[("route", EndpointKind::Route), ("ingress", EndpointKind::Ingress), ("loadbalancer", EndpointKind::LoadBalancer)]),
+        Some(v) => r.choice(
+            v,
+            "dvm.endpoint",
+            &[
+                ("route", EndpointKind::Route),
+                ("ingress", EndpointKind::Ingress),
+                ("loadbalancer", EndpointKind::LoadBalancer),
+            ],
+        ),
     };
     let subdomain = match t.get("subdomain") {
         None => Some(None),
         Some(v) => r.string(v, "dvm.subdomain").map(Some),
     };
     let parallel = t.get("parallel").map_or(Some(d.parallel as u64), |v| r.integer(v, "dvm.parallel", 1, 64));
-    let streams = t.get("streams_per_pvc").map_or(Some(d.streams_per_pvc as u64), |v| r.integer(v, "dvm.streams_per_pvc", 1, 32));
+    let streams =
+        t.get("streams_per_pvc").map_or(Some(d.streams_per_pvc as u64), |v| r.integer(v, "dvm.streams_per_pvc", 1, 32));
     let bandwidth_limit = match t.get("bandwidth_limit") {
         None => Some(None),
         Some(v) => r.size(v, "dvm.bandwidth_limit").map(Some),
@@ -490,7 +549,8 @@ fn read_dvm(r: &mut Report<'_>, v: &Value<'_>) -> Option<DvmOptions> {
     let preserve_ownership = opt_bool(r, t.get("preserve_ownership"), "dvm.preserve_ownership", d.preserve_ownership);
     let hard_links = opt_bool(r, t.get("hard_links"), "dvm.hard_links", d.hard_links);
     let compress = opt_bool(r, t.get("compress"), "dvm.compress", d.compress);
-    let tunnel_timeout = t.get("tunnel_timeout").map_or(Some(d.tunnel_timeout), |v| r.duration(v, "dvm.tunnel_timeout"));
+    let tunnel_timeout =
+        t.get("tunnel_timeout").map_or(Some(d.tunnel_timeout), |v| r.duration(v, "dvm.tunnel_timeout"));
     t.finish(r);
     Some(DvmOptions {
         endpoint: endpoint?,
@@ -519,9 +579,13 @@ fn read_dim(r: &mut Report<'_>, v: &Value<'_>) -> Option<DimOptions> {
         None => Some(Vec::new()),
         Some(v) => r.string_list(v, "dim.internal_hosts").map(|l| l.into_iter().map(|s| s.into_inner()).collect()),
     };
-    let concurrency = t.get("concurrency").map_or(Some(d.concurrency as u64), |v| r.integer(v, "dim.concurrency", 1, 64));
-    let blob_concurrency = t.get("blob_concurrency").map_or(Some(d.blob_concurrency as u64), |v| r.integer(v, "dim.blob_concurrency", 1, 64));
-    let tag_history = t.get("tag_history").map_or(Some(d.tag_history as u64), |v| r.integer(v, "dim.tag_history", 1, 1000));
+    let concurrency =
+        t.get("concurrency").map_or(Some(d.concurrency as u64), |v| r.integer(v, "dim.concurrency", 1, 64));
+    let blob_concurrency = t
+        .get("blob_concurrency")
+        .map_or(Some(d.blob_concurrency as u64), |v| r.integer(v, "dim.blob_concurrency", 1, 64));
+    let tag_history =
+        t.get("tag_history").map_or(Some(d.tag_history as u64), |v| r.integer(v, "dim.tag_history", 1, 1000));
     t.finish(r);
     Some(DimOptions {
         internal_hosts: internal_hosts?,
@@ -547,13 +611,23 @@ fn read_velero(r: &mut Report<'_>, v: &Value<'_>) -> Option<VeleroOptions> {
         let s = r.string(v, "velero.namespace")?;
         names::check_label(r, v, &s, "velero.namespace")
     });
-    let storage_location = t.get("storage_location").map_or(Some(d.storage_location.clone()), |v| r.string(v, "velero.storage_location"));
+    let storage_location =
+        t.get("storage_location").map_or(Some(d.storage_location.clone()), |v| r.string(v, "velero.storage_location"));
     let policy = t.get("existing_resource_policy").map_or(Some(d.existing_resource_policy), |v| {
-        r.choice(v, "velero.existing_resource_policy", &[("none", ExistingResourcePolicy::None), ("update", ExistingResourcePolicy::Update)])
+        r.choice(
+            v,
+            "velero.existing_resource_policy",
+            &[("none", ExistingResourcePolicy::None), ("update", ExistingResourcePolicy::Update)],
+        )
     });
     let timeout = t.get("timeout").map_or(Some(d.timeout), |v| r.duration(v, "velero.timeout"));
     t.finish(r);
-    Some(VeleroOptions { namespace: namespace?, storage_location: storage_location?, existing_resource_policy: policy?, timeout: timeout? })
+    Some(VeleroOptions {
+        namespace: namespace?,
+        storage_location: storage_location?,
+        existing_resource_policy: policy?,
+        timeout: timeout?,
+    })
 }
 
 fn read_transforms(r: &mut Report<'_>, v: &Value<'_>, base: &Path) -> Option<Vec<PluginRef>> {
@@ -617,7 +691,10 @@ fn read_plugin(r: &mut Report<'_>, t: &mut Table<'_, '_>, base: &Path, default_t
             r.error(
                 &v.span(),
                 format!("plugin file {} does not exist", path.display()),
-                Some(format!("build it first (plugins are built for wasm32-wasip2); paths are relative to {}", base.display())),
+                Some(format!(
+                    "build it first (plugins are built for wasm32-wasip2); paths are relative to {}",
+                    base.display()
+                )),
             );
             return None;
         }
@@ -640,7 +717,11 @@ fn read_plugin(r: &mut Report<'_>, t: &mut Table<'_, '_>, base: &Path, default_t
         Some(v) => r.integer(v, "fuel", 1, u64::MAX).map(Some),
     };
     let on_error = t.get("on_error").map_or(Some(OnError::Fail), |v| {
-        r.choice(v, "on_error", &[("fail", OnError::Fail), ("skip-object", OnError::SkipObject), ("keep-original", OnError::KeepOriginal)])
+        r.choice(
+            v,
+            "on_error",
+            &[("fail", OnError::Fail), ("skip-object", OnError::SkipObject), ("keep-original", OnError::KeepOriginal)],
+        )
     });
     let grants = match t.get("grants") {
         None => Some(PluginGrants::default()),
@@ -666,7 +747,11 @@ fn read_grants(r: &mut Report<'_>, v: &Value<'_>, base: &Path) -> Option<PluginG
         None => Some(Vec::new()),
         Some(v) => {
             let DeValue::Array(items) = v.get_ref() else {
-                r.error(&v.span(), "`grants.dirs` must be an array of { host = \"PATH\", guest = \"/PATH\", writable = false }", None);
+                r.error(
+                    &v.span(),
+                    "`grants.dirs` must be an array of { host = \"PATH\", guest = \"/PATH\", writable = false }",
+                    None,
+                );
                 return None;
             };
             let mut out = Vec::new();
@@ -709,19 +794,30 @@ fn to_json(v: &DeValue<'_>) -> Result<serde_json::Value, String> {
         }
         DeValue::Float(f) => {
             let n: f64 = f.as_str().replace('_', "").parse().map_err(|_| format!("bad float {}", f.as_str()))?;
-            serde_json::Number::from_f64(n).map(serde_json::Value::Number).ok_or("NaN and infinity cannot be passed to plugins")?
+            serde_json::Number::from_f64(n)
+                .map(serde_json::Value::Number)
+                .ok_or("NaN and infinity cannot be passed to plugins")?
         }
         DeValue::Boolean(b) => serde_json::Value::Bool(*b),
         DeValue::Datetime(d) => serde_json::Value::String(d.to_string()),
-        DeValue::Array(a) => serde_json::Value::Array(a.iter().map(|x| to_json(x.get_ref())).collect::<Result<_, _>>()?),
+        DeValue::Array(a) => {
+            serde_json::Value::Array(a.iter().map(|x| to_json(x.get_ref())).collect::<Result<_, _>>()?)
+        }
         DeValue::Table(t) => serde_json::Value::Object(
-            t.iter().map(|(k, x)| Ok((k.get_ref().to_string(), to_json(x.get_ref())?))).collect::<Result<_, String>>()?,
+            t.iter()
+                .map(|(k, x)| Ok((k.get_ref().to_string(), to_json(x.get_ref())?)))
+                .collect::<Result<_, String>>()?,
         ),
     })
 }
 
 /// `images = "direct"` needs both registries; say so at the migration, not later mid-copy.
-fn check_images_have_registries(r: &mut Report<'_>, source: &Cluster, destination: &Cluster, migrations: &[Spanned<Migration>]) {
+fn check_images_have_registries(
+    r: &mut Report<'_>,
+    source: &Cluster,
+    destination: &Cluster,
+    migrations: &[Spanned<Migration>],
+) {
     for m in migrations {
         if m.get_ref().images == ImageMode::Direct {
             for (side, c) in [("source", source), ("destination", destination)] {

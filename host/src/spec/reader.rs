@@ -8,10 +8,13 @@ use std::ops::Range;
 use std::time::Duration;
 
 use indexmap::IndexMap;
-use toml::de::{DeTable, DeValue};
 use toml::Spanned;
+use toml::de::{DeTable, DeValue};
 
 use super::error::{Location, Problem};
+
+/// Key → value of an inline string table, each with where it was written.
+pub(crate) type SpannedMap = IndexMap<String, (Spanned<String>, Spanned<String>)>;
 
 pub(crate) type Value<'i> = Spanned<DeValue<'i>>;
 
@@ -40,11 +43,7 @@ impl<'t> Report<'t> {
     }
 
     fn wrong_type(&mut self, value: &Value<'_>, name: &str, expected: &str) {
-        self.error(
-            &value.span(),
-            format!("`{name}` must be {expected}, found {}", value.get_ref().type_str()),
-            None,
-        );
+        self.error(&value.span(), format!("`{name}` must be {expected}, found {}", value.get_ref().type_str()), None);
     }
 
     pub(crate) fn string(&mut self, value: &Value<'_>, name: &str) -> Option<String> {
@@ -97,11 +96,7 @@ impl<'t> Report<'t> {
     }
 
     /// An inline table of string to string, keys and values kept with their spans.
-    pub(crate) fn string_map(
-        &mut self,
-        value: &Value<'_>,
-        name: &str,
-    ) -> Option<IndexMap<String, (Spanned<String>, Spanned<String>)>> {
+    pub(crate) fn string_map(&mut self, value: &Value<'_>, name: &str) -> Option<SpannedMap> {
         let DeValue::Table(table) = value.get_ref() else {
             self.wrong_type(value, name, "a table of strings (`{ a = \"b\" }`)");
             return None;

@@ -37,7 +37,9 @@ fn migration(body: &str) -> String {
 
 #[test]
 fn a_valid_file_parses_into_the_model_with_defaults() {
-    let text = migration("namespace_map = { shop = \"shop-prod\" }\nimages = \"direct\"\nstorage_class_map = { standard = \"fast\" }\n[migration.dvm]\nendpoint = \"loadbalancer\"\nparallel = 2\nbandwidth_limit = \"50MiB\"\n[sync]\ninterval = \"90s\"\n");
+    let text = migration(
+        "namespace_map = { shop = \"shop-prod\" }\nimages = \"direct\"\nstorage_class_map = { standard = \"fast\" }\n[migration.dvm]\nendpoint = \"loadbalancer\"\nparallel = 2\nbandwidth_limit = \"50MiB\"\n[sync]\ninterval = \"90s\"\n",
+    );
     let spec = parse(&text, Path::new("/x/desired.toml")).unwrap();
     assert_eq!(spec.source.context, "lab-src");
     assert_eq!(spec.source.context_at, Location { line: 3, column: 11 });
@@ -57,7 +59,8 @@ fn a_valid_file_parses_into_the_model_with_defaults() {
 
 #[test]
 fn identity_mapping_is_filled_in_for_unmapped_namespaces() {
-    let text = format!("{HEAD}[[migration]]\nname = \"m\"\nnamespaces = [\"a\", \"b\"]\nnamespace_map = {{ a = \"a2\" }}\n");
+    let text =
+        format!("{HEAD}[[migration]]\nname = \"m\"\nnamespaces = [\"a\", \"b\"]\nnamespace_map = {{ a = \"a2\" }}\n");
     let spec = parse(&text, Path::new("d.toml")).unwrap();
     let map: Vec<_> = spec.migrations[0].namespace_map.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     assert_eq!(map, [("a", "a2"), ("b", "b")]);
@@ -65,7 +68,12 @@ fn identity_mapping_is_filled_in_for_unmapped_namespaces() {
 
 #[test]
 fn malformed_toml_is_reported_at_its_position() {
-    assert_problem(&format!("{HEAD}[[migration]]\nname = \"shop\nnamespaces = []\n"), 9, 13, "invalid TOML: invalid basic string");
+    assert_problem(
+        &format!("{HEAD}[[migration]]\nname = \"shop\nnamespaces = []\n"),
+        9,
+        13,
+        "invalid TOML: invalid basic string",
+    );
 }
 
 #[test]
@@ -79,35 +87,78 @@ fn unknown_keys_suggest_the_nearest_known_key() {
 #[test]
 fn unknown_keys_in_nested_tables_are_found_too() {
     assert_problem(&migration("[migration.dvm]\nparalel = 4\n"), 12, 1, "unknown key `paralel` in [migration.dvm]");
-    assert_problem(&format!("{HEAD}colour = 1\n[[migration]]\nname = \"m\"\nnamespaces = [\"a\"]\n"), 8, 1, "unknown key `colour`");
+    assert_problem(
+        &format!("{HEAD}colour = 1\n[[migration]]\nname = \"m\"\nnamespaces = [\"a\"]\n"),
+        8,
+        1,
+        "unknown key `colour`",
+    );
 }
 
 #[test]
 fn wrong_types_name_the_key_and_the_expected_type() {
-    assert_problem(&migration("[migration.dvm]\nparallel = \"4\"\n"), 12, 12, "`dvm.parallel` must be an integer, found string");
+    assert_problem(
+        &migration("[migration.dvm]\nparallel = \"4\"\n"),
+        12,
+        12,
+        "`dvm.parallel` must be an integer, found string",
+    );
     assert_problem(&migration("prune = \"yes\"\n"), 11, 9, "`prune` must be true or false");
-    assert_problem(&format!("{HEAD}[[migration]]\nname = \"m\"\nnamespaces = \"a\"\n"), 10, 14, "`namespaces` must be an array of strings");
+    assert_problem(
+        &format!("{HEAD}[[migration]]\nname = \"m\"\nnamespaces = \"a\"\n"),
+        10,
+        14,
+        "`namespaces` must be an array of strings",
+    );
 }
 
 #[test]
 fn bad_choices_list_the_allowed_words() {
-    assert_problem(&migration("resources = \"drect\"\n"), 11, 13, "`resources` must be one of \"direct\", \"velero\", found \"drect\"");
-    assert_problem(&migration("[migration.dvm]\nendpoint = \"nodeport\"\n"), 12, 12, "\"route\", \"ingress\", \"loadbalancer\"");
+    assert_problem(
+        &migration("resources = \"drect\"\n"),
+        11,
+        13,
+        "`resources` must be one of \"direct\", \"velero\", found \"drect\"",
+    );
+    assert_problem(
+        &migration("[migration.dvm]\nendpoint = \"nodeport\"\n"),
+        12,
+        12,
+        "\"route\", \"ingress\", \"loadbalancer\"",
+    );
 }
 
 #[test]
 fn invalid_namespace_names_are_rejected() {
-    assert_problem(&format!("{HEAD}[[migration]]\nname = \"m\"\nnamespaces = [\"ok\", \"Not_OK\"]\n"), 10, 21, "\"Not_OK\" is not a valid namespace name");
-    assert_problem(&migration("namespace_map = { shop = \"-prod\" }\n"), 11, 26, "\"-prod\" is not a valid namespace name");
-    assert_problem(&format!("{HEAD}[[migration]]\nname = \"Shop\"\nnamespaces = [\"a\"]\n"), 9, 8, "\"Shop\" is not a valid migration name");
+    assert_problem(
+        &format!("{HEAD}[[migration]]\nname = \"m\"\nnamespaces = [\"ok\", \"Not_OK\"]\n"),
+        10,
+        21,
+        "\"Not_OK\" is not a valid namespace name",
+    );
+    assert_problem(
+        &migration("namespace_map = { shop = \"-prod\" }\n"),
+        11,
+        26,
+        "\"-prod\" is not a valid namespace name",
+    );
+    assert_problem(
+        &format!("{HEAD}[[migration]]\nname = \"Shop\"\nnamespaces = [\"a\"]\n"),
+        9,
+        8,
+        "\"Shop\" is not a valid migration name",
+    );
 }
 
 #[test]
 fn two_namespaces_mapped_to_one_destination_are_rejected() {
-    let text = format!("{HEAD}[[migration]]\nname = \"m\"\nnamespaces = [\"a\", \"b\"]\nnamespace_map = {{ a = \"prod\", b = \"prod\" }}\n");
+    let text = format!(
+        "{HEAD}[[migration]]\nname = \"m\"\nnamespaces = [\"a\", \"b\"]\nnamespace_map = {{ a = \"prod\", b = \"prod\" }}\n"
+    );
     assert_problem(&text, 11, 35, "namespaces \"a\" and \"b\" are both mapped to \"prod\"");
     // An unmapped namespace collides with a mapping onto its own name, too.
-    let text = format!("{HEAD}[[migration]]\nname = \"m\"\nnamespaces = [\"a\", \"b\"]\nnamespace_map = {{ a = \"b\" }}\n");
+    let text =
+        format!("{HEAD}[[migration]]\nname = \"m\"\nnamespaces = [\"a\", \"b\"]\nnamespace_map = {{ a = \"b\" }}\n");
     assert_problem(&text, 10, 20, "namespaces \"a\" and \"b\" are both mapped to \"b\"");
 }
 
@@ -119,7 +170,12 @@ fn a_mapping_for_a_namespace_that_is_not_migrated_is_rejected() {
 
 #[test]
 fn unparsable_durations_and_sizes_are_rejected() {
-    assert_problem(&migration("[migration.dvm]\ntunnel_timeout = \"soon\"\n"), 12, 18, "cannot parse duration \"soon\"");
+    assert_problem(
+        &migration("[migration.dvm]\ntunnel_timeout = \"soon\"\n"),
+        12,
+        18,
+        "cannot parse duration \"soon\"",
+    );
     assert_problem(&migration("[migration.dvm]\nbandwidth_limit = \"fast\"\n"), 12, 19, "cannot parse size \"fast\"");
     assert_problem(&format!("{}[sync]\ninterval = \"0s\"\n", migration("")), 12, 12, "must be longer than zero");
 }
@@ -136,7 +192,9 @@ fn missing_plugin_files_are_named_with_the_resolved_path() {
 fn plugin_files_that_exist_are_resolved_against_the_file() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("p.wasm"), b"\0asm").unwrap();
-    let text = migration("[[migration.transform]]\nplugin = \"p.wasm\"\nconfig = { key = \"a\", n = 3, list = [true] }\ntimeout = \"250ms\"\nmemory = \"16MiB\"\non_error = \"skip-object\"\n");
+    let text = migration(
+        "[[migration.transform]]\nplugin = \"p.wasm\"\nconfig = { key = \"a\", n = 3, list = [true] }\ntimeout = \"250ms\"\nmemory = \"16MiB\"\non_error = \"skip-object\"\n",
+    );
     let spec = parse(&text, &dir.path().join("desired.toml")).unwrap();
     let t = &spec.migrations[0].transforms[0];
     assert_eq!(t.path, dir.path().join("p.wasm"));
@@ -175,7 +233,8 @@ fn image_copy_needs_both_registries() {
 
 #[test]
 fn registry_addresses_have_no_scheme_and_auth_is_by_reference() {
-    let text = HEAD.replace("registry = \"127.0.0.1:5001\"", "registry = \"https://reg.example.com\"") + "[[migration]]\nname = \"m\"\nnamespaces = [\"a\"]\n";
+    let text = HEAD.replace("registry = \"127.0.0.1:5001\"", "registry = \"https://reg.example.com\"")
+        + "[[migration]]\nname = \"m\"\nnamespaces = [\"a\"]\n";
     assert_problem(&text, 4, 12, "must be a registry host");
     let text = HEAD.replace(
         "registry = \"127.0.0.1:5001\"\n",
@@ -195,7 +254,9 @@ fn registry_addresses_have_no_scheme_and_auth_is_by_reference() {
 
 #[test]
 fn duplicate_migration_names_and_shared_destinations_are_rejected() {
-    let text = format!("{HEAD}[[migration]]\nname = \"m\"\nnamespaces = [\"a\"]\n[[migration]]\nname = \"m\"\nnamespaces = [\"b\"]\nnamespace_map = {{ b = \"a\" }}\n");
+    let text = format!(
+        "{HEAD}[[migration]]\nname = \"m\"\nnamespaces = [\"a\"]\n[[migration]]\nname = \"m\"\nnamespaces = [\"b\"]\nnamespace_map = {{ b = \"a\" }}\n"
+    );
     let p = problems(&text);
     assert!(p.iter().any(|p| p.message.contains("two migrations are named \"m\"")), "{p:#?}");
 }
@@ -213,7 +274,12 @@ fn contexts_missing_from_the_kubeconfig_are_named_with_those_that_exist() {
 
 #[test]
 fn access_modes_and_kinds_are_checked() {
-    assert_problem(&migration("access_mode_map = { ReadWriteOnce = \"RWX\" }\n"), 11, 37, "\"RWX\" is not an access mode");
+    assert_problem(
+        &migration("access_mode_map = { ReadWriteOnce = \"RWX\" }\n"),
+        11,
+        37,
+        "\"RWX\" is not an access mode",
+    );
     assert_problem(&migration("include_kinds = [\"deployment\"]\n"), 11, 18, "\"deployment\" is not a kind");
     assert_problem(&migration("label_selector = \"app=a=b\"\n"), 11, 18, "is not a valid label selector");
 }

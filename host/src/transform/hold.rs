@@ -6,7 +6,7 @@
 //! the source has been quiesced by a cutover, so a quiesced source does not change the
 //! desired state (and a re-plan after cutover shows no drift).
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use super::object::*;
 

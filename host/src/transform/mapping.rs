@@ -4,7 +4,7 @@
 //! and affinity terms, and ExternalName services pointing at `svc.<ns>.svc`.
 
 use indexmap::IndexMap;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use super::object::*;
 
@@ -46,10 +46,10 @@ fn map_subjects(obj: &mut Value, map: &IndexMap<String, String>) {
             }
             Some("User") => {
                 let name = s.get("name").and_then(Value::as_str).unwrap_or_default();
-                if let Some((ns, sa)) = name.strip_prefix("system:serviceaccount:").and_then(|r| r.split_once(':')) {
-                    if let Some(to) = map.get(ns) {
-                        s["name"] = json!(format!("system:serviceaccount:{to}:{sa}"));
-                    }
+                if let Some((ns, sa)) = name.strip_prefix("system:serviceaccount:").and_then(|r| r.split_once(':'))
+                    && let Some(to) = map.get(ns)
+                {
+                    s["name"] = json!(format!("system:serviceaccount:{to}:{sa}"));
                 }
             }
             _ => {}
@@ -60,12 +60,13 @@ fn map_subjects(obj: &mut Value, map: &IndexMap<String, String>) {
 fn map_external_name(obj: &mut Value, map: &IndexMap<String, String>) {
     let Some(ext) = obj.pointer("/spec/externalName").and_then(Value::as_str) else { return };
     let parts: Vec<&str> = ext.split('.').collect();
-    if parts.len() >= 3 && parts[2] == "svc" {
-        if let Some(to) = map.get(parts[1]) {
-            let mut p: Vec<String> = parts.iter().map(|s| s.to_string()).collect();
-            p[1] = to.clone();
-            obj["spec"]["externalName"] = json!(p.join("."));
-        }
+    if parts.len() >= 3
+        && parts[2] == "svc"
+        && let Some(to) = map.get(parts[1])
+    {
+        let mut p: Vec<String> = parts.iter().map(|s| s.to_string()).collect();
+        p[1] = to.clone();
+        obj["spec"]["externalName"] = json!(p.join("."));
     }
 }
 
@@ -75,10 +76,10 @@ fn map_selectors(v: &mut Value, map: &IndexMap<String, String>) {
     match v {
         Value::Object(o) => {
             if let Some(sel) = o.get_mut("namespaceSelector") {
-                if let Some(n) = sel.pointer_mut("/matchLabels/kubernetes.io~1metadata.name") {
-                    if let Some(to) = n.as_str().and_then(|ns| map.get(ns)) {
-                        *n = json!(to);
-                    }
+                if let Some(n) = sel.pointer_mut("/matchLabels/kubernetes.io~1metadata.name")
+                    && let Some(to) = n.as_str().and_then(|ns| map.get(ns))
+                {
+                    *n = json!(to);
                 }
                 for e in sel.get_mut("matchExpressions").and_then(Value::as_array_mut).into_iter().flatten() {
                     if e.get("key").and_then(Value::as_str) == Some("kubernetes.io/metadata.name") {

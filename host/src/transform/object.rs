@@ -63,10 +63,11 @@ pub fn remove(obj: &mut Value, pointer: &str) -> Option<Value> {
     let (parent, key) = pointer.rsplit_once('/')?;
     let key = key.replace("~1", "/").replace("~0", "~");
     let removed = obj.pointer_mut(parent)?.as_object_mut()?.remove(&key);
-    if removed.is_some() && (parent == "/metadata/annotations" || parent == "/metadata/labels") {
-        if obj.pointer(parent).and_then(Value::as_object).is_some_and(Map::is_empty) {
-            remove(obj, parent);
-        }
+    if removed.is_some()
+        && (parent == "/metadata/annotations" || parent == "/metadata/labels")
+        && obj.pointer(parent).and_then(Value::as_object).is_some_and(Map::is_empty)
+    {
+        remove(obj, parent);
     }
     removed
 }

@@ -11,7 +11,7 @@
 //! - PVCs are kept and cleaned here (Crane leaves them to transfer-pvc), so the plan shows them.
 
 use indexmap::IndexMap;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use super::object::*;
 
@@ -27,7 +27,8 @@ pub struct RuleSettings {
 }
 
 /// The OLM kinds: operators are installed on the destination by OLM, not copied.
-const OLM_KINDS: &[&str] = &["Subscription", "InstallPlan", "ClusterServiceVersion", "CatalogSource", "OperatorGroup", "OperatorCondition"];
+const OLM_KINDS: &[&str] =
+    &["Subscription", "InstallPlan", "ClusterServiceVersion", "CatalogSource", "OperatorGroup", "OperatorCondition"];
 
 /// Annotations that bind a PVC to a PV on the source; on the destination they would make the
 /// PVC wait for a volume that does not exist.
@@ -68,10 +69,10 @@ pub fn skip_reason(obj: &Value) -> Option<SkipReason> {
             if matches!(ty, "kubernetes.io/service-account-token" | "kubernetes.io/dockercfg") {
                 return Some("service account token, recreated by the destination");
             }
-            if let Some(sa) = annotation(obj, "kubernetes.io/service-account.name") {
-                if matches!(sa, "default" | "builder" | "deployer" | "pipeline") {
-                    return Some("belongs to a service account the destination creates");
-                }
+            if let Some(sa) = annotation(obj, "kubernetes.io/service-account.name")
+                && matches!(sa, "default" | "builder" | "deployer" | "pipeline")
+            {
+                return Some("belongs to a service account the destination creates");
             }
         }
         "ServiceAccount" if matches!(name, "default" | "builder" | "deployer") => {
@@ -80,7 +81,9 @@ pub fn skip_reason(obj: &Value) -> Option<SkipReason> {
         "ConfigMap" if matches!(name, "kube-root-ca.crt" | "openshift-service-ca.crt") => {
             return Some("published by the destination in every namespace");
         }
-        "RoleBinding" if matches!(name, "admin" | "system:deployers" | "system:image-builders" | "system:image-pullers") => {
+        "RoleBinding"
+            if matches!(name, "admin" | "system:deployers" | "system:image-builders" | "system:image-pullers") =>
+        {
             return Some("created by OpenShift in every namespace");
         }
         "Pod" => {
@@ -93,9 +96,10 @@ pub fn skip_reason(obj: &Value) -> Option<SkipReason> {
             }
         }
         "Job" => {
-            let done = obj.pointer("/status/conditions").and_then(Value::as_array).is_some_and(|c| {
-                c.iter().any(|c| c["type"] == "Complete" && c["status"] == "True")
-            });
+            let done = obj
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .is_some_and(|c| c.iter().any(|c| c["type"] == "Complete" && c["status"] == "True"));
             if done {
                 return Some("completed job");
             }
@@ -119,10 +123,8 @@ pub fn clean(obj: &mut Value, settings: &RuleSettings) {
         "ServiceAccount" => clean_service_account(obj),
         "PersistentVolumeClaim" => clean_pvc(obj, settings),
         "StatefulSet" => map_claim_templates(obj, settings),
-        "Route" => {
-            if annotation(obj, "openshift.io/host.generated") == Some("true") {
-                remove(obj, "/spec/host");
-            }
+        "Route" if annotation(obj, "openshift.io/host.generated") == Some("true") => {
+            remove(obj, "/spec/host");
         }
         "Namespace" => clean_namespace(obj),
         _ => {}
@@ -177,18 +179,18 @@ fn clean_namespace(obj: &mut Value) {
 /// and any client that sets the field), as Velero does.
 fn user_node_ports(svc: &Value) -> (Vec<String>, Vec<i64>, bool) {
     let (mut names, mut numbers, mut health) = (Vec::new(), Vec::new(), false);
-    if let Some(last) = annotation(svc, "kubectl.kubernetes.io/last-applied-configuration") {
-        if let Ok(last) = serde_json::from_str::<Value>(last) {
-            for p in last.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten() {
-                if p.get("nodePort").is_some_and(|n| n.as_i64().unwrap_or(0) != 0) {
-                    match p.get("name").and_then(Value::as_str) {
-                        Some(n) if !n.is_empty() => names.push(n.to_string()),
-                        _ => numbers.extend(p.get("port").and_then(Value::as_i64)),
-                    }
+    if let Some(last) = annotation(svc, "kubectl.kubernetes.io/last-applied-configuration")
+        && let Ok(last) = serde_json::from_str::<Value>(last)
+    {
+        for p in last.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten() {
+            if p.get("nodePort").is_some_and(|n| n.as_i64().unwrap_or(0) != 0) {
+                match p.get("name").and_then(Value::as_str) {
+                    Some(n) if !n.is_empty() => names.push(n.to_string()),
+                    _ => numbers.extend(p.get("port").and_then(Value::as_i64)),
                 }
             }
-            health |= last.pointer("/spec/healthCheckNodePort").is_some();
         }
+        health |= last.pointer("/spec/healthCheckNodePort").is_some();
     }
     for entry in svc.pointer("/metadata/managedFields").and_then(Value::as_array).into_iter().flatten() {
         let Some(spec) = entry.pointer("/fieldsV1/f:spec") else { continue };
@@ -199,10 +201,10 @@ fn user_node_ports(svc: &Value) -> (Vec<String>, Vec<i64>, bool) {
                 continue;
             }
             // Keys look like `k:{"port":80,"protocol":"TCP"}`.
-            if let Some(k) = key.strip_prefix("k:").and_then(|k| serde_json::from_str::<Value>(k).ok()) {
-                if let Some(port) = k.get("port").and_then(Value::as_i64) {
-                    numbers.push(port);
-                }
+            if let Some(k) = key.strip_prefix("k:").and_then(|k| serde_json::from_str::<Value>(k).ok())
+                && let Some(port) = k.get("port").and_then(Value::as_i64)
+            {
+                numbers.push(port);
             }
         }
     }
@@ -231,10 +233,11 @@ fn clean_service(svc: &mut Value, (names, numbers, health): (Vec<String>, Vec<i6
         for p in ports {
             let by_name = p.get("name").and_then(Value::as_str).is_some_and(|n| names.iter().any(|x| x == n));
             let by_number = p.get("port").and_then(Value::as_i64).is_some_and(|n| numbers.contains(&n));
-            if !by_name && !by_number {
-                if let Some(o) = p.as_object_mut() {
-                    o.remove("nodePort");
-                }
+            if !by_name
+                && !by_number
+                && let Some(o) = p.as_object_mut()
+            {
+                o.remove("nodePort");
             }
         }
     }
@@ -288,10 +291,10 @@ fn clean_pvc(pvc: &mut Value, settings: &RuleSettings) {
 }
 
 fn map_claim_spec(spec: &mut serde_json::Map<String, Value>, settings: &RuleSettings) {
-    if let Some(class) = spec.get("storageClassName").and_then(Value::as_str) {
-        if let Some(to) = settings.storage_class_map.get(class) {
-            spec.insert("storageClassName".into(), json!(to));
-        }
+    if let Some(class) = spec.get("storageClassName").and_then(Value::as_str)
+        && let Some(to) = settings.storage_class_map.get(class)
+    {
+        spec.insert("storageClassName".into(), json!(to));
     }
     if let Some(modes) = spec.get_mut("accessModes").and_then(Value::as_array_mut) {
         for m in modes.iter_mut() {
@@ -300,7 +303,14 @@ fn map_claim_spec(spec: &mut serde_json::Map<String, Value>, settings: &RuleSett
             }
         }
         let mut seen = Vec::new();
-        modes.retain(|m| if seen.contains(m) { false } else { seen.push(m.clone()); true });
+        modes.retain(|m| {
+            if seen.contains(m) {
+                false
+            } else {
+                seen.push(m.clone());
+                true
+            }
+        });
     }
 }
 
@@ -310,11 +320,11 @@ fn map_claim_templates(sts: &mut Value, settings: &RuleSettings) {
             if let Some(o) = t.as_object_mut() {
                 o.remove("status");
             }
-            if let Some(n) = t.pointer("/metadata/name").and_then(Value::as_str) {
-                if let Some(new) = settings.pvc_name_map.get(n) {
-                    let new = new.clone();
-                    map_at(t, &["metadata"]).insert("name".into(), json!(new));
-                }
+            if let Some(n) = t.pointer("/metadata/name").and_then(Value::as_str)
+                && let Some(new) = settings.pvc_name_map.get(n)
+            {
+                let new = new.clone();
+                map_at(t, &["metadata"]).insert("name".into(), json!(new));
             }
             map_claim_spec(map_at(t, &["spec"]), settings);
         }
@@ -329,10 +339,10 @@ fn clean_pod_spec(spec: &mut Value, settings: &RuleSettings) {
             let n = s.get("name").and_then(Value::as_str).unwrap_or_default();
             !["builder-dockercfg-", "default-dockercfg-", "deployer-dockercfg-"].iter().any(|p| n.contains(p))
         });
-        if list.is_empty() {
-            if let Some(o) = spec.as_object_mut() {
-                o.remove("imagePullSecrets");
-            }
+        if list.is_empty()
+            && let Some(o) = spec.as_object_mut()
+        {
+            o.remove("imagePullSecrets");
         }
     }
     // Legacy token volumes (`<sa>-token-xxxxx`) and their mounts.
@@ -351,16 +361,18 @@ fn clean_pod_spec(spec: &mut Value, settings: &RuleSettings) {
         for list in ["containers", "initContainers"] {
             for c in spec.get_mut(list).and_then(Value::as_array_mut).into_iter().flatten() {
                 if let Some(m) = c.get_mut("volumeMounts").and_then(Value::as_array_mut) {
-                    m.retain(|v| !v.get("name").and_then(Value::as_str).is_some_and(|n| token_vols.iter().any(|t| t == n)));
+                    m.retain(|v| {
+                        !v.get("name").and_then(Value::as_str).is_some_and(|n| token_vols.iter().any(|t| t == n))
+                    });
                 }
             }
         }
     }
     for v in spec.get_mut("volumes").and_then(Value::as_array_mut).into_iter().flatten() {
-        if let Some(claim) = v.pointer("/persistentVolumeClaim/claimName").and_then(Value::as_str) {
-            if let Some(new) = settings.pvc_name_map.get(claim) {
-                v["persistentVolumeClaim"]["claimName"] = json!(new);
-            }
+        if let Some(claim) = v.pointer("/persistentVolumeClaim/claimName").and_then(Value::as_str)
+            && let Some(new) = settings.pvc_name_map.get(claim)
+        {
+            v["persistentVolumeClaim"]["claimName"] = json!(new);
         }
     }
 }

@@ -2,7 +2,7 @@
 //! Velero's restore actions (service_action_test.go, pvc_action_test.go, job_action_test.go).
 
 use indexmap::IndexMap;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use super::*;
 use crate::transform::{hold, mapping};
@@ -24,26 +24,62 @@ fn generated_and_owned_objects_are_skipped() {
         (json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e"}}), true),
         (json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "e"}}), true),
         (json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "metadata": {"name": "e"}}), true),
-        (json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "ownerReferences": [{"kind": "ReplicaSet", "name": "x"}]}}), true),
-        (json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "r", "ownerReferences": [{"kind": "Deployment", "name": "x"}]}}), true),
+        (
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "ownerReferences": [{"kind": "ReplicaSet", "name": "x"}]}}),
+            true,
+        ),
+        (
+            json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "r", "ownerReferences": [{"kind": "Deployment", "name": "x"}]}}),
+            true,
+        ),
         (json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "bare"}}), false),
-        (json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "t"}, "type": "kubernetes.io/service-account-token"}), true),
-        (json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "d"}, "type": "kubernetes.io/dockercfg"}), true),
-        (json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "annotations": {"kubernetes.io/service-account.name": "default"}}}), true),
+        (
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "t"}, "type": "kubernetes.io/service-account-token"}),
+            true,
+        ),
+        (
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "d"}, "type": "kubernetes.io/dockercfg"}),
+            true,
+        ),
+        (
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "annotations": {"kubernetes.io/service-account.name": "default"}}}),
+            true,
+        ),
         (json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "app"}, "type": "Opaque"}), false),
         (json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}}), true),
         (json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "builder"}}), true),
         (json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "app"}}), false),
         (json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kube-root-ca.crt"}}), true),
         (json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "openshift-service-ca.crt"}}), true),
-        (json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "system:image-pullers"}}), true),
+        (
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "system:image-pullers"}}),
+            true,
+        ),
         (json!({"apiVersion": "extensions/v1beta1", "kind": "Ingress", "metadata": {"name": "i"}}), true),
-        (json!({"apiVersion": "operators.coreos.com/v1alpha1", "kind": "Subscription", "metadata": {"name": "s"}}), true),
-        (json!({"apiVersion": "authorization.openshift.io/v1", "kind": "RoleBinding", "metadata": {"name": "r"}}), true),
-        (json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "done"}, "status": {"phase": "Succeeded"}}), true),
-        (json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bare"}, "status": {"phase": "Running"}}), false),
-        (json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"}, "status": {"conditions": [{"type": "Complete", "status": "True"}]}}), true),
-        (json!({"apiVersion": "image.openshift.io/v1", "kind": "ImageStreamTag", "metadata": {"name": "a:latest"}}), true),
+        (
+            json!({"apiVersion": "operators.coreos.com/v1alpha1", "kind": "Subscription", "metadata": {"name": "s"}}),
+            true,
+        ),
+        (
+            json!({"apiVersion": "authorization.openshift.io/v1", "kind": "RoleBinding", "metadata": {"name": "r"}}),
+            true,
+        ),
+        (
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "done"}, "status": {"phase": "Succeeded"}}),
+            true,
+        ),
+        (
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bare"}, "status": {"phase": "Running"}}),
+            false,
+        ),
+        (
+            json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"}, "status": {"conditions": [{"type": "Complete", "status": "True"}]}}),
+            true,
+        ),
+        (
+            json!({"apiVersion": "image.openshift.io/v1", "kind": "ImageStreamTag", "metadata": {"name": "a:latest"}}),
+            true,
+        ),
     ];
     for (obj, skipped) in cases {
         assert_eq!(skip_reason(&obj).is_some(), skipped, "{obj}");
@@ -58,12 +94,19 @@ fn server_metadata_and_status_are_removed() {
         "labels": {"app": "a", "controller-uid": "u"},
         "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"}},
         "data": {"k": "v"}, "status": {"x": 1}}));
-    assert_eq!(obj, json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "shop", "labels": {"app": "a"}}, "data": {"k": "v"}}));
+    assert_eq!(
+        obj,
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "shop", "labels": {"app": "a"}}, "data": {"k": "v"}})
+    );
 }
 
 #[test]
 fn cluster_ips_are_dropped_unless_headless() {
-    let obj = cleaned(svc(json!({"clusterIP": "10.0.0.5", "clusterIPs": ["10.0.0.5"], "ports": [{"port": 80}]}), json!({}), json!([])));
+    let obj = cleaned(svc(
+        json!({"clusterIP": "10.0.0.5", "clusterIPs": ["10.0.0.5"], "ports": [{"port": 80}]}),
+        json!({}),
+        json!([]),
+    ));
     assert_eq!(obj["spec"], json!({"ports": [{"port": 80}]}));
     let obj = cleaned(svc(json!({"clusterIP": "None", "clusterIPs": ["None"]}), json!({}), json!([])));
     assert_eq!(obj["spec"], json!({"clusterIP": "None", "clusterIPs": ["None"]}));
@@ -83,12 +126,20 @@ fn node_ports_not_chosen_by_the_user_are_dropped() {
     assert!(obj["spec"]["ports"].as_array().unwrap().iter().all(|p| p.get("nodePort").is_none()));
     // A named port in last-applied-configuration keeps its nodePort; others lose theirs.
     let last = json!({"spec": {"ports": [{"name": "https", "port": 443, "nodePort": 30443}]}}).to_string();
-    let obj = cleaned(svc(json!({"type": "NodePort", "ports": ports.clone()}), json!({"kubectl.kubernetes.io/last-applied-configuration": last}), json!([])));
+    let obj = cleaned(svc(
+        json!({"type": "NodePort", "ports": ports.clone()}),
+        json!({"kubectl.kubernetes.io/last-applied-configuration": last}),
+        json!([]),
+    ));
     let kept: Vec<_> = obj["spec"]["ports"].as_array().unwrap().iter().filter_map(|p| p.get("nodePort")).collect();
     assert_eq!(kept, [&json!(30443)]);
     // An unnamed port is matched by number.
     let last = json!({"spec": {"ports": [{"port": 8080, "nodePort": 30808}]}}).to_string();
-    let obj = cleaned(svc(json!({"type": "NodePort", "ports": ports.clone()}), json!({"kubectl.kubernetes.io/last-applied-configuration": last}), json!([])));
+    let obj = cleaned(svc(
+        json!({"type": "NodePort", "ports": ports.clone()}),
+        json!({"kubectl.kubernetes.io/last-applied-configuration": last}),
+        json!([]),
+    ));
     assert_eq!(obj["spec"]["ports"][2]["nodePort"], 30808);
     assert!(obj["spec"]["ports"][0].get("nodePort").is_none());
     // Server-side apply records intent in managedFields only.
@@ -134,8 +185,10 @@ fn service_accounts_lose_generated_secrets() {
 
 #[test]
 fn generated_route_hosts_are_dropped_and_chosen_ones_kept() {
-    let route = |generated: &str| json!({"apiVersion": "route.openshift.io/v1", "kind": "Route",
-        "metadata": {"name": "r", "annotations": {"openshift.io/host.generated": generated}}, "spec": {"host": "r-shop.apps.src"}});
+    let route = |generated: &str| {
+        json!({"apiVersion": "route.openshift.io/v1", "kind": "Route",
+        "metadata": {"name": "r", "annotations": {"openshift.io/host.generated": generated}}, "spec": {"host": "r-shop.apps.src"}})
+    };
     assert!(cleaned(route("true"))["spec"].get("host").is_none());
     assert_eq!(cleaned(route("false"))["spec"]["host"], "r-shop.apps.src");
 }
@@ -152,7 +205,10 @@ fn pvcs_lose_their_binding_and_take_mapped_class_modes_and_names() {
         "spec": {"volumeName": "pvc-123", "storageClassName": "standard", "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}});
     clean(&mut pvc, &settings);
     assert_eq!(pvc["metadata"], json!({"name": "data-v2", "annotations": {"keep": "me"}}));
-    assert_eq!(pvc["spec"], json!({"storageClassName": "fast", "accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}}));
+    assert_eq!(
+        pvc["spec"],
+        json!({"storageClassName": "fast", "accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}})
+    );
     let mut deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}, "spec": {"template": {"spec": {
         "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": "data"}}]}}}});
     clean(&mut deploy, &settings);
@@ -160,7 +216,10 @@ fn pvcs_lose_their_binding_and_take_mapped_class_modes_and_names() {
     let mut sts = json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db"}, "spec": {"volumeClaimTemplates": [
         {"metadata": {"name": "data"}, "spec": {"storageClassName": "standard", "accessModes": ["ReadWriteOnce"]}, "status": {"phase": "Pending"}}]}});
     clean(&mut sts, &settings);
-    assert_eq!(sts["spec"]["volumeClaimTemplates"][0], json!({"metadata": {"name": "data-v2"}, "spec": {"storageClassName": "fast", "accessModes": ["ReadWriteMany"]}}));
+    assert_eq!(
+        sts["spec"]["volumeClaimTemplates"][0],
+        json!({"metadata": {"name": "data-v2"}, "spec": {"storageClassName": "fast", "accessModes": ["ReadWriteMany"]}})
+    );
 }
 
 #[test]
@@ -170,8 +229,11 @@ fn pods_lose_node_binding_token_volumes_and_generated_pull_secrets() {
         "imagePullSecrets": [{"name": "default-dockercfg-abc"}, {"name": "quay"}],
         "volumes": [{"name": "tok", "secret": {"secretName": "default-token-xyz"}}, {"name": "data", "emptyDir": {}}],
         "containers": [{"name": "c", "volumeMounts": [{"name": "tok", "mountPath": "/var/run/secrets"}, {"name": "data", "mountPath": "/d"}]}]}}));
-    assert_eq!(obj["spec"], json!({"imagePullSecrets": [{"name": "quay"}], "volumes": [{"name": "data", "emptyDir": {}}],
-        "containers": [{"name": "c", "volumeMounts": [{"name": "data", "mountPath": "/d"}]}]}));
+    assert_eq!(
+        obj["spec"],
+        json!({"imagePullSecrets": [{"name": "quay"}], "volumes": [{"name": "data", "emptyDir": {}}],
+        "containers": [{"name": "c", "volumeMounts": [{"name": "data", "mountPath": "/d"}]}]})
+    );
 }
 
 #[test]
@@ -179,7 +241,10 @@ fn namespaces_lose_openshift_uid_ranges() {
     let obj = cleaned(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "annotations": {
         "openshift.io/sa.scc.uid-range": "1000/10000", "openshift.io/sa.scc.mcs": "s0:c1", "team": "a"}},
         "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}));
-    assert_eq!(obj, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "annotations": {"team": "a"}}}));
+    assert_eq!(
+        obj,
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "annotations": {"team": "a"}}})
+    );
 }
 
 #[test]
@@ -190,12 +255,18 @@ fn namespace_mapping_rewrites_references_into_migrated_namespaces() {
             {"kind": "Group", "name": "system:serviceaccounts:shop"}, {"kind": "User", "name": "system:serviceaccount:shop:app"}]});
     mapping::map_namespace(&mut rb, &map);
     assert_eq!(rb["metadata"]["namespace"], "shop-prod");
-    assert_eq!(rb["subjects"], json!([{"kind": "ServiceAccount", "name": "app", "namespace": "shop-prod"}, {"kind": "ServiceAccount", "name": "x", "namespace": "other"},
-        {"kind": "Group", "name": "system:serviceaccounts:shop-prod"}, {"kind": "User", "name": "system:serviceaccount:shop-prod:app"}]));
+    assert_eq!(
+        rb["subjects"],
+        json!([{"kind": "ServiceAccount", "name": "app", "namespace": "shop-prod"}, {"kind": "ServiceAccount", "name": "x", "namespace": "other"},
+        {"kind": "Group", "name": "system:serviceaccounts:shop-prod"}, {"kind": "User", "name": "system:serviceaccount:shop-prod:app"}])
+    );
     let mut np = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "n", "namespace": "shop"},
         "spec": {"ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "shop"}}}]}]}});
     mapping::map_namespace(&mut np, &map);
-    assert_eq!(np["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"], "shop-prod");
+    assert_eq!(
+        np["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "shop-prod"
+    );
     let mut ext = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "db", "namespace": "shop"}, "spec": {"type": "ExternalName", "externalName": "pg.shop.svc.cluster.local"}});
     mapping::map_namespace(&mut ext, &map);
     assert_eq!(ext["spec"]["externalName"], "pg.shop-prod.svc.cluster.local");
@@ -206,7 +277,8 @@ fn namespace_mapping_rewrites_references_into_migrated_namespaces() {
 
 #[test]
 fn workloads_are_held_with_their_original_values_and_released_at_cutover() {
-    let mut d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}, "spec": {"replicas": 3}});
+    let mut d =
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}, "spec": {"replicas": 3}});
     hold::hold(&mut d);
     assert_eq!(d["spec"]["replicas"], 0);
     assert_eq!(d["metadata"]["annotations"]["mtcd.io/original-replicas"], "3");
@@ -215,7 +287,10 @@ fn workloads_are_held_with_their_original_values_and_released_at_cutover() {
     hold::hold(&mut again);
     assert_eq!(again, d);
     hold::release(&mut d);
-    assert_eq!(d, json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}, "spec": {"replicas": 3}}));
+    assert_eq!(
+        d,
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}, "spec": {"replicas": 3}})
+    );
     let mut cj = json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "c"}, "spec": {"schedule": "* * * * *"}});
     hold::hold(&mut cj);
     assert_eq!(cj["spec"]["suspend"], true);

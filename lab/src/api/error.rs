@@ -22,19 +22,10 @@ pub enum ApiError {
     Unauthorized,
     /// 403 Forbidden, e.g. creating content in a terminating namespace.
     #[error("{message}")]
-    Forbidden {
-        message: String,
-        name: String,
-        kind: String,
-        group: String,
-    },
+    Forbidden { message: String, name: String, kind: String, group: String },
     /// 404 NotFound for an object (`<plural>.<group> "<name>" not found`).
     #[error("{} \"{name}\" not found", qualified(resource, group))]
-    NotFound {
-        resource: String,
-        group: String,
-        name: String,
-    },
+    NotFound { resource: String, group: String, name: String },
     /// 404 for a path that names no resource at all.
     #[error("the server could not find the requested resource")]
     NoRoute,
@@ -43,20 +34,10 @@ pub enum ApiError {
     MethodNotAllowed,
     /// 409 AlreadyExists on create.
     #[error("{} \"{name}\" already exists", qualified(resource, group))]
-    AlreadyExists {
-        resource: String,
-        group: String,
-        name: String,
-    },
+    AlreadyExists { resource: String, group: String, name: String },
     /// 409 Conflict: stale resourceVersion or server-side apply field conflicts.
     #[error("{message}")]
-    Conflict {
-        message: String,
-        resource: String,
-        group: String,
-        name: String,
-        causes: Vec<Cause>,
-    },
+    Conflict { message: String, resource: String, group: String, name: String, causes: Vec<Cause> },
     /// 410 Gone: a watch or continue token older than the retained history.
     #[error("{0}")]
     Gone(String),
@@ -65,12 +46,7 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     /// 422 Invalid with field causes.
     #[error("{kind} \"{name}\" is invalid")]
-    Invalid {
-        kind: String,
-        group: String,
-        name: String,
-        causes: Vec<Cause>,
-    },
+    Invalid { kind: String, group: String, name: String, causes: Vec<Cause> },
     /// 500 for bugs in the lab itself.
     #[error("{0}")]
     Internal(String),
@@ -78,11 +54,7 @@ pub enum ApiError {
 
 /// `configmaps` or `deployments.apps`, as real messages name resources.
 fn qualified(resource: &str, group: &str) -> String {
-    if group.is_empty() {
-        resource.to_string()
-    } else {
-        format!("{resource}.{group}")
-    }
+    if group.is_empty() { resource.to_string() } else { format!("{resource}.{group}") }
 }
 
 impl ApiError {
@@ -123,23 +95,14 @@ impl ApiError {
             kind: kind.into(),
             group: group.into(),
             name: name.into(),
-            causes: vec![Cause {
-                reason: "FieldValueInvalid",
-                field: field.into(),
-                message,
-            }],
+            causes: vec![Cause { reason: "FieldValueInvalid", field: field.into(), message }],
         }
     }
 
     fn message(&self) -> String {
         match self {
-            ApiError::Invalid {
-                kind, name, causes, ..
-            } => {
-                let parts: Vec<String> = causes
-                    .iter()
-                    .map(|c| format!("{}: {}", c.field, c.message))
-                    .collect();
+            ApiError::Invalid { kind, name, causes, .. } => {
+                let parts: Vec<String> = causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect();
                 if parts.len() == 1 {
                     format!("{kind} \"{name}\" is invalid: {}", parts[0])
                 } else {
@@ -162,40 +125,20 @@ impl ApiError {
             "code": self.code(),
         });
         let details = match self {
-            ApiError::NotFound {
-                resource,
-                group,
-                name,
+            ApiError::NotFound { resource, group, name } | ApiError::AlreadyExists { resource, group, name } => {
+                Some(json!({"name": name, "group": group, "kind": resource}))
             }
-            | ApiError::AlreadyExists {
-                resource,
-                group,
-                name,
-            } => Some(json!({"name": name, "group": group, "kind": resource})),
-            ApiError::Forbidden {
-                name, kind, group, ..
-            } => Some(json!({"name": name, "group": group, "kind": kind})),
-            ApiError::Conflict {
-                resource,
-                group,
-                name,
-                causes,
-                ..
-            } => {
+            ApiError::Forbidden { name, kind, group, .. } => Some(json!({"name": name, "group": group, "kind": kind})),
+            ApiError::Conflict { resource, group, name, causes, .. } => {
                 let mut d = json!({"name": name, "group": group, "kind": resource});
                 if !causes.is_empty() {
                     d["causes"] = causes_json(causes);
                 }
                 Some(d)
             }
-            ApiError::Invalid {
-                kind,
-                group,
-                name,
-                causes,
-            } => Some(
-                json!({"name": name, "group": group, "kind": kind, "causes": causes_json(causes)}),
-            ),
+            ApiError::Invalid { kind, group, name, causes } => {
+                Some(json!({"name": name, "group": group, "kind": kind, "causes": causes_json(causes)}))
+            }
             _ => None,
         };
         if let Some(mut d) = details {
@@ -209,10 +152,5 @@ impl ApiError {
 }
 
 fn causes_json(causes: &[Cause]) -> Value {
-    Value::Array(
-        causes
-            .iter()
-            .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
-            .collect(),
-    )
+    Value::Array(causes.iter().map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field})).collect())
 }

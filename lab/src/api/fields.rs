@@ -5,9 +5,7 @@ use std::collections::BTreeSet;
 use serde_json::{Value, json};
 
 use super::error::{ApiError, Cause};
-use super::patch::{
-    FieldPath, decode_fields, display_path, encode_fields, get_path, leaf_paths, remove_path,
-};
+use super::patch::{FieldPath, decode_fields, display_path, encode_fields, get_path, leaf_paths, remove_path};
 use super::types::ResourceType;
 
 /// One managedFields entry, decoded.
@@ -61,24 +59,15 @@ pub fn encode(entries: &[Entry]) -> Value {
 }
 
 /// Ownership after a non-apply write: `manager` takes every field it changed from the others.
-pub fn track_update(
-    old: Option<&Value>,
-    new: &Value,
-    manager: &str,
-    api_version: &str,
-    status_sub: bool,
-) -> Value {
+pub fn track_update(old: Option<&Value>, new: &Value, manager: &str, api_version: &str, status_sub: bool) -> Value {
     let mut entries = old.map(decode).unwrap_or_default();
     let new_paths = leaf_paths(new, status_sub);
     let changed: BTreeSet<FieldPath> = match old {
         None => new_paths.clone(),
         Some(old) => {
             let old_paths = leaf_paths(old, status_sub);
-            let mut c: BTreeSet<FieldPath> = new_paths
-                .iter()
-                .filter(|p| get_path(old, p) != get_path(new, p))
-                .cloned()
-                .collect();
+            let mut c: BTreeSet<FieldPath> =
+                new_paths.iter().filter(|p| get_path(old, p) != get_path(new, p)).cloned().collect();
             c.extend(old_paths.into_iter().filter(|p| get_path(new, p).is_none()));
             c
         }
@@ -92,14 +81,8 @@ pub fn track_update(
         }
     }
     let sub = status_sub.then(|| "status".to_string());
-    let mine: BTreeSet<FieldPath> = changed
-        .into_iter()
-        .filter(|p| new_paths.contains(p))
-        .collect();
-    match entries
-        .iter_mut()
-        .find(|e| e.manager == manager && e.operation == "Update" && e.subresource == sub)
-    {
+    let mine: BTreeSet<FieldPath> = changed.into_iter().filter(|p| new_paths.contains(p)).collect();
+    match entries.iter_mut().find(|e| e.manager == manager && e.operation == "Update" && e.subresource == sub) {
         Some(e) => {
             e.fields.extend(mine);
             e.fields.retain(|p| get_path(new, p).is_some());
@@ -158,10 +141,7 @@ pub fn apply(
     }
     if !conflicts.is_empty() && !force {
         let n = conflicts.len();
-        let mut message = format!(
-            "Apply failed with {n} conflict{}: ",
-            if n == 1 { "" } else { "s" }
-        );
+        let mut message = format!("Apply failed with {n} conflict{}: ", if n == 1 { "" } else { "s" });
         let mut managers: Vec<&String> = conflicts.iter().map(|(m, _)| m).collect();
         managers.dedup();
         if n == 1 {
@@ -209,10 +189,7 @@ pub fn apply(
         .flat_map(|e| e.fields.iter().cloned())
         .collect();
     let others_own = |pred: &dyn Fn(&FieldPath) -> bool| {
-        entries
-            .iter()
-            .filter(|e| !(e.manager == manager && e.operation == "Apply"))
-            .any(|e| e.fields.iter().any(pred))
+        entries.iter().filter(|e| !(e.manager == manager && e.operation == "Apply")).any(|e| e.fields.iter().any(pred))
     };
     let removed: Vec<&FieldPath> = previously.difference(&cfg_paths).collect();
     // A keyed list item (a container, an env var, a port) the applier stopped sending goes
@@ -249,10 +226,7 @@ pub fn apply(
             remove_path(&mut merged, p);
         }
     }
-    match entries
-        .iter_mut()
-        .find(|e| e.manager == manager && e.operation == "Apply" && e.subresource == sub)
-    {
+    match entries.iter_mut().find(|e| e.manager == manager && e.operation == "Apply" && e.subresource == sub) {
         Some(e) => {
             if e.fields != cfg_paths {
                 e.time = now();
@@ -284,42 +258,29 @@ mod tests {
 
     #[test]
     fn items_another_manager_touched_survive_with_their_key() {
-        let ty = TypeTable::builtin("kubernetes")
-            .get("apps", "v1", "deployments")
-            .unwrap();
-        let two =
-            deployment(json!([{"name": "app", "image": "a:1"}, {"name": "side", "image": "s:1"}]));
+        let ty = TypeTable::builtin("kubernetes").get("apps", "v1", "deployments").unwrap();
+        let two = deployment(json!([{"name": "app", "image": "a:1"}, {"name": "side", "image": "s:1"}]));
         let created = apply(&ty, "d", None, &two, "mtcd", false, false).unwrap();
         // Someone else changes the side container's image.
         let mut edited = created.clone();
         edited["spec"]["template"]["spec"]["containers"][1]["image"] = json!("s:2");
-        edited["metadata"]["managedFields"] =
-            track_update(Some(&created), &edited, "kubectl", "apps/v1", false);
+        edited["metadata"]["managedFields"] = track_update(Some(&created), &edited, "kubectl", "apps/v1", false);
         // The applier drops the side container: it stays (kubectl owns its image), named.
         let one = deployment(json!([{"name": "app", "image": "a:1"}]));
         let merged = apply(&ty, "d", Some(&edited), &one, "mtcd", true, false).unwrap();
-        let cs = merged["spec"]["template"]["spec"]["containers"]
-            .as_array()
-            .unwrap();
+        let cs = merged["spec"]["template"]["spec"]["containers"].as_array().unwrap();
         assert_eq!(cs.len(), 2);
         assert_eq!(cs[1], json!({"name": "side", "image": "s:2"}));
         // Without the other owner it would have gone whole.
         let merged = apply(&ty, "d", Some(&created), &one, "mtcd", false, false).unwrap();
-        assert_eq!(
-            merged["spec"]["template"]["spec"]["containers"]
-                .as_array()
-                .unwrap()
-                .len(),
-            1
-        );
+        assert_eq!(merged["spec"]["template"]["spec"]["containers"].as_array().unwrap().len(), 1);
     }
 
     #[test]
     fn conflicts_name_the_manager_and_field() {
-        let ty = TypeTable::builtin("kubernetes")
-            .get("apps", "v1", "deployments")
-            .unwrap();
-        let base = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}, "spec": {"replicas": 1}});
+        let ty = TypeTable::builtin("kubernetes").get("apps", "v1", "deployments").unwrap();
+        let base =
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}, "spec": {"replicas": 1}});
         let created = apply(&ty, "d", None, &base, "first", false, false).unwrap();
         let mut other = base.clone();
         other["spec"]["replicas"] = json!(3);
@@ -335,10 +296,6 @@ mod tests {
         let forced = apply(&ty, "d", Some(&created), &other, "second", true, false).unwrap();
         assert_eq!(forced["spec"]["replicas"], 3);
         let owners = decode(&forced);
-        assert!(
-            owners
-                .iter()
-                .all(|e| e.manager != "first" || e.fields.is_empty())
-        );
+        assert!(owners.iter().all(|e| e.manager != "first" || e.fields.is_empty()));
     }
 }

@@ -16,46 +16,25 @@ use super::rest::{Query, State};
 fn containers(pod: &Value) -> Vec<String> {
     pod["spec"]["containers"]
         .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|c| c["name"].as_str().map(str::to_string))
-                .collect()
-        })
+        .map(|a| a.iter().filter_map(|c| c["name"].as_str().map(str::to_string)).collect())
         .unwrap_or_default()
 }
 
 fn init_containers(pod: &Value) -> Vec<String> {
     pod["spec"]["initContainers"]
         .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|c| c["name"].as_str().map(str::to_string))
-                .collect()
-        })
+        .map(|a| a.iter().filter_map(|c| c["name"].as_str().map(str::to_string)).collect())
         .unwrap_or_default()
 }
 
 /// Where a pod container's log lives.
-pub fn log_path(
-    state_dir: &std::path::Path,
-    ns: &str,
-    pod: &str,
-    uid: &str,
-    container: &str,
-) -> PathBuf {
-    state_dir
-        .join("pod-logs")
-        .join(format!("{ns}_{pod}_{uid}"))
-        .join(format!("{container}.log"))
+pub fn log_path(state_dir: &std::path::Path, ns: &str, pod: &str, uid: &str, container: &str) -> PathBuf {
+    state_dir.join("pod-logs").join(format!("{ns}_{pod}_{uid}")).join(format!("{container}.log"))
 }
 
 fn tail(data: &[u8], n: usize) -> &[u8] {
     let mut count = 0;
-    let end = if data.ends_with(b"\n") {
-        data.len() - 1
-    } else {
-        data.len()
-    };
+    let end = if data.ends_with(b"\n") { data.len() - 1 } else { data.len() };
     for i in (0..end).rev() {
         if data[i] == b'\n' {
             count += 1;
@@ -68,21 +47,14 @@ fn tail(data: &[u8], n: usize) -> &[u8] {
 }
 
 /// Opens a pod's log; with `follow`, streams until the pod is terminal or deleted.
-pub async fn serve(
-    state: Arc<State>,
-    ns: &str,
-    pod_name: &str,
-    q: &Query,
-) -> Result<mpsc::Receiver<Bytes>, ApiError> {
+pub async fn serve(state: Arc<State>, ns: &str, pod_name: &str, q: &Query) -> Result<mpsc::Receiver<Bytes>, ApiError> {
     let ty = state.resource("", "v1", "pods").expect("pods type");
     let pod = state.get(&ty, ns, pod_name)?;
     let all = containers(&pod);
     let container = match q.get("container").filter(|c| !c.is_empty()) {
         Some(c) => {
             if !all.contains(c) && !init_containers(&pod).contains(c) {
-                return Err(ApiError::BadRequest(format!(
-                    "container {c} is not valid for pod {pod_name}"
-                )));
+                return Err(ApiError::BadRequest(format!("container {c} is not valid for pod {pod_name}")));
             }
             c.clone()
         }
@@ -94,10 +66,7 @@ pub async fn serve(
             )));
         }
     };
-    let uid = pod["metadata"]["uid"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let uid = pod["metadata"]["uid"].as_str().unwrap_or_default().to_string();
     let path = log_path(&state.state_dir, ns, pod_name, &uid, &container);
     let follow = q.get("follow").is_some_and(|f| f == "true");
     let tail_lines: Option<usize> = q.get("tailLines").and_then(|t| t.parse().ok());
@@ -143,14 +112,10 @@ pub async fn serve(
                     Some(p) => {
                         p["metadata"]["uid"] != uid.as_str()
                             || matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
-                            || p["status"]["containerStatuses"]
-                                .as_array()
-                                .is_some_and(|cs| {
-                                    cs.iter().any(|c| {
-                                        c["name"] == container.as_str()
-                                            && !c["state"]["terminated"].is_null()
-                                    })
-                                })
+                            || p["status"]["containerStatuses"].as_array().is_some_and(|cs| {
+                                cs.iter()
+                                    .any(|c| c["name"] == container.as_str() && !c["state"]["terminated"].is_null())
+                            })
                     }
                     None => true,
                 }

@@ -78,17 +78,13 @@ impl ApiServer {
 
 /// Binds and serves until `shutdown` is cancelled.
 pub async fn start(cfg: ApiConfig, shutdown: CancellationToken) -> Result<ApiServer, ServeError> {
-    let cidr = validate::Cidr::parse(&cfg.service_cidr).ok_or_else(|| ServeError::Cidr {
+    let cidr = validate::Cidr::parse(&cfg.service_cidr)
+        .ok_or_else(|| ServeError::Cidr { cluster: cfg.cluster.clone(), cidr: cfg.service_cidr.clone() })?;
+    let listener = TcpListener::bind(cfg.bind).await.map_err(|source| ServeError::Bind {
         cluster: cfg.cluster.clone(),
-        cidr: cfg.service_cidr.clone(),
+        addr: cfg.bind,
+        source,
     })?;
-    let listener = TcpListener::bind(cfg.bind)
-        .await
-        .map_err(|source| ServeError::Bind {
-            cluster: cfg.cluster.clone(),
-            addr: cfg.bind,
-            source,
-        })?;
     let addr = listener.local_addr().map_err(|source| ServeError::Bind {
         cluster: cfg.cluster.clone(),
         addr: cfg.bind,
@@ -123,9 +119,7 @@ pub async fn start(cfg: ApiConfig, shutdown: CancellationToken) -> Result<ApiSer
                     let st = st.clone();
                     async move { Ok::<_, Infallible>(handle(st, req).await) }
                 });
-                let builder = hyper_util::server::conn::auto::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                );
+                let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
                 let conn = builder.serve_connection(io, svc);
                 tokio::select! {
                     _ = conn => {}
@@ -146,11 +140,7 @@ fn full(code: u16, content_type: &str, body: Vec<u8>) -> Response<Body> {
 }
 
 fn json_response(code: u16, v: &Value) -> Response<Body> {
-    full(
-        code,
-        "application/json",
-        serde_json::to_vec(v).unwrap_or_default(),
-    )
+    full(code, "application/json", serde_json::to_vec(v).unwrap_or_default())
 }
 
 fn error_response(e: &ApiError) -> Response<Body> {
@@ -159,9 +149,7 @@ fn error_response(e: &ApiError) -> Response<Body> {
 
 fn stream_response(content_type: &str, rx: mpsc::Receiver<Bytes>) -> Response<Body> {
     let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+        rx.recv().await.map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
     });
     Response::builder()
         .status(StatusCode::OK)
@@ -172,14 +160,7 @@ fn stream_response(content_type: &str, rx: mpsc::Receiver<Bytes>) -> Response<Bo
 }
 
 fn query(req: &Request<Incoming>) -> Query {
-    req.uri()
-        .query()
-        .map(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect()
-        })
-        .unwrap_or_default()
+    req.uri().query().map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default()
 }
 
 fn version() -> Value {
@@ -192,20 +173,12 @@ fn manager(req_ua: Option<&str>, q: &Query) -> String {
     if let Some(m) = q.get("fieldManager").filter(|m| !m.is_empty()) {
         return m.clone();
     }
-    req_ua
-        .and_then(|ua| ua.split('/').next())
-        .filter(|s| !s.is_empty())
-        .unwrap_or("unknown")
-        .to_string()
+    req_ua.and_then(|ua| ua.split('/').next()).filter(|s| !s.is_empty()).unwrap_or("unknown").to_string()
 }
 
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
-    let parts: Vec<String> = path
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect();
+    let parts: Vec<String> = path.split('/').filter(|s| !s.is_empty()).map(str::to_string).collect();
     let p: Vec<&str> = parts.iter().map(String::as_str).collect();
     match p.as_slice() {
         ["version"] => return json_response(200, &version()),
@@ -221,11 +194,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     if !authorized {
         return error_response(&ApiError::Unauthorized);
     }
-    let table = req
-        .headers()
-        .get(header::ACCEPT)
-        .and_then(|a| a.to_str().ok())
-        .is_some_and(|a| a.contains("as=Table"));
+    let table = req.headers().get(header::ACCEPT).and_then(|a| a.to_str().ok()).is_some_and(|a| a.contains("as=Table"));
     let metadata_only = req
         .headers()
         .get(header::ACCEPT)
@@ -241,31 +210,14 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             );
         }
         ["apis"] if get => {
-            return json_response(
-                200,
-                &state
-                    .types
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .group_list(),
-            );
+            return json_response(200, &state.types.read().unwrap_or_else(|e| e.into_inner()).group_list());
         }
         ["api", "v1"] if get => {
-            return json_response(
-                200,
-                &state
-                    .types
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .resource_list("", "v1"),
-            );
+            return json_response(200, &state.types.read().unwrap_or_else(|e| e.into_inner()).resource_list("", "v1"));
         }
         ["apis", g] if get => {
             let t = state.types.read().unwrap_or_else(|e| e.into_inner());
-            if t.group(g)["versions"]
-                .as_array()
-                .is_some_and(|v| !v.is_empty())
-            {
+            if t.group(g)["versions"].as_array().is_some_and(|v| !v.is_empty()) {
                 return json_response(200, &t.group(g));
             }
             return error_response(&ApiError::NoRoute);
@@ -286,12 +238,9 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     };
     // [ns-part] plural [name [sub]]
     let (ns, plural, name, sub) = match rest {
-        ["namespaces", ns, plural, tail @ ..] if !matches!(*plural, "status" | "finalize") => (
-            Some(*ns),
-            *plural,
-            tail.first().copied(),
-            tail.get(1).copied(),
-        ),
+        ["namespaces", ns, plural, tail @ ..] if !matches!(*plural, "status" | "finalize") => {
+            (Some(*ns), *plural, tail.first().copied(), tail.get(1).copied())
+        }
         [plural, tail @ ..] => (None, *plural, tail.first().copied(), tail.get(1).copied()),
         _ => return error_response(&ApiError::NoRoute),
     };
@@ -316,19 +265,11 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         Some(_) => return error_response(&ApiError::NoRoute),
     };
     let q = query(&req);
-    let ua = req
-        .headers()
-        .get(header::USER_AGENT)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string);
+    let ua = req.headers().get(header::USER_AGENT).and_then(|h| h.to_str().ok()).map(str::to_string);
     let mgr = manager(ua.as_deref(), &q);
     let method = req.method().clone();
-    let ct = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("application/json")
-        .to_string();
+    let ct =
+        req.headers().get(header::CONTENT_TYPE).and_then(|h| h.to_str().ok()).unwrap_or("application/json").to_string();
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => return error_response(&ApiError::BadRequest(format!("reading body: {e}"))),
@@ -337,10 +278,12 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let parse_body = |body: &Bytes| -> Result<Value, ApiError> {
         let ct = ct.split(';').next().unwrap_or_default().trim();
         match ct {
-            "application/json" | "" | "*/*" => serde_json::from_slice(body)
-                .map_err(|e| ApiError::BadRequest(format!("error decoding body: {e}"))),
-            "application/yaml" => serde_yaml::from_slice(body)
-                .map_err(|e| ApiError::BadRequest(format!("error decoding body: {e}"))),
+            "application/json" | "" | "*/*" => {
+                serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("error decoding body: {e}")))
+            }
+            "application/yaml" => {
+                serde_yaml::from_slice(body).map_err(|e| ApiError::BadRequest(format!("error decoding body: {e}")))
+            }
             other => Err(ApiError::UnsupportedMediaType(format!(
                 "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {other:?})"
             ))),
@@ -381,13 +324,9 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             };
         }
         // Namespaced objects are created under their namespace's path only.
-        (Method::POST, None, None) if ty.namespaced && ns.is_none() => {
-            Err(ApiError::MethodNotAllowed)
-        }
+        (Method::POST, None, None) if ty.namespaced && ns.is_none() => Err(ApiError::MethodNotAllowed),
         (Method::POST, None, None) => match parse_body(&body) {
-            Ok(obj) => state
-                .create(&ty, ns.filter(|_| ty.namespaced), obj, &q, &mgr)
-                .map(|o| (201, o)),
+            Ok(obj) => state.create(&ty, ns.filter(|_| ty.namespaced), obj, &q, &mgr).map(|o| (201, o)),
             Err(e) => Err(e),
         },
         (Method::PUT, Some(n), s @ (None | Some("status"))) => match parse_body(&body) {
@@ -398,16 +337,11 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             ok(state.patch(&ty, nsk, n, &ct, &body, &q, s.is_some(), &mgr))
         }
         (Method::DELETE, Some(n), None) => {
-            let opts: Value = if body.is_empty() {
-                Value::Null
-            } else {
-                serde_json::from_slice(&body).unwrap_or(Value::Null)
-            };
+            let opts: Value =
+                if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).unwrap_or(Value::Null) };
             ok(state.delete(&ty, nsk, n, &q, &opts))
         }
-        (Method::DELETE, None, None) if ty.namespaced && ns.is_none() => {
-            Err(ApiError::MethodNotAllowed)
-        }
+        (Method::DELETE, None, None) if ty.namespaced && ns.is_none() => Err(ApiError::MethodNotAllowed),
         (Method::DELETE, None, None) => ok(state.delete_collection(&ty, ns, &q)),
         _ => Err(ApiError::MethodNotAllowed),
     };
@@ -452,15 +386,10 @@ fn to_partial(v: &Value) -> Value {
 /// The `autoscaling/v1 Scale` view of a scalable object.
 fn to_scale(o: &Value) -> Value {
     let m = &o["metadata"];
-    let selector = match o["spec"]["selector"]["matchLabels"]
-        .as_object()
-        .or(o["spec"]["selector"].as_object())
-    {
-        Some(labels) => labels
-            .iter()
-            .filter_map(|(k, v)| v.as_str().map(|v| format!("{k}={v}")))
-            .collect::<Vec<_>>()
-            .join(","),
+    let selector = match o["spec"]["selector"]["matchLabels"].as_object().or(o["spec"]["selector"].as_object()) {
+        Some(labels) => {
+            labels.iter().filter_map(|(k, v)| v.as_str().map(|v| format!("{k}={v}"))).collect::<Vec<_>>().join(",")
+        }
         None => String::new(),
     };
     json!({"kind": "Scale", "apiVersion": "autoscaling/v1",
@@ -483,8 +412,7 @@ fn scale_write(
     mgr: &str,
 ) -> Result<Value, ApiError> {
     let current = to_scale(&state.get(ty, ns, name)?);
-    let bad =
-        |e: &dyn std::fmt::Display| ApiError::BadRequest(format!("error decoding scale: {e}"));
+    let bad = |e: &dyn std::fmt::Display| ApiError::BadRequest(format!("error decoding scale: {e}"));
     let ct = content_type.split(';').next().unwrap_or_default().trim();
     let scale: Value = match ct {
         "application/json-patch+json" => {
@@ -501,15 +429,9 @@ fn scale_write(
         }
         _ => serde_json::from_slice(body).map_err(|e| bad(&e))?,
     };
-    let replicas = scale["spec"]["replicas"].as_i64().ok_or_else(|| {
-        ApiError::invalid(
-            "Scale",
-            "autoscaling",
-            name,
-            "spec.replicas",
-            "Required value".into(),
-        )
-    })?;
+    let replicas = scale["spec"]["replicas"]
+        .as_i64()
+        .ok_or_else(|| ApiError::invalid("Scale", "autoscaling", name, "spec.replicas", "Required value".into()))?;
     if replicas < 0 {
         return Err(ApiError::invalid(
             "Scale",
@@ -520,34 +442,20 @@ fn scale_write(
         ));
     }
     let mut patch = json!({"spec": {"replicas": replicas}});
-    if let Some(rv) = scale["metadata"]["resourceVersion"]
-        .as_str()
-        .filter(|rv| *rv != current["metadata"]["resourceVersion"])
+    if let Some(rv) =
+        scale["metadata"]["resourceVersion"].as_str().filter(|rv| *rv != current["metadata"]["resourceVersion"])
     {
         patch["metadata"] = json!({"resourceVersion": rv});
     }
     let body = serde_json::to_vec(&patch).unwrap_or_default();
-    state
-        .patch(
-            ty,
-            ns,
-            name,
-            "application/merge-patch+json",
-            &body,
-            q,
-            false,
-            mgr,
-        )
-        .map(|o| to_scale(&o))
+    state.patch(ty, ns, name, "application/merge-patch+json", &body, q, false, mgr).map(|o| to_scale(&o))
 }
 
 fn age(ts: &str) -> String {
     let Ok(t) = chrono::DateTime::parse_from_rfc3339(ts) else {
         return "<unknown>".into();
     };
-    let secs = (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
-        .num_seconds()
-        .max(0);
+    let secs = (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds().max(0);
     match secs {
         s if s < 120 => format!("{s}s"),
         s if s < 7200 => format!("{}m", s / 60),
@@ -569,7 +477,9 @@ pub(crate) fn to_table(v: &Value) -> Value {
     if with_phase {
         cols.push(json!({"name": "Status", "type": "string", "format": "", "description": "Phase", "priority": 0}));
     }
-    cols.push(json!({"name": "Age", "type": "string", "format": "", "description": "Time since creation", "priority": 0}));
+    cols.push(
+        json!({"name": "Age", "type": "string", "format": "", "description": "Time since creation", "priority": 0}),
+    );
     let rows: Vec<Value> = items
         .iter()
         .map(|o| {

@@ -41,9 +41,7 @@ fn is_set_list(field: &str) -> bool {
 }
 
 fn is_directive(k: &str) -> bool {
-    k.starts_with("$setElementOrder")
-        || k.starts_with("$retainKeys")
-        || k.starts_with("$deleteFromPrimitiveList")
+    k.starts_with("$setElementOrder") || k.starts_with("$retainKeys") || k.starts_with("$deleteFromPrimitiveList")
 }
 
 /// Applies a strategic merge patch to `target` in place.
@@ -88,9 +86,7 @@ fn merge_value(target: &mut Value, patch: &Value, field: &str, nulls_delete: boo
                     Value::Array(items) => {
                         let existing = tm.get_mut(k);
                         match (existing, merge_key(k, items)) {
-                            (Some(Value::Array(cur)), Some(key)) => {
-                                merge_keyed_list(cur, items, key, nulls_delete)
-                            }
+                            (Some(Value::Array(cur)), Some(key)) => merge_keyed_list(cur, items, key, nulls_delete),
                             (Some(Value::Array(cur)), None) if is_set_list(k) => {
                                 for i in items {
                                     if !cur.contains(i) {
@@ -101,9 +97,7 @@ fn merge_value(target: &mut Value, patch: &Value, field: &str, nulls_delete: boo
                             _ => {
                                 let cleaned: Vec<Value> = items
                                     .iter()
-                                    .filter(|i| {
-                                        i.get("$patch").and_then(Value::as_str) != Some("delete")
-                                    })
+                                    .filter(|i| i.get("$patch").and_then(Value::as_str) != Some("delete"))
                                     .map(strip_directives)
                                     .collect();
                                 tm.insert(k.clone(), Value::Array(cleaned));
@@ -190,12 +184,7 @@ pub fn leaf_paths(obj: &Value, include_status: bool) -> BTreeSet<FieldPath> {
                 if let Value::Object(mm) = v {
                     for (mk, mv) in mm {
                         if !skip_meta(mk) {
-                            walk(
-                                mv,
-                                vec!["f:metadata".into(), format!("f:{mk}")],
-                                mk,
-                                &mut out,
-                            );
+                            walk(mv, vec!["f:metadata".into(), format!("f:{mk}")], mk, &mut out);
                         }
                     }
                 }
@@ -217,9 +206,7 @@ fn walk(v: &Value, path: FieldPath, field: &str, out: &mut BTreeSet<FieldPath>) 
             }
         }
         Value::Array(items) if !items.is_empty() => {
-            if let Some(key) =
-                merge_key(field, items).filter(|k| items.iter().all(|i| i.get(*k).is_some()))
-            {
+            if let Some(key) = merge_key(field, items).filter(|k| items.iter().all(|i| i.get(*k).is_some())) {
                 for item in items {
                     let mut p = path.clone();
                     p.push(format!("k:{}", json!({key: item[key]})));
@@ -278,15 +265,11 @@ pub fn remove_path(obj: &mut Value, path: &[String]) {
             let Ok(want) = serde_json::from_str::<Value>(k) else {
                 return;
             };
-            let Some((key, val)) = want
-                .as_object()
-                .and_then(|o| o.iter().next())
-                .map(|(a, b)| (a.clone(), b.clone()))
+            let Some((key, val)) = want.as_object().and_then(|o| o.iter().next()).map(|(a, b)| (a.clone(), b.clone()))
             else {
                 return;
             };
-            cur.as_array_mut()
-                .and_then(|a| a.iter_mut().find(|i| i.get(&key) == Some(&val)))
+            cur.as_array_mut().and_then(|a| a.iter_mut().find(|i| i.get(&key) == Some(&val)))
         } else {
             None
         };
@@ -319,11 +302,7 @@ pub fn encode_fields(paths: &BTreeSet<FieldPath>) -> Value {
     for p in paths {
         let mut cur = &mut root;
         for seg in p {
-            cur = cur
-                .entry(seg.clone())
-                .or_insert_with(|| Value::Object(Map::new()))
-                .as_object_mut()
-                .expect("map");
+            cur = cur.entry(seg.clone()).or_insert_with(|| Value::Object(Map::new())).as_object_mut().expect("map");
         }
     }
     Value::Object(root)
@@ -333,10 +312,8 @@ pub fn encode_fields(paths: &BTreeSet<FieldPath>) -> Value {
 pub fn decode_fields(v: &Value) -> BTreeSet<FieldPath> {
     let mut out = BTreeSet::new();
     fn rec(v: &Value, path: &mut FieldPath, out: &mut BTreeSet<FieldPath>) {
-        let children: Vec<(&String, &Value)> = v
-            .as_object()
-            .map(|m| m.iter().filter(|(k, _)| k.as_str() != ".").collect())
-            .unwrap_or_default();
+        let children: Vec<(&String, &Value)> =
+            v.as_object().map(|m| m.iter().filter(|(k, _)| k.as_str() != ".").collect()).unwrap_or_default();
         if children.is_empty() {
             if !path.is_empty() {
                 out.insert(path.clone());
@@ -378,18 +355,13 @@ mod tests {
 
     #[test]
     fn containers_merge_by_name_and_maps_merge() {
-        let mut t = json!({"spec": {"containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "y"}], "keep": 1}});
-        strategic_merge(
-            &mut t,
-            &json!({"spec": {"containers": [{"name": "b", "image": "z"}], "drop": null}}),
-        );
+        let mut t =
+            json!({"spec": {"containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "y"}], "keep": 1}});
+        strategic_merge(&mut t, &json!({"spec": {"containers": [{"name": "b", "image": "z"}], "drop": null}}));
         assert_eq!(t["spec"]["containers"][0]["image"], "x");
         assert_eq!(t["spec"]["containers"][1]["image"], "z");
         assert_eq!(t["spec"]["keep"], 1);
-        strategic_merge(
-            &mut t,
-            &json!({"spec": {"containers": [{"name": "a", "$patch": "delete"}]}}),
-        );
+        strategic_merge(&mut t, &json!({"spec": {"containers": [{"name": "a", "$patch": "delete"}]}}));
         assert_eq!(t["spec"]["containers"].as_array().unwrap().len(), 1);
     }
 
@@ -404,12 +376,8 @@ mod tests {
             "f:image".into()
         ]));
         assert_eq!(decode_fields(&encode_fields(&p)), p);
-        let path: Vec<String> = vec![
-            "f:spec".into(),
-            "f:containers".into(),
-            "k:{\"name\":\"w\"}".into(),
-            "f:image".into(),
-        ];
+        let path: Vec<String> =
+            vec!["f:spec".into(), "f:containers".into(), "k:{\"name\":\"w\"}".into(), "f:image".into()];
         assert_eq!(get_path(&o, &path), Some(&json!("i")));
     }
 }

@@ -50,9 +50,7 @@ fn random_suffix() -> String {
     use rand::Rng;
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::rng();
-    (0..5)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect()
+    (0..5).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
 }
 
 fn meta_str<'a>(obj: &'a Value, k: &str) -> &'a str {
@@ -105,34 +103,17 @@ impl State {
     }
 
     pub fn resource(&self, group: &str, version: &str, plural: &str) -> Option<Arc<ResourceType>> {
-        self.types
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(group, version, plural)
+        self.types.read().unwrap_or_else(|e| e.into_inner()).get(group, version, plural)
     }
 
     fn not_found(ty: &ResourceType, name: &str) -> ApiError {
-        ApiError::NotFound {
-            resource: ty.plural.clone(),
-            group: ty.group.clone(),
-            name: name.into(),
-        }
+        ApiError::NotFound { resource: ty.plural.clone(), group: ty.group.clone(), name: name.into() }
     }
 
     /// With the store locked: 404 for a missing namespace, 403 for a terminating one.
-    fn check_namespace(
-        &self,
-        store: &Store,
-        ty: &ResourceType,
-        ns: &str,
-        name: &str,
-    ) -> Result<(), ApiError> {
+    fn check_namespace(&self, store: &Store, ty: &ResourceType, ns: &str, name: &str) -> Result<(), ApiError> {
         match store.get(&(String::new(), "namespaces".into()), "", ns) {
-            None => Err(ApiError::NotFound {
-                resource: "namespaces".into(),
-                group: String::new(),
-                name: ns.into(),
-            }),
+            None => Err(ApiError::NotFound { resource: "namespaces".into(), group: String::new(), name: ns.into() }),
             Some(n) if n["status"]["phase"] == "Terminating" => Err(ApiError::Forbidden {
                 message: format!(
                     "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
@@ -148,10 +129,7 @@ impl State {
 
     pub fn get(&self, ty: &ResourceType, ns: &str, name: &str) -> Result<Value, ApiError> {
         let store = self.lock();
-        store
-            .get(&ty.gr(), ns, name)
-            .map(|o| self.render(ty, &o))
-            .ok_or_else(|| Self::not_found(ty, name))
+        store.get(&ty.gr(), ns, name).map(|o| self.render(ty, &o)).ok_or_else(|| Self::not_found(ty, name))
     }
 
     /// Sets apiVersion for the requested version (custom resources may be served in several).
@@ -165,16 +143,10 @@ impl State {
     }
 
     pub fn list(&self, ty: &ResourceType, ns: Option<&str>, q: &Query) -> Result<Value, ApiError> {
-        let labels =
-            LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))?;
-        let fields = FieldSelector::parse(
-            q.get("fieldSelector").map(String::as_str).unwrap_or(""),
-            &ty.kind,
-        )?;
+        let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))?;
+        let fields = FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or(""), &ty.kind)?;
         let limit: usize = match q.get("limit") {
-            Some(l) => l
-                .parse()
-                .map_err(|_| ApiError::BadRequest(format!("invalid limit: {l}")))?,
+            Some(l) => l.parse().map_err(|_| ApiError::BadRequest(format!("invalid limit: {l}")))?,
             None => 0,
         };
         let after: Option<(String, String)> = match q.get("continue").filter(|c| !c.is_empty()) {
@@ -183,11 +155,7 @@ impl State {
                     .decode(tok)
                     .ok()
                     .and_then(|b| serde_json::from_slice::<(String, String)>(&b).ok())
-                    .ok_or_else(|| {
-                        ApiError::BadRequest(
-                            "continue key is not valid: illegal base64 data".into(),
-                        )
-                    })?;
+                    .ok_or_else(|| ApiError::BadRequest("continue key is not valid: illegal base64 data".into()))?;
                 Some(raw)
             }
             None => None,
@@ -222,15 +190,10 @@ impl State {
         if let Some(_first_unreturned) = next {
             let last = items
                 .last()
-                .map(|o| {
-                    (
-                        meta_str(o, "namespace").to_string(),
-                        meta_str(o, "name").to_string(),
-                    )
-                })
+                .map(|o| (meta_str(o, "namespace").to_string(), meta_str(o, "name").to_string()))
                 .unwrap_or_default();
-            let tok = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .encode(serde_json::to_vec(&last).unwrap_or_default());
+            let tok =
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(&last).unwrap_or_default());
             meta["continue"] = json!(tok);
             meta["remainingItemCount"] = json!(remaining);
         }
@@ -249,9 +212,7 @@ impl State {
         manager: &str,
     ) -> Result<Value, ApiError> {
         if !obj.is_object() {
-            return Err(ApiError::BadRequest(
-                "the body of the request is not a JSON object".into(),
-            ));
+            return Err(ApiError::BadRequest("the body of the request is not a JSON object".into()));
         }
         self.check_type_meta(ty, &obj)?;
         if obj["metadata"].is_null() {
@@ -260,7 +221,9 @@ impl State {
         if let Some(ns) = ns {
             match obj["metadata"]["namespace"].as_str() {
                 Some(b) if !b.is_empty() && b != ns => {
-                    return Err(ApiError::BadRequest("the namespace of the provided object does not match the namespace sent on the request".into()));
+                    return Err(ApiError::BadRequest(
+                        "the namespace of the provided object does not match the namespace sent on the request".into(),
+                    ));
                 }
                 _ => obj["metadata"]["namespace"] = json!(ns),
             }
@@ -292,11 +255,7 @@ impl State {
             self.check_namespace(&store, ty, ns, &name)?;
         }
         if store.get(&ty.gr(), ns_key, &name).is_some() {
-            return Err(ApiError::AlreadyExists {
-                resource: ty.plural.clone(),
-                group: ty.group.clone(),
-                name,
-            });
+            return Err(ApiError::AlreadyExists { resource: ty.plural.clone(), group: ty.group.clone(), name });
         }
         obj["apiVersion"] = json!(ty.api_version());
         obj["kind"] = json!(ty.kind);
@@ -311,17 +270,16 @@ impl State {
             meta.remove("generation");
         }
         validate::prepare_create(ty, &name, &mut obj, &store)?;
-        if ty.group.is_empty()
-            && ty.plural == "pods"
-            && obj["spec"]["nodeName"].as_str().is_none_or(str::is_empty)
-        {
+        if ty.group.is_empty() && ty.plural == "pods" && obj["spec"]["nodeName"].as_str().is_none_or(str::is_empty) {
             // The lab's scheduler: every cluster has one node, and a pod that does not fit it
             // (node selector, required node affinity) stays Pending, unbound.
             let node_name = super::schedule::node_name(&self.cluster);
             let node = self.resource("", "v1", "nodes").and_then(|t| store.get(&t.gr(), "", &node_name));
             match node.as_deref().and_then(|n| super::schedule::misfit(&obj, n)) {
                 None => obj["spec"]["nodeName"] = json!(node_name),
-                Some(why) => obj["status"]["conditions"] = super::schedule::unschedulable_conditions(why, &fields::now()),
+                Some(why) => {
+                    obj["status"]["conditions"] = super::schedule::unschedulable_conditions(why, &fields::now())
+                }
             }
         }
         self.openshift_defaults(ty, ns_key, &name, &mut obj);
@@ -355,9 +313,7 @@ impl State {
             }
         }
         if matches!(manager, "") {
-            obj["metadata"]
-                .as_object_mut()
-                .map(|m| m.remove("managedFields"));
+            obj["metadata"].as_object_mut().map(|m| m.remove("managedFields"));
         } else if obj["metadata"]["managedFields"]
             .as_array()
             .is_none_or(|a| a.iter().all(|e| e["operation"] != "Apply"))
@@ -378,18 +334,12 @@ impl State {
     /// and tag status (tags that point at an image are reported as imported).
     fn openshift_defaults(&self, ty: &ResourceType, ns: &str, name: &str, obj: &mut Value) {
         match (ty.group.as_str(), ty.plural.as_str()) {
-            ("route.openshift.io", "routes")
-                if obj["spec"]["host"].as_str().is_none_or(str::is_empty) =>
-            {
+            ("route.openshift.io", "routes") if obj["spec"]["host"].as_str().is_none_or(str::is_empty) => {
                 obj["spec"]["host"] = json!(format!("{name}-{ns}.{}", self.apps_domain));
                 obj["metadata"]["annotations"]["openshift.io/host.generated"] = json!("true");
             }
             ("image.openshift.io", "imagestreams") => {
-                let registry = self
-                    .registry
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone();
+                let registry = self.registry.read().unwrap_or_else(|e| e.into_inner()).clone();
                 let repo = registry.map(|r| format!("{r}/{ns}/{name}"));
                 let mut tags = Vec::new();
                 for t in obj["spec"]["tags"].as_array().cloned().unwrap_or_default() {
@@ -397,9 +347,7 @@ impl State {
                     let reference = match from["kind"].as_str() {
                         Some("DockerImage") => from["name"].as_str().map(str::to_string),
                         Some("ImageStreamTag") => repo.as_ref().and_then(|r| {
-                            from["name"]
-                                .as_str()
-                                .map(|n| format!("{r}:{}", n.rsplit(':').next().unwrap_or(n)))
+                            from["name"].as_str().map(|n| format!("{r}:{}", n.rsplit(':').next().unwrap_or(n)))
                         }),
                         _ => None,
                     };
@@ -455,9 +403,7 @@ impl State {
         manager: &str,
     ) -> Result<Value, ApiError> {
         if !obj.is_object() {
-            return Err(ApiError::BadRequest(
-                "the body of the request is not a JSON object".into(),
-            ));
+            return Err(ApiError::BadRequest("the body of the request is not a JSON object".into()));
         }
         self.check_type_meta(ty, &obj)?;
         let body_name = meta_str(&obj, "name");
@@ -468,23 +414,13 @@ impl State {
         }
         let body_ns = meta_str(&obj, "namespace");
         if !body_ns.is_empty() && body_ns != ns {
-            return Err(ApiError::BadRequest("the namespace of the provided object does not match the namespace sent on the request".into()));
+            return Err(ApiError::BadRequest(
+                "the namespace of the provided object does not match the namespace sent on the request".into(),
+            ));
         }
         let mut store = self.lock();
-        let old = store
-            .get(&ty.gr(), ns, name)
-            .ok_or_else(|| Self::not_found(ty, name))?;
-        self.commit(
-            &mut store,
-            ty,
-            ns,
-            name,
-            &old,
-            obj,
-            status_sub,
-            Manager::Update(manager),
-            dry_run(q),
-        )
+        let old = store.get(&ty.gr(), ns, name).ok_or_else(|| Self::not_found(ty, name))?;
+        self.commit(&mut store, ty, ns, name, &old, obj, status_sub, Manager::Update(manager), dry_run(q))
     }
 
     /// PATCH: JSON patch, merge patch, strategic merge patch or server-side apply.
@@ -501,8 +437,7 @@ impl State {
         manager: &str,
     ) -> Result<Value, ApiError> {
         let ct = content_type.split(';').next().unwrap_or_default().trim();
-        let bad =
-            |e: &dyn std::fmt::Display| ApiError::BadRequest(format!("error decoding patch: {e}"));
+        let bad = |e: &dyn std::fmt::Display| ApiError::BadRequest(format!("error decoding patch: {e}"));
         if ct == "application/apply-patch+yaml" {
             // Clients usually send JSON (valid YAML); the JSON parser is much cheaper.
             let config: Value = match serde_json::from_slice(body) {
@@ -515,9 +450,7 @@ impl State {
             return self.apply(ty, ns, name, config, q, fm, status_sub);
         }
         let mut store = self.lock();
-        let old = store
-            .get(&ty.gr(), ns, name)
-            .ok_or_else(|| Self::not_found(ty, name))?;
+        let old = store.get(&ty.gr(), ns, name).ok_or_else(|| Self::not_found(ty, name))?;
         let mut new = (*old).clone();
         match ct {
             "application/json-patch+json" => {
@@ -528,9 +461,7 @@ impl State {
                         &ty.group,
                         name,
                         "",
-                        format!(
-                            "the server rejected our request due to an error in our request: {e}"
-                        ),
+                        format!("the server rejected our request due to an error in our request: {e}"),
                     )
                 })?;
             }
@@ -548,11 +479,7 @@ impl State {
             other => {
                 return Err(ApiError::UnsupportedMediaType(format!(
                     "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml{} (got {other:?})",
-                    if ty.crd.is_some() {
-                        ""
-                    } else {
-                        ", application/strategic-merge-patch+json"
-                    }
+                    if ty.crd.is_some() { "" } else { ", application/strategic-merge-patch+json" }
                 )));
             }
         }
@@ -562,17 +489,7 @@ impl State {
                 meta_str(&new, "name")
             )));
         }
-        self.commit(
-            &mut store,
-            ty,
-            ns,
-            name,
-            &old,
-            new,
-            status_sub,
-            Manager::Update(manager),
-            dry_run(q),
-        )
+        self.commit(&mut store, ty, ns, name, &old, new, status_sub, Manager::Update(manager), dry_run(q))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -587,16 +504,13 @@ impl State {
         status_sub: bool,
     ) -> Result<Value, ApiError> {
         if !config.is_object() {
-            return Err(ApiError::BadRequest(
-                "apply configuration must be an object".into(),
-            ));
+            return Err(ApiError::BadRequest("apply configuration must be an object".into()));
         }
         let kind = config["kind"].as_str().unwrap_or_default();
         let av = config["apiVersion"].as_str().unwrap_or_default();
         if kind.is_empty() || av.is_empty() {
             return Err(ApiError::BadRequest(
-                "invalid object type: apiVersion and kind must be set in an apply configuration"
-                    .into(),
+                "invalid object type: apiVersion and kind must be set in an apply configuration".into(),
             ));
         }
         self.check_type_meta(ty, &config)?;
@@ -629,32 +543,18 @@ impl State {
             let ns_opt = ty.namespaced.then_some(ns);
             return match self.create(ty, ns_opt, obj, q, manager) {
                 // Raced with another creator: apply onto what they made.
-                Err(ApiError::AlreadyExists { .. }) => {
-                    self.apply(ty, ns, name, config, q, manager, status_sub)
-                }
+                Err(ApiError::AlreadyExists { .. }) => self.apply(ty, ns, name, config, q, manager, status_sub),
                 other => other,
             };
         };
         let mut store = self.lock();
-        let old = store
-            .get(&ty.gr(), ns, name)
-            .ok_or_else(|| Self::not_found(ty, name))?;
+        let old = store.get(&ty.gr(), ns, name).ok_or_else(|| Self::not_found(ty, name))?;
         let mut merged = fields::apply(ty, name, Some(&old), &config, manager, force, status_sub)?;
         // Apply configurations never carry a precondition unless they set one explicitly.
         if config["metadata"]["resourceVersion"].is_null() {
             merged["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
         }
-        self.commit(
-            &mut store,
-            ty,
-            ns,
-            name,
-            &old,
-            merged,
-            status_sub,
-            Manager::Precomputed,
-            dry_run(q),
-        )
+        self.commit(&mut store, ty, ns, name, &old, merged, status_sub, Manager::Precomputed, dry_run(q))
     }
 
     /// The shared tail of every update: preconditions, subresource rules, validation, no-op
@@ -751,16 +651,12 @@ impl State {
         }
         if ty.group.is_empty()
             && ty.plural == "secrets"
-            && let Some(sd) = new
-                .as_object_mut()
-                .and_then(|m| m.remove("stringData"))
-                .and_then(|v| v.as_object().cloned())
+            && let Some(sd) =
+                new.as_object_mut().and_then(|m| m.remove("stringData")).and_then(|v| v.as_object().cloned())
         {
             for (k, v) in sd {
-                new["data"][k.as_str()] = json!(
-                    base64::engine::general_purpose::STANDARD
-                        .encode(v.as_str().unwrap_or_default())
-                );
+                new["data"][k.as_str()] =
+                    json!(base64::engine::general_purpose::STANDARD.encode(v.as_str().unwrap_or_default()));
             }
         }
         if !status_sub {
@@ -789,13 +685,8 @@ impl State {
             let mf = fields::track_update(Some(old), &new, m, &ty.api_version(), status_sub);
             new["metadata"]["managedFields"] = mf;
         }
-        if new["metadata"]["managedFields"]
-            .as_array()
-            .is_some_and(|a| a.is_empty())
-        {
-            new["metadata"]
-                .as_object_mut()
-                .map(|m| m.remove("managedFields"));
+        if new["metadata"]["managedFields"].as_array().is_some_and(|a| a.is_empty()) {
+            new["metadata"].as_object_mut().map(|m| m.remove("managedFields"));
         }
         if (ty.has_status || ty.crd.is_some()) && spec_part(&new) != spec_part(old) {
             let g = old["metadata"]["generation"].as_i64().unwrap_or(1);
@@ -817,9 +708,7 @@ impl State {
         let rv = store.next_rv();
         new["metadata"]["resourceVersion"] = json!(rv.to_string());
         let finishing = !new["metadata"]["deletionTimestamp"].is_null()
-            && new["metadata"]["finalizers"]
-                .as_array()
-                .is_none_or(|f| f.is_empty())
+            && new["metadata"]["finalizers"].as_array().is_none_or(|f| f.is_empty())
             && !(ty.group.is_empty() && ty.plural == "namespaces");
         if finishing {
             self.remove_now(store, ty, ns, name, new.clone(), rv);
@@ -829,41 +718,21 @@ impl State {
         Ok((*stored).clone())
     }
 
-    fn remove_now(
-        &self,
-        store: &mut Store,
-        ty: &ResourceType,
-        ns: &str,
-        name: &str,
-        obj: Value,
-        rv: u64,
-    ) {
+    fn remove_now(&self, store: &mut Store, ty: &ResourceType, ns: &str, name: &str, obj: Value, rv: u64) {
         if ty.group.is_empty() && ty.plural == "services" {
             validate::service_release(store, ns, name);
         }
         let crd_gr = (ty.plural == "customresourcedefinitions").then(|| {
             (
-                obj["spec"]["group"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-                obj["spec"]["names"]["plural"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
+                obj["spec"]["group"].as_str().unwrap_or_default().to_string(),
+                obj["spec"]["names"]["plural"].as_str().unwrap_or_default().to_string(),
             )
         });
         store.remove(&ty.gr(), ns, name, obj, rv);
         if let Some(gr) = crd_gr {
-            self.types
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove_crd(name);
+            self.types.write().unwrap_or_else(|e| e.into_inner()).remove_crd(name);
             // Instances go with their definition, as on a real server.
-            let keys: Vec<(String, String)> = store
-                .range(&gr, None, None)
-                .map(|(k, _)| k.clone())
-                .collect();
+            let keys: Vec<(String, String)> = store.range(&gr, None, None).map(|(k, _)| k.clone()).collect();
             for (ns, n) in keys {
                 if let Some(o) = store.get(&gr, &ns, &n) {
                     let rv = store.next_rv();
@@ -885,9 +754,7 @@ impl State {
         options: &Value,
     ) -> Result<Value, ApiError> {
         let mut store = self.lock();
-        let old = store
-            .get(&ty.gr(), ns, name)
-            .ok_or_else(|| Self::not_found(ty, name))?;
+        let old = store.get(&ty.gr(), ns, name).ok_or_else(|| Self::not_found(ty, name))?;
         let pre = &options["preconditions"];
         let conflict = |what: &str, want: &str, have: &str| ApiError::Conflict {
             message: format!(
@@ -907,23 +774,14 @@ impl State {
         if let Some(rv) = pre["resourceVersion"].as_str()
             && rv != meta_str(&old, "resourceVersion")
         {
-            return Err(conflict(
-                "ResourceVersion",
-                rv,
-                meta_str(&old, "resourceVersion"),
-            ));
+            return Err(conflict("ResourceVersion", rv, meta_str(&old, "resourceVersion")));
         }
-        let dry = dry_run(q)
-            || options["dryRun"]
-                .as_array()
-                .is_some_and(|a| a.iter().any(|v| v == "All"));
+        let dry = dry_run(q) || options["dryRun"].as_array().is_some_and(|a| a.iter().any(|v| v == "All"));
         if dry {
             return Ok((*old).clone());
         }
         let is_ns = ty.group.is_empty() && ty.plural == "namespaces";
-        let has_finalizers = old["metadata"]["finalizers"]
-            .as_array()
-            .is_some_and(|f| !f.is_empty());
+        let has_finalizers = old["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
         if is_ns || has_finalizers {
             if !old["metadata"]["deletionTimestamp"].is_null() {
                 return Ok((*old).clone());
@@ -972,14 +830,8 @@ impl State {
             if !store.has_dependents(owner_uid) {
                 return;
             }
-            let types: Vec<Arc<ResourceType>> = self
-                .types
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .all()
-                .filter(|t| t.namespaced)
-                .cloned()
-                .collect();
+            let types: Vec<Arc<ResourceType>> =
+                self.types.read().unwrap_or_else(|e| e.into_inner()).all().filter(|t| t.namespaced).cloned().collect();
             let mut seen = std::collections::HashSet::new();
             let mut out = Vec::new();
             for t in types {
@@ -1004,19 +856,11 @@ impl State {
 
     /// Empties a terminating namespace, then removes it (what the namespace controller does).
     async fn finalize_namespace(self: Arc<Self>, ns: &str) {
-        let ns_ty = self
-            .resource("", "v1", "namespaces")
-            .expect("namespaces type");
+        let ns_ty = self.resource("", "v1", "namespaces").expect("namespaces type");
         loop {
             let keys = self.lock().keys_in_namespace(ns);
             for (gr, name) in keys {
-                let ty = self
-                    .types
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .all()
-                    .find(|t| t.gr() == gr)
-                    .cloned();
+                let ty = self.types.read().unwrap_or_else(|e| e.into_inner()).all().find(|t| t.gr() == gr).cloned();
                 if let Some(ty) = ty {
                     let _ = self.delete(&ty, ns, &name, &Query::new(), &Value::Null);
                 }
@@ -1054,18 +898,10 @@ impl State {
         let list = self.list(ty, ns, &lq)?;
         let mut items = Vec::new();
         for o in list["items"].as_array().cloned().unwrap_or_default() {
-            if let Ok(d) = self.delete(
-                ty,
-                meta_str(&o, "namespace"),
-                meta_str(&o, "name"),
-                q,
-                &Value::Null,
-            ) {
+            if let Ok(d) = self.delete(ty, meta_str(&o, "namespace"), meta_str(&o, "name"), q, &Value::Null) {
                 items.push(d);
             }
         }
-        Ok(
-            json!({"kind": format!("{}List", ty.kind), "apiVersion": ty.api_version(), "metadata": {}, "items": items}),
-        )
+        Ok(json!({"kind": format!("{}List", ty.kind), "apiVersion": ty.api_version(), "metadata": {}, "items": items}))
     }
 }

@@ -38,27 +38,15 @@ fn split_top(s: &str) -> Vec<String> {
         }
     }
     out.push(cur);
-    out.into_iter()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect()
+    out.into_iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
 }
 
 fn set_values(rest: &str, raw: &str) -> Result<Vec<String>, ApiError> {
     let rest = rest.trim();
-    let inner = rest
-        .strip_prefix('(')
-        .and_then(|r| r.strip_suffix(')'))
-        .ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "unable to parse requirement: found '{rest}', expected: '(' in {raw}"
-            ))
-        })?;
-    Ok(inner
-        .split(',')
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect())
+    let inner = rest.strip_prefix('(').and_then(|r| r.strip_suffix(')')).ok_or_else(|| {
+        ApiError::BadRequest(format!("unable to parse requirement: found '{rest}', expected: '(' in {raw}"))
+    })?;
+    Ok(inner.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
 }
 
 impl LabelSelector {
@@ -78,9 +66,7 @@ impl LabelSelector {
             } else if let Some((k, rest)) = part.split_once(" in ") {
                 Req::In(k.trim().into(), set_values(rest, raw)?)
             } else if part.contains(' ') || part.contains('(') {
-                return Err(ApiError::BadRequest(format!(
-                    "unable to parse requirement: {part}"
-                )));
+                return Err(ApiError::BadRequest(format!("unable to parse requirement: {part}")));
             } else {
                 Req::Exists(part.trim().to_string())
             };
@@ -124,22 +110,14 @@ impl FieldSelector {
             } else if let Some((k, v)) = part.split_once('=') {
                 (k, true, v)
             } else {
-                return Err(ApiError::BadRequest(format!(
-                    "invalid selector: '{raw}'; can't understand '{part}'"
-                )));
+                return Err(ApiError::BadRequest(format!("invalid selector: '{raw}'; can't understand '{part}'")));
             };
             let allowed = matches!(field, "metadata.name" | "metadata.namespace")
-                || (kind == "Pod"
-                    && matches!(
-                        field,
-                        "status.phase" | "spec.nodeName" | "spec.serviceAccountName"
-                    ))
+                || (kind == "Pod" && matches!(field, "status.phase" | "spec.nodeName" | "spec.serviceAccountName"))
                 || (kind == "Event" && field.starts_with("involvedObject."))
                 || (kind == "Secret" && field == "type");
             if !allowed {
-                return Err(ApiError::BadRequest(format!(
-                    "field label not supported: {field}"
-                )));
+                return Err(ApiError::BadRequest(format!("field label not supported: {field}")));
             }
             out.push((field.to_string(), eq, value.to_string()));
         }
@@ -185,11 +163,7 @@ mod tests {
             ("!missing,app=web", true),
             ("missing!=x", true),
         ] {
-            assert_eq!(
-                LabelSelector::parse(sel).unwrap().matches(&o),
-                want,
-                "{sel}"
-            );
+            assert_eq!(LabelSelector::parse(sel).unwrap().matches(&o), want, "{sel}");
         }
     }
 

@@ -62,11 +62,7 @@ pub struct Store {
 }
 
 fn owner_uids(obj: &Value) -> impl Iterator<Item = &str> {
-    obj["metadata"]["ownerReferences"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| r["uid"].as_str())
+    obj["metadata"]["ownerReferences"].as_array().into_iter().flatten().filter_map(|r| r["uid"].as_str())
 }
 
 impl Store {
@@ -86,10 +82,7 @@ impl Store {
     }
 
     pub fn get(&self, gr: &Gr, ns: &str, name: &str) -> Option<Arc<Value>> {
-        self.objects
-            .get(gr)?
-            .get(&(ns.to_string(), name.to_string()))
-            .cloned()
+        self.objects.get(gr)?.get(&(ns.to_string(), name.to_string())).cloned()
     }
 
     /// Objects of a resource, in one namespace or (ns = None) all, from `after` (exclusive).
@@ -178,44 +171,19 @@ impl Store {
     pub fn put(&mut self, gr: &Gr, ns: &str, name: &str, obj: Value, rv: u64) -> Arc<Value> {
         let obj = Arc::new(obj);
         let key = (ns.to_string(), name.to_string());
-        let old = self
-            .objects
-            .entry(gr.clone())
-            .or_default()
-            .insert(key, obj.clone());
+        let old = self.objects.entry(gr.clone()).or_default().insert(key, obj.clone());
         self.index_owners(old.as_deref(), Some(&obj));
         if old.is_none() && !ns.is_empty() {
             *self.ns_count.entry(ns.to_string()).or_default() += 1;
         }
-        let kind = if old.is_some() {
-            EventType::Modified
-        } else {
-            EventType::Added
-        };
-        self.emit(Event {
-            rv,
-            gr: gr.clone(),
-            ns: ns.to_string(),
-            kind,
-            object: obj.clone(),
-            old,
-        });
+        let kind = if old.is_some() { EventType::Modified } else { EventType::Added };
+        self.emit(Event { rv, gr: gr.clone(), ns: ns.to_string(), kind, object: obj.clone(), old });
         obj
     }
 
     /// Removes an object; the DELETED event carries `obj` (with the deletion's resourceVersion).
-    pub fn remove(
-        &mut self,
-        gr: &Gr,
-        ns: &str,
-        name: &str,
-        obj: Value,
-        rv: u64,
-    ) -> Option<Arc<Value>> {
-        let old = self
-            .objects
-            .get_mut(gr)?
-            .remove(&(ns.to_string(), name.to_string()))?;
+    pub fn remove(&mut self, gr: &Gr, ns: &str, name: &str, obj: Value, rv: u64) -> Option<Arc<Value>> {
+        let old = self.objects.get_mut(gr)?.remove(&(ns.to_string(), name.to_string()))?;
         self.index_owners(Some(&old), None);
         if !ns.is_empty()
             && let Some(c) = self.ns_count.get_mut(ns)
@@ -262,21 +230,9 @@ mod tests {
         let mut s = Store::new();
         let gr: Gr = (String::new(), "configmaps".into());
         let first = s.next_rv();
-        s.put(
-            &gr,
-            "default",
-            "a",
-            json!({"metadata": {"name": "a"}}),
-            first,
-        );
+        s.put(&gr, "default", "a", json!({"metadata": {"name": "a"}}), first);
         let rv2 = s.next_rv();
-        s.put(
-            &gr,
-            "default",
-            "a",
-            json!({"metadata": {"name": "a", "labels": {"x": "y"}}}),
-            rv2,
-        );
+        s.put(&gr, "default", "a", json!({"metadata": {"name": "a", "labels": {"x": "y"}}}), rv2);
         let evts = s.events_since(first).unwrap();
         assert_eq!(evts.len(), 1);
         assert_eq!(evts[0].kind, EventType::Modified);
@@ -284,10 +240,7 @@ mod tests {
             let rv = s.next_rv();
             s.put(&gr, "default", "b", json!({}), rv);
         }
-        assert!(
-            s.events_since(first).is_none(),
-            "compacted history answers 410 Gone"
-        );
+        assert!(s.events_since(first).is_none(), "compacted history answers 410 Gone");
         assert!(s.events_since(s.rv).unwrap().is_empty());
     }
 
@@ -299,10 +252,7 @@ mod tests {
             let rv = s.next_rv();
             s.put(&gr, ns, name, json!({}), rv);
         }
-        let names: Vec<String> = s
-            .range(&gr, Some("a"), None)
-            .map(|((_, n), _)| n.clone())
-            .collect();
+        let names: Vec<String> = s.range(&gr, Some("a"), None).map(|((_, n), _)| n.clone()).collect();
         assert_eq!(names, vec!["1"]);
         assert_eq!(s.range(&gr, None, None).count(), 3);
         assert_eq!(s.keys_in_namespace("ab").len(), 1);

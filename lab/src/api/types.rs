@@ -22,20 +22,12 @@ pub struct ResourceType {
 
 impl ResourceType {
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() {
-            self.version.clone()
-        } else {
-            format!("{}/{}", self.group, self.version)
-        }
+        if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
     }
 
     /// `configmaps` or `deployments.apps`, as real error messages name resources.
     pub fn qualified(&self) -> String {
-        if self.group.is_empty() {
-            self.plural.clone()
-        } else {
-            format!("{}.{}", self.plural, self.group)
-        }
+        if self.group.is_empty() { self.plural.clone() } else { format!("{}.{}", self.plural, self.group) }
     }
 
     pub fn gr(&self) -> Gr {
@@ -46,8 +38,7 @@ impl ResourceType {
     pub fn scalable(&self) -> bool {
         matches!(
             (self.group.as_str(), self.plural.as_str()),
-            ("apps", "deployments" | "statefulsets" | "replicasets")
-                | ("apps.openshift.io", "deploymentconfigs")
+            ("apps", "deployments" | "statefulsets" | "replicasets") | ("apps.openshift.io", "deploymentconfigs")
         )
     }
 
@@ -63,10 +54,7 @@ impl ResourceType {
         let all = matches!(
             (self.group.as_str(), self.plural.as_str()),
             ("", "pods" | "services" | "replicationcontrollers")
-                | (
-                    "apps",
-                    "deployments" | "statefulsets" | "daemonsets" | "replicasets"
-                )
+                | ("apps", "deployments" | "statefulsets" | "daemonsets" | "replicasets")
                 | ("batch", "jobs" | "cronjobs")
                 | ("apps.openshift.io", "deploymentconfigs")
                 | ("image.openshift.io", "imagestreams")
@@ -79,15 +67,19 @@ impl ResourceType {
             v[0].as_object_mut().map(|m| m.remove("shortNames"));
         }
         if self.has_status {
-            v.push(json!({"name": format!("{}/status", self.plural), "singularName": "", "namespaced": self.namespaced,
-                "kind": self.kind, "verbs": ["get", "patch", "update"]}));
+            v.push(
+                json!({"name": format!("{}/status", self.plural), "singularName": "", "namespaced": self.namespaced,
+                "kind": self.kind, "verbs": ["get", "patch", "update"]}),
+            );
         }
         if self.scalable() {
             v.push(json!({"name": format!("{}/scale", self.plural), "singularName": "", "namespaced": true,
                 "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}));
         }
         if self.group.is_empty() && self.plural == "pods" {
-            v.push(json!({"name": "pods/log", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get"]}));
+            v.push(
+                json!({"name": "pods/log", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get"]}),
+            );
         }
         v
     }
@@ -134,220 +126,36 @@ impl TypeTable {
             t("", "v1", "ConfigMap", "configmaps", true, &["cm"], false),
             t("", "v1", "Secret", "secrets", true, &[], false),
             t("", "v1", "Service", "services", true, &["svc"], true),
-            t(
-                "",
-                "v1",
-                "ServiceAccount",
-                "serviceaccounts",
-                true,
-                &["sa"],
-                false,
-            ),
-            t(
-                "",
-                "v1",
-                "PersistentVolumeClaim",
-                "persistentvolumeclaims",
-                true,
-                &["pvc"],
-                true,
-            ),
-            t(
-                "",
-                "v1",
-                "PersistentVolume",
-                "persistentvolumes",
-                false,
-                &["pv"],
-                true,
-            ),
+            t("", "v1", "ServiceAccount", "serviceaccounts", true, &["sa"], false),
+            t("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", true, &["pvc"], true),
+            t("", "v1", "PersistentVolume", "persistentvolumes", false, &["pv"], true),
             t("", "v1", "Pod", "pods", true, &["po"], true),
             t("", "v1", "Endpoints", "endpoints", true, &["ep"], false),
             t("", "v1", "Event", "events", true, &["ev"], false),
             t("", "v1", "Node", "nodes", false, &["no"], true),
-            t(
-                "",
-                "v1",
-                "ReplicationController",
-                "replicationcontrollers",
-                true,
-                &["rc"],
-                true,
-            ),
-            t(
-                "",
-                "v1",
-                "LimitRange",
-                "limitranges",
-                true,
-                &["limits"],
-                false,
-            ),
-            t(
-                "",
-                "v1",
-                "ResourceQuota",
-                "resourcequotas",
-                true,
-                &["quota"],
-                true,
-            ),
-            t(
-                "discovery.k8s.io",
-                "v1",
-                "EndpointSlice",
-                "endpointslices",
-                true,
-                &[],
-                false,
-            ),
-            t(
-                "policy",
-                "v1",
-                "PodDisruptionBudget",
-                "poddisruptionbudgets",
-                true,
-                &["pdb"],
-                true,
-            ),
-            t(
-                "autoscaling",
-                "v2",
-                "HorizontalPodAutoscaler",
-                "horizontalpodautoscalers",
-                true,
-                &["hpa"],
-                true,
-            ),
-            t(
-                "networking.k8s.io",
-                "v1",
-                "IngressClass",
-                "ingressclasses",
-                false,
-                &[],
-                false,
-            ),
-            t(
-                "scheduling.k8s.io",
-                "v1",
-                "PriorityClass",
-                "priorityclasses",
-                false,
-                &["pc"],
-                false,
-            ),
-            t(
-                "events.k8s.io",
-                "v1",
-                "Event",
-                "events",
-                true,
-                &["ev"],
-                false,
-            ),
-            t(
-                "coordination.k8s.io",
-                "v1",
-                "Lease",
-                "leases",
-                true,
-                &[],
-                false,
-            ),
-            t(
-                "apps",
-                "v1",
-                "Deployment",
-                "deployments",
-                true,
-                &["deploy"],
-                true,
-            ),
-            t(
-                "apps",
-                "v1",
-                "StatefulSet",
-                "statefulsets",
-                true,
-                &["sts"],
-                true,
-            ),
+            t("", "v1", "ReplicationController", "replicationcontrollers", true, &["rc"], true),
+            t("", "v1", "LimitRange", "limitranges", true, &["limits"], false),
+            t("", "v1", "ResourceQuota", "resourcequotas", true, &["quota"], true),
+            t("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", true, &[], false),
+            t("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", true, &["pdb"], true),
+            t("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", true, &["hpa"], true),
+            t("networking.k8s.io", "v1", "IngressClass", "ingressclasses", false, &[], false),
+            t("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", false, &["pc"], false),
+            t("events.k8s.io", "v1", "Event", "events", true, &["ev"], false),
+            t("coordination.k8s.io", "v1", "Lease", "leases", true, &[], false),
+            t("apps", "v1", "Deployment", "deployments", true, &["deploy"], true),
+            t("apps", "v1", "StatefulSet", "statefulsets", true, &["sts"], true),
             t("apps", "v1", "DaemonSet", "daemonsets", true, &["ds"], true),
-            t(
-                "apps",
-                "v1",
-                "ReplicaSet",
-                "replicasets",
-                true,
-                &["rs"],
-                true,
-            ),
+            t("apps", "v1", "ReplicaSet", "replicasets", true, &["rs"], true),
             t("batch", "v1", "Job", "jobs", true, &[], true),
             t("batch", "v1", "CronJob", "cronjobs", true, &["cj"], true),
-            t(
-                "networking.k8s.io",
-                "v1",
-                "Ingress",
-                "ingresses",
-                true,
-                &["ing"],
-                true,
-            ),
-            t(
-                "networking.k8s.io",
-                "v1",
-                "NetworkPolicy",
-                "networkpolicies",
-                true,
-                &["netpol"],
-                false,
-            ),
-            t(
-                "rbac.authorization.k8s.io",
-                "v1",
-                "Role",
-                "roles",
-                true,
-                &[],
-                false,
-            ),
-            t(
-                "rbac.authorization.k8s.io",
-                "v1",
-                "RoleBinding",
-                "rolebindings",
-                true,
-                &[],
-                false,
-            ),
-            t(
-                "rbac.authorization.k8s.io",
-                "v1",
-                "ClusterRole",
-                "clusterroles",
-                false,
-                &[],
-                false,
-            ),
-            t(
-                "rbac.authorization.k8s.io",
-                "v1",
-                "ClusterRoleBinding",
-                "clusterrolebindings",
-                false,
-                &[],
-                false,
-            ),
-            t(
-                "storage.k8s.io",
-                "v1",
-                "StorageClass",
-                "storageclasses",
-                false,
-                &["sc"],
-                false,
-            ),
+            t("networking.k8s.io", "v1", "Ingress", "ingresses", true, &["ing"], true),
+            t("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", true, &["netpol"], false),
+            t("rbac.authorization.k8s.io", "v1", "Role", "roles", true, &[], false),
+            t("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", true, &[], false),
+            t("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", false, &[], false),
+            t("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", false, &[], false),
+            t("storage.k8s.io", "v1", "StorageClass", "storageclasses", false, &["sc"], false),
             t(
                 "apiextensions.k8s.io",
                 "v1",
@@ -359,63 +167,15 @@ impl TypeTable {
             ),
             t("velero.io", "v1", "Backup", "backups", true, &[], true),
             t("velero.io", "v1", "Restore", "restores", true, &[], true),
-            t(
-                "velero.io",
-                "v1",
-                "BackupStorageLocation",
-                "backupstoragelocations",
-                true,
-                &["bsl"],
-                true,
-            ),
-            t(
-                "velero.io",
-                "v1",
-                "DownloadRequest",
-                "downloadrequests",
-                true,
-                &[],
-                true,
-            ),
+            t("velero.io", "v1", "BackupStorageLocation", "backupstoragelocations", true, &["bsl"], true),
+            t("velero.io", "v1", "DownloadRequest", "downloadrequests", true, &[], true),
         ];
         if profile == "openshift" {
             types.extend([
-                t(
-                    "route.openshift.io",
-                    "v1",
-                    "Route",
-                    "routes",
-                    true,
-                    &[],
-                    true,
-                ),
-                t(
-                    "image.openshift.io",
-                    "v1",
-                    "ImageStream",
-                    "imagestreams",
-                    true,
-                    &["is"],
-                    true,
-                ),
-                t(
-                    "image.openshift.io",
-                    "v1",
-                    "ImageStreamTag",
-                    "imagestreamtags",
-                    true,
-                    &["istag"],
-                    false,
-                ),
-                t(
-                    "apps.openshift.io",
-                    "v1",
-                    "DeploymentConfig",
-                    "deploymentconfigs",
-                    true,
-                    &["dc"],
-                    true,
-                ),
+                t("route.openshift.io", "v1", "Route", "routes", true, &[], true),
+                t("image.openshift.io", "v1", "ImageStream", "imagestreams", true, &["is"], true),
+                t("image.openshift.io", "v1", "ImageStreamTag", "imagestreamtags", true, &["istag"], false),
+                t("apps.openshift.io", "v1", "DeploymentConfig", "deploymentconfigs", true, &["dc"], true),
             ]);
         }
         let mut table = TypeTable::default();
@@ -429,24 +189,18 @@ impl TypeTable {
         if !self.group_order.contains(&ty.group) {
             self.group_order.push(ty.group.clone());
         }
-        self.by_gvr.insert(
-            (ty.group.clone(), ty.version.clone(), ty.plural.clone()),
-            Arc::new(ty),
-        );
+        self.by_gvr.insert((ty.group.clone(), ty.version.clone(), ty.plural.clone()), Arc::new(ty));
     }
 
     /// Removes every type a CRD served.
     pub fn remove_crd(&mut self, crd_name: &str) {
-        self.by_gvr
-            .retain(|_, t| t.crd.as_deref() != Some(crd_name));
+        self.by_gvr.retain(|_, t| t.crd.as_deref() != Some(crd_name));
         let groups: Vec<String> = self.by_gvr.values().map(|t| t.group.clone()).collect();
         self.group_order.retain(|g| groups.contains(g));
     }
 
     pub fn get(&self, group: &str, version: &str, plural: &str) -> Option<Arc<ResourceType>> {
-        self.by_gvr
-            .get(&(group.to_string(), version.to_string(), plural.to_string()))
-            .cloned()
+        self.by_gvr.get(&(group.to_string(), version.to_string(), plural.to_string())).cloned()
     }
 
     /// Any version of a (group, plural), for cross-version lookups such as namespace cleanup.
@@ -465,19 +219,12 @@ impl TypeTable {
     }
 
     pub fn has_group_version(&self, group: &str, version: &str) -> bool {
-        self.by_gvr
-            .values()
-            .any(|t| t.group == group && t.version == version)
+        self.by_gvr.values().any(|t| t.group == group && t.version == version)
     }
 
     /// `/apis` (APIGroupList).
     pub fn group_list(&self) -> Value {
-        let groups: Vec<Value> = self
-            .group_order
-            .iter()
-            .filter(|g| !g.is_empty())
-            .map(|g| self.group(g))
-            .collect();
+        let groups: Vec<Value> = self.group_order.iter().filter(|g| !g.is_empty()).map(|g| self.group(g)).collect();
         json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
     }
 
@@ -494,11 +241,7 @@ impl TypeTable {
 
     /// `/api/v1` or `/apis/{group}/{version}` (APIResourceList).
     pub fn resource_list(&self, group: &str, version: &str) -> Value {
-        let gv = if group.is_empty() {
-            version.to_string()
-        } else {
-            format!("{group}/{version}")
-        };
+        let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
         let resources: Vec<Value> = self
             .by_gvr
             .values()
@@ -516,23 +259,13 @@ pub fn types_from_crd(crd: &Value) -> Vec<ResourceType> {
     let names = &spec["names"];
     let plural = names["plural"].as_str().unwrap_or_default().to_string();
     let kind = names["kind"].as_str().unwrap_or_default().to_string();
-    let singular = names["singular"]
-        .as_str()
-        .map(str::to_string)
-        .unwrap_or_else(|| kind.to_lowercase());
+    let singular = names["singular"].as_str().map(str::to_string).unwrap_or_else(|| kind.to_lowercase());
     let short: Vec<String> = names["shortNames"]
         .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(str::to_string))
-                .collect()
-        })
+        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
         .unwrap_or_default();
     let namespaced = spec["scope"].as_str() != Some("Cluster");
-    let name = crd["metadata"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let name = crd["metadata"]["name"].as_str().unwrap_or_default().to_string();
     spec["versions"]
         .as_array()
         .map(|vs| {

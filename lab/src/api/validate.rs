@@ -15,8 +15,7 @@ fn is_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }
@@ -32,15 +31,7 @@ pub fn iv(v: &str) -> String {
 
 /// The object name rule of a type: label for namespaces, DNS-1035 for services, path segment for RBAC.
 pub fn validate_name(ty: &ResourceType, name: &str) -> Result<(), ApiError> {
-    let err = |msg: &str| {
-        ApiError::invalid(
-            &ty.kind,
-            &ty.group,
-            name,
-            "metadata.name",
-            format!("{}: {msg}", iv(name)),
-        )
-    };
+    let err = |msg: &str| ApiError::invalid(&ty.kind, &ty.group, name, "metadata.name", format!("{}: {msg}", iv(name)));
     if name.is_empty() {
         return Err(ApiError::invalid(
             &ty.kind,
@@ -93,8 +84,7 @@ fn label_value_ok(v: &str) -> bool {
         && (b.is_empty()
             || (b[0].is_ascii_alphanumeric()
                 && b[b.len() - 1].is_ascii_alphanumeric()
-                && b.iter()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))))
+                && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))))
 }
 
 fn label_key_ok(k: &str) -> bool {
@@ -122,12 +112,7 @@ pub fn validate_labels(ty: &ResourceType, name: &str, obj: &Value) -> Result<(),
     if causes.is_empty() {
         Ok(())
     } else {
-        Err(ApiError::Invalid {
-            kind: ty.kind.clone(),
-            group: ty.group.clone(),
-            name: name.into(),
-            causes,
-        })
+        Err(ApiError::Invalid { kind: ty.kind.clone(), group: ty.group.clone(), name: name.into(), causes })
     }
 }
 
@@ -143,29 +128,18 @@ impl Cidr {
         let (ip, bits) = s.split_once('/')?;
         let ip: std::net::Ipv4Addr = ip.parse().ok()?;
         let bits: u8 = bits.parse().ok()?;
-        (bits <= 32).then(|| Cidr {
-            base: u32::from(ip) & mask(bits),
-            bits,
-        })
+        (bits <= 32).then(|| Cidr { base: u32::from(ip) & mask(bits), bits })
     }
     pub fn contains(&self, ip: u32) -> bool {
         ip & mask(self.bits) == self.base
     }
     fn size(&self) -> u32 {
-        if self.bits == 0 {
-            u32::MAX
-        } else {
-            1u32 << (32 - self.bits)
-        }
+        if self.bits == 0 { u32::MAX } else { 1u32 << (32 - self.bits) }
     }
 }
 
 fn mask(bits: u8) -> u32 {
-    if bits == 0 {
-        0
-    } else {
-        u32::MAX << (32 - bits)
-    }
+    if bits == 0 { 0 } else { u32::MAX << (32 - bits) }
 }
 
 impl std::fmt::Display for Cidr {
@@ -190,27 +164,12 @@ pub fn service_allocate(
     dry_run: bool,
 ) -> Result<(), ApiError> {
     let owner = format!("{ns}/{name}");
-    let spec = new["spec"]
-        .as_object_mut()
-        .ok_or_else(|| svc_invalid(name, "spec".into(), "Required value".into()))?;
-    let svc_type = spec
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or("ClusterIP")
-        .to_string();
-    let old_ip = old
-        .and_then(|o| o["spec"]["clusterIP"].as_str())
-        .map(str::to_string);
-    let mut ip = spec
-        .get("clusterIP")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .unwrap_or_default();
+    let spec = new["spec"].as_object_mut().ok_or_else(|| svc_invalid(name, "spec".into(), "Required value".into()))?;
+    let svc_type = spec.get("type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
+    let old_ip = old.and_then(|o| o["spec"]["clusterIP"].as_str()).map(str::to_string);
+    let mut ip = spec.get("clusterIP").and_then(Value::as_str).map(str::to_string).unwrap_or_default();
     if ip.is_empty()
-        && let Some(first) = spec
-            .get("clusterIPs")
-            .and_then(|v| v.get(0))
-            .and_then(Value::as_str)
+        && let Some(first) = spec.get("clusterIPs").and_then(|v| v.get(0)).and_then(Value::as_str)
     {
         ip = first.to_string();
     }
@@ -225,17 +184,9 @@ pub fn service_allocate(
             ));
         }
     }
-    let ports = spec
-        .get("ports")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let ports = spec.get("ports").and_then(Value::as_array).cloned().unwrap_or_default();
     if ports.is_empty() && svc_type != "ExternalName" && ip != "None" {
-        return Err(svc_invalid(
-            name,
-            "spec.ports".into(),
-            "Required value".into(),
-        ));
+        return Err(svc_invalid(name, "spec.ports".into(), "Required value".into()));
     }
     let mut new_ip: Option<u32> = None;
     if svc_type == "ExternalName" {
@@ -258,11 +209,8 @@ pub fn service_allocate(
                 break;
             }
         }
-        let c = cand.ok_or_else(|| {
-            ApiError::Internal(format!(
-                "failed to allocate a serviceIP: range {cidr} is full"
-            ))
-        })?;
+        let c =
+            cand.ok_or_else(|| ApiError::Internal(format!("failed to allocate a serviceIP: range {cidr} is full")))?;
         new_ip = Some(c);
         ip = std::net::Ipv4Addr::from(c).to_string();
     } else {
@@ -270,10 +218,7 @@ pub fn service_allocate(
             svc_invalid(
                 name,
                 "spec.clusterIPs[0]".into(),
-                format!(
-                    "{}: must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
-                    iv(&ip)
-                ),
+                format!("{}: must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)", iv(&ip)),
             )
         })?;
         let n = u32::from(parsed);
@@ -305,9 +250,7 @@ pub fn service_allocate(
     }
     // Node ports.
     let wants_node_ports = matches!(svc_type.as_str(), "NodePort" | "LoadBalancer");
-    let old_ports: Vec<Value> = old
-        .and_then(|o| o["spec"]["ports"].as_array().cloned())
-        .unwrap_or_default();
+    let old_ports: Vec<Value> = old.and_then(|o| o["spec"]["ports"].as_array().cloned()).unwrap_or_default();
     let mut ports = ports;
     let mut claimed: Vec<u16> = Vec::new();
     for (i, p) in ports.iter_mut().enumerate() {
@@ -323,9 +266,7 @@ pub fn service_allocate(
         if !wants_node_ports && np != 0 {
             // A type change away from NodePort/LoadBalancer drops the allocated ports the
             // client left in place (the real server's dropTypeDependentFields).
-            let carried = old_ports
-                .iter()
-                .any(|o| o["port"] == p["port"] && o["nodePort"].as_i64() == Some(np));
+            let carried = old_ports.iter().any(|o| o["port"] == p["port"] && o["nodePort"].as_i64() == Some(np));
             if carried {
                 if let Some(m) = p.as_object_mut() {
                     m.remove("nodePort");
@@ -355,8 +296,7 @@ pub fn service_allocate(
         let np = if np == 0 {
             (30000u16..=32767)
                 .find(|c| !store.node_ports.contains_key(c) && !claimed.contains(c))
-                .ok_or_else(|| ApiError::Internal("node port range is full".into()))?
-                as i64
+                .ok_or_else(|| ApiError::Internal("node port range is full".into()))? as i64
         } else {
             if !(30000..=32767).contains(&np) {
                 return Err(svc_invalid(
@@ -435,13 +375,8 @@ fn default_pod_spec(spec: &mut Value, restart: &str) {
             for c in cs.iter_mut().filter_map(Value::as_object_mut) {
                 let image = c.get("image").and_then(Value::as_str).unwrap_or_default();
                 let last = image.rsplit('/').next().unwrap_or_default();
-                let latest =
-                    !image.contains('@') && (!last.contains(':') || last.ends_with(":latest"));
-                set_default(
-                    c,
-                    "imagePullPolicy",
-                    json!(if latest { "Always" } else { "IfNotPresent" }),
-                );
+                let latest = !image.contains('@') && (!last.contains(':') || last.ends_with(":latest"));
+                set_default(c, "imagePullPolicy", json!(if latest { "Always" } else { "IfNotPresent" }));
                 set_default(c, "terminationMessagePath", json!("/dev/termination-log"));
                 set_default(c, "terminationMessagePolicy", json!("File"));
                 set_default(c, "resources", json!({}));
@@ -455,12 +390,7 @@ fn default_pod_spec(spec: &mut Value, restart: &str) {
     }
 }
 
-fn validate_pod_spec(
-    ty: &ResourceType,
-    name: &str,
-    spec: &Value,
-    field: &str,
-) -> Result<(), ApiError> {
+fn validate_pod_spec(ty: &ResourceType, name: &str, spec: &Value, field: &str) -> Result<(), ApiError> {
     let cs = spec["containers"].as_array().filter(|a| !a.is_empty());
     let Some(cs) = cs else {
         return Err(ApiError::invalid(
@@ -495,16 +425,11 @@ fn validate_pod_spec(
 }
 
 fn selector_matches_labels(selector: &Value, labels: &Value) -> bool {
-    let ok_labels = selector["matchLabels"]
-        .as_object()
-        .is_none_or(|m| m.iter().all(|(k, v)| labels.get(k) == Some(v)));
+    let ok_labels = selector["matchLabels"].as_object().is_none_or(|m| m.iter().all(|(k, v)| labels.get(k) == Some(v)));
     let ok_expr = selector["matchExpressions"].as_array().is_none_or(|es| {
         es.iter().all(|e| {
             let key = e["key"].as_str().unwrap_or_default();
-            let vals: Vec<&Value> = e["values"]
-                .as_array()
-                .map(|a| a.iter().collect())
-                .unwrap_or_default();
+            let vals: Vec<&Value> = e["values"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
             let actual = labels.get(key);
             match e["operator"].as_str().unwrap_or_default() {
                 "In" => actual.is_some_and(|a| vals.contains(&a)),
@@ -521,13 +446,7 @@ fn selector_matches_labels(selector: &Value, labels: &Value) -> bool {
 fn check_selector(ty: &ResourceType, name: &str, obj: &Value) -> Result<(), ApiError> {
     let sel = &obj["spec"]["selector"];
     if sel.is_null() || (sel["matchLabels"].is_null() && sel["matchExpressions"].is_null()) {
-        return Err(ApiError::invalid(
-            &ty.kind,
-            &ty.group,
-            name,
-            "spec.selector",
-            "Required value".into(),
-        ));
+        return Err(ApiError::invalid(&ty.kind, &ty.group, name, "spec.selector", "Required value".into()));
     }
     let labels = &obj["spec"]["template"]["metadata"]["labels"];
     if !selector_matches_labels(sel, labels) {
@@ -536,10 +455,7 @@ fn check_selector(ty: &ResourceType, name: &str, obj: &Value) -> Result<(), ApiE
             &ty.group,
             name,
             "spec.template.metadata.labels",
-            format!(
-                "Invalid value: {}: `selector` does not match template `labels`",
-                labels
-            ),
+            format!("Invalid value: {}: `selector` does not match template `labels`", labels),
         ));
     }
     Ok(())
@@ -597,11 +513,7 @@ fn workload_defaults(kind: &str, obj: &mut Value) {
     match kind {
         "Deployment" => {
             set_default(spec, "progressDeadlineSeconds", json!(600));
-            default_strategy(
-                spec,
-                "strategy",
-                json!({"maxSurge": "25%", "maxUnavailable": "25%"}),
-            );
+            default_strategy(spec, "strategy", json!({"maxSurge": "25%", "maxUnavailable": "25%"}));
         }
         "StatefulSet" => {
             set_default(spec, "podManagementPolicy", json!("OrderedReady"));
@@ -611,10 +523,7 @@ fn workload_defaults(kind: &str, obj: &mut Value) {
                 "persistentVolumeClaimRetentionPolicy",
                 json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
             );
-            if let Some(ts) = spec
-                .get_mut("volumeClaimTemplates")
-                .and_then(Value::as_array_mut)
-            {
+            if let Some(ts) = spec.get_mut("volumeClaimTemplates").and_then(Value::as_array_mut) {
                 for t in ts.iter_mut() {
                     if t["spec"]["volumeMode"].is_null() {
                         t["spec"]["volumeMode"] = json!("Filesystem");
@@ -625,11 +534,7 @@ fn workload_defaults(kind: &str, obj: &mut Value) {
             }
         }
         "DaemonSet" => {
-            default_strategy(
-                spec,
-                "updateStrategy",
-                json!({"maxSurge": 0, "maxUnavailable": 1}),
-            );
+            default_strategy(spec, "updateStrategy", json!({"maxSurge": 0, "maxUnavailable": 1}));
         }
         _ => {}
     }
@@ -648,16 +553,11 @@ pub fn redefault(ty: &ResourceType, obj: &mut Value) {
         ("", "PersistentVolumeClaim") if obj["spec"]["volumeMode"].is_null() => {
             obj["spec"]["volumeMode"] = json!("Filesystem");
         }
-        ("apps", kind @ ("Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet"))
-            if obj["spec"].is_object() =>
-        {
+        ("apps", kind @ ("Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet")) if obj["spec"].is_object() => {
             workload_defaults(kind, obj)
         }
         ("batch", "Job") => {
-            let rp = obj["spec"]["template"]["spec"]["restartPolicy"]
-                .as_str()
-                .unwrap_or("Never")
-                .to_string();
+            let rp = obj["spec"]["template"]["spec"]["restartPolicy"].as_str().unwrap_or("Never").to_string();
             default_pod_spec(&mut obj["spec"]["template"]["spec"], &rp);
         }
         _ => {}
@@ -665,16 +565,8 @@ pub fn redefault(ty: &ResourceType, obj: &mut Value) {
 }
 
 /// Defaults and validates a new object of a built-in type (after name checks).
-pub fn prepare_create(
-    ty: &ResourceType,
-    name: &str,
-    obj: &mut Value,
-    store: &Store,
-) -> Result<(), ApiError> {
-    let uid = obj["metadata"]["uid"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+pub fn prepare_create(ty: &ResourceType, name: &str, obj: &mut Value, store: &Store) -> Result<(), ApiError> {
+    let uid = obj["metadata"]["uid"].as_str().unwrap_or_default().to_string();
     match (ty.group.as_str(), ty.kind.as_str()) {
         ("", "Namespace") => {
             obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
@@ -695,17 +587,13 @@ pub fn prepare_create(
         ("", "ConfigMap") => validate_data_keys(ty, name, obj)?,
         ("", "Secret") => {
             validate_data_keys(ty, name, obj)?;
-            if let Some(sd) = obj
-                .as_object_mut()
-                .and_then(|m| m.remove("stringData"))
-                .and_then(|v| v.as_object().cloned())
+            if let Some(sd) =
+                obj.as_object_mut().and_then(|m| m.remove("stringData")).and_then(|v| v.as_object().cloned())
             {
                 use base64::Engine;
                 for (k, v) in sd {
-                    obj["data"][k.as_str()] = json!(
-                        base64::engine::general_purpose::STANDARD
-                            .encode(v.as_str().unwrap_or_default())
-                    );
+                    obj["data"][k.as_str()] =
+                        json!(base64::engine::general_purpose::STANDARD.encode(v.as_str().unwrap_or_default()));
                 }
             }
             if obj["type"].is_null() {
@@ -713,9 +601,9 @@ pub fn prepare_create(
             }
         }
         ("", "Service") => {
-            let spec = obj["spec"].as_object_mut().ok_or_else(|| {
-                ApiError::invalid(&ty.kind, "", name, "spec", "Required value".into())
-            })?;
+            let spec = obj["spec"]
+                .as_object_mut()
+                .ok_or_else(|| ApiError::invalid(&ty.kind, "", name, "spec", "Required value".into()))?;
             service_defaults(spec);
             obj["status"] = json!({"loadBalancer": {}});
         }
@@ -731,13 +619,7 @@ pub fn prepare_create(
                 ));
             }
             if spec["resources"]["requests"]["storage"].is_null() && spec["dataSource"].is_null() {
-                return Err(ApiError::invalid(
-                    &ty.kind,
-                    "",
-                    name,
-                    "spec.resources[storage]",
-                    "Required value".into(),
-                ));
+                return Err(ApiError::invalid(&ty.kind, "", name, "spec.resources[storage]", "Required value".into()));
             }
             if let Some(s) = spec["resources"]["requests"]["storage"].as_str()
                 && parse_quantity(s).is_none()
@@ -754,15 +636,9 @@ pub fn prepare_create(
                 ));
             }
             if obj["spec"].get("storageClassName").is_none() {
-                let default = store
-                    .range(
-                        &("storage.k8s.io".into(), "storageclasses".into()),
-                        None,
-                        None,
-                    )
-                    .find(|(_, sc)| {
-                        sc["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"]
-                            .as_str()
+                let default =
+                    store.range(&("storage.k8s.io".into(), "storageclasses".into()), None, None).find(|(_, sc)| {
+                        sc["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"].as_str()
                             == Some("true")
                     });
                 if let Some((_, sc)) = default {
@@ -786,12 +662,7 @@ pub fn prepare_create(
         }
         ("apps", kind @ ("Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet")) => {
             check_selector(ty, name, obj)?;
-            validate_pod_spec(
-                ty,
-                name,
-                &obj["spec"]["template"]["spec"],
-                "spec.template.spec",
-            )?;
+            validate_pod_spec(ty, name, &obj["spec"]["template"]["spec"], "spec.template.spec")?;
             workload_defaults(kind, obj);
             obj.as_object_mut().map(|m| m.remove("status"));
         }
@@ -807,8 +678,7 @@ pub fn prepare_create(
                         "Invalid value: `selector` will be auto-generated".into(),
                     ));
                 }
-                obj["spec"]["selector"] =
-                    json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
+                obj["spec"]["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
                 let labels = &mut obj["spec"]["template"]["metadata"]["labels"];
                 for (k, v) in [
                     ("batch.kubernetes.io/controller-uid", uid.as_str()),
@@ -821,25 +691,15 @@ pub fn prepare_create(
             } else {
                 check_selector(ty, name, obj)?;
             }
-            validate_pod_spec(
-                ty,
-                name,
-                &obj["spec"]["template"]["spec"],
-                "spec.template.spec",
-            )?;
-            let rp = obj["spec"]["template"]["spec"]["restartPolicy"]
-                .as_str()
-                .unwrap_or("Always")
-                .to_string();
+            validate_pod_spec(ty, name, &obj["spec"]["template"]["spec"], "spec.template.spec")?;
+            let rp = obj["spec"]["template"]["spec"]["restartPolicy"].as_str().unwrap_or("Always").to_string();
             if rp != "Never" && rp != "OnFailure" {
                 return Err(ApiError::invalid(
                     &ty.kind,
                     &ty.group,
                     name,
                     "spec.template.spec.restartPolicy",
-                    format!(
-                        "Unsupported value: \"{rp}\": supported values: \"OnFailure\", \"Never\""
-                    ),
+                    format!("Unsupported value: \"{rp}\": supported values: \"OnFailure\", \"Never\""),
                 ));
             }
             default_pod_spec(&mut obj["spec"]["template"]["spec"], &rp);
@@ -853,13 +713,7 @@ pub fn prepare_create(
         }
         ("batch", "CronJob") => {
             if obj["spec"]["schedule"].as_str().is_none_or(str::is_empty) {
-                return Err(ApiError::invalid(
-                    &ty.kind,
-                    &ty.group,
-                    name,
-                    "spec.schedule",
-                    "Required value".into(),
-                ));
+                return Err(ApiError::invalid(&ty.kind, &ty.group, name, "spec.schedule", "Required value".into()));
             }
             let spec = obj["spec"].as_object_mut().expect("spec");
             set_default(spec, "concurrencyPolicy", json!("Allow"));
@@ -872,10 +726,7 @@ pub fn prepare_create(
             let spec = &obj["spec"];
             let plural = spec["names"]["plural"].as_str().unwrap_or_default();
             let group = spec["group"].as_str().unwrap_or_default();
-            if plural.is_empty()
-                || group.is_empty()
-                || spec["names"]["kind"].as_str().is_none_or(str::is_empty)
-            {
+            if plural.is_empty() || group.is_empty() || spec["names"]["kind"].as_str().is_none_or(str::is_empty) {
                 return Err(ApiError::invalid(
                     &ty.kind,
                     &ty.group,
@@ -917,8 +768,7 @@ fn config_key_ok(k: &str) -> bool {
         && k.len() <= 253
         && k != "."
         && k != ".."
-        && k.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && k.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
 }
 
 /// ConfigMap and Secret keys and total size, as `ValidateConfigMap`/`ValidateSecret` check them.
@@ -944,13 +794,7 @@ pub fn validate_data_keys(ty: &ResourceType, name: &str, obj: &Value) -> Result<
         }
     }
     if total > 1024 * 1024 {
-        return Err(ApiError::invalid(
-            &ty.kind,
-            "",
-            name,
-            "data",
-            "Too long: must have at most 1048576 bytes".into(),
-        ));
+        return Err(ApiError::invalid(&ty.kind, "", name, "data", "Too long: must have at most 1048576 bytes".into()));
     }
     Ok(())
 }
@@ -958,9 +802,7 @@ pub fn validate_data_keys(ty: &ResourceType, name: &str, obj: &Value) -> Result<
 /// Bytes of a resource quantity such as `10Gi`, `500M` or `1e3`.
 pub fn parse_quantity(s: &str) -> Option<f64> {
     let s = s.trim();
-    let idx = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
-        .unwrap_or(s.len());
+    let idx = s.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-')).unwrap_or(s.len());
     let (num, suffix) = s.split_at(idx);
     let n: f64 = num.parse().ok()?;
     let mult = match suffix {
@@ -1006,22 +848,11 @@ fn without(v: &Value, paths: &[&[&str]]) -> Value {
 }
 
 fn immutable(ty: &ResourceType, name: &str, field: &str, value: &Value) -> ApiError {
-    ApiError::invalid(
-        &ty.kind,
-        &ty.group,
-        name,
-        field,
-        format!("Invalid value: {}: field is immutable", value),
-    )
+    ApiError::invalid(&ty.kind, &ty.group, name, field, format!("Invalid value: {}: field is immutable", value))
 }
 
 /// Update checks: immutable fields and status carry-over rules of built-in types.
-pub fn check_update(
-    ty: &ResourceType,
-    name: &str,
-    old: &Value,
-    new: &mut Value,
-) -> Result<(), ApiError> {
+pub fn check_update(ty: &ResourceType, name: &str, old: &Value, new: &mut Value) -> Result<(), ApiError> {
     match (ty.group.as_str(), ty.kind.as_str()) {
         ("", "PersistentVolumeClaim") => {
             // The binder may fill volumeName and a missing class once; everything else but a
@@ -1033,10 +864,7 @@ pub fn check_update(
                     new_cmp.as_object_mut().map(|m| m.remove("volumeName"));
                 }
             }
-            let strip: &[&[&str]] = &[
-                &["resources", "requests", "storage"],
-                &["volumeAttributesClassName"],
-            ];
+            let strip: &[&[&str]] = &[&["resources", "requests", "storage"], &["volumeAttributesClassName"]];
             if without(&new_cmp, strip) != without(&old["spec"], strip) {
                 return Err(ApiError::Invalid {
                     kind: ty.kind.clone(),
@@ -1045,11 +873,7 @@ pub fn check_update(
                     causes: vec![Cause { reason: "FieldValueForbidden", field: "spec".into(), message: "Forbidden: spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims".into() }],
                 });
             }
-            let q = |v: &Value| {
-                v["spec"]["resources"]["requests"]["storage"]
-                    .as_str()
-                    .and_then(parse_quantity)
-            };
+            let q = |v: &Value| v["spec"]["resources"]["requests"]["storage"].as_str().and_then(parse_quantity);
             if let (Some(o), Some(n)) = (q(old), q(new))
                 && n < o
             {
@@ -1079,9 +903,7 @@ pub fn check_update(
                 });
             }
             for f in ["data", "binaryData", "stringData"] {
-                if f == "stringData" && new.get(f).is_some()
-                    || f != "stringData" && old.get(f) != new.get(f)
-                {
+                if f == "stringData" && new.get(f).is_some() || f != "stringData" && old.get(f) != new.get(f) {
                     return Err(ApiError::Invalid {
                         kind: ty.kind.clone(),
                         group: String::new(),
@@ -1136,12 +958,7 @@ pub fn check_update(
         }
         ("apps", kind) => {
             if old["spec"]["selector"] != new["spec"]["selector"] {
-                return Err(immutable(
-                    ty,
-                    name,
-                    "spec.selector",
-                    &new["spec"]["selector"],
-                ));
+                return Err(immutable(ty, name, "spec.selector", &new["spec"]["selector"]));
             }
             check_selector(ty, name, new)?;
             if kind == "StatefulSet" {

@@ -39,16 +39,10 @@ pub fn start(
         }
     };
     let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))?;
-    let fields = FieldSelector::parse(
-        q.get("fieldSelector").map(String::as_str).unwrap_or(""),
-        &ty.kind,
-    )?;
+    let fields = FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or(""), &ty.kind)?;
     let bookmarks = q.get("allowWatchBookmarks").is_some_and(|v| v == "true");
     let send_initial = q.get("sendInitialEvents").is_some_and(|v| v == "true");
-    let timeout = q
-        .get("timeoutSeconds")
-        .and_then(|t| t.parse::<u64>().ok())
-        .unwrap_or(1800);
+    let timeout = q.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).unwrap_or(1800);
     let rv_param = q.get("resourceVersion").cloned().unwrap_or_default();
     let (tx, rx) = mpsc::channel::<Bytes>(1024);
     let gr = ty.gr();
@@ -62,24 +56,17 @@ pub fn start(
         let store = state.lock();
         let sub = store.subscribe();
         if rv_param.is_empty() || rv_param == "0" || send_initial {
-            let objs: Vec<Value> = store
-                .range(&gr, ns.as_deref(), None)
-                .filter(|(_, o)| matches(o))
-                .map(|(_, o)| view(o))
-                .collect();
+            let objs: Vec<Value> =
+                store.range(&gr, ns.as_deref(), None).filter(|(_, o)| matches(o)).map(|(_, o)| view(o)).collect();
             (objs, Vec::new(), sub, store.rv)
         } else {
-            let rv: u64 = rv_param.parse().map_err(|_| {
-                ApiError::BadRequest(format!("invalid resourceVersion: {rv_param}"))
-            })?;
+            let rv: u64 =
+                rv_param.parse().map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion: {rv_param}")))?;
             match store.events_since(rv) {
                 Some(evts) => (Vec::new(), evts, sub, store.rv),
                 None => {
-                    let status = ApiError::Gone(format!(
-                        "too old resource version: {rv} ({})",
-                        store.compacted
-                    ))
-                    .to_status();
+                    let status =
+                        ApiError::Gone(format!("too old resource version: {rv} ({})", store.compacted)).to_status();
                     let _ = tx.try_send(line("ERROR", &status));
                     return Ok(rx);
                 }
@@ -100,10 +87,7 @@ pub fn start(
             if initial_end {
                 meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
             }
-            line(
-                "BOOKMARK",
-                &json!({"kind": kind, "apiVersion": api_version, "metadata": meta}),
-            )
+            line("BOOKMARK", &json!({"kind": kind, "apiVersion": api_version, "metadata": meta}))
         };
         if send_initial && bookmarks && tx.send(bookmark(start_rv, true)).await.is_err() {
             return;

@@ -14,26 +14,19 @@ use tokio_util::sync::CancellationToken;
 
 pub(super) async fn run(client: kube::Client, shutdown: CancellationToken) -> anyhow::Result<()> {
     let ns_of = |m: &kube::api::ObjectMeta| m.namespace.clone().unwrap_or_default();
-    let services = watcher::watcher(
-        Api::<Service>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .filter_map(move |e| async move {
-        match e {
-            Ok(Event::Apply(s) | Event::InitApply(s) | Event::Delete(s)) => {
-                Some(ns_of(&s.metadata))
+    let services = watcher::watcher(Api::<Service>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .filter_map(move |e| async move {
+            match e {
+                Ok(Event::Apply(s) | Event::InitApply(s) | Event::Delete(s)) => Some(ns_of(&s.metadata)),
+                _ => None,
             }
-            _ => None,
-        }
-    });
+        });
     let pods = watcher::watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
         .default_backoff()
         .filter_map(move |e| async move {
             match e {
-                Ok(Event::Apply(p) | Event::InitApply(p) | Event::Delete(p)) => {
-                    Some(ns_of(&p.metadata))
-                }
+                Ok(Event::Apply(p) | Event::InitApply(p) | Event::Delete(p)) => Some(ns_of(&p.metadata)),
                 _ => None,
             }
         });
@@ -80,16 +73,8 @@ pub fn subsets(svc: &Service, pods: &[Pod]) -> Value {
                "targetRef": {"kind": "Pod", "namespace": p.metadata.namespace, "name": p.metadata.name, "uid": p.metadata.uid}})
     };
     let running = |p: &Pod| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
-    let ready: Vec<Value> = chosen
-        .iter()
-        .filter(|p| running(p))
-        .map(|p| address(p))
-        .collect();
-    let not_ready: Vec<Value> = chosen
-        .iter()
-        .filter(|p| !running(p))
-        .map(|p| address(p))
-        .collect();
+    let ready: Vec<Value> = chosen.iter().filter(|p| running(p)).map(|p| address(p)).collect();
+    let not_ready: Vec<Value> = chosen.iter().filter(|p| !running(p)).map(|p| address(p)).collect();
     let ports: Vec<Value> = spec
         .ports
         .iter()
@@ -124,26 +109,15 @@ pub fn subsets(svc: &Service, pods: &[Pod]) -> Value {
 }
 
 async fn sync_namespace(client: &kube::Client, ns: &str) -> anyhow::Result<()> {
-    let services = Api::<Service>::namespaced(client.clone(), ns)
-        .list(&ListParams::default())
-        .await?
-        .items;
+    let services = Api::<Service>::namespaced(client.clone(), ns).list(&ListParams::default()).await?.items;
     let with_selector: Vec<&Service> = services
         .iter()
-        .filter(|s| {
-            s.spec
-                .as_ref()
-                .and_then(|s| s.selector.as_ref())
-                .is_some_and(|s| !s.is_empty())
-        })
+        .filter(|s| s.spec.as_ref().and_then(|s| s.selector.as_ref()).is_some_and(|s| !s.is_empty()))
         .collect();
     if with_selector.is_empty() {
         return Ok(());
     }
-    let pods = Api::<Pod>::namespaced(client.clone(), ns)
-        .list(&ListParams::default())
-        .await?
-        .items;
+    let pods = Api::<Pod>::namespaced(client.clone(), ns).list(&ListParams::default()).await?.items;
     let api: Api<Endpoints> = Api::namespaced(client.clone(), ns);
     for svc in with_selector {
         let Some(name) = svc.metadata.name.clone() else {
@@ -153,14 +127,13 @@ async fn sync_namespace(client: &kube::Client, ns: &str) -> anyhow::Result<()> {
         let existing = api.get_opt(&name).await?;
         let have = existing
             .as_ref()
-            .map(|e| {
-                serde_json::to_value(e.subsets.clone().unwrap_or_default()).unwrap_or_default()
-            })
+            .map(|e| serde_json::to_value(e.subsets.clone().unwrap_or_default()).unwrap_or_default())
             .unwrap_or(Value::Null);
         if have == want {
             continue;
         }
-        let mut obj = json!({"metadata": {"name": name, "namespace": ns, "labels": svc.metadata.labels}, "subsets": want});
+        let mut obj =
+            json!({"metadata": {"name": name, "namespace": ns, "labels": svc.metadata.labels}, "subsets": want});
         match existing {
             Some(e) => {
                 obj["metadata"]["resourceVersion"] = json!(e.metadata.resource_version);

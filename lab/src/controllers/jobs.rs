@@ -27,19 +27,14 @@ pub(super) async fn run(client: kube::Client, shutdown: CancellationToken) -> an
                 _ => None,
             }
         });
-    let pods = watcher::watcher(
-        Api::<Pod>::all(client.clone()),
-        watcher::Config::default().labels(UID_LABEL),
-    )
-    .default_backoff()
-    .filter_map(|e| async move {
-        match e {
-            Ok(Event::Apply(p) | Event::InitApply(p) | Event::Delete(p)) => {
-                Some(Change::Pod(Box::new(p)))
+    let pods = watcher::watcher(Api::<Pod>::all(client.clone()), watcher::Config::default().labels(UID_LABEL))
+        .default_backoff()
+        .filter_map(|e| async move {
+            match e {
+                Ok(Event::Apply(p) | Event::InitApply(p) | Event::Delete(p)) => Some(Change::Pod(Box::new(p))),
+                _ => None,
             }
-            _ => None,
-        }
-    });
+        });
     let mut changes = futures::stream::select(jobs.boxed(), pods.boxed());
     loop {
         let change = tokio::select! {
@@ -52,16 +47,9 @@ pub(super) async fn run(client: kube::Client, shutdown: CancellationToken) -> an
             Some(Change::Job(job, false)) => reconcile(&client, &job).await,
             Some(Change::Pod(pod)) => {
                 let ns = pod.metadata.namespace.clone().unwrap_or_default();
-                let name = pod
-                    .metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get("batch.kubernetes.io/job-name").cloned());
+                let name = pod.metadata.labels.as_ref().and_then(|l| l.get("batch.kubernetes.io/job-name").cloned());
                 match name {
-                    Some(name) => match Api::<Job>::namespaced(client.clone(), &ns)
-                        .get_opt(&name)
-                        .await
-                    {
+                    Some(name) => match Api::<Job>::namespaced(client.clone(), &ns).get_opt(&name).await {
                         Ok(Some(job)) => reconcile(&client, &job).await,
                         _ => Ok(()),
                     },
@@ -76,20 +64,13 @@ pub(super) async fn run(client: kube::Client, shutdown: CancellationToken) -> an
 }
 
 fn pod_selector(job: &Job) -> String {
-    format!(
-        "{UID_LABEL}={}",
-        job.metadata.uid.clone().unwrap_or_default()
-    )
+    format!("{UID_LABEL}={}", job.metadata.uid.clone().unwrap_or_default())
 }
 
 async fn delete_pods(client: &kube::Client, job: &Job) -> anyhow::Result<()> {
     let ns = job.metadata.namespace.clone().unwrap_or_default();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    for p in pods
-        .list(&ListParams::default().labels(&pod_selector(job)))
-        .await?
-        .items
-    {
+    for p in pods.list(&ListParams::default().labels(&pod_selector(job))).await?.items {
         if let Some(n) = p.metadata.name {
             let _ = pods.delete(&n, &DeleteParams::background()).await;
         }
@@ -118,22 +99,11 @@ async fn reconcile(client: &kube::Client, job: &Job) -> anyhow::Result<()> {
     let parallelism = spec.parallelism.unwrap_or(1);
     let backoff_limit = spec.backoff_limit.unwrap_or(6);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let list = pods
-        .list(&ListParams::default().labels(&pod_selector(job)))
-        .await?
-        .items;
-    let phase = |p: &Pod| {
-        p.status
-            .as_ref()
-            .and_then(|s| s.phase.clone())
-            .unwrap_or_default()
-    };
+    let list = pods.list(&ListParams::default().labels(&pod_selector(job))).await?.items;
+    let phase = |p: &Pod| p.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
     let succeeded = list.iter().filter(|p| phase(p) == "Succeeded").count() as i32;
     let failed = list.iter().filter(|p| phase(p) == "Failed").count() as i32;
-    let mut active = list
-        .iter()
-        .filter(|p| !matches!(phase(p).as_str(), "Succeeded" | "Failed"))
-        .count() as i32;
+    let mut active = list.iter().filter(|p| !matches!(phase(p).as_str(), "Succeeded" | "Failed")).count() as i32;
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let mut patch = json!({
         "startTime": status.start_time.as_ref().map(|t| t.0.to_string()).unwrap_or_else(|| now.clone()),
@@ -152,10 +122,7 @@ async fn reconcile(client: &kube::Client, job: &Job) -> anyhow::Result<()> {
             {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit", "lastProbeTime": now, "lastTransitionTime": now},
             {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit", "lastProbeTime": now, "lastTransitionTime": now},
         ]);
-        for p in list
-            .iter()
-            .filter(|p| !matches!(phase(p).as_str(), "Succeeded" | "Failed"))
-        {
+        for p in list.iter().filter(|p| !matches!(phase(p).as_str(), "Succeeded" | "Failed")) {
             if let Some(n) = &p.metadata.name {
                 let _ = pods.delete(n, &DeleteParams::background()).await;
             }
@@ -168,9 +135,7 @@ async fn reconcile(client: &kube::Client, job: &Job) -> anyhow::Result<()> {
                 "metadata": template.get("metadata").cloned().unwrap_or_else(|| json!({})),
                 "spec": template.get("spec").cloned().unwrap_or_else(|| json!({})),
             });
-            let suffix: String = (0..5)
-                .map(|_| (b'a' + rand::random_range(0..26u8)) as char)
-                .collect();
+            let suffix: String = (0..5).map(|_| (b'a' + rand::random_range(0..26u8)) as char).collect();
             pod["metadata"]["name"] = json!(format!("{name}-{suffix}"));
             pod["metadata"]["namespace"] = json!(ns);
             for (k, v) in [
@@ -193,16 +158,11 @@ async fn reconcile(client: &kube::Client, job: &Job) -> anyhow::Result<()> {
     }
     let current = serde_json::to_value(&status)?;
     let unchanged = patch.as_object().is_some_and(|m| {
-        m.iter()
-            .all(|(k, v)| k == "startTime" && current.get(k).is_some() || current.get(k) == Some(v))
+        m.iter().all(|(k, v)| k == "startTime" && current.get(k).is_some() || current.get(k) == Some(v))
     });
     if !unchanged {
         Api::<Job>::namespaced(client.clone(), &ns)
-            .patch_status(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": patch})),
-            )
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": patch})))
             .await?;
     }
     Ok(())

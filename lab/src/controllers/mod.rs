@@ -14,13 +14,11 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Event as K8sEvent, Namespace, ObjectReference, PersistentVolume,
-    PersistentVolumeClaim, ServiceAccount,
+    ConfigMap, Event as K8sEvent, Namespace, ObjectReference, PersistentVolume, PersistentVolumeClaim, ServiceAccount,
 };
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
-    PatchParams, PostParams,
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
 };
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
@@ -76,11 +74,7 @@ fn is_status(e: &kube::Error, code: u16) -> bool {
 }
 
 /// Run every controller until `shutdown`.
-pub async fn run(
-    client: kube::Client,
-    cfg: ControllerConfig,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn run(client: kube::Client, cfg: ControllerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(namespaces(client.clone(), cfg.clone(), shutdown.clone()));
     tasks.spawn(provisioner(client.clone(), cfg.clone(), shutdown.clone()));
@@ -90,22 +84,10 @@ pub async fn run(
         tasks.spawn(velero::run(client.clone(), storage, shutdown.clone()));
     }
     let mut workloads = vec![
-        (
-            GroupVersionKind::gvk("apps", "v1", "Deployment"),
-            "deployments",
-        ),
-        (
-            GroupVersionKind::gvk("apps", "v1", "StatefulSet"),
-            "statefulsets",
-        ),
-        (
-            GroupVersionKind::gvk("apps", "v1", "ReplicaSet"),
-            "replicasets",
-        ),
-        (
-            GroupVersionKind::gvk("apps", "v1", "DaemonSet"),
-            "daemonsets",
-        ),
+        (GroupVersionKind::gvk("apps", "v1", "Deployment"), "deployments"),
+        (GroupVersionKind::gvk("apps", "v1", "StatefulSet"), "statefulsets"),
+        (GroupVersionKind::gvk("apps", "v1", "ReplicaSet"), "replicasets"),
+        (GroupVersionKind::gvk("apps", "v1", "DaemonSet"), "daemonsets"),
     ];
     // DeploymentConfigs exist on the openshift profile only: ask discovery, not the profile.
     if client
@@ -113,17 +95,10 @@ pub async fn run(
         .await
         .is_ok_and(|l| l.resources.iter().any(|r| r.name == "deploymentconfigs"))
     {
-        workloads.push((
-            GroupVersionKind::gvk("apps.openshift.io", "v1", "DeploymentConfig"),
-            "deploymentconfigs",
-        ));
+        workloads.push((GroupVersionKind::gvk("apps.openshift.io", "v1", "DeploymentConfig"), "deploymentconfigs"));
     }
     for (gvk, plural) in workloads {
-        tasks.spawn(workload(
-            client.clone(),
-            ApiResource::from_gvk_with_plural(&gvk, plural),
-            shutdown.clone(),
-        ));
+        tasks.spawn(workload(client.clone(), ApiResource::from_gvk_with_plural(&gvk, plural), shutdown.clone()));
     }
     while let Some(r) = tasks.join_next().await {
         if let Ok(Err(e)) = r {
@@ -134,19 +109,13 @@ pub async fn run(
 }
 
 /// Drive a watcher until shutdown, calling `f` for every applied/deleted object.
-async fn watch_each<K, F, Fut>(
-    api: Api<K>,
-    shutdown: CancellationToken,
-    mut f: F,
-) -> anyhow::Result<()>
+async fn watch_each<K, F, Fut>(api: Api<K>, shutdown: CancellationToken, mut f: F) -> anyhow::Result<()>
 where
     K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
     F: FnMut(K, bool) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let mut events = watcher::watcher(api, watcher::Config::default())
-        .default_backoff()
-        .boxed();
+    let mut events = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
     loop {
         let ev = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -164,11 +133,7 @@ where
 
 /// Namespace defaults (ServiceAccount `default`, ConfigMap `kube-root-ca.crt`) and, for a
 /// terminating namespace, deleting what it contains.
-async fn namespaces(
-    client: kube::Client,
-    cfg: ControllerConfig,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+async fn namespaces(client: kube::Client, cfg: ControllerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let ca = find_ca(&cfg);
     let api: Api<Namespace> = Api::all(client.clone());
     watch_each(api, shutdown, |ns, deleted| {
@@ -209,20 +174,10 @@ fn find_ca(cfg: &ControllerConfig) -> String {
         .unwrap_or_default()
 }
 
-async fn namespace_defaults(
-    client: &kube::Client,
-    ns: &str,
-    ca: &str,
-) -> Result<(), ControllerError> {
+async fn namespace_defaults(client: &kube::Client, ns: &str, ca: &str) -> Result<(), ControllerError> {
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
-    if sas
-        .get_opt("default")
-        .await
-        .map_err(api_err(format!("reading serviceaccount/{ns}/default")))?
-        .is_none()
-    {
-        let sa: ServiceAccount =
-            serde_json::from_value(json!({"metadata": {"name": "default"}})).expect("static");
+    if sas.get_opt("default").await.map_err(api_err(format!("reading serviceaccount/{ns}/default")))?.is_none() {
+        let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "default"}})).expect("static");
         match sas.create(&PostParams::default(), &sa).await {
             Ok(_) => {}
             Err(e) if is_status(&e, 409) => {}
@@ -278,11 +233,7 @@ async fn empty_namespace(client: &kube::Client, ns: &str) -> anyhow::Result<()> 
 }
 
 /// The local-path provisioner: binds PVCs of lab classes to fresh directories.
-async fn provisioner(
-    client: kube::Client,
-    cfg: ControllerConfig,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+async fn provisioner(client: kube::Client, cfg: ControllerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let api: Api<PersistentVolumeClaim> = Api::all(client.clone());
     let warned = std::sync::Arc::new(std::sync::Mutex::new(HashSet::<String>::new()));
     watch_each(api, shutdown, |pvc, deleted| {
@@ -293,11 +244,7 @@ async fn provisioner(
                 pvc.metadata.namespace.as_deref().unwrap_or(""),
                 pvc.metadata.name.as_deref().unwrap_or("")
             );
-            let r = if deleted {
-                release(&client, &pvc).await
-            } else {
-                provision(&client, &cfg, &pvc, &warned).await
-            };
+            let r = if deleted { release(&client, &pvc).await } else { provision(&client, &cfg, &pvc, &warned).await };
             if let Err(e) = r {
                 tracing::warn!(claim = %id, error = %e, "provisioner");
             }
@@ -328,11 +275,7 @@ async fn provision(
     if pvc.metadata.deletion_timestamp.is_some() {
         return Ok(());
     }
-    let phase = pvc
-        .status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .unwrap_or("Pending");
+    let phase = pvc.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
     if phase == "Bound" {
         return Ok(());
     }
@@ -345,35 +288,29 @@ async fn provision(
     let class = match &class_name {
         Some(c) if c.is_empty() => None, // "" means: no dynamic provisioning (static binding only)
         Some(c) => classes.get_opt(c).await?,
-        None => classes
-            .list(&ListParams::default())
-            .await?
-            .items
-            .into_iter()
-            .find(|c| {
-                c.metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get("storageclass.kubernetes.io/is-default-class"))
-                    .is_some_and(|v| v == "true")
-            }),
+        None => classes.list(&ListParams::default()).await?.items.into_iter().find(|c| {
+            c.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("storageclass.kubernetes.io/is-default-class"))
+                .is_some_and(|v| v == "true")
+        }),
     };
     let Some(class) = class.filter(|c| c.provisioner == PROVISIONER) else {
         if warned.lock().expect("warned").insert(uid.clone()) {
             let msg = match &class_name {
-                Some(c) if !c.is_empty() => format!("storageclass.storage.k8s.io \"{c}\" not found or not provisioned by {PROVISIONER}"),
-                _ => "no storage class named and no default storage class; waiting for a volume to be created manually".into(),
+                Some(c) if !c.is_empty() => {
+                    format!("storageclass.storage.k8s.io \"{c}\" not found or not provisioned by {PROVISIONER}")
+                }
+                _ => "no storage class named and no default storage class; waiting for a volume to be created manually"
+                    .into(),
             };
             event(client, pvc, "ProvisioningFailed", &msg).await;
         }
         return Ok(());
     };
     let class_name = class.metadata.name.clone().unwrap_or_default();
-    let pv_name = spec
-        .volume_name
-        .clone()
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| format!("pvc-{uid}"));
+    let pv_name = spec.volume_name.clone().filter(|v| !v.is_empty()).unwrap_or_else(|| format!("pvc-{uid}"));
     let dir = cfg.storage_root.join(&ns).join(format!("{name}-{uid}"));
     if pvs.get_opt(&pv_name).await?.is_none() {
         std::fs::create_dir_all(&dir).map_err(|source| ControllerError::VolumeDir {
@@ -400,13 +337,8 @@ async fn provision(
             Err(e) => return Err(api_err(format!("creating persistentvolume/{pv_name}"))(e).into()),
         }
     }
-    let _ = pvs
-        .patch_status(
-            &pv_name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"phase": "Bound"}})),
-        )
-        .await;
+    let _ =
+        pvs.patch_status(&pv_name, &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Bound"}}))).await;
     let annotations = json!({
         "pv.kubernetes.io/bind-completed": "yes",
         "pv.kubernetes.io/bound-by-controller": "yes",
@@ -414,25 +346,17 @@ async fn provision(
         "volume.beta.kubernetes.io/storage-provisioner": PROVISIONER,
     });
     if spec.volume_name.as_deref().is_none_or(str::is_empty) {
-        let mut patch =
-            json!({"metadata": {"annotations": annotations}, "spec": {"volumeName": pv_name}});
+        let mut patch = json!({"metadata": {"annotations": annotations}, "spec": {"volumeName": pv_name}});
         if spec.storage_class_name.is_none() {
             patch["spec"]["storageClassName"] = json!(class_name);
         }
-        if claims
-            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .is_err()
-        {
+        if claims.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.is_err() {
             // A server that refuses the retroactive default class still takes the binding.
-            let patch =
-                json!({"metadata": {"annotations": annotations}, "spec": {"volumeName": pv_name}});
+            let patch = json!({"metadata": {"annotations": annotations}, "spec": {"volumeName": pv_name}});
             claims
                 .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
-                .map_err(api_err(format!(
-                    "binding persistentvolumeclaim/{ns}/{name} to {pv_name}"
-                )))?;
+                .map_err(api_err(format!("binding persistentvolumeclaim/{ns}/{name} to {pv_name}")))?;
         }
     }
     let status = json!({"status": {
@@ -443,9 +367,7 @@ async fn provision(
     claims
         .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
         .await
-        .map_err(api_err(format!(
-            "updating status of persistentvolumeclaim/{ns}/{name}"
-        )))?;
+        .map_err(api_err(format!("updating status of persistentvolumeclaim/{ns}/{name}")))?;
     tracing::info!(claim = %format!("{ns}/{name}"), volume = %pv_name, "bound");
     Ok(())
 }
@@ -453,12 +375,7 @@ async fn provision(
 /// A deleted claim releases its volume: with reclaim policy Delete, the PV and its
 /// directory go too (only volumes this provisioner made).
 async fn release(client: &kube::Client, pvc: &PersistentVolumeClaim) -> anyhow::Result<()> {
-    let Some(pv_name) = pvc
-        .spec
-        .as_ref()
-        .and_then(|s| s.volume_name.clone())
-        .filter(|v| !v.is_empty())
-    else {
+    let Some(pv_name) = pvc.spec.as_ref().and_then(|s| s.volume_name.clone()).filter(|v| !v.is_empty()) else {
         return Ok(());
     };
     let pvs: Api<PersistentVolume> = Api::all(client.clone());
@@ -471,33 +388,20 @@ async fn release(client: &kube::Client, pvc: &PersistentVolumeClaim) -> anyhow::
         .as_ref()
         .and_then(|a| a.get("pv.kubernetes.io/provisioned-by"))
         .is_some_and(|p| p == PROVISIONER);
-    let same_claim = pv
-        .spec
-        .as_ref()
-        .and_then(|s| s.claim_ref.as_ref())
-        .and_then(|c| c.uid.clone())
-        == pvc.metadata.uid;
+    let same_claim =
+        pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref()).and_then(|c| c.uid.clone()) == pvc.metadata.uid;
     if !ours || !same_claim {
         return Ok(());
     }
     let spec = pv.spec.clone().unwrap_or_default();
-    if spec
-        .persistent_volume_reclaim_policy
-        .as_deref()
-        .unwrap_or("Delete")
-        == "Delete"
-    {
+    if spec.persistent_volume_reclaim_policy.as_deref().unwrap_or("Delete") == "Delete" {
         if let Some(path) = spec.host_path.map(|h| h.path) {
             let _ = std::fs::remove_dir_all(path);
         }
         let _ = pvs.delete(&pv_name, &DeleteParams::default()).await;
     } else {
         let _ = pvs
-            .patch_status(
-                &pv_name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": {"phase": "Released"}})),
-            )
+            .patch_status(&pv_name, &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Released"}})))
             .await;
     }
     Ok(())
@@ -526,12 +430,10 @@ async fn event(client: &kube::Client, pvc: &PersistentVolumeClaim, reason: &str,
         message: Some(message.into()),
         type_: Some("Warning".into()),
         count: Some(1),
-        first_timestamp: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-            k8s_openapi::jiff::Timestamp::now(),
-        )),
-        last_timestamp: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-            k8s_openapi::jiff::Timestamp::now(),
-        )),
+        first_timestamp: Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()),
+        ),
+        last_timestamp: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now())),
         source: Some(k8s_openapi::api::core::v1::EventSource {
             component: Some("persistentvolume-controller".into()),
             host: None,
@@ -574,16 +476,10 @@ pub fn workload_status(kind: &str, replicas: i64, generation: i64, current: &Val
 
 /// Does `current` already carry every field of `desired`?
 fn status_matches(current: &Value, desired: &Value) -> bool {
-    desired
-        .as_object()
-        .is_some_and(|d| d.iter().all(|(k, v)| current.get(k) == Some(v)))
+    desired.as_object().is_some_and(|d| d.iter().all(|(k, v)| current.get(k) == Some(v)))
 }
 
-async fn workload(
-    client: kube::Client,
-    ar: ApiResource,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+async fn workload(client: kube::Client, ar: ApiResource, shutdown: CancellationToken) -> anyhow::Result<()> {
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
     let kind = ar.kind.clone();
     watch_each(api, shutdown, |o: DynamicObject, deleted| {
@@ -630,17 +526,8 @@ mod tests {
         let mut current = s.clone();
         current["conditions"] = json!([]);
         assert!(status_matches(&current, &s));
-        assert!(!status_matches(
-            &current,
-            &workload_status("Deployment", 0, 3, &current)
-        ));
-        assert_eq!(
-            workload_status("DeploymentConfig", 1, 1, &json!({"latestVersion": 4}))["latestVersion"],
-            4
-        );
-        assert_eq!(
-            workload_status("StatefulSet", 2, 1, &json!({}))["currentReplicas"],
-            2
-        );
+        assert!(!status_matches(&current, &workload_status("Deployment", 0, 3, &current)));
+        assert_eq!(workload_status("DeploymentConfig", 1, 1, &json!({"latestVersion": 4}))["latestVersion"], 4);
+        assert_eq!(workload_status("StatefulSet", 2, 1, &json!({}))["currentReplicas"], 2);
     }
 }

@@ -51,20 +51,11 @@ fn s<'a>(v: &'a Value, p: &str) -> &'a str {
 }
 
 fn strings(v: &Value, p: &str) -> Vec<String> {
-    v.pointer(p)
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|x| x.as_str().map(String::from))
-        .collect()
+    v.pointer(p).and_then(Value::as_array).into_iter().flatten().filter_map(|x| x.as_str().map(String::from)).collect()
 }
 
 /// Runs the stand-in for one cluster until `shutdown`.
-pub(super) async fn run(
-    client: kube::Client,
-    storage: PathBuf,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+pub(super) async fn run(client: kube::Client, storage: PathBuf, shutdown: CancellationToken) -> anyhow::Result<()> {
     std::fs::create_dir_all(storage.join("backups"))?;
     std::fs::create_dir_all(storage.join("restores"))?;
     install(&client, &storage).await?;
@@ -103,11 +94,7 @@ pub(super) async fn run(
     ));
     let (c, st) = (client.clone(), storage.clone());
     tasks.spawn(watch_each(
-        Api::<DynamicObject>::namespaced_with(
-            client.clone(),
-            NAMESPACE,
-            &vr("DownloadRequest", "downloadrequests"),
-        ),
+        Api::<DynamicObject>::namespaced_with(client.clone(), NAMESPACE, &vr("DownloadRequest", "downloadrequests")),
         shutdown.clone(),
         move |d, deleted| {
             let (c, st) = (c.clone(), st.clone());
@@ -136,10 +123,8 @@ pub(super) async fn run(
 
 /// Namespace `velero` and the default storage location, as `velero install` leaves them.
 async fn install(client: &kube::Client, storage: &Path) -> anyhow::Result<()> {
-    let nss: Api<DynamicObject> = Api::all_with(
-        client.clone(),
-        &ApiResource::erase::<k8s_openapi::api::core::v1::Namespace>(&()),
-    );
+    let nss: Api<DynamicObject> =
+        Api::all_with(client.clone(), &ApiResource::erase::<k8s_openapi::api::core::v1::Namespace>(&()));
     let ns: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE},
     }))?;
@@ -147,11 +132,8 @@ async fn install(client: &kube::Client, storage: &Path) -> anyhow::Result<()> {
         Err(e) if !is_status(&e, 409) => return Err(e.into()),
         _ => {}
     }
-    let bsls: Api<DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        NAMESPACE,
-        &vr("BackupStorageLocation", "backupstoragelocations"),
-    );
+    let bsls: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), NAMESPACE, &vr("BackupStorageLocation", "backupstoragelocations"));
     let bsl: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "velero.io/v1", "kind": "BackupStorageLocation",
         "metadata": {"name": LOCATION, "namespace": NAMESPACE},
@@ -173,48 +155,33 @@ async fn install(client: &kube::Client, storage: &Path) -> anyhow::Result<()> {
 }
 
 async fn set_status(api: &Api<DynamicObject>, name: &str, status: Value) -> anyhow::Result<()> {
-    api.patch_status(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({"status": status})),
-    )
-    .await?;
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(json!({"status": status}))).await?;
     Ok(())
 }
 
 /// Fetches `name` fresh: queued watch events carry stale phases.
 async fn fresh(api: &Api<DynamicObject>, name: &str) -> anyhow::Result<Option<Value>> {
-    Ok(api
-        .get_opt(name)
-        .await?
-        .map(|o| serde_json::to_value(o).unwrap_or_default()))
+    Ok(api.get_opt(name).await?.map(|o| serde_json::to_value(o).unwrap_or_default()))
 }
 
 /// Why the storage location a backup names cannot be used, if it cannot.
 async fn location_problem(client: &kube::Client, name: &str) -> anyhow::Result<Option<String>> {
-    let bsls: Api<DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        NAMESPACE,
-        &vr("BackupStorageLocation", "backupstoragelocations"),
-    );
+    let bsls: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), NAMESPACE, &vr("BackupStorageLocation", "backupstoragelocations"));
     Ok(match fresh(&bsls, name).await? {
         None => Some(format!(
             "a BackupStorageLocation CRD with the name specified in the backup spec needs to be created before this backup can be executed. Error: backupstoragelocations.velero.io \"{name}\" not found"
         )),
-        Some(b) if s(&b, "/status/phase") == "Unavailable" => Some(format!(
-            "backup can't be created because BackupStorageLocation {name} is in Unavailable status"
-        )),
+        Some(b) if s(&b, "/status/phase") == "Unavailable" => {
+            Some(format!("backup can't be created because BackupStorageLocation {name} is in Unavailable status"))
+        }
         Some(_) => None,
     })
 }
 
 /// `resource` is `plural` or `plural.group`, as Velero names resources.
 fn resource_name(ar: &ApiResource) -> String {
-    if ar.group.is_empty() {
-        ar.plural.clone()
-    } else {
-        format!("{}.{}", ar.plural, ar.group)
-    }
+    if ar.group.is_empty() { ar.plural.clone() } else { format!("{}.{}", ar.plural, ar.group) }
 }
 
 /// Whether `ar` is named in a Velero resource list (`plural`, `plural.group`, `kind`,
@@ -222,11 +189,7 @@ fn resource_name(ar: &ApiResource) -> String {
 fn excluded(ar: &ApiResource, list: &[String]) -> bool {
     let full = resource_name(ar);
     let kind = ar.kind.to_lowercase();
-    let kind_group = if ar.group.is_empty() {
-        kind.clone()
-    } else {
-        format!("{kind}.{}", ar.group)
-    };
+    let kind_group = if ar.group.is_empty() { kind.clone() } else { format!("{kind}.{}", ar.group) };
     list.iter().any(|e| {
         let e = e.to_lowercase();
         e == full || e == ar.plural || e == kind || e == kind_group
@@ -235,11 +198,7 @@ fn excluded(ar: &ApiResource, list: &[String]) -> bool {
 
 /// Never backed up or restored (reference §6.2), nor Velero's own objects.
 fn never(ar: &ApiResource) -> bool {
-    ar.group == "velero.io"
-        || matches!(
-            ar.plural.as_str(),
-            "events" | "nodes" | "csinodes" | "volumeattachments"
-        )
+    ar.group == "velero.io" || matches!(ar.plural.as_str(), "events" | "nodes" | "csinodes" | "volumeattachments")
 }
 
 /// A LabelSelector object as a selector string for list calls.
@@ -250,12 +209,7 @@ pub fn selector_string(sel: &Value) -> Option<String> {
             terms.push(format!("{k}={}", v.as_str().unwrap_or("")));
         }
     }
-    for e in sel
-        .get("matchExpressions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for e in sel.get("matchExpressions").and_then(Value::as_array).into_iter().flatten() {
         let k = s(e, "/key");
         let vals = strings(e, "/values").join(",");
         terms.push(match s(e, "/operator") {
@@ -270,8 +224,7 @@ pub fn selector_string(sel: &Value) -> Option<String> {
 }
 
 async fn backup(client: &kube::Client, storage: &Path, name: &str) -> anyhow::Result<()> {
-    let api =
-        Api::<DynamicObject>::namespaced_with(client.clone(), NAMESPACE, &vr("Backup", "backups"));
+    let api = Api::<DynamicObject>::namespaced_with(client.clone(), NAMESPACE, &vr("Backup", "backups"));
     let Some(b) = fresh(&api, name).await? else {
         return Ok(());
     };
@@ -288,12 +241,7 @@ async fn backup(client: &kube::Client, storage: &Path, name: &str) -> anyhow::Re
     if let Some(problem) = location_problem(client, location).await? {
         return set_status(&api, name, json!({"phase": "FailedValidation", "validationErrors": [problem], "startTimestamp": start, "completionTimestamp": now()})).await;
     }
-    set_status(
-        &api,
-        name,
-        json!({"phase": "InProgress", "startTimestamp": start}),
-    )
-    .await?;
+    set_status(&api, name, json!({"phase": "InProgress", "startTimestamp": start})).await?;
     let included = strings(&b, "/spec/includedNamespaces");
     let all = included.is_empty() || included.iter().any(|n| n == "*");
     let excl = strings(&b, "/spec/excludedResources");
@@ -302,10 +250,8 @@ async fn backup(client: &kube::Client, storage: &Path, name: &str) -> anyhow::Re
     let mut items = Vec::new();
     let mut errors = Vec::new();
     let discovery = kube::Discovery::new(client.clone()).run().await?;
-    let nss: Api<DynamicObject> = Api::all_with(
-        client.clone(),
-        &ApiResource::erase::<k8s_openapi::api::core::v1::Namespace>(&()),
-    );
+    let nss: Api<DynamicObject> =
+        Api::all_with(client.clone(), &ApiResource::erase::<k8s_openapi::api::core::v1::Namespace>(&()));
     let namespaces: Vec<String> = if all {
         nss.list(&ListParams::default())
             .await?
@@ -317,10 +263,7 @@ async fn backup(client: &kube::Client, storage: &Path, name: &str) -> anyhow::Re
     } else {
         included.clone()
     };
-    if !excluded(
-        &ApiResource::erase::<k8s_openapi::api::core::v1::Namespace>(&()),
-        &excl,
-    ) {
+    if !excluded(&ApiResource::erase::<k8s_openapi::api::core::v1::Namespace>(&()), &excl) {
         for ns in &namespaces {
             if let Some(o) = nss.get_opt(ns).await? {
                 items.push(json!({"resource": "namespaces", "object": o}));
@@ -368,10 +311,7 @@ async fn backup(client: &kube::Client, storage: &Path, name: &str) -> anyhow::Re
     // The metadata last: backup sync on the other cluster only sees finished backups.
     let meta = json!({"metadata": {"name": name, "labels": b.pointer("/metadata/labels")},
                       "spec": b["spec"], "status": status, "errors": errors});
-    write_atomic(
-        &dir.join("velero-backup.json"),
-        &serde_json::to_vec_pretty(&meta)?,
-    )?;
+    write_atomic(&dir.join("velero-backup.json"), &serde_json::to_vec_pretty(&meta)?)?;
     tracing::info!(backup = %name, items = items.len(), "velero stand-in: backup completed");
     Ok(())
 }
@@ -385,8 +325,7 @@ fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
 /// Velero's backup sync controller: backups in the storage location appear on every
 /// cluster using it.
 async fn sync_backups(client: &kube::Client, storage: &Path) -> anyhow::Result<()> {
-    let api =
-        Api::<DynamicObject>::namespaced_with(client.clone(), NAMESPACE, &vr("Backup", "backups"));
+    let api = Api::<DynamicObject>::namespaced_with(client.clone(), NAMESPACE, &vr("Backup", "backups"));
     for entry in std::fs::read_dir(storage.join("backups"))? {
         let Ok(text) = std::fs::read(entry?.path().join("velero-backup.json")) else {
             continue;
@@ -396,11 +335,8 @@ async fn sync_backups(client: &kube::Client, storage: &Path) -> anyhow::Result<(
         if api.get_opt(&name).await?.is_some() {
             continue;
         }
-        let mut labels = meta
-            .pointer("/metadata/labels")
-            .cloned()
-            .filter(Value::is_object)
-            .unwrap_or_else(|| json!({}));
+        let mut labels =
+            meta.pointer("/metadata/labels").cloned().filter(Value::is_object).unwrap_or_else(|| json!({}));
         labels["velero.io/storage-location"] = json!(LOCATION);
         let obj: DynamicObject = serde_json::from_value(json!({
             "apiVersion": "velero.io/v1", "kind": "Backup",
@@ -449,13 +385,7 @@ pub fn restore_rank(resource: &str) -> (usize, String) {
     let short = resource.split('.').next().unwrap_or(resource);
     // Entries without a group name the resource in whichever group serves it
     // (roles → roles.rbac.authorization.k8s.io), as Velero resolves them.
-    let pos = PRIORITIES.iter().position(|p| {
-        if p.contains('.') {
-            *p == resource
-        } else {
-            *p == short
-        }
-    });
+    let pos = PRIORITIES.iter().position(|p| if p.contains('.') { *p == resource } else { *p == short });
     match pos {
         Some(i) => (i, String::new()),
         None => (PRIORITIES.len(), resource.to_string()),
@@ -464,12 +394,7 @@ pub fn restore_rank(resource: &str) -> (usize, String) {
 
 /// An object as Velero restores it (reference §6.3): server-owned fields gone, the
 /// namespace mapped, the restore's labels added.
-pub fn clean(
-    obj: &Value,
-    mapping: &BTreeMap<String, String>,
-    backup: &str,
-    restore: &str,
-) -> Value {
+pub fn clean(obj: &Value, mapping: &BTreeMap<String, String>, backup: &str, restore: &str) -> Value {
     let mut o = obj.clone();
     if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
         for k in [
@@ -596,11 +521,7 @@ impl Results {
 }
 
 async fn restore(client: &kube::Client, storage: &Path, name: &str) -> anyhow::Result<()> {
-    let api = Api::<DynamicObject>::namespaced_with(
-        client.clone(),
-        NAMESPACE,
-        &vr("Restore", "restores"),
-    );
+    let api = Api::<DynamicObject>::namespaced_with(client.clone(), NAMESPACE, &vr("Restore", "restores"));
     let Some(r) = fresh(&api, name).await? else {
         return Ok(());
     };
@@ -609,50 +530,32 @@ async fn restore(client: &kube::Client, storage: &Path, name: &str) -> anyhow::R
     }
     let start = now();
     let backup_name = s(&r, "/spec/backupName").to_string();
-    let file = storage
-        .join("backups")
-        .join(&backup_name)
-        .join("resources.json");
+    let file = storage.join("backups").join(&backup_name).join("resources.json");
     let Ok(text) = std::fs::read(&file) else {
         return set_status(&api, name, json!({"phase": "FailedValidation", "validationErrors": [format!("backup {backup_name:?} not found in storage location {LOCATION}")], "startTimestamp": start, "completionTimestamp": now()})).await;
     };
-    set_status(
-        &api,
-        name,
-        json!({"phase": "InProgress", "startTimestamp": start}),
-    )
-    .await?;
+    set_status(&api, name, json!({"phase": "InProgress", "startTimestamp": start})).await?;
     let items: Vec<Value> = serde_json::from_slice(&text)?;
     let included = strings(&r, "/spec/includedNamespaces");
     let all = included.is_empty() || included.iter().any(|n| n == "*");
     let mapping: BTreeMap<String, String> = r
         .pointer("/spec/namespaceMapping")
         .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or(k).to_string()))
-                .collect()
-        })
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or(k).to_string())).collect())
         .unwrap_or_default();
     let update = s(&r, "/spec/existingResourcePolicy") == "update";
     let mut selected: Vec<(String, Value)> = items
         .into_iter()
         .filter_map(|i| Some((i["resource"].as_str()?.to_string(), i["object"].clone())))
         .filter(|(res, o)| {
-            let ns = if res == "namespaces" {
-                s(o, "/metadata/name")
-            } else {
-                s(o, "/metadata/namespace")
-            };
+            let ns = if res == "namespaces" { s(o, "/metadata/name") } else { s(o, "/metadata/namespace") };
             all || included.iter().any(|n| n == ns)
         })
         .filter(|(res, o)| {
             // Finished pods and pods a controller owns are not restored.
             res != "pods"
                 || !(matches!(s(o, "/status/phase"), "Succeeded" | "Failed")
-                    || o.pointer("/metadata/ownerReferences")
-                        .and_then(Value::as_array)
-                        .is_some_and(|r| !r.is_empty()))
+                    || o.pointer("/metadata/ownerReferences").and_then(Value::as_array).is_some_and(|r| !r.is_empty()))
         })
         .collect();
     selected.sort_by_key(|(res, _)| restore_rank(res));
@@ -660,10 +563,7 @@ async fn restore(client: &kube::Client, storage: &Path, name: &str) -> anyhow::R
     let mut types: BTreeMap<String, (ApiResource, bool)> = BTreeMap::new();
     for group in discovery.groups() {
         for (ar, caps) in group.recommended_resources() {
-            types.insert(
-                resource_name(&ar),
-                (ar, caps.scope == kube::discovery::Scope::Namespaced),
-            );
+            types.insert(resource_name(&ar), (ar, caps.scope == kube::discovery::Scope::Namespaced));
         }
     }
     let mut results = Results::default();
@@ -671,14 +571,8 @@ async fn restore(client: &kube::Client, storage: &Path, name: &str) -> anyhow::R
     let total = selected.len();
     for (res, obj) in &selected {
         let o = clean(obj, &mapping, &backup_name, name);
-        let (kind, oname) = (
-            s(&o, "/kind").to_string(),
-            s(&o, "/metadata/name").to_string(),
-        );
-        let ns = o
-            .pointer("/metadata/namespace")
-            .and_then(Value::as_str)
-            .map(String::from);
+        let (kind, oname) = (s(&o, "/kind").to_string(), s(&o, "/metadata/name").to_string());
+        let ns = o.pointer("/metadata/namespace").and_then(Value::as_str).map(String::from);
         let Some((ar, namespaced)) = types.get(res) else {
             results.add(
                 true,
@@ -705,20 +599,21 @@ async fn restore(client: &kube::Client, storage: &Path, name: &str) -> anyhow::R
                     continue;
                 }
                 let live = fresh(&api, &oname).await.ok().flatten();
-                if live
-                    .as_ref()
-                    .is_some_and(|l| comparable(l) == comparable(&o))
-                {
+                if live.as_ref().is_some_and(|l| comparable(l) == comparable(&o)) {
                     restored += 1;
                 } else if update {
                     // Velero patches the in-cluster object to the backed-up one: every
                     // field but metadata and status replaced, the restore's labels added.
                     let patch = update_patch(live.as_ref().unwrap_or(&Value::Null), &o);
-                    if let Err(e) = api
-                        .patch(&oname, &PatchParams::default(), &Patch::<()>::Json(patch))
-                        .await
-                    {
-                        results.add(false, ns.as_deref(), format!("could not restore, {kind} \"{oname}\" already exists and could not be updated: {}", message(&e)));
+                    if let Err(e) = api.patch(&oname, &PatchParams::default(), &Patch::<()>::Json(patch)).await {
+                        results.add(
+                            false,
+                            ns.as_deref(),
+                            format!(
+                                "could not restore, {kind} \"{oname}\" already exists and could not be updated: {}",
+                                message(&e)
+                            ),
+                        );
                     } else {
                         restored += 1;
                     }
@@ -726,11 +621,7 @@ async fn restore(client: &kube::Client, storage: &Path, name: &str) -> anyhow::R
                     results.add(false, ns.as_deref(), format!("could not restore, {kind} \"{oname}\" already exists. Warning: the in-cluster version is different than the backed-up version"));
                 }
             }
-            Err(e) => results.add(
-                true,
-                ns.as_deref(),
-                format!("error restoring {id}: {}", message(&e)),
-            ),
+            Err(e) => results.add(true, ns.as_deref(), format!("error restoring {id}: {}", message(&e))),
         }
     }
     let warnings = Results::count(&results.warnings) + results.cluster_warnings.len();
@@ -739,10 +630,7 @@ async fn restore(client: &kube::Client, storage: &Path, name: &str) -> anyhow::R
     std::fs::create_dir_all(&dir)?;
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(results.to_json().to_string().as_bytes())?;
-    write_atomic(
-        &dir.join(format!("restore-{name}-results.gz")),
-        &gz.finish()?,
-    )?;
+    write_atomic(&dir.join(format!("restore-{name}-results.gz")), &gz.finish()?)?;
     set_status(
         &api,
         name,
@@ -763,9 +651,7 @@ async fn restore(client: &kube::Client, storage: &Path, name: &str) -> anyhow::R
 pub fn update_patch(live: &Value, desired: &Value) -> json_patch::Patch {
     let mut to = live.clone();
     if let (Some(t), Some(d)) = (to.as_object_mut(), desired.as_object()) {
-        t.retain(|k, _| {
-            matches!(k.as_str(), "metadata" | "status" | "apiVersion" | "kind") || d.contains_key(k)
-        });
+        t.retain(|k, _| matches!(k.as_str(), "metadata" | "status" | "apiVersion" | "kind") || d.contains_key(k));
         for (k, v) in d {
             if !matches!(k.as_str(), "metadata" | "status") {
                 t.insert(k.clone(), v.clone());
@@ -773,10 +659,7 @@ pub fn update_patch(live: &Value, desired: &Value) -> json_patch::Patch {
         }
     }
     for field in ["labels", "annotations"] {
-        if let Some(add) = desired
-            .pointer(&format!("/metadata/{field}"))
-            .and_then(Value::as_object)
-        {
+        if let Some(add) = desired.pointer(&format!("/metadata/{field}")).and_then(Value::as_object) {
             let m = &mut to["metadata"][field];
             if !m.is_object() {
                 *m = json!({});
@@ -798,11 +681,8 @@ fn message(e: &kube::Error) -> String {
 
 async fn download(client: &kube::Client, storage: &Path, d: &DynamicObject) -> anyhow::Result<()> {
     let name = d.metadata.name.clone().unwrap_or_default();
-    let api = Api::<DynamicObject>::namespaced_with(
-        client.clone(),
-        NAMESPACE,
-        &vr("DownloadRequest", "downloadrequests"),
-    );
+    let api =
+        Api::<DynamicObject>::namespaced_with(client.clone(), NAMESPACE, &vr("DownloadRequest", "downloadrequests"));
     let Some(v) = fresh(&api, &name).await? else {
         return Ok(());
     };
@@ -811,28 +691,17 @@ async fn download(client: &kube::Client, storage: &Path, d: &DynamicObject) -> a
     }
     let target = s(&v, "/spec/target/name");
     let path = match s(&v, "/spec/target/kind") {
-        "RestoreResults" => storage
-            .join("restores")
-            .join(target)
-            .join(format!("restore-{target}-results.gz")),
+        "RestoreResults" => storage.join("restores").join(target).join(format!("restore-{target}-results.gz")),
         "BackupContents" => storage.join("backups").join(target).join("resources.json"),
-        other => anyhow::bail!(
-            "download request {name}: target kind {other:?} is not served by the stand-in"
-        ),
+        other => anyhow::bail!("download request {name}: target kind {other:?} is not served by the stand-in"),
     };
     if !path.exists() {
         anyhow::bail!("download request {name}: {} does not exist", path.display());
     }
-    let url =
-        url::Url::from_file_path(&path).map_err(|()| anyhow::anyhow!("not an absolute path"))?;
-    let expiry = (chrono::Utc::now() + chrono::Duration::minutes(10))
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    set_status(
-        &api,
-        &name,
-        json!({"phase": "Processed", "downloadURL": url.to_string(), "expiration": expiry}),
-    )
-    .await
+    let url = url::Url::from_file_path(&path).map_err(|()| anyhow::anyhow!("not an absolute path"))?;
+    let expiry =
+        (chrono::Utc::now() + chrono::Duration::minutes(10)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    set_status(&api, &name, json!({"phase": "Processed", "downloadURL": url.to_string(), "expiration": expiry})).await
 }
 
 #[cfg(test)]
@@ -879,35 +748,25 @@ mod tests {
                 && c["metadata"].get("ownerReferences").is_none()
                 && c.get("status").is_none()
         );
-        assert!(
-            c["spec"].get("clusterIP").is_none() && c["spec"]["ports"][0].get("nodePort").is_none()
-        );
+        assert!(c["spec"].get("clusterIP").is_none() && c["spec"]["ports"][0].get("nodePort").is_none());
         assert_eq!(c["metadata"]["labels"]["velero.io/restore-name"], "r");
-        let headless = json!({"kind": "Service", "metadata": {"name": "h", "namespace": "shop"}, "spec": {"clusterIP": "None"}});
+        let headless =
+            json!({"kind": "Service", "metadata": {"name": "h", "namespace": "shop"}, "spec": {"clusterIP": "None"}});
         assert_eq!(clean(&headless, &m, "b", "r")["spec"]["clusterIP"], "None");
         let ns = json!({"kind": "Namespace", "metadata": {"name": "shop"}});
         assert_eq!(clean(&ns, &m, "b", "r")["metadata"]["name"], "shop-prod");
         let rb = json!({"kind": "RoleBinding", "metadata": {"name": "x", "namespace": "shop"}, "subjects": [{"kind": "ServiceAccount", "name": "a", "namespace": "shop"}]});
-        assert_eq!(
-            clean(&rb, &m, "b", "r")["subjects"][0]["namespace"],
-            "shop-prod"
-        );
+        assert_eq!(clean(&rb, &m, "b", "r")["subjects"][0]["namespace"], "shop-prod");
     }
 
     #[test]
     fn long_names_become_valid_label_values() {
-        assert_eq!(
-            label_value("mtcd-shop-20261125193756"),
-            "mtcd-shop-20261125193756"
-        );
+        assert_eq!(label_value("mtcd-shop-20261125193756"), "mtcd-shop-20261125193756");
         let long = format!("mtcd-{}-20261125193756", "a".repeat(60));
         let v = label_value(&long);
         assert_eq!(v.len(), 63);
         assert!(v.starts_with("mtcd-aaaa"));
-        assert_ne!(
-            v,
-            label_value(&format!("mtcd-{}-20261125193757", "a".repeat(60)))
-        );
+        assert_ne!(v, label_value(&format!("mtcd-{}-20261125193757", "a".repeat(60))));
     }
 
     #[test]
@@ -918,19 +777,13 @@ mod tests {
         json_patch::patch(&mut out, &update_patch(&live, &desired)).unwrap();
         assert_eq!(out["data"], json!({"x": "new"}));
         assert_eq!(out["metadata"]["uid"], "u");
-        assert_eq!(
-            out["metadata"]["labels"],
-            json!({"a": "1", "velero.io/restore-name": "r"})
-        );
+        assert_eq!(out["metadata"]["labels"], json!({"a": "1", "velero.io/restore-name": "r"}));
     }
 
     #[test]
     fn selectors_round_trip_to_list_strings() {
         let sel = json!({"matchLabels": {"app": "shop"}, "matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["cache"]}]});
         assert_eq!(selector_string(&sel).unwrap(), "app=shop,tier!=cache");
-        assert_eq!(
-            selector_string(&json!({"matchLabels": {}, "matchExpressions": []})),
-            None
-        );
+        assert_eq!(selector_string(&json!({"matchLabels": {}, "matchExpressions": []})), None);
     }
 }

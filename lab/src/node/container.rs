@@ -45,9 +45,7 @@ pub struct MountSpec {
 }
 
 /// Host directories overlaid into the container root (writes land in a tmpfs).
-const OVERLAID: &[&str] = &[
-    "etc", "usr", "var", "opt", "root", "home", "srv", "mnt", "media",
-];
+const OVERLAID: &[&str] = &["etc", "usr", "var", "opt", "root", "home", "srv", "mnt", "media"];
 /// Host directories bound as they are (kernel interfaces and runtime state).
 const BOUND: &[&str] = &["dev", "proc", "sys", "run"];
 /// Top-level symlinks of a merged-/usr system (or directories on older layouts).
@@ -64,23 +62,13 @@ fn bind(source: &Path, target: &Path, recursive: bool) -> Result<(), String> {
     if recursive {
         flags |= MsFlags::MS_REC;
     }
-    mount(Some(source), target, None::<&str>, flags, None::<&str>).map_err(|e| {
-        err(
-            format_args!("bind-mount {} on {}", source.display(), target.display()),
-            e,
-        )
-    })
+    mount(Some(source), target, None::<&str>, flags, None::<&str>)
+        .map_err(|e| err(format_args!("bind-mount {} on {}", source.display(), target.display()), e))
 }
 
 fn remount_ro(target: &Path) -> Result<(), String> {
-    mount(
-        None::<&str>,
-        target,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-        None::<&str>,
-    )
-    .map_err(|e| err(format_args!("remount {} read-only", target.display()), e))
+    mount(None::<&str>, target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None::<&str>)
+        .map_err(|e| err(format_args!("remount {} read-only", target.display()), e))
 }
 
 /// Join an absolute container path under the root.
@@ -91,14 +79,8 @@ fn under(root: &Path, path: &str) -> PathBuf {
 fn build_root(spec: &ContainerSpec) -> Result<(), String> {
     let root = &spec.root;
     std::fs::create_dir_all(root).map_err(|e| err(format_args!("create {}", root.display()), e))?;
-    mount(
-        Some("tmpfs"),
-        root,
-        Some("tmpfs"),
-        MsFlags::empty(),
-        Some("mode=0755"),
-    )
-    .map_err(|e| err(format_args!("mount tmpfs on {}", root.display()), e))?;
+    mount(Some("tmpfs"), root, Some("tmpfs"), MsFlags::empty(), Some("mode=0755"))
+        .map_err(|e| err(format_args!("mount tmpfs on {}", root.display()), e))?;
     let scratch = root.join(".lab");
     for name in LINKS {
         let host = Path::new("/").join(name);
@@ -106,8 +88,7 @@ fn build_root(spec: &ContainerSpec) -> Result<(), String> {
             std::os::unix::fs::symlink(&target, root.join(name))
                 .map_err(|e| err(format_args!("symlink /{name}"), e))?;
         } else if host.is_dir() {
-            std::fs::create_dir(root.join(name))
-                .map_err(|e| err(format_args!("mkdir /{name}"), e))?;
+            std::fs::create_dir(root.join(name)).map_err(|e| err(format_args!("mkdir /{name}"), e))?;
             bind(&host, &root.join(name), true)?;
         }
     }
@@ -116,29 +97,14 @@ fn build_root(spec: &ContainerSpec) -> Result<(), String> {
         if !host.is_dir() || host.is_symlink() {
             continue;
         }
-        let (upper, work, target) = (
-            scratch.join("upper").join(name),
-            scratch.join("work").join(name),
-            root.join(name),
-        );
+        let (upper, work, target) =
+            (scratch.join("upper").join(name), scratch.join("work").join(name), root.join(name));
         for d in [&upper, &work, &target] {
-            std::fs::create_dir_all(d)
-                .map_err(|e| err(format_args!("mkdir {}", d.display()), e))?;
+            std::fs::create_dir_all(d).map_err(|e| err(format_args!("mkdir {}", d.display()), e))?;
         }
-        let opts = format!(
-            "lowerdir={},upperdir={},workdir={}",
-            host.display(),
-            upper.display(),
-            work.display()
-        );
-        mount(
-            Some("overlay"),
-            &target,
-            Some("overlay"),
-            MsFlags::empty(),
-            Some(opts.as_str()),
-        )
-        .map_err(|e| err(format_args!("overlay /{name}"), e))?;
+        let opts = format!("lowerdir={},upperdir={},workdir={}", host.display(), upper.display(), work.display());
+        mount(Some("overlay"), &target, Some("overlay"), MsFlags::empty(), Some(opts.as_str()))
+            .map_err(|e| err(format_args!("overlay /{name}"), e))?;
     }
     for name in BOUND {
         let target = root.join(name);
@@ -149,14 +115,8 @@ fn build_root(spec: &ContainerSpec) -> Result<(), String> {
     std::fs::create_dir_all(&tmp).map_err(|e| err("mkdir /tmp", e))?;
     match &spec.tmp {
         Some(dir) => bind(dir, &tmp, false)?,
-        None => mount(
-            Some("tmpfs"),
-            &tmp,
-            Some("tmpfs"),
-            MsFlags::empty(),
-            Some("mode=1777"),
-        )
-        .map_err(|e| err("mount tmpfs on /tmp", e))?,
+        None => mount(Some("tmpfs"), &tmp, Some("tmpfs"), MsFlags::empty(), Some("mode=1777"))
+            .map_err(|e| err("mount tmpfs on /tmp", e))?,
     }
     if let Some(hosts) = &spec.hosts_file {
         let target = root.join("etc/hosts");
@@ -170,16 +130,13 @@ fn build_root(spec: &ContainerSpec) -> Result<(), String> {
     for m in &mounts {
         let target = under(root, &m.target);
         if m.source.is_dir() {
-            std::fs::create_dir_all(&target)
-                .map_err(|e| err(format_args!("create mountPath {}", m.target), e))?;
+            std::fs::create_dir_all(&target).map_err(|e| err(format_args!("create mountPath {}", m.target), e))?;
         } else {
             if let Some(parent) = target.parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| err(format_args!("create mountPath {}", m.target), e))?;
+                std::fs::create_dir_all(parent).map_err(|e| err(format_args!("create mountPath {}", m.target), e))?;
             }
             if !target.exists() {
-                File::create(&target)
-                    .map_err(|e| err(format_args!("create mountPath {}", m.target), e))?;
+                File::create(&target).map_err(|e| err(format_args!("create mountPath {}", m.target), e))?;
             }
         }
         bind(&m.source, &target, true)?;
@@ -196,60 +153,35 @@ fn resolve(cmd: &str, path: &str) -> Option<PathBuf> {
     if cmd.contains('/') {
         return Some(PathBuf::from(cmd));
     }
-    path.split(':').map(|d| Path::new(d).join(cmd)).find(|p| {
-        p.metadata()
-            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    })
+    path.split(':')
+        .map(|d| Path::new(d).join(cmd))
+        .find(|p| p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
 }
 
 fn setup_and_exec(spec: &ContainerSpec) -> Result<std::convert::Infallible, String> {
     if spec.argv.is_empty() {
-        return Err(
-            "the container has no command: the lab runs images without an entrypoint, set command"
-                .into(),
-        );
+        return Err("the container has no command: the lab runs images without an entrypoint, set command".into());
     }
-    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS)
-        .map_err(|e| err("unshare mount+uts namespaces", e))?;
+    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS).map_err(|e| err("unshare mount+uts namespaces", e))?;
     // Nothing mounted from here on may propagate back to the host.
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(|e| err("make / private", e))?;
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .map_err(|e| err("make / private", e))?;
     if let Some(ns) = &spec.netns {
         let f = File::open(ns).map_err(|e| err(format_args!("open {}", ns.display()), e))?;
-        setns(&f, CloneFlags::CLONE_NEWNET)
-            .map_err(|e| err(format_args!("enter {}", ns.display()), e))?;
+        setns(&f, CloneFlags::CLONE_NEWNET).map_err(|e| err(format_args!("enter {}", ns.display()), e))?;
     }
     if let Some(h) = &spec.hostname {
         nix::unistd::sethostname(h).map_err(|e| err("sethostname", e))?;
     }
     build_root(spec)?;
     nix::unistd::chroot(&spec.root).map_err(|e| err("chroot", e))?;
-    let wd = spec
-        .working_dir
-        .as_deref()
-        .filter(|w| !w.is_empty())
-        .unwrap_or("/");
+    let wd = spec.working_dir.as_deref().filter(|w| !w.is_empty()).unwrap_or("/");
     if std::fs::create_dir_all(wd).is_err() || nix::unistd::chdir(wd).is_err() {
         return Err(format!("cannot change to workingDir {wd}"));
     }
-    let path = spec
-        .env
-        .iter()
-        .find(|(k, _)| k == "PATH")
-        .map(|(_, v)| v.as_str())
-        .unwrap_or(DEFAULT_PATH);
-    let exe = resolve(&spec.argv[0], path).ok_or_else(|| {
-        format!(
-            "executable file {:?} not found in $PATH ({path})",
-            spec.argv[0]
-        )
-    })?;
+    let path = spec.env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str()).unwrap_or(DEFAULT_PATH);
+    let exe = resolve(&spec.argv[0], path)
+        .ok_or_else(|| format!("executable file {:?} not found in $PATH ({path})", spec.argv[0]))?;
     // std's exec (not a raw execve): it restores SIGPIPE to its default and clears the
     // signal mask first. The Rust runtime of this process ignores SIGPIPE, and an ignored
     // signal would survive execve into the container's shell scripts and daemons.
@@ -289,11 +221,7 @@ pub fn container_main(spec_json: &str) -> i32 {
         Ok(never) => match never {},
         Err(msg) => {
             eprintln!("mtcd-lab: container start failed: {msg}");
-            if msg.contains("not found in $PATH") {
-                127
-            } else {
-                128
-            }
+            if msg.contains("not found in $PATH") { 127 } else { 128 }
         }
     }
 }
@@ -325,10 +253,7 @@ mod tests {
                 "--nocapture",
                 "-q",
             ])
-            .env(
-                "MTCD_LAB_TEST_CONTAINER_SPEC",
-                serde_json::to_string(spec).unwrap(),
-            )
+            .env("MTCD_LAB_TEST_CONTAINER_SPEC", serde_json::to_string(spec).unwrap())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .status()
@@ -351,23 +276,13 @@ mod tests {
         std::fs::create_dir_all(&out).unwrap();
         std::fs::write(data.join("file.txt"), b"payload\n").unwrap();
         let hosts = dir.path().join("hosts");
-        std::fs::write(
-            &hosts,
-            "127.0.0.1\tlocalhost\n10.210.0.2\trsync-ns1.apps.dst.lab\n",
-        )
-        .unwrap();
+        std::fs::write(&hosts, "127.0.0.1\tlocalhost\n10.210.0.2\trsync-ns1.apps.dst.lab\n").unwrap();
         let prefix = format!("mtcdc{:06x}-", rand::random::<u32>() & 0xff_ffff);
         // A mountPath whose parent does not exist on the host, like /data in most images.
         let absent = format!("/{prefix}absent");
         let guard = NetGuard(prefix.clone());
         let net = crate::netns::LabNetwork::create(&prefix).unwrap();
-        let pod = net
-            .add_pod(
-                "src",
-                "cccccccc-3333",
-                crate::netns::pod_ip("src", 7).unwrap(),
-            )
-            .unwrap();
+        let pod = net.add_pod("src", "cccccccc-3333", crate::netns::pod_ip("src", 7).unwrap()).unwrap();
         let script = r#"set -e
 yes | head -c1 >/dev/null; echo "sigpipe-status=${PIPESTATUS[0]}"
 cat $ABSENT/data/file.txt > /out/copy.txt
@@ -384,16 +299,8 @@ echo scratch > /etc/written-by-container
             hostname: Some("client-pod".into()),
             hosts_file: Some(hosts),
             mounts: vec![
-                MountSpec {
-                    source: data.clone(),
-                    target: format!("{absent}/data"),
-                    read_only: true,
-                },
-                MountSpec {
-                    source: out.clone(),
-                    target: "/out".into(),
-                    read_only: false,
-                },
+                MountSpec { source: data.clone(), target: format!("{absent}/data"), read_only: true },
+                MountSpec { source: out.clone(), target: "/out".into(), read_only: false },
             ],
             working_dir: Some(format!("{absent}/data")),
             env: vec![
@@ -408,35 +315,19 @@ echo scratch > /etc/written-by-container
         let text = std::fs::read_to_string(&log).unwrap();
         assert!(status.success(), "container failed ({status}):\n{text}");
         assert_eq!(std::fs::read(out.join("copy.txt")).unwrap(), b"payload\n");
-        assert!(
-            text.contains(&format!("pwd={absent}/data foo=bar baz host=client-pod")),
-            "{text}"
-        );
+        assert!(text.contains(&format!("pwd={absent}/data foo=bar baz host=client-pod")), "{text}");
         assert!(text.contains("inet 10.210.1.7/16"), "{text}");
         // SIGPIPE is back to its default inside the container (141 = 128 + SIGPIPE).
         assert!(text.contains("sigpipe-status=141"), "{text}");
         assert!(!data.join("new").exists());
-        assert!(
-            !Path::new("/etc/written-by-container").exists(),
-            "container writes reached the host"
-        );
-        assert!(
-            !Path::new(&absent).exists(),
-            "mountPath created on the host"
-        );
+        assert!(!Path::new("/etc/written-by-container").exists(), "container writes reached the host");
+        assert!(!Path::new(&absent).exists(), "mountPath created on the host");
 
         // A missing executable is exit code 127 with a message naming it.
-        let spec = ContainerSpec {
-            argv: vec!["no-such-binary".into()],
-            ..spec
-        };
+        let spec = ContainerSpec { argv: vec!["no-such-binary".into()], ..spec };
         let status = run_child(&spec, &log);
         assert_eq!(status.code(), Some(127));
-        assert!(
-            std::fs::read_to_string(&log)
-                .unwrap()
-                .contains("\"no-such-binary\" not found")
-        );
+        assert!(std::fs::read_to_string(&log).unwrap().contains("\"no-such-binary\" not found"));
         drop(guard);
     }
 }

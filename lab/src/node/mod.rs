@@ -85,14 +85,8 @@ pub fn classify_image(image: &str, simulated: &[String]) -> ImageKind {
             _ => s.to_string(),
         }
     };
-    let simulated_match = simulated
-        .iter()
-        .any(|s| s == image || (!s.contains(':') && repo_of(image) == *s));
-    if simulated_match || image.contains("/simulated/") {
-        ImageKind::Simulated
-    } else {
-        ImageKind::Unknown
-    }
+    let simulated_match = simulated.iter().any(|s| s == image || (!s.contains(':') && repo_of(image) == *s));
+    if simulated_match || image.contains("/simulated/") { ImageKind::Simulated } else { ImageKind::Unknown }
 }
 
 /// The path of the hosts file the routers maintain: `<lab dir>/hosts`, where the lab dir
@@ -134,42 +128,22 @@ struct Handle {
 
 /// Run the node agent until `shutdown`; every pod process is stopped and every pod network
 /// namespace removed before it returns.
-pub async fn run(
-    client: kube::Client,
-    cfg: NodeConfig,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn run(client: kube::Client, cfg: NodeConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     for d in [cfg.state_dir.join("pod-logs"), cfg.state_dir.join("pods")] {
-        std::fs::create_dir_all(&d).map_err(|source| NodeError::StateDir {
-            dir: d.display().to_string(),
-            source,
-        })?;
+        std::fs::create_dir_all(&d).map_err(|source| NodeError::StateDir { dir: d.display().to_string(), source })?;
     }
     let hosts_file = hosts_file_for(&cfg.state_dir);
     if !hosts_file.exists() {
-        let _ = std::fs::write(
-            &hosts_file,
-            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
-        );
+        let _ = std::fs::write(&hosts_file, "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
     }
     // The lab binary re-execs itself as `__container` (through /proc/self/exe, which stays
     // valid even when cargo replaces the file on disk while a lab runs); MTCD_LAB_EXE points
     // at another binary that dispatches `__container` (tests of a library build).
-    let exe = std::env::var_os("MTCD_LAB_EXE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
-    let node = Arc::new(Node {
-        client: client.clone(),
-        cfg: cfg.clone(),
-        ips: IpPool::default(),
-        hosts_file,
-        exe,
-    });
+    let exe = std::env::var_os("MTCD_LAB_EXE").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
+    let node = Arc::new(Node { client: client.clone(), cfg: cfg.clone(), ips: IpPool::default(), hosts_file, exe });
     let node_name = crate::api::schedule::node_name(&cfg.cluster);
     let api: Api<Pod> = Api::all(client.clone());
-    let mut events = watcher::watcher(api, watcher::Config::default())
-        .default_backoff()
-        .boxed();
+    let mut events = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
     let mut pods: HashMap<String, Handle> = HashMap::new();
     let mut seen_in_init: HashSet<String> = HashSet::new();
     let result = loop {
@@ -188,11 +162,7 @@ pub async fn run(
         match ev {
             Event::Init => seen_in_init.clear(),
             Event::InitDone => {
-                let gone: Vec<String> = pods
-                    .keys()
-                    .filter(|u| !seen_in_init.contains(*u))
-                    .cloned()
-                    .collect();
+                let gone: Vec<String> = pods.keys().filter(|u| !seen_in_init.contains(*u)).cloned().collect();
                 for uid in gone {
                     if let Some(h) = pods.remove(&uid) {
                         h.stop.cancel();
@@ -220,14 +190,7 @@ pub async fn run(
                     let (tx, rx) = tokio::sync::watch::channel(p.clone());
                     let stop = shutdown.child_token();
                     let task = tokio::spawn(pod::run_pod(node.clone(), p, rx, stop.clone()));
-                    pods.insert(
-                        uid,
-                        Handle {
-                            updates: tx,
-                            stop,
-                            task,
-                        },
-                    );
+                    pods.insert(uid, Handle { updates: tx, stop, task });
                 }
                 pods.retain(|_, h| !h.task.is_finished());
             }
@@ -250,24 +213,16 @@ pub async fn run(
 /// Delete a pod that has a deletionTimestamp with grace 0, as a kubelet does once the
 /// containers are gone.
 pub(crate) async fn finish_delete(client: &kube::Client, p: &Pod) {
-    if p.metadata
-        .finalizers
-        .as_ref()
-        .is_some_and(|f| !f.is_empty())
-    {
+    if p.metadata.finalizers.as_ref().is_some_and(|f| !f.is_empty()) {
         return;
     }
-    let (Some(ns), Some(name)) = (p.metadata.namespace.as_deref(), p.metadata.name.as_deref())
-    else {
+    let (Some(ns), Some(name)) = (p.metadata.namespace.as_deref(), p.metadata.name.as_deref()) else {
         return;
     };
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
     let mut dp = DeleteParams::default().grace_period(0);
     if let Some(uid) = &p.metadata.uid {
-        dp.preconditions = Some(kube::api::Preconditions {
-            uid: Some(uid.clone()),
-            resource_version: None,
-        });
+        dp.preconditions = Some(kube::api::Preconditions { uid: Some(uid.clone()), resource_version: None });
     }
     let _ = api.delete(name, &dp).await;
 }
@@ -278,25 +233,13 @@ mod tests {
 
     #[test]
     fn classifies_images() {
-        let sim = vec![
-            "registry.example/app/web".to_string(),
-            "nginx:1.25".to_string(),
-        ];
+        let sim = vec!["registry.example/app/web".to_string(), "nginx:1.25".to_string()];
         assert_eq!(classify_image(TRANSFER_IMAGE, &sim), ImageKind::Transfer);
-        assert_eq!(
-            classify_image("example.com/x/rsync-transfer:v2", &sim),
-            ImageKind::Transfer
-        );
-        assert_eq!(
-            classify_image("registry.example/app/web:v3", &sim),
-            ImageKind::Simulated
-        );
+        assert_eq!(classify_image("example.com/x/rsync-transfer:v2", &sim), ImageKind::Transfer);
+        assert_eq!(classify_image("registry.example/app/web:v3", &sim), ImageKind::Simulated);
         assert_eq!(classify_image("nginx:1.25", &sim), ImageKind::Simulated);
         assert_eq!(classify_image("nginx:1.26", &sim), ImageKind::Unknown);
-        assert_eq!(
-            classify_image("quay.io/simulated/db:1", &sim),
-            ImageKind::Simulated
-        );
+        assert_eq!(classify_image("quay.io/simulated/db:1", &sim), ImageKind::Simulated);
         assert_eq!(classify_image("busybox", &sim), ImageKind::Unknown);
     }
 }

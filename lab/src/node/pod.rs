@@ -23,19 +23,9 @@ fn now() -> String {
 
 #[derive(Clone, Debug)]
 enum CState {
-    Waiting {
-        reason: String,
-        message: Option<String>,
-    },
-    Running {
-        started_at: String,
-    },
-    Terminated {
-        exit_code: i32,
-        reason: String,
-        started_at: String,
-        finished_at: String,
-    },
+    Waiting { reason: String, message: Option<String> },
+    Running { started_at: String },
+    Terminated { exit_code: i32, reason: String, started_at: String, finished_at: String },
 }
 
 impl CState {
@@ -49,12 +39,7 @@ impl CState {
                 json!({ "waiting": w })
             }
             CState::Running { started_at } => json!({ "running": { "startedAt": started_at } }),
-            CState::Terminated {
-                exit_code,
-                reason,
-                started_at,
-                finished_at,
-            } => json!({ "terminated": {
+            CState::Terminated { exit_code, reason, started_at, finished_at } => json!({ "terminated": {
                 "exitCode": exit_code, "reason": reason, "startedAt": started_at, "finishedAt": finished_at,
             }}),
         }
@@ -75,10 +60,7 @@ impl CStatus {
         CStatus {
             name: c.name.clone(),
             image: c.image.clone().unwrap_or_default(),
-            state: CState::Waiting {
-                reason: reason.into(),
-                message: None,
-            },
+            state: CState::Waiting { reason: reason.into(), message: None },
             last: None,
             restarts: 0,
         }
@@ -120,21 +102,13 @@ impl PodState {
         if !self.initialized {
             return "Pending";
         }
-        let all_terminated = self
-            .main
-            .iter()
-            .all(|c| matches!(c.state, CState::Terminated { .. }));
+        let all_terminated = self.main.iter().all(|c| matches!(c.state, CState::Terminated { .. }));
         if all_terminated && !self.main.is_empty() {
-            let ok = self
-                .main
-                .iter()
-                .all(|c| matches!(c.state, CState::Terminated { exit_code: 0, .. }));
+            let ok = self.main.iter().all(|c| matches!(c.state, CState::Terminated { exit_code: 0, .. }));
             return if ok { "Succeeded" } else { "Failed" };
         }
-        let any_started = self
-            .main
-            .iter()
-            .any(|c| c.running() || c.restarts > 0 || matches!(c.state, CState::Terminated { .. }));
+        let any_started =
+            self.main.iter().any(|c| c.running() || c.restarts > 0 || matches!(c.state, CState::Terminated { .. }));
         if any_started { "Running" } else { "Pending" }
     }
 
@@ -151,8 +125,7 @@ impl PodState {
             "containerStatuses": self.main.iter().map(|c| c.to_json(uid)).collect::<Vec<_>>(),
         });
         if !self.init.is_empty() {
-            status["initContainerStatuses"] =
-                json!(self.init.iter().map(|c| c.to_json(uid)).collect::<Vec<_>>());
+            status["initContainerStatuses"] = json!(self.init.iter().map(|c| c.to_json(uid)).collect::<Vec<_>>());
         }
         if let Some(ip) = &self.ip {
             status["podIP"] = json!(ip);
@@ -208,17 +181,8 @@ impl Ctx {
 }
 
 /// The life of one pod until it is deleted or the node stops.
-pub(crate) async fn run_pod(
-    node: Arc<Node>,
-    pod: Pod,
-    updates: watch::Receiver<Pod>,
-    stop: CancellationToken,
-) {
-    let ns = pod
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
+pub(crate) async fn run_pod(node: Arc<Node>, pod: Pod, updates: watch::Receiver<Pod>, stop: CancellationToken) {
+    let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
     let name = pod.metadata.name.clone().unwrap_or_default();
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let spec = pod.spec.clone().unwrap_or_default();
@@ -233,25 +197,12 @@ pub(crate) async fn run_pod(
     let ctx = Arc::new(Ctx {
         api: Api::namespaced(node.client.clone(), &ns),
         dir: node.cfg.state_dir.join("pods").join(&uid),
-        log_dir: node
-            .cfg
-            .state_dir
-            .join("pod-logs")
-            .join(format!("{ns}_{name}_{uid}")),
+        log_dir: node.cfg.state_dir.join("pod-logs").join(format!("{ns}_{name}_{uid}")),
         state: Mutex::new(PodState {
             ip: None,
             start_time: now(),
-            init: spec
-                .init_containers
-                .iter()
-                .flatten()
-                .map(|c| CStatus::new(c, "PodInitializing"))
-                .collect(),
-            main: spec
-                .containers
-                .iter()
-                .map(|c| CStatus::new(c, "ContainerCreating"))
-                .collect(),
+            init: spec.init_containers.iter().flatten().map(|c| CStatus::new(c, "PodInitializing")).collect(),
+            main: spec.containers.iter().map(|c| CStatus::new(c, "ContainerCreating")).collect(),
             initialized: spec.init_containers.as_ref().is_none_or(|v| v.is_empty()),
             failed: false,
         }),
@@ -261,8 +212,7 @@ pub(crate) async fn run_pod(
         uid,
     });
     let span = tracing::info_span!("pod", pod = %format!("{}/{}", ctx.ns, ctx.name), cluster = %ctx.node.cfg.cluster);
-    let _ =
-        tracing::Instrument::instrument(drive(ctx.clone(), pod, kinds, stop.clone()), span).await;
+    let _ = tracing::Instrument::instrument(drive(ctx.clone(), pod, kinds, stop.clone()), span).await;
     // Deleted (or the node stops): if the API object is being deleted, finish that.
     let latest = updates.borrow().clone();
     if latest.metadata.deletion_timestamp.is_some() {
@@ -279,11 +229,7 @@ async fn drive(ctx: Arc<Ctx>, pod: Pod, kinds: Vec<ImageKind>, stop: Cancellatio
         {
             let mut st = ctx.state.lock().await;
             for (i, k) in kinds.iter().enumerate() {
-                let c = if i < n_init {
-                    &mut st.init[i]
-                } else {
-                    &mut st.main[i - n_init]
-                };
+                let c = if i < n_init { &mut st.init[i] } else { &mut st.main[i - n_init] };
                 if *k == ImageKind::Unknown {
                     c.state = CState::Waiting {
                         reason: "ErrImagePull".into(),
@@ -330,9 +276,7 @@ async fn drive(ctx: Arc<Ctx>, pod: Pod, kinds: Vec<ImageKind>, stop: Cancellatio
                 };
             }
             for c in st.main.iter_mut() {
-                c.state = CState::Running {
-                    started_at: t.clone(),
-                };
+                c.state = CState::Running { started_at: t.clone() };
             }
         }
         ctx.report().await;
@@ -402,25 +346,13 @@ async fn run_processes(
     let tmp = ctx.dir.join("tmp");
     let _ = std::fs::create_dir_all(&tmp);
     let _ = std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o1777));
-    let grace = Duration::from_secs(
-        spec.termination_grace_period_seconds
-            .unwrap_or(30)
-            .clamp(0, 5) as u64,
-    );
-    let policy = spec
-        .restart_policy
-        .clone()
-        .unwrap_or_else(|| "Always".into());
+    let grace = Duration::from_secs(spec.termination_grace_period_seconds.unwrap_or(30).clamp(0, 5) as u64);
+    let policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
     let make_spec = |i: usize, c: &Container| -> ContainerSpec {
         let env = envs[i].clone();
         let lookup: BTreeMap<String, String> = env.iter().cloned().collect();
-        let argv: Vec<String> = c
-            .command
-            .iter()
-            .flatten()
-            .chain(c.args.iter().flatten())
-            .map(|a| expand(a, &lookup))
-            .collect();
+        let argv: Vec<String> =
+            c.command.iter().flatten().chain(c.args.iter().flatten()).map(|a| expand(a, &lookup)).collect();
         ContainerSpec {
             netns: Some(crate::netns::netns_path(&pod_net.name)),
             root: ctx.dir.join(format!("root-{}", c.name)),
@@ -441,11 +373,7 @@ async fn run_processes(
                         Some(sp) => base.join(sp),
                         None => base.clone(),
                     };
-                    Some(MountSpec {
-                        source,
-                        target: m.mount_path.clone(),
-                        read_only: m.read_only.unwrap_or(false),
-                    })
+                    Some(MountSpec { source, target: m.mount_path.clone(), read_only: m.read_only.unwrap_or(false) })
                 })
                 .collect(),
             working_dir: c.working_dir.clone(),
@@ -454,11 +382,7 @@ async fn run_processes(
         }
     };
     // Init containers, in order; each must succeed.
-    let init_policy = if policy == "Never" {
-        "Never"
-    } else {
-        "OnFailure"
-    };
+    let init_policy = if policy == "Never" { "Never" } else { "OnFailure" };
     for (i, c) in inits.iter().enumerate() {
         if kinds[i] == ImageKind::Simulated {
             ctx.set(true, i, |s| {
@@ -472,16 +396,7 @@ async fn run_processes(
             .await;
             continue;
         }
-        let code = supervise(
-            ctx.clone(),
-            true,
-            i,
-            make_spec(i, c),
-            init_policy.to_string(),
-            grace,
-            stop.clone(),
-        )
-        .await;
+        let code = supervise(ctx.clone(), true, i, make_spec(i, c), init_policy.to_string(), grace, stop.clone()).await;
         if stop.is_cancelled() {
             break;
         }
@@ -497,10 +412,7 @@ async fn run_processes(
         let mut tasks = tokio::task::JoinSet::new();
         for (j, c) in spec.containers.iter().enumerate() {
             if kinds[n_init + j] == ImageKind::Simulated {
-                ctx.set(false, j, |s| {
-                    s.state = CState::Running { started_at: now() }
-                })
-                .await;
+                ctx.set(false, j, |s| s.state = CState::Running { started_at: now() }).await;
                 continue;
             }
             tasks.spawn(supervise(
@@ -528,10 +440,7 @@ async fn fail_all(ctx: &Ctx, message: &str) {
     {
         let mut st = ctx.state.lock().await;
         for c in st.main.iter_mut() {
-            c.state = CState::Waiting {
-                reason: "CreateContainerError".into(),
-                message: Some(message.to_string()),
-            };
+            c.state = CState::Waiting { reason: "CreateContainerError".into(), message: Some(message.to_string()) };
         }
     }
     ctx.report().await;
@@ -556,42 +465,24 @@ async fn supervise(
     let log_path = ctx.log_dir.join(format!("{name}.log"));
     // The spec carries env values from Secrets: pass it as a root-only file, not on the
     // command line where `ps` would show it.
-    let spec_path = ctx.dir.join(format!(
-        "{}-{name}.json",
-        if init { "init" } else { "container" }
-    ));
-    let written = serde_json::to_vec(&spec)
-        .map_err(std::io::Error::other)
-        .and_then(|bytes| {
-            use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .write(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&spec_path)?;
-            f.write_all(&bytes)
-        });
+    let spec_path = ctx.dir.join(format!("{}-{name}.json", if init { "init" } else { "container" }));
+    let written = serde_json::to_vec(&spec).map_err(std::io::Error::other).and_then(|bytes| {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(&spec_path)?;
+        f.write_all(&bytes)
+    });
     if let Err(e) = written {
         let msg = format!("writing container spec {}: {e}", spec_path.display());
-        ctx.set(init, idx, |s| {
-            s.state = CState::Waiting {
-                reason: "CreateContainerError".into(),
-                message: Some(msg),
-            }
-        })
-        .await;
+        ctx.set(init, idx, |s| s.state = CState::Waiting { reason: "CreateContainerError".into(), message: Some(msg) })
+            .await;
         return None;
     }
     let json = format!("@{}", spec_path.display());
     let mut last = None;
     let mut backoff = Duration::from_secs(1);
     loop {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path);
         let (out, err) = match log.and_then(|f| Ok((f.try_clone()?, f))) {
             Ok(p) => p,
             Err(e) => {
@@ -612,22 +503,14 @@ async fn supervise(
             Err(e) => {
                 let msg = format!("starting {}: {e}", ctx.node.exe.display());
                 ctx.set(init, idx, |s| {
-                    s.state = CState::Waiting {
-                        reason: "CreateContainerError".into(),
-                        message: Some(msg),
-                    }
+                    s.state = CState::Waiting { reason: "CreateContainerError".into(), message: Some(msg) }
                 })
                 .await;
                 return last;
             }
         };
         let started = now();
-        ctx.set(init, idx, |s| {
-            s.state = CState::Running {
-                started_at: started.clone(),
-            }
-        })
-        .await;
+        ctx.set(init, idx, |s| s.state = CState::Running { started_at: started.clone() }).await;
         let status = tokio::select! {
             s = child.wait() => s.ok(),
             _ = stop.cancelled() => {
@@ -641,11 +524,7 @@ async fn supervise(
         last = Some(code);
         let terminated = CState::Terminated {
             exit_code: code,
-            reason: if code == 0 {
-                "Completed".into()
-            } else {
-                "Error".into()
-            },
+            reason: if code == 0 { "Completed".into() } else { "Error".into() },
             started_at: started,
             finished_at: now(),
         };
@@ -663,10 +542,7 @@ async fn supervise(
             s.restarts += 1;
             s.state = CState::Waiting {
                 reason: "CrashLoopBackOff".into(),
-                message: Some(format!(
-                    "back-off {}s restarting failed container",
-                    backoff.as_secs()
-                )),
+                message: Some(format!("back-off {}s restarting failed container", backoff.as_secs())),
             };
         })
         .await;
@@ -686,10 +562,7 @@ fn exit_code(s: std::process::ExitStatus) -> i32 {
 /// SIGTERM, then SIGKILL after the grace period (capped at 5 s by the caller).
 async fn terminate(child: &mut tokio::process::Child, grace: Duration) {
     if let Some(pid) = child.id() {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
         if tokio::time::timeout(grace, child.wait()).await.is_ok() {
             return;
         }
@@ -725,12 +598,7 @@ fn expand(s: &str, env: &BTreeMap<String, String>) -> String {
 async fn resolve_volumes(ctx: &Ctx, pod: &Pod) -> Result<BTreeMap<String, PathBuf>, String> {
     let client = ctx.node.client.clone();
     let mut out = BTreeMap::new();
-    for v in pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.volumes.clone())
-        .unwrap_or_default()
-    {
+    for v in pod.spec.as_ref().and_then(|s| s.volumes.clone()).unwrap_or_default() {
         let dir = ctx.dir.join("volumes").join(&v.name);
         let path = if let Some(pvc) = &v.persistent_volume_claim {
             let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ctx.ns);
@@ -740,16 +608,9 @@ async fn resolve_volumes(ctx: &Ctx, pod: &Pod) -> Result<BTreeMap<String, PathBu
                 .map_err(|e| format!("reading persistentvolumeclaim {:?}: {e}", pvc.claim_name))?
                 .ok_or_else(|| format!("persistentvolumeclaim {:?} not found", pvc.claim_name))?;
             let bound = claim.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
-            let pv_name = claim
-                .spec
-                .as_ref()
-                .and_then(|s| s.volume_name.clone())
-                .filter(|n| !n.is_empty());
+            let pv_name = claim.spec.as_ref().and_then(|s| s.volume_name.clone()).filter(|n| !n.is_empty());
             let Some(pv_name) = pv_name.filter(|_| bound) else {
-                return Err(format!(
-                    "pod has unbound immediate PersistentVolumeClaims ({:?})",
-                    pvc.claim_name
-                ));
+                return Err(format!("pod has unbound immediate PersistentVolumeClaims ({:?})", pvc.claim_name));
             };
             let pvs: Api<PersistentVolume> = Api::all(client.clone());
             let pv = pvs
@@ -762,83 +623,39 @@ async fn resolve_volumes(ctx: &Ctx, pod: &Pod) -> Result<BTreeMap<String, PathBu
                 .host_path
                 .map(|h| h.path)
                 .or(spec.local.map(|l| l.path))
-                .ok_or_else(|| {
-                    format!("persistentvolume {pv_name:?} has neither spec.hostPath nor spec.local")
-                })?;
+                .ok_or_else(|| format!("persistentvolume {pv_name:?} has neither spec.hostPath nor spec.local"))?;
             let p = PathBuf::from(p);
-            std::fs::create_dir_all(&p).map_err(|e| {
-                format!(
-                    "persistentvolume {pv_name:?} directory {}: {e}",
-                    p.display()
-                )
-            })?;
+            std::fs::create_dir_all(&p)
+                .map_err(|e| format!("persistentvolume {pv_name:?} directory {}: {e}", p.display()))?;
             p
         } else if let Some(cm) = &v.config_map {
             let api: Api<ConfigMap> = Api::namespaced(client.clone(), &ctx.ns);
-            let obj = api
-                .get_opt(&cm.name)
-                .await
-                .map_err(|e| format!("reading configmap {:?}: {e}", cm.name))?;
+            let obj = api.get_opt(&cm.name).await.map_err(|e| format!("reading configmap {:?}: {e}", cm.name))?;
             let mut data: BTreeMap<String, Vec<u8>> = BTreeMap::new();
             match obj {
                 Some(o) => {
-                    data.extend(
-                        o.data
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(|(k, v)| (k, v.into_bytes())),
-                    );
-                    data.extend(
-                        o.binary_data
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(|(k, v)| (k, v.0)),
-                    );
+                    data.extend(o.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())));
+                    data.extend(o.binary_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)));
                 }
                 None if cm.optional == Some(true) => {}
                 None => return Err(format!("configmap {:?} not found", cm.name)),
             }
-            materialise(
-                &dir,
-                &data,
-                cm.items.as_deref(),
-                cm.default_mode,
-                &format!("configmap {:?}", cm.name),
-            )?;
+            materialise(&dir, &data, cm.items.as_deref(), cm.default_mode, &format!("configmap {:?}", cm.name))?;
             dir
         } else if let Some(sec) = &v.secret {
             let sname = sec.secret_name.clone().unwrap_or_default();
             let api: Api<Secret> = Api::namespaced(client.clone(), &ctx.ns);
-            let obj = api
-                .get_opt(&sname)
-                .await
-                .map_err(|e| format!("reading secret {sname:?}: {e}"))?;
+            let obj = api.get_opt(&sname).await.map_err(|e| format!("reading secret {sname:?}: {e}"))?;
             let mut data: BTreeMap<String, Vec<u8>> = BTreeMap::new();
             match obj {
                 Some(o) => {
-                    data.extend(
-                        o.data
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(|(k, v)| (k, v.0)),
-                    );
-                    data.extend(
-                        o.string_data
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(|(k, v)| (k, v.into_bytes())),
-                    );
+                    data.extend(o.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)));
+                    data.extend(o.string_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())));
                 }
                 None if sec.optional == Some(true) => {}
                 None => return Err(format!("secret {sname:?} not found")),
             }
-            materialise(
-                &dir,
-                &data,
-                sec.items.as_deref(),
-                sec.default_mode,
-                &format!("secret {sname:?}"),
-            )?;
+            materialise(&dir, &data, sec.items.as_deref(), sec.default_mode, &format!("secret {sname:?}"))?;
             dir
         } else if let Some(h) = &v.host_path {
             PathBuf::from(&h.path)
@@ -869,26 +686,15 @@ fn materialise(
             .iter()
             .map(|it| {
                 data.get(&it.key)
-                    .map(|b| {
-                        (
-                            it.path.clone(),
-                            b,
-                            it.mode.map(|m| m as u32).unwrap_or(default_mode),
-                        )
-                    })
+                    .map(|b| (it.path.clone(), b, it.mode.map(|m| m as u32).unwrap_or(default_mode)))
                     .ok_or_else(|| format!("{what} has no key {:?}", it.key))
             })
             .collect::<Result<_, _>>()?,
-        None => data
-            .iter()
-            .map(|(k, b)| (k.clone(), b, default_mode))
-            .collect(),
+        None => data.iter().map(|(k, b)| (k.clone(), b, default_mode)).collect(),
     };
     for (rel, bytes, mode) in files {
         if rel.starts_with('/') || rel.split('/').any(|c| c == "..") {
-            return Err(format!(
-                "{what}: item path {rel:?} must be relative without '..'"
-            ));
+            return Err(format!("{what}: item path {rel:?} must be relative without '..'"));
         }
         let p = dir.join(&rel);
         if let Some(parent) = p.parent() {
@@ -901,12 +707,7 @@ fn materialise(
     Ok(())
 }
 
-async fn build_env(
-    ctx: &Ctx,
-    pod: &Pod,
-    c: &Container,
-    pod_ip: &str,
-) -> Result<Vec<(String, String)>, String> {
+async fn build_env(ctx: &Ctx, pod: &Pod, c: &Container, pod_ip: &str) -> Result<Vec<(String, String)>, String> {
     let client = ctx.node.client.clone();
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ctx.ns);
     let secrets: Api<Secret> = Api::namespaced(client, &ctx.ns);
@@ -917,33 +718,20 @@ async fn build_env(
     for from in c.env_from.iter().flatten() {
         let prefix = from.prefix.clone().unwrap_or_default();
         if let Some(r) = &from.config_map_ref {
-            match cms
-                .get_opt(&r.name)
-                .await
-                .map_err(|e| format!("reading configmap {:?}: {e}", r.name))?
-            {
-                Some(o) => env.extend(
-                    o.data
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, v)| (format!("{prefix}{k}"), v)),
-                ),
+            match cms.get_opt(&r.name).await.map_err(|e| format!("reading configmap {:?}: {e}", r.name))? {
+                Some(o) => env.extend(o.data.unwrap_or_default().into_iter().map(|(k, v)| (format!("{prefix}{k}"), v))),
                 None if r.optional == Some(true) => {}
                 None => return Err(format!("configmap {:?} not found", r.name)),
             }
         }
         if let Some(r) = &from.secret_ref {
-            match secrets
-                .get_opt(&r.name)
-                .await
-                .map_err(|e| format!("reading secret {:?}: {e}", r.name))?
-            {
-                Some(o) => env.extend(o.data.unwrap_or_default().into_iter().map(|(k, v)| {
-                    (
-                        format!("{prefix}{k}"),
-                        String::from_utf8_lossy(&v.0).into_owned(),
-                    )
-                })),
+            match secrets.get_opt(&r.name).await.map_err(|e| format!("reading secret {:?}: {e}", r.name))? {
+                Some(o) => env.extend(
+                    o.data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (format!("{prefix}{k}"), String::from_utf8_lossy(&v.0).into_owned())),
+                ),
                 None if r.optional == Some(true) => {}
                 None => return Err(format!("secret {:?} not found", r.name)),
             }
@@ -951,50 +739,29 @@ async fn build_env(
     }
     for e in c.env.iter().flatten() {
         let value = if let Some(v) = &e.value {
-            let lookup: BTreeMap<String, String> =
-                env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            let lookup: BTreeMap<String, String> = env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
             Some(expand(v, &lookup))
         } else if let Some(src) = &e.value_from {
             if let Some(r) = &src.config_map_key_ref {
-                let obj = cms
-                    .get_opt(&r.name)
-                    .await
-                    .map_err(|e| format!("reading configmap {:?}: {e}", r.name))?;
-                match obj
-                    .and_then(|o| o.data)
-                    .and_then(|d| d.get(&r.key).cloned())
-                {
+                let obj = cms.get_opt(&r.name).await.map_err(|e| format!("reading configmap {:?}: {e}", r.name))?;
+                match obj.and_then(|o| o.data).and_then(|d| d.get(&r.key).cloned()) {
                     Some(v) => Some(v),
                     None if r.optional == Some(true) => None,
                     None => {
-                        return Err(format!(
-                            "env {}: configmap {:?} key {:?} not found",
-                            e.name, r.name, r.key
-                        ));
+                        return Err(format!("env {}: configmap {:?} key {:?} not found", e.name, r.name, r.key));
                     }
                 }
             } else if let Some(r) = &src.secret_key_ref {
-                let obj = secrets
-                    .get_opt(&r.name)
-                    .await
-                    .map_err(|e| format!("reading secret {:?}: {e}", r.name))?;
-                match obj
-                    .and_then(|o| o.data)
-                    .and_then(|d| d.get(&r.key).cloned())
-                {
+                let obj = secrets.get_opt(&r.name).await.map_err(|e| format!("reading secret {:?}: {e}", r.name))?;
+                match obj.and_then(|o| o.data).and_then(|d| d.get(&r.key).cloned()) {
                     Some(v) => Some(String::from_utf8_lossy(&v.0).into_owned()),
                     None if r.optional == Some(true) => None,
                     None => {
-                        return Err(format!(
-                            "env {}: secret {:?} key {:?} not found",
-                            e.name, r.name, r.key
-                        ));
+                        return Err(format!("env {}: secret {:?} key {:?} not found", e.name, r.name, r.key));
                     }
                 }
             } else {
-                src.field_ref
-                    .as_ref()
-                    .map(|f| field_value(pod, &f.field_path, pod_ip))
+                src.field_ref.as_ref().map(|f| field_value(pod, &f.field_path, pod_ip))
             }
         } else {
             Some(String::new())
@@ -1009,9 +776,7 @@ async fn build_env(
 fn field_value(pod: &Pod, path: &str, pod_ip: &str) -> String {
     let m = &pod.metadata;
     let pick = |map: &Option<BTreeMap<String, String>>, key: &str| {
-        map.as_ref()
-            .and_then(|l| l.get(key).cloned())
-            .unwrap_or_default()
+        map.as_ref().and_then(|l| l.get(key).cloned()).unwrap_or_default()
     };
     match path {
         "metadata.name" => m.name.clone().unwrap_or_default(),
@@ -1019,26 +784,16 @@ fn field_value(pod: &Pod, path: &str, pod_ip: &str) -> String {
         "metadata.uid" => m.uid.clone().unwrap_or_default(),
         "status.podIP" => pod_ip.to_string(),
         "status.hostIP" => "10.210.0.254".into(),
-        "spec.nodeName" => pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.node_name.clone())
-            .unwrap_or_else(|| "lab-node".into()),
-        "spec.serviceAccountName" => pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.service_account_name.clone())
-            .unwrap_or_else(|| "default".into()),
-        p if p.starts_with("metadata.labels['") => pick(
-            &m.labels,
-            p.trim_start_matches("metadata.labels['")
-                .trim_end_matches("']"),
-        ),
-        p if p.starts_with("metadata.annotations['") => pick(
-            &m.annotations,
-            p.trim_start_matches("metadata.annotations['")
-                .trim_end_matches("']"),
-        ),
+        "spec.nodeName" => pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_else(|| "lab-node".into()),
+        "spec.serviceAccountName" => {
+            pod.spec.as_ref().and_then(|s| s.service_account_name.clone()).unwrap_or_else(|| "default".into())
+        }
+        p if p.starts_with("metadata.labels['") => {
+            pick(&m.labels, p.trim_start_matches("metadata.labels['").trim_end_matches("']"))
+        }
+        p if p.starts_with("metadata.annotations['") => {
+            pick(&m.annotations, p.trim_start_matches("metadata.annotations['").trim_end_matches("']"))
+        }
         _ => String::new(),
     }
 }
@@ -1057,11 +812,8 @@ mod tests {
     fn materialises_items_with_modes() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        let data: BTreeMap<String, Vec<u8>> = [
-            ("tls.crt".to_string(), b"CERT".to_vec()),
-            ("other".to_string(), b"x".to_vec()),
-        ]
-        .into();
+        let data: BTreeMap<String, Vec<u8>> =
+            [("tls.crt".to_string(), b"CERT".to_vec()), ("other".to_string(), b"x".to_vec())].into();
         let items = vec![KeyToPath {
             key: "tls.crt".into(),
             path: "certs/server.crt".into(),
@@ -1071,19 +823,9 @@ mod tests {
         materialise(dir.path(), &data, Some(&items), Some(0o600), "secret \"s\"").unwrap();
         let p = dir.path().join("certs/server.crt");
         assert_eq!(std::fs::read(&p).unwrap(), b"CERT");
-        assert_eq!(
-            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
-            0o400
-        );
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o400);
         assert!(!dir.path().join("other").exists());
         materialise(dir.path(), &data, None, Some(0o600), "secret \"s\"").unwrap();
-        assert_eq!(
-            std::fs::metadata(dir.path().join("other"))
-                .unwrap()
-                .permissions()
-                .mode()
-                & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(dir.path().join("other")).unwrap().permissions().mode() & 0o777, 0o600);
     }
 }

@@ -20,9 +20,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::{
-    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
-};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use serde_json::{Value, json};
@@ -56,11 +54,7 @@ pub enum RouterError {
     NoEndpoints { ns: String, name: String },
     /// The backend port could not be resolved.
     #[error("service {ns}/{name} has no port matching {port}")]
-    NoPort {
-        ns: String,
-        name: String,
-        port: String,
-    },
+    NoPort { ns: String, name: String, port: String },
     /// An API call failed.
     #[error("reading {what}")]
     Api {
@@ -99,19 +93,10 @@ struct Table {
 
 impl Table {
     fn lookup(&self, host: &str) -> Option<Backend> {
-        self.by_object
-            .values()
-            .flatten()
-            .find(|(h, _)| h.eq_ignore_ascii_case(host))
-            .map(|(_, b)| b.clone())
+        self.by_object.values().flatten().find(|(h, _)| h.eq_ignore_ascii_case(host)).map(|(_, b)| b.clone())
     }
     fn hosts(&self) -> Vec<String> {
-        let mut h: Vec<String> = self
-            .by_object
-            .values()
-            .flatten()
-            .map(|(h, _)| h.clone())
-            .collect();
+        let mut h: Vec<String> = self.by_object.values().flatten().map(|(h, _)| h.clone()).collect();
         h.sort();
         h.dedup();
         h
@@ -128,11 +113,7 @@ struct Router {
 /// Start the router: listen on `<router ip>:443` in the lab network and watch Routes,
 /// Ingresses and LoadBalancer Services until `shutdown`. Returns the router address
 /// (`10.210.0.1:443` for src, `10.210.0.2:443` for dst) once it listens.
-pub async fn run(
-    client: kube::Client,
-    cfg: RouterConfig,
-    shutdown: CancellationToken,
-) -> anyhow::Result<String> {
+pub async fn run(client: kube::Client, cfg: RouterConfig, shutdown: CancellationToken) -> anyhow::Result<String> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let ip = crate::netns::router_ip(&cfg.cluster)?;
     cfg.network.add_address(ip)?;
@@ -142,12 +123,8 @@ pub async fn run(
         tokio::task::spawn_blocking(move || net.listen(addr)).await??
     };
     let listener = tokio::net::TcpListener::from_std(std_listener)?;
-    let router = Arc::new(Router {
-        client: client.clone(),
-        cfg: cfg.clone(),
-        ip,
-        table: RwLock::new(Table::default()),
-    });
+    let router =
+        Arc::new(Router { client: client.clone(), cfg: cfg.clone(), ip, table: RwLock::new(Table::default()) });
     router.write_hosts()?;
     {
         let (r, s) = (router.clone(), shutdown.clone());
@@ -186,17 +163,8 @@ pub fn route_host(route: &Value, name: &str, ns: &str, apps_domain: &str) -> Str
 impl Router {
     fn write_hosts(&self) -> Result<(), RouterError> {
         let hosts = self.table.read().expect("table").hosts();
-        publish_hosts(
-            &self.cfg.network.prefix,
-            &self.cfg.cluster,
-            &self.cfg.hosts_file,
-            self.ip,
-            hosts,
-        )
-        .map_err(|source| RouterError::Hosts {
-            path: self.cfg.hosts_file.display().to_string(),
-            source,
-        })
+        publish_hosts(&self.cfg.network.prefix, &self.cfg.cluster, &self.cfg.hosts_file, self.ip, hosts)
+            .map_err(|source| RouterError::Hosts { path: self.cfg.hosts_file.display().to_string(), source })
     }
 
     fn set_entries(&self, key: String, entries: Vec<(String, Backend)>) {
@@ -216,25 +184,19 @@ impl Router {
     }
 
     async fn watch_routes(self: Arc<Self>, shutdown: CancellationToken) {
-        let ar = ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk("route.openshift.io", "v1", "Route"),
-            "routes",
-        );
+        let ar =
+            ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("route.openshift.io", "v1", "Route"), "routes");
         let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &ar);
-        let mut events = watcher::watcher(api, watcher::Config::default())
-            .default_backoff()
-            .boxed();
+        let mut events = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
         loop {
-            let ev =
-                tokio::select! { _ = shutdown.cancelled() => return, ev = events.next() => ev };
+            let ev = tokio::select! { _ = shutdown.cancelled() => return, ev = events.next() => ev };
             let (o, deleted) = match ev {
                 None => return,
                 Some(Ok(Event::Apply(o) | Event::InitApply(o))) => (o, false),
                 Some(Ok(Event::Delete(o))) => (o, true),
                 _ => continue,
             };
-            let (Some(ns), Some(name)) = (o.metadata.namespace.clone(), o.metadata.name.clone())
-            else {
+            let (Some(ns), Some(name)) = (o.metadata.namespace.clone(), o.metadata.name.clone()) else {
                 continue;
             };
             let key = format!("route/{ns}/{name}");
@@ -245,40 +207,22 @@ impl Router {
             let host = route_host(&o.data, &name, &ns, &self.cfg.apps_domain);
             let backend = Backend {
                 namespace: ns.clone(),
-                service: o
-                    .data
-                    .pointer("/spec/to/name")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string(),
-                port: o
-                    .data
-                    .pointer("/spec/port/targetPort")
-                    .and_then(|v| serde_json::from_value(v.clone()).ok()),
+                service: o.data.pointer("/spec/to/name").and_then(Value::as_str).unwrap_or_default().to_string(),
+                port: o.data.pointer("/spec/port/targetPort").and_then(|v| serde_json::from_value(v.clone()).ok()),
                 service_port: false,
             };
             self.set_entries(key, vec![(host.clone(), backend)]);
             let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &ns, &ar);
-            if o.data
-                .pointer("/spec/host")
-                .and_then(Value::as_str)
-                .is_none_or(str::is_empty)
-            {
+            if o.data.pointer("/spec/host").and_then(Value::as_str).is_none_or(str::is_empty) {
                 // OpenShift fills in the generated host and marks it as generated, which is
                 // how migration tools know to drop it (the destination generates its own).
                 let patch = json!({
                     "metadata": {"annotations": {"openshift.io/host.generated": "true"}},
                     "spec": {"host": host},
                 });
-                let _ = api
-                    .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
-                    .await;
+                let _ = api.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await;
             }
-            let admitted = o
-                .data
-                .pointer("/status/ingress/0/host")
-                .and_then(Value::as_str)
-                == Some(host.as_str());
+            let admitted = o.data.pointer("/status/ingress/0/host").and_then(Value::as_str) == Some(host.as_str());
             if !admitted {
                 let t = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
                 let status = json!({"status": {"ingress": [{
@@ -286,10 +230,7 @@ impl Router {
                     "routerCanonicalHostname": format!("router-default.{}", self.cfg.apps_domain),
                     "conditions": [{"type": "Admitted", "status": "True", "lastTransitionTime": t}],
                 }]}});
-                if let Err(e) = api
-                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
-                    .await
-                {
+                if let Err(e) = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(status)).await {
                     tracing::debug!(route = %format!("{ns}/{name}"), error = %e, "route status");
                 }
             }
@@ -298,20 +239,16 @@ impl Router {
 
     async fn watch_ingresses(self: Arc<Self>, shutdown: CancellationToken) {
         let api: Api<Ingress> = Api::all(self.client.clone());
-        let mut events = watcher::watcher(api, watcher::Config::default())
-            .default_backoff()
-            .boxed();
+        let mut events = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
         loop {
-            let ev =
-                tokio::select! { _ = shutdown.cancelled() => return, ev = events.next() => ev };
+            let ev = tokio::select! { _ = shutdown.cancelled() => return, ev = events.next() => ev };
             let (o, deleted) = match ev {
                 None => return,
                 Some(Ok(Event::Apply(o) | Event::InitApply(o))) => (o, false),
                 Some(Ok(Event::Delete(o))) => (o, true),
                 _ => continue,
             };
-            let (Some(ns), Some(name)) = (o.metadata.namespace.clone(), o.metadata.name.clone())
-            else {
+            let (Some(ns), Some(name)) = (o.metadata.namespace.clone(), o.metadata.name.clone()) else {
                 continue;
             };
             let key = format!("ingress/{ns}/{name}");
@@ -320,24 +257,19 @@ impl Router {
                 continue;
             }
             let spec = o.spec.clone().unwrap_or_default();
-            let passthrough = o.metadata.annotations.as_ref().is_some_and(|a| {
-                a.iter()
-                    .any(|(k, v)| k.ends_with("ssl-passthrough") && v == "true")
-            });
-            let tls_hosts: Vec<String> = spec
-                .tls
-                .iter()
-                .flatten()
-                .flat_map(|t| t.hosts.clone().unwrap_or_default())
-                .collect();
+            let passthrough = o
+                .metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.iter().any(|(k, v)| k.ends_with("ssl-passthrough") && v == "true"));
+            let tls_hosts: Vec<String> =
+                spec.tls.iter().flatten().flat_map(|t| t.hosts.clone().unwrap_or_default()).collect();
             let to_backend = |b: &k8s_openapi::api::networking::v1::IngressBackend| {
                 b.service.as_ref().map(|s| Backend {
                     namespace: ns.clone(),
                     service: s.name.clone(),
                     port: s.port.as_ref().and_then(|p| {
-                        p.number
-                            .map(IntOrString::Int)
-                            .or_else(|| p.name.clone().map(IntOrString::String))
+                        p.number.map(IntOrString::Int).or_else(|| p.name.clone().map(IntOrString::String))
                     }),
                     service_port: true,
                 })
@@ -363,22 +295,12 @@ impl Router {
             let has_entries = !entries.is_empty();
             self.set_entries(key, entries);
             let ip = self.ip.to_string();
-            let current = o
-                .status
-                .as_ref()
-                .and_then(|s| s.load_balancer.as_ref())
-                .and_then(|l| l.ingress.as_ref());
-            let admitted = current
-                .and_then(|i| i.first())
-                .and_then(|i| i.ip.as_deref())
-                == Some(ip.as_str());
+            let current = o.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|l| l.ingress.as_ref());
+            let admitted = current.and_then(|i| i.first()).and_then(|i| i.ip.as_deref()) == Some(ip.as_str());
             if has_entries && !admitted {
                 let api: Api<Ingress> = Api::namespaced(self.client.clone(), &ns);
                 let status = json!({"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}});
-                if let Err(e) = api
-                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
-                    .await
-                {
+                if let Err(e) = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(status)).await {
                     tracing::debug!(ingress = %format!("{ns}/{name}"), error = %e, "ingress status");
                 }
             }
@@ -387,9 +309,7 @@ impl Router {
 
     async fn watch_load_balancers(self: Arc<Self>, shutdown: CancellationToken) {
         let api: Api<Service> = Api::all(self.client.clone());
-        let mut events = watcher::watcher(api, watcher::Config::default())
-            .default_backoff()
-            .boxed();
+        let mut events = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
         // service uid → (address index, listener stop)
         let mut active: HashMap<String, (u8, CancellationToken, Vec<i32>)> = HashMap::new();
         loop {
@@ -400,17 +320,14 @@ impl Router {
                 Some(Ok(Event::Delete(o))) => (o, true),
                 _ => continue,
             };
-            let (Some(ns), Some(name), Some(uid)) = (
-                svc.metadata.namespace.clone(),
-                svc.metadata.name.clone(),
-                svc.metadata.uid.clone(),
-            ) else {
+            let (Some(ns), Some(name), Some(uid)) =
+                (svc.metadata.namespace.clone(), svc.metadata.name.clone(), svc.metadata.uid.clone())
+            else {
                 continue;
             };
             let spec = svc.spec.clone().unwrap_or_default();
-            let is_lb = !deleted
-                && svc.metadata.deletion_timestamp.is_none()
-                && spec.type_.as_deref() == Some("LoadBalancer");
+            let is_lb =
+                !deleted && svc.metadata.deletion_timestamp.is_none() && spec.type_.as_deref() == Some("LoadBalancer");
             let ports: Vec<i32> = spec.ports.iter().flatten().map(|p| p.port).collect();
             if let Some((n, stop, old_ports)) = active.get(&uid) {
                 if is_lb && *old_ports == ports {
@@ -460,19 +377,12 @@ impl Router {
                 tokio::spawn(async move { r.lb_accept_loop(listener, backend, s).await });
             }
             active.insert(uid, (n, stop, ports));
-            let current = svc
-                .status
-                .as_ref()
-                .and_then(|s| s.load_balancer.as_ref())
-                .and_then(|l| l.ingress.as_ref());
-            if current.and_then(|i| i.first()).and_then(|i| i.ip.clone()) != Some(addr.to_string())
-            {
+            let current = svc.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|l| l.ingress.as_ref());
+            if current.and_then(|i| i.first()).and_then(|i| i.ip.clone()) != Some(addr.to_string()) {
                 let api: Api<Service> = Api::namespaced(self.client.clone(), &ns);
-                let status = json!({"status": {"loadBalancer": {"ingress": [{"ip": addr.to_string(), "ipMode": "VIP"}]}}});
-                if let Err(e) = api
-                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
-                    .await
-                {
+                let status =
+                    json!({"status": {"loadBalancer": {"ingress": [{"ip": addr.to_string(), "ipMode": "VIP"}]}}});
+                if let Err(e) = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(status)).await {
                     tracing::debug!(service = %format!("{ns}/{name}"), error = %e, "service status");
                 }
             }
@@ -485,14 +395,9 @@ impl Router {
         }
     }
 
-    async fn accept_loop(
-        self: Arc<Self>,
-        listener: tokio::net::TcpListener,
-        shutdown: CancellationToken,
-    ) {
+    async fn accept_loop(self: Arc<Self>, listener: tokio::net::TcpListener, shutdown: CancellationToken) {
         loop {
-            let conn =
-                tokio::select! { _ = shutdown.cancelled() => return, c = listener.accept() => c };
+            let conn = tokio::select! { _ = shutdown.cancelled() => return, c = listener.accept() => c };
             let Ok((stream, peer)) = conn else { continue };
             let r = self.clone();
             tokio::spawn(async move {
@@ -510,8 +415,7 @@ impl Router {
         shutdown: CancellationToken,
     ) {
         loop {
-            let conn =
-                tokio::select! { _ = shutdown.cancelled() => return, c = listener.accept() => c };
+            let conn = tokio::select! { _ = shutdown.cancelled() => return, c = listener.accept() => c };
             let Ok((stream, _)) = conn else { continue };
             let (r, b) = (self.clone(), backend.clone());
             tokio::spawn(async move {
@@ -524,22 +428,13 @@ impl Router {
 
     async fn handle_tls(&self, stream: tokio::net::TcpStream) -> anyhow::Result<()> {
         let (stream, host, first) = read_server_name(stream).await?;
-        let backend = self
-            .table
-            .read()
-            .expect("table")
-            .lookup(&host)
-            .ok_or_else(|| RouterError::UnknownHost(host.clone()))?;
+        let backend =
+            self.table.read().expect("table").lookup(&host).ok_or_else(|| RouterError::UnknownHost(host.clone()))?;
         self.splice(stream, &backend, first).await
     }
 
     /// Connect to a pod behind `backend` and copy both ways, replaying `first` bytes.
-    async fn splice(
-        &self,
-        stream: tokio::net::TcpStream,
-        backend: &Backend,
-        first: Vec<u8>,
-    ) -> anyhow::Result<()> {
+    async fn splice(&self, stream: tokio::net::TcpStream, backend: &Backend, first: Vec<u8>) -> anyhow::Result<()> {
         let target = resolve_backend(&self.client, backend).await?;
         forward(stream, &self.cfg.network, target, first).await
     }
@@ -585,27 +480,17 @@ pub async fn forward(
 }
 
 /// Service → a running pod's IP and the target port.
-pub async fn resolve_backend(
-    client: &kube::Client,
-    b: &Backend,
-) -> Result<SocketAddr, RouterError> {
+pub async fn resolve_backend(client: &kube::Client, b: &Backend) -> Result<SocketAddr, RouterError> {
     let ns = &b.namespace;
     let api_err = |what: String| move |source| RouterError::Api { what, source };
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
-    let svc = services
-        .get(&b.service)
-        .await
-        .map_err(api_err(format!("service {ns}/{}", b.service)))?;
+    let svc = services.get(&b.service).await.map_err(api_err(format!("service {ns}/{}", b.service)))?;
     let spec = svc.spec.unwrap_or_default();
     let ports = spec.ports.unwrap_or_default();
     let no_port = || RouterError::NoPort {
         ns: ns.clone(),
         name: b.service.clone(),
-        port: b
-            .port
-            .as_ref()
-            .map(|p| format!("{p:?}"))
-            .unwrap_or_else(|| "(first)".into()),
+        port: b.port.as_ref().map(|p| format!("{p:?}")).unwrap_or_else(|| "(first)".into()),
     };
     // The port on the pod, possibly still a container port name.
     let target: IntOrString = match &b.port {
@@ -618,20 +503,15 @@ pub async fn resolve_backend(
             p.target_port.clone().unwrap_or(IntOrString::Int(p.port))
         }
         Some(IntOrString::String(s)) if b.service_port => {
-            let p = ports
-                .iter()
-                .find(|p| p.name.as_deref() == Some(s))
-                .ok_or_else(no_port)?;
+            let p = ports.iter().find(|p| p.name.as_deref() == Some(s)).ok_or_else(no_port)?;
             p.target_port.clone().unwrap_or(IntOrString::Int(p.port))
         }
         // Route targetPort: a target port number, or a Service port name / container port name.
         Some(IntOrString::Int(n)) => {
-            let p = ports.iter().find(|p| {
-                p.target_port == Some(IntOrString::Int(*n))
-                    || (p.target_port.is_none() && p.port == *n)
-            });
-            p.and_then(|p| p.target_port.clone())
-                .unwrap_or(IntOrString::Int(*n))
+            let p = ports
+                .iter()
+                .find(|p| p.target_port == Some(IntOrString::Int(*n)) || (p.target_port.is_none() && p.port == *n));
+            p.and_then(|p| p.target_port.clone()).unwrap_or(IntOrString::Int(*n))
         }
         Some(IntOrString::String(s)) => match ports.iter().find(|p| p.name.as_deref() == Some(s)) {
             Some(p) => p.target_port.clone().unwrap_or(IntOrString::Int(p.port)),
@@ -640,16 +520,9 @@ pub async fn resolve_backend(
     };
     let selector = spec.selector.unwrap_or_default();
     if selector.is_empty() {
-        return Err(RouterError::NoEndpoints {
-            ns: ns.clone(),
-            name: b.service.clone(),
-        });
+        return Err(RouterError::NoEndpoints { ns: ns.clone(), name: b.service.clone() });
     }
-    let label_selector = selector
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let label_selector = selector.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let list = pods
         .list(&ListParams::default().labels(&label_selector))
@@ -659,24 +532,14 @@ pub async fn resolve_backend(
         .items
         .into_iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .find(|p| {
-            p.status
-                .as_ref()
-                .is_some_and(|s| s.phase.as_deref() == Some("Running") && s.pod_ip.is_some())
-        })
-        .ok_or_else(|| RouterError::NoEndpoints {
-            ns: ns.clone(),
-            name: b.service.clone(),
-        })?;
+        .find(|p| p.status.as_ref().is_some_and(|s| s.phase.as_deref() == Some("Running") && s.pod_ip.is_some()))
+        .ok_or_else(|| RouterError::NoEndpoints { ns: ns.clone(), name: b.service.clone() })?;
     let ip: Ipv4Addr = pod
         .status
         .as_ref()
         .and_then(|s| s.pod_ip.as_deref())
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| RouterError::NoEndpoints {
-            ns: ns.clone(),
-            name: b.service.clone(),
-        })?;
+        .ok_or_else(|| RouterError::NoEndpoints { ns: ns.clone(), name: b.service.clone() })?;
     let port = match target {
         IntOrString::Int(n) => n,
         IntOrString::String(name) => pod
@@ -686,11 +549,7 @@ pub async fn resolve_backend(
             .flat_map(|c| c.ports.iter().flatten())
             .find(|p| p.name.as_deref() == Some(name.as_str()))
             .map(|p| p.container_port)
-            .ok_or_else(|| RouterError::NoPort {
-                ns: ns.clone(),
-                name: b.service.clone(),
-                port: name.clone(),
-            })?,
+            .ok_or_else(|| RouterError::NoPort { ns: ns.clone(), name: b.service.clone(), port: name.clone() })?,
     };
     Ok(SocketAddr::from((ip, port as u16)))
 }
@@ -704,16 +563,9 @@ struct SharedHosts {
     entries: BTreeMap<String, (Ipv4Addr, Vec<String>)>,
 }
 
-static SHARED_HOSTS: std::sync::Mutex<BTreeMap<String, SharedHosts>> =
-    std::sync::Mutex::new(BTreeMap::new());
+static SHARED_HOSTS: std::sync::Mutex<BTreeMap<String, SharedHosts>> = std::sync::Mutex::new(BTreeMap::new());
 
-fn publish_hosts(
-    prefix: &str,
-    cluster: &str,
-    file: &Path,
-    ip: Ipv4Addr,
-    hosts: Vec<String>,
-) -> std::io::Result<()> {
+fn publish_hosts(prefix: &str, cluster: &str, file: &Path, ip: Ipv4Addr, hosts: Vec<String>) -> std::io::Result<()> {
     let mut all = SHARED_HOSTS.lock().unwrap_or_else(|e| e.into_inner());
     let shared = all.entry(prefix.to_string()).or_default();
     if !shared.files.iter().any(|f| f == file) {
@@ -737,34 +589,17 @@ pub fn shared_hosts_file(prefix: &str) -> Option<PathBuf> {
 
 /// Rewrite this cluster's lines of the shared hosts file in place (pods bind-mount the file,
 /// so it must keep its inode), under an exclusive lock against the other cluster's router.
-pub fn update_hosts_file(
-    path: &Path,
-    cluster: &str,
-    ip: Ipv4Addr,
-    hosts: &[String],
-) -> std::io::Result<()> {
+pub fn update_hosts_file(path: &Path, cluster: &str, ip: Ipv4Addr, hosts: &[String]) -> std::io::Result<()> {
     static LOCAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _local = LOCAL.lock().unwrap_or_else(|e| e.into_inner());
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)?;
-    let mut file = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| std::io::Error::from(e))?;
+    let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+    let mut file =
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| std::io::Error::from(e))?;
     let mut text = String::new();
     file.read_to_string(&mut text)?;
     let tag = format!("# router:{cluster}");
-    let mut lines: Vec<String> = text
-        .lines()
-        .filter(|l| !l.ends_with(&tag))
-        .map(str::to_string)
-        .collect();
-    if !lines
-        .iter()
-        .any(|l| l.split_whitespace().skip(1).any(|h| h == "localhost"))
-    {
+    let mut lines: Vec<String> = text.lines().filter(|l| !l.ends_with(&tag)).map(str::to_string).collect();
+    if !lines.iter().any(|l| l.split_whitespace().skip(1).any(|h| h == "localhost")) {
         lines.insert(0, "127.0.0.1\tlocalhost".into());
     }
     let mut seen = BTreeMap::new();
@@ -824,28 +659,10 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("hosts");
-        update_hosts_file(
-            &p,
-            "src",
-            Ipv4Addr::new(10, 210, 0, 1),
-            &["a.apps.src.lab".into()],
-        )
-        .unwrap();
+        update_hosts_file(&p, "src", Ipv4Addr::new(10, 210, 0, 1), &["a.apps.src.lab".into()]).unwrap();
         let ino = std::fs::metadata(&p).unwrap().ino();
-        update_hosts_file(
-            &p,
-            "dst",
-            Ipv4Addr::new(10, 210, 0, 2),
-            &["b.apps.dst.lab".into()],
-        )
-        .unwrap();
-        update_hosts_file(
-            &p,
-            "src",
-            Ipv4Addr::new(10, 210, 0, 1),
-            &["c.apps.src.lab".into()],
-        )
-        .unwrap();
+        update_hosts_file(&p, "dst", Ipv4Addr::new(10, 210, 0, 2), &["b.apps.dst.lab".into()]).unwrap();
+        update_hosts_file(&p, "src", Ipv4Addr::new(10, 210, 0, 1), &["c.apps.src.lab".into()]).unwrap();
         let text = std::fs::read_to_string(&p).unwrap();
         assert!(text.contains("127.0.0.1\tlocalhost"));
         assert!(text.contains("10.210.0.2\tb.apps.dst.lab"));
@@ -869,12 +686,8 @@ mod tests {
         let prefix = format!("mtcdt{:06x}-", rand::random::<u32>() & 0xff_ffff);
         let guard = NetGuard(prefix.clone());
         let net = LabNetwork::create(&prefix).unwrap();
-        let server_pod = net
-            .add_pod("dst", "aaaaaaaa-1111", pod_ip("dst", 9).unwrap())
-            .unwrap();
-        let client_pod = net
-            .add_pod("src", "bbbbbbbb-2222", pod_ip("src", 9).unwrap())
-            .unwrap();
+        let server_pod = net.add_pod("dst", "aaaaaaaa-1111", pod_ip("dst", 9).unwrap()).unwrap();
+        let client_pod = net.add_pod("src", "bbbbbbbb-2222", pod_ip("src", 9).unwrap()).unwrap();
         let rip = router_ip("dst").unwrap();
         net.add_address(rip).unwrap();
 
@@ -882,16 +695,12 @@ mod tests {
         let host = "echo-ns1.apps.dst.lab";
         let ck = rcgen::generate_simple_self_signed(vec![host.to_string()]).unwrap();
         let cert = ck.cert.der().clone();
-        let key =
-            rustls::pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der()).unwrap();
-        let server_cfg = rustls::ServerConfig::builder()
-            .with_no_client_auth()
-            .with_single_cert(vec![cert.clone()], key)
-            .unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der()).unwrap();
+        let server_cfg =
+            rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(vec![cert.clone()], key).unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_cfg));
         let backend = SocketAddr::from((server_pod.ip, 8443));
-        let l = tokio::net::TcpListener::from_std(listen_in(&server_pod.name, backend).unwrap())
-            .unwrap();
+        let l = tokio::net::TcpListener::from_std(listen_in(&server_pod.name, backend).unwrap()).unwrap();
         tokio::spawn(async move {
             while let Ok((s, _)) = l.accept().await {
                 let acceptor = acceptor.clone();
@@ -906,9 +715,7 @@ mod tests {
         });
 
         // The router side: SNI → backend, as `handle_tls` does with the route table.
-        let rl =
-            tokio::net::TcpListener::from_std(net.listen(SocketAddr::from((rip, 443))).unwrap())
-                .unwrap();
+        let rl = tokio::net::TcpListener::from_std(net.listen(SocketAddr::from((rip, 443))).unwrap()).unwrap();
         let rnet = net.clone();
         tokio::spawn(async move {
             while let Ok((s, _)) = rl.accept().await {
@@ -925,19 +732,15 @@ mod tests {
         // A client in the src pod's namespace, verifying the server's certificate end to end.
         let mut roots = rustls::RootCertStore::empty();
         roots.add(cert).unwrap();
-        let client_cfg = rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let client_cfg = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
         let connector = tokio_rustls::TlsConnector::from(Arc::new(client_cfg));
         let connect = |name: &'static str| {
             let (pod, connector) = (client_pod.name.clone(), connector.clone());
             async move {
-                let std = tokio::task::spawn_blocking(move || {
-                    connect_in(&pod, SocketAddr::from((rip, 443)))
-                })
-                .await
-                .unwrap()
-                .unwrap();
+                let std = tokio::task::spawn_blocking(move || connect_in(&pod, SocketAddr::from((rip, 443))))
+                    .await
+                    .unwrap()
+                    .unwrap();
                 let tcp = tokio::net::TcpStream::from_std(std).unwrap();
                 let sn = rustls::pki_types::ServerName::try_from(name).unwrap();
                 connector.connect(sn, tcp).await
@@ -952,19 +755,13 @@ mod tests {
         assert!(connect("other.apps.dst.lab").await.is_err());
 
         drop(guard);
-        assert!(
-            crate::netns::list_prefix(&prefix).is_empty(),
-            "network namespaces left behind"
-        );
+        assert!(crate::netns::list_prefix(&prefix).is_empty(), "network namespaces left behind");
     }
 
     #[test]
     fn generated_route_host() {
         let r = json!({"spec": {"to": {"name": "s"}}});
-        assert_eq!(
-            route_host(&r, "rsync", "ns1", "apps.dst.lab"),
-            "rsync-ns1.apps.dst.lab"
-        );
+        assert_eq!(route_host(&r, "rsync", "ns1", "apps.dst.lab"), "rsync-ns1.apps.dst.lab");
         let r = json!({"spec": {"host": "X.example"}});
         assert_eq!(route_host(&r, "rsync", "ns1", "apps.dst.lab"), "x.example");
     }

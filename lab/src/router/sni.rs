@@ -43,8 +43,7 @@ impl<'a> Cursor<'a> {
         self.take(1).map(|b| b[0] as usize)
     }
     fn u16(&mut self) -> Option<usize> {
-        self.take(2)
-            .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
+        self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
     }
 }
 
@@ -81,9 +80,7 @@ fn parse_hello(hs: &[u8]) -> Option<Sni> {
                 let n = list.u16()?;
                 let name = list.take(n)?;
                 if kind == 0 {
-                    return Some(Sni::Name(
-                        String::from_utf8_lossy(name).to_ascii_lowercase(),
-                    ));
+                    return Some(Sni::Name(String::from_utf8_lossy(name).to_ascii_lowercase()));
                 }
             }
         }
@@ -100,9 +97,7 @@ mod tests {
     fn client_hello(name: &str) -> Vec<u8> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let roots = rustls::RootCertStore::empty();
-        let cfg = rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let cfg = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
         let sn = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
         let mut conn = rustls::ClientConnection::new(Arc::new(cfg), sn).unwrap();
         let mut out = Vec::new();

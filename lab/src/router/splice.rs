@@ -6,7 +6,7 @@
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 
-use nix::fcntl::{fcntl, FcntlArg, OFlag, SpliceFFlags};
+use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags, fcntl};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 

@@ -72,10 +72,7 @@ impl Context {
 
     /// The destination namespace for a source namespace, if it is migrated.
     pub fn destination_namespace(&self, source: &str) -> Option<&str> {
-        self.namespace_map
-            .iter()
-            .find(|(s, _)| s == source)
-            .map(|(_, d)| d.as_str())
+        self.namespace_map.iter().find(|(s, _)| s == source).map(|(_, d)| d.as_str())
     }
 
     fn parse_config(config: &str) -> Result<Value, String> {
@@ -153,10 +150,7 @@ pub fn lookup(kind: &str, namespace: &str, name: &str) -> Option<Value> {
 }
 
 #[doc(hidden)]
-pub fn __run_transform<T: Transform>(
-    object: String,
-    ctx: types::Context,
-) -> wit_transform::Outcome {
+pub fn __run_transform<T: Transform>(object: String, ctx: types::Context) -> wit_transform::Outcome {
     let config = match Context::parse_config(&ctx.config) {
         Ok(c) => c,
         Err(e) => return wit_transform::Outcome::Error(e),
@@ -177,12 +171,10 @@ pub fn __run_transform<T: Transform>(
         Ok(Outcome::Skip) => wit_transform::Outcome::Skip,
         Ok(Outcome::Replace(v)) => wit_transform::Outcome::Replace(v.to_string()),
         Ok(Outcome::Patch(v)) => wit_transform::Outcome::Patch(v.to_string()),
-        Ok(Outcome::WithExtra { object, extra }) => {
-            wit_transform::Outcome::WithExtra(wit_transform::ObjectWithExtra {
-                object: object.to_string(),
-                extra: extra.iter().map(Value::to_string).collect(),
-            })
-        }
+        Ok(Outcome::WithExtra { object, extra }) => wit_transform::Outcome::WithExtra(wit_transform::ObjectWithExtra {
+            object: object.to_string(),
+            extra: extra.iter().map(Value::to_string).collect(),
+        }),
         Err(message) => wit_transform::Outcome::Error(message),
     }
 }
@@ -238,12 +230,11 @@ macro_rules! export_transformer {
                     _ctx: $crate::__private::HookContext,
                 ) -> ::std::result::Result<(), ::std::string::String> {
                     ::std::result::Result::Err(
-                        "this plugin is a transform plugin, not a hook (list it under transforms)"
-                            .into(),
+                        "this plugin is a transform plugin, not a hook (list it under transforms)".into(),
                     )
                 }
-    }
-            $crate::bindings::__export_rust_sdk!(__MtcdExport with_types_in $crate::bindings);
+            }
+    $crate::bindings::__export_rust_sdk!(__MtcdExport with_types_in $crate::bindings);
         };
     };
 }
@@ -271,12 +262,11 @@ macro_rules! export_hook {
                     _ctx: $crate::__private::Context,
                 ) -> $crate::__private::Outcome {
                     $crate::__private::Outcome::Error(
-                        "this plugin is a hook, not a transform plugin (list it under hooks)"
-                            .into(),
+                        "this plugin is a hook, not a transform plugin (list it under hooks)".into(),
                     )
                 }
-    }
-            $crate::bindings::__export_rust_sdk!(__MtcdExport with_types_in $crate::bindings);
+            }
+    $crate::bindings::__export_rust_sdk!(__MtcdExport with_types_in $crate::bindings);
         };
     };
 }

@@ -113,11 +113,7 @@ impl At<'_> {
 /// The registry's error body, trimmed: enough to see `DIGEST_INVALID` or `DENIED`.
 fn short(body: &str) -> String {
     let b = body.trim();
-    if b.len() > 300 {
-        format!("{}…", &b[..b.floor_char_boundary(300)])
-    } else {
-        b.to_string()
-    }
+    if b.len() > 300 { format!("{}…", &b[..b.floor_char_boundary(300)]) } else { b.to_string() }
 }
 
 async fn fail(at: At<'_>, op: &'static str, resp: Response) -> DimError {
@@ -132,18 +128,9 @@ pub(crate) fn sha256_digest(bytes: &[u8]) -> String {
 
 /// Fetches a manifest by tag or digest and checks it against the digest asked for (or the
 /// one the registry announced): a manifest is never trusted by its name alone.
-pub(crate) async fn get_manifest(
-    client: &RegistryClient,
-    at: At<'_>,
-) -> Result<RawManifest, DimError> {
+pub(crate) async fn get_manifest(client: &RegistryClient, at: At<'_>) -> Result<RawManifest, DimError> {
     let resp = client
-        .get(
-            Method::GET,
-            at.repository,
-            Access::Pull,
-            &format!("manifests/{}", at.reference),
-            Some(ACCEPT),
-        )
+        .get(Method::GET, at.repository, Access::Pull, &format!("manifests/{}", at.reference), Some(ACCEPT))
         .await
         .map_err(|e| at.transport("GET manifest", e))?;
     match resp.status() {
@@ -159,16 +146,9 @@ pub(crate) async fn get_manifest(
     }
     let announced = header_str(&resp, "docker-content-digest");
     let content_type = header_str(&resp, header::CONTENT_TYPE.as_str());
-    let bytes = resp
-        .bytes()
-        .await
-        .map_err(|e| at.transport("GET manifest", e))?;
+    let bytes = resp.bytes().await.map_err(|e| at.transport("GET manifest", e))?;
     let digest = sha256_digest(&bytes);
-    let expected = if at.reference.contains(':') {
-        Some(at.reference.to_string())
-    } else {
-        announced
-    };
+    let expected = if at.reference.contains(':') { Some(at.reference.to_string()) } else { announced };
     if let Some(expected) = expected
         && expected.starts_with("sha256:")
         && expected != digest
@@ -180,8 +160,8 @@ pub(crate) async fn get_manifest(
             actual: digest,
         });
     }
-    let parsed: ManifestJson = serde_json::from_slice(&bytes)
-        .map_err(|e| at.invalid(format!("manifest is not JSON: {e}")))?;
+    let parsed: ManifestJson =
+        serde_json::from_slice(&bytes).map_err(|e| at.invalid(format!("manifest is not JSON: {e}")))?;
     let media_type = parsed
         .media_type
         .or(content_type.map(|c| c.split(';').next().unwrap_or_default().trim().to_string()))
@@ -194,18 +174,11 @@ pub(crate) async fn get_manifest(
             media_type,
         });
     }
-    Ok(RawManifest {
-        bytes,
-        media_type,
-        digest,
-    })
+    Ok(RawManifest { bytes, media_type, digest })
 }
 
 fn header_str(resp: &Response, name: &str) -> Option<String> {
-    resp.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
+    resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
 pub(crate) fn is_index(media_type: &str) -> bool {
@@ -214,32 +187,19 @@ pub(crate) fn is_index(media_type: &str) -> bool {
 
 /// The child manifests of an index, or the config and layers of an image manifest.
 pub(crate) fn references(m: &RawManifest, at: At<'_>) -> Result<Vec<Descriptor>, DimError> {
-    let parsed: ManifestJson = serde_json::from_slice(&m.bytes)
-        .map_err(|e| at.invalid(format!("manifest is not JSON: {e}")))?;
+    let parsed: ManifestJson =
+        serde_json::from_slice(&m.bytes).map_err(|e| at.invalid(format!("manifest is not JSON: {e}")))?;
     if is_index(&m.media_type) {
         return Ok(parsed.manifests);
     }
-    let config = parsed
-        .config
-        .ok_or_else(|| at.invalid("image manifest has no config".into()))?;
-    Ok(std::iter::once(config)
-        .chain(parsed.layers.into_iter().filter(|l| l.urls.is_empty()))
-        .collect())
+    let config = parsed.config.ok_or_else(|| at.invalid("image manifest has no config".into()))?;
+    Ok(std::iter::once(config).chain(parsed.layers.into_iter().filter(|l| l.urls.is_empty())).collect())
 }
 
 /// The digest the destination holds under `reference`, if any.
-pub(crate) async fn head_manifest(
-    client: &RegistryClient,
-    at: At<'_>,
-) -> Result<Option<String>, DimError> {
+pub(crate) async fn head_manifest(client: &RegistryClient, at: At<'_>) -> Result<Option<String>, DimError> {
     let resp = client
-        .get(
-            Method::HEAD,
-            at.repository,
-            Access::Pull,
-            &format!("manifests/{}", at.reference),
-            Some(ACCEPT),
-        )
+        .get(Method::HEAD, at.repository, Access::Pull, &format!("manifests/{}", at.reference), Some(ACCEPT))
         .await
         .map_err(|e| at.transport("HEAD manifest", e))?;
     match resp.status() {
@@ -267,17 +227,11 @@ pub(crate) async fn blob_exists(
     }
 }
 
-async fn put_manifest(
-    client: &RegistryClient,
-    at: At<'_>,
-    m: &RawManifest,
-) -> Result<(), DimError> {
+async fn put_manifest(client: &RegistryClient, at: At<'_>, m: &RawManifest) -> Result<(), DimError> {
     let url = client.url(&format!("/v2/{}/manifests/{}", at.repository, at.reference));
     let resp = client
         .send(&[(at.repository, Access::Push)], |c| {
-            c.put(&url)
-                .header(header::CONTENT_TYPE, &m.media_type)
-                .body(m.bytes.clone())
+            c.put(&url).header(header::CONTENT_TYPE, &m.media_type).body(m.bytes.clone())
         })
         .await
         .map_err(|e| at.transport("PUT manifest", e))?;
@@ -287,10 +241,7 @@ async fn put_manifest(
     if let Some(d) = header_str(&resp, "docker-content-digest")
         && d != m.digest
     {
-        return Err(at.invalid(format!(
-            "destination stored the manifest as {d}, expected {}",
-            m.digest
-        )));
+        return Err(at.invalid(format!("destination stored the manifest as {d}, expected {}", m.digest)));
     }
     Ok(())
 }
@@ -321,21 +272,10 @@ impl RunState {
         }
     }
     fn mount_source(&self, digest: &str, repo: &str) -> Option<String> {
-        self.holders
-            .lock()
-            .unwrap()
-            .get(digest)?
-            .iter()
-            .find(|r| *r != repo)
-            .cloned()
+        self.holders.lock().unwrap().get(digest)?.iter().find(|r| *r != repo).cloned()
     }
     fn lock(&self, digest: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.locks
-            .lock()
-            .unwrap()
-            .entry(digest.to_string())
-            .or_default()
-            .clone()
+        self.locks.lock().unwrap().entry(digest.to_string()).or_default().clone()
     }
 }
 
@@ -361,11 +301,7 @@ pub(crate) async fn copy_blob(
 ) -> Result<BlobOutcome, DimError> {
     let lock = state.lock(&desc.digest);
     let _guard = lock.lock().await;
-    let dst_at = At {
-        registry: dst.address(),
-        repository: dst_repo,
-        reference: &desc.digest,
-    };
+    let dst_at = At { registry: dst.address(), repository: dst_repo, reference: &desc.digest };
     if blob_exists(dst, dst_repo, Access::Push, &desc.digest, dst_at).await? {
         state.record(&desc.digest, dst_repo);
         return Ok(BlobOutcome::Present);
@@ -381,9 +317,7 @@ pub(crate) async fn copy_blob(
             Err(e) if e.is_transient() && attempt < dst.retries() => {
                 // Bytes of the failed attempt were not committed; progress shows real work.
                 let now = counters.sent.load(Ordering::Relaxed);
-                counters
-                    .sent
-                    .fetch_sub(now.saturating_sub(before), Ordering::Relaxed);
+                counters.sent.fetch_sub(now.saturating_sub(before), Ordering::Relaxed);
                 tracing::debug!(digest = %desc.digest, error = %e, attempt, "retrying blob");
                 tokio::time::sleep(dst.backoff(attempt)).await;
                 attempt += 1;
@@ -403,24 +337,15 @@ async fn transfer(
     counters: &Arc<Counters>,
 ) -> Result<BlobOutcome, DimError> {
     let digest = desc.digest.as_str();
-    let dst_at = At {
-        registry: dst.address(),
-        repository: dst_repo,
-        reference: digest,
-    };
-    let src_at = At {
-        registry: src.address(),
-        repository: src_repo,
-        reference: digest,
-    };
+    let dst_at = At { registry: dst.address(), repository: dst_repo, reference: digest };
+    let src_at = At { registry: src.address(), repository: src_repo, reference: digest };
     // 1. Cross-repository mount from a destination repository that holds the blob.
     let mut location = None;
     if let Some(from) = state.mount_source(digest, dst_repo) {
         let url = dst.url(&format!("/v2/{dst_repo}/blobs/uploads/"));
         let resp = dst
             .send(&[(dst_repo, Access::Push), (&from, Access::Pull)], |c| {
-                c.post(&url)
-                    .query(&[("mount", digest), ("from", from.as_str())])
+                c.post(&url).query(&[("mount", digest), ("from", from.as_str())])
             })
             .await
             .map_err(|e| dst_at.transport("POST blob mount", e))?;
@@ -437,40 +362,23 @@ async fn transfer(
         None => {
             let url = dst.url(&format!("/v2/{dst_repo}/blobs/uploads/"));
             let resp = dst
-                .send(&[(dst_repo, Access::Push)], |c| {
-                    c.post(&url).header(header::CONTENT_LENGTH, "0")
-                })
+                .send(&[(dst_repo, Access::Push)], |c| c.post(&url).header(header::CONTENT_LENGTH, "0"))
                 .await
                 .map_err(|e| dst_at.transport("POST blob upload", e))?;
             if resp.status() != StatusCode::ACCEPTED {
                 return Err(fail(dst_at, "POST blob upload", resp).await);
             }
-            header_str(&resp, "location").ok_or_else(|| {
-                dst_at.http(
-                    "POST blob upload",
-                    resp.status(),
-                    "no Location header".into(),
-                )
-            })?
+            header_str(&resp, "location")
+                .ok_or_else(|| dst_at.http("POST blob upload", resp.status(), "no Location header".into()))?
         }
     };
     let mut put_url = dst.resolve(&location).map_err(|e| {
-        dst_at.http(
-            "POST blob upload",
-            StatusCode::ACCEPTED,
-            format!("bad Location {location:?}: {e}"),
-        )
+        dst_at.http("POST blob upload", StatusCode::ACCEPTED, format!("bad Location {location:?}: {e}"))
     })?;
     put_url.query_pairs_mut().append_pair("digest", digest);
     // 3. Source GET, streamed through the verifier into the destination PUT.
     let resp = src
-        .get(
-            Method::GET,
-            src_repo,
-            Access::Pull,
-            &format!("blobs/{digest}"),
-            None,
-        )
+        .get(Method::GET, src_repo, Access::Pull, &format!("blobs/{digest}"), None)
         .await
         .map_err(|e| src_at.transport("GET blob", e))?;
     match resp.status() {
@@ -543,10 +451,7 @@ struct Verifier {
 struct Rejected;
 
 impl Verifier {
-    fn reject(
-        &mut self,
-        e: DimError,
-    ) -> Poll<Option<Result<Bytes, Box<dyn std::error::Error + Send + Sync>>>> {
+    fn reject(&mut self, e: DimError) -> Poll<Option<Result<Bytes, Box<dyn std::error::Error + Send + Sync>>>> {
         *self.verdict.lock().unwrap() = Some(e);
         self.hasher = None;
         self.held = None;
@@ -590,9 +495,7 @@ impl Stream for Verifier {
                     if let Some(h) = this.hasher.as_mut() {
                         h.update(&chunk);
                     }
-                    this.counters
-                        .sent
-                        .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    this.counters.sent.fetch_add(chunk.len() as u64, Ordering::Relaxed);
                     let out = if this.buf.is_empty() && chunk.len() >= COALESCE {
                         chunk
                     } else {
@@ -607,10 +510,7 @@ impl Stream for Verifier {
                     }
                 }
                 Poll::Ready(None) => {
-                    let actual = format!(
-                        "sha256:{}",
-                        hex::encode(this.hasher.take().unwrap().finalize())
-                    );
+                    let actual = format!("sha256:{}", hex::encode(this.hasher.take().unwrap().finalize()));
                     if this.seen != this.expected_size {
                         let e = DimError::SizeMismatch {
                             registry: this.registry.clone(),
@@ -621,8 +521,7 @@ impl Stream for Verifier {
                         };
                         return this.reject(e);
                     }
-                    if this.expected_digest.starts_with("sha256:") && actual != this.expected_digest
-                    {
+                    if this.expected_digest.starts_with("sha256:") && actual != this.expected_digest {
                         let e = DimError::DigestMismatch {
                             registry: this.registry.clone(),
                             repository: this.repository.clone(),
@@ -683,33 +582,15 @@ pub(crate) async fn plan_image(
     dst: &RegistryClient,
     copy: &ImageCopy,
 ) -> Result<ImagePlan, DimError> {
-    let src_at = At {
-        registry: src.address(),
-        repository: &copy.source.repository,
-        reference: copy.source.reference(),
-    };
+    let src_at =
+        At { registry: src.address(), repository: &copy.source.repository, reference: copy.source.reference() };
     let dst_repo = copy.destination.repository.as_str();
     let top = get_manifest(src, src_at).await?;
-    let tag = copy.destination.tag.clone().or_else(|| {
-        copy.destination
-            .digest
-            .is_none()
-            .then(|| "latest".to_string())
-    });
+    let tag = copy.destination.tag.clone().or_else(|| copy.destination.digest.is_none().then(|| "latest".to_string()));
     let dst_ref = tag.clone().unwrap_or_else(|| top.digest.clone());
-    let dst_at = At {
-        registry: dst.address(),
-        repository: dst_repo,
-        reference: &dst_ref,
-    };
+    let dst_at = At { registry: dst.address(), repository: dst_repo, reference: &dst_ref };
     let dst_current = head_manifest(dst, dst_at).await?;
-    let mut plan = ImagePlan {
-        top,
-        children: vec![],
-        blobs: vec![],
-        tag,
-        dst_current,
-    };
+    let mut plan = ImagePlan { top, children: vec![], blobs: vec![], tag, dst_current };
     if plan.dst_current.as_deref() == Some(plan.top.digest.as_str()) {
         return Ok(plan);
     }
@@ -719,10 +600,8 @@ pub(crate) async fn plan_image(
         let children = references(&plan.top, src_at)?;
         let fetched = futures::future::try_join_all(children.iter().map(|child| async move {
             let m = get_manifest(src, src_at.with_ref(&child.digest)).await?;
-            let present = head_manifest(dst, dst_at.with_ref(&child.digest))
-                .await?
-                .as_deref()
-                == Some(m.digest.as_str());
+            let present =
+                head_manifest(dst, dst_at.with_ref(&child.digest)).await?.as_deref() == Some(m.digest.as_str());
             Ok::<_, DimError>((m, present))
         }))
         .await?;
@@ -747,16 +626,8 @@ pub(crate) async fn plan_image(
 }
 
 /// Pushes child manifests, then the top one by digest, then the tag.
-pub(crate) async fn push_manifests(
-    dst: &RegistryClient,
-    dst_repo: &str,
-    plan: &ImagePlan,
-) -> Result<usize, DimError> {
-    let at = At {
-        registry: dst.address(),
-        repository: dst_repo,
-        reference: &plan.top.digest,
-    };
+pub(crate) async fn push_manifests(dst: &RegistryClient, dst_repo: &str, plan: &ImagePlan) -> Result<usize, DimError> {
+    let at = At { registry: dst.address(), repository: dst_repo, reference: &plan.top.digest };
     let mut pushed = 0;
     for (m, present) in &plan.children {
         if !present {

@@ -25,8 +25,7 @@ pub(crate) fn pod_spec_path(kind: &str) -> Option<&'static [&'static str]> {
     })
 }
 
-pub(crate) const CONTAINER_LISTS: [&str; 3] =
-    ["initContainers", "containers", "ephemeralContainers"];
+pub(crate) const CONTAINER_LISTS: [&str; 3] = ["initContainers", "containers", "ephemeralContainers"];
 
 /// Images under `internal_hosts` referenced by `objects`, deduplicated, in first-seen order.
 ///
@@ -45,14 +44,8 @@ pub fn discover(objects: &[Value], internal_hosts: &[String], tag_history: usize
             for tag in tags.into_iter().flatten() {
                 let name = tag.get("tag").and_then(Value::as_str);
                 let items = tag.get("items").and_then(Value::as_array);
-                for (i, item) in items
-                    .into_iter()
-                    .flatten()
-                    .take(tag_history.max(1))
-                    .enumerate()
-                {
-                    let Some(text) = item.get("dockerImageReference").and_then(Value::as_str)
-                    else {
+                for (i, item) in items.into_iter().flatten().take(tag_history.max(1)).enumerate() {
+                    let Some(text) = item.get("dockerImageReference").and_then(Value::as_str) else {
                         continue;
                     };
                     let Ok(mut r) = ImageRef::parse(text) else {
@@ -63,10 +56,7 @@ pub fn discover(objects: &[Value], internal_hosts: &[String], tag_history: usize
                     }
                     if r.digest.is_none() {
                         // Items record the digest beside the reference; pin to it.
-                        r.digest = item
-                            .get("image")
-                            .and_then(Value::as_str)
-                            .map(str::to_string);
+                        r.digest = item.get("image").and_then(Value::as_str).map(str::to_string);
                     }
                     r.tag = match (i, name) {
                         (0, Some(name)) => Some(name.to_string()),
@@ -90,12 +80,7 @@ pub fn discover(objects: &[Value], internal_hosts: &[String], tag_history: usize
             }
         }
         for list in CONTAINER_LISTS {
-            for c in spec
-                .get(list)
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+            for c in spec.get(list).and_then(Value::as_array).into_iter().flatten() {
                 let Some(text) = c.get("image").and_then(Value::as_str) else {
                     continue;
                 };
@@ -175,24 +160,8 @@ mod tests {
             json!({"kind": "Pod", "spec": {"containers": [{"name": "c", "image": "registry.apps.src.example/shop/h:1"}]}}),
             json!({"kind": "ConfigMap", "data": {"image": format!("{INT}/shop/zzz:1")}}),
         ];
-        let got: Vec<String> = discover(&objs, &hosts(), 1)
-            .iter()
-            .map(|r| r.repository.clone())
-            .collect();
-        assert_eq!(
-            got,
-            [
-                "shop/init",
-                "shop/a",
-                "shop/b",
-                "shop/c",
-                "shop/d",
-                "shop/e",
-                "shop/f",
-                "shop/g",
-                "shop/h"
-            ]
-        );
+        let got: Vec<String> = discover(&objs, &hosts(), 1).iter().map(|r| r.repository.clone()).collect();
+        assert_eq!(got, ["shop/init", "shop/a", "shop/b", "shop/c", "shop/d", "shop/e", "shop/f", "shop/g", "shop/h"]);
     }
 
     #[test]
@@ -211,9 +180,6 @@ mod tests {
         let got = discover(&objs, &hosts(), 1);
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].to_string(), format!("{INT}/shop/x:1"));
-        assert!(
-            discover(&objs, &[], 1).is_empty(),
-            "no internal hosts: nothing is internal"
-        );
+        assert!(discover(&objs, &[], 1).is_empty(), "no internal hosts: nothing is internal");
     }
 }

@@ -43,66 +43,29 @@ pub enum DimError {
     #[error(
         "{registry}/{repository}:{reference}: {operation} was denied (HTTP {status}); check the credentials configured for registry {registry} and their access to {repository}"
     )]
-    Unauthorized {
-        registry: String,
-        repository: String,
-        reference: String,
-        operation: &'static str,
-        status: u16,
-    },
+    Unauthorized { registry: String, repository: String, reference: String, operation: &'static str, status: u16 },
     #[error("{registry}/{repository}: manifest {reference} not found")]
-    ManifestNotFound {
-        registry: String,
-        repository: String,
-        reference: String,
-    },
+    ManifestNotFound { registry: String, repository: String, reference: String },
     #[error("{registry}/{repository}: blob {digest} not found (the manifest references it)")]
-    BlobNotFound {
-        registry: String,
-        repository: String,
-        digest: String,
-    },
+    BlobNotFound { registry: String, repository: String, digest: String },
     /// Content does not hash to its digest: corruption at the source or on the way.
     /// Nothing was committed on the destination for this blob.
     #[error(
         "{registry}/{repository}: content of {digest} is corrupt: it hashes to {actual}; nothing was committed on the destination"
     )]
-    DigestMismatch {
-        registry: String,
-        repository: String,
-        digest: String,
-        actual: String,
-    },
+    DigestMismatch { registry: String, repository: String, digest: String, actual: String },
     #[error(
         "{registry}/{repository}: blob {digest} has {actual} bytes, the manifest says {expected}; nothing was committed on the destination"
     )]
-    SizeMismatch {
-        registry: String,
-        repository: String,
-        digest: String,
-        expected: u64,
-        actual: u64,
-    },
+    SizeMismatch { registry: String, repository: String, digest: String, expected: u64, actual: u64 },
     #[error(
         "{registry}/{repository}:{reference}: unsupported manifest type {media_type:?} (Docker schema 2 and OCI manifests and indexes are supported)"
     )]
-    UnsupportedManifest {
-        registry: String,
-        repository: String,
-        reference: String,
-        media_type: String,
-    },
+    UnsupportedManifest { registry: String, repository: String, reference: String, media_type: String },
     #[error("{registry}/{repository}:{reference}: invalid manifest: {reason}")]
-    InvalidManifest {
-        registry: String,
-        repository: String,
-        reference: String,
-        reason: String,
-    },
+    InvalidManifest { registry: String, repository: String, reference: String, reason: String },
     /// Any other HTTP status (5xx after retries included).
-    #[error(
-        "{registry}/{repository}:{reference}: {operation} failed with HTTP {status}: {message}"
-    )]
+    #[error("{registry}/{repository}:{reference}: {operation} failed with HTTP {status}: {message}")]
     Http {
         registry: String,
         repository: String,
@@ -164,10 +127,7 @@ pub fn plan_copies(
     for img in images {
         out.insert(ImageCopy {
             source: img.moved(src_registry, img.repository.clone()),
-            destination: img.moved(
-                dst_registry,
-                reference::map_repository(&img.repository, namespace_map),
-            ),
+            destination: img.moved(dst_registry, reference::map_repository(&img.repository, namespace_map)),
         });
     }
     out.into_iter().collect()
@@ -221,11 +181,7 @@ pub struct DimReport {
 
 impl DimReport {
     pub fn bytes_sent(&self) -> u64 {
-        self.images
-            .iter()
-            .filter_map(|r| r.outcome.as_ref().ok())
-            .map(|s| s.bytes_sent)
-            .sum()
+        self.images.iter().filter_map(|r| r.outcome.as_ref().ok()).map(|s| s.bytes_sent).sum()
     }
     pub fn failed(&self) -> impl Iterator<Item = &ImageResult> {
         self.images.iter().filter(|r| r.outcome.is_err())
@@ -277,21 +233,11 @@ async fn inspect_one(
         blobs_missing: 0,
         bytes_to_copy: 0,
     };
-    let at = At {
-        registry: dst.address(),
-        repository: &copy.destination.repository,
-        reference: &plan.top.digest,
-    };
+    let at = At { registry: dst.address(), repository: &copy.destination.repository, reference: &plan.top.digest };
     let checks = futures::stream::iter(plan.blobs.iter())
         .map(|b| async move {
-            let have = copy::blob_exists(
-                dst,
-                &copy.destination.repository,
-                registry::Access::Pull,
-                &b.digest,
-                at,
-            )
-            .await?;
+            let have =
+                copy::blob_exists(dst, &copy.destination.repository, registry::Access::Pull, &b.digest, at).await?;
             Ok::<_, DimError>((b.size, have))
         })
         .buffer_unordered(opts.blob_concurrency.max(1))
@@ -329,31 +275,13 @@ pub async fn copy_all(
             async move {
                 let started = Instant::now();
                 let image = copy.destination.to_string();
-                let outcome = copy_image(
-                    src,
-                    dst,
-                    copy,
-                    opts,
-                    state,
-                    |blobs_total, bytes_total, counters| {
-                        in_flight.lock().unwrap().insert(
-                            index,
-                            Live {
-                                image: image.clone(),
-                                started,
-                                blobs_total,
-                                bytes_total,
-                                counters,
-                            },
-                        );
-                        events(DimEvent::Started {
-                            index,
-                            image: image.clone(),
-                            blobs_total,
-                            bytes_total,
-                        });
-                    },
-                )
+                let outcome = copy_image(src, dst, copy, opts, state, |blobs_total, bytes_total, counters| {
+                    in_flight
+                        .lock()
+                        .unwrap()
+                        .insert(index, Live { image: image.clone(), started, blobs_total, bytes_total, counters });
+                    events(DimEvent::Started { index, image: image.clone(), blobs_total, bytes_total });
+                })
                 .await;
                 if let Some(live) = in_flight.lock().unwrap().shift_remove(&index) {
                     events(live.event(index));
@@ -362,23 +290,13 @@ pub async fn copy_all(
                 events(DimEvent::Finished {
                     index,
                     image,
-                    outcome: outcome
-                        .as_ref()
-                        .map(Clone::clone)
-                        .map_err(ToString::to_string),
+                    outcome: outcome.as_ref().map(Clone::clone).map_err(ToString::to_string),
                     elapsed,
                 });
                 if let Err(e) = &outcome {
                     tracing::warn!(image = %copy.destination, error = %e, "image copy failed");
                 }
-                (
-                    index,
-                    ImageResult {
-                        copy: copy.clone(),
-                        outcome,
-                        elapsed,
-                    },
-                )
+                (index, ImageResult { copy: copy.clone(), outcome, elapsed })
             }
         })
         .buffer_unordered(opts.concurrency.max(1))
@@ -397,9 +315,7 @@ pub async fn copy_all(
         }
     };
     results.sort_by_key(|(i, _)| *i);
-    DimReport {
-        images: results.into_iter().map(|(_, r)| r).collect(),
-    }
+    DimReport { images: results.into_iter().map(|(_, r)| r).collect() }
 }
 
 /// An image in flight, as the ticker sees it.
@@ -437,16 +353,9 @@ async fn copy_image(
     on_start: impl FnOnce(usize, u64, Arc<Counters>),
 ) -> Result<ImageStats, DimError> {
     let plan = copy::plan_image(src, dst, copy).await?;
-    let mut stats = ImageStats {
-        digest: plan.top.digest.clone(),
-        ..Default::default()
-    };
+    let mut stats = ImageStats { digest: plan.top.digest.clone(), ..Default::default() };
     let counters = Arc::new(Counters::default());
-    on_start(
-        plan.blobs.len(),
-        plan.blobs.iter().map(|b| b.size).sum(),
-        counters.clone(),
-    );
+    on_start(plan.blobs.len(), plan.blobs.iter().map(|b| b.size).sum(), counters.clone());
     if plan.dst_current.as_deref() == Some(plan.top.digest.as_str()) {
         stats.up_to_date = true;
         return Ok(stats);
@@ -496,21 +405,10 @@ mod tests {
             ImageRef::parse(&format!("{int}/other/db@sha256:{}", "a".repeat(64))).unwrap(),
         ];
         let map: IndexMap<String, String> = [("shop".into(), "shop-prod".into())].into();
-        let copies = plan_copies(
-            &imgs,
-            "registry.src.example",
-            "registry.dst.example:5000",
-            &map,
-        );
+        let copies = plan_copies(&imgs, "registry.src.example", "registry.dst.example:5000", &map);
         assert_eq!(copies.len(), 2, "duplicates dropped");
-        assert_eq!(
-            copies[0].source.to_string(),
-            "registry.src.example/shop/web:v1"
-        );
-        assert_eq!(
-            copies[0].destination.to_string(),
-            "registry.dst.example:5000/shop-prod/web:v1"
-        );
+        assert_eq!(copies[0].source.to_string(), "registry.src.example/shop/web:v1");
+        assert_eq!(copies[0].destination.to_string(), "registry.dst.example:5000/shop-prod/web:v1");
         assert_eq!(copies[1].destination.repository, "other/db");
         assert_eq!(copies[1].destination.digest, copies[1].source.digest);
     }
@@ -537,9 +435,6 @@ mod tests {
         };
         assert!(!e.is_transient());
         let msg = e.to_string();
-        assert!(
-            msg.contains("reg.example") && msg.contains("shop/web") && msg.contains("v1"),
-            "{msg}"
-        );
+        assert!(msg.contains("reg.example") && msg.contains("shop/web") && msg.contains("v1"), "{msg}");
     }
 }

@@ -35,10 +35,7 @@ pub const DOCKER_HUB: &str = "docker.io";
 
 impl ImageRef {
     pub fn parse(text: &str) -> Result<Self, ReferenceError> {
-        let err = |reason| ReferenceError {
-            reference: text.to_string(),
-            reason,
-        };
+        let err = |reason| ReferenceError { reference: text.to_string(), reason };
         let text_trim = text.trim();
         if text_trim.is_empty() {
             return Err(err("empty"));
@@ -48,14 +45,10 @@ impl ImageRef {
         }
         let (rest, digest) = match text_trim.split_once('@') {
             Some((rest, digest)) => {
-                let (algo, hex) = digest
-                    .split_once(':')
-                    .ok_or_else(|| err("digest must be algorithm:hex"))?;
+                let (algo, hex) = digest.split_once(':').ok_or_else(|| err("digest must be algorithm:hex"))?;
                 if algo.is_empty()
                     || hex.len() < 32
-                    || !hex
-                        .chars()
-                        .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+                    || !hex.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
                 {
                     return Err(err("digest must be algorithm:hex (lower-case hex)"));
                 }
@@ -70,9 +63,7 @@ impl ImageRef {
                 let tag = &rest[last_slash + i + 1..];
                 if tag.is_empty()
                     || tag.len() > 128
-                    || !tag
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+                    || !tag.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
                 {
                     return Err(err("tag must be 1-128 of [A-Za-z0-9_.-]"));
                 }
@@ -81,9 +72,7 @@ impl ImageRef {
             None => (rest, None),
         };
         let (registry, repository) = match name.split_once('/') {
-            Some((first, path))
-                if first.contains('.') || first.contains(':') || first == "localhost" =>
-            {
+            Some((first, path)) if first.contains('.') || first.contains(':') || first == "localhost" => {
                 (first.to_ascii_lowercase(), path.to_string())
             }
             _ if !name.contains('/') => (DOCKER_HUB.to_string(), format!("library/{name}")),
@@ -92,30 +81,20 @@ impl ImageRef {
         if repository.is_empty()
             || repository.split('/').any(|c| {
                 c.is_empty()
-                    || !c.chars().all(|ch| {
-                        ch.is_ascii_lowercase()
-                            || ch.is_ascii_digit()
-                            || matches!(ch, '.' | '_' | '-')
-                    })
+                    || !c
+                        .chars()
+                        .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || matches!(ch, '.' | '_' | '-'))
             })
         {
             return Err(err("repository must be lower-case path components"));
         }
-        Ok(ImageRef {
-            registry,
-            repository,
-            tag,
-            digest,
-        })
+        Ok(ImageRef { registry, repository, tag, digest })
     }
 
     /// What to ask a registry for: the digest when known (content-addressed), else the tag,
     /// else `latest` (the implicit tag).
     pub fn reference(&self) -> &str {
-        self.digest
-            .as_deref()
-            .or(self.tag.as_deref())
-            .unwrap_or("latest")
+        self.digest.as_deref().or(self.tag.as_deref()).unwrap_or("latest")
     }
 
     /// The same reference on another registry and repository.
@@ -151,10 +130,7 @@ impl std::str::FromStr for ImageRef {
 
 /// Maps the namespace component of a repository (`src-ns/app` → `dst-ns/app`); a
 /// repository whose first component is not a mapped namespace is kept as it is.
-pub fn map_repository(
-    repository: &str,
-    namespace_map: &indexmap::IndexMap<String, String>,
-) -> String {
+pub fn map_repository(repository: &str, namespace_map: &indexmap::IndexMap<String, String>) -> String {
     match repository.split_once('/') {
         Some((ns, rest)) => match namespace_map.get(ns) {
             Some(to) => format!("{to}/{rest}"),
@@ -168,11 +144,7 @@ pub fn map_repository(
 pub fn same_host(a: &str, b: &str) -> bool {
     fn norm(h: &str) -> String {
         let h = h.trim().trim_end_matches('/').to_ascii_lowercase();
-        let h = h
-            .strip_prefix("https://")
-            .or_else(|| h.strip_prefix("http://"))
-            .unwrap_or(&h)
-            .to_string();
+        let h = h.strip_prefix("https://").or_else(|| h.strip_prefix("http://")).unwrap_or(&h).to_string();
         h.strip_suffix(":443").map(str::to_string).unwrap_or(h)
     }
     norm(a) == norm(b)
@@ -205,37 +177,23 @@ mod tests {
 
     #[test]
     fn hub_images_are_normalised() {
-        assert_eq!(
-            ImageRef::parse("nginx").unwrap().to_string(),
-            "docker.io/library/nginx"
-        );
+        assert_eq!(ImageRef::parse("nginx").unwrap().to_string(), "docker.io/library/nginx");
         let r = ImageRef::parse("bitnami/redis:7").unwrap();
-        assert_eq!(
-            (r.registry.as_str(), r.repository.as_str()),
-            (DOCKER_HUB, "bitnami/redis")
-        );
+        assert_eq!((r.registry.as_str(), r.repository.as_str()), (DOCKER_HUB, "bitnami/redis"));
         let r = ImageRef::parse("localhost/app:1").unwrap();
         assert_eq!(r.registry, "localhost");
     }
 
     #[test]
     fn rejects_bad_references() {
-        for bad in [
-            "",
-            "a b",
-            "reg.io/NS/app",
-            "reg.io/ns/app:",
-            "reg.io/ns/app@sha256:xyz",
-            "reg.io//app",
-        ] {
+        for bad in ["", "a b", "reg.io/NS/app", "reg.io/ns/app:", "reg.io/ns/app@sha256:xyz", "reg.io//app"] {
             assert!(ImageRef::parse(bad).is_err(), "{bad:?} should not parse");
         }
     }
 
     #[test]
     fn maps_namespace_component_only() {
-        let map: indexmap::IndexMap<String, String> =
-            [("shop".to_string(), "shop-new".to_string())].into();
+        let map: indexmap::IndexMap<String, String> = [("shop".to_string(), "shop-new".to_string())].into();
         assert_eq!(map_repository("shop/web", &map), "shop-new/web");
         assert_eq!(map_repository("shop/a/b", &map), "shop-new/a/b");
         assert_eq!(map_repository("other/web", &map), "other/web");

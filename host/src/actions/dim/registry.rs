@@ -48,10 +48,7 @@ impl fmt::Debug for Credentials {
 #[derive(Debug, Clone, PartialEq)]
 enum Challenge {
     Basic,
-    Bearer {
-        realm: String,
-        service: Option<String>,
-    },
+    Bearer { realm: String, service: Option<String> },
 }
 
 #[derive(Default)]
@@ -82,10 +79,7 @@ pub struct RegistryClient {
 
 impl fmt::Debug for RegistryClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RegistryClient")
-            .field("base", &self.base)
-            .field("creds", &self.creds)
-            .finish_non_exhaustive()
+        f.debug_struct("RegistryClient").field("base", &self.base).field("creds", &self.creds).finish_non_exhaustive()
     }
 }
 
@@ -103,40 +97,23 @@ impl RegistryClient {
     pub fn new(reg: &Registry, token: Option<String>) -> Result<Self, DimError> {
         crate::tls::init();
         let address = reg.address.trim().trim_end_matches('/').to_string();
-        let config = |reason: String| DimError::Config {
-            registry: address.clone(),
-            reason,
-        };
+        let config = |reason: String| DimError::Config { registry: address.clone(), reason };
         let creds = match &reg.auth {
             RegistryAuth::Anonymous => None,
             RegistryAuth::KubeconfigToken => Some(Credentials::Basic {
                 // OpenShift ignores the user name when the password is a token.
                 username: "mtcd".to_string(),
-                password: token.ok_or_else(|| {
-                    config(
-                        "auth is the kubeconfig token but the context has no bearer token".into(),
-                    )
-                })?,
+                password: token
+                    .ok_or_else(|| config("auth is the kubeconfig token but the context has no bearer token".into()))?,
             }),
-            RegistryAuth::BasicEnv {
-                username_env,
-                password_env,
-            } => {
+            RegistryAuth::BasicEnv { username_env, password_env } => {
                 let get = |name: &str| {
-                    std::env::var(name).map_err(|_| {
-                        config(format!(
-                            "environment variable {name} (registry credentials) is not set"
-                        ))
-                    })
+                    std::env::var(name)
+                        .map_err(|_| config(format!("environment variable {name} (registry credentials) is not set")))
                 };
-                Some(Credentials::Basic {
-                    username: get(username_env)?,
-                    password: get(password_env)?,
-                })
+                Some(Credentials::Basic { username: get(username_env)?, password: get(password_env)? })
             }
-            RegistryAuth::DockerConfig(path) => {
-                Some(docker_config_credentials(path, &address).map_err(config)?)
-            }
+            RegistryAuth::DockerConfig(path) => Some(docker_config_credentials(path, &address).map_err(config)?),
         };
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("mtcd/", env!("CARGO_PKG_VERSION")))
@@ -149,20 +126,12 @@ impl RegistryClient {
             RegistryTls::Insecure => "http",
             RegistryTls::Verify => "https",
             RegistryTls::CaBundle(path) => {
-                let pem = std::fs::read(path).map_err(|e| {
-                    config(format!("cannot read CA bundle {}: {e}", path.display()))
-                })?;
-                let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                    config(format!(
-                        "CA bundle {} is not PEM certificates: {e}",
-                        path.display()
-                    ))
-                })?;
+                let pem = std::fs::read(path)
+                    .map_err(|e| config(format!("cannot read CA bundle {}: {e}", path.display())))?;
+                let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                    .map_err(|e| config(format!("CA bundle {} is not PEM certificates: {e}", path.display())))?;
                 if certs.is_empty() {
-                    return Err(config(format!(
-                        "CA bundle {} holds no certificate",
-                        path.display()
-                    )));
+                    return Err(config(format!("CA bundle {} holds no certificate", path.display())));
                 }
                 builder = builder.tls_certs_merge(certs);
                 "https"
@@ -172,9 +141,7 @@ impl RegistryClient {
             // Never downgrade: a redirect to plain HTTP from a TLS registry is refused.
             builder = builder.https_only(true);
         }
-        let http = builder
-            .build()
-            .map_err(|e| config(format!("cannot build the HTTP client: {e}")))?;
+        let http = builder.build().map_err(|e| config(format!("cannot build the HTTP client: {e}")))?;
         Ok(RegistryClient {
             base: format!("{scheme}://{address}"),
             address,
@@ -315,11 +282,8 @@ impl RegistryClient {
     /// Reads the challenge of a 401 and prepares credentials for the next attempt. Returns
     /// false when another attempt cannot succeed (no credentials, or they were just refused).
     async fn learn(&self, resp: &Response, scopes: &[(&str, Access)], sent: Option<&str>) -> bool {
-        let Some(challenge) = resp
-            .headers()
-            .get(header::WWW_AUTHENTICATE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_challenge)
+        let Some(challenge) =
+            resp.headers().get(header::WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).and_then(parse_challenge)
         else {
             return false;
         };
@@ -336,12 +300,7 @@ impl RegistryClient {
         }
     }
 
-    async fn fetch_token(
-        &self,
-        realm: &str,
-        service: Option<&str>,
-        scopes: &[(&str, Access)],
-    ) -> Option<String> {
+    async fn fetch_token(&self, realm: &str, service: Option<&str>, scopes: &[(&str, Access)]) -> Option<String> {
         if let Some(Credentials::Bearer(t)) = &self.creds {
             return Some(format!("Bearer {t}"));
         }
@@ -380,9 +339,7 @@ impl RegistryClient {
             access_token: Option<String>,
         }
         let body: TokenResponse = resp.json().await.ok()?;
-        body.token
-            .or(body.access_token)
-            .map(|t| format!("Bearer {t}"))
+        body.token.or(body.access_token).map(|t| format!("Bearer {t}"))
     }
 
     /// A HEAD or GET on `/v2/<repo>/<kind>/<reference>` with the given `Accept` header.
@@ -407,11 +364,7 @@ impl RegistryClient {
 }
 
 fn scope_key(scopes: &[(&str, Access)]) -> String {
-    scopes
-        .iter()
-        .map(|(r, a)| format!("{r}:{a:?}"))
-        .collect::<Vec<_>>()
-        .join(" ")
+    scopes.iter().map(|(r, a)| format!("{r}:{a:?}")).collect::<Vec<_>>().join(" ")
 }
 
 pub(crate) fn is_retryable_status(s: StatusCode) -> bool {
@@ -438,10 +391,7 @@ fn parse_challenge(value: &str) -> Option<Challenge> {
     }
     match scheme.to_ascii_lowercase().as_str() {
         "basic" => Some(Challenge::Basic),
-        "bearer" => Some(Challenge::Bearer {
-            realm: map.remove("realm")?,
-            service: map.remove("service"),
-        }),
+        "bearer" => Some(Challenge::Bearer { realm: map.remove("realm")?, service: map.remove("service") }),
         _ => None,
     }
 }
@@ -461,64 +411,39 @@ fn docker_config_credentials(path: &std::path::Path, address: &str) -> Result<Cr
         password: Option<String>,
         registrytoken: Option<String>,
     }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read docker config {}: {e}", path.display()))?;
-    let file: File = serde_json::from_str(&text)
-        .map_err(|e| format!("docker config {} is not valid JSON: {e}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read docker config {}: {e}", path.display()))?;
+    let file: File =
+        serde_json::from_str(&text).map_err(|e| format!("docker config {} is not valid JSON: {e}", path.display()))?;
     let entry = file
         .auths
         .iter()
         .find(|(k, _)| {
-            let host = k
-                .trim_start_matches("https://")
-                .trim_start_matches("http://")
-                .split('/')
-                .next()
-                .unwrap_or_default();
+            let host =
+                k.trim_start_matches("https://").trim_start_matches("http://").split('/').next().unwrap_or_default();
             super::reference::same_host(host, address)
         })
         .map(|(_, e)| e)
-        .ok_or_else(|| {
-            format!(
-                "docker config {} has no `auths` entry for {address}",
-                path.display()
-            )
-        })?;
+        .ok_or_else(|| format!("docker config {} has no `auths` entry for {address}", path.display()))?;
     if let Some(t) = &entry.registrytoken {
         return Ok(Credentials::Bearer(t.clone()));
     }
     if let (Some(u), Some(p)) = (&entry.username, &entry.password) {
-        return Ok(Credentials::Basic {
-            username: u.clone(),
-            password: p.clone(),
-        });
+        return Ok(Credentials::Basic { username: u.clone(), password: p.clone() });
     }
-    let auth = entry.auth.as_ref().ok_or_else(|| {
-        format!(
-            "docker config {}: entry for {address} has no credentials",
-            path.display()
-        )
-    })?;
+    let auth = entry
+        .auth
+        .as_ref()
+        .ok_or_else(|| format!("docker config {}: entry for {address} has no credentials", path.display()))?;
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(auth.trim())
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| {
-            format!(
-                "docker config {}: `auth` for {address} is not base64",
-                path.display()
-            )
-        })?;
-    let (u, p) = decoded.split_once(':').ok_or_else(|| {
-        format!(
-            "docker config {}: `auth` for {address} is not user:password",
-            path.display()
-        )
-    })?;
-    Ok(Credentials::Basic {
-        username: u.to_string(),
-        password: p.to_string(),
-    })
+        .ok_or_else(|| format!("docker config {}: `auth` for {address} is not base64", path.display()))?;
+    let (u, p) = decoded
+        .split_once(':')
+        .ok_or_else(|| format!("docker config {}: `auth` for {address} is not user:password", path.display()))?;
+    Ok(Credentials::Basic { username: u.to_string(), password: p.to_string() })
 }
 
 #[cfg(test)]
@@ -537,15 +462,8 @@ mod tests {
                 service: Some("registry.example".into())
             })
         );
-        assert_eq!(
-            parse_challenge(r#"Basic realm="Registry Realm""#),
-            Some(Challenge::Basic)
-        );
-        assert_eq!(
-            parse_challenge("Bearer service=x"),
-            None,
-            "bearer without realm is unusable"
-        );
+        assert_eq!(parse_challenge(r#"Basic realm="Registry Realm""#), Some(Challenge::Basic));
+        assert_eq!(parse_challenge("Bearer service=x"), None, "bearer without realm is unusable");
         assert_eq!(parse_challenge("Negotiate abc"), None);
     }
 
@@ -565,32 +483,22 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(
-            docker_config_credentials(&path, "other.io"),
-            Ok(Credentials::Bearer(_))
-        ));
+        assert!(matches!(docker_config_credentials(&path, "other.io"), Ok(Credentials::Bearer(_))));
         let err = docker_config_credentials(&path, "missing.io").unwrap_err();
         assert!(err.contains("missing.io"), "{err}");
     }
 
     #[test]
     fn credentials_are_redacted_in_debug() {
-        let c = Credentials::Basic {
-            username: "alice".into(),
-            password: "s3cret".into(),
-        };
+        let c = Credentials::Basic { username: "alice".into(), password: "s3cret".into() };
         assert!(!format!("{c:?}").contains("s3cret"));
         assert!(!format!("{:?}", Credentials::Bearer("tok123".into())).contains("tok123"));
     }
 
     #[test]
     fn kubeconfig_token_required_and_env_named() {
-        let reg = |auth| Registry {
-            address: "reg.example".into(),
-            internal_address: None,
-            auth,
-            tls: RegistryTls::Insecure,
-        };
+        let reg =
+            |auth| Registry { address: "reg.example".into(), internal_address: None, auth, tls: RegistryTls::Insecure };
         let err = RegistryClient::new(&reg(RegistryAuth::KubeconfigToken), None).unwrap_err();
         assert!(err.to_string().contains("reg.example"), "{err}");
         assert!(RegistryClient::new(&reg(RegistryAuth::KubeconfigToken), Some("t".into())).is_ok());
@@ -602,9 +510,6 @@ mod tests {
             None,
         )
         .unwrap_err();
-        assert!(
-            err.to_string().contains("MTCD_TEST_UNSET_USER_XYZ"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("MTCD_TEST_UNSET_USER_XYZ"), "{err}");
     }
 }

@@ -23,10 +23,7 @@ pub fn rewrite_object(
         if !from_hosts.iter().any(|h| same_host(h, &r.registry)) {
             return None;
         }
-        Some(
-            r.moved(to_host, map_repository(&r.repository, namespace_map))
-                .to_string(),
-        )
+        Some(r.moved(to_host, map_repository(&r.repository, namespace_map)).to_string())
     };
     let mut changed = false;
     let mut set = |v: Option<&mut Value>, f: &dyn Fn(&str) -> Option<String>| {
@@ -38,11 +35,7 @@ pub fn rewrite_object(
             changed = true;
         }
     };
-    let kind = obj
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
+    let kind = obj.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
     if kind == "ImageStream" {
         // `status.dockerImageRepository` is a repository without tag: rewrite host and path.
         let repo_rw = |text: &str| -> Option<String> {
@@ -50,28 +43,13 @@ pub fn rewrite_object(
             if !from_hosts.iter().any(|h| same_host(h, host)) {
                 return None;
             }
-            Some(format!(
-                "{}/{}",
-                to_host.to_ascii_lowercase(),
-                map_repository(repo, namespace_map)
-            ))
+            Some(format!("{}/{}", to_host.to_ascii_lowercase(), map_repository(repo, namespace_map)))
         };
         set(obj.pointer_mut("/status/dockerImageRepository"), &repo_rw);
-        set(
-            obj.pointer_mut("/status/publicDockerImageRepository"),
-            &repo_rw,
-        );
-        if let Some(tags) = obj
-            .pointer_mut("/status/tags")
-            .and_then(Value::as_array_mut)
-        {
+        set(obj.pointer_mut("/status/publicDockerImageRepository"), &repo_rw);
+        if let Some(tags) = obj.pointer_mut("/status/tags").and_then(Value::as_array_mut) {
             for tag in tags {
-                for item in tag
-                    .get_mut("items")
-                    .and_then(Value::as_array_mut)
-                    .into_iter()
-                    .flatten()
-                {
+                for item in tag.get_mut("items").and_then(Value::as_array_mut).into_iter().flatten() {
                     set(item.get_mut("dockerImageReference"), &rw);
                 }
             }
@@ -97,20 +75,13 @@ pub fn rewrite_object(
     }
     if let Some(spec) = spec {
         for list in CONTAINER_LISTS {
-            for c in spec
-                .get_mut(list)
-                .and_then(Value::as_array_mut)
-                .into_iter()
-                .flatten()
-            {
+            for c in spec.get_mut(list).and_then(Value::as_array_mut).into_iter().flatten() {
                 set(c.get_mut("image"), &rw);
             }
         }
     }
     if kind == "DeploymentConfig"
-        && let Some(triggers) = obj
-            .pointer_mut("/spec/triggers")
-            .and_then(Value::as_array_mut)
+        && let Some(triggers) = obj.pointer_mut("/spec/triggers").and_then(Value::as_array_mut)
     {
         for t in triggers {
             set(t.pointer_mut("/imageChangeParams/lastTriggeredImage"), &rw);
@@ -145,27 +116,11 @@ mod tests {
         ]}}}});
         assert!(rewrite_object(&mut dep, &from(), DST, &map()));
         let spec = &dep["spec"]["template"]["spec"];
-        assert_eq!(
-            spec["initContainers"][0]["image"],
-            format!("{DST}/shop-prod/init@{digest}")
-        );
-        assert_eq!(
-            spec["containers"][0]["image"],
-            format!("{DST}/shop-prod/web:v2")
-        );
-        assert_eq!(
-            spec["containers"][1]["image"], "docker.io/library/nginx:1",
-            "external untouched"
-        );
-        assert_eq!(
-            spec["containers"][2]["image"],
-            format!("{DST}/other/lib:1"),
-            "unmapped namespace kept"
-        );
-        assert!(
-            !rewrite_object(&mut dep, &from(), DST, &map()),
-            "second pass changes nothing"
-        );
+        assert_eq!(spec["initContainers"][0]["image"], format!("{DST}/shop-prod/init@{digest}"));
+        assert_eq!(spec["containers"][0]["image"], format!("{DST}/shop-prod/web:v2"));
+        assert_eq!(spec["containers"][1]["image"], "docker.io/library/nginx:1", "external untouched");
+        assert_eq!(spec["containers"][2]["image"], format!("{DST}/other/lib:1"), "unmapped namespace kept");
+        assert!(!rewrite_object(&mut dep, &from(), DST, &map()), "second pass changes nothing");
     }
 
     #[test]
@@ -174,8 +129,7 @@ mod tests {
             "containers": [{"name": "a", "image": format!("{SRC}/shop/batch:1")}]}}}}}});
         assert!(rewrite_object(&mut cj, &from(), DST, &map()));
         assert_eq!(
-            cj.pointer("/spec/jobTemplate/spec/template/spec/containers/0/image")
-                .unwrap(),
+            cj.pointer("/spec/jobTemplate/spec/template/spec/containers/0/image").unwrap(),
             &json!(format!("{DST}/shop-prod/batch:1"))
         );
         let mut cm = json!({"kind": "ConfigMap", "data": {"x": format!("{SRC}/shop/batch:1")}});
@@ -195,21 +149,9 @@ mod tests {
             "status": {"dockerImageRepository": format!("{SRC}/shop/web"),
                 "tags": [{"tag": "v2", "items": [{"dockerImageReference": format!("{SRC}/shop/web@{d}"), "image": d}]}]}});
         assert!(rewrite_object(&mut is, &from(), DST, &map()));
-        assert_eq!(
-            is["status"]["dockerImageRepository"],
-            format!("{DST}/shop-prod/web")
-        );
-        assert_eq!(
-            is["status"]["tags"][0]["items"][0]["dockerImageReference"],
-            format!("{DST}/shop-prod/web@{d}")
-        );
-        assert_eq!(
-            is["spec"]["tags"][0]["from"]["name"],
-            format!("{DST}/shop-prod/web:v2")
-        );
-        assert_eq!(
-            is["spec"]["tags"][1]["from"]["name"], "web:v2",
-            "ImageStreamTag refs are not registry refs"
-        );
+        assert_eq!(is["status"]["dockerImageRepository"], format!("{DST}/shop-prod/web"));
+        assert_eq!(is["status"]["tags"][0]["items"][0]["dockerImageReference"], format!("{DST}/shop-prod/web@{d}"));
+        assert_eq!(is["spec"]["tags"][0]["from"]["name"], format!("{DST}/shop-prod/web:v2"));
+        assert_eq!(is["spec"]["tags"][1]["from"]["name"], "web:v2", "ImageStreamTag refs are not registry refs");
     }
 }

@@ -3,7 +3,10 @@
 //! (`verify = 2`), so only the two pods of this transfer can talk to each other, and a
 //! certificate from any other transfer (or any public CA) is refused.
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
 
 /// PEM material for one side of the tunnel. Holds private keys: never log it.
 #[derive(Clone)]
@@ -31,7 +34,8 @@ pub const SERVER_NAME: &str = "mtcd-transfer-server";
 pub fn generate(label: &str) -> Result<TunnelCerts, rcgen::Error> {
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca_params.key_usages =
+        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, format!("mtcd transfer CA {label}"));
     ca_params.distinguished_name = dn;

@@ -10,9 +10,9 @@
 pub mod certs;
 pub mod objects;
 pub mod progress;
-mod wait;
 #[cfg(test)]
 mod tunnel_tests;
+mod wait;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -23,7 +23,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DynamicObject, ListParams, LogParams, Patch, PatchParams};
 use kube::discovery::ApiResource;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::cluster::Cluster;
 use crate::spec::{EndpointKind, Migration, VolumeMode};
@@ -116,10 +116,13 @@ async fn apply(c: &Cluster, obj: &Value) -> Result<Value, DvmError> {
         Some(ns) => Api::namespaced_with(c.client.clone(), ns, &r),
         None => Api::all_with(c.client.clone(), &r),
     };
-    let out = api
-        .patch(object::name(obj), &PatchParams::apply("mtcd").force(), &Patch::Apply(obj))
-        .await
-        .map_err(|source| DvmError::Api { context: c.context.clone(), what: format!("applying {}", object::display(obj)), source })?;
+    let out = api.patch(object::name(obj), &PatchParams::apply("mtcd").force(), &Patch::Apply(obj)).await.map_err(
+        |source| DvmError::Api {
+            context: c.context.clone(),
+            what: format!("applying {}", object::display(obj)),
+            source,
+        },
+    )?;
     Ok(crate::observe::to_value(out, &r))
 }
 
@@ -130,16 +133,21 @@ pub async fn discover(src: &Cluster, m: &Migration) -> Result<Vec<VolumeTransfer
     }
     let mut out = Vec::new();
     for ns in &m.namespaces {
-        let items = crate::observe::list(&src.client, &resource_of("PersistentVolumeClaim"), Some(ns), None)
-            .await
-            .map_err(|source| DvmError::Api { context: src.context.clone(), what: format!("listing PVCs in {ns}"), source })?;
+        let items =
+            crate::observe::list(&src.client, &resource_of("PersistentVolumeClaim"), Some(ns), None).await.map_err(
+                |source| DvmError::Api { context: src.context.clone(), what: format!("listing PVCs in {ns}"), source },
+            )?;
         for pvc in items {
             let claim = object::name(&pvc).to_string();
             out.push(VolumeTransfer {
                 namespace: ns.clone(),
                 destination_namespace: m.namespace_map.get(ns).cloned().unwrap_or_else(|| ns.clone()),
                 destination_claim: m.pvc_name_map.get(&claim).cloned().unwrap_or_else(|| claim.clone()),
-                capacity: pvc.pointer("/spec/resources/requests/storage").and_then(Value::as_str).unwrap_or("").to_string(),
+                capacity: pvc
+                    .pointer("/spec/resources/requests/storage")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
                 storage_class: pvc.pointer("/spec/storageClassName").and_then(Value::as_str).map(String::from),
                 block: pvc.pointer("/spec/volumeMode").and_then(Value::as_str) == Some("Block"),
                 claim,
@@ -162,24 +170,42 @@ pub fn destination_pvc(t: &VolumeTransfer, m: &Migration) -> Value {
     mapping::map_namespace(&mut pvc, &m.namespace_map);
     // The bound PV may be larger than the request (rounded up by the provisioner); ask for
     // what the data may need.
-    if let Some(cap) = t.source.pointer("/status/capacity/storage").and_then(Value::as_str) {
-        if crate::spec::parse_size(cap).unwrap_or(0) > crate::spec::parse_size(&t.capacity).unwrap_or(0) {
-            pvc["spec"]["resources"]["requests"]["storage"] = json!(cap);
-        }
+    if let Some(cap) = t.source.pointer("/status/capacity/storage").and_then(Value::as_str)
+        && crate::spec::parse_size(cap).unwrap_or(0) > crate::spec::parse_size(&t.capacity).unwrap_or(0)
+    {
+        pvc["spec"]["resources"]["requests"]["storage"] = json!(cap);
     }
     crate::plan::hash::stamp(&mut pvc, &m.name);
     pvc
 }
 
 /// Runs DVM for a migration: every PVC, `dvm.parallel` at a time, with retries.
-pub async fn run(src: &Cluster, dst: &Cluster, m: &Migration, events: &(dyn Fn(DvmEvent) + Sync)) -> Result<Vec<VolumeResult>, DvmError> {
+pub async fn run(
+    src: &Cluster,
+    dst: &Cluster,
+    m: &Migration,
+    events: &(dyn Fn(DvmEvent) + Sync),
+) -> Result<Vec<VolumeResult>, DvmError> {
     let transfers = discover(src, m).await?;
     let mut results = Vec::new();
     let mut by_ns: BTreeMap<String, Vec<VolumeTransfer>> = BTreeMap::new();
     for t in transfers {
         if t.block {
-            events(DvmEvent { pvc: format!("{}/{}", t.namespace, t.claim), phase: Phase::Failed, attempt: 0, progress: None, message: Some(BLOCK_MESSAGE.into()) });
-            results.push(VolumeResult { pvc: format!("{}/{}", t.namespace, t.claim), ok: false, attempts: 0, stats: Stats::default(), seconds: 0.0, errors: vec![BLOCK_MESSAGE.into()] });
+            events(DvmEvent {
+                pvc: format!("{}/{}", t.namespace, t.claim),
+                phase: Phase::Failed,
+                attempt: 0,
+                progress: None,
+                message: Some(BLOCK_MESSAGE.into()),
+            });
+            results.push(VolumeResult {
+                pvc: format!("{}/{}", t.namespace, t.claim),
+                ok: false,
+                attempts: 0,
+                stats: Stats::default(),
+                seconds: 0.0,
+                errors: vec![BLOCK_MESSAGE.into()],
+            });
             continue;
         }
         by_ns.entry(t.namespace.clone()).or_default().push(t);
@@ -188,7 +214,10 @@ pub async fn run(src: &Cluster, dst: &Cluster, m: &Migration, events: &(dyn Fn(D
         let span = tracing::info_span!("dvm", migration = %m.name, namespace = %ns);
         let r = tracing::Instrument::instrument(run_namespace(src, dst, m, &ns, &transfers, events), span).await;
         // Whatever happened, leave nothing behind.
-        let _ = futures::join!(cleanup_namespace(src, &ns, &m.name), cleanup_namespace(dst, &transfers[0].destination_namespace, &m.name));
+        let _ = futures::join!(
+            cleanup_namespace(src, &ns, &m.name),
+            cleanup_namespace(dst, &transfers[0].destination_namespace, &m.name)
+        );
         results.extend(r?);
     }
     Ok(results)
@@ -212,7 +241,8 @@ async fn run_namespace(
 ) -> Result<Vec<VolumeResult>, DvmError> {
     let dns = transfers[0].destination_namespace.clone();
     let o = &m.dvm;
-    let certs = certs::generate(&m.name).map_err(|e| DvmError::Setup(format!("generating transfer certificates: {e}")))?;
+    let certs =
+        certs::generate(&m.name).map_err(|e| DvmError::Setup(format!("generating transfer certificates: {e}")))?;
     let password = random_password();
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let l = objects::labels(&m.name);
@@ -236,7 +266,11 @@ async fn run_namespace(
                 apply(dst, &objects::route(&dns, &m.name, want_host.as_deref())).await?;
             }
             EndpointKind::Ingress => {
-                let host = want_host.clone().ok_or_else(|| DvmError::Setup("dvm.endpoint = \"ingress\" needs dvm.subdomain (the ingress controller's apps domain)".into()))?;
+                let host = want_host.clone().ok_or_else(|| {
+                    DvmError::Setup(
+                        "dvm.endpoint = \"ingress\" needs dvm.subdomain (the ingress controller's apps domain)".into(),
+                    )
+                })?;
                 apply(dst, &objects::ingress(&dns, &m.name, &host)).await?;
             }
             EndpointKind::LoadBalancer => {}
@@ -249,7 +283,8 @@ async fn run_namespace(
     let server = async {
         // A server pod from an earlier run has other claims or certificates mounted: replace it.
         let pods: Api<Pod> = Api::namespaced(dst.client.clone(), &dns);
-        let modules: Vec<(String, String)> = transfers.iter().map(|t| (t.destination_claim.clone(), format!("/mnt/{}", t.destination_claim))).collect();
+        let modules: Vec<(String, String)> =
+            transfers.iter().map(|t| (t.destination_claim.clone(), format!("/mnt/{}", t.destination_claim))).collect();
         let tls = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("{}-tls", objects::SERVER), "namespace": dns, "labels": l},
             "type": "Opaque", "data": {"ca.crt": b64(&certs.ca), "tls.crt": b64(&certs.server_cert), "tls.key": b64(&certs.server_key)}});
         let secrets = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("{}-rsync", objects::SERVER), "namespace": dns, "labels": l},
@@ -266,7 +301,8 @@ async fn run_namespace(
             apply(dst, &secrets),
             apply(dst, &config),
         )?;
-        let claims: Vec<(String, String)> = transfers.iter().map(|t| (t.destination_claim.clone(), t.destination_claim.clone())).collect();
+        let claims: Vec<(String, String)> =
+            transfers.iter().map(|t| (t.destination_claim.clone(), t.destination_claim.clone())).collect();
         apply(dst, &objects::server_pod(&dns, &m.name, &o.transfer_image, &claims, o.preserve_ownership)).await?;
         Ok::<_, DvmError>(())
     };
@@ -290,7 +326,10 @@ async fn run_namespace(
 
 /// Creates the destination PVC unless it exists (the resource plan may have made it).
 async fn ensure_destination_pvc(dst: &Cluster, dns: &str, t: &VolumeTransfer, m: &Migration) -> Result<(), DvmError> {
-    let live = crate::observe::get(&dst.client, &resource_of("PersistentVolumeClaim"), Some(dns), &t.destination_claim).await.ok().flatten();
+    let live = crate::observe::get(&dst.client, &resource_of("PersistentVolumeClaim"), Some(dns), &t.destination_claim)
+        .await
+        .ok()
+        .flatten();
     if live.is_none() {
         apply(dst, &destination_pvc(t, m)).await?;
     }
@@ -308,7 +347,12 @@ fn endpoint_address(kind: EndpointKind, obj: &Value, host: Option<&str>) -> Opti
     match kind {
         EndpointKind::Route => {
             let admitted = obj.pointer("/status/ingress/0/host").and_then(Value::as_str).map(String::from);
-            admitted.or_else(|| obj.pointer("/spec/host").and_then(Value::as_str).filter(|_| obj.pointer("/status/ingress").is_some()).map(String::from))
+            admitted.or_else(|| {
+                obj.pointer("/spec/host")
+                    .and_then(Value::as_str)
+                    .filter(|_| obj.pointer("/status/ingress").is_some())
+                    .map(String::from)
+            })
         }
         EndpointKind::Ingress => obj.pointer("/status/loadBalancer/ingress/0").and(host.map(String::from)),
         EndpointKind::LoadBalancer => {
@@ -319,7 +363,12 @@ fn endpoint_address(kind: EndpointKind, obj: &Value, host: Option<&str>) -> Opti
 }
 
 /// Waits until the endpoint has an address the source can reach.
-async fn wait_endpoint(dst: &Cluster, ns: &str, kind: EndpointKind, host: Option<String>) -> Result<(String, u16), DvmError> {
+async fn wait_endpoint(
+    dst: &Cluster,
+    ns: &str,
+    kind: EndpointKind,
+    host: Option<String>,
+) -> Result<(String, u16), DvmError> {
     let r = match kind {
         EndpointKind::Route => resource_of("Route"),
         EndpointKind::Ingress => resource_of("Ingress"),
@@ -331,11 +380,19 @@ async fn wait_endpoint(dst: &Cluster, ns: &str, kind: EndpointKind, host: Option
         o.is_some_and(|o| endpoint_address(kind, &o.data, h.as_deref()).is_some())
     })
     .await;
-    let timeout = || DvmError::Setup(format!("{}: the transfer endpoint ({}) in {ns} got no address within 120s; is a router / load balancer running?", dst.context, objects::endpoint_kind_name(kind)));
+    let timeout = || {
+        DvmError::Setup(format!(
+            "{}: the transfer endpoint ({}) in {ns} got no address within 120s; is a router / load balancer running?",
+            dst.context,
+            objects::endpoint_kind_name(kind)
+        ))
+    };
     match found {
         Ok(Some(o)) => endpoint_address(kind, &o.data, host.as_deref()).map(|h| (h, 443)).ok_or_else(timeout),
         Ok(None) | Err(wait::WaitError::Timeout) => Err(timeout()),
-        Err(wait::WaitError::Watch(e)) => Err(DvmError::Setup(format!("{}: watching the transfer endpoint in {ns}: {e}", dst.context))),
+        Err(wait::WaitError::Watch(e)) => {
+            Err(DvmError::Setup(format!("{}: watching the transfer endpoint in {ns}: {e}", dst.context)))
+        }
     }
 }
 
@@ -343,14 +400,24 @@ async fn wait_running(c: &Cluster, ns: &str, name: &str, timeout: Duration) -> R
     const STUCK: &[&str] = &["ErrImagePull", "ImagePullBackOff", "CrashLoopBackOff"];
     let pods: Api<Pod> = Api::namespaced(c.client.clone(), ns);
     let found = wait::until(pods, name, timeout, |p: Option<&Pod>| {
-        p.is_some_and(|p| matches!(wait::phase(p), "Running" | "Failed" | "Succeeded") || wait::stuck(p, STUCK).is_some())
+        p.is_some_and(|p| {
+            matches!(wait::phase(p), "Running" | "Failed" | "Succeeded") || wait::stuck(p, STUCK).is_some()
+        })
     })
     .await;
     let p = match found {
         Ok(Some(p)) => p,
         Ok(None) => return Err(DvmError::Setup(format!("{}: transfer pod {ns}/{name} was deleted", c.context))),
-        Err(wait::WaitError::Timeout) => return Err(DvmError::Setup(format!("{}: transfer pod {ns}/{name} not running after {}s", c.context, timeout.as_secs()))),
-        Err(wait::WaitError::Watch(e)) => return Err(DvmError::Setup(format!("{}: watching transfer pod {ns}/{name}: {e}", c.context))),
+        Err(wait::WaitError::Timeout) => {
+            return Err(DvmError::Setup(format!(
+                "{}: transfer pod {ns}/{name} not running after {}s",
+                c.context,
+                timeout.as_secs()
+            )));
+        }
+        Err(wait::WaitError::Watch(e)) => {
+            return Err(DvmError::Setup(format!("{}: watching transfer pod {ns}/{name}: {e}", c.context)));
+        }
     };
     if let Some(why) = wait::stuck(&p, STUCK) {
         return Err(DvmError::Setup(format!("{}: transfer pod {ns}/{name}: {why}", c.context)));
@@ -361,7 +428,12 @@ async fn wait_running(c: &Cluster, ns: &str, name: &str, timeout: Duration) -> R
     }
 }
 
-async fn transfer_with_retries(src: &Cluster, m: &Migration, t: &VolumeTransfer, events: &(dyn Fn(DvmEvent) + Sync)) -> VolumeResult {
+async fn transfer_with_retries(
+    src: &Cluster,
+    m: &Migration,
+    t: &VolumeTransfer,
+    events: &(dyn Fn(DvmEvent) + Sync),
+) -> VolumeResult {
     let label = format!("{}/{}", t.namespace, t.claim);
     let started = Instant::now();
     let mut errors = Vec::new();
@@ -372,11 +444,24 @@ async fn transfer_with_retries(src: &Cluster, m: &Migration, t: &VolumeTransfer,
         match transfer_once(src, m, t, attempt, events).await {
             Ok(stats) => {
                 events(DvmEvent { pvc: label.clone(), phase: Phase::Done, attempt, progress: None, message: None });
-                return VolumeResult { pvc: label, ok: true, attempts: attempt, stats, seconds: started.elapsed().as_secs_f64(), errors };
+                return VolumeResult {
+                    pvc: label,
+                    ok: true,
+                    attempts: attempt,
+                    stats,
+                    seconds: started.elapsed().as_secs_f64(),
+                    errors,
+                };
             }
             Err(e) => {
                 let msg = format!("attempt {attempt}/{attempts}: {e}");
-                events(DvmEvent { pvc: label.clone(), phase: Phase::Failed, attempt, progress: None, message: Some(msg.clone()) });
+                events(DvmEvent {
+                    pvc: label.clone(),
+                    phase: Phase::Failed,
+                    attempt,
+                    progress: None,
+                    message: Some(msg.clone()),
+                });
                 errors.push(msg);
                 if attempt < attempts {
                     tokio::time::sleep(delay).await;
@@ -385,7 +470,14 @@ async fn transfer_with_retries(src: &Cluster, m: &Migration, t: &VolumeTransfer,
             }
         }
     }
-    VolumeResult { pvc: label, ok: false, attempts, stats: Stats::default(), seconds: started.elapsed().as_secs_f64(), errors }
+    VolumeResult {
+        pvc: label,
+        ok: false,
+        attempts,
+        stats: Stats::default(),
+        seconds: started.elapsed().as_secs_f64(),
+        errors,
+    }
 }
 
 /// Where a client pod must run: `(node, pod)` when a running pod mounts a ReadWriteOnce
@@ -394,28 +486,59 @@ async fn transfer_with_retries(src: &Cluster, m: &Migration, t: &VolumeTransfer,
 /// volume in use cannot be mounted a second time at all: that is an error naming the pod,
 /// instead of a client pod that never starts.
 async fn placement(pods: &Api<Pod>, t: &VolumeTransfer) -> Result<Option<(String, String)>, String> {
-    let modes: Vec<&str> = t.source.pointer("/spec/accessModes").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+    let modes: Vec<&str> = t
+        .source
+        .pointer("/spec/accessModes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
     let once_pod = modes.contains(&"ReadWriteOncePod");
-    if !once_pod && (!modes.contains(&"ReadWriteOnce") || modes.iter().any(|m| matches!(*m, "ReadWriteMany" | "ReadOnlyMany"))) {
+    if !once_pod
+        && (!modes.contains(&"ReadWriteOnce") || modes.iter().any(|m| matches!(*m, "ReadWriteMany" | "ReadOnlyMany")))
+    {
         return Ok(None);
     }
-    let list = pods.list(&ListParams::default()).await.map_err(|e| format!("listing pods in {} to find who mounts {}: {e}", t.namespace, t.claim))?;
+    let list = pods
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| format!("listing pods in {} to find who mounts {}: {e}", t.namespace, t.claim))?;
     let user = list.items.into_iter().find(|p| {
-        let ours = p.metadata.labels.as_ref().is_some_and(|l| l.get(objects::COMPONENT).map(String::as_str) == Some(objects::COMPONENT_VALUE));
+        let ours = p
+            .metadata
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.get(objects::COMPONENT).map(String::as_str) == Some(objects::COMPONENT_VALUE));
         let live = p.metadata.deletion_timestamp.is_none() && !matches!(wait::phase(p), "Succeeded" | "Failed");
-        let mounts = p.spec.as_ref().and_then(|s| s.volumes.as_ref()).into_iter().flatten().any(|v| v.persistent_volume_claim.as_ref().is_some_and(|c| c.claim_name == t.claim));
+        let mounts = p
+            .spec
+            .as_ref()
+            .and_then(|s| s.volumes.as_ref())
+            .into_iter()
+            .flatten()
+            .any(|v| v.persistent_volume_claim.as_ref().is_some_and(|c| c.claim_name == t.claim));
         !ours && live && mounts
     });
     let Some(user) = user else { return Ok(None) };
     let pod = format!("{}/{}", t.namespace, user.metadata.name.clone().unwrap_or_default());
     if once_pod {
-        return Err(format!("PVC {}/{} is ReadWriteOncePod and pod {pod} mounts it, so no other pod can read it; stop the workload first (`mtcd cutover` does) and run again", t.namespace, t.claim));
+        return Err(format!(
+            "PVC {}/{} is ReadWriteOncePod and pod {pod} mounts it, so no other pod can read it; stop the workload first (`mtcd cutover` does) and run again",
+            t.namespace, t.claim
+        ));
     }
     Ok(user.spec.and_then(|s| s.node_name).map(|node| (node, pod)))
 }
 
 /// One client pod run: create it, follow its log for progress, and judge it by its exit code.
-async fn transfer_once(src: &Cluster, m: &Migration, t: &VolumeTransfer, attempt: u32, events: &(dyn Fn(DvmEvent) + Sync)) -> Result<Stats, String> {
+async fn transfer_once(
+    src: &Cluster,
+    m: &Migration,
+    t: &VolumeTransfer,
+    attempt: u32,
+    events: &(dyn Fn(DvmEvent) + Sync),
+) -> Result<Stats, String> {
     let name = objects::client_name(&t.claim);
     let label = format!("{}/{}", t.namespace, t.claim);
     let pods: Api<Pod> = Api::namespaced(src.client.clone(), &t.namespace);
@@ -425,11 +548,21 @@ async fn transfer_once(src: &Cluster, m: &Migration, t: &VolumeTransfer, attempt
         let message = format!("client pod on node {node}, beside pod {user} which mounts the volume (ReadWriteOnce)");
         events(DvmEvent { pvc: label.clone(), phase: Phase::Pending, attempt, progress: None, message: Some(message) });
     }
-    let pod = objects::client_pod(&t.namespace, &m.name, &name, &t.claim, &t.destination_claim, &m.dvm, node.as_ref().map(|(n, _)| n.as_str()));
+    let pod = objects::client_pod(
+        &t.namespace,
+        &m.name,
+        &name,
+        &t.claim,
+        &t.destination_claim,
+        &m.dvm,
+        node.as_ref().map(|(n, _)| n.as_str()),
+    );
     apply(src, &pod).await.map_err(|e| e.to_string())?;
     // Wait for the container to start (or fail to).
     let started = wait::until(pods.clone(), &name, Duration::from_secs(120), |p: Option<&Pod>| {
-        p.is_none_or(|p| matches!(wait::phase(p), "Running" | "Succeeded" | "Failed") || wait::stuck(p, &["ErrImagePull"]).is_some())
+        p.is_none_or(|p| {
+            matches!(wait::phase(p), "Running" | "Succeeded" | "Failed") || wait::stuck(p, &["ErrImagePull"]).is_some()
+        })
     })
     .await;
     match started {
@@ -440,7 +573,14 @@ async fn transfer_once(src: &Cluster, m: &Migration, t: &VolumeTransfer, attempt
         }
         Ok(None) => return Err("client pod disappeared".into()),
         Err(wait::WaitError::Timeout) => {
-            let why = pods.get_opt(&name).await.ok().flatten().and_then(|p| wait::unschedulable(&p)).map(|w| format!(": {w}")).unwrap_or_default();
+            let why = pods
+                .get_opt(&name)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|p| wait::unschedulable(&p))
+                .map(|w| format!(": {w}"))
+                .unwrap_or_default();
             return Err(format!("pod {}/{name} did not start within 120s{why}", t.namespace));
         }
         Err(wait::WaitError::Watch(e)) => return Err(format!("watching pod {}/{name}: {e}", t.namespace)),
@@ -464,7 +604,13 @@ async fn transfer_once(src: &Cluster, m: &Migration, t: &VolumeTransfer, attempt
                     phase = Phase::TunnelUp;
                     events(DvmEvent { pvc: label.clone(), phase, attempt, progress: None, message: None });
                 } else if line.contains("mtcd-transfer: rsync exit 0") && m.dvm.verify {
-                    events(DvmEvent { pvc: label.clone(), phase: Phase::Verifying, attempt, progress: None, message: None });
+                    events(DvmEvent {
+                        pvc: label.clone(),
+                        phase: Phase::Verifying,
+                        attempt,
+                        progress: None,
+                        message: None,
+                    });
                 } else if let Some(mut p) = progress::parse_progress(line) {
                     p.elapsed_seconds = copying.elapsed().as_secs();
                     phase = Phase::Transferring;
@@ -476,11 +622,16 @@ async fn transfer_once(src: &Cluster, m: &Migration, t: &VolumeTransfer, attempt
         }
     }
     // The log ends when the container does; the pod's status then has the exit code.
-    let ended = wait::until(pods.clone(), &name, Duration::from_secs(60), |p: Option<&Pod>| p.is_none_or(|p| wait::exit_code(p).is_some())).await;
+    let ended = wait::until(pods.clone(), &name, Duration::from_secs(60), |p: Option<&Pod>| {
+        p.is_none_or(|p| wait::exit_code(p).is_some())
+    })
+    .await;
     let code = match ended {
         Ok(Some(p)) => wait::exit_code(&p).unwrap_or(-1),
         Ok(None) => return Err("client pod was deleted mid-transfer".into()),
-        Err(wait::WaitError::Timeout) => return Err(format!("pod {}/{name} still running after its log ended", t.namespace)),
+        Err(wait::WaitError::Timeout) => {
+            return Err(format!("pod {}/{name} still running after its log ended", t.namespace));
+        }
         Err(wait::WaitError::Watch(e)) => return Err(format!("watching pod {}/{name}: {e}", t.namespace)),
     };
     if log.is_empty() {
@@ -496,7 +647,12 @@ async fn transfer_once(src: &Cluster, m: &Migration, t: &VolumeTransfer, attempt
             123 if m.dvm.streams_per_pvc > 1 => "one of the rsync streams failed (xargs exit 123)".to_string(),
             c => format!("rsync exited with code {c}"),
         };
-        return Err(format!("pod {}/{name}: {why}{}{}", t.namespace, if lines.is_empty() { "" } else { ": " }, lines.join(" | ")));
+        return Err(format!(
+            "pod {}/{name}: {why}{}{}",
+            t.namespace,
+            if lines.is_empty() { "" } else { ": " },
+            lines.join(" | ")
+        ));
     }
     Ok(progress::parse_stats(&log))
 }
@@ -514,7 +670,13 @@ pub async fn cleanup_namespace(c: &Cluster, namespace: &str, migration: &str) ->
             let list = match api.list(&ListParams::default().labels(&selector)).await {
                 Ok(l) => l,
                 Err(kube::Error::Api(e)) if matches!(e.code, 404 | 405) => return Ok(0), // type not served (no Routes on Kubernetes)
-                Err(source) => return Err(DvmError::Api { context: c.context.clone(), what: format!("listing {kind}s to clean up in {namespace}"), source }),
+                Err(source) => {
+                    return Err(DvmError::Api {
+                        context: c.context.clone(),
+                        what: format!("listing {kind}s to clean up in {namespace}"),
+                        source,
+                    });
+                }
             };
             let deletes = list.items.into_iter().filter_map(|o| o.metadata.name).map(|name| {
                 let api = api.clone();

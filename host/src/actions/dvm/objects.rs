@@ -2,7 +2,7 @@
 //! user would write. Everything carries mtcd's labels (never the source-hash annotation, so
 //! the resource plan never prunes a running transfer) and is removed when the transfer ends.
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::spec::{DvmOptions, EndpointKind};
 
@@ -81,7 +81,9 @@ pub fn generated_host(ns: &str, subdomain: Option<&str>) -> Option<String> {
 /// address, so the daemon never asks DNS about its peer (a resolver that cannot answer
 /// stalls every connection for its timeouts).
 pub fn rsyncd_conf(modules: &[(String, String)], preserve_ownership: bool) -> String {
-    let mut s = String::from("pid file = /tmp/rsyncd.pid\nuse chroot = no\nmunge symlinks = no\nnumeric ids = yes\nhosts allow = 127.0.0.1 ::1\nreverse lookup = no\nforward lookup = no\nlog file = /dev/stderr\n");
+    let mut s = String::from(
+        "pid file = /tmp/rsyncd.pid\nuse chroot = no\nmunge symlinks = no\nnumeric ids = yes\nhosts allow = 127.0.0.1 ::1\nreverse lookup = no\nforward lookup = no\nlog file = /dev/stderr\n",
+    );
     let _ = preserve_ownership; // the pod's user decides; see server_pod
     for (module, path) in modules {
         s.push_str(&format!(
@@ -109,10 +111,22 @@ pub fn stunnel_client_conf(host: &str, port: u16) -> String {
 /// rsync flags: correctness first (see docs/dvm.md). `--delete` makes a re-sync mirror the
 /// source; `--partial` keeps half-sent files so a retry resumes them.
 pub fn rsync_flags(o: &DvmOptions) -> Vec<String> {
-    let mut f: Vec<String> = ["--recursive", "--links", "--perms", "--times", "--specials", "--sparse", "--delete", "--partial", "--numeric-ids", "--info=progress2", "--stats"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut f: Vec<String> = [
+        "--recursive",
+        "--links",
+        "--perms",
+        "--times",
+        "--specials",
+        "--sparse",
+        "--delete",
+        "--partial",
+        "--numeric-ids",
+        "--info=progress2",
+        "--stats",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     if o.preserve_ownership {
         f.extend(["--owner", "--group", "--devices"].map(String::from));
     }
@@ -184,13 +198,22 @@ pub fn client_script(module: &str, o: &DvmOptions) -> String {
     )
 }
 
-pub fn server_pod(ns: &str, migration: &str, image: &str, claims: &[(String, String)], preserve_ownership: bool) -> Value {
+pub fn server_pod(
+    ns: &str,
+    migration: &str,
+    image: &str,
+    claims: &[(String, String)],
+    preserve_ownership: bool,
+) -> Value {
     let mut volumes = vec![
         json!({"name": "config", "configMap": {"name": SERVER}}),
         json!({"name": "secret", "secret": {"secretName": format!("{SERVER}-rsync"), "defaultMode": 0o400}}),
         json!({"name": "tls", "secret": {"secretName": format!("{SERVER}-tls"), "defaultMode": 0o400}}),
     ];
-    let mut mounts = vec![json!({"name": "config", "mountPath": "/etc/mtcd", "readOnly": true}), json!({"name": "secret", "mountPath": "/etc/mtcd-secret", "readOnly": true})];
+    let mut mounts = vec![
+        json!({"name": "config", "mountPath": "/etc/mtcd", "readOnly": true}),
+        json!({"name": "secret", "mountPath": "/etc/mtcd-secret", "readOnly": true}),
+    ];
     for (i, (claim, _module)) in claims.iter().enumerate() {
         volumes.push(json!({"name": format!("data-{i}"), "persistentVolumeClaim": {"claimName": claim}}));
         mounts.push(json!({"name": format!("data-{i}"), "mountPath": format!("/mnt/{claim}")}));
@@ -227,7 +250,15 @@ pub fn server_pod(ns: &str, migration: &str, image: &str, claims: &[(String, Str
 /// `node`: the node the client pod must run on (see `placement`), pinned the way DaemonSet
 /// pods are, by a required node affinity on the node's name, so the scheduler still checks
 /// that the pod fits there.
-pub fn client_pod(ns: &str, migration: &str, name: &str, claim: &str, module: &str, o: &DvmOptions, node: Option<&str>) -> Value {
+pub fn client_pod(
+    ns: &str,
+    migration: &str,
+    name: &str,
+    claim: &str,
+    module: &str,
+    o: &DvmOptions,
+    node: Option<&str>,
+) -> Value {
     let security = if o.preserve_ownership {
         json!({"capabilities": {"drop": ["ALL"], "add": ["DAC_READ_SEARCH"]}, "runAsUser": 0})
     } else {
@@ -291,7 +322,11 @@ mod tests {
         assert!(!one.contains("xargs"));
         o.streams_per_pvc = 4;
         let four = client_script("data", &o);
-        assert!(four.contains("rsync --dirs --links") && four.contains("--existing --ignore-existing ./ rsync://mtcd@127.0.0.1:8873/data/"), "top-level deletions first:\n{four}");
+        assert!(
+            four.contains("rsync --dirs --links")
+                && four.contains("--existing --ignore-existing ./ rsync://mtcd@127.0.0.1:8873/data/"),
+            "top-level deletions first:\n{four}"
+        );
         assert!(four.contains("xargs -0 -r -P 4 -n $(( count / 16 + 1 )) sh -c 'exec rsync --recursive"), "{four}");
         assert!(four.contains("--relative \"$@\" rsync://mtcd@127.0.0.1:8873/data/' stream"), "{four}");
     }

@@ -31,7 +31,14 @@ pub fn parse_progress(line: &str) -> Option<Progress> {
         .and_then(|(_, r)| r.split(|c: char| !c.is_ascii_digit()).next())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
-    Some(Progress { bytes, percent, rate, files_transferred, elapsed_seconds: 0, eta_seconds: (percent < 100).then_some(time) })
+    Some(Progress {
+        bytes,
+        percent,
+        rate,
+        files_transferred,
+        elapsed_seconds: 0,
+        eta_seconds: (percent < 100).then_some(time),
+    })
 }
 
 /// `H:MM:SS` (hours may exceed 24) into seconds.
@@ -72,7 +79,7 @@ pub struct Stats {
 pub fn parse_stats(output: &str) -> Stats {
     let num = |line: &str| -> u64 {
         line.split_once(':')
-            .map(|(_, r)| r.trim().split_whitespace().next().unwrap_or("0").replace(',', ""))
+            .map(|(_, r)| r.split_whitespace().next().unwrap_or("0").replace(',', ""))
             .and_then(|n| n.parse().ok())
             .unwrap_or(0)
     };
@@ -99,7 +106,13 @@ pub fn parse_stats(output: &str) -> Stats {
 pub fn error_lines(output: &str) -> Vec<String> {
     output
         .lines()
-        .filter(|l| l.starts_with("rsync:") || l.starts_with("rsync error") || l.starts_with("@ERROR") || l.contains("mtcd-transfer:") || l.starts_with("stunnel"))
+        .filter(|l| {
+            l.starts_with("rsync:")
+                || l.starts_with("rsync error")
+                || l.starts_with("@ERROR")
+                || l.contains("mtcd-transfer:")
+                || l.starts_with("stunnel")
+        })
         .map(|l| l.trim().to_string())
         .collect()
 }
@@ -111,7 +124,17 @@ mod tests {
     #[test]
     fn progress2_lines_parse() {
         let p = parse_progress("    1,234,567  45%   10.50MB/s    0:00:12 (xfr#3, to-chk=7/10)").unwrap();
-        assert_eq!(p, Progress { bytes: 1_234_567, percent: 45, rate: 10_500_000.0, files_transferred: 3, elapsed_seconds: 0, eta_seconds: Some(12) });
+        assert_eq!(
+            p,
+            Progress {
+                bytes: 1_234_567,
+                percent: 45,
+                rate: 10_500_000.0,
+                files_transferred: 3,
+                elapsed_seconds: 0,
+                eta_seconds: Some(12)
+            }
+        );
         let p = parse_progress("             0   0%    0.00kB/s    0:00:00").unwrap();
         assert_eq!(p.bytes, 0);
         let p = parse_progress("  2,147,483,648  37%  120.00MB/s   26:01:05  (xfr#1, ir-chk=1000/1004)").unwrap();
@@ -124,7 +147,16 @@ mod tests {
     #[test]
     fn stats_parse() {
         let out = "Number of files: 10,003 (reg: 10,000, dir: 3)\nNumber of regular files transferred: 100\nTotal file size: 40,960,000 bytes\nLiteral data: 409,600 bytes\nTotal bytes sent: 512,345\n";
-        assert_eq!(parse_stats(out), Stats { files: 10003, files_transferred: 100, total_size: 40_960_000, literal_data: 409_600, bytes_sent: 512_345 });
+        assert_eq!(
+            parse_stats(out),
+            Stats {
+                files: 10003,
+                files_transferred: 100,
+                total_size: 40_960_000,
+                literal_data: 409_600,
+                bytes_sent: 512_345
+            }
+        );
     }
 
     #[test]

@@ -54,7 +54,9 @@ fn copy_through(tmp: &Path, server: &TunnelCerts, client: &TunnelCerts) -> bool 
     std::fs::write(tmp.join("rsyncd.secrets"), "mtcd:s3cret\n").unwrap();
     // The server pod prepends the pod's own uid/gid the same way (objects::server_pod).
     let identity = format!("uid = {}\ngid = {}\n", nix_id("-u"), nix_id("-g"));
-    let rsyncd = identity + &objects::rsyncd_conf(&[("data".into(), tmp.join("dst").display().to_string())], false).replace("pid file = /tmp/rsyncd.pid", &format!("pid file = {}", tmp.join("rsyncd.pid").display()));
+    let rsyncd = identity
+        + &objects::rsyncd_conf(&[("data".into(), tmp.join("dst").display().to_string())], false)
+            .replace("pid file = /tmp/rsyncd.pid", &format!("pid file = {}", tmp.join("rsyncd.pid").display()));
     std::fs::write(tmp.join("rsyncd.conf"), conf(rsyncd)).unwrap();
     std::fs::write(tmp.join("server.conf"), conf(objects::stunnel_server_conf())).unwrap();
     let client_conf = objects::stunnel_client_conf("localhost", tunnel_port)
@@ -63,7 +65,12 @@ fn copy_through(tmp: &Path, server: &TunnelCerts, client: &TunnelCerts) -> bool 
     std::fs::write(tmp.join("client.conf"), client_conf).unwrap();
     let spawn = |cmd: &mut Command| cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let _procs = Kill(vec![
-        spawn(Command::new("rsync").args(["--daemon", "--no-detach", &format!("--port={rsync_port}"), &format!("--config={}", tmp.join("rsyncd.conf").display())])),
+        spawn(Command::new("rsync").args([
+            "--daemon",
+            "--no-detach",
+            &format!("--port={rsync_port}"),
+            &format!("--config={}", tmp.join("rsyncd.conf").display()),
+        ])),
         spawn(Command::new("stunnel").arg(tmp.join("server.conf"))),
         spawn(Command::new("stunnel").arg(tmp.join("client.conf"))),
     ]);
@@ -73,7 +80,11 @@ fn copy_through(tmp: &Path, server: &TunnelCerts, client: &TunnelCerts) -> bool 
     std::fs::create_dir_all(tmp.join("src")).unwrap();
     std::fs::write(tmp.join("src/hello.txt"), "across the tunnel\n").unwrap();
     let status = Command::new("rsync")
-        .args(["-rlt", &format!("{}/", tmp.join("src").display()), &format!("rsync://mtcd@127.0.0.1:{local_port}/data/")])
+        .args([
+            "-rlt",
+            &format!("{}/", tmp.join("src").display()),
+            &format!("rsync://mtcd@127.0.0.1:{local_port}/data/"),
+        ])
         .env("RSYNC_PASSWORD", "s3cret")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -87,7 +98,9 @@ fn nix_id(flag: &str) -> String {
 }
 
 fn tools_present() -> bool {
-    ["rsync", "stunnel"].iter().all(|t| Command::new(t).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok())
+    ["rsync", "stunnel"]
+        .iter()
+        .all(|t| Command::new(t).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok())
 }
 
 #[test]

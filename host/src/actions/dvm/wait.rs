@@ -7,8 +7,8 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams};
 use kube::Resource;
+use kube::api::{Api, DeleteParams};
 use serde::de::DeserializeOwned;
 
 /// Why a wait ended without its condition.
@@ -19,7 +19,12 @@ pub enum WaitError {
 }
 
 /// Waits until `done` holds for the named object (`None`: it does not exist), or `timeout`.
-pub async fn until<K>(api: Api<K>, name: &str, timeout: Duration, done: impl Fn(Option<&K>) -> bool + Send + 'static) -> Result<Option<K>, WaitError>
+pub async fn until<K>(
+    api: Api<K>,
+    name: &str,
+    timeout: Duration,
+    done: impl Fn(Option<&K>) -> bool + Send + 'static,
+) -> Result<Option<K>, WaitError>
 where
     K: Clone + Debug + Send + DeserializeOwned + Resource + 'static,
 {
@@ -67,11 +72,21 @@ pub fn stuck(pod: &Pod, reasons: &[&str]) -> Option<String> {
 
 /// The exit code of the pod's (single) container once it has terminated.
 pub fn exit_code(p: &Pod) -> Option<i32> {
-    p.status.as_ref()?.container_statuses.as_ref()?.iter().find_map(|c| c.state.as_ref()?.terminated.as_ref().map(|t| t.exit_code))
+    p.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find_map(|c| c.state.as_ref()?.terminated.as_ref().map(|t| t.exit_code))
 }
 
 /// The scheduler's reason when it cannot place the pod (`PodScheduled=False`).
 pub fn unschedulable(p: &Pod) -> Option<String> {
-    let c = p.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "PodScheduled" && c.status == "False")?;
-    Some(format!("{} {}", c.reason.clone().unwrap_or_default(), c.message.clone().unwrap_or_default()).trim().to_string())
+    let c =
+        p.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "PodScheduled" && c.status == "False")?;
+    Some(
+        format!("{} {}", c.reason.clone().unwrap_or_default(), c.message.clone().unwrap_or_default())
+            .trim()
+            .to_string(),
+    )
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::discovery::ApiResource;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::cluster::Cluster;
 use crate::transform::hold::{ORIGINAL_REPLICAS, ORIGINAL_SUSPEND};
@@ -92,7 +92,13 @@ async fn for_each_workload(
             let items = match crate::observe::list(&c.client, &ty, Some(ns), None).await {
                 Ok(i) => i,
                 Err(kube::Error::Api(e)) if e.code == 404 => continue, // type not served here
-                Err(source) => return Err(QuiesceError::Api { context: c.context.clone(), what: format!("listing {} in {ns}", ty.plural), source }),
+                Err(source) => {
+                    return Err(QuiesceError::Api {
+                        context: c.context.clone(),
+                        what: format!("listing {} in {ns}", ty.plural),
+                        source,
+                    });
+                }
             };
             let api: Api<DynamicObject> = Api::namespaced_with(c.client.clone(), ns, &ty);
             for o in items {
@@ -101,10 +107,18 @@ async fn for_each_workload(
                     continue;
                 }
                 let Some(patch) = patch_for(&o, scales) else { continue };
-                api.patch(object::name(&o), &PatchParams::apply(MANAGER), &Patch::Merge(&patch))
-                    .await
-                    .map_err(|source| QuiesceError::Api { context: c.context.clone(), what: format!("patching {}", object::display(&o)), source })?;
-                if scales { report.scaled.push(object::display(&o)) } else { report.suspended.push(object::display(&o)) }
+                api.patch(object::name(&o), &PatchParams::apply(MANAGER), &Patch::Merge(&patch)).await.map_err(
+                    |source| QuiesceError::Api {
+                        context: c.context.clone(),
+                        what: format!("patching {}", object::display(&o)),
+                        source,
+                    },
+                )?;
+                if scales {
+                    report.scaled.push(object::display(&o))
+                } else {
+                    report.suspended.push(object::display(&o))
+                }
             }
         }
     }
@@ -169,9 +183,17 @@ pub async fn mark_cutover(c: &Cluster, namespaces: &[String], done: bool) -> Res
     let api: Api<DynamicObject> = Api::all_with(c.client.clone(), &ar("", "v1", "Namespace", "namespaces"));
     let value = if done { json!(chrono::Utc::now().to_rfc3339()) } else { Value::Null };
     for ns in namespaces {
-        api.patch(ns, &PatchParams::apply(MANAGER), &Patch::Merge(&json!({"metadata": {"annotations": {CUTOVER: value}}})))
-            .await
-            .map_err(|source| QuiesceError::Api { context: c.context.clone(), what: format!("marking namespace {ns}"), source })?;
+        api.patch(
+            ns,
+            &PatchParams::apply(MANAGER),
+            &Patch::Merge(&json!({"metadata": {"annotations": {CUTOVER: value}}})),
+        )
+        .await
+        .map_err(|source| QuiesceError::Api {
+            context: c.context.clone(),
+            what: format!("marking namespace {ns}"),
+            source,
+        })?;
     }
     Ok(())
 }
@@ -198,17 +220,23 @@ mod tests {
         let p = stop_patch(&d, true).unwrap();
         assert_eq!(p, json!({"metadata": {"annotations": {ORIGINAL_REPLICAS: "3"}}, "spec": {"replicas": 0}}));
         // Interrupted half-way: replicas already 0 but recorded → nothing to do.
-        let stopped = json!({"metadata": {"name": "w", "annotations": {ORIGINAL_REPLICAS: "3"}}, "spec": {"replicas": 0}});
+        let stopped =
+            json!({"metadata": {"name": "w", "annotations": {ORIGINAL_REPLICAS: "3"}}, "spec": {"replicas": 0}});
         assert!(stop_patch(&stopped, true).is_none());
         // Someone scaled it back up after a stop: stop again, keep the recorded original.
-        let bumped = json!({"metadata": {"name": "w", "annotations": {ORIGINAL_REPLICAS: "3"}}, "spec": {"replicas": 1}});
+        let bumped =
+            json!({"metadata": {"name": "w", "annotations": {ORIGINAL_REPLICAS: "3"}}, "spec": {"replicas": 1}});
         assert_eq!(stop_patch(&bumped, true).unwrap()["metadata"]["annotations"][ORIGINAL_REPLICAS], "3");
     }
 
     #[test]
     fn starting_restores_and_forgets() {
-        let stopped = json!({"metadata": {"name": "w", "annotations": {ORIGINAL_REPLICAS: "3"}}, "spec": {"replicas": 0}});
-        assert_eq!(start_patch(&stopped, true).unwrap(), json!({"metadata": {"annotations": {ORIGINAL_REPLICAS: null}}, "spec": {"replicas": 3}}));
+        let stopped =
+            json!({"metadata": {"name": "w", "annotations": {ORIGINAL_REPLICAS: "3"}}, "spec": {"replicas": 0}});
+        assert_eq!(
+            start_patch(&stopped, true).unwrap(),
+            json!({"metadata": {"annotations": {ORIGINAL_REPLICAS: null}}, "spec": {"replicas": 3}})
+        );
         assert!(start_patch(&json!({"spec": {"replicas": 2}}), true).is_none(), "never touched by mtcd");
         let cj = json!({"metadata": {"annotations": {ORIGINAL_SUSPEND: "false"}}, "spec": {"suspend": true}});
         assert_eq!(start_patch(&cj, false).unwrap()["spec"]["suspend"], false);

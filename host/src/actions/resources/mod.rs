@@ -34,7 +34,12 @@ pub struct ApplyReport {
 }
 
 /// Applies `changes` (already in rank order) to the destination.
-pub async fn apply(client: &kube::Client, context: &str, changes: &[ResourceChange], progress: &(dyn Fn(&ResourceChange, Result<(), &str>) + Sync)) -> ApplyReport {
+pub async fn apply(
+    client: &kube::Client,
+    context: &str,
+    changes: &[ResourceChange],
+    progress: &(dyn Fn(&ResourceChange, Result<(), &str>) + Sync),
+) -> ApplyReport {
     let mut report = ApplyReport::default();
     let mut catalog = match observe::discover(client, context).await {
         Ok((c, _)) => c,
@@ -45,7 +50,8 @@ pub async fn apply(client: &kube::Client, context: &str, changes: &[ResourceChan
     };
     let mut ranks: Vec<u8> = changes.iter().map(|c| c.rank).collect();
     ranks.dedup();
-    let writes: Vec<&ResourceChange> = changes.iter().filter(|c| matches!(c.action, Action::Create | Action::Update)).collect();
+    let writes: Vec<&ResourceChange> =
+        changes.iter().filter(|c| matches!(c.action, Action::Create | Action::Update)).collect();
     report.unchanged = changes.iter().filter(|c| c.action == Action::Unchanged).count();
     for rank in &ranks {
         let group: Vec<&ResourceChange> = writes.iter().copied().filter(|c| c.rank == *rank).collect();
@@ -64,7 +70,11 @@ pub async fn apply(client: &kube::Client, context: &str, changes: &[ResourceChan
             progress(c, r.as_ref().map(|_| ()).map_err(String::as_str));
             match r {
                 Ok(()) => {
-                    if c.action == Action::Create { report.created += 1 } else { report.updated += 1 }
+                    if c.action == Action::Create {
+                        report.created += 1
+                    } else {
+                        report.updated += 1
+                    }
                     if c.key.kind == "CustomResourceDefinition" {
                         crds.push(c.key.name.clone());
                     }
@@ -75,7 +85,10 @@ pub async fn apply(client: &kube::Client, context: &str, changes: &[ResourceChan
         if !crds.is_empty() {
             for name in &crds {
                 if let Err(message) = wait_established(client, name).await {
-                    report.failed.push(Failure { object: format!("CustomResourceDefinition.apiextensions.k8s.io/{name}"), message });
+                    report.failed.push(Failure {
+                        object: format!("CustomResourceDefinition.apiextensions.k8s.io/{name}"),
+                        message,
+                    });
                 }
             }
             // New types are served now: find them before their objects' rank.
@@ -87,7 +100,7 @@ pub async fn apply(client: &kube::Client, context: &str, changes: &[ResourceChan
     // Prunes last, dependents first (reverse rank), so nothing is left pointing at a
     // deleted object mid-way.
     let mut prunes: Vec<&ResourceChange> = changes.iter().filter(|c| c.action == Action::Prune).collect();
-    prunes.sort_by(|a, b| b.rank.cmp(&a.rank));
+    prunes.sort_by_key(|c| std::cmp::Reverse(c.rank));
     for c in prunes {
         let r = prune_one(client, &catalog, c).await;
         progress(c, r.as_ref().map(|_| ()).map_err(String::as_str));
@@ -100,9 +113,9 @@ pub async fn apply(client: &kube::Client, context: &str, changes: &[ResourceChan
 }
 
 fn api_for(client: &kube::Client, catalog: &Catalog, key: &ObjectKey) -> Result<Api<DynamicObject>, String> {
-    let ty = catalog
-        .find(&key.group, &key.kind)
-        .ok_or_else(|| format!("the destination does not serve kind {} in group {:?} (is its CRD installed?)", key.kind, key.group))?;
+    let ty = catalog.find(&key.group, &key.kind).ok_or_else(|| {
+        format!("the destination does not serve kind {} in group {:?} (is its CRD installed?)", key.kind, key.group)
+    })?;
     Ok(match &key.namespace {
         Some(ns) if ty.namespaced => Api::namespaced_with(client.clone(), ns, &ty.resource),
         _ => Api::all_with(client.clone(), &ty.resource),
@@ -141,7 +154,8 @@ where
     for attempt in 1..=ATTEMPTS {
         match f().await {
             Ok(()) => return Ok(()),
-            Err(kube::Error::Api(e)) if matches!(e.code, 409 | 429 | 500..=599) && e.reason != "AlreadyExists" && attempt < ATTEMPTS => {}
+            Err(kube::Error::Api(e))
+                if matches!(e.code, 409 | 429 | 500..=599) && e.reason != "AlreadyExists" && attempt < ATTEMPTS => {}
             Err(kube::Error::Api(e)) => return Err(format!("{} ({})", e.message, e.reason)),
             Err(e) if attempt < ATTEMPTS && is_transient(&e) => {}
             Err(e) => return Err(e.to_string()),
@@ -157,7 +171,8 @@ fn is_transient(e: &kube::Error) -> bool {
 }
 
 async fn wait_established(client: &kube::Client, name: &str) -> Result<(), String> {
-    let ty = observe::api_resource("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions");
+    let ty =
+        observe::api_resource("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let crd = observe::get(client, &ty, None, name).await.map_err(|e| e.to_string())?;

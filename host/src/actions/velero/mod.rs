@@ -27,19 +27,9 @@ pub enum VeleroError {
     #[error(
         "{context}: backupstoragelocation {namespace}/{name} does not exist; create it or set [migration.velero] storage_location"
     )]
-    NoStorageLocation {
-        context: String,
-        namespace: String,
-        name: String,
-    },
+    NoStorageLocation { context: String, namespace: String, name: String },
     #[error("{context}: backupstoragelocation {namespace}/{name} is {phase}: {message}")]
-    StorageUnavailable {
-        context: String,
-        namespace: String,
-        name: String,
-        phase: String,
-        message: String,
-    },
+    StorageUnavailable { context: String, namespace: String, name: String, phase: String, message: String },
     #[error(
         "{context}: {object} did not reach a terminal phase within {waited} (last phase {phase:?}); raise [migration.velero] timeout or check Velero's logs"
     )]
@@ -51,12 +41,7 @@ pub enum VeleroError {
         phase: String,
     },
     #[error("{context}: {object} ended {phase}: {reason}")]
-    Failed {
-        context: String,
-        object: String,
-        phase: String,
-        reason: String,
-    },
+    Failed { context: String, object: String, phase: String, reason: String },
     #[error("{context}: {what}: {source}")]
     Api {
         context: String,
@@ -114,23 +99,11 @@ pub struct RestoreResults {
 
 impl ResultSet {
     pub fn messages(&self) -> Vec<Message> {
-        let mut out: Vec<Message> = self
-            .velero
-            .iter()
-            .map(|m| Message {
-                scope: "velero".into(),
-                message: m.clone(),
-            })
-            .collect();
-        out.extend(self.cluster.iter().map(|m| Message {
-            scope: "cluster".into(),
-            message: m.clone(),
-        }));
+        let mut out: Vec<Message> =
+            self.velero.iter().map(|m| Message { scope: "velero".into(), message: m.clone() }).collect();
+        out.extend(self.cluster.iter().map(|m| Message { scope: "cluster".into(), message: m.clone() }));
         for (ns, list) in &self.namespaces {
-            out.extend(list.iter().map(|m| Message {
-                scope: ns.clone(),
-                message: m.clone(),
-            }));
+            out.extend(list.iter().map(|m| Message { scope: ns.clone(), message: m.clone() }));
         }
         out
     }
@@ -140,9 +113,7 @@ impl ResultSet {
 pub fn parse_results(data: &[u8]) -> Result<RestoreResults, String> {
     let text = if data.starts_with(&[0x1f, 0x8b]) {
         let mut s = Vec::new();
-        flate2::read::GzDecoder::new(data)
-            .read_to_end(&mut s)
-            .map_err(|e| format!("gunzip: {e}"))?;
+        flate2::read::GzDecoder::new(data).read_to_end(&mut s).map_err(|e| format!("gunzip: {e}"))?;
         s
     } else {
         data.to_vec()
@@ -154,10 +125,7 @@ pub fn parse_results(data: &[u8]) -> Result<RestoreResults, String> {
 /// `WaitingForPluginOperations*` are not: the object still changes
 /// (stolostron/cluster-backup-operator#698 mistook one for a finished restore).
 pub fn is_terminal(phase: &str) -> bool {
-    matches!(
-        phase,
-        "Completed" | "PartiallyFailed" | "Failed" | "FailedValidation"
-    )
+    matches!(phase, "Completed" | "PartiallyFailed" | "Failed" | "FailedValidation")
 }
 
 /// Phases after which the restore's objects can be used.
@@ -175,11 +143,7 @@ fn api(c: &Cluster, ns: &str, kind: &str, plural: &str) -> Api<DynamicObject> {
 
 fn api_err(c: &Cluster, what: impl Into<String>) -> impl FnOnce(kube::Error) -> VeleroError {
     let (context, what) = (c.context.clone(), what.into());
-    move |source| VeleroError::Api {
-        context,
-        what,
-        source,
-    }
+    move |source| VeleroError::Api { context, what, source }
 }
 
 fn to_value(o: DynamicObject) -> Value {
@@ -202,19 +166,13 @@ fn failure_reason(v: &Value) -> String {
     if let Some(r) = v.pointer("/status/failureReason").and_then(Value::as_str) {
         parts.push(r.to_string());
     }
-    if parts.is_empty() {
-        "no reason given; see `velero describe` and its logs".into()
-    } else {
-        parts.join("; ")
-    }
+    if parts.is_empty() { "no reason given; see `velero describe` and its logs".into() } else { parts.join("; ") }
 }
 
 async fn check_installed(c: &Cluster) -> Result<(), VeleroError> {
     match c.client.list_api_group_resources("velero.io/v1").await {
         Ok(l) if l.resources.iter().any(|r| r.name == "backups") => Ok(()),
-        Ok(_) | Err(kube::Error::Api(_)) => Err(VeleroError::NotInstalled {
-            context: c.context.clone(),
-        }),
+        Ok(_) | Err(kube::Error::Api(_)) => Err(VeleroError::NotInstalled { context: c.context.clone() }),
         Err(e) => Err(api_err(c, "discovering velero.io/v1")(e)),
     }
 }
@@ -223,10 +181,7 @@ async fn check_location(c: &Cluster, ns: &str, name: &str) -> Result<(), VeleroE
     let bsl = api(c, ns, "BackupStorageLocation", "backupstoragelocations")
         .get_opt(name)
         .await
-        .map_err(api_err(
-            c,
-            format!("reading backupstoragelocation {ns}/{name}"),
-        ))?;
+        .map_err(api_err(c, format!("reading backupstoragelocation {ns}/{name}")))?;
     let Some(bsl) = bsl.map(to_value) else {
         return Err(VeleroError::NoStorageLocation {
             context: c.context.clone(),
@@ -259,11 +214,7 @@ async fn wait_for(
     let deadline = Instant::now() + timeout;
     let mut phase = String::new();
     loop {
-        if let Some(o) = api
-            .get_opt(name)
-            .await
-            .map_err(api_err(c, format!("reading {object}")))?
-        {
+        if let Some(o) = api.get_opt(name).await.map_err(api_err(c, format!("reading {object}")))? {
             let v = to_value(o);
             phase = str_at(&v, "/status/phase").to_string();
             if done(&v) {
@@ -284,12 +235,7 @@ async fn wait_for(
 
 /// Backup on the source, Restore on the destination, results read back; then workloads
 /// held (stage) or started (`released`: cutover or `start_workloads`).
-pub async fn run(
-    src: &Cluster,
-    dst: &Cluster,
-    m: &Migration,
-    released: bool,
-) -> Result<VeleroReport, VeleroError> {
+pub async fn run(src: &Cluster, dst: &Cluster, m: &Migration, released: bool) -> Result<VeleroReport, VeleroError> {
     check_installed(src).await?;
     check_installed(dst).await?;
     check_location(src, &m.velero.namespace, &m.velero.storage_location).await?;
@@ -301,33 +247,20 @@ pub async fn run(
     // Names are to the second: a run right after another waits for a fresh name rather
     // than colliding with the previous Backup or Restore.
     let name = loop {
-        let name = format!(
-            "mtcd-{}-{}",
-            m.name,
-            chrono::Utc::now().format("%Y%m%d%H%M%S")
-        );
+        let name = format!("mtcd-{}-{}", m.name, chrono::Utc::now().format("%Y%m%d%H%M%S"));
         let taken = backups
             .get_opt(&name)
             .await
             .map_err(api_err(src, format!("reading backup {vns}/{name}")))?
             .is_some()
-            || restores
-                .get_opt(&name)
-                .await
-                .map_err(api_err(dst, format!("reading restore {vns}/{name}")))?
-                .is_some();
+            || restores.get_opt(&name).await.map_err(api_err(dst, format!("reading restore {vns}/{name}")))?.is_some();
         if !taken {
             break name;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    let mut report = VeleroReport {
-        backup: name.clone(),
-        restore: name.clone(),
-        ..Default::default()
-    };
-    let labels =
-        json!({crate::plan::hash::MIGRATION: m.name, "app.kubernetes.io/managed-by": "mtcd"});
+    let mut report = VeleroReport { backup: name.clone(), restore: name.clone(), ..Default::default() };
+    let labels = json!({crate::plan::hash::MIGRATION: m.name, "app.kubernetes.io/managed-by": "mtcd"});
 
     let backup: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "velero.io/v1", "kind": "Backup",
@@ -344,19 +277,10 @@ pub async fn run(
     }))
     .expect("static shape");
     let object = format!("backup {vns}/{name}");
-    backups
-        .create(&PostParams::default(), &backup)
-        .await
-        .map_err(api_err(src, format!("creating {object}")))?;
-    let b = wait_for(src, &backups, &object, &name, timeout, |v| {
-        is_terminal(str_at(v, "/status/phase"))
-    })
-    .await?;
+    backups.create(&PostParams::default(), &backup).await.map_err(api_err(src, format!("creating {object}")))?;
+    let b = wait_for(src, &backups, &object, &name, timeout, |v| is_terminal(str_at(v, "/status/phase"))).await?;
     report.backup_phase = str_at(&b, "/status/phase").into();
-    report.items_backed_up = b
-        .pointer("/status/progress/itemsBackedUp")
-        .and_then(Value::as_u64)
-        .unwrap_or(0);
+    report.items_backed_up = b.pointer("/status/progress/itemsBackedUp").and_then(Value::as_u64).unwrap_or(0);
     if !succeeded(&report.backup_phase) {
         return Err(VeleroError::Failed {
             context: src.context.clone(),
@@ -378,12 +302,8 @@ pub async fn run(
     )
     .await?;
 
-    let mapping: serde_json::Map<String, Value> = m
-        .namespace_map
-        .iter()
-        .filter(|(s, d)| s != d)
-        .map(|(s, d)| (s.clone(), json!(d)))
-        .collect();
+    let mapping: serde_json::Map<String, Value> =
+        m.namespace_map.iter().filter(|(s, d)| s != d).map(|(s, d)| (s.clone(), json!(d))).collect();
     let restore: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "velero.io/v1", "kind": "Restore",
         "metadata": {"name": name, "namespace": vns, "labels": labels},
@@ -397,19 +317,10 @@ pub async fn run(
     }))
     .expect("static shape");
     let object = format!("restore {vns}/{name}");
-    restores
-        .create(&PostParams::default(), &restore)
-        .await
-        .map_err(api_err(dst, format!("creating {object}")))?;
-    let r = wait_for(dst, &restores, &object, &name, timeout, |v| {
-        is_terminal(str_at(v, "/status/phase"))
-    })
-    .await?;
+    restores.create(&PostParams::default(), &restore).await.map_err(api_err(dst, format!("creating {object}")))?;
+    let r = wait_for(dst, &restores, &object, &name, timeout, |v| is_terminal(str_at(v, "/status/phase"))).await?;
     report.restore_phase = str_at(&r, "/status/phase").into();
-    report.items_restored = r
-        .pointer("/status/progress/itemsRestored")
-        .and_then(Value::as_u64)
-        .unwrap_or(0);
+    report.items_restored = r.pointer("/status/progress/itemsRestored").and_then(Value::as_u64).unwrap_or(0);
     if !succeeded(&report.restore_phase) {
         return Err(VeleroError::Failed {
             context: dst.context.clone(),
@@ -421,17 +332,11 @@ pub async fn run(
     let results = fetch_results(dst, vns, &name, timeout).await?;
     report.warnings = results.warnings.messages();
     report.errors = results.errors.messages();
-    let counted = r
-        .pointer("/status/errors")
-        .and_then(Value::as_u64)
-        .unwrap_or(0);
+    let counted = r.pointer("/status/errors").and_then(Value::as_u64).unwrap_or(0);
     if counted as usize > report.errors.len() {
         report.errors.push(Message {
             scope: "velero".into(),
-            message: format!(
-                "the restore counts {counted} error(s) but its results list {}",
-                report.errors.len()
-            ),
+            message: format!("the restore counts {counted} error(s) but its results list {}", report.errors.len()),
         });
     }
 
@@ -448,10 +353,7 @@ pub async fn run(
 /// PVC data is DVM's; the user's excluded kinds are resource names to Velero (its REST
 /// mapper takes `kind` and `kind.group`, lower case).
 fn excluded_resources(exclude_kinds: &[String]) -> Vec<String> {
-    let mut out = vec![
-        "persistentvolumeclaims".to_string(),
-        "persistentvolumes".to_string(),
-    ];
+    let mut out = vec!["persistentvolumeclaims".to_string(), "persistentvolumes".to_string()];
     out.extend(exclude_kinds.iter().map(|k| k.to_lowercase()));
     out
 }
@@ -491,28 +393,16 @@ async fn fetch_results(
     }))
     .expect("static shape");
     let object = format!("downloadrequest {vns}/{dr_name}");
-    drs.create(&PostParams::default(), &dr)
-        .await
-        .map_err(api_err(dst, format!("creating {object}")))?;
-    let v = wait_for(
-        dst,
-        &drs,
-        &object,
-        &dr_name,
-        timeout.min(Duration::from_secs(120)),
-        |v| str_at(v, "/status/phase") == "Processed",
-    )
+    drs.create(&PostParams::default(), &dr).await.map_err(api_err(dst, format!("creating {object}")))?;
+    let v = wait_for(dst, &drs, &object, &dr_name, timeout.min(Duration::from_secs(120)), |v| {
+        str_at(v, "/status/phase") == "Processed"
+    })
     .await?;
     let _ = drs.delete(&dr_name, &Default::default()).await;
     let url = str_at(&v, "/status/downloadURL");
-    let err = |reason: String| VeleroError::Results {
-        restore: restore.into(),
-        reason,
-    };
+    let err = |reason: String| VeleroError::Results { restore: restore.into(), reason };
     if url.is_empty() {
-        return Err(err(
-            "the DownloadRequest was processed without a downloadURL".into(),
-        ));
+        return Err(err("the DownloadRequest was processed without a downloadURL".into()));
     }
     let data = read_url(url).await.map_err(err)?;
     parse_results(&data).map_err(err)
@@ -524,12 +414,8 @@ async fn read_url(url: &str) -> Result<Vec<u8>, String> {
     let u = url::Url::parse(url).map_err(|e| format!("downloadURL is not a URL: {e}"))?;
     match u.scheme() {
         "file" => {
-            let path = u
-                .to_file_path()
-                .map_err(|()| "downloadURL is not a local path".to_string())?;
-            tokio::fs::read(&path)
-                .await
-                .map_err(|e| format!("reading {}: {e}", path.display()))
+            let path = u.to_file_path().map_err(|()| "downloadURL is not a local path".to_string())?;
+            tokio::fs::read(&path).await.map_err(|e| format!("reading {}: {e}", path.display()))
         }
         "http" | "https" => {
             crate::tls::init();
@@ -541,10 +427,7 @@ async fn read_url(url: &str) -> Result<Vec<u8>, String> {
             if !resp.status().is_success() {
                 return Err(format!("downloading the results: HTTP {}", resp.status()));
             }
-            resp.bytes()
-                .await
-                .map(|b| b.to_vec())
-                .map_err(|e| format!("downloading the results: {}", e.without_url()))
+            resp.bytes().await.map(|b| b.to_vec()).map_err(|e| format!("downloading the results: {}", e.without_url()))
         }
         other => Err(format!("unsupported downloadURL scheme {other:?}")),
     }
@@ -596,48 +479,29 @@ mod tests {
             e,
             vec![Message {
                 scope: "shop-prod".into(),
-                message: "error restoring services/shop-prod/web: Service \"web\" is invalid"
-                    .into()
+                message: "error restoring services/shop-prod/web: Service \"web\" is invalid".into()
             }]
         );
         // Plain JSON (an object store that decompressed it) and an empty result.
         assert_eq!(parse_results(b"{}").unwrap(), RestoreResults::default());
-        assert!(
-            parse_results(b"\x1f\x8bgarbage")
-                .unwrap_err()
-                .contains("gunzip")
-        );
-        assert!(
-            parse_results(b"<html>")
-                .unwrap_err()
-                .contains("not Velero results")
-        );
+        assert!(parse_results(b"\x1f\x8bgarbage").unwrap_err().contains("gunzip"));
+        assert!(parse_results(b"<html>").unwrap_err().contains("not Velero results"));
     }
 
     #[test]
     fn label_selectors_become_velero_selectors() {
         let s = label_selector("app=shop, tier!=cache,canary,!legacy");
         assert_eq!(s["matchLabels"], json!({"app": "shop"}));
-        assert_eq!(
-            s["matchExpressions"][0],
-            json!({"key": "tier", "operator": "NotIn", "values": ["cache"]})
-        );
+        assert_eq!(s["matchExpressions"][0], json!({"key": "tier", "operator": "NotIn", "values": ["cache"]}));
         assert_eq!(s["matchExpressions"][1]["operator"], "Exists");
-        assert_eq!(
-            s["matchExpressions"][2],
-            json!({"key": "legacy", "operator": "DoesNotExist"})
-        );
+        assert_eq!(s["matchExpressions"][2], json!({"key": "legacy", "operator": "DoesNotExist"}));
     }
 
     #[test]
     fn claims_and_volumes_are_always_excluded() {
         assert_eq!(
             excluded_resources(&["Route.route.openshift.io".into()]),
-            vec![
-                "persistentvolumeclaims",
-                "persistentvolumes",
-                "route.route.openshift.io"
-            ]
+            vec!["persistentvolumeclaims", "persistentvolumes", "route.route.openshift.io"]
         );
     }
 
@@ -663,14 +527,7 @@ mod tests {
                         }
                     }
                     let head = String::from_utf8_lossy(&buf);
-                    let path = head
-                        .split_whitespace()
-                        .nth(1)
-                        .unwrap_or("")
-                        .split('?')
-                        .next()
-                        .unwrap_or("")
-                        .to_string();
+                    let path = head.split_whitespace().nth(1).unwrap_or("").split('?').next().unwrap_or("").to_string();
                     let (code, body) = routes.iter().find(|(p, _, _)| *p == path).map(|(_, c, b)| (*c, b.to_string())).unwrap_or((404, json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "the server could not find the requested resource"}).to_string()));
                     let resp = format!(
                         "HTTP/1.1 {code} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -682,44 +539,26 @@ mod tests {
         });
         let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
         let client = kube::Client::try_from(config.clone()).unwrap();
-        Cluster {
-            context: "fake".into(),
-            client,
-            config,
-        }
+        Cluster { context: "fake".into(), client, config }
     }
 
     #[tokio::test]
     async fn a_cluster_without_velero_is_named() {
         let c = fake_cluster(vec![]).await;
         let e = check_installed(&c).await.unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "Velero is not installed on fake (the velero.io/v1 API group is not served)"
-        );
+        assert_eq!(e.to_string(), "Velero is not installed on fake (the velero.io/v1 API group is not served)");
     }
 
     #[tokio::test]
     async fn missing_or_unavailable_storage_locations_are_errors() {
         let bsl = |phase: &str| json!({"apiVersion": "velero.io/v1", "kind": "BackupStorageLocation", "metadata": {"name": "default", "namespace": "velero"}, "status": {"phase": phase, "message": "bucket gone"}});
         let c = fake_cluster(vec![
-            (
-                "/apis/velero.io/v1/namespaces/velero/backupstoragelocations/default",
-                200,
-                bsl("Unavailable"),
-            ),
-            (
-                "/apis/velero.io/v1/namespaces/velero/backupstoragelocations/ok",
-                200,
-                bsl("Available"),
-            ),
+            ("/apis/velero.io/v1/namespaces/velero/backupstoragelocations/default", 200, bsl("Unavailable")),
+            ("/apis/velero.io/v1/namespaces/velero/backupstoragelocations/ok", 200, bsl("Available")),
         ])
         .await;
         let e = check_location(&c, "velero", "default").await.unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "fake: backupstoragelocation velero/default is Unavailable: bucket gone"
-        );
+        assert_eq!(e.to_string(), "fake: backupstoragelocation velero/default is Unavailable: bucket gone");
         let e = check_location(&c, "velero", "nope").await.unwrap_err();
         assert!(matches!(e, VeleroError::NoStorageLocation { .. }), "{e}");
         check_location(&c, "velero", "ok").await.unwrap();
@@ -742,21 +581,14 @@ mod tests {
         std::fs::write(&path, gz.finish().unwrap()).unwrap();
         let url = url::Url::from_file_path(&path).unwrap().to_string();
         assert_eq!(parse_results(&read_url(&url).await.unwrap()).unwrap(), r);
-        assert!(
-            read_url("ftp://x/y")
-                .await
-                .unwrap_err()
-                .contains("unsupported")
-        );
+        assert!(read_url("ftp://x/y").await.unwrap_err().contains("unsupported"));
     }
 
     #[test]
     fn failure_reason_prefers_validation_errors() {
-        let v = json!({"status": {"validationErrors": ["backup storage location 'nope' not found"], "failureReason": "x"}});
-        assert_eq!(
-            failure_reason(&v),
-            "backup storage location 'nope' not found; x"
-        );
+        let v =
+            json!({"status": {"validationErrors": ["backup storage location 'nope' not found"], "failureReason": "x"}});
+        assert_eq!(failure_reason(&v), "backup storage location 'nope' not found; x");
         assert!(failure_reason(&json!({})).contains("no reason"));
     }
 }

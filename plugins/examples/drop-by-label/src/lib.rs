@@ -12,28 +12,19 @@ struct DropByLabel;
 
 impl Transform for DropByLabel {
     fn transform(object: Value, ctx: &Context) -> Result<Outcome, String> {
-        let label = ctx
-            .config_str("label")
-            .ok_or("config `label` is required")?;
+        let label = ctx.config_str("label").ok_or("config `label` is required")?;
         let value = match ctx.config.get("value") {
             None | Some(Value::Null) => None,
             Some(Value::String(v)) => Some(v.as_str()),
             Some(other) => return Err(format!("config `value` must be a string, got {other}")),
         };
-        Ok(if matches(&object, label, value) {
-            Outcome::Skip
-        } else {
-            Outcome::Unchanged
-        })
+        Ok(if matches(&object, label, value) { Outcome::Skip } else { Outcome::Unchanged })
     }
 }
 
 fn matches(object: &Value, label: &str, value: Option<&str>) -> bool {
-    let actual = object
-        .get("metadata")
-        .and_then(|m| m.get("labels"))
-        .and_then(|l| l.get(label))
-        .and_then(Value::as_str);
+    let actual =
+        object.get("metadata").and_then(|m| m.get("labels")).and_then(|l| l.get(label)).and_then(Value::as_str);
     match (actual, value) {
         (Some(a), Some(v)) => a == v,
         (Some(_), None) => true,

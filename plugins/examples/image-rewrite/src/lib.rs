@@ -24,18 +24,12 @@ impl Transform for ImageRewrite {
             .ok_or("config `prefixes` (a table of old prefix = new prefix) is required")?;
         let mut rules: Vec<(&str, &str)> = Vec::new();
         for (from, to) in prefixes {
-            let to = to
-                .as_str()
-                .ok_or_else(|| format!("prefix `{from}`: replacement must be a string"))?;
+            let to = to.as_str().ok_or_else(|| format!("prefix `{from}`: replacement must be a string"))?;
             rules.push((from.as_str(), to));
         }
         rules.sort_by_key(|(from, _)| std::cmp::Reverse(from.len()));
         let changed = rewrite(&mut object, &rules);
-        Ok(if changed > 0 {
-            Outcome::Replace(object)
-        } else {
-            Outcome::Unchanged
-        })
+        Ok(if changed > 0 { Outcome::Replace(object) } else { Outcome::Unchanged })
     }
 }
 
@@ -67,11 +61,7 @@ fn rewrite(object: &mut Value, rules: &[(&str, &str)]) -> usize {
 /// The pod specs inside an object: `spec` of a Pod, `spec.template.spec` of workloads, and
 /// `spec.jobTemplate.spec.template.spec` of CronJobs.
 fn pod_specs(object: &mut Value) -> Vec<&mut Value> {
-    let kind = object
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
+    let kind = object.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
     let Some(spec) = object.get_mut("spec") else {
         return Vec::new();
     };
@@ -79,10 +69,7 @@ fn pod_specs(object: &mut Value) -> Vec<&mut Value> {
         return vec![spec];
     }
     if kind == "CronJob" {
-        return spec
-            .pointer_mut("/jobTemplate/spec/template/spec")
-            .into_iter()
-            .collect();
+        return spec.pointer_mut("/jobTemplate/spec/template/spec").into_iter().collect();
     }
     spec.pointer_mut("/template/spec").into_iter().collect()
 }
@@ -101,8 +88,7 @@ mod tests {
         let rules = [("quay.io/a/", "r.example/new/"), ("quay.io/", "r.example/")];
         assert_eq!(rewrite(&mut obj, &rules), 1);
         assert_eq!(
-            obj.pointer("/spec/jobTemplate/spec/template/spec/containers/0/image")
-                .unwrap(),
+            obj.pointer("/spec/jobTemplate/spec/template/spec/containers/0/image").unwrap(),
             "r.example/new/b:1"
         );
     }

@@ -18,9 +18,7 @@ struct RequireAnnotation;
 
 impl Hook for RequireAnnotation {
     fn run(phase: Phase, ctx: &Context) -> Result<(), String> {
-        let annotation = ctx
-            .config_str("annotation")
-            .ok_or("config `annotation` is required")?;
+        let annotation = ctx.config_str("annotation").ok_or("config `annotation` is required")?;
         let value = ctx.config_str("value");
         let targets: Vec<(String, String, String)> = match ctx.config.get("object") {
             Some(o) => {
@@ -32,26 +30,15 @@ impl Hook for RequireAnnotation {
                 };
                 vec![(field("kind")?, field("namespace")?, field("name")?)]
             }
-            None => ctx
-                .namespace_map
-                .iter()
-                .map(|(ns, _)| ("Namespace".to_string(), ns.clone(), ns.clone()))
-                .collect(),
+            None => ctx.namespace_map.iter().map(|(ns, _)| ("Namespace".to_string(), ns.clone(), ns.clone())).collect(),
         };
         for (kind, namespace, name) in targets {
-            let what = if kind == "Namespace" {
-                format!("Namespace {name}")
-            } else {
-                format!("{kind} {namespace}/{name}")
-            };
+            let what =
+                if kind == "Namespace" { format!("Namespace {name}") } else { format!("{kind} {namespace}/{name}") };
             let Some(object) = lookup(&kind, &namespace, &name) else {
-                return Err(format!(
-                    "{}: {what} not found on the source cluster",
-                    phase.as_str()
-                ));
+                return Err(format!("{}: {what} not found on the source cluster", phase.as_str()));
             };
-            check(&object, annotation, value)
-                .map_err(|e| format!("{}: {what} {e}", phase.as_str()))?;
+            check(&object, annotation, value).map_err(|e| format!("{}: {what} {e}", phase.as_str()))?;
         }
         Ok(())
     }

@@ -28,17 +28,8 @@ impl Transform for StripOpenShift {
     }
 }
 
-const SKIPPED_ROLEBINDINGS: [&str; 4] = [
-    "admin",
-    "system:deployers",
-    "system:image-builders",
-    "system:image-pullers",
-];
-const GENERATED_SECRET_PREFIXES: [&str; 3] = [
-    "builder-dockercfg-",
-    "default-dockercfg-",
-    "deployer-dockercfg-",
-];
+const SKIPPED_ROLEBINDINGS: [&str; 4] = ["admin", "system:deployers", "system:image-builders", "system:image-pullers"];
+const GENERATED_SECRET_PREFIXES: [&str; 3] = ["builder-dockercfg-", "default-dockercfg-", "deployer-dockercfg-"];
 
 fn strip(mut object: Value) -> Outcome {
     let kind = str_at(&object, "/kind").to_string();
@@ -50,10 +41,7 @@ fn strip(mut object: Value) -> Outcome {
         || (kind == "ServiceAccount" && (name == "builder" || name == "deployer"))
         || (kind == "Secret"
             && matches!(
-                str_at(
-                    &object,
-                    "/metadata/annotations/kubernetes.io~1service-account.name"
-                ),
+                str_at(&object, "/metadata/annotations/kubernetes.io~1service-account.name"),
                 "builder" | "deployer" | "pipeline"
             ))
         || (kind == "RoleBinding" && SKIPPED_ROLEBINDINGS.contains(&name.as_str()))
@@ -69,12 +57,7 @@ fn strip(mut object: Value) -> Outcome {
                 changed |= retain_names(object.get_mut(field), |n| !n.starts_with(&own));
             }
         }
-        "Route"
-            if str_at(
-                &object,
-                "/metadata/annotations/openshift.io~1host.generated",
-            ) == "true" =>
-        {
+        "Route" if str_at(&object, "/metadata/annotations/openshift.io~1host.generated") == "true" => {
             if let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) {
                 changed |= spec.remove("host").is_some();
             }
@@ -91,18 +74,11 @@ fn strip(mut object: Value) -> Outcome {
             !GENERATED_SECRET_PREFIXES.iter().any(|p| n.starts_with(p))
         });
     }
-    if changed {
-        Outcome::Replace(object)
-    } else {
-        Outcome::Unchanged
-    }
+    if changed { Outcome::Replace(object) } else { Outcome::Unchanged }
 }
 
 fn str_at<'a>(object: &'a Value, pointer: &str) -> &'a str {
-    object
-        .pointer(pointer)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
+    object.pointer(pointer).and_then(Value::as_str).unwrap_or_default()
 }
 
 /// Keeps the `{name: ...}` entries of a list whose name passes `keep`; true if any went.
@@ -111,14 +87,7 @@ fn retain_names(list: Option<&mut Value>, keep: impl Fn(&str) -> bool) -> bool {
         return false;
     };
     let before = list.len();
-    list.retain(|entry| {
-        keep(
-            entry
-                .get("name")
-                .and_then(Value::as_str)
-                .unwrap_or_default(),
-        )
-    });
+    list.retain(|entry| keep(entry.get("name").and_then(Value::as_str).unwrap_or_default()));
     list.len() != before
 }
 
@@ -133,9 +102,7 @@ mod tests {
     fn service_account_keeps_foreign_secrets() {
         let sa = json!({"kind": "ServiceAccount", "apiVersion": "v1", "metadata": {"name": "app"},
             "secrets": [{"name": "app-dockercfg-x1"}, {"name": "app-token-y"}]});
-        let Outcome::Replace(out) = strip(sa) else {
-            panic!("expected replace")
-        };
+        let Outcome::Replace(out) = strip(sa) else { panic!("expected replace") };
         assert_eq!(out["secrets"], json!([{"name": "app-token-y"}]));
     }
 }

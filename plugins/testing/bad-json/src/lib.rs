@@ -17,9 +17,7 @@ impl Guest for BadJson {
         match mode.as_str() {
             "not-object" => Outcome::Replace("\"just a string\"".into()),
             "patch" => Outcome::Patch("{\"op\": \"add\"}".into()),
-            "bad-path" => {
-                Outcome::Patch(r#"[{"op": "remove", "path": "/spec/does/not/exist"}]"#.into())
-            }
+            "bad-path" => Outcome::Patch(r#"[{"op": "remove", "path": "/spec/does/not/exist"}]"#.into()),
             _ => Outcome::Replace("{\"kind\": \"ConfigMap\", ".into()),
         }
     }

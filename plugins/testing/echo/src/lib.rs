@@ -14,23 +14,13 @@ struct Echo;
 
 impl Transform for Echo {
     fn transform(mut object: Value, ctx: &Context) -> Result<Outcome, String> {
-        let name = object
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
+        let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
         match ctx.config_str("mode").unwrap_or_default() {
             "with-extra" => {
-                let ns = object
-                    .pointer("/metadata/namespace")
-                    .cloned()
-                    .unwrap_or(Value::Null);
+                let ns = object.pointer("/metadata/namespace").cloned().unwrap_or(Value::Null);
                 let extra = json!({"apiVersion": "v1", "kind": "ConfigMap",
                     "metadata": {"name": format!("{name}-extra"), "namespace": ns}, "data": {"from": name}});
-                Ok(Outcome::WithExtra {
-                    object,
-                    extra: vec![extra],
-                })
+                Ok(Outcome::WithExtra { object, extra: vec![extra] })
             }
             "error" => Err(format!("refusing {name}")),
             "lookup" => {
@@ -38,18 +28,12 @@ impl Transform for Echo {
                     .config
                     .get("lookup")
                     .and_then(Value::as_array)
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|v| v.as_str().map(str::to_string))
-                            .collect()
-                    })
+                    .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
                     .unwrap_or_default();
                 let [kind, ns, n] = args.as_slice() else {
                     return Err("config `lookup` must be [kind, namespace, name]".into());
                 };
-                let found = lookup(kind, ns, n)
-                    .map(|v| v.to_string())
-                    .unwrap_or_else(|| "none".into());
+                let found = lookup(kind, ns, n).map(|v| v.to_string()).unwrap_or_else(|| "none".into());
                 object["metadata"]["annotations"] = json!({"looked-up": found});
                 Ok(Outcome::Replace(object))
             }
@@ -66,12 +50,7 @@ impl Transform for Echo {
             "sandbox" => {
                 let mut probes = serde_json::Map::new();
                 if let Some(name) = ctx.config_str("env") {
-                    probes.insert(
-                        "env".into(),
-                        std::env::var(name)
-                            .unwrap_or_else(|_| "unset".into())
-                            .into(),
-                    );
+                    probes.insert("env".into(), std::env::var(name).unwrap_or_else(|_| "unset".into()).into());
                 }
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -79,8 +58,7 @@ impl Transform for Echo {
                     .unwrap_or(0);
                 probes.insert("clock".into(), now.to_string().into());
                 if let Some(path) = ctx.config_str("read") {
-                    let read =
-                        std::fs::read_to_string(path).unwrap_or_else(|e| format!("error: {e}"));
+                    let read = std::fs::read_to_string(path).unwrap_or_else(|e| format!("error: {e}"));
                     probes.insert("read".into(), read.into());
                 }
                 if let Some(path) = ctx.config_str("write") {
