@@ -10,9 +10,9 @@ pub mod cli;
 pub mod cluster;
 pub mod engine;
 pub mod observe;
-pub mod plan;
 pub mod plugins;
 pub mod progress;
-pub mod spec;
 pub mod tls;
-pub mod transform;
+
+// The pure core, under the names the rest of the crate uses.
+pub use mtcd_core::{image, plan, spec, transform};

@@ -11,10 +11,7 @@
 //! reported for that image only; the other images still copy.
 
 mod copy;
-pub mod discover;
-pub mod reference;
 pub mod registry;
-pub mod rewrite;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -24,10 +21,8 @@ use futures::StreamExt;
 use indexmap::IndexMap;
 
 pub use copy::ImageStats;
-pub use discover::discover;
-pub use reference::{ImageRef, ReferenceError};
+pub use crate::image::{ImageRef, ReferenceError, discover, reference, rewrite_object};
 pub use registry::RegistryClient;
-pub use rewrite::rewrite_object;
 
 use crate::spec::DimOptions;
 use copy::{At, BlobOutcome, Counters, RunState};
