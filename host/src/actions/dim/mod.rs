@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use indexmap::IndexMap;
 
-pub use copy::ImageStats;
 pub use crate::image::{ImageRef, ReferenceError, discover, reference, rewrite_object};
+pub use copy::ImageStats;
 pub use registry::RegistryClient;
 
 use crate::spec::DimOptions;
