@@ -60,7 +60,7 @@ pub struct MigrationPlan {
     pub destination: String,
     pub resources: ResourcePlan,
     /// PVCs whose data DVM copies (empty with `volumes = "skip"`).
-    pub volumes: Vec<crate::actions::dvm::VolumeTransfer>,
+    pub volumes: crate::plan::volumes::VolumePlan,
     /// Images DIM copies, with what the destination already has.
     pub images: Vec<ImagePlan>,
     /// The copies themselves, for apply.
@@ -329,7 +329,16 @@ pub async fn plan(spec: &Spec, src: &Cluster, dst: &Cluster, cutover: bool) -> R
         };
         let (resources, images) =
             plan_resources(src, dst, m, released, rewrite.as_ref(), chain.as_mut()).instrument(span).await?;
-        let volumes = crate::actions::dvm::discover(src, m).await.map_err(EngineError::Dvm)?;
+        let pvc_type = observe::api_resource("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims");
+        let mut pvcs = Vec::new();
+        if m.volumes == crate::spec::VolumeMode::Direct {
+            for ns in &m.namespaces {
+                pvcs.extend(observe::list(&src.client, &pvc_type, Some(ns), None).await.map_err(|source| {
+                    ObserveError::List { context: src.context.clone(), what: format!("PVCs in {ns}"), source }
+                })?);
+            }
+        }
+        let volumes = crate::plan::volumes::plan_volumes(m, &pvcs);
         let (mut image_plans, mut image_copies) = (Vec::new(), Vec::new());
         if let (Some((sc, dc)), Some(s), Some(d)) = (&registries, &spec.source.registry, &spec.destination.registry)
             && m.images == ImageMode::Direct

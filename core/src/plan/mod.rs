@@ -7,6 +7,7 @@ pub mod hash;
 pub mod key;
 pub mod order;
 pub mod render;
+pub mod volumes;
 
 use std::collections::{HashMap, HashSet};
 

@@ -157,10 +157,10 @@ pub async fn sync(session: &Session, cutover: bool) -> anyhow::Result<Outcome> {
             }
         }
         let mut volumes = Vec::new();
-        if spec_m.volumes == VolumeMode::Direct && !m.volumes.is_empty() {
+        if spec_m.volumes == VolumeMode::Direct && !m.volumes.transfers.is_empty() {
             let tty = std::io::stderr().is_terminal();
             let events = |e: dvm::DvmEvent| volume_event(&m.name, &e, json, tty);
-            match dvm::run(&session.source, &session.destination, spec_m, &events).await {
+            match dvm::run(&session.source, &session.destination, &m.volumes, &events).await {
                 Ok(results) => volumes = results,
                 Err(e) => {
                     failed += 1;

@@ -176,7 +176,7 @@ pub async fn status(session: &Session) -> anyhow::Result<Exit> {
             .iter()
             .filter(|c| c.action == crate::plan::Action::Unchanged || c.action == crate::plan::Action::Update)
             .count();
-        out.push(serde_json::json!({"migration": m.name, "pending": m.resources.pending(), "managed_objects": managed, "volumes": m.volumes.len(), "cutover": cut}));
+        out.push(serde_json::json!({"migration": m.name, "pending": m.resources.pending(), "managed_objects": managed, "volumes": m.volumes.transfers.len(), "cutover": cut}));
         if session.output == Output::Human {
             println!(
                 "migration {}: {} managed object(s) on {}, {} change(s) pending, {} volume(s), {}",
@@ -184,7 +184,7 @@ pub async fn status(session: &Session) -> anyhow::Result<Exit> {
                 managed,
                 m.destination,
                 m.resources.pending(),
-                m.volumes.len(),
+                m.volumes.transfers.len(),
                 if cut { "cut over" } else { "not cut over (workloads held at 0)" }
             );
         }

@@ -6,6 +6,7 @@ mod apply;
 mod cleanup;
 mod lifecycle;
 mod plan;
+mod plugin;
 mod session;
 
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use plugin::PluginCommand;
 pub use session::Session;
 
 /// Declarative migration of Kubernetes applications between clusters.
@@ -81,34 +83,6 @@ pub struct ApplyArgs {
     pub watch: bool,
 }
 
-#[derive(Debug, Subcommand)]
-pub enum PluginCommand {
-    /// Run a transform plugin on objects from a YAML file, offline, and print the diff.
-    Test(PluginTestArgs),
-    /// Create a new plugin crate from the template.
-    New(PluginNewArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct PluginTestArgs {
-    /// The plugin component (`.wasm`, built for wasm32-wasip2).
-    pub plugin: PathBuf,
-    /// Objects to feed it: a multi-document YAML file.
-    pub objects: PathBuf,
-    /// Plugin configuration entries, `key=value` (repeatable).
-    #[arg(long = "config", value_name = "KEY=VALUE")]
-    pub config: Vec<String>,
-}
-
-#[derive(Debug, Args)]
-pub struct PluginNewArgs {
-    /// Crate name of the new plugin.
-    pub name: String,
-    /// Folder to create it in.
-    #[arg(long, default_value = ".")]
-    pub dir: PathBuf,
-}
-
 /// What a finished command tells the process.
 pub enum Exit {
     Success,
@@ -152,22 +126,7 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Rollback(a) => lifecycle::rollback(&Session::open(&global, &a.file).await?).await,
         Command::Status(a) => lifecycle::status(&Session::open(&global, &a.file).await?).await,
         Command::Cleanup(a) => cleanup::run(&Session::open(&global, &a.file).await?).await,
-        Command::Plugin(PluginCommand::Test(a)) => {
-            use std::io::IsTerminal;
-            let config = crate::plugins::config_from_pairs(&a.config)?;
-            let out = crate::plugins::test_plugin(&a.plugin, &a.objects, config, std::io::stdout().is_terminal())?;
-            print!("{out}");
-            Ok(Exit::Success)
-        }
-        Command::Plugin(PluginCommand::New(a)) => {
-            let path = crate::plugins::scaffold(&a.name, &a.dir)?;
-            println!(
-                "Created {}. Build it with: cargo build --release --target wasm32-wasip2 --manifest-path {}/Cargo.toml",
-                path.display(),
-                path.display()
-            );
-            Ok(Exit::Success)
-        }
+        Command::Plugin(c) => plugin::run(c),
     }
 }
 

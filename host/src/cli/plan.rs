@@ -35,9 +35,9 @@ pub fn print(plan: &Plan, output: Output) {
                         println!("    {} → {}  ({state})", i.source, i.destination);
                     }
                 }
-                if !m.volumes.is_empty() {
+                if !m.volumes.transfers.is_empty() {
                     println!("  volumes to sync (Direct Volume Migration):");
-                    for v in &m.volumes {
+                    for v in &m.volumes.transfers {
                         let note = if v.block { "  (volumeMode Block: not supported, will fail)" } else { "" };
                         println!(
                             "    {}/{} → {}/{}  {}{}{}",

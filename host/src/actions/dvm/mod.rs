@@ -26,8 +26,9 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::cluster::Cluster;
-use crate::spec::{EndpointKind, Migration, VolumeMode};
-use crate::transform::{mapping, object, rules};
+pub use crate::plan::volumes::{VolumePlan, VolumeTransfer};
+use crate::spec::EndpointKind;
+use crate::transform::object;
 
 pub use progress::{Progress, Stats};
 
@@ -42,21 +43,6 @@ pub enum DvmError {
     },
     #[error("{0}")]
     Setup(String),
-}
-
-/// One source PVC to copy.
-#[derive(Debug, Clone, Serialize)]
-pub struct VolumeTransfer {
-    pub namespace: String,
-    pub claim: String,
-    pub destination_namespace: String,
-    pub destination_claim: String,
-    /// Requested capacity as written on the source (`10Gi`).
-    pub capacity: String,
-    pub storage_class: Option<String>,
-    pub block: bool,
-    #[serde(skip)]
-    pub source: Value,
 }
 
 /// Where one PVC stands.
@@ -126,67 +112,14 @@ async fn apply(c: &Cluster, obj: &Value) -> Result<Value, DvmError> {
     Ok(crate::observe::to_value(out, &r))
 }
 
-/// The PVCs a migration moves, with their destination names.
-pub async fn discover(src: &Cluster, m: &Migration) -> Result<Vec<VolumeTransfer>, DvmError> {
-    if m.volumes == VolumeMode::Skip {
-        return Ok(Vec::new());
-    }
-    let mut out = Vec::new();
-    for ns in &m.namespaces {
-        let items =
-            crate::observe::list(&src.client, &resource_of("PersistentVolumeClaim"), Some(ns), None).await.map_err(
-                |source| DvmError::Api { context: src.context.clone(), what: format!("listing PVCs in {ns}"), source },
-            )?;
-        for pvc in items {
-            let claim = object::name(&pvc).to_string();
-            out.push(VolumeTransfer {
-                namespace: ns.clone(),
-                destination_namespace: m.namespace_map.get(ns).cloned().unwrap_or_else(|| ns.clone()),
-                destination_claim: m.pvc_name_map.get(&claim).cloned().unwrap_or_else(|| claim.clone()),
-                capacity: pvc
-                    .pointer("/spec/resources/requests/storage")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string(),
-                storage_class: pvc.pointer("/spec/storageClassName").and_then(Value::as_str).map(String::from),
-                block: pvc.pointer("/spec/volumeMode").and_then(Value::as_str) == Some("Block"),
-                claim,
-                source: pvc,
-            });
-        }
-    }
-    Ok(out)
-}
-
-/// The destination PVC for a source PVC: cleaned, mapped, and never smaller than the source.
-pub fn destination_pvc(t: &VolumeTransfer, m: &Migration) -> Value {
-    let mut pvc = t.source.clone();
-    let settings = rules::RuleSettings {
-        storage_class_map: m.storage_class_map.clone(),
-        access_mode_map: m.access_mode_map.clone(),
-        pvc_name_map: m.pvc_name_map.clone(),
-    };
-    rules::clean(&mut pvc, &settings);
-    mapping::map_namespace(&mut pvc, &m.namespace_map);
-    // The bound PV may be larger than the request (rounded up by the provisioner); ask for
-    // what the data may need.
-    if let Some(cap) = t.source.pointer("/status/capacity/storage").and_then(Value::as_str)
-        && crate::spec::parse_size(cap).unwrap_or(0) > crate::spec::parse_size(&t.capacity).unwrap_or(0)
-    {
-        pvc["spec"]["resources"]["requests"]["storage"] = json!(cap);
-    }
-    crate::plan::hash::stamp(&mut pvc, &m.name);
-    pvc
-}
-
 /// Runs DVM for a migration: every PVC, `dvm.parallel` at a time, with retries.
 pub async fn run(
     src: &Cluster,
     dst: &Cluster,
-    m: &Migration,
+    m: &VolumePlan,
     events: &(dyn Fn(DvmEvent) + Sync),
 ) -> Result<Vec<VolumeResult>, DvmError> {
-    let transfers = discover(src, m).await?;
+    let transfers = m.transfers.clone();
     let mut results = Vec::new();
     let mut by_ns: BTreeMap<String, Vec<VolumeTransfer>> = BTreeMap::new();
     for t in transfers {
@@ -211,12 +144,12 @@ pub async fn run(
         by_ns.entry(t.namespace.clone()).or_default().push(t);
     }
     for (ns, transfers) in by_ns {
-        let span = tracing::info_span!("dvm", migration = %m.name, namespace = %ns);
+        let span = tracing::info_span!("dvm", migration = %m.migration, namespace = %ns);
         let r = tracing::Instrument::instrument(run_namespace(src, dst, m, &ns, &transfers, events), span).await;
         // Whatever happened, leave nothing behind.
         let _ = futures::join!(
-            cleanup_namespace(src, &ns, &m.name),
-            cleanup_namespace(dst, &transfers[0].destination_namespace, &m.name)
+            cleanup_namespace(src, &ns, &m.migration),
+            cleanup_namespace(dst, &transfers[0].destination_namespace, &m.migration)
         );
         results.extend(r?);
     }
@@ -234,36 +167,36 @@ const BLOCK_MESSAGE: &str = "volumeMode Block is not supported by DVM (a filesys
 async fn run_namespace(
     src: &Cluster,
     dst: &Cluster,
-    m: &Migration,
+    m: &VolumePlan,
     ns: &str,
     transfers: &[VolumeTransfer],
     events: &(dyn Fn(DvmEvent) + Sync),
 ) -> Result<Vec<VolumeResult>, DvmError> {
     let dns = transfers[0].destination_namespace.clone();
-    let o = &m.dvm;
+    let o = &m.options;
     let certs =
-        certs::generate(&m.name).map_err(|e| DvmError::Setup(format!("generating transfer certificates: {e}")))?;
+        certs::generate(&m.migration).map_err(|e| DvmError::Setup(format!("generating transfer certificates: {e}")))?;
     let password = random_password();
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    let l = objects::labels(&m.name);
+    let l = objects::labels(&m.migration);
 
     // The destination namespace first: everything else on the destination lives in it (the
     // resource plan may already have made it, and the PVCs).
     if crate::observe::get(&dst.client, &resource_of("Namespace"), None, &dns).await.ok().flatten().is_none() {
         let mut ns_obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": dns}});
-        crate::plan::hash::stamp(&mut ns_obj, &m.name);
+        crate::plan::hash::stamp(&mut ns_obj, &m.migration);
         apply(dst, &ns_obj).await?;
     }
     let endpoint = async {
         let svc = match o.endpoint {
-            EndpointKind::LoadBalancer => objects::load_balancer(&dns, &m.name),
-            _ => objects::service(&dns, &m.name),
+            EndpointKind::LoadBalancer => objects::load_balancer(&dns, &m.migration),
+            _ => objects::service(&dns, &m.migration),
         };
         apply(dst, &svc).await?;
         let want_host = objects::generated_host(&dns, o.subdomain.as_deref());
         match o.endpoint {
             EndpointKind::Route => {
-                apply(dst, &objects::route(&dns, &m.name, want_host.as_deref())).await?;
+                apply(dst, &objects::route(&dns, &m.migration, want_host.as_deref())).await?;
             }
             EndpointKind::Ingress => {
                 let host = want_host.clone().ok_or_else(|| {
@@ -271,7 +204,7 @@ async fn run_namespace(
                         "dvm.endpoint = \"ingress\" needs dvm.subdomain (the ingress controller's apps domain)".into(),
                     )
                 })?;
-                apply(dst, &objects::ingress(&dns, &m.name, &host)).await?;
+                apply(dst, &objects::ingress(&dns, &m.migration, &host)).await?;
             }
             EndpointKind::LoadBalancer => {}
         }
@@ -296,14 +229,14 @@ async fn run_namespace(
                 wait::delete_pod(&pods, objects::SERVER).await;
                 Ok(())
             },
-            futures::future::try_join_all(transfers.iter().map(|t| ensure_destination_pvc(dst, &dns, t, m))),
+            futures::future::try_join_all(transfers.iter().map(|t| ensure_destination_pvc(dst, &dns, t))),
             apply(dst, &tls),
             apply(dst, &secrets),
             apply(dst, &config),
         )?;
         let claims: Vec<(String, String)> =
             transfers.iter().map(|t| (t.destination_claim.clone(), t.destination_claim.clone())).collect();
-        apply(dst, &objects::server_pod(&dns, &m.name, &o.transfer_image, &claims, o.preserve_ownership)).await?;
+        apply(dst, &objects::server_pod(&dns, &m.migration, &o.transfer_image, &claims, o.preserve_ownership)).await?;
         Ok::<_, DvmError>(())
     };
     let client_secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("{}-client-tls", objects::SERVER), "namespace": ns, "labels": l},
@@ -325,13 +258,13 @@ async fn run_namespace(
 }
 
 /// Creates the destination PVC unless it exists (the resource plan may have made it).
-async fn ensure_destination_pvc(dst: &Cluster, dns: &str, t: &VolumeTransfer, m: &Migration) -> Result<(), DvmError> {
+async fn ensure_destination_pvc(dst: &Cluster, dns: &str, t: &VolumeTransfer) -> Result<(), DvmError> {
     let live = crate::observe::get(&dst.client, &resource_of("PersistentVolumeClaim"), Some(dns), &t.destination_claim)
         .await
         .ok()
         .flatten();
     if live.is_none() {
-        apply(dst, &destination_pvc(t, m)).await?;
+        apply(dst, &t.destination).await?;
     }
     Ok(())
 }
@@ -430,7 +363,7 @@ async fn wait_running(c: &Cluster, ns: &str, name: &str, timeout: Duration) -> R
 
 async fn transfer_with_retries(
     src: &Cluster,
-    m: &Migration,
+    m: &VolumePlan,
     t: &VolumeTransfer,
     events: &(dyn Fn(DvmEvent) + Sync),
 ) -> VolumeResult {
@@ -438,7 +371,7 @@ async fn transfer_with_retries(
     let started = Instant::now();
     let mut errors = Vec::new();
     let mut delay = Duration::from_secs(1);
-    let attempts = m.dvm.retries + 1;
+    let attempts = m.options.retries + 1;
     for attempt in 1..=attempts {
         events(DvmEvent { pvc: label.clone(), phase: Phase::Pending, attempt, progress: None, message: None });
         match transfer_once(src, m, t, attempt, events).await {
@@ -534,7 +467,7 @@ async fn placement(pods: &Api<Pod>, t: &VolumeTransfer) -> Result<Option<(String
 /// One client pod run: create it, follow its log for progress, and judge it by its exit code.
 async fn transfer_once(
     src: &Cluster,
-    m: &Migration,
+    m: &VolumePlan,
     t: &VolumeTransfer,
     attempt: u32,
     events: &(dyn Fn(DvmEvent) + Sync),
@@ -550,11 +483,11 @@ async fn transfer_once(
     }
     let pod = objects::client_pod(
         &t.namespace,
-        &m.name,
+        &m.migration,
         &name,
         &t.claim,
         &t.destination_claim,
-        &m.dvm,
+        &m.options,
         node.as_ref().map(|(n, _)| n.as_str()),
     );
     apply(src, &pod).await.map_err(|e| e.to_string())?;
@@ -603,7 +536,7 @@ async fn transfer_once(
                 if line.contains("mtcd-transfer: tunnel up") && phase == Phase::Pending {
                     phase = Phase::TunnelUp;
                     events(DvmEvent { pvc: label.clone(), phase, attempt, progress: None, message: None });
-                } else if line.contains("mtcd-transfer: rsync exit 0") && m.dvm.verify {
+                } else if line.contains("mtcd-transfer: rsync exit 0") && m.options.verify {
                     events(DvmEvent {
                         pvc: label.clone(),
                         phase: Phase::Verifying,
@@ -644,7 +577,7 @@ async fn transfer_once(
         let why = match code {
             111 => "the TLS tunnel to the destination did not come up".to_string(),
             120 => "verification found differences after the copy".to_string(),
-            123 if m.dvm.streams_per_pvc > 1 => "one of the rsync streams failed (xargs exit 123)".to_string(),
+            123 if m.options.streams_per_pvc > 1 => "one of the rsync streams failed (xargs exit 123)".to_string(),
             c => format!("rsync exited with code {c}"),
         };
         return Err(format!(
