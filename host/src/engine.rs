@@ -338,7 +338,9 @@ pub async fn plan(spec: &Spec, src: &Cluster, dst: &Cluster, cutover: bool) -> R
                 })?);
             }
         }
-        let volumes = crate::plan::volumes::plan_volumes(m, &pvcs);
+        let mut volumes = crate::plan::volumes::plan_volumes(m, &pvcs);
+        // The cutover's sync is the final one: files vanishing then are an error (dvm).
+        volumes.final_sync = cutover;
         let (mut image_plans, mut image_copies) = (Vec::new(), Vec::new());
         if let (Some((sc, dc)), Some(s), Some(d)) = (&registries, &spec.source.registry, &spec.destination.registry)
             && m.images == ImageMode::Direct

@@ -143,7 +143,10 @@ pub(crate) fn build_tree(root: &Path) {
     mode(&root.join("owned"), 0o2775);
     std::fs::create_dir_all(root.join("tmp-like")).unwrap();
     mode(&root.join("tmp-like"), 0o1777);
-    write(&root.join("big/random.bin"), &(0..3u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect::<Vec<_>>());
+    write(
+        &root.join("big/random.bin"),
+        &(0..3u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect::<Vec<_>>(),
+    );
     // Empty directories, nested.
     std::fs::create_dir_all(root.join("empty/nested/deeper")).unwrap();
     // Symlinks of every kind, one owned by someone else.
@@ -186,7 +189,15 @@ pub(crate) fn build_tree(root: &Path) {
     // File names: newline, invalid UTF-8, leading dash, spaces, non-ASCII, a dot file.
     let names = root.join("names");
     std::fs::create_dir_all(&names).unwrap();
-    for n in [&b"new\nline"[..], b"bad-\xff\xfe-utf8", b"-leading-dash", b"with  spaces ", "caf\u{e9}-\u{1F600}".as_bytes(), b".hidden", b"back\\slash"] {
+    for n in [
+        &b"new\nline"[..],
+        b"bad-\xff\xfe-utf8",
+        b"-leading-dash",
+        b"with  spaces ",
+        "caf\u{e9}-\u{1F600}".as_bytes(),
+        b".hidden",
+        b"back\\slash",
+    ] {
         write(&names.join(OsStr::from_bytes(n)), n);
     }
     std::fs::create_dir_all(names.join(os(b"dir\nwith-newline\x80"))).unwrap();
@@ -197,11 +208,24 @@ pub(crate) fn build_tree(root: &Path) {
     set_xattr(
         &root.join("private.key"),
         "system.posix_acl_access",
-        &acl(&[(ACL_USER_OBJ, 6, NO_ID), (ACL_USER, 4, 2001), (ACL_GROUP_OBJ, 0, NO_ID), (ACL_GROUP, 4, 3001), (ACL_MASK, 4, NO_ID), (ACL_OTHER, 0, NO_ID)]),
+        &acl(&[
+            (ACL_USER_OBJ, 6, NO_ID),
+            (ACL_USER, 4, 2001),
+            (ACL_GROUP_OBJ, 0, NO_ID),
+            (ACL_GROUP, 4, 3001),
+            (ACL_MASK, 4, NO_ID),
+            (ACL_OTHER, 0, NO_ID),
+        ]),
     );
     let shared = root.join("shared-dir");
     std::fs::create_dir_all(&shared).unwrap();
-    let dacl = acl(&[(ACL_USER_OBJ, 7, NO_ID), (ACL_USER, 7, 2001), (ACL_GROUP_OBJ, 5, NO_ID), (ACL_MASK, 7, NO_ID), (ACL_OTHER, 5, NO_ID)]);
+    let dacl = acl(&[
+        (ACL_USER_OBJ, 7, NO_ID),
+        (ACL_USER, 7, 2001),
+        (ACL_GROUP_OBJ, 5, NO_ID),
+        (ACL_MASK, 7, NO_ID),
+        (ACL_OTHER, 5, NO_ID),
+    ]);
     set_xattr(&shared, "system.posix_acl_access", &dacl);
     set_xattr(&shared, "system.posix_acl_default", &dacl);
     // Times last (writing into a directory changes its mtime), children before parents.
@@ -279,8 +303,7 @@ pub(crate) fn describe(root: &Path) -> BTreeMap<Vec<u8>, String> {
             String::new()
         };
         let perms = if ft.is_symlink() { String::new() } else { format!(" mode {:o}", m.mode() & 0o7777) };
-        let xattrs: Vec<String> =
-            xattrs(&p).into_iter().map(|(k, v)| format!("{k}={}", v.escape_ascii())).collect();
+        let xattrs: Vec<String> = xattrs(&p).into_iter().map(|(k, v)| format!("{k}={}", v.escape_ascii())).collect();
         out.insert(
             rel,
             format!(
@@ -358,9 +381,18 @@ async fn a_volume_arrives_byte_for_byte_links_owners_devices_xattrs_acls_and_odd
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_volume_split_into_streams_keeps_hard_links_across_top_level_entries() {
-    let (_lab, stdout) = copy_and_compare("streams_per_pvc = 4").await;
+    let (lab, stdout) = copy_and_compare("streams_per_pvc = 4").await;
     assert!(
         stdout.contains("hard links between top-level entries"),
         "the fallback to one stream is reported:\n{stdout}"
     );
+    // Without the shared inode the volume is split into streams, and still arrives identical.
+    let src = pv_dir(&lab.client("lab-src").await, "shop", "data").await;
+    let dst = pv_dir(&lab.client("lab-dst").await, "shop-prod", "data").await;
+    std::fs::remove_file(src.join("top2/same-inode")).unwrap();
+    let run = lab.mtcd(&["--output", "json", "apply", lab.dir.join("desired.toml").to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(!run.stdout.contains("hard links between top-level entries"), "split into streams:\n{}", run.stdout);
+    assert_eq!(run.stdout.matches("mtcd-transfer: rsync exit").count(), 0, "script lines stay in the pod");
+    assert_identical(&src, &dst);
 }

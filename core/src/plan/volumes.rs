@@ -14,6 +14,10 @@ pub struct VolumePlan {
     pub migration: String,
     pub options: DvmOptions,
     pub transfers: Vec<VolumeTransfer>,
+    /// The cutover's last copy (the source is quiesced): files that vanish while it runs
+    /// (rsync exit 24) mean the application still writes, an error; during stage syncs they
+    /// are a warning. The engine sets this during cutover.
+    pub final_sync: bool,
 }
 
 impl Serialize for VolumePlan {
@@ -53,7 +57,7 @@ pub fn plan_volumes(m: &Migration, pvcs: &[Value]) -> VolumePlan {
             .map(|pvc| transfer(m, pvc))
             .collect()
     };
-    VolumePlan { migration: m.name.clone(), options: m.dvm.clone(), transfers }
+    VolumePlan { migration: m.name.clone(), options: m.dvm.clone(), transfers, final_sync: false }
 }
 
 fn transfer(m: &Migration, pvc: &Value) -> VolumeTransfer {

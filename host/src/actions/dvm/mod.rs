@@ -9,6 +9,7 @@
 
 pub mod certs;
 pub mod objects;
+pub mod outcome;
 pub mod progress;
 #[cfg(test)]
 mod tunnel_tests;
@@ -69,15 +70,23 @@ pub struct DvmEvent {
     pub message: Option<String>,
 }
 
+/// How one PVC's transfer ended.
 #[derive(Debug, Clone, Serialize)]
 pub struct VolumeResult {
     pub pvc: String,
+    /// Done: rsync exited 0 (or 24 during a stage sync) and its statistics were read.
     pub ok: bool,
     pub attempts: u32,
     pub stats: Stats,
     pub seconds: f64,
+    /// One line per distinct failure; a message repeated by consecutive attempts is kept
+    /// once with its count.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
+    /// What the user should know about a transfer that is done (files that vanished during a
+    /// stage sync, a volume copied in one stream to keep its hard links).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 use crate::observe::api_resource as ar;
@@ -138,6 +147,7 @@ pub async fn run(
                 stats: Stats::default(),
                 seconds: 0.0,
                 errors: vec![BLOCK_MESSAGE.into()],
+                warnings: Vec::new(),
             });
             continue;
         }
@@ -223,7 +233,8 @@ async fn run_namespace(
         let secrets = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("{}-rsync", objects::SERVER), "namespace": dns, "labels": l},
             "type": "Opaque", "data": {"rsyncd.secrets": b64(&format!("{}:{password}\n", objects::RSYNC_USER))}});
         let config = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": objects::SERVER, "namespace": dns, "labels": l},
-            "data": {"rsyncd.conf": objects::rsyncd_conf(&modules, o.preserve_ownership), "stunnel.conf": objects::stunnel_server_conf()}});
+            "data": {"rsyncd.conf": objects::rsyncd_conf(&modules, o.security.root()), "stunnel.conf": objects::stunnel_server_conf(),
+                     "restore-links.sh": objects::RESTORE_LINKS}});
         futures::try_join!(
             async {
                 wait::delete_pod(&pods, objects::SERVER).await;
@@ -236,7 +247,7 @@ async fn run_namespace(
         )?;
         let claims: Vec<(String, String)> =
             transfers.iter().map(|t| (t.destination_claim.clone(), t.destination_claim.clone())).collect();
-        apply(dst, &objects::server_pod(&dns, &m.migration, &o.transfer_image, &claims, o.preserve_ownership)).await?;
+        apply(dst, &objects::server_pod(&dns, &m.migration, &claims, o)).await?;
         Ok::<_, DvmError>(())
     };
     let client_secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("{}-client-tls", objects::SERVER), "namespace": ns, "labels": l},
@@ -369,47 +380,68 @@ async fn transfer_with_retries(
 ) -> VolumeResult {
     let label = format!("{}/{}", t.namespace, t.claim);
     let started = Instant::now();
-    let mut errors = Vec::new();
+    let mut attempts_log = outcome::Attempts::default();
+    let mut warnings = Vec::new();
     let mut delay = Duration::from_secs(1);
     let attempts = m.options.retries + 1;
-    for attempt in 1..=attempts {
+    let mut attempt = 0;
+    while attempt < attempts {
+        attempt += 1;
         events(DvmEvent { pvc: label.clone(), phase: Phase::Pending, attempt, progress: None, message: None });
-        match transfer_once(src, m, t, attempt, events).await {
-            Ok(stats) => {
+        match transfer_once(src, m, t, attempt, events, &mut warnings).await {
+            Ok(done) => {
+                if let Some(w) = done.warning {
+                    events(DvmEvent {
+                        pvc: label.clone(),
+                        phase: Phase::Transferring,
+                        attempt,
+                        progress: None,
+                        message: Some(format!("warning: {w}")),
+                    });
+                    warnings.push(w);
+                }
                 events(DvmEvent { pvc: label.clone(), phase: Phase::Done, attempt, progress: None, message: None });
                 return VolumeResult {
                     pvc: label,
                     ok: true,
                     attempts: attempt,
-                    stats,
+                    stats: done.stats,
                     seconds: started.elapsed().as_secs_f64(),
-                    errors,
+                    errors: attempts_log.lines(attempts),
+                    warnings,
                 };
             }
-            Err(e) => {
-                let msg = format!("attempt {attempt}/{attempts}: {e}");
+            Err(f) => {
+                let last = f.fatal || attempt == attempts;
+                let repeated = attempts_log.record(attempt, f.message.clone());
+                let message = match (repeated, f.fatal) {
+                    (true, _) => format!("attempt {attempt}/{attempts} failed the same way"),
+                    (false, true) => format!("{} (not retried: a retry cannot fix this)", f.message),
+                    (false, false) => format!("attempt {attempt}/{attempts}: {}", f.message),
+                };
                 events(DvmEvent {
                     pvc: label.clone(),
                     phase: Phase::Failed,
                     attempt,
                     progress: None,
-                    message: Some(msg.clone()),
+                    message: Some(message),
                 });
-                errors.push(msg);
-                if attempt < attempts {
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(30));
+                if last {
+                    break;
                 }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
             }
         }
     }
     VolumeResult {
         pvc: label,
         ok: false,
-        attempts,
+        attempts: attempt,
         stats: Stats::default(),
         seconds: started.elapsed().as_secs_f64(),
-        errors,
+        errors: attempts_log.lines(attempts),
+        warnings,
     }
 }
 
@@ -464,19 +496,23 @@ async fn placement(pods: &Api<Pod>, t: &VolumeTransfer) -> Result<Option<(String
     Ok(user.spec.and_then(|s| s.node_name).map(|node| (node, pod)))
 }
 
-/// One client pod run: create it, follow its log for progress, and judge it by its exit code.
+/// One client pod run: create it, follow its log for progress, and judge it by its exit
+/// code and the evidence in its log (outcome::judge).
 async fn transfer_once(
     src: &Cluster,
     m: &VolumePlan,
     t: &VolumeTransfer,
     attempt: u32,
     events: &(dyn Fn(DvmEvent) + Sync),
-) -> Result<Stats, String> {
+    notes: &mut Vec<String>,
+) -> Result<outcome::Success, outcome::Failure> {
+    let transient = |message: String| outcome::Failure { fatal: false, message };
     let name = objects::client_name(&t.claim);
     let label = format!("{}/{}", t.namespace, t.claim);
+    let pod_name = format!("{}/{name}", t.namespace);
     let pods: Api<Pod> = Api::namespaced(src.client.clone(), &t.namespace);
     wait::delete_pod(&pods, &name).await;
-    let node = placement(&pods, t).await?;
+    let node = placement(&pods, t).await.map_err(|message| outcome::Failure { fatal: true, message })?;
     if let Some((node, user)) = &node {
         let message = format!("client pod on node {node}, beside pod {user} which mounts the volume (ReadWriteOnce)");
         events(DvmEvent { pvc: label.clone(), phase: Phase::Pending, attempt, progress: None, message: Some(message) });
@@ -490,7 +526,7 @@ async fn transfer_once(
         &m.options,
         node.as_ref().map(|(n, _)| n.as_str()),
     );
-    apply(src, &pod).await.map_err(|e| e.to_string())?;
+    apply(src, &pod).await.map_err(|e| transient(e.to_string()))?;
     // Wait for the container to start (or fail to).
     let started = wait::until(pods.clone(), &name, Duration::from_secs(120), |p: Option<&Pod>| {
         p.is_none_or(|p| {
@@ -501,10 +537,10 @@ async fn transfer_once(
     match started {
         Ok(Some(p)) => {
             if let Some(why) = wait::stuck(&p, &["ErrImagePull"]) {
-                return Err(format!("pod {}/{name}: {why}", t.namespace));
+                return Err(transient(format!("pod {pod_name}: {why}")));
             }
         }
-        Ok(None) => return Err("client pod disappeared".into()),
+        Ok(None) => return Err(transient(format!("client pod {pod_name} disappeared before it started"))),
         Err(wait::WaitError::Timeout) => {
             let why = pods
                 .get_opt(&name)
@@ -514,9 +550,9 @@ async fn transfer_once(
                 .and_then(|p| wait::unschedulable(&p))
                 .map(|w| format!(": {w}"))
                 .unwrap_or_default();
-            return Err(format!("pod {}/{name} did not start within 120s{why}", t.namespace));
+            return Err(transient(format!("pod {pod_name} did not start within 120s{why}")));
         }
-        Err(wait::WaitError::Watch(e)) => return Err(format!("watching pod {}/{name}: {e}", t.namespace)),
+        Err(wait::WaitError::Watch(e)) => return Err(transient(format!("watching pod {pod_name}: {e}"))),
     }
     let mut log = String::new();
     let copying = Instant::now();
@@ -536,7 +572,18 @@ async fn transfer_once(
                 if line.contains("mtcd-transfer: tunnel up") && phase == Phase::Pending {
                     phase = Phase::TunnelUp;
                     events(DvmEvent { pvc: label.clone(), phase, attempt, progress: None, message: None });
-                } else if line.contains("mtcd-transfer: rsync exit 0") && m.options.verify {
+                } else if let Some(note) = line.trim().strip_prefix("mtcd-transfer: note: ") {
+                    if !notes.iter().any(|n| n == note) {
+                        notes.push(note.to_string());
+                    }
+                    events(DvmEvent {
+                        pvc: label.clone(),
+                        phase,
+                        attempt,
+                        progress: None,
+                        message: Some(note.to_string()),
+                    });
+                } else if line.contains("mtcd-transfer: verifying") {
                     events(DvmEvent {
                         pvc: label.clone(),
                         phase: Phase::Verifying,
@@ -554,40 +601,28 @@ async fn transfer_once(
             }
         }
     }
-    // The log ends when the container does; the pod's status then has the exit code.
+    // The log ends when the container does; the pod's status then has the exit code, which
+    // decides (a log alone never does: pv-migrate #274).
     let ended = wait::until(pods.clone(), &name, Duration::from_secs(60), |p: Option<&Pod>| {
         p.is_none_or(|p| wait::exit_code(p).is_some())
     })
     .await;
     let code = match ended {
         Ok(Some(p)) => wait::exit_code(&p).unwrap_or(-1),
-        Ok(None) => return Err("client pod was deleted mid-transfer".into()),
+        Ok(None) => return Err(transient(format!("client pod {pod_name} was deleted mid-transfer"))),
         Err(wait::WaitError::Timeout) => {
-            return Err(format!("pod {}/{name} still running after its log ended", t.namespace));
+            return Err(transient(format!("pod {pod_name} still running 60s after its log ended")));
         }
-        Err(wait::WaitError::Watch(e)) => return Err(format!("watching pod {}/{name}: {e}", t.namespace)),
+        Err(wait::WaitError::Watch(e)) => return Err(transient(format!("watching pod {pod_name}: {e}"))),
     };
-    if log.is_empty() {
-        log = pods.logs(&name, &LogParams::default()).await.unwrap_or_default();
+    if !log.contains("mtcd-transfer: done") {
+        // The followed log may have been cut short; the pod's whole log is the evidence.
+        if let Ok(full) = pods.logs(&name, &LogParams::default()).await {
+            log = full;
+        }
     }
     let _ = wait::delete_pod_now(&pods, &name).await;
-    if code != 0 {
-        let mut lines = progress::error_lines(&log);
-        lines.truncate(10);
-        let why = match code {
-            111 => "the TLS tunnel to the destination did not come up".to_string(),
-            120 => "verification found differences after the copy".to_string(),
-            123 if m.options.streams_per_pvc > 1 => "one of the rsync streams failed (xargs exit 123)".to_string(),
-            c => format!("rsync exited with code {c}"),
-        };
-        return Err(format!(
-            "pod {}/{name}: {why}{}{}",
-            t.namespace,
-            if lines.is_empty() { "" } else { ": " },
-            lines.join(" | ")
-        ));
-    }
-    Ok(progress::parse_stats(&log))
+    outcome::judge(code, &log, m.final_sync, &pod_name)
 }
 
 /// Removes every transfer object of `migration` in `namespace` (pods, services, routes,

@@ -76,22 +76,77 @@ pub fn generated_host(ns: &str, subdomain: Option<&str>) -> Option<String> {
     subdomain.map(|d| format!("{SERVER}-{ns}.{d}"))
 }
 
-/// rsyncd.conf: one module per PVC. `use chroot = no` needs `munge symlinks = no`, or
-/// rsync rewrites every symlink it receives; `hosts allow` admits only the local stunnel, by
-/// address, so the daemon never asks DNS about its peer (a resolver that cannot answer
-/// stalls every connection for its timeouts).
-pub fn rsyncd_conf(modules: &[(String, String)], preserve_ownership: bool) -> String {
+/// The module a non-root client asks for after its copy: its pre-xfer exec restores the
+/// symlinks the daemon stored munged (see [`rsyncd_conf`]).
+pub fn restore_module(module: &str) -> String {
+    format!("{module}.mtcd-restore")
+}
+
+/// rsyncd.conf: one module per PVC; `hosts allow` admits only the local stunnel, by address,
+/// so the daemon never asks DNS about its peer (a resolver that cannot answer stalls every
+/// connection for its timeouts).
+///
+/// Symlinks must arrive as they are. A daemon that is not chrooted into the module limits
+/// what a client may do by rewriting every symlink it receives: sanitised (an absolute
+/// target loses its `/`, a `..` that leaves the module is cut; VolSync #1162) or, with
+/// `munge symlinks`, prefixed with `/rsyncd-munged/`. So:
+/// - root pods chroot into the module (`use chroot = yes`, CAP_SYS_CHROOT): the daemon
+///   serves `/` and stores every link value untouched;
+/// - non-root pods cannot chroot: the daemon munges, and the client then asks for the
+///   module's `.mtcd-restore` twin, whose pre-xfer exec (`restore-links.sh`) strips the
+///   prefix from every link the daemon stored — its exit code is the client's evidence.
+pub fn rsyncd_conf(modules: &[(String, String)], root: bool) -> String {
     let mut s = String::from(
-        "pid file = /tmp/rsyncd.pid\nuse chroot = no\nmunge symlinks = no\nnumeric ids = yes\nhosts allow = 127.0.0.1 ::1\nreverse lookup = no\nforward lookup = no\nlog file = /dev/stderr\n",
+        "pid file = /tmp/rsyncd.pid\nnumeric ids = yes\nhosts allow = 127.0.0.1 ::1\nreverse lookup = no\nforward lookup = no\nlog file = /dev/stderr\n",
     );
-    let _ = preserve_ownership; // the pod's user decides; see server_pod
+    s.push_str(if root {
+        "use chroot = yes\nmunge symlinks = no\n"
+    } else {
+        "use chroot = no\nmunge symlinks = yes\n"
+    });
     for (module, path) in modules {
-        s.push_str(&format!(
-            "\n[{module}]\npath = {path}\nread only = false\nauth users = {RSYNC_USER}\nsecrets file = /etc/mtcd-secret/rsyncd.secrets\nstrict modes = false\n"
-        ));
+        let auth = format!(
+            "auth users = {RSYNC_USER}\nsecrets file = /etc/mtcd-secret/rsyncd.secrets\nstrict modes = false\n"
+        );
+        s.push_str(&format!("\n[{module}]\npath = {path}\nread only = false\n{auth}"));
+        if !root {
+            s.push_str(&format!(
+                "\n[{}]\npath = {path}\nread only = true\n{auth}pre-xfer exec = /bin/bash /etc/mtcd/restore-links.sh\n",
+                restore_module(module)
+            ));
+        }
     }
     s
 }
+
+/// The non-root daemon's link restorer (pre-xfer exec of a `.mtcd-restore` module): every
+/// symlink stored as `/rsyncd-munged/<value>` becomes `<value>` again, with the link's own
+/// mtime, replaced atomically (a new link renamed over the old one). The daemon reads a
+/// munged value back without its prefix, so after each copy exactly the links it wrote carry
+/// one: running this once per copy is exact, even for a value that itself starts with the
+/// prefix. Names and values may hold any byte but NUL (newlines included). Its stdout is what
+/// the client sees if it fails.
+pub const RESTORE_LINKS: &str = r#"set -u
+cd "$RSYNC_MODULE_PATH" || { echo "restore-links: cannot enter the volume"; exit 1; }
+stamp=$(mktemp) || exit 1
+failed=0 restored=0
+while IFS= read -r -d '' link; do
+  value=$(readlink -- "$link"; printf x) && value=${value%?x}
+  dir=${link%/*}
+  touch -r "$dir" -- "$stamp" 2>/dev/null
+  tmp="$dir/.mtcd-restore.$$"
+  if ln -s -- "${value#/rsyncd-munged/}" "$tmp" && touch -h -r "$link" -- "$tmp" && mv -fT -- "$tmp" "$link"; then
+    restored=$((restored + 1))
+  else
+    failed=$((failed + 1)); rm -f -- "$tmp"
+  fi
+  touch -r "$stamp" -- "$dir" 2>/dev/null
+done < <(find . -type l -lname '/rsyncd-munged/*' -print0)
+rm -f -- "$stamp"
+echo "restore-links: $restored restored, $failed failed" >&2
+if [ "$failed" != 0 ]; then echo "restore-links: $failed symlink(s) could not be restored"; exit 1; fi
+exit 0
+"#;
 
 pub fn stunnel_server_conf() -> String {
     format!(
@@ -108,17 +163,21 @@ pub fn stunnel_client_conf(host: &str, port: u16) -> String {
     )
 }
 
-/// rsync flags: correctness first (see docs/dvm.md). `--delete` makes a re-sync mirror the
-/// source; `--partial` keeps half-sent files so a retry resumes them.
+/// rsync flags: correctness first (see docs/dvm.md). Everything a volume holds arrives as it
+/// is — links, devices, special files, hard links, ACLs, extended attributes, owners when the
+/// pods run as root — or rsync fails. `--devices` stays even where it cannot work (non-root):
+/// a device node that cannot be made fails the copy instead of being skipped. Deletion is
+/// added by the caller (`--delete-before` for one stream, so space is freed before data
+/// arrives).
 pub fn rsync_flags(o: &DvmOptions) -> Vec<String> {
     let mut f: Vec<String> = [
         "--recursive",
         "--links",
         "--perms",
         "--times",
+        "--devices",
         "--specials",
         "--sparse",
-        "--delete",
         "--partial",
         "--numeric-ids",
         "--info=progress2",
@@ -127,12 +186,7 @@ pub fn rsync_flags(o: &DvmOptions) -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    if o.preserve_ownership {
-        f.extend(["--owner", "--group", "--devices"].map(String::from));
-    }
-    if o.hard_links {
-        f.push("--hard-links".into());
-    }
+    f.extend(identity_flags(o));
     if o.compress {
         f.push("--compress".into());
     }
@@ -142,20 +196,50 @@ pub fn rsync_flags(o: &DvmOptions) -> Vec<String> {
     f
 }
 
-/// The client container's script: bring the tunnel up, wait for it (bounded), copy, verify,
-/// and exit with rsync's own exit code, so a failed copy can never look like a success.
+/// What decides "identical": the flags shared by the copy and the verification pass.
+fn identity_flags(o: &DvmOptions) -> Vec<String> {
+    let mut f = Vec::new();
+    if o.security.root() {
+        if o.preserve_ownership {
+            f.extend(["--owner", "--group"].map(String::from));
+        }
+    } else {
+        // A non-root daemon cannot set the times of a directory it does not own (the volume's
+        // root): rsync would end with code 23 on every run.
+        f.push("--omit-dir-times".into());
+    }
+    if o.hard_links {
+        f.push("--hard-links".into());
+    }
+    if o.acls {
+        f.push("--acls".into());
+    }
+    if o.xattrs {
+        // SELinux labels belong to the cluster (the kubelet sets them per pod); copying them
+        // would need MAC_ADMIN and give the destination the source's categories.
+        f.extend(["--xattrs", "--filter=-x_security.selinux"].map(String::from));
+    }
+    f
+}
+
+/// Pod exit codes of the client script besides rsync's own.
+pub mod exit {
+    /// The tunnel to the destination did not come up within `tunnel_timeout`.
+    pub const TUNNEL: i32 = 111;
+    /// The non-root daemon could not restore the symlinks it stored munged.
+    pub const RESTORE: i32 = 112;
+    /// The verification pass found differences.
+    pub const VERIFY: i32 = 120;
+}
+
+/// The client container's script: bring the tunnel up, wait for it (bounded), copy, restore
+/// links (non-root), verify, and exit with rsync's own exit code, so a failed copy can never
+/// look like a success. Every rsync run prints `mtcd-transfer: rsync exit N`; the pod's code
+/// is the worst of them (24, files vanished, only when nothing worse happened); the last line
+/// of a complete run is `mtcd-transfer: done N` — the evidence mtcd needs besides the code.
 pub fn client_script(module: &str, o: &DvmOptions) -> String {
     let flags = rsync_flags(o).join(" ");
     let timeout = o.tunnel_timeout.as_secs().max(1);
-    let verify = if o.verify {
-        format!(
-            "diffs=$(rsync --recursive --links --perms --times --checksum --dry-run --delete --itemize-changes --numeric-ids /mnt/source/ rsync://{RSYNC_USER}@127.0.0.1:{RSYNC_PORT}/{module}/ | grep -c . || true)\n\
-             echo \"mtcd-transfer: verify: $diffs differences\"\n\
-             if [ \"$diffs\" != 0 ]; then kill $tunnel; exit 120; fi\n"
-        )
-    } else {
-        String::new()
-    };
     let dest = format!("rsync://{RSYNC_USER}@127.0.0.1:{RSYNC_PORT}/{module}");
     let copy = if o.streams_per_pvc > 1 {
         // Every top-level entry, file or directory, goes to one of `n` rsync streams, in
@@ -163,48 +247,145 @@ pub fn client_script(module: &str, o: &DvmOptions) -> String {
         // next batch (one huge directory does not hold up the rest). First a top-level pass
         // that only deletes (`--existing --ignore-existing` transfer nothing), so space is
         // freed before data arrives; last a top-level pass that finds everything in place and
-        // only sets the root's own attributes. `--relative` from the volume root (not one
-        // destination per entry) keeps the daemon from sanitizing symlinks like
-        // `../other/file` that leave an entry but stay inside the volume. xargs exits 123
-        // when any stream failed.
+        // only sets the root's own attributes. `--relative` from the volume root keeps each
+        // entry's path. A hard link between two top-level entries would be split between two
+        // streams (two files): such a volume is copied in one stream, and that is said.
         let top = flags.replace("--recursive", "--dirs");
         let n = o.streams_per_pvc;
+        let crossing = if o.hard_links {
+            "if crossing_hard_links; then\n\
+             \x20 echo 'mtcd-transfer: note: hard links between top-level entries: copying this volume in one stream to keep them'\n\
+             \x20 step FLAGS --delete-before ./ DEST/\n\
+             else\n"
+                .replace("FLAGS", &flags)
+                .replace("DEST", &dest)
+        } else {
+            "if false; then :; else\n".to_string()
+        };
         format!(
-            "cd /mnt/source && \\\n\
-             rsync {top} --existing --ignore-existing ./ {dest}/ && \\\n\
-             count=$(find . -mindepth 1 -maxdepth 1 | wc -l) && \\\n\
-             find . -mindepth 1 -maxdepth 1 -print0 | xargs -0 -r -P {n} -n $(( count / {b} + 1 )) sh -c 'exec rsync {flags} --relative \"$@\" {dest}/' stream && \\\n\
-             rsync {top} ./ {dest}/\n",
+            "cd /mnt/source || finish 1\n\
+             {crossing}\
+             \x20 step {top} --delete --existing --ignore-existing ./ {dest}/ && \\\n\
+             \x20 count=$(find . -mindepth 1 -maxdepth 1 | wc -l) && \\\n\
+             \x20 find . -mindepth 1 -maxdepth 1 -print0 | xargs -0 -r -P {n} -n $(( count / {b} + 1 )) sh -c 'rsync {flags} --delete --relative \"$@\" {dest}/; rc=$?; echo \"mtcd-transfer: rsync exit $rc\"; echo $rc >> /tmp/mtcd-codes' stream && \\\n\
+             \x20 step {top} --delete ./ {dest}/\n\
+             fi\n",
             b = 4 * n
         )
     } else {
-        format!("rsync {flags} /mnt/source/ {dest}/\n")
+        format!("step {flags} --delete-before /mnt/source/ {dest}/\n")
+    };
+    let restore = if o.security.root() {
+        String::new()
+    } else {
+        format!(
+            "if ! out=$(rsync rsync://{RSYNC_USER}@127.0.0.1:{RSYNC_PORT}/{}/ 2>&1 >/dev/null); then\n\
+             \x20 echo \"mtcd-transfer: restoring the symlinks the daemon stored munged failed: $out\"; finish {}\n\
+             fi\n",
+            restore_module(module),
+            exit::RESTORE
+        )
+    };
+    let verify = if o.verify {
+        let check = identity_flags(o).join(" ");
+        format!(
+            "if [ $rc = 0 ]; then\n\
+             \x20 echo 'mtcd-transfer: verifying'\n\
+             \x20 diffs=$(rsync --recursive --links --perms --times --devices --specials --numeric-ids {check} --checksum --dry-run --delete --itemize-changes /mnt/source/ {dest}/ | grep -c . || true)\n\
+             \x20 echo \"mtcd-transfer: verify: $diffs differences\"\n\
+             \x20 if [ \"$diffs\" != 0 ]; then finish {}; fi\n\
+             fi\n",
+            exit::VERIFY
+        )
+    } else {
+        String::new()
     };
     format!(
-        "stunnel /etc/mtcd/stunnel-client.conf &\n\
+        "codes=/tmp/mtcd-codes; : > $codes\n\
+         finish() {{ kill $tunnel 2>/dev/null; exit $1; }}\n\
+         step() {{ rsync \"$@\"; rc=$?; echo \"mtcd-transfer: rsync exit $rc\"; echo $rc >> $codes; [ $rc = 0 ] || [ $rc = 24 ]; }}\n\
+         crossing_hard_links() {{\n\
+         \x20 i=0\n\
+         \x20 for e in ./* ./.[!.]* ./..?*; do\n\
+         \x20   [ -e \"$e\" ] || [ -L \"$e\" ] || continue\n\
+         \x20   i=$((i + 1))\n\
+         \x20   find \"$e\" ! -type d -links +1 -printf \"%i $i\\n\"\n\
+         \x20 done | sort -u | awk '{{ if (seen[$1]++) {{ found = 1; exit }} }} END {{ exit !found }}'\n\
+         }}\n\
+         stunnel /etc/mtcd/stunnel-client.conf &\n\
          tunnel=$!\n\
          deadline=$(( $(date +%s) + {timeout} ))\n\
          until rsync rsync://{RSYNC_USER}@127.0.0.1:{RSYNC_PORT}/ >/dev/null 2>&1; do\n\
-           if [ $(date +%s) -ge $deadline ]; then echo \"mtcd-transfer: tunnel not up after {timeout}s\"; kill $tunnel; exit 111; fi\n\
-           sleep 0.1\n\
+         \x20 if [ $(date +%s) -ge $deadline ]; then echo \"mtcd-transfer: tunnel not up after {timeout}s\"; finish {tunnel}; fi\n\
+         \x20 sleep 0.1\n\
          done\n\
          echo 'mtcd-transfer: tunnel up'\n\
-         {copy}         rc=$?\n\
-         echo \"mtcd-transfer: rsync exit $rc\"\n\
-         if [ $rc != 0 ]; then kill $tunnel; exit $rc; fi\n\
+         {copy}\
+         rc=$(awk '$1 != 0 && $1 != 24 && !bad {{ bad = $1 }} $1 == 24 {{ vanished = 24 }} END {{ print bad ? bad : (vanished ? vanished : (NR ? 0 : 1)) }}' $codes)\n\
+         if [ $rc != 0 ] && [ $rc != 24 ]; then finish $rc; fi\n\
+         {restore}\
          {verify}\
-         kill $tunnel\n\
-         exit 0\n"
+         echo \"mtcd-transfer: done $rc\"\n\
+         finish $rc\n",
+        tunnel = exit::TUNNEL
     )
 }
 
-pub fn server_pod(
-    ns: &str,
-    migration: &str,
-    image: &str,
-    claims: &[(String, String)],
-    preserve_ownership: bool,
-) -> Value {
+/// The transfer pods' security contexts, stated in full on every pod (nothing is left to the
+/// cluster's defaults or an admission plugin's choice). Root pods get only the capabilities
+/// rsync needs and nothing beyond Pod Security "baseline"; non-root pods are "restricted".
+pub mod security {
+    use serde_json::{Value, json};
+
+    use crate::spec::TransferSecurity;
+
+    /// What the rsync daemon needs as root: owners (CHOWN, FOWNER), set-id bits on files of
+    /// any group (FSETID), devices (MKNOD), file capabilities (SETFCAP), writing any directory
+    /// (DAC_OVERRIDE), the daemon's own setgid/setuid calls, and chroot into the module
+    /// (SYS_CHROOT). All are in Pod Security baseline's allowed list.
+    pub const SERVER_CAPS: &[&str] =
+        &["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "MKNOD", "SETFCAP", "SETGID", "SETUID", "SYS_CHROOT"];
+    /// Reading every file whatever its mode (DAC_OVERRIDE rather than DAC_READ_SEARCH, which
+    /// baseline does not allow).
+    pub const CLIENT_CAPS: &[&str] = &["DAC_OVERRIDE"];
+
+    /// The pod-level context. `fsGroup` only on the destination: on the source the kubelet
+    /// would change the group of every file of the volume being read.
+    pub fn pod(s: &TransferSecurity, destination: bool) -> Value {
+        let root = s.root();
+        let mut c = json!({
+            "runAsUser": s.run_as_user.unwrap_or(0),
+            "runAsNonRoot": !root,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        });
+        if let Some(g) = s.run_as_group.or(root.then_some(0)) {
+            c["runAsGroup"] = json!(g);
+        }
+        if let (Some(g), true) = (s.fs_group, destination) {
+            c["fsGroup"] = json!(g);
+            // Only the volume's root when it is not already the group's: a recursive chown
+            // of a large volume on every run would be what selinux_type avoids for labels.
+            c["fsGroupChangePolicy"] = json!("OnRootMismatch");
+        }
+        if let Some(t) = &s.selinux_type {
+            c["seLinuxOptions"] = json!({"type": t});
+        }
+        c
+    }
+
+    /// The rsync container: root with `caps` only, or non-root with none.
+    pub fn rsync(s: &TransferSecurity, caps: &[&str]) -> Value {
+        let add: Vec<&str> = if s.root() { caps.to_vec() } else { Vec::new() };
+        json!({"capabilities": {"drop": ["ALL"], "add": add}, "allowPrivilegeEscalation": false, "privileged": false})
+    }
+
+    /// stunnel needs nothing.
+    pub fn stunnel() -> Value {
+        json!({"capabilities": {"drop": ["ALL"]}, "allowPrivilegeEscalation": false, "privileged": false})
+    }
+}
+
+pub fn server_pod(ns: &str, migration: &str, claims: &[(String, String)], o: &DvmOptions) -> Value {
     let mut volumes = vec![
         json!({"name": "config", "configMap": {"name": SERVER}}),
         json!({"name": "secret", "secret": {"secretName": format!("{SERVER}-rsync"), "defaultMode": 0o400}}),
@@ -218,11 +399,6 @@ pub fn server_pod(
         volumes.push(json!({"name": format!("data-{i}"), "persistentVolumeClaim": {"claimName": claim}}));
         mounts.push(json!({"name": format!("data-{i}"), "mountPath": format!("/mnt/{claim}")}));
     }
-    let security = if preserve_ownership {
-        json!({"capabilities": {"drop": ["ALL"], "add": ["CHOWN", "FOWNER", "DAC_OVERRIDE", "SETGID", "SETUID", "MKNOD"]}, "runAsUser": 0})
-    } else {
-        json!({"capabilities": {"drop": ["ALL"]}, "allowPrivilegeEscalation": false})
-    };
     let mut l = labels(migration);
     l["mtcd.io/transfer-server"] = json!(migration);
     json!({
@@ -231,17 +407,18 @@ pub fn server_pod(
         "spec": {
             "restartPolicy": "Always",
             "terminationGracePeriodSeconds": 2,
+            "securityContext": security::pod(&o.security, true),
             "volumes": volumes,
             "containers": [
-                {"name": "rsync", "image": image,
+                {"name": "rsync", "image": o.transfer_image,
                  // rsyncd run as root switches to `nobody` unless told otherwise; the daemon
-                 // writes as whoever the pod runs as (root only when ownership is preserved).
+                 // writes as whoever the pod runs as.
                  "command": ["sh", "-c", format!("printf 'uid = %s\\ngid = %s\\n' \"$(id -u)\" \"$(id -g)\" > /tmp/rsyncd.conf && cat /etc/mtcd/rsyncd.conf >> /tmp/rsyncd.conf && exec rsync --daemon --no-detach --port={RSYNC_PORT} --config=/tmp/rsyncd.conf")],
-                 "volumeMounts": mounts, "securityContext": security},
-                {"name": "stunnel", "image": image, "command": ["stunnel", "/etc/mtcd/stunnel.conf"],
+                 "volumeMounts": mounts, "securityContext": security::rsync(&o.security, security::SERVER_CAPS)},
+                {"name": "stunnel", "image": o.transfer_image, "command": ["stunnel", "/etc/mtcd/stunnel.conf"],
                  "ports": [{"name": "tunnel", "containerPort": TUNNEL_PORT}],
                  "volumeMounts": [{"name": "config", "mountPath": "/etc/mtcd", "readOnly": true}, {"name": "tls", "mountPath": "/etc/mtcd-tls", "readOnly": true}],
-                 "securityContext": {"capabilities": {"drop": ["ALL"]}, "allowPrivilegeEscalation": false}},
+                 "securityContext": security::stunnel()},
             ],
         },
     })
@@ -259,17 +436,13 @@ pub fn client_pod(
     o: &DvmOptions,
     node: Option<&str>,
 ) -> Value {
-    let security = if o.preserve_ownership {
-        json!({"capabilities": {"drop": ["ALL"], "add": ["DAC_READ_SEARCH"]}, "runAsUser": 0})
-    } else {
-        json!({"capabilities": {"drop": ["ALL"]}, "allowPrivilegeEscalation": false})
-    };
     let mut pod = json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": ns, "labels": labels(migration), "annotations": {"mtcd.io/pvc": claim}},
         "spec": {
             "restartPolicy": "Never",
             "terminationGracePeriodSeconds": 2,
+            "securityContext": security::pod(&o.security, false),
             "volumes": [
                 {"name": "source", "persistentVolumeClaim": {"claimName": claim, "readOnly": true}},
                 {"name": "config", "configMap": {"name": format!("{SERVER}-client")}},
@@ -277,14 +450,14 @@ pub fn client_pod(
             ],
             "containers": [{
                 "name": "rsync", "image": o.transfer_image,
-                "command": ["sh", "-c", client_script(module, o)],
+                "command": ["bash", "-c", client_script(module, o)],
                 "env": [{"name": "RSYNC_PASSWORD", "valueFrom": {"secretKeyRef": {"name": format!("{SERVER}-client-tls"), "key": "rsync-password"}}}],
                 "volumeMounts": [
                     {"name": "source", "mountPath": "/mnt/source", "readOnly": true},
                     {"name": "config", "mountPath": "/etc/mtcd", "readOnly": true},
                     {"name": "tls", "mountPath": "/etc/mtcd-tls", "readOnly": true},
                 ],
-                "securityContext": security,
+                "securityContext": security::rsync(&o.security, security::CLIENT_CAPS),
             }],
         },
     });
@@ -318,16 +491,21 @@ mod tests {
         .remove(0)
         .dvm;
         let one = client_script("data", &o);
-        assert_eq!(one.matches("rsync --recursive").count(), 1);
+        assert_eq!(one.matches("step --recursive").count(), 1);
+        assert!(one.contains("--delete-before /mnt/source/"), "{one}");
         assert!(!one.contains("xargs"));
         o.streams_per_pvc = 4;
         let four = client_script("data", &o);
         assert!(
-            four.contains("rsync --dirs --links")
-                && four.contains("--existing --ignore-existing ./ rsync://mtcd@127.0.0.1:8873/data/"),
+            four.contains("step --dirs --links")
+                && four.contains("--delete --existing --ignore-existing ./ rsync://mtcd@127.0.0.1:8873/data/"),
             "top-level deletions first:\n{four}"
         );
-        assert!(four.contains("xargs -0 -r -P 4 -n $(( count / 16 + 1 )) sh -c 'exec rsync --recursive"), "{four}");
-        assert!(four.contains("--relative \"$@\" rsync://mtcd@127.0.0.1:8873/data/' stream"), "{four}");
+        assert!(four.contains("xargs -0 -r -P 4 -n $(( count / 16 + 1 )) sh -c 'rsync --recursive"), "{four}");
+        assert!(four.contains("--delete --relative \"$@\" rsync://mtcd@127.0.0.1:8873/data/;"), "{four}");
+        assert!(
+            four.contains("if crossing_hard_links; then"),
+            "hard links across entries fall back to one stream: {four}"
+        );
     }
 }
