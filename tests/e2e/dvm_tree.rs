@@ -330,7 +330,11 @@ pub(crate) fn assert_identical(src: &Path, dst: &Path) {
         .map(|k| format!("{}\n    source:      {:?}\n    destination: {:?}", k.escape_ascii(), a.get(k), b.get(k)))
         .collect();
     assert!(diffs.is_empty(), "{} of {} entries differ:\n{}", diffs.len(), a.len(), diffs.join("\n"));
-    // The sparse file stays sparse: about 8 KiB of data, never 64 MiB of zeros.
+}
+
+/// The sparse file of [`build_tree`] stays sparse: about 8 KiB of data, never 64 MiB of zeros.
+#[track_caller]
+fn assert_sparse(dst: &Path) {
     let sparse = std::fs::metadata(dst.join("sparse.img")).unwrap();
     assert!(sparse.blocks() * 512 <= 1 << 20, "sparse.img is no longer sparse: {} blocks", sparse.blocks());
 }
@@ -361,6 +365,7 @@ async fn copy_and_compare(dvm: &str) -> (Lab, String) {
     assert_eq!(run.code, 0, "apply failed:\n{}\n{}", run.stdout, run.stderr);
     let dst = pv_dir(&lab.client("lab-dst").await, "shop-prod", "data").await;
     assert_identical(&src, &dst);
+    assert_sparse(&dst);
     // A second run finds nothing to do and changes nothing (no link is rewritten on the way).
     let again = lab.mtcd(&["--output", "json", "apply", file.to_str().unwrap()]);
     assert_eq!(again.code, 0, "{}\n{}", again.stdout, again.stderr);

@@ -10,6 +10,7 @@
 pub mod certs;
 pub mod objects;
 pub mod outcome;
+pub mod preflight;
 pub mod progress;
 #[cfg(test)]
 mod tunnel_tests;
@@ -50,6 +51,9 @@ pub enum DvmError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Phase {
+    /// Before anything of this run is made: transfer objects an earlier run left behind were
+    /// removed (the event's `pvc` is the namespace, `message` says what was removed).
+    Cleanup,
     Pending,
     TunnelUp,
     Transferring,
@@ -61,6 +65,7 @@ pub enum Phase {
 /// What the progress system hears about a PVC.
 #[derive(Debug, Clone, Serialize)]
 pub struct DvmEvent {
+    /// `namespace/claim` (the namespace alone for [`Phase::Cleanup`]).
     pub pvc: String,
     pub phase: Phase,
     pub attempt: u32,
@@ -84,9 +89,13 @@ pub struct VolumeResult {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
     /// What the user should know about a transfer that is done (files that vanished during a
-    /// stage sync, a volume copied in one stream to keep its hard links).
+    /// stage sync, a volume copied in one stream to keep its hard links, a destination
+    /// request raised by `grow`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The source data as measured before the copy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<crate::plan::volumes::Usage>,
 }
 
 use crate::observe::api_resource as ar;
@@ -121,7 +130,10 @@ async fn apply(c: &Cluster, obj: &Value) -> Result<Value, DvmError> {
     Ok(crate::observe::to_value(out, &r))
 }
 
-/// Runs DVM for a migration: every PVC, `dvm.parallel` at a time, with retries.
+/// Runs DVM for a migration: every PVC, `dvm.parallel` at a time, with retries. Per
+/// namespace: first the transfer objects an earlier run left behind are removed (and
+/// reported), then each PVC is checked (preflight: destination state, capacity), then the
+/// PVCs that passed are copied.
 pub async fn run(
     src: &Cluster,
     dst: &Cluster,
@@ -133,37 +145,105 @@ pub async fn run(
     let mut by_ns: BTreeMap<String, Vec<VolumeTransfer>> = BTreeMap::new();
     for t in transfers {
         if t.block {
-            events(DvmEvent {
-                pvc: format!("{}/{}", t.namespace, t.claim),
-                phase: Phase::Failed,
-                attempt: 0,
-                progress: None,
-                message: Some(BLOCK_MESSAGE.into()),
-            });
-            results.push(VolumeResult {
-                pvc: format!("{}/{}", t.namespace, t.claim),
-                ok: false,
-                attempts: 0,
-                stats: Stats::default(),
-                seconds: 0.0,
-                errors: vec![BLOCK_MESSAGE.into()],
-                warnings: Vec::new(),
-            });
+            results.push(fail_now(&t, BLOCK_MESSAGE.into(), events));
             continue;
         }
         by_ns.entry(t.namespace.clone()).or_default().push(t);
     }
     for (ns, transfers) in by_ns {
+        let dns = transfers[0].destination_namespace.clone();
         let span = tracing::info_span!("dvm", migration = %m.migration, namespace = %ns);
+        let (left_src, left_dst) = futures::join!(
+            preflight::remove_leftovers(src, &ns, &m.migration),
+            preflight::remove_leftovers(dst, &dns, &m.migration)
+        );
+        for (c, namespace, left) in [(src, &ns, left_src?), (dst, &dns, left_dst?)] {
+            if !left.is_empty() {
+                events(DvmEvent {
+                    pvc: namespace.clone(),
+                    phase: Phase::Cleanup,
+                    attempt: 0,
+                    progress: None,
+                    message: Some(format!(
+                        "removed {} transfer object(s) an earlier run left behind in {}/{namespace}: {}",
+                        left.len(),
+                        c.context,
+                        left.join(", ")
+                    )),
+                });
+            }
+        }
+        ensure_namespace(dst, &dns, &m.migration).await?;
+        let checks =
+            futures::future::join_all(transfers.iter().map(|t| preflight::check(src, dst, m, t, events))).await;
+        let mut ready = Vec::new();
+        for (t, check) in transfers.into_iter().zip(checks) {
+            match check {
+                Ok(r) => ready.push((t, r)),
+                Err(message) => results.push(fail_now(&t, message, events)),
+            }
+        }
+        if ready.is_empty() {
+            continue;
+        }
+        let transfers: Vec<VolumeTransfer> = ready.iter().map(|(t, _)| t.clone()).collect();
         let r = tracing::Instrument::instrument(run_namespace(src, dst, m, &ns, &transfers, events), span).await;
         // Whatever happened, leave nothing behind.
-        let _ = futures::join!(
-            cleanup_namespace(src, &ns, &m.migration),
-            cleanup_namespace(dst, &transfers[0].destination_namespace, &m.migration)
-        );
-        results.extend(r?);
+        let _ = futures::join!(cleanup_namespace(src, &ns, &m.migration), cleanup_namespace(dst, &dns, &m.migration));
+        for mut v in r? {
+            if let Some((_, pre)) = ready.iter().find(|(t, _)| format!("{}/{}", t.namespace, t.claim) == v.pvc) {
+                v.usage = Some(pre.usage);
+                v.warnings.splice(0..0, pre.warnings.iter().cloned());
+            }
+            results.push(v);
+        }
     }
     Ok(results)
+}
+
+/// A PVC that fails before any attempt (Block volume, preflight).
+fn fail_now(t: &VolumeTransfer, message: String, events: &(dyn Fn(DvmEvent) + Sync)) -> VolumeResult {
+    let pvc = format!("{}/{}", t.namespace, t.claim);
+    events(DvmEvent {
+        pvc: pvc.clone(),
+        phase: Phase::Failed,
+        attempt: 0,
+        progress: None,
+        message: Some(message.clone()),
+    });
+    VolumeResult {
+        pvc,
+        ok: false,
+        attempts: 0,
+        stats: Stats::default(),
+        seconds: 0.0,
+        errors: vec![message],
+        warnings: Vec::new(),
+        usage: None,
+    }
+}
+
+/// The destination namespace: everything else on the destination lives in it (the resource
+/// plan may already have made it).
+async fn ensure_namespace(dst: &Cluster, dns: &str, migration: &str) -> Result<(), DvmError> {
+    if crate::observe::get(&dst.client, &resource_of("Namespace"), None, dns).await.ok().flatten().is_none() {
+        let mut ns_obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": dns}});
+        crate::plan::hash::stamp(&mut ns_obj, migration);
+        apply(dst, &ns_obj).await?;
+    }
+    Ok(())
+}
+
+/// `1.5 MiB`.
+pub(crate) fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[i]) }
 }
 
 const BLOCK_MESSAGE: &str = "volumeMode Block is not supported by DVM (a filesystem copy of a block device would corrupt it); move it with a storage-level tool";
@@ -190,13 +270,6 @@ async fn run_namespace(
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let l = objects::labels(&m.migration);
 
-    // The destination namespace first: everything else on the destination lives in it (the
-    // resource plan may already have made it, and the PVCs).
-    if crate::observe::get(&dst.client, &resource_of("Namespace"), None, &dns).await.ok().flatten().is_none() {
-        let mut ns_obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": dns}});
-        crate::plan::hash::stamp(&mut ns_obj, &m.migration);
-        apply(dst, &ns_obj).await?;
-    }
     let endpoint = async {
         let svc = match o.endpoint {
             EndpointKind::LoadBalancer => objects::load_balancer(&dns, &m.migration),
@@ -240,7 +313,6 @@ async fn run_namespace(
                 wait::delete_pod(&pods, objects::SERVER).await;
                 Ok(())
             },
-            futures::future::try_join_all(transfers.iter().map(|t| ensure_destination_pvc(dst, &dns, t))),
             apply(dst, &tls),
             apply(dst, &secrets),
             apply(dst, &config),
@@ -266,18 +338,6 @@ async fn run_namespace(
         results = copies => Ok(results),
         Err(e) = server_up => Err(e),
     }
-}
-
-/// Creates the destination PVC unless it exists (the resource plan may have made it).
-async fn ensure_destination_pvc(dst: &Cluster, dns: &str, t: &VolumeTransfer) -> Result<(), DvmError> {
-    let live = crate::observe::get(&dst.client, &resource_of("PersistentVolumeClaim"), Some(dns), &t.destination_claim)
-        .await
-        .ok()
-        .flatten();
-    if live.is_none() {
-        apply(dst, &t.destination).await?;
-    }
-    Ok(())
 }
 
 fn random_password() -> String {
@@ -409,6 +469,7 @@ async fn transfer_with_retries(
                     seconds: started.elapsed().as_secs_f64(),
                     errors: attempts_log.lines(attempts),
                     warnings,
+                    usage: None,
                 };
             }
             Err(f) => {
@@ -442,6 +503,7 @@ async fn transfer_with_retries(
         seconds: started.elapsed().as_secs_f64(),
         errors: attempts_log.lines(attempts),
         warnings,
+        usage: None,
     }
 }
 
@@ -469,22 +531,7 @@ async fn placement(pods: &Api<Pod>, t: &VolumeTransfer) -> Result<Option<(String
         .list(&ListParams::default())
         .await
         .map_err(|e| format!("listing pods in {} to find who mounts {}: {e}", t.namespace, t.claim))?;
-    let user = list.items.into_iter().find(|p| {
-        let ours = p
-            .metadata
-            .labels
-            .as_ref()
-            .is_some_and(|l| l.get(objects::COMPONENT).map(String::as_str) == Some(objects::COMPONENT_VALUE));
-        let live = p.metadata.deletion_timestamp.is_none() && !matches!(wait::phase(p), "Succeeded" | "Failed");
-        let mounts = p
-            .spec
-            .as_ref()
-            .and_then(|s| s.volumes.as_ref())
-            .into_iter()
-            .flatten()
-            .any(|v| v.persistent_volume_claim.as_ref().is_some_and(|c| c.claim_name == t.claim));
-        !ours && live && mounts
-    });
+    let user = list.items.into_iter().find(|p| preflight::mounts(p, &t.claim));
     let Some(user) = user else { return Ok(None) };
     let pod = format!("{}/{}", t.namespace, user.metadata.name.clone().unwrap_or_default());
     if once_pod {
@@ -626,33 +673,7 @@ async fn transfer_once(
 }
 
 /// Removes every transfer object of `migration` in `namespace` (pods, services, routes,
-/// ingresses, secrets, config maps) by label, so it works after a crash too. All kinds at
-/// once: nothing here depends on another.
+/// ingresses, secrets, config maps) by label, so it works after a crash too; how many.
 pub async fn cleanup_namespace(c: &Cluster, namespace: &str, migration: &str) -> Result<usize, DvmError> {
-    let selector = objects::selector(migration);
-    let per_kind = ["Pod", "Route", "Ingress", "Service", "Secret", "ConfigMap"].map(|kind| {
-        let selector = selector.clone();
-        async move {
-            let r = resource_of(kind);
-            let api: Api<DynamicObject> = Api::namespaced_with(c.client.clone(), namespace, &r);
-            let list = match api.list(&ListParams::default().labels(&selector)).await {
-                Ok(l) => l,
-                Err(kube::Error::Api(e)) if matches!(e.code, 404 | 405) => return Ok(0), // type not served (no Routes on Kubernetes)
-                Err(source) => {
-                    return Err(DvmError::Api {
-                        context: c.context.clone(),
-                        what: format!("listing {kind}s to clean up in {namespace}"),
-                        source,
-                    });
-                }
-            };
-            let deletes = list.items.into_iter().filter_map(|o| o.metadata.name).map(|name| {
-                let api = api.clone();
-                async move { api.delete(&name, &wait::at_once()).await.is_ok() }
-            });
-            Ok(futures::future::join_all(deletes).await.into_iter().filter(|ok| *ok).count())
-        }
-    });
-    let counts = futures::future::try_join_all(per_kind).await?;
-    Ok(counts.into_iter().sum())
+    Ok(preflight::remove_leftovers(c, namespace, migration).await?.len())
 }

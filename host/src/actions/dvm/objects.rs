@@ -35,6 +35,16 @@ pub fn client_name(pvc: &str) -> String {
     format!("mtcd-transfer-{}-{}", &pvc[..30].trim_end_matches('-'), &h[..8])
 }
 
+/// The probe pod that measures a source PVC before the copy.
+pub fn probe_name(pvc: &str) -> String {
+    let name = format!("mtcd-probe-{pvc}");
+    if name.len() <= 63 {
+        return name;
+    }
+    let h = crate::plan::hash::hash(&json!(pvc));
+    format!("mtcd-probe-{}-{}", &pvc[..30].trim_end_matches('-'), &h[..8])
+}
+
 pub fn service(ns: &str, migration: &str) -> Value {
     json!({
         "apiVersion": "v1", "kind": "Service",
@@ -457,6 +467,47 @@ pub fn client_pod(
                     {"name": "config", "mountPath": "/etc/mtcd", "readOnly": true},
                     {"name": "tls", "mountPath": "/etc/mtcd-tls", "readOnly": true},
                 ],
+                "securityContext": security::rsync(&o.security, security::CLIENT_CAPS),
+            }],
+        },
+    });
+    if let Some(node) = node {
+        pod["spec"]["affinity"] = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}]}}});
+    }
+    pod
+}
+
+/// A pod that measures the source volume (mounted read-only, where the client pod would run)
+/// and prints `mtcd-usage: <df|du> <bytes> <inodes>`: `df` when the mount's file system is at
+/// most `own_fs_limit` bytes (the volume's own), `du` when it is larger (a volume sharing a
+/// file system, e.g. hostPath).
+pub fn probe_pod(
+    ns: &str,
+    migration: &str,
+    name: &str,
+    claim: &str,
+    o: &DvmOptions,
+    own_fs_limit: u64,
+    node: Option<&str>,
+) -> Value {
+    let script = format!(
+        "set -- $(df -B1 --output=size,used,iused /mnt/source | tail -n 1)\n\
+         if [ -n \"${{1:-}}\" ] && [ \"$1\" -le {own_fs_limit} ]; then echo \"mtcd-usage: df $2 $3\"; exit 0; fi\n\
+         b=$(du -sx -B1 /mnt/source | cut -f1) && i=$(du -sx --inodes /mnt/source | cut -f1) && echo \"mtcd-usage: du $b $i\"\n"
+    );
+    let mut pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "labels": labels(migration), "annotations": {"mtcd.io/pvc": claim}},
+        "spec": {
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 1,
+            "securityContext": security::pod(&o.security, false),
+            "volumes": [{"name": "source", "persistentVolumeClaim": {"claimName": claim, "readOnly": true}}],
+            "containers": [{
+                "name": "probe", "image": o.transfer_image,
+                "command": ["sh", "-c", script],
+                "volumeMounts": [{"name": "source", "mountPath": "/mnt/source", "readOnly": true}],
                 "securityContext": security::rsync(&o.security, security::CLIENT_CAPS),
             }],
         },
