@@ -9,6 +9,7 @@
 
 pub mod container;
 mod pod;
+pub mod security;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
