@@ -5,6 +5,7 @@ mod cli;
 mod dim;
 mod dvm;
 mod dvm_failures;
+mod dvm_nonroot;
 mod dvm_preflight;
 mod dvm_tree;
 mod lab_api;

@@ -131,11 +131,12 @@ pub fn rsyncd_conf(modules: &[(String, String)], root: bool) -> String {
 
 /// The non-root daemon's link restorer (pre-xfer exec of a `.mtcd-restore` module): every
 /// symlink stored as `/rsyncd-munged/<value>` becomes `<value>` again, with the link's own
-/// mtime, replaced atomically (a new link renamed over the old one). The daemon reads a
-/// munged value back without its prefix, so after each copy exactly the links it wrote carry
-/// one: running this once per copy is exact, even for a value that itself starts with the
-/// prefix. Names and values may hold any byte but NUL (newlines included). Its stdout is what
-/// the client sees if it fails.
+/// mtime, replaced atomically (a new link renamed over the old one). A munging daemon
+/// compares a link on disk with the munged form of the source's value, so after every copy
+/// *every* link is stored munged (a restored one is written again): stripping one prefix once
+/// per copy is exact, even for a value that itself starts with the prefix. Names and values
+/// may hold any byte but NUL (newlines included). Its stdout is what the client sees if it
+/// fails.
 pub const RESTORE_LINKS: &str = r#"set -u
 cd "$RSYNC_MODULE_PATH" || { echo "restore-links: cannot enter the volume"; exit 1; }
 stamp=$(mktemp) || exit 1
@@ -180,6 +181,13 @@ pub fn stunnel_client_conf(host: &str, port: u16) -> String {
 /// added by the caller (`--delete-before` for one stream, so space is freed before data
 /// arrives).
 pub fn rsync_flags(o: &DvmOptions) -> Vec<String> {
+    let mut f = base_flags(o);
+    f.extend(["--info=progress2", "--stats"].map(String::from));
+    f
+}
+
+/// [`rsync_flags`] without progress and statistics (the passes around the copy).
+fn base_flags(o: &DvmOptions) -> Vec<String> {
     let mut f: Vec<String> = [
         "--recursive",
         "--links",
@@ -190,8 +198,6 @@ pub fn rsync_flags(o: &DvmOptions) -> Vec<String> {
         "--sparse",
         "--partial",
         "--numeric-ids",
-        "--info=progress2",
-        "--stats",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -214,9 +220,8 @@ fn identity_flags(o: &DvmOptions) -> Vec<String> {
             f.extend(["--owner", "--group"].map(String::from));
         }
     } else {
-        // A non-root daemon cannot set the times of a directory it does not own (the volume's
-        // root): rsync would end with code 23 on every run.
-        f.push("--omit-dir-times".into());
+        // A non-root receiver skips device nodes silently; `--super` makes it try, and fail.
+        f.push("--super".into());
     }
     if o.hard_links {
         f.push("--hard-links".into());
@@ -251,39 +256,61 @@ pub fn client_script(module: &str, o: &DvmOptions) -> String {
     let flags = rsync_flags(o).join(" ");
     let timeout = o.tunnel_timeout.as_secs().max(1);
     let dest = format!("rsync://{RSYNC_USER}@127.0.0.1:{RSYNC_PORT}/{module}");
-    let copy = if o.streams_per_pvc > 1 {
-        // Every top-level entry, file or directory, goes to one of `n` rsync streams, in
-        // batches of about a quarter of a stream's share, so a stream that finishes takes the
-        // next batch (one huge directory does not hold up the rest). First a top-level pass
-        // that only deletes (`--existing --ignore-existing` transfer nothing), so space is
-        // freed before data arrives; last a top-level pass that finds everything in place and
-        // only sets the root's own attributes. `--relative` from the volume root keeps each
-        // entry's path. A hard link between two top-level entries would be split between two
-        // streams (two files): such a volume is copied in one stream, and that is said.
-        let top = flags.replace("--recursive", "--dirs");
+    let root = o.security.root();
+    let copy = if root && o.streams_per_pvc == 1 {
+        // One rsync for everything, the root's own attributes included.
+        format!("step {flags} --delete-before /mnt/source/ {dest}/\n")
+    } else {
+        // The volume as its top-level entries (names from `find`, so any byte but NUL goes):
+        // first a pass at the top level that only deletes (`--existing --ignore-existing`
+        // transfer nothing, and with no attribute flags it touches nothing), so space is freed
+        // before data arrives; then the entries (`--no-implied-dirs`: not the root as their
+        // parent) — in one rsync (`--files-from`), or shared
+        // among `n` streams in batches of about a quarter of a stream's share, so a stream
+        // that finishes takes the next batch (`--relative` keeps each entry's path). A hard
+        // link between two top-level entries would be split between two streams (two files):
+        // such a volume goes in one rsync, and that is said. Root pods end with a top-level
+        // pass that finds everything in place and sets the root's own attributes; non-root
+        // pods leave the root alone — they do not own it, and could set neither its mode nor
+        // its times (this is why they need no `--omit-dir-times`: every other directory is
+        // theirs).
+        let base = base_flags(o).join(" ");
+        let top = base.replace("--recursive", "--dirs");
         let n = o.streams_per_pvc;
-        let crossing = if o.hard_links {
-            "if crossing_hard_links; then\n\
-             \x20 echo 'mtcd-transfer: note: hard links between top-level entries: copying this volume in one stream to keep them'\n\
-             \x20 step FLAGS --delete-before ./ DEST/\n\
-             else\n"
-                .replace("FLAGS", &flags)
-                .replace("DEST", &dest)
+        let split = if n > 1 {
+            let crossing = if o.hard_links {
+                "if crossing_hard_links; then\n\
+                 \x20   echo 'mtcd-transfer: note: hard links between top-level entries: copying this volume in one stream to keep them'\n\
+                 \x20   split=no\n\
+                 \x20 fi\n"
+            } else {
+                ""
+            };
+            format!(
+                "split=yes\n\
+                 if [ \"$count\" -le 1 ]; then split=no; fi\n\
+                 if [ $split = yes ]; then\n\
+                 {crossing}\
+                 fi\n"
+            )
         } else {
-            "if false; then :; else\n".to_string()
+            "split=no\n".to_string()
         };
+        let root_pass = if root { format!("step {top} --delete ./ {dest}/ || finish_codes\n") } else { String::new() };
         format!(
             "cd /mnt/source || finish 1\n\
-             {crossing}\
-             \x20 step {top} --delete --existing --ignore-existing ./ {dest}/ && \\\n\
-             \x20 count=$(find . -mindepth 1 -maxdepth 1 | wc -l) && \\\n\
-             \x20 find . -mindepth 1 -maxdepth 1 -print0 | xargs -0 -r -P {n} -n $(( count / {b} + 1 )) sh -c 'rsync {flags} --delete --relative \"$@\" {dest}/; rc=$?; echo \"mtcd-transfer: rsync exit $rc\"; echo $rc >> /tmp/mtcd-codes' stream && \\\n\
-             \x20 step {top} --delete ./ {dest}/\n\
-             fi\n",
-            b = 4 * n
+             find . -mindepth 1 -maxdepth 1 -print0 > /tmp/mtcd-entries\n\
+             count=$(tr -cd '\\0' < /tmp/mtcd-entries | wc -c)\n\
+             step --dirs --links --devices --specials --numeric-ids --delete --existing --ignore-existing ./ {dest}/ || finish_codes\n\
+             {split}\
+             if [ $split = yes ]; then\n\
+             \x20 xargs -0 -r -P {n} -n $(( count / {b} + 1 )) sh -c 'rsync {flags} --delete --relative --no-implied-dirs \"$@\" {dest}/; rc=$?; echo \"mtcd-transfer: rsync exit $rc\"; echo $rc >> /tmp/mtcd-codes' stream < /tmp/mtcd-entries || echo 125 >> $codes\n\
+             else\n\
+             \x20 step {flags} --delete-before --no-implied-dirs --from0 --files-from=/tmp/mtcd-entries ./ {dest}/\n\
+             fi\n\
+             {root_pass}",
+            b = 4 * n.max(1)
         )
-    } else {
-        format!("step {flags} --delete-before /mnt/source/ {dest}/\n")
     };
     let restore = if o.security.root() {
         String::new()
@@ -297,15 +324,25 @@ pub fn client_script(module: &str, o: &DvmOptions) -> String {
         )
     };
     let verify = if o.verify {
+        // The same identity flags, by checksum, changing nothing; every line is a difference.
+        // Non-root pods compare the entries (they leave the root's attributes alone), before
+        // the links are restored: the munging daemon compares a link as stored munged.
         let check = identity_flags(o).join(" ");
+        let what = if root && o.streams_per_pvc == 1 {
+            "/mnt/source/".to_string()
+        } else {
+            "--no-implied-dirs --from0 --files-from=/tmp/mtcd-entries ./".to_string()
+        };
         format!(
             "if [ $rc = 0 ]; then\n\
              \x20 echo 'mtcd-transfer: verifying'\n\
-             \x20 diffs=$(rsync --recursive --links --perms --times --devices --specials --numeric-ids {check} --checksum --dry-run --delete --itemize-changes /mnt/source/ {dest}/ | grep -c . || true)\n\
+             \x20 out=$(rsync --recursive --links --perms --times --devices --specials --numeric-ids {check} --checksum --dry-run --delete --itemize-changes {what} {dest}/); vrc=$?\n\
+             \x20 if [ $vrc != 0 ]; then echo \"mtcd-transfer: verify: rsync exit $vrc\"; finish {code}; fi\n\
+             \x20 diffs=$(printf '%s' \"$out\" | grep -c . || true)\n\
              \x20 echo \"mtcd-transfer: verify: $diffs differences\"\n\
-             \x20 if [ \"$diffs\" != 0 ]; then finish {}; fi\n\
+             \x20 if [ \"$diffs\" != 0 ]; then printf '%s\\n' \"$out\" | head -n 10 | sed 's/^/mtcd-transfer: differs: /'; finish {code}; fi\n\
              fi\n",
-            exit::VERIFY
+            code = exit::VERIFY
         )
     } else {
         String::new()
@@ -314,6 +351,8 @@ pub fn client_script(module: &str, o: &DvmOptions) -> String {
         "codes=/tmp/mtcd-codes; : > $codes\n\
          finish() {{ kill $tunnel 2>/dev/null; exit $1; }}\n\
          step() {{ rsync \"$@\"; rc=$?; echo \"mtcd-transfer: rsync exit $rc\"; echo $rc >> $codes; [ $rc = 0 ] || [ $rc = 24 ]; }}\n\
+         worst() {{ awk '$1 != 0 && $1 != 24 && !bad {{ bad = $1 }} $1 == 24 {{ vanished = 24 }} END {{ print bad ? bad : (vanished ? vanished : (NR ? 0 : 1)) }}' $codes; }}\n\
+         finish_codes() {{ finish $(worst); }}\n\
          crossing_hard_links() {{\n\
          \x20 i=0\n\
          \x20 for e in ./* ./.[!.]* ./..?*; do\n\
@@ -331,10 +370,10 @@ pub fn client_script(module: &str, o: &DvmOptions) -> String {
          done\n\
          echo 'mtcd-transfer: tunnel up'\n\
          {copy}\
-         rc=$(awk '$1 != 0 && $1 != 24 && !bad {{ bad = $1 }} $1 == 24 {{ vanished = 24 }} END {{ print bad ? bad : (vanished ? vanished : (NR ? 0 : 1)) }}' $codes)\n\
+         rc=$(worst)\n\
          if [ $rc != 0 ] && [ $rc != 24 ]; then finish $rc; fi\n\
-         {restore}\
          {verify}\
+         {restore}\
          echo \"mtcd-transfer: done $rc\"\n\
          finish $rc\n",
         tunnel = exit::TUNNEL
@@ -395,11 +434,18 @@ pub mod security {
     }
 }
 
+/// Mode of the mounted Secrets: owner-only for root pods; a non-root pod's user does not own
+/// them (and an fsGroup on the source would re-group the volume being read), so readable by
+/// the pod's own containers — the only ones that mount them.
+fn secret_mode(o: &DvmOptions) -> u32 {
+    if o.security.root() { 0o400 } else { 0o444 }
+}
+
 pub fn server_pod(ns: &str, migration: &str, claims: &[(String, String)], o: &DvmOptions) -> Value {
     let mut volumes = vec![
         json!({"name": "config", "configMap": {"name": SERVER}}),
-        json!({"name": "secret", "secret": {"secretName": format!("{SERVER}-rsync"), "defaultMode": 0o400}}),
-        json!({"name": "tls", "secret": {"secretName": format!("{SERVER}-tls"), "defaultMode": 0o400}}),
+        json!({"name": "secret", "secret": {"secretName": format!("{SERVER}-rsync"), "defaultMode": secret_mode(o)}}),
+        json!({"name": "tls", "secret": {"secretName": format!("{SERVER}-tls"), "defaultMode": secret_mode(o)}}),
     ];
     let mut mounts = vec![
         json!({"name": "config", "mountPath": "/etc/mtcd", "readOnly": true}),
@@ -422,8 +468,9 @@ pub fn server_pod(ns: &str, migration: &str, claims: &[(String, String)], o: &Dv
             "containers": [
                 {"name": "rsync", "image": o.transfer_image,
                  // rsyncd run as root switches to `nobody` unless told otherwise; the daemon
-                 // writes as whoever the pod runs as.
-                 "command": ["sh", "-c", format!("printf 'uid = %s\\ngid = %s\\n' \"$(id -u)\" \"$(id -g)\" > /tmp/rsyncd.conf && cat /etc/mtcd/rsyncd.conf >> /tmp/rsyncd.conf && exec rsync --daemon --no-detach --port={RSYNC_PORT} --config=/tmp/rsyncd.conf")],
+                 // writes as whoever the pod runs as. A non-root daemon is told nothing: it
+                 // would try setgroups() and refuse every connection.
+                 "command": ["sh", "-c", format!("{{ if [ \"$(id -u)\" = 0 ]; then printf 'uid = 0\\ngid = %s\\n' \"$(id -g)\"; fi; cat /etc/mtcd/rsyncd.conf; }} > /tmp/rsyncd.conf && exec rsync --daemon --no-detach --port={RSYNC_PORT} --config=/tmp/rsyncd.conf")],
                  "volumeMounts": mounts, "securityContext": security::rsync(&o.security, security::SERVER_CAPS)},
                 {"name": "stunnel", "image": o.transfer_image, "command": ["stunnel", "/etc/mtcd/stunnel.conf"],
                  "ports": [{"name": "tunnel", "containerPort": TUNNEL_PORT}],
@@ -456,7 +503,7 @@ pub fn client_pod(
             "volumes": [
                 {"name": "source", "persistentVolumeClaim": {"claimName": claim, "readOnly": true}},
                 {"name": "config", "configMap": {"name": format!("{SERVER}-client")}},
-                {"name": "tls", "secret": {"secretName": format!("{SERVER}-client-tls"), "defaultMode": 0o400}},
+                {"name": "tls", "secret": {"secretName": format!("{SERVER}-client-tls"), "defaultMode": secret_mode(o)}},
             ],
             "containers": [{
                 "name": "rsync", "image": o.transfer_image,
@@ -553,10 +600,37 @@ mod tests {
             "top-level deletions first:\n{four}"
         );
         assert!(four.contains("xargs -0 -r -P 4 -n $(( count / 16 + 1 )) sh -c 'rsync --recursive"), "{four}");
-        assert!(four.contains("--delete --relative \"$@\" rsync://mtcd@127.0.0.1:8873/data/;"), "{four}");
+        assert!(
+            four.contains("--delete --relative --no-implied-dirs \"$@\" rsync://mtcd@127.0.0.1:8873/data/;"),
+            "{four}"
+        );
         assert!(
             four.contains("if crossing_hard_links; then"),
             "hard links across entries fall back to one stream: {four}"
         );
+    }
+
+    /// Every variant of the client script is valid bash.
+    #[test]
+    fn client_scripts_parse() {
+        let mut o = crate::spec::parse(
+            "version = 1\n[clusters.source]\ncontext = \"a\"\n[clusters.destination]\ncontext = \"b\"\n[[migration]]\nname = \"m\"\nnamespaces = [\"n\"]\n",
+            std::path::Path::new("d.toml"),
+        )
+        .unwrap()
+        .migrations
+        .remove(0)
+        .dvm;
+        for verify in [false, true] {
+            for (streams, uid) in [(1, None), (4, None), (1, Some(1000)), (4, Some(1000))] {
+                o.verify = verify;
+                o.streams_per_pvc = streams;
+                o.security.run_as_user = uid;
+                let s = client_script("data", &o);
+                let out = std::process::Command::new("bash").args(["-n", "-c", &s]).output().unwrap();
+                assert!(out.status.success(), "{}\n{s}", String::from_utf8_lossy(&out.stderr));
+                assert_eq!(s.contains("data.mtcd-restore"), uid.is_some(), "links restored by non-root pods only");
+            }
+        }
     }
 }

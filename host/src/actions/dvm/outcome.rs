@@ -83,7 +83,8 @@ const FATAL: &[(&str, &str)] = &[
 /// last copy, where a file that vanished means the source was still being written.
 pub fn judge(code: i32, log: &str, final_sync: bool, pod: &str) -> Result<Success, Failure> {
     let mut lines = progress::error_lines(log);
-    lines.retain(|l| !l.starts_with("mtcd-transfer: rsync exit") && !l.starts_with("mtcd-transfer: note:"));
+    const PLAIN: &[&str] = &["rsync exit", "note:", "tunnel up", "verifying", "done"];
+    lines.retain(|l| !PLAIN.iter().any(|p| l.strip_prefix("mtcd-transfer: ").is_some_and(|r| r.starts_with(p))));
     lines.dedup();
     lines.truncate(10);
     let detail = if lines.is_empty() { String::new() } else { format!(": {}", lines.join(" | ")) };
