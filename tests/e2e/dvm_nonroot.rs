@@ -92,7 +92,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
 /// [`describe`] without owners and without the volume root (neither is kept without root).
 fn describe_entries(root: &Path) -> BTreeMap<Vec<u8>, String> {
     let mut d = describe(root);
-    d.remove(&b".".to_vec());
+    d.remove(b".".as_slice());
     for v in d.values_mut() {
         let (head, rest) = v.split_once(" owner ").unwrap();
         let rest = rest.split_once(' ').unwrap().1;
