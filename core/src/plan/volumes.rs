@@ -4,7 +4,7 @@
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::spec::{DvmOptions, Migration, VolumeMode, parse_size};
+use crate::spec::{DvmOptions, Migration, VolumeMode, VolumeSource, parse_size};
 use crate::transform::{mapping, object, rules};
 
 /// Every volume copy of one migration, with the options the transfer runs with. It
@@ -44,6 +44,9 @@ pub struct VolumeTransfer {
     /// stamped, and never smaller than the source's bound volume.
     #[serde(skip)]
     pub destination: Value,
+    /// Where the data is read from: the live PVC, or a clone of a CSI snapshot of it taken
+    /// just before the copy (`dvm.source`, or `dvm.pvc_source` for this PVC).
+    pub read_from: VolumeSource,
     /// What the source volume's data takes, once measured (`None`: not measured yet; DVM
     /// measures before copying).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -168,7 +171,15 @@ fn transfer(m: &Migration, pvc: &Value) -> VolumeTransfer {
     let ns = object::namespace(pvc).unwrap_or_default().to_string();
     let claim = object::name(pvc).to_string();
     let capacity = pvc.pointer("/spec/resources/requests/storage").and_then(Value::as_str).unwrap_or("").to_string();
+    let read_from = m
+        .dvm
+        .pvc_source
+        .get(&format!("{ns}/{claim}"))
+        .or_else(|| m.dvm.pvc_source.get(&claim))
+        .copied()
+        .unwrap_or(m.dvm.source);
     VolumeTransfer {
+        read_from,
         destination_namespace: m.namespace_map.get(&ns).cloned().unwrap_or_else(|| ns.clone()),
         destination_claim: m.pvc_name_map.get(&claim).cloned().unwrap_or_else(|| claim.clone()),
         storage_class: pvc.pointer("/spec/storageClassName").and_then(Value::as_str).map(String::from),

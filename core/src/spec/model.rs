@@ -226,7 +226,8 @@ impl TransferSecurity {
 }
 
 /// Where DVM reads a PVC's data from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum VolumeSource {
     /// The PVC itself, as the application leaves it.
     Live,
