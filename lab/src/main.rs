@@ -80,7 +80,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Up { args, detach: false } => lab::run_foreground(&args.options()).await?,
         Command::Up { args, detach: true } => {
             let info = lab::up_detached(&args.options()).await?;
-            println!("lab ready: kubeconfig {} (contexts lab-src, lab-dst)", info.kubeconfig.display());
+            println!(
+                "lab ready: kubeconfig {} (contexts lab-src, lab-dst, lab-src-limited, lab-dst-limited, lab-src-alias)",
+                info.kubeconfig.display()
+            );
         }
         Command::Supervise { args } => lab::supervise(&args.options()).await?,
         Command::Down { dir } => lab::down(&dir).await?,

@@ -18,6 +18,9 @@ pub struct ResourceType {
     pub has_status: bool,
     /// Set when the type came from a CustomResourceDefinition (its name).
     pub crd: Option<String>,
+    /// A review the server answers without storing anything (SelfSubjectAccessReview,
+    /// TokenReview, ...): `create` is its only verb.
+    pub create_only: bool,
 }
 
 impl ResourceType {
@@ -43,12 +46,17 @@ impl ResourceType {
     }
 
     fn discovery(&self) -> Vec<Value> {
+        let verbs: &[&str] = if self.create_only {
+            &["create"]
+        } else {
+            &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+        };
         let mut v = vec![json!({
             "name": self.plural,
             "singularName": self.singular,
             "namespaced": self.namespaced,
             "kind": self.kind,
-            "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+            "verbs": verbs,
             "shortNames": self.short_names,
         })];
         let all = matches!(
@@ -80,6 +88,12 @@ impl ResourceType {
             v.push(
                 json!({"name": "pods/log", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get"]}),
             );
+            v.push(json!({"name": "pods/exec", "singularName": "", "namespaced": true, "kind": "PodExecOptions",
+                "verbs": ["create", "get"]}));
+        }
+        if self.group.is_empty() && self.plural == "serviceaccounts" {
+            v.push(json!({"name": "serviceaccounts/token", "singularName": "", "namespaced": true,
+                "group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest", "verbs": ["create"]}));
         }
         v
     }
@@ -115,7 +129,13 @@ fn t(
         short_names: short.iter().map(|s| s.to_string()).collect(),
         has_status: status,
         crd: None,
+        create_only: false,
     }
+}
+
+/// A create-only review type (answered by the server, never stored).
+fn review(group: &str, kind: &str, plural: &str, namespaced: bool) -> ResourceType {
+    ResourceType { create_only: true, ..t(group, "v1", kind, plural, namespaced, &[], false) }
 }
 
 impl TypeTable {
@@ -169,6 +189,12 @@ impl TypeTable {
             t("velero.io", "v1", "Restore", "restores", true, &[], true),
             t("velero.io", "v1", "BackupStorageLocation", "backupstoragelocations", true, &["bsl"], true),
             t("velero.io", "v1", "DownloadRequest", "downloadrequests", true, &[], true),
+            review("authorization.k8s.io", "SelfSubjectAccessReview", "selfsubjectaccessreviews", false),
+            review("authorization.k8s.io", "SelfSubjectRulesReview", "selfsubjectrulesreviews", false),
+            review("authorization.k8s.io", "SubjectAccessReview", "subjectaccessreviews", false),
+            review("authorization.k8s.io", "LocalSubjectAccessReview", "localsubjectaccessreviews", true),
+            review("authentication.k8s.io", "TokenReview", "tokenreviews", false),
+            review("authentication.k8s.io", "SelfSubjectReview", "selfsubjectreviews", false),
         ];
         if profile == "openshift" {
             types.extend([
@@ -282,6 +308,7 @@ pub fn types_from_crd(crd: &Value) -> Vec<ResourceType> {
                         short_names: short.clone(),
                         has_status: v["subresources"].get("status").is_some(),
                         crd: Some(name.clone()),
+                        create_only: false,
                     })
                 })
                 .collect()
