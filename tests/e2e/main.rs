@@ -5,6 +5,7 @@ mod cli;
 mod dim;
 mod dvm;
 mod lab_api;
+mod lab_cluster;
 mod lab_node;
 mod lab_rbac;
 mod lifecycle;
