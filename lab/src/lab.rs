@@ -220,6 +220,19 @@ fn seed_builtin(server: &ApiServer) -> Result<(), LabError> {
         "ports": [{"name": "https", "port": port, "protocol": "TCP"}]});
     st.create(&eps_ty, Some("default"), eps, &Query::new(), "kube-apiserver")
         .map_err(err("endpointslice default/kubernetes"))?;
+    // metrics-server's Service and its APIService: the aggregated metrics API every cluster has.
+    let ms = json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "metrics-server", "namespace": "kube-system", "labels": {"k8s-app": "metrics-server"}},
+        "spec": {"selector": {"k8s-app": "metrics-server"},
+            "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": "https"}]}});
+    st.create(&svc_ty, Some("kube-system"), ms, &Query::new(), "mtcd-lab")
+        .map_err(err("service kube-system/metrics-server"))?;
+    let apisvc_ty = st.resource("apiregistration.k8s.io", "v1", "apiservices").expect("apiservices type");
+    let apisvc = json!({"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+        "metadata": {"name": api::aggregator::METRICS_APISERVICE, "labels": {"k8s-app": "metrics-server"}},
+        "spec": {"group": "metrics.k8s.io", "version": "v1beta1", "groupPriorityMinimum": 100, "versionPriority": 100,
+            "insecureSkipTLSVerify": true, "service": {"name": "metrics-server", "namespace": "kube-system", "port": 443}}});
+    st.create(&apisvc_ty, None, apisvc, &Query::new(), "mtcd-lab").map_err(err("apiservice v1beta1.metrics.k8s.io"))?;
     // The bootstrap RBAC policy of a real cluster (cluster-admin, admin, edit, view, ...).
     for (plural, obj) in api::rbac::bootstrap_policy() {
         let ty = st.resource("rbac.authorization.k8s.io", "v1", plural).expect("rbac types");

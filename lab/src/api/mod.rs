@@ -1,6 +1,7 @@
 //! The simulated Kubernetes API server: HTTPS with bearer tokens, discovery, and generic REST
 //! over an in-memory store. Strict on purpose: a lenient fake hides migration bugs.
 
+pub mod aggregator;
 pub mod auth;
 pub mod error;
 pub mod fields;
@@ -227,19 +228,42 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
                 "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:443"}]}),
             );
         }
-        ["apis"] if get => {
-            return json_response(200, &state.types.read().unwrap_or_else(|e| e.into_inner()).group_list());
-        }
+        ["apis"] if get => return json_response(200, &state.group_list()),
         ["api", "v1"] if get => {
             return json_response(200, &state.types.read().unwrap_or_else(|e| e.into_inner()).resource_list("", "v1"));
         }
         ["apis", g] if get => {
-            let t = state.types.read().unwrap_or_else(|e| e.into_inner());
-            if t.group(g)["versions"].as_array().is_some_and(|v| !v.is_empty()) {
-                return json_response(200, &t.group(g));
-            }
-            return error_response(&ApiError::NoRoute);
+            let local = {
+                let t = state.types.read().unwrap_or_else(|e| e.into_inner());
+                t.group(g)["versions"].as_array().is_some_and(|v| !v.is_empty()).then(|| t.group(g))
+            };
+            let local = local.filter(|_| {
+                state.group_list()["groups"].as_array().is_some_and(|gs| gs.iter().any(|x| x["name"] == *g))
+            });
+            return match local.or_else(|| state.remote_group(g)) {
+                Some(group) => json_response(200, &group),
+                None => error_response(&ApiError::NoRoute),
+            };
         }
+        _ => {}
+    }
+    // An aggregated group version: unavailable → 503 for discovery and every request, as
+    // kube-aggregator answers; unregistered → not served.
+    if let ["apis", g, v, ..] = p.as_slice() {
+        match state.serving(g, v) {
+            aggregator::Serving::Unavailable => {
+                return Response::builder()
+                    .status(StatusCode::SERVICE_UNAVAILABLE)
+                    .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+                    .header("X-Content-Type-Options", "nosniff")
+                    .body(Full::new(Bytes::from_static(aggregator::UNAVAILABLE_BODY.as_bytes())).boxed_unsync())
+                    .expect("response");
+            }
+            aggregator::Serving::Unregistered => return error_response(&ApiError::NoRoute),
+            aggregator::Serving::Local | aggregator::Serving::Available => {}
+        }
+    }
+    match p.as_slice() {
         ["apis", g, v] if get => {
             let t = state.types.read().unwrap_or_else(|e| e.into_inner());
             if t.has_group_version(g, v) {
@@ -330,6 +354,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         }
     }
     let result: Result<(u16, Value), ApiError> = match (method, name, sub) {
+        (m, n, None) if ty.aggregated => {
+            aggregator::serve(&ty, &m, n, q.get("watch").is_some_and(|w| w == "true" || w == "1")).map(|v| (200, v))
+        }
+        (_, _, _) if ty.aggregated => Err(ApiError::NoRoute),
         (Method::POST, None, None) if ty.create_only => {
             parse_body(&body).and_then(|b| reviews::create(&state, &user, &ty, ns, &b)).map(|v| (201, v))
         }

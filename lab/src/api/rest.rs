@@ -291,6 +291,10 @@ impl State {
             meta.remove("generation");
         }
         validate::prepare_create(ty, &name, &mut obj, &store)?;
+        if ty.group == "apiregistration.k8s.io" {
+            super::aggregator::validate(ty, &name, &obj)?;
+            obj["status"] = super::aggregator::status(&store, &obj);
+        }
         if ty.group.is_empty() && ty.plural == "pods" && obj["spec"]["nodeName"].as_str().is_none_or(str::is_empty) {
             // The lab's scheduler: every cluster has one node, and a pod that does not fit it
             // (node selector, required node affinity) stays Pending, unbound.
@@ -640,6 +644,11 @@ impl State {
                     new.as_object_mut().map(|m| m.remove("status"));
                 }
             }
+        }
+        if ty.group == "apiregistration.k8s.io" {
+            // The availability controller owns an APIService's status.
+            super::aggregator::validate(ty, name, &new)?;
+            new["status"] = super::aggregator::status(store, &new);
         }
         {
             let meta = new["metadata"]

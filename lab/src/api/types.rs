@@ -21,6 +21,9 @@ pub struct ResourceType {
     /// A review the server answers without storing anything (SelfSubjectAccessReview,
     /// TokenReview, ...): `create` is its only verb.
     pub create_only: bool,
+    /// Served by an aggregated API server behind an APIService (`metrics.k8s.io`): only
+    /// `get` and `list`, and only while the APIService is registered and available.
+    pub aggregated: bool,
 }
 
 impl ResourceType {
@@ -48,6 +51,8 @@ impl ResourceType {
     fn discovery(&self) -> Vec<Value> {
         let verbs: &[&str] = if self.create_only {
             &["create"]
+        } else if self.aggregated {
+            &["get", "list"]
         } else {
             &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
         };
@@ -130,6 +135,7 @@ fn t(
         has_status: status,
         crd: None,
         create_only: false,
+        aggregated: false,
     }
 }
 
@@ -195,6 +201,17 @@ impl TypeTable {
             review("authorization.k8s.io", "LocalSubjectAccessReview", "localsubjectaccessreviews", true),
             review("authentication.k8s.io", "TokenReview", "tokenreviews", false),
             review("authentication.k8s.io", "SelfSubjectReview", "selfsubjectreviews", false),
+            t("apiregistration.k8s.io", "v1", "APIService", "apiservices", false, &[], true),
+            ResourceType {
+                aggregated: true,
+                singular: String::new(),
+                ..t("metrics.k8s.io", "v1beta1", "NodeMetrics", "nodes", false, &[], false)
+            },
+            ResourceType {
+                aggregated: true,
+                singular: String::new(),
+                ..t("metrics.k8s.io", "v1beta1", "PodMetrics", "pods", true, &[], false)
+            },
         ];
         if profile == "openshift" {
             types.extend([
@@ -309,6 +326,7 @@ pub fn types_from_crd(crd: &Value) -> Vec<ResourceType> {
                         has_status: v["subresources"].get("status").is_some(),
                         crd: Some(name.clone()),
                         create_only: false,
+                        aggregated: false,
                     })
                 })
                 .collect()
