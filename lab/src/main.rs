@@ -118,6 +118,10 @@ fn main() -> ExitCode {
         let spec = args.get(2).map(String::as_str).unwrap_or("");
         std::process::exit(mtcd_lab::node::container_main(spec));
     }
+    // pods/exec: enter a running container's namespaces and exec (single-threaded, as above).
+    if args.get(1).map(String::as_str) == Some("__exec") {
+        std::process::exit(mtcd_lab::node::exec_main(args.get(2).map(String::as_str).unwrap_or("")));
+    }
     init_tracing();
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -6,6 +6,7 @@ mod dim;
 mod dvm;
 mod lab_api;
 mod lab_cluster;
+mod lab_exec;
 mod lab_node;
 mod lab_rbac;
 mod lifecycle;

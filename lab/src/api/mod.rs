@@ -4,6 +4,7 @@
 pub mod aggregator;
 pub mod auth;
 pub mod error;
+pub mod exec;
 pub mod fields;
 pub mod logs;
 pub mod patch;
@@ -128,7 +129,8 @@ pub async fn start(cfg: ApiConfig, shutdown: CancellationToken) -> Result<ApiSer
                     async move { Ok::<_, Infallible>(handle(st, req).await) }
                 });
                 let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-                let conn = builder.serve_connection(io, svc);
+                // With upgrades: pods/exec switches the connection to WebSocket.
+                let conn = builder.serve_connection_with_upgrades(io, svc);
                 tokio::select! {
                     _ = conn => {}
                     _ = shutdown.cancelled() => {}
@@ -304,9 +306,13 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         Some("log") if ty.group.is_empty() && ty.plural == "pods" => Some("log"),
         Some("scale") if ty.scalable() => Some("scale"),
         Some("token") if ty.group.is_empty() && ty.plural == "serviceaccounts" => Some("token"),
+        Some("exec") if ty.group.is_empty() && ty.plural == "pods" => Some("exec"),
         Some("finalize") if ty.group.is_empty() && ty.plural == "namespaces" => Some("status"),
         Some(_) => return error_response(&ApiError::NoRoute),
     };
+    if let (Some("exec"), Some(n)) = (sub, name) {
+        return exec::serve(state.clone(), &user, req, ns.unwrap_or(""), n).await;
+    }
     let ua = req.headers().get(header::USER_AGENT).and_then(|h| h.to_str().ok()).map(str::to_string);
     let mgr = manager(ua.as_deref(), &q);
     let method = req.method().clone();
@@ -404,7 +410,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
                 if ty.group.is_empty()
                     && ty.plural == "secrets"
                     && o["type"] == "kubernetes.io/service-account-token"
-                    && !q.get("dryRun").is_some_and(|d| d == "All")
+                    && q.get("dryRun").is_none_or(|d| d != "All")
                 {
                     // The token controller fills the Secret in shortly after, not in the response.
                     let (st, ns, name) = (state.clone(), nsk.to_string(), n_of(&o));
