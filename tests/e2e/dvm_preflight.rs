@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams};
 use mtcd_tests::Lab;
 
@@ -177,4 +177,10 @@ async fn a_new_apply_first_removes_what_a_killed_run_left_behind_and_says_so() {
         run.stderr
     );
     assert_identical(&src, &pv_dir(&lab.client("lab-dst").await, "shop-prod", "data").await);
+    // What the killed run left on the source was never copied as a resource (its client
+    // Secret holds the rsync password and a client key).
+    let secrets: Api<Secret> = Api::namespaced(lab.client("lab-dst").await, "shop-prod");
+    assert!(secrets.get_opt("mtcd-transfer-client-tls").await.unwrap().is_none());
+    let pods: Api<Pod> = Api::namespaced(lab.client("lab-dst").await, "shop-prod");
+    assert!(pods.get_opt("mtcd-transfer-data").await.unwrap().is_none());
 }

@@ -7,6 +7,7 @@ mod dvm;
 mod dvm_failures;
 mod dvm_nonroot;
 mod dvm_preflight;
+mod dvm_snapshot;
 mod dvm_tree;
 mod lab_api;
 mod lab_cluster;

@@ -57,6 +57,12 @@ pub fn skip_reason(obj: &Value) -> Option<SkipReason> {
     if obj.pointer("/metadata/ownerReferences").and_then(Value::as_array).is_some_and(|o| !o.is_empty()) {
         return Some("owned by another object, which recreates it");
     }
+    // Direct Volume Migration's own pods, secrets (certificates, the rsync password),
+    // snapshots and clones: a run killed mid-transfer leaves them until the next run removes
+    // them, and they must never be copied meanwhile.
+    if label(obj, "mtcd.io/component") == Some("transfer") {
+        return Some("mtcd's own volume-transfer object");
+    }
     if group == "authorization.openshift.io" || (kind == "Build" && group == "build.openshift.io") {
         return Some("OpenShift generates it");
     }

@@ -12,6 +12,7 @@ pub mod objects;
 pub mod outcome;
 pub mod preflight;
 pub mod progress;
+pub mod snapshot;
 #[cfg(test)]
 mod tunnel_tests;
 mod wait;
@@ -110,6 +111,7 @@ fn resource_of(kind: &str) -> ApiResource {
         "Route" => ar("route.openshift.io", "v1", "Route", "routes"),
         "Ingress" => ar("networking.k8s.io", "v1", "Ingress", "ingresses"),
         "Namespace" => ar("", "v1", "Namespace", "namespaces"),
+        "VolumeSnapshot" => snapshot::snapshots(),
         other => panic!("dvm does not create {other}"),
     }
 }
@@ -186,7 +188,8 @@ pub async fn run(
         if ready.is_empty() {
             continue;
         }
-        let transfers: Vec<VolumeTransfer> = ready.iter().map(|(t, _)| t.clone()).collect();
+        let transfers: Vec<(VolumeTransfer, String)> =
+            ready.iter().map(|(t, r)| (t.clone(), r.read_claim.clone())).collect();
         let r = tracing::Instrument::instrument(run_namespace(src, dst, m, &ns, &transfers, events), span).await;
         // Whatever happened, leave nothing behind.
         let _ = futures::join!(cleanup_namespace(src, &ns, &m.migration), cleanup_namespace(dst, &dns, &m.migration));
@@ -259,10 +262,10 @@ async fn run_namespace(
     dst: &Cluster,
     m: &VolumePlan,
     ns: &str,
-    transfers: &[VolumeTransfer],
+    transfers: &[(VolumeTransfer, String)],
     events: &(dyn Fn(DvmEvent) + Sync),
 ) -> Result<Vec<VolumeResult>, DvmError> {
-    let dns = transfers[0].destination_namespace.clone();
+    let dns = transfers[0].0.destination_namespace.clone();
     let o = &m.options;
     let certs =
         certs::generate(&m.migration).map_err(|e| DvmError::Setup(format!("generating transfer certificates: {e}")))?;
@@ -299,8 +302,10 @@ async fn run_namespace(
     let server = async {
         // A server pod from an earlier run has other claims or certificates mounted: replace it.
         let pods: Api<Pod> = Api::namespaced(dst.client.clone(), &dns);
-        let modules: Vec<(String, String)> =
-            transfers.iter().map(|t| (t.destination_claim.clone(), format!("/mnt/{}", t.destination_claim))).collect();
+        let modules: Vec<(String, String)> = transfers
+            .iter()
+            .map(|(t, _)| (t.destination_claim.clone(), format!("/mnt/{}", t.destination_claim)))
+            .collect();
         let tls = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("{}-tls", objects::SERVER), "namespace": dns, "labels": l},
             "type": "Opaque", "data": {"ca.crt": b64(&certs.ca), "tls.crt": b64(&certs.server_cert), "tls.key": b64(&certs.server_key)}});
         let secrets = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("{}-rsync", objects::SERVER), "namespace": dns, "labels": l},
@@ -318,7 +323,7 @@ async fn run_namespace(
             apply(dst, &config),
         )?;
         let claims: Vec<(String, String)> =
-            transfers.iter().map(|t| (t.destination_claim.clone(), t.destination_claim.clone())).collect();
+            transfers.iter().map(|(t, _)| (t.destination_claim.clone(), t.destination_claim.clone())).collect();
         apply(dst, &objects::server_pod(&dns, &m.migration, &claims, o)).await?;
         Ok::<_, DvmError>(())
     };
@@ -326,9 +331,10 @@ async fn run_namespace(
         "type": "Opaque", "data": {"ca.crt": b64(&certs.ca), "tls.crt": b64(&certs.client_cert), "tls.key": b64(&certs.client_key), "rsync-password": b64(&password)}});
     futures::try_join!(endpoint, server, apply(src, &client_secret))?;
 
-    let copies = futures::stream::iter(transfers.iter().map(|t| transfer_with_retries(src, m, t, events)))
-        .buffer_unordered(o.parallel.max(1))
-        .collect::<Vec<_>>();
+    let copies =
+        futures::stream::iter(transfers.iter().map(|(t, read)| transfer_with_retries(src, m, t, read, events)))
+            .buffer_unordered(o.parallel.max(1))
+            .collect::<Vec<_>>();
     // Watches the server pod until it runs; then stays pending, so only a failure ends this.
     let server_up = async {
         wait_running(dst, &dns, objects::SERVER, Duration::from_secs(120)).await?;
@@ -436,6 +442,7 @@ async fn transfer_with_retries(
     src: &Cluster,
     m: &VolumePlan,
     t: &VolumeTransfer,
+    read_claim: &str,
     events: &(dyn Fn(DvmEvent) + Sync),
 ) -> VolumeResult {
     let label = format!("{}/{}", t.namespace, t.claim);
@@ -448,7 +455,7 @@ async fn transfer_with_retries(
     while attempt < attempts {
         attempt += 1;
         events(DvmEvent { pvc: label.clone(), phase: Phase::Pending, attempt, progress: None, message: None });
-        match transfer_once(src, m, t, attempt, events, &mut warnings).await {
+        match transfer_once(src, m, t, read_claim, attempt, events, &mut warnings).await {
             Ok(done) => {
                 if let Some(w) = done.warning {
                     events(DvmEvent {
@@ -549,6 +556,7 @@ async fn transfer_once(
     src: &Cluster,
     m: &VolumePlan,
     t: &VolumeTransfer,
+    read_claim: &str,
     attempt: u32,
     events: &(dyn Fn(DvmEvent) + Sync),
     notes: &mut Vec<String>,
@@ -559,7 +567,12 @@ async fn transfer_once(
     let pod_name = format!("{}/{name}", t.namespace);
     let pods: Api<Pod> = Api::namespaced(src.client.clone(), &t.namespace);
     wait::delete_pod(&pods, &name).await;
-    let node = placement(&pods, t).await.map_err(|message| outcome::Failure { fatal: true, message })?;
+    // A snapshot's clone is mounted by nobody else: no node to follow.
+    let node = if read_claim == t.claim {
+        placement(&pods, t).await.map_err(|message| outcome::Failure { fatal: true, message })?
+    } else {
+        None
+    };
     if let Some((node, user)) = &node {
         let message = format!("client pod on node {node}, beside pod {user} which mounts the volume (ReadWriteOnce)");
         events(DvmEvent { pvc: label.clone(), phase: Phase::Pending, attempt, progress: None, message: Some(message) });
@@ -568,7 +581,7 @@ async fn transfer_once(
         &t.namespace,
         &m.migration,
         &name,
-        &t.claim,
+        read_claim,
         &t.destination_claim,
         &m.options,
         node.as_ref().map(|(n, _)| n.as_str()),

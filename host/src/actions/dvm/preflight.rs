@@ -13,41 +13,52 @@ use serde_json::{Value, json};
 use super::{DvmError, DvmEvent, Phase, objects, resource_of, wait};
 use crate::cluster::Cluster;
 use crate::plan::volumes::{self, CapacityCheck, Usage, UsageMethod, VolumePlan, VolumeTransfer};
+use crate::spec::VolumeSource;
 
 /// Deletes every transfer object of `migration` in `namespace` and names what was there: at
 /// the start of a run, these are what a crashed or killed earlier run left behind.
 pub async fn remove_leftovers(c: &Cluster, namespace: &str, migration: &str) -> Result<Vec<String>, DvmError> {
     let selector = objects::selector(migration);
-    let per_kind = ["Pod", "Route", "Ingress", "Service", "Secret", "ConfigMap"].map(|kind| {
-        let selector = selector.clone();
-        async move {
-            let r = resource_of(kind);
-            let api: Api<DynamicObject> = Api::namespaced_with(c.client.clone(), namespace, &r);
-            let list = match api.list(&ListParams::default().labels(&selector)).await {
-                Ok(l) => l,
-                // Type not served (no Routes on Kubernetes), or the namespace does not exist.
-                Err(kube::Error::Api(e)) if matches!(e.code, 404 | 405) => return Ok(Vec::new()),
-                Err(source) => {
-                    return Err(DvmError::Api {
-                        context: c.context.clone(),
-                        what: format!("listing {kind}s to clean up in {namespace}"),
-                        source,
-                    });
+    // Snapshot clones and snapshots too (the clone first would be nicer, but nothing waits:
+    // a snapshot in use as a clone's source is kept by its finalizer until the clone is gone).
+    let per_kind =
+        ["Pod", "Route", "Ingress", "Service", "Secret", "ConfigMap", "PersistentVolumeClaim", "VolumeSnapshot"].map(
+            |kind| {
+                let selector = selector.clone();
+                async move {
+                    let r = resource_of(kind);
+                    let api: Api<DynamicObject> = Api::namespaced_with(c.client.clone(), namespace, &r);
+                    let list = match api.list(&ListParams::default().labels(&selector)).await {
+                        Ok(l) => l,
+                        // Type not served (no Routes on Kubernetes), or the namespace does not exist.
+                        Err(kube::Error::Api(e)) if matches!(e.code, 404 | 405) => return Ok(Vec::new()),
+                        Err(source) => {
+                            return Err(DvmError::Api {
+                                context: c.context.clone(),
+                                what: format!("listing {kind}s to clean up in {namespace}"),
+                                source,
+                            });
+                        }
+                    };
+                    let deletes =
+                        list.items.into_iter().filter_map(|o| o.metadata.name).map(|name| {
+                            let api = api.clone();
+                            async move {
+                                api.delete(&name, &wait::at_once()).await.is_ok().then(|| format!("{kind}/{name}"))
+                            }
+                        });
+                    Ok(futures::future::join_all(deletes).await.into_iter().flatten().collect::<Vec<_>>())
                 }
-            };
-            let deletes = list.items.into_iter().filter_map(|o| o.metadata.name).map(|name| {
-                let api = api.clone();
-                async move { api.delete(&name, &wait::at_once()).await.is_ok().then(|| format!("{kind}/{name}")) }
-            });
-            Ok(futures::future::join_all(deletes).await.into_iter().flatten().collect::<Vec<_>>())
-        }
-    });
+            },
+        );
     let names = futures::future::try_join_all(per_kind).await?;
     Ok(names.into_iter().flatten().collect())
 }
 
 /// A PVC that may be copied: the destination PVC exists with room for the data.
 pub struct Ready {
+    /// The claim the probe and client pods read: the source PVC, or its snapshot's clone.
+    pub read_claim: String,
     /// The source data as measured.
     pub usage: Usage,
     /// What the user should know (a raised request).
@@ -73,6 +84,21 @@ pub async fn check(
         })
     };
     let pvcs = resource_of("PersistentVolumeClaim");
+    // A point-in-time source: the snapshot and its clone first, so the measurement is of the
+    // data that will be copied.
+    let read_claim = match t.read_from {
+        VolumeSource::Live => t.claim.clone(),
+        VolumeSource::Snapshot => {
+            let class = super::snapshot::preflight(src, m, t).await?;
+            let clone = super::snapshot::take(src, m, t, &class).await?;
+            let (snap, _) = super::snapshot::names(&t.claim);
+            say(format!(
+                "reading a point-in-time copy: VolumeSnapshot {}/{snap} (class {class}), restored as PVC {}/{clone}",
+                t.namespace, t.namespace
+            ));
+            clone
+        }
+    };
     let (live, usage) = futures::join!(
         async {
             crate::observe::get(&dst.client, &pvcs, Some(&t.destination_namespace), &t.destination_claim)
@@ -81,8 +107,8 @@ pub async fn check(
         },
         async {
             match t.usage {
-                Some(u) => Ok(u),
-                None => measure(src, m, t).await,
+                Some(u) if t.read_from == VolumeSource::Live => Ok(u),
+                _ => measure(src, m, t, &read_claim).await,
             }
         }
     );
@@ -156,7 +182,7 @@ pub async fn check(
             warnings.push(note);
         }
     }
-    Ok(Ready { usage, warnings })
+    Ok(Ready { read_claim, usage, warnings })
 }
 
 fn destination(t: &VolumeTransfer) -> String {
@@ -245,17 +271,18 @@ const MEASURE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Measures the source volume with a short-lived probe pod that mounts it read-only where the
 /// client pod would run: `df` when the mount is the volume's own file system (its size is
 /// within twice the PV's capacity), `du` otherwise.
-pub async fn measure(src: &Cluster, m: &VolumePlan, t: &VolumeTransfer) -> Result<Usage, String> {
+pub async fn measure(src: &Cluster, m: &VolumePlan, t: &VolumeTransfer, read_claim: &str) -> Result<Usage, String> {
     let pods: Api<Pod> = Api::namespaced(src.client.clone(), &t.namespace);
     let name = objects::probe_name(&t.claim);
     let pod_name = format!("{}/{name}", t.namespace);
-    let node = super::placement(&pods, t).await?;
+    // A snapshot's clone is mounted by nobody else: no node to follow.
+    let node = if read_claim == t.claim { super::placement(&pods, t).await? } else { None };
     let own_fs_limit = volumes::pvc_capacity(&t.source).unwrap_or(0).saturating_mul(2);
     let pod = objects::probe_pod(
         &t.namespace,
         &m.migration,
         &name,
-        &t.claim,
+        read_claim,
         &m.options,
         own_fs_limit,
         node.as_ref().map(|(n, _)| n.as_str()),
