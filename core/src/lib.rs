@@ -6,5 +6,6 @@
 
 pub mod image;
 pub mod plan;
+pub mod snapshot;
 pub mod spec;
 pub mod transform;

@@ -3,6 +3,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::spec::parse;
+use crate::transform::object;
 
 fn migration(extra: &str) -> Migration {
     let text = format!(
@@ -27,7 +28,7 @@ fn plan(live: &[Value]) -> Vec<ResourceChange> {
     let m = migration("");
     let (desired, skipped) = desired(source(), &m, &Default::default(), false, &mut keep).unwrap();
     assert_eq!(skipped.len(), 1);
-    compare(desired, live, "shop", true)
+    compare(desired, live, "shop", true, &|_| false).0
 }
 
 #[test]
@@ -54,7 +55,7 @@ fn applied_objects_are_unchanged_and_a_source_change_is_one_update() {
     let mut src = source();
     src[0]["data"]["a"] = json!("2");
     let (desired, _) = desired(src, &m, &Default::default(), false, &mut keep).unwrap();
-    let changes = compare(desired, &live, "shop", true);
+    let changes = compare(desired, &live, "shop", true, &|_| false).0;
     let updates: Vec<_> = changes.iter().filter(|c| c.action == Action::Update).collect();
     assert_eq!(updates.len(), 1);
     assert_eq!(updates[0].diff, ["data.a: \"1\" → \"2\""]);
@@ -75,7 +76,7 @@ fn only_objects_this_migration_stamped_are_pruned() {
     assert_eq!(pruned, ["old"]);
     let m = migration("prune = false");
     let (desired, _) = desired(source(), &m, &Default::default(), false, &mut keep).unwrap();
-    assert!(compare(desired, &live, "shop", false).iter().all(|c| c.action != Action::Prune));
+    assert!(compare(desired, &live, "shop", false, &|_| false).0.iter().all(|c| c.action != Action::Prune));
 }
 
 #[test]

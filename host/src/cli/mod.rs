@@ -2,11 +2,10 @@
 //! a `run`; errors travel up as `anyhow` with context and are printed once, here, with their
 //! cause chain.
 
-mod apply;
-mod cleanup;
-mod lifecycle;
 mod plan;
 mod plugin;
+mod render;
+mod report;
 mod session;
 
 use std::path::PathBuf;
@@ -118,15 +117,66 @@ pub fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<Exit> {
     let global = cli.global;
-    match cli.command {
-        Command::Plan(a) => plan::run(&Session::open(&global, &a.file).await?).await,
-        Command::Apply(a) if !a.watch => apply::run(&Session::open(&global, &a.file.file).await?).await,
-        Command::Apply(a) => lifecycle::watch(&Session::open(&global, &a.file.file).await?).await,
-        Command::Cutover(a) => lifecycle::cutover(&Session::open(&global, &a.file).await?).await,
-        Command::Rollback(a) => lifecycle::rollback(&Session::open(&global, &a.file).await?).await,
-        Command::Status(a) => lifecycle::status(&Session::open(&global, &a.file).await?).await,
-        Command::Cleanup(a) => cleanup::run(&Session::open(&global, &a.file).await?).await,
-        Command::Plugin(c) => plugin::run(c),
+    let (file, command) = match cli.command {
+        Command::Plugin(c) => return plugin::run(c),
+        Command::Plan(a) => (a.file, Lifecycle::Plan),
+        Command::Apply(a) if a.watch => (a.file.file, Lifecycle::Watch),
+        Command::Apply(a) => (a.file.file, Lifecycle::Apply),
+        Command::Cutover(a) => (a.file, Lifecycle::Cutover),
+        Command::Rollback(a) => (a.file, Lifecycle::Rollback),
+        Command::Status(a) => (a.file, Lifecycle::Status),
+        Command::Cleanup(a) => (a.file, Lifecycle::Cleanup),
+    };
+    let (events, rx) = crate::progress::Events::channel();
+    let renderer = tokio::spawn(render::events(rx, global.output));
+    let result = match Session::open(&global, &file, events).await {
+        Ok(session) => command.run(session.engine).await,
+        Err(e) => Err(e),
+    };
+    // The engine (and with it every sender) is gone: the renderer drains what is left.
+    let _ = renderer.await;
+    let (exit, report) = result?;
+    report.print(global.output);
+    Ok(exit)
+}
+
+/// The commands that work on a desired-state file against both clusters.
+enum Lifecycle {
+    Plan,
+    Apply,
+    Watch,
+    Cutover,
+    Rollback,
+    Status,
+    Cleanup,
+}
+
+impl Lifecycle {
+    /// Runs the command; what it returns is printed after the last event.
+    async fn run(self, engine: crate::engine::Engine) -> anyhow::Result<(Exit, report::Report)> {
+        use report::Report;
+        Ok(match self {
+            Lifecycle::Plan => {
+                let planned = engine.plan(false).await?;
+                let exit = if planned.plan.pending() == 0 { Exit::Success } else { Exit::Changes };
+                (exit, Report::Plan(planned.plan))
+            }
+            Lifecycle::Apply => {
+                let r = engine.apply(false).await?;
+                (if r.failed() > 0 { Exit::Failed } else { Exit::Success }, Report::Apply(r))
+            }
+            Lifecycle::Watch => {
+                let stop = async {
+                    let _ = tokio::signal::ctrl_c().await;
+                };
+                let r = engine.watch(stop).await;
+                (if r.last_failed { Exit::Failed } else { Exit::Success }, Report::Watch(r))
+            }
+            Lifecycle::Cutover => (Exit::Success, Report::Cutover(engine.cutover().await?)),
+            Lifecycle::Rollback => (Exit::Success, Report::Rollback(engine.rollback().await?)),
+            Lifecycle::Status => (Exit::Success, Report::Status(engine.status().await?)),
+            Lifecycle::Cleanup => (Exit::Success, Report::Cleanup(engine.cleanup().await?)),
+        })
     }
 }
 

@@ -2,16 +2,11 @@
 
 use std::io::IsTerminal;
 
-use super::{Exit, Output, Session};
-use crate::engine::{self, Plan};
-use crate::plan::render;
+use super::Output;
+use super::render::human_bytes;
+use crate::plan::{Plan, render};
 
-pub async fn run(session: &Session) -> anyhow::Result<Exit> {
-    let plan = engine::plan(&session.spec, &session.source, &session.destination, false).await?;
-    print(&plan, session.output);
-    Ok(if plan.pending() == 0 { Exit::Success } else { Exit::Changes })
-}
-
+/// Prints a plan: the human review, or the plan as one JSON document.
 pub fn print(plan: &Plan, output: Output) {
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(plan).unwrap_or_default()),
@@ -26,11 +21,9 @@ pub fn print(plan: &Plan, output: Output) {
                         let state = match (&i.error, i.present) {
                             (Some(e), _) => format!("cannot inspect: {e}"),
                             (None, true) => "already present".to_string(),
-                            (None, false) => format!(
-                                "{} to copy of {}",
-                                super::apply::human_bytes(i.bytes_to_copy),
-                                super::apply::human_bytes(i.bytes_total)
-                            ),
+                            (None, false) => {
+                                format!("{} to copy of {}", human_bytes(i.bytes_to_copy), human_bytes(i.bytes_total))
+                            }
                         };
                         println!("    {} → {}  ({state})", i.source, i.destination);
                     }

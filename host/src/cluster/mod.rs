@@ -102,9 +102,13 @@ pub async fn client_for(kubeconfig: &Kubeconfig, path: &Path, context: &str) -> 
         });
     }
     let options = KubeConfigOptions { context: Some(context.to_string()), ..Default::default() };
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig.clone(), &options)
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig.clone(), &options)
         .await
         .map_err(|source| ClusterError::Config { context: context.to_string(), source })?;
+    // kube retries 429/503/504 silently, with backoff, for minutes: an aggregated API that is
+    // down stalled a plan for 281 s. mtcd decides itself what to retry (crate::retry) and
+    // says so.
+    config.default_retry = false;
     let client = kube::Client::try_from(config.clone())
         .map_err(|source| ClusterError::Client { context: context.to_string(), source })?;
     Ok(Cluster { context: context.to_string(), client, config })
@@ -128,4 +132,31 @@ pub async fn connect(kubeconfig: &Kubeconfig, path: &Path, context: &str) -> Res
         }
     })?;
     Ok(cluster)
+}
+
+/// Whether the API server answered (with a Status, or a body mtcd could not read), as
+/// opposed to not answering at all (connection refused, TLS failure, timeout).
+pub fn is_answer(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(_) | kube::Error::SerdeError(_))
+}
+
+/// One line about what went wrong, for people: the API server's message and reason, or the
+/// innermost cause of a transport failure ("Connection refused"), which is what a user can
+/// act on (kube's own text says only "client error (Connect)").
+pub fn short_error(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) if s.code == 401 => {
+            "the credentials were rejected (401 Unauthorized); log in again or fix the kubeconfig user".into()
+        }
+        kube::Error::Api(s) => format!("{} ({} {})", s.message, s.code, s.reason),
+        other => {
+            let mut reason = other.to_string();
+            let mut cause: Option<&dyn std::error::Error> = std::error::Error::source(other);
+            while let Some(c) = cause {
+                reason = c.to_string();
+                cause = c.source();
+            }
+            reason
+        }
+    }
 }

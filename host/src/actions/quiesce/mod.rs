@@ -12,8 +12,10 @@ use crate::cluster::Cluster;
 use crate::transform::hold::{ORIGINAL_REPLICAS, ORIGINAL_SUSPEND};
 use crate::transform::object;
 
+/// Why quiescing (or restarting) workloads stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum QuiesceError {
+    /// A request to the API server failed.
     #[error("{context}: {what}: {source}")]
     Api {
         context: String,
@@ -21,12 +23,12 @@ pub enum QuiesceError {
         #[source]
         source: kube::Error,
     },
+    /// Workloads still had running replicas when the wait ended.
     #[error("{context}: {0} workload(s) still running after {1}s: {2}", context = .3)]
     Timeout(usize, u64, String, String),
 }
 
-/// Namespace annotation on the destination recording when cutover finished.
-pub const CUTOVER: &str = "mtcd.io/cutover";
+pub use crate::observe::CUTOVER;
 const MANAGER: &str = "mtcd-cutover";
 
 use crate::observe::api_resource as ar;
@@ -158,7 +160,19 @@ pub async fn wait_stopped(c: &Cluster, namespaces: &[String], timeout: Duration)
                 continue;
             }
             for ns in namespaces {
-                let Ok(items) = crate::observe::list(&c.client, &ty, Some(ns), None).await else { continue };
+                // A type the cluster does not serve (no DeploymentConfigs on Kubernetes) has
+                // nothing running; any other failure is not "stopped".
+                let items = match crate::observe::list(&c.client, &ty, Some(ns), None).await {
+                    Ok(items) => items,
+                    Err(kube::Error::Api(e)) if e.code == 404 => continue,
+                    Err(source) => {
+                        return Err(QuiesceError::Api {
+                            context: c.context.clone(),
+                            what: format!("listing {} in {ns} to see whether they stopped", ty.plural),
+                            source,
+                        });
+                    }
+                };
                 for o in items {
                     let replicas = o.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0);
                     let ready = o.pointer("/status/readyReplicas").and_then(Value::as_i64).unwrap_or(0);
@@ -196,18 +210,6 @@ pub async fn mark_cutover(c: &Cluster, namespaces: &[String], done: bool) -> Res
         })?;
     }
     Ok(())
-}
-
-/// Whether every destination namespace of a migration is marked cut over.
-pub async fn is_cut_over(c: &Cluster, namespaces: &[String]) -> bool {
-    let ty = ar("", "v1", "Namespace", "namespaces");
-    for ns in namespaces {
-        match crate::observe::get(&c.client, &ty, None, ns).await {
-            Ok(Some(o)) if object::annotation(&o, CUTOVER).is_some() => {}
-            _ => return false,
-        }
-    }
-    !namespaces.is_empty()
 }
 
 #[cfg(test)]

@@ -6,16 +6,20 @@
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use serde::Serialize;
-use serde_json::Value;
 
-use crate::observe::{self, Catalog};
+use crate::cluster::Cluster;
+use crate::observe;
 use crate::plan::{Action, ObjectKey, ResourceChange};
+use crate::snapshot::Catalog;
 
+/// The field manager of every server-side apply mtcd makes.
 pub const FIELD_MANAGER: &str = "mtcd";
 const CONCURRENCY: usize = 16;
-const ATTEMPTS: u32 = 5;
+/// How long a CRD mtcd created may take to be Established.
+const ESTABLISHED_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One object that could not be applied.
 #[derive(Debug, Clone, Serialize)]
@@ -33,21 +37,17 @@ pub struct ApplyReport {
     pub failed: Vec<Failure>,
 }
 
-/// Applies `changes` (already in rank order) to the destination.
+/// Applies `changes` (already in rank order) to the destination, whose types `catalog` lists
+/// (from the snapshot: discovery runs again only after a CRD mtcd created is Established).
 pub async fn apply(
-    client: &kube::Client,
-    context: &str,
+    dst: &Cluster,
+    catalog: &Catalog,
     changes: &[ResourceChange],
     progress: &(dyn Fn(&ResourceChange, Result<(), &str>) + Sync),
 ) -> ApplyReport {
+    let client = &dst.client;
     let mut report = ApplyReport::default();
-    let mut catalog = match observe::discover(client, context).await {
-        Ok((c, _)) => c,
-        Err(e) => {
-            report.failed.push(Failure { object: context.into(), message: e.to_string() });
-            return report;
-        }
-    };
+    let mut catalog = std::borrow::Cow::Borrowed(catalog);
     let mut ranks: Vec<u8> = changes.iter().map(|c| c.rank).collect();
     ranks.dedup();
     let writes: Vec<&ResourceChange> =
@@ -92,8 +92,9 @@ pub async fn apply(
                 }
             }
             // New types are served now: find them before their objects' rank.
-            if let Ok((c, _)) = observe::discover(client, context).await {
-                catalog = c;
+            match observe::discover(client, &dst.context).await {
+                Ok(c) => catalog = std::borrow::Cow::Owned(c),
+                Err(e) => report.failed.push(Failure { object: dst.context.clone(), message: e.to_string() }),
             }
         }
     }
@@ -116,10 +117,15 @@ fn api_for(client: &kube::Client, catalog: &Catalog, key: &ObjectKey) -> Result<
     let ty = catalog.find(&key.group, &key.kind).ok_or_else(|| {
         format!("the destination does not serve kind {} in group {:?} (is its CRD installed?)", key.kind, key.group)
     })?;
+    let resource = observe::resource(ty);
     Ok(match &key.namespace {
-        Some(ns) if ty.namespaced => Api::namespaced_with(client.clone(), ns, &ty.resource),
-        _ => Api::all_with(client.clone(), &ty.resource),
+        Some(ns) if ty.namespaced => Api::namespaced_with(client.clone(), ns, &resource),
+        _ => Api::all_with(client.clone(), &resource),
     })
+}
+
+fn message(e: kube::Error) -> String {
+    crate::cluster::short_error(&e)
 }
 
 async fn apply_one(client: &kube::Client, catalog: &Catalog, change: &ResourceChange) -> Result<(), String> {
@@ -127,12 +133,16 @@ async fn apply_one(client: &kube::Client, catalog: &Catalog, change: &ResourceCh
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let span = tracing::debug_span!("apply", object = %change.key);
     let _enter = span.enter();
-    retry(|| async { api.patch(&change.key.name, &params, &Patch::Apply(&change.object)).await.map(|_| ()) }).await
+    crate::retry::kube(|| async {
+        api.patch(&change.key.name, &params, &Patch::Apply(&change.object)).await.map(|_| ())
+    })
+    .await
+    .map_err(message)
 }
 
 async fn prune_one(client: &kube::Client, catalog: &Catalog, change: &ResourceChange) -> Result<(), String> {
     let api = api_for(client, catalog, &change.key)?;
-    retry(|| async {
+    crate::retry::kube(|| async {
         match api.delete(&change.key.name, &DeleteParams::background()).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
@@ -140,53 +150,16 @@ async fn prune_one(client: &kube::Client, catalog: &Catalog, change: &ResourceCh
         }
     })
     .await
-}
-
-/// Retries what a real API server asks to be retried: conflicts, throttling, server errors
-/// and dropped connections, with exponential backoff. Anything else is the object's fault
-/// and is returned with the server's own message.
-async fn retry<F, Fut>(mut f: F) -> Result<(), String>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), kube::Error>>,
-{
-    let mut delay = Duration::from_millis(200);
-    for attempt in 1..=ATTEMPTS {
-        match f().await {
-            Ok(()) => return Ok(()),
-            Err(kube::Error::Api(e))
-                if matches!(e.code, 409 | 429 | 500..=599) && e.reason != "AlreadyExists" && attempt < ATTEMPTS => {}
-            Err(kube::Error::Api(e)) => return Err(format!("{} ({})", e.message, e.reason)),
-            Err(e) if attempt < ATTEMPTS && is_transient(&e) => {}
-            Err(e) => return Err(e.to_string()),
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
-    }
-    unreachable!("the last attempt returns")
-}
-
-fn is_transient(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::HyperError(_) | kube::Error::Service(_))
+    .map_err(message)
 }
 
 async fn wait_established(client: &kube::Client, name: &str) -> Result<(), String> {
-    let ty =
-        observe::api_resource("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let crd = observe::get(client, &ty, None, name).await.map_err(|e| e.to_string())?;
-        let established = crd
-            .as_ref()
-            .and_then(|c| c.pointer("/status/conditions"))
-            .and_then(Value::as_array)
-            .is_some_and(|c| c.iter().any(|c| c["type"] == "Established" && c["status"] == "True"));
-        if established {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() > deadline {
-            return Err("not Established after 60s".into());
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let established =
+        kube::runtime::wait::await_condition(crds, name, kube::runtime::wait::conditions::is_crd_established());
+    match tokio::time::timeout(ESTABLISHED_TIMEOUT, established).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("watching for Established: {e}")),
+        Err(_) => Err(format!("not Established after {}s", ESTABLISHED_TIMEOUT.as_secs())),
     }
 }

@@ -1,0 +1,46 @@
+//! Why a lifecycle command stopped. Per-object, per-image and per-volume failures are not
+//! here: they are in the reports, and the rest of the run goes on.
+
+use crate::actions::{dim, dvm, quiesce, velero};
+use crate::observe::ObserveError;
+use crate::plan::PlanError;
+use crate::plugins::PluginError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A cluster could not be read well enough to plan.
+    #[error(transparent)]
+    Observe(#[from] ObserveError),
+    /// The plan could not be computed (a transform failed): nothing was written.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// A plugin could not be loaded.
+    #[error(transparent)]
+    Plugin(Box<PluginError>),
+    /// A hook said no, or failed.
+    #[error("{phase} hook {hook} stopped migration {migration:?}: {source}")]
+    Hook {
+        phase: &'static str,
+        hook: String,
+        migration: String,
+        #[source]
+        source: Box<PluginError>,
+    },
+    /// The registry settings cannot be used.
+    #[error(transparent)]
+    Dim(Box<dim::DimError>),
+    /// The transfer objects could not be listed or removed.
+    #[error(transparent)]
+    Dvm(#[from] dvm::DvmError),
+    /// Quiescing or restarting workloads failed.
+    #[error(transparent)]
+    Quiesce(#[from] quiesce::QuiesceError),
+    /// The Velero path could not run.
+    #[error(transparent)]
+    Velero(#[from] velero::VeleroError),
+    /// The final sync of a cutover had failures; the source stays quiesced.
+    #[error(
+        "final sync had {failed} failure(s); the source stays quiesced. Fix them and run `mtcd cutover` again, or `mtcd rollback`"
+    )]
+    FinalSync { failed: usize },
+}
