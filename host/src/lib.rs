@@ -16,7 +16,7 @@ pub mod retry;
 pub mod tls;
 
 // The pure core, under the names the rest of the crate uses.
-pub use mtcd_core::{image, plan, snapshot, spec, transform};
+pub use mtcd_core::{image, labels, plan, snapshot, spec, transform};
 
 /// An error and its causes on one line (`a: b: c`), each piece once: wrapped errors often
 /// repeat their source's text.

@@ -106,6 +106,12 @@ impl Plan {
     pub fn pending(&self) -> usize {
         self.migrations.iter().map(MigrationPlan::pending).sum()
     }
+
+    /// Types that could not be read completely, with the migration they belong to: while
+    /// there are any, `plan` and `apply` exit 1 (exclude the kind, or grant the read).
+    pub fn unread(&self) -> impl Iterator<Item = (&str, &UnreadType)> {
+        self.migrations.iter().flat_map(|m| m.resources.unread.iter().map(move |u| (m.name.as_str(), u)))
+    }
 }
 
 /// One migration's share of the plan.

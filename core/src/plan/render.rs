@@ -61,6 +61,17 @@ pub fn human(plan: &ResourcePlan, color: bool) -> String {
         count(Action::Unchanged),
         plan.skipped.len()
     );
+    if !plan.unread.is_empty() {
+        let _ = writeln!(out, "  not read completely (nothing of these is created, updated or pruned):");
+        for u in &plan.unread {
+            let r = &u.unread;
+            let ns = r.namespace.as_deref().map(|n| format!(" in {n}")).unwrap_or_default();
+            let _ = writeln!(out, "    {} {}{ns}: {}", u.side, r.resource, r.reason);
+        }
+        if !plan.withheld.is_empty() {
+            let _ = writeln!(out, "    {} desired object(s) of these types withheld", plan.withheld.len());
+        }
+    }
     for w in &plan.warnings {
         let _ = writeln!(out, "  warning: {w}");
     }

@@ -2,6 +2,7 @@ use indexmap::IndexMap;
 use serde_json::{Value, json};
 
 use super::*;
+use crate::snapshot::{MigrationSnapshot, Snapshot, Unread};
 use crate::spec::parse;
 use crate::transform::object;
 
@@ -100,4 +101,114 @@ fn start_workloads_copies_replicas_as_they_are() {
     let web = desired.iter().find(|o| o["kind"] == "Deployment").unwrap();
     assert_eq!(web["spec"]["replicas"], 3);
     let _ = IndexMap::<String, String>::new();
+}
+
+fn spec() -> Spec {
+    let text = "version = 1\n[clusters.source]\ncontext = \"a\"\n[clusters.destination]\ncontext = \"b\"\n[[migration]]\nname = \"shop\"\nnamespaces = [\"shop\"]\nnamespace_map = { shop = \"shop-prod\" }\nvolumes = \"direct\"\n";
+    parse(text, std::path::Path::new("d.toml")).unwrap()
+}
+
+/// A snapshot of the shop: source objects, and a destination that already holds what an
+/// earlier apply made plus an object a later source change removed.
+fn snapshot() -> Snapshot {
+    let spec = spec();
+    let earlier = plan(&[]);
+    let mut live: Vec<Value> = earlier.into_iter().map(|c| c.object).collect();
+    let mut removed = live[0].clone();
+    removed["metadata"]["name"] = json!("removed-on-source");
+    live.push(removed);
+    let pvc = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data", "namespace": "shop"},
+        "spec": {"resources": {"requests": {"storage": "1Gi"}}, "storageClassName": "standard", "accessModes": ["ReadWriteOnce"]},
+        "status": {"capacity": {"storage": "2Gi"}}});
+    Snapshot {
+        source_context: "a".into(),
+        destination_context: "b".into(),
+        migrations: vec![MigrationSnapshot {
+            name: spec.migrations[0].name.clone(),
+            source: source(),
+            pvcs: vec![pvc],
+            destination: live,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn unread(kind: &str, ns: &str) -> Unread {
+    Unread {
+        group: String::new(),
+        kind: kind.into(),
+        resource: format!("{}s", kind.to_lowercase()),
+        namespace: Some(ns.into()),
+        reason: "configmaps is forbidden (403 Forbidden)".into(),
+    }
+}
+
+#[test]
+fn a_whole_plan_holds_what_the_actions_need() {
+    let p = build(&spec(), &snapshot(), false, &mut NoTransforms).unwrap();
+    let m = &p.migrations[0];
+    let prunes: Vec<_> = m.resources.changes.iter().filter(|c| c.action == Action::Prune).collect();
+    assert_eq!(prunes.len(), 1);
+    assert_eq!(prunes[0].key.name, "removed-on-source");
+    let v = &m.volumes.transfers[0];
+    assert_eq!((v.destination_namespace.as_str(), v.destination_claim.as_str()), ("shop-prod", "data"));
+    assert_eq!(v.destination["spec"]["resources"]["requests"]["storage"], "2Gi", "never smaller than the bound volume");
+    assert_eq!(v.destination["metadata"]["namespace"], "shop-prod");
+    assert_eq!(m.source_namespaces, ["shop"]);
+    assert_eq!(m.destination_namespaces, ["shop-prod"]);
+    assert!(m.velero.is_none());
+}
+
+#[test]
+fn a_type_the_source_could_not_read_is_neither_pruned_nor_updated() {
+    let mut snap = snapshot();
+    snap.migrations[0].source_unread.push(unread("ConfigMap", "shop"));
+    // The source list failed, so the snapshot has no ConfigMaps at all.
+    snap.migrations[0].source.retain(|o| o["kind"] != "ConfigMap");
+    let p = build(&spec(), &snap, false, &mut NoTransforms).unwrap();
+    let r = &p.migrations[0].resources;
+    assert!(r.changes.iter().all(|c| c.key.kind != "ConfigMap"), "{:?}", r.changes);
+    assert_eq!(r.unread.len(), 1);
+    assert_eq!(r.unread[0].side, "source");
+}
+
+#[test]
+fn a_type_the_destination_could_not_read_is_withheld() {
+    let mut snap = snapshot();
+    snap.migrations[0].destination_unread.push(unread("ConfigMap", "shop-prod"));
+    snap.migrations[0].destination.retain(|o| o["kind"] != "ConfigMap");
+    let p = build(&spec(), &snap, false, &mut NoTransforms).unwrap();
+    let r = &p.migrations[0].resources;
+    assert!(r.changes.iter().all(|c| c.key.kind != "ConfigMap"), "no create from partial knowledge");
+    assert_eq!(r.withheld.iter().map(|k| k.to_string()).collect::<Vec<_>>(), ["ConfigMap/shop-prod/cfg"]);
+}
+
+#[test]
+fn a_group_the_source_could_not_discover_protects_all_its_kinds() {
+    let mut snap = snapshot();
+    snap.migrations[0].source_unread.push(Unread {
+        group: String::new(),
+        kind: "*".into(),
+        resource: "*".into(),
+        namespace: None,
+        reason: "discovery failed".into(),
+    });
+    // Nothing of the core group was seen on the source; the apps group was.
+    snap.migrations[0].source.retain(|o| o["apiVersion"] != "v1");
+    let p = build(&spec(), &snap, false, &mut NoTransforms).unwrap();
+    assert!(p.migrations[0].resources.changes.iter().all(|c| c.action != Action::Prune));
+    assert!(p.migrations[0].resources.changes.iter().any(|c| c.key.kind == "Deployment"));
+}
+
+#[test]
+fn a_recorded_cutover_plans_the_workloads_released() {
+    let mut snap = snapshot();
+    snap.migrations[0].cut_over = true;
+    let p = build(&spec(), &snap, false, &mut NoTransforms).unwrap();
+    let web = p.migrations[0].resources.changes.iter().find(|c| c.key.kind == "Deployment").unwrap();
+    assert_eq!(web.object["spec"]["replicas"], 3);
+    let p = build(&spec(), &snapshot(), false, &mut NoTransforms).unwrap();
+    let web = p.migrations[0].resources.changes.iter().find(|c| c.key.kind == "Deployment").unwrap();
+    assert_eq!(web.object["spec"]["replicas"], 0, "held until cutover");
 }

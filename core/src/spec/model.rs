@@ -14,10 +14,10 @@ use indexmap::IndexMap;
 pub struct Spec {
     /// Where the file was read from; relative plugin paths resolve against its folder.
     pub path: PathBuf,
-    pub source: Cluster,
-    pub destination: Cluster,
+    pub source: ClusterSpec,
+    pub destination: ClusterSpec,
     pub migrations: Vec<Migration>,
-    pub sync: Sync,
+    pub sync: SyncOptions,
 }
 
 /// Which side of the migration a cluster is.
@@ -38,7 +38,7 @@ impl Side {
 
 /// One cluster: how to reach its API and its internal registry.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Cluster {
+pub struct ClusterSpec {
     /// kubeconfig context name.
     pub context: String,
     /// Where `context` is written, so a context missing from the kubeconfig is reported at
@@ -282,6 +282,6 @@ pub struct HookRef {
 
 /// `apply --watch` settings.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Sync {
+pub struct SyncOptions {
     pub interval: Duration,
 }

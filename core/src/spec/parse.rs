@@ -79,7 +79,7 @@ fn read_spec(r: &mut Report<'_>, doc: &Spanned<DeTable<'_>>, path: &Path, base: 
         Some(v) => read_migrations(r, v, base),
     };
     let sync = match root.get("sync") {
-        None => Some(Sync { interval: Duration::from_secs(600) }),
+        None => Some(SyncOptions { interval: Duration::from_secs(600) }),
         Some(v) => read_sync(r, v),
     };
     root.finish(r);
@@ -96,7 +96,7 @@ fn read_spec(r: &mut Report<'_>, doc: &Spanned<DeTable<'_>>, path: &Path, base: 
     })
 }
 
-fn read_clusters(r: &mut Report<'_>, v: &Value<'_>, base: &Path) -> Option<(Cluster, Cluster)> {
+fn read_clusters(r: &mut Report<'_>, v: &Value<'_>, base: &Path) -> Option<(ClusterSpec, ClusterSpec)> {
     let mut t = Table::new(r, v, "[clusters]")?;
     let source = t.require(r, "source").and_then(|v| read_cluster(r, v, "[clusters.source]", base));
     let destination = t.require(r, "destination").and_then(|v| read_cluster(r, v, "[clusters.destination]", base));
@@ -104,7 +104,7 @@ fn read_clusters(r: &mut Report<'_>, v: &Value<'_>, base: &Path) -> Option<(Clus
     Some((source?, destination?))
 }
 
-fn read_cluster(r: &mut Report<'_>, v: &Value<'_>, name: &str, base: &Path) -> Option<Cluster> {
+fn read_cluster(r: &mut Report<'_>, v: &Value<'_>, name: &str, base: &Path) -> Option<ClusterSpec> {
     let mut t = Table::new(r, v, name)?;
     let context = t.require(r, "context").and_then(|v| {
         let s = r.string(v, "context")?;
@@ -120,7 +120,7 @@ fn read_cluster(r: &mut Report<'_>, v: &Value<'_>, name: &str, base: &Path) -> O
     };
     t.finish(r);
     let (context, context_at) = context?;
-    Some(Cluster { context, context_at, registry: registry? })
+    Some(ClusterSpec { context, context_at, registry: registry? })
 }
 
 /// `registry = "host:port"` or a `[clusters.X.registry]` table with auth and TLS settings.
@@ -229,14 +229,14 @@ fn resolve_existing(r: &mut Report<'_>, v: &Value<'_>, p: &str, base: &Path, nam
     Some(path)
 }
 
-fn read_sync(r: &mut Report<'_>, v: &Value<'_>) -> Option<Sync> {
+fn read_sync(r: &mut Report<'_>, v: &Value<'_>) -> Option<SyncOptions> {
     let mut t = Table::new(r, v, "[sync]")?;
     let interval = match t.get("interval") {
         None => Some(Duration::from_secs(600)),
         Some(v) => r.duration(v, "sync.interval"),
     };
     t.finish(r);
-    Some(Sync { interval: interval? })
+    Some(SyncOptions { interval: interval? })
 }
 
 fn read_migrations(r: &mut Report<'_>, v: &Value<'_>, base: &Path) -> Option<Vec<Spanned<Migration>>> {
@@ -814,8 +814,8 @@ fn to_json(v: &DeValue<'_>) -> Result<serde_json::Value, String> {
 /// `images = "direct"` needs both registries; say so at the migration, not later mid-copy.
 fn check_images_have_registries(
     r: &mut Report<'_>,
-    source: &Cluster,
-    destination: &Cluster,
+    source: &ClusterSpec,
+    destination: &ClusterSpec,
     migrations: &[Spanned<Migration>],
 ) {
     for m in migrations {

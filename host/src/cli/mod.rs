@@ -158,7 +158,12 @@ impl Lifecycle {
         Ok(match self {
             Lifecycle::Plan => {
                 let planned = engine.plan(false).await?;
-                let exit = if planned.plan.pending() == 0 { Exit::Success } else { Exit::Changes };
+                // A type that could not be read is a failed plan (the plan says which).
+                let exit = match (planned.plan.unread().next(), planned.plan.pending()) {
+                    (Some(_), _) => Exit::Failed,
+                    (None, 0) => Exit::Success,
+                    (None, _) => Exit::Changes,
+                };
                 (exit, Report::Plan(planned.plan))
             }
             Lifecycle::Apply => {

@@ -45,6 +45,12 @@ pub fn print(plan: &Plan, output: Output) {
                     }
                 }
             }
+            let unread = plan.unread().count();
+            if unread > 0 {
+                eprintln!(
+                    "error: {unread} type(s) could not be read completely (listed above); `mtcd apply` would change nothing. Grant the read, or leave the kind out with `exclude_kinds`."
+                );
+            }
             if plan.pending() == 0 {
                 println!("Nothing to do: the destination matches the desired state.");
             } else {

@@ -15,6 +15,7 @@ impl Engine {
     /// workloads released).
     pub async fn apply(&self, cutover: bool) -> Result<ApplyReport, EngineError> {
         let planned = self.plan(cutover).await?;
+        refuse_unread(&planned.plan)?;
         Ok(self.execute(&planned.plan, &planned.snapshot).await)
     }
 
@@ -110,6 +111,18 @@ impl Engine {
             })
             .collect()
     }
+}
+
+/// Safety rule 1: nothing is written while a migrated type could not be read.
+pub(super) fn refuse_unread(plan: &Plan) -> Result<(), EngineError> {
+    let unread: Vec<String> = plan
+        .unread()
+        .map(|(m, u)| {
+            let ns = u.unread.namespace.as_deref().map(|n| format!(" in {n}")).unwrap_or_default();
+            format!("migration {m}: {} {}{ns}: {}", u.side, u.unread.resource, u.unread.reason)
+        })
+        .collect();
+    if unread.is_empty() { Ok(()) } else { Err(EngineError::Unread(unread)) }
 }
 
 fn image_event(migration: &str, e: dim::DimEvent) -> Event {

@@ -38,6 +38,13 @@ pub enum EngineError {
     /// The Velero path could not run.
     #[error(transparent)]
     Velero(#[from] velero::VeleroError),
+    /// Types that are migrated could not be read completely: applying would act on partial
+    /// knowledge, so nothing is written.
+    #[error(
+        "{} type(s) could not be read completely ({}); nothing was changed. Grant the read, or leave the kind out with `exclude_kinds`",
+        .0.len(), .0.join("; ")
+    )]
+    Unread(Vec<String>),
     /// The final sync of a cutover had failures; the source stays quiesced.
     #[error(
         "final sync had {failed} failure(s); the source stays quiesced. Fix them and run `mtcd cutover` again, or `mtcd rollback`"

@@ -48,8 +48,7 @@ pub enum ObserveError {
     MissingNamespace { context: String, namespace: String },
 }
 
-/// The namespace annotation on the destination recording when a migration's cutover finished.
-pub const CUTOVER: &str = "mtcd.io/cutover";
+pub use crate::labels::CUTOVER;
 
 /// API groups whose types every cluster has (or OLM installs): their CRDs are never copied.
 fn builtin_group(group: &str) -> bool {

@@ -28,8 +28,8 @@ pub enum QuiesceError {
     Timeout(usize, u64, String, String),
 }
 
+use crate::labels::CUTOVER_FIELD_MANAGER as MANAGER;
 pub use crate::observe::CUTOVER;
-const MANAGER: &str = "mtcd-cutover";
 
 use crate::observe::api_resource as ar;
 

@@ -15,8 +15,7 @@ use crate::observe;
 use crate::plan::{Action, ObjectKey, ResourceChange};
 use crate::snapshot::Catalog;
 
-/// The field manager of every server-side apply mtcd makes.
-pub const FIELD_MANAGER: &str = "mtcd";
+pub use crate::labels::FIELD_MANAGER;
 const CONCURRENCY: usize = 16;
 /// How long a CRD mtcd created may take to be Established.
 const ESTABLISHED_TIMEOUT: Duration = Duration::from_secs(60);
