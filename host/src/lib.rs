@@ -13,6 +13,8 @@ pub mod observe;
 pub mod plugins;
 pub mod progress;
 pub mod retry;
+#[cfg(test)]
+mod testing;
 pub mod tls;
 
 // The pure core, under the names the rest of the crate uses.

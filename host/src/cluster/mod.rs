@@ -102,16 +102,22 @@ pub async fn client_for(kubeconfig: &Kubeconfig, path: &Path, context: &str) -> 
         });
     }
     let options = KubeConfigOptions { context: Some(context.to_string()), ..Default::default() };
-    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig.clone(), &options)
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig.clone(), &options)
         .await
         .map_err(|source| ClusterError::Config { context: context.to_string(), source })?;
-    // kube retries 429/503/504 silently, with backoff, for minutes: an aggregated API that is
-    // down stalled a plan for 281 s. mtcd decides itself what to retry (crate::retry) and
-    // says so.
-    config.default_retry = false;
-    let client = kube::Client::try_from(config.clone())
-        .map_err(|source| ClusterError::Client { context: context.to_string(), source })?;
-    Ok(Cluster { context: context.to_string(), client, config })
+    Cluster::from_config(context, config)
+}
+
+impl Cluster {
+    /// A client for `config`. kube would retry 429/503/504 silently, with backoff, for
+    /// minutes (an aggregated API that is down stalled a plan for 281 s): mtcd turns that off
+    /// and decides itself what to retry (crate::retry), and says so.
+    pub fn from_config(context: &str, mut config: kube::Config) -> Result<Cluster, ClusterError> {
+        config.default_retry = false;
+        let client = kube::Client::try_from(config.clone())
+            .map_err(|source| ClusterError::Client { context: context.to_string(), source })?;
+        Ok(Cluster { context: context.to_string(), client, config })
+    }
 }
 
 /// Builds a client and checks the API server answers (`/version`).

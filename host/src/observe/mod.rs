@@ -316,3 +316,65 @@ pub async fn list_many(
     unread.sort_by(|a, b| (&a.group, &a.kind, &a.namespace).cmp(&(&b.group, &b.kind, &b.namespace)));
     Ok((objects, unread))
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn configmaps() -> ApiType {
+        ApiType {
+            group: String::new(),
+            version: "v1".into(),
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            plural: "configmaps".into(),
+            namespaced: true,
+            verbs: vec!["list".into()],
+        }
+    }
+
+    fn status(code: u16, reason: &str, message: &str) -> Value {
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code, "message": message})
+    }
+
+    #[tokio::test]
+    async fn a_refused_or_failed_list_is_unread_not_empty() {
+        let c = crate::testing::fake_cluster(vec![
+            (
+                "/api/v1/namespaces/a/configmaps",
+                200,
+                json!({"kind": "ConfigMapList", "apiVersion": "v1", "metadata": {}, "items": [{"metadata": {"name": "x", "namespace": "a"}}]}),
+            ),
+            (
+                "/api/v1/namespaces/b/configmaps",
+                403,
+                status(403, "Forbidden", "configmaps is forbidden: User \"limited\" cannot list resource \"configmaps\""),
+            ),
+            ("/api/v1/namespaces/c/configmaps", 503, status(503, "ServiceUnavailable", "try later")),
+        ])
+        .await;
+        let ty = configmaps();
+        let (objects, unread) = list_many(&c, &[&ty], &["a".into(), "b".into(), "c".into()], None).await.unwrap();
+        assert_eq!(objects.len(), 1);
+        assert_eq!(objects[0]["kind"], "ConfigMap");
+        let got: Vec<(Option<&str>, bool)> =
+            unread.iter().map(|u| (u.namespace.as_deref(), u.reason.contains("forbidden"))).collect();
+        assert_eq!(got, [(Some("b"), true), (Some("c"), false)]);
+        assert!(unread[1].reason.contains("503"), "{:?}", unread[1]);
+    }
+
+    #[tokio::test]
+    async fn a_cluster_that_does_not_answer_is_an_error_not_unread() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener); // nothing listens there now: connection refused
+        let c = Cluster::from_config("dead", kube::Config::new(format!("http://{addr}").parse().unwrap())).unwrap();
+        let ty = configmaps();
+        let e = list_many(&c, &[&ty], &["a".into()], None).await.unwrap_err();
+        let text = e.to_string();
+        assert!(text.starts_with("dead: reading configmaps in a failed"), "{text}");
+        assert!(text.to_lowercase().contains("refused"), "the root cause, not 'client error': {text}");
+    }
+}

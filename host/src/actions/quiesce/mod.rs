@@ -244,3 +244,19 @@ mod tests {
         assert_eq!(start_patch(&cj, false).unwrap()["spec"]["suspend"], false);
     }
 }
+
+#[cfg(test)]
+mod wait_tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// A wait that cannot read the workloads has not seen them stop.
+    #[tokio::test]
+    async fn a_forbidden_list_while_waiting_is_an_error_not_stopped() {
+        let forbidden = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403, "message": "deployments.apps is forbidden"});
+        let c = crate::testing::fake_cluster(vec![("/apis/apps/v1/namespaces/shop/deployments", 403, forbidden)]).await;
+        let e = wait_stopped(&c, &["shop".into()], Duration::from_secs(1)).await.unwrap_err();
+        assert!(e.to_string().contains("deployments"), "{e}");
+    }
+}

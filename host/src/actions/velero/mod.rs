@@ -459,46 +459,9 @@ mod tests {
         assert!(parse_results(b"<html>").unwrap_err().contains("not Velero results"));
     }
 
-    /// A one-route-per-path HTTP server standing in for an API server, enough for
-    /// discovery and GETs.
-    async fn fake_cluster(routes: Vec<(&'static str, u16, Value)>) -> Cluster {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut sock, _)) = listener.accept().await else {
-                    return;
-                };
-                let routes = routes.clone();
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match sock.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    let head = String::from_utf8_lossy(&buf);
-                    let path = head.split_whitespace().nth(1).unwrap_or("").split('?').next().unwrap_or("").to_string();
-                    let (code, body) = routes.iter().find(|(p, _, _)| *p == path).map(|(_, c, b)| (*c, b.to_string())).unwrap_or((404, json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "the server could not find the requested resource"}).to_string()));
-                    let resp = format!(
-                        "HTTP/1.1 {code} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = sock.write_all(resp.as_bytes()).await;
-                });
-            }
-        });
-        let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
-        let client = kube::Client::try_from(config.clone()).unwrap();
-        Cluster { context: "fake".into(), client, config }
-    }
-
     #[tokio::test]
     async fn a_cluster_without_velero_is_named() {
-        let c = fake_cluster(vec![]).await;
+        let c = crate::testing::fake_cluster(vec![]).await;
         let e = check_installed(&c).await.unwrap_err();
         assert_eq!(e.to_string(), "Velero is not installed on fake (the velero.io/v1 API group is not served)");
     }
@@ -506,7 +469,7 @@ mod tests {
     #[tokio::test]
     async fn missing_or_unavailable_storage_locations_are_errors() {
         let bsl = |phase: &str| json!({"apiVersion": "velero.io/v1", "kind": "BackupStorageLocation", "metadata": {"name": "default", "namespace": "velero"}, "status": {"phase": phase, "message": "bucket gone"}});
-        let c = fake_cluster(vec![
+        let c = crate::testing::fake_cluster(vec![
             ("/apis/velero.io/v1/namespaces/velero/backupstoragelocations/default", 200, bsl("Unavailable")),
             ("/apis/velero.io/v1/namespaces/velero/backupstoragelocations/ok", 200, bsl("Available")),
         ])
@@ -521,7 +484,7 @@ mod tests {
     #[tokio::test]
     async fn results_are_read_from_http_and_file_urls() {
         let body = json!({"errors": {"namespaces": {"shop-prod": ["error restoring services/shop-prod/web: x"]}}});
-        let c = fake_cluster(vec![("/results", 200, body.clone())]).await;
+        let c = crate::testing::fake_cluster(vec![("/results", 200, body.clone())]).await;
         let url = format!("{}results", c.config.cluster_url);
         let r = parse_results(&read_url(&url).await.unwrap()).unwrap();
         assert_eq!(r.errors.messages()[0].scope, "shop-prod");
