@@ -2,6 +2,7 @@
 //! anything is written, so a failing transform stops with no change on the destination.
 //! Pure: no I/O here; `observe` feeds it, `actions` execute it.
 
+mod confine;
 pub mod diff;
 pub mod hash;
 pub mod key;
@@ -186,6 +187,13 @@ pub enum PlanError {
         #[source]
         source: TransformFailure,
     },
+    /// A transform returned an object outside the migration: cluster-scoped, in another
+    /// namespace, of another kind than it was given, badly named, or a duplicate. Nothing was
+    /// written.
+    #[error(
+        "migration {migration:?}: transform plugin(s) {plugins} returned {object}: {reason}; nothing was changed"
+    )]
+    Confinement { migration: String, plugins: String, object: String, reason: String },
     /// The snapshot has no observations for a migration of the file (observe and plan were
     /// given different files).
     #[error("migration {0:?} was not observed")]
@@ -232,8 +240,15 @@ fn plan_migration(
         _ => None,
     };
     let lookup = &seen.source;
+    let mut confinement = None;
     let mut transform = |o: Value| -> Result<Transformed, TransformFailure> {
-        Ok(match (transforms.transform(m, o, lookup)?, &rewrite) {
+        let given = ObjectKey::of(&o);
+        let out = transforms.transform(m, o, lookup)?;
+        if let Err((object, reason)) = confine::check(m, snapshot, &given, &out) {
+            confinement = Some((object.clone(), reason.clone()));
+            return Err(TransformFailure { object, message: reason });
+        }
+        Ok(match (out, &rewrite) {
             (Transformed::Keep(mut o, mut extra), Some((from, to))) => {
                 image::rewrite_object(&mut o, from, to, &m.namespace_map);
                 for e in &mut extra {
@@ -244,8 +259,23 @@ fn plan_migration(
             (other, _) => other,
         })
     };
-    let (desired, skipped) = desired(seen.source.clone(), m, &settings, released, &mut transform)
-        .map_err(|source| PlanError::Transform { migration: m.name.clone(), source })?;
+    let planned = desired(seen.source.clone(), m, &settings, released, &mut transform);
+    let confined = |object: String, reason: String| PlanError::Confinement {
+        migration: m.name.clone(),
+        plugins: confine::plugin_names(m),
+        object,
+        reason,
+    };
+    let (desired, skipped) = match (planned, confinement) {
+        (Err(_), Some((object, reason))) => return Err(confined(object, reason)),
+        (Err(source), None) => return Err(PlanError::Transform { migration: m.name.clone(), source }),
+        (Ok(d), _) => d,
+    };
+    if !m.transforms.is_empty()
+        && let Some(key) = confine::duplicate(&desired)
+    {
+        return Err(confined(key, "another object of the migration has the same kind, namespace and name".into()));
+    }
     let unread: Vec<UnreadType> = seen
         .source_unread
         .iter()

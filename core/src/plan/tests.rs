@@ -212,3 +212,79 @@ fn a_recorded_cutover_plans_the_workloads_released() {
     let web = p.migrations[0].resources.changes.iter().find(|c| c.key.kind == "Deployment").unwrap();
     assert_eq!(web.object["spec"]["replicas"], 0, "held until cutover");
 }
+
+/// A transform that adds `extra` next to every ConfigMap, or rewrites it with `rewrite`.
+struct Hostile {
+    extra: Vec<Value>,
+    rewrite: Option<fn(&mut Value)>,
+}
+
+impl Transforms for Hostile {
+    fn transform(&mut self, _: &Migration, mut o: Value, _: &[Value]) -> Result<Transformed, TransformFailure> {
+        if o["kind"] != "ConfigMap" {
+            return Ok(Transformed::Keep(o, Vec::new()));
+        }
+        if let Some(f) = self.rewrite {
+            f(&mut o);
+        }
+        Ok(Transformed::Keep(o, self.extra.clone()))
+    }
+}
+
+fn catalog_snapshot() -> Snapshot {
+    let ty = |group: &str, kind: &str, plural: &str, namespaced: bool| crate::snapshot::ApiType {
+        group: group.into(),
+        version: "v1".into(),
+        api_version: if group.is_empty() { "v1".into() } else { format!("{group}/v1") },
+        kind: kind.into(),
+        plural: plural.into(),
+        namespaced,
+        verbs: vec!["list".into(), "get".into(), "create".into(), "patch".into()],
+    };
+    let mut s = snapshot();
+    s.destination_catalog.types = vec![
+        ty("", "ConfigMap", "configmaps", true),
+        ty("", "PersistentVolume", "persistentvolumes", false),
+        ty("rbac.authorization.k8s.io", "ClusterRoleBinding", "clusterrolebindings", false),
+    ];
+    s
+}
+
+fn refused(t: &mut Hostile) -> String {
+    let mut spec = spec();
+    spec.migrations[0].transforms.push(crate::spec::PluginRef {
+        path: "/plugins/evil.wasm".into(),
+        config: json!({}),
+        limits: crate::spec::PluginLimits { timeout: std::time::Duration::from_secs(1), memory: 1 << 26, fuel: None },
+        grants: Default::default(),
+        on_error: crate::spec::OnError::Fail,
+    });
+    match build(&spec, &catalog_snapshot(), false, t) {
+        Err(e @ PlanError::Confinement { .. }) => e.to_string(),
+        other => panic!("expected a confinement error, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_transform_may_not_reach_outside_the_migration() {
+    let crb = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "pwn"},
+        "roleRef": {"kind": "ClusterRole", "name": "cluster-admin"}});
+    let e = refused(&mut Hostile { extra: vec![crb], rewrite: None });
+    assert!(e.contains("evil.wasm returned ClusterRoleBinding.rbac.authorization.k8s.io/pwn: cluster-scoped objects are refused"), "{e}");
+    assert!(e.ends_with("nothing was changed"), "{e}");
+    let pv = json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "root"}, "spec": {"hostPath": {"path": "/"}}});
+    assert!(refused(&mut Hostile { extra: vec![pv], rewrite: None }).contains("PersistentVolume/root: cluster-scoped"));
+    let elsewhere = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "kube-system"}});
+    assert!(refused(&mut Hostile { extra: vec![elsewhere], rewrite: None }).contains("namespace \"kube-system\" is not one of the migration's namespaces"));
+    let e = refused(&mut Hostile { extra: vec![], rewrite: Some(|o| o["kind"] = json!("Secret")) });
+    assert!(e.contains("not turn it into another kind"), "{e}");
+    let e = refused(&mut Hostile { extra: vec![], rewrite: Some(|o| o["metadata"]["namespace"] = json!("other")) });
+    assert!(e.contains("may not move an object to another namespace"), "{e}");
+    let e = refused(&mut Hostile { extra: vec![], rewrite: Some(|o| o["metadata"]["name"] = json!("../../x")) });
+    assert!(e.contains("is not a valid object name"), "{e}");
+    let twin = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg", "namespace": "shop"}});
+    assert!(refused(&mut Hostile { extra: vec![twin], rewrite: None }).contains("has the same kind, namespace and name"));
+    // Adding a namespaced object of the migration is what transforms are for.
+    let ok = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "added", "namespace": "shop"}});
+    assert!(build(&spec(), &catalog_snapshot(), false, &mut Hostile { extra: vec![ok], rewrite: None }).is_ok());
+}

@@ -129,6 +129,13 @@ pub struct Migration {
     pub start_workloads: bool,
     /// Remove destination objects mtcd manages that no longer exist on the source.
     pub prune: bool,
+    /// Allow `kube-*` and `openshift*` namespaces as sources or destinations.
+    pub allow_system_namespaces: bool,
+    /// Take over destination objects of the same name that mtcd did not create.
+    pub adopt: bool,
+    /// Kinds (`Kind` or `Kind.group`) replaced — deleted and created again — when a change
+    /// touches an immutable field (default: Job).
+    pub replace_kinds: Vec<String>,
     pub dvm: DvmOptions,
     pub dim: DimOptions,
     pub velero: VeleroOptions,

@@ -103,3 +103,9 @@ mod tests {
         }
     }
 }
+
+/// The cluster's own namespaces: `kube-*` (kube-system, kube-public, kube-node-lease, …),
+/// `openshift` and `openshift-*`. `default` is not one of them: applications live there.
+pub fn is_system_namespace(name: &str) -> bool {
+    name.starts_with("kube-") || name == "openshift" || name.starts_with("openshift-")
+}

@@ -355,6 +355,12 @@ fn read_migration(r: &mut Report<'_>, v: &Value<'_>, index: usize, base: &Path) 
     let pvc_name_map = opt_map(r, t.get("pvc_name_map"), "pvc_name_map");
     let start_workloads = opt_bool(r, t.get("start_workloads"), "start_workloads", false);
     let prune = opt_bool(r, t.get("prune"), "prune", true);
+    let allow_system_namespaces = opt_bool(r, t.get("allow_system_namespaces"), "allow_system_namespaces", false);
+    let adopt = opt_bool(r, t.get("adopt"), "adopt", false);
+    let replace_kinds = match t.get("replace_kinds") {
+        None => Some(vec!["Job".to_string()]),
+        Some(v) => r.string_list(v, "replace_kinds").map(|l| l.into_iter().map(|s| s.into_inner()).collect()),
+    };
     let dvm = match t.get("dvm") {
         None => Some(default_dvm()),
         Some(v) => read_dvm(r, v),
@@ -398,6 +404,25 @@ fn read_migration(r: &mut Report<'_>, v: &Value<'_>, index: usize, base: &Path) 
             ok = false;
         }
     }
+    // The cluster's own namespaces are never a source or a destination by accident.
+    if allow_system_namespaces != Some(true) {
+        for ns in &namespaces {
+            let (dst, dst_span) = match raw_map.get(ns.get_ref()) {
+                Some((_, d)) => (d.get_ref().clone(), d.span()),
+                None => (ns.get_ref().clone(), ns.span()),
+            };
+            for (name, span, side) in [(ns.get_ref().clone(), ns.span(), "source"), (dst, dst_span, "destination")] {
+                if names::is_system_namespace(&name) {
+                    r.error(
+                        &span,
+                        format!("{name:?} is one of the cluster's own namespaces and cannot be a {side} namespace"),
+                        Some("migrate the application's namespaces; set `allow_system_namespaces = true` in this migration if you really mean it".into()),
+                    );
+                    ok = false;
+                }
+            }
+        }
+    }
     for ns in &namespaces {
         let dst = raw_map.get(ns.get_ref()).map(|(_, d)| d.get_ref().clone()).unwrap_or_else(|| ns.get_ref().clone());
         if let Some((other, _)) = namespace_map.iter().find(|(_, d)| **d == dst) {
@@ -431,6 +456,9 @@ fn read_migration(r: &mut Report<'_>, v: &Value<'_>, index: usize, base: &Path) 
         pvc_name_map: pvc_name_map?,
         start_workloads: start_workloads?,
         prune: prune?,
+        allow_system_namespaces: allow_system_namespaces?,
+        adopt: adopt?,
+        replace_kinds: replace_kinds?,
         dvm: dvm?,
         dim: dim?,
         velero: velero?,
