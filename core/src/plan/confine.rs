@@ -19,7 +19,12 @@ pub fn check(m: &Migration, snapshot: &Snapshot, given: &ObjectKey, out: &Transf
     // The object itself stays what it was: same kind, same namespace; a cluster-scoped
     // object it was given (a Namespace, a CRD) keeps its name too.
     if (key.group.as_str(), key.kind.as_str()) != (given.group.as_str(), given.kind.as_str()) {
-        return err(&key, format!("it was given {given}; a transform may change an object but not turn it into another kind (return new objects as extra objects)"));
+        return err(
+            &key,
+            format!(
+                "it was given {given}; a transform may change an object but not turn it into another kind (return new objects as extra objects)"
+            ),
+        );
     }
     if key.namespace != given.namespace {
         return err(&key, format!("it was given {given}; a transform may not move an object to another namespace"));
@@ -44,9 +49,17 @@ pub fn check(m: &Migration, snapshot: &Snapshot, given: &ObjectKey, out: &Transf
         match &k.namespace {
             Some(ns) if m.namespaces.contains(ns) => {}
             Some(ns) => {
-                return err(&k, format!("namespace {ns:?} is not one of the migration's namespaces ({})", m.namespaces.join(", ")));
+                return err(
+                    &k,
+                    format!("namespace {ns:?} is not one of the migration's namespaces ({})", m.namespaces.join(", ")),
+                );
             }
-            None => return err(&k, "an added object must name its namespace (one of the migration's source namespaces)".into()),
+            None => {
+                return err(
+                    &k,
+                    "an added object must name its namespace (one of the migration's source namespaces)".into(),
+                );
+            }
         }
     }
     Ok(())

@@ -190,9 +190,7 @@ pub enum PlanError {
     /// A transform returned an object outside the migration: cluster-scoped, in another
     /// namespace, of another kind than it was given, badly named, or a duplicate. Nothing was
     /// written.
-    #[error(
-        "migration {migration:?}: transform plugin(s) {plugins} returned {object}: {reason}; nothing was changed"
-    )]
+    #[error("migration {migration:?}: transform plugin(s) {plugins} returned {object}: {reason}; nothing was changed")]
     Confinement { migration: String, plugins: String, object: String, reason: String },
     /// The snapshot has no observations for a migration of the file (observe and plan were
     /// given different files).

@@ -270,12 +270,21 @@ fn a_transform_may_not_reach_outside_the_migration() {
     let crb = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "pwn"},
         "roleRef": {"kind": "ClusterRole", "name": "cluster-admin"}});
     let e = refused(&mut Hostile { extra: vec![crb], rewrite: None });
-    assert!(e.contains("evil.wasm returned ClusterRoleBinding.rbac.authorization.k8s.io/pwn: cluster-scoped objects are refused"), "{e}");
+    assert!(
+        e.contains(
+            "evil.wasm returned ClusterRoleBinding.rbac.authorization.k8s.io/pwn: cluster-scoped objects are refused"
+        ),
+        "{e}"
+    );
     assert!(e.ends_with("nothing was changed"), "{e}");
     let pv = json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "root"}, "spec": {"hostPath": {"path": "/"}}});
     assert!(refused(&mut Hostile { extra: vec![pv], rewrite: None }).contains("PersistentVolume/root: cluster-scoped"));
-    let elsewhere = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "kube-system"}});
-    assert!(refused(&mut Hostile { extra: vec![elsewhere], rewrite: None }).contains("namespace \"kube-system\" is not one of the migration's namespaces"));
+    let elsewhere =
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "kube-system"}});
+    assert!(
+        refused(&mut Hostile { extra: vec![elsewhere], rewrite: None })
+            .contains("namespace \"kube-system\" is not one of the migration's namespaces")
+    );
     let e = refused(&mut Hostile { extra: vec![], rewrite: Some(|o| o["kind"] = json!("Secret")) });
     assert!(e.contains("not turn it into another kind"), "{e}");
     let e = refused(&mut Hostile { extra: vec![], rewrite: Some(|o| o["metadata"]["namespace"] = json!("other")) });
@@ -283,7 +292,9 @@ fn a_transform_may_not_reach_outside_the_migration() {
     let e = refused(&mut Hostile { extra: vec![], rewrite: Some(|o| o["metadata"]["name"] = json!("../../x")) });
     assert!(e.contains("is not a valid object name"), "{e}");
     let twin = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg", "namespace": "shop"}});
-    assert!(refused(&mut Hostile { extra: vec![twin], rewrite: None }).contains("has the same kind, namespace and name"));
+    assert!(
+        refused(&mut Hostile { extra: vec![twin], rewrite: None }).contains("has the same kind, namespace and name")
+    );
     // Adding a namespaced object of the migration is what transforms are for.
     let ok = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "added", "namespace": "shop"}});
     assert!(build(&spec(), &catalog_snapshot(), false, &mut Hostile { extra: vec![ok], rewrite: None }).is_ok());

@@ -313,7 +313,8 @@ fn annotations_controllers_own_are_not_copied() {
 
 #[test]
 fn the_api_server_s_own_service_is_never_copied() {
-    let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kubernetes", "namespace": "default"}});
+    let svc =
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kubernetes", "namespace": "default"}});
     assert_eq!(skip_reason(&svc), Some("the cluster's own API server Service"));
     let app = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kubernetes", "namespace": "shop"}});
     assert_eq!(skip_reason(&app), None, "an application's Service of that name elsewhere is copied");

@@ -66,14 +66,14 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
-/// The kubeconfig path in effect: `--kubeconfig`, else `$KUBECONFIG` (first entry), else
-/// `~/.kube/config`.
+/// The kubeconfig path in effect: `--kubeconfig`, else `$KUBECONFIG` (its first non-empty
+/// entry; an empty `KUBECONFIG=` counts as unset, as kubectl does), else `~/.kube/config`.
 pub fn kubeconfig_path(explicit: Option<&Path>) -> PathBuf {
-    if let Some(p) = explicit {
+    if let Some(p) = explicit.filter(|p| !p.as_os_str().is_empty()) {
         return p.to_path_buf();
     }
     if let Some(env) = std::env::var_os("KUBECONFIG")
-        && let Some(first) = std::env::split_paths(&env).next()
+        && let Some(first) = std::env::split_paths(&env).find(|p| !p.as_os_str().is_empty())
     {
         return first;
     }
@@ -154,6 +154,20 @@ pub fn short_error(e: &kube::Error) -> String {
         kube::Error::Api(s) if s.code == 401 => {
             "the credentials were rejected (401 Unauthorized); log in again or fix the kubeconfig user".into()
         }
+        // "field is immutable" and friends carry the whole Go struct of the old value; the
+        // causes name the field and the reason, which is what a person can act on.
+        kube::Error::Api(s) if s.code == 422 && s.details.as_ref().is_some_and(|d| !d.causes.is_empty()) => {
+            let d = s.details.as_ref().expect("checked");
+            let causes: Vec<String> = d
+                .causes
+                .iter()
+                .map(|c| {
+                    let why = c.message.rsplit(": ").next().unwrap_or(&c.message);
+                    if c.field.is_empty() { why.to_string() } else { format!("{}: {why}", c.field) }
+                })
+                .collect();
+            format!("{} {:?} is invalid: {} (422 {})", d.kind, d.name, causes.join("; "), s.reason)
+        }
         kube::Error::Api(s) => format!("{} ({} {})", s.message, s.code, s.reason),
         other => {
             let mut reason = other.to_string();
@@ -164,5 +178,34 @@ pub fn short_error(e: &kube::Error) -> String {
             }
             reason
         }
+    }
+}
+
+#[cfg(test)]
+mod message_tests {
+    use super::*;
+
+    fn api(v: serde_json::Value) -> kube::Error {
+        kube::Error::Api(Box::new(serde_json::from_value(v).unwrap()))
+    }
+
+    #[test]
+    fn an_immutable_field_is_named_without_the_go_struct_dump() {
+        let dump = format!("core.PodTemplateSpec{{ObjectMeta:v1.ObjectMeta{{Name:\"\", {}}}}}", "x".repeat(5000));
+        let e = api(
+            serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Invalid", "code": 422,
+            "message": format!("Job.batch \"migrate\" is invalid: spec.template: Invalid value: {dump}: field is immutable"),
+            "details": {"name": "migrate", "group": "batch", "kind": "Job",
+                "causes": [{"reason": "FieldValueInvalid", "message": format!("Invalid value: {dump}: field is immutable"), "field": "spec.template"}]}}),
+        );
+        assert_eq!(short_error(&e), "Job \"migrate\" is invalid: spec.template: field is immutable (422 Invalid)");
+    }
+
+    #[test]
+    fn rejected_credentials_say_so() {
+        let e = api(
+            serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Unauthorized", "code": 401, "message": "Unauthorized"}),
+        );
+        assert!(short_error(&e).starts_with("the credentials were rejected"), "{}", short_error(&e));
     }
 }

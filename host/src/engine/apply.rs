@@ -16,21 +16,22 @@ impl Engine {
     pub async fn apply(&self, cutover: bool) -> Result<ApplyReport, EngineError> {
         let planned = self.plan(cutover).await?;
         refuse_unread(&planned.plan)?;
-        Ok(self.execute(&planned.plan, &planned.snapshot).await)
+        self.execute(&planned.plan, &planned.snapshot).await
     }
 
-    /// Executes `plan`, computed from `snapshot`.
-    pub async fn execute(&self, plan: &Plan, snapshot: &Snapshot) -> ApplyReport {
+    /// Executes `plan`, computed from `snapshot`. Failures of single objects, images and
+    /// volumes are in the report; a destination that stops answering ends the run.
+    pub async fn execute(&self, plan: &Plan, snapshot: &Snapshot) -> Result<ApplyReport, EngineError> {
         let mut report = ApplyReport::default();
         for m in &plan.migrations {
             let span = tracing::info_span!("apply", migration = %m.name);
-            let r = tracing::Instrument::instrument(self.execute_migration(m, snapshot), span).await;
+            let r = tracing::Instrument::instrument(self.execute_migration(m, snapshot), span).await?;
             report.migrations.push(r);
         }
-        report
+        Ok(report)
     }
 
-    async fn execute_migration(&self, m: &MigrationPlan, snapshot: &Snapshot) -> MigrationReport {
+    async fn execute_migration(&self, m: &MigrationPlan, snapshot: &Snapshot) -> Result<MigrationReport, EngineError> {
         let mut report = MigrationReport { migration: m.name.clone(), ..Default::default() };
         for w in &m.resources.warnings {
             self.events.warn(Some(&m.name), w.clone());
@@ -61,7 +62,7 @@ impl Engine {
                 };
                 report.resources = Some(
                     resources::apply(&self.destination, &snapshot.destination_catalog, &m.resources.changes, &progress)
-                        .await,
+                        .await?,
                 );
             }
         }
@@ -81,7 +82,7 @@ impl Engine {
                 Err(e) => report.volumes_error = Some(e.to_string()),
             }
         }
-        report
+        Ok(report)
     }
 
     async fn copy_images(&self, m: &MigrationPlan) -> Vec<ImageReport> {

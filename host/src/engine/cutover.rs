@@ -39,7 +39,7 @@ impl Engine {
         let t1 = Instant::now();
         let after = self.plan(true).await?;
         super::apply::refuse_unread(&after.plan)?;
-        report.sync = self.execute(&after.plan, &after.snapshot).await;
+        report.sync = self.execute(&after.plan, &after.snapshot).await?;
         report.sync_seconds = t1.elapsed().as_secs_f64();
         let failed = report.sync.failed();
         if failed > 0 {
@@ -54,6 +54,7 @@ impl Engine {
 
     /// The source as it was, the destination held at 0. Deletes nothing.
     pub async fn rollback(&self) -> Result<RollbackReport, EngineError> {
+        self.check_distinct().await?;
         let dst: Vec<String> = self.spec.migrations.iter().flat_map(|m| m.namespace_map.values().cloned()).collect();
         let src: Vec<String> = self.spec.migrations.iter().flat_map(|m| m.namespaces.iter().cloned()).collect();
         let held = quiesce::hold_destination(&self.destination, &dst).await?;

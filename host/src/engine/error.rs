@@ -45,6 +45,21 @@ pub enum EngineError {
         .0.len(), .0.join("; ")
     )]
     Unread(Vec<String>),
+    /// Source and destination are one cluster and a namespace maps onto itself: the
+    /// migration would write the objects it reads.
+    #[error(
+        "contexts {source_context:?} and {destination_context:?} reach the same cluster ({why}), and migration {migration:?} maps namespace {namespace:?} onto itself: it would overwrite its own source. Map it to another namespace (a clone) or use another destination"
+    )]
+    SameCluster {
+        source_context: String,
+        destination_context: String,
+        why: String,
+        migration: String,
+        namespace: String,
+    },
+    /// The destination stopped answering mid-apply.
+    #[error(transparent)]
+    Unreachable(#[from] crate::actions::resources::Unreachable),
     /// The final sync of a cutover had failures; the source stays quiesced.
     #[error(
         "final sync had {failed} failure(s); the source stays quiesced. Fix them and run `mtcd cutover` again, or `mtcd rollback`"

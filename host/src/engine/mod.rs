@@ -11,6 +11,7 @@ mod apply;
 mod cleanup;
 mod cutover;
 mod error;
+mod identity;
 mod planning;
 mod report;
 mod status;

@@ -24,6 +24,7 @@ impl Engine {
     pub async fn plan(&self, cutover: bool) -> Result<Planned, EngineError> {
         // Plugins load (and compile, once) before anything is observed: a broken component
         // fails the plan at once.
+        self.check_distinct().await?;
         let mut chains = self.load_plugins()?;
         let snapshot = crate::observe::observe(&self.spec, &self.source, &self.destination, self.registries()).await?;
         let plan = plan::build(&self.spec, &snapshot, cutover, &mut chains)?;
