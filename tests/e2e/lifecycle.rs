@@ -86,6 +86,9 @@ async fn stage_cutover_and_rollback() {
         false
     );
     assert_eq!(replicas(&get(&lab, "lab-dst", &deploy, "shop-prod", "web").await), 0, "destination held again");
+    // A rolled-back destination is what the plan wants: no bogus updates.
+    let plan = lab.mtcd(&["plan", f]);
+    assert_eq!(plan.code, 0, "nothing to do after a rollback:\n{}\n{}", plan.stdout, plan.stderr);
 }
 
 #[tokio::test(flavor = "multi_thread")]

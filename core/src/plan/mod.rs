@@ -3,7 +3,7 @@
 //! Pure: no I/O here; `observe` feeds it, `actions` execute it.
 
 mod confine;
-pub mod diff;
+pub mod drift;
 pub mod hash;
 pub mod key;
 pub mod order;
@@ -32,9 +32,15 @@ use crate::transform::rules::RuleSettings;
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     Create,
+    /// The source changed, or the destination drifted from what mtcd applied.
     Update,
     Unchanged,
     Prune,
+    /// An object of the same name that mtcd did not create: taken over only when the
+    /// migration says `adopt = true` (or `apply --adopt`).
+    Adopt,
+    /// A change to an immutable field: delete, wait until gone, create.
+    Replace,
 }
 
 /// What will happen to one destination object.
@@ -73,6 +79,11 @@ pub struct ResourcePlan {
     /// Desired objects of unread types: neither created, updated nor pruned this time.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub withheld: Vec<ObjectKey>,
+    /// Changes that cannot be made as planned (an immutable field of a kind that may not be
+    /// replaced, an object to adopt without `adopt`), one line each: the plan exits 1 and
+    /// apply writes nothing until they are resolved.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub blocked: Vec<String>,
 }
 
 impl ResourcePlan {
@@ -106,6 +117,11 @@ impl Plan {
     /// never reached 0 would be useless in automation.
     pub fn pending(&self) -> usize {
         self.migrations.iter().map(MigrationPlan::pending).sum()
+    }
+
+    /// Changes that cannot be made as planned, with their migration.
+    pub fn blocked(&self) -> impl Iterator<Item = (&str, &String)> {
+        self.migrations.iter().flat_map(|m| m.resources.blocked.iter().map(move |b| (m.name.as_str(), b)))
     }
 
     /// Types that could not be read completely, with the migration they belong to: while
@@ -310,7 +326,7 @@ fn plan_migration(
         source: snapshot.source_context.clone(),
         destination: snapshot.destination_context.clone(),
         mode: m.resources,
-        resources: ResourcePlan { changes, skipped, warnings, unread, withheld },
+        resources: ResourcePlan { changes, skipped, warnings, unread, withheld, blocked: Vec::new() },
         volumes: volumes::plan_volumes(m, &seen.pvcs),
         images,
         image_options: m.dim.clone(),

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use serde_json::Value;
 
 use super::transforms::{TransformFailure, Transformed};
-use super::{Action, ObjectKey, ResourceChange, Skipped, diff, hash, order};
+use super::{Action, ObjectKey, ResourceChange, Skipped, drift, hash, order};
 use crate::spec::Migration;
 use crate::transform::{hold, mapping, object, rules};
 
@@ -78,18 +78,30 @@ pub fn compare(
         }
         let (action, diff) = match live_by_key.get(&key) {
             None => (Action::Create, Vec::new()),
-            Some(l)
-                if object::annotation(l, hash::SOURCE_HASH) == object::annotation(&obj, hash::SOURCE_HASH)
-                    && hash::is_managed_by(l, migration) =>
-            {
-                (Action::Unchanged, Vec::new())
+            Some(l) if hash::is_managed_by(l, migration) => {
+                // The stamp tells a source change; managedFields tell drift on the
+                // destination. Neither: nothing to do, even if only the stamp is stale.
+                let same_source =
+                    object::annotation(l, hash::SOURCE_HASH) == object::annotation(&obj, hash::SOURCE_HASH);
+                let d = drift::changes(&obj, l, same_source);
+                if d.is_empty() { (Action::Unchanged, d) } else { (Action::Update, d) }
+            }
+            // A namespace that already exists (created by hand, or by a project request) only
+            // gains mtcd's labels: it is not somebody else's object to adopt.
+            Some(l) if key.kind == "Namespace" && key.group.is_empty() => {
+                let mut d = drift::changes(&obj, l, false);
+                d.push("(mtcd labels the existing namespace)".into());
+                (Action::Update, d)
             }
             Some(l) => {
-                let mut d = diff::diff(&obj, l);
-                if d.is_empty() {
-                    d.push("(no field differs; mtcd takes over managing it)".into());
-                }
-                (Action::Update, d)
+                let mut d = drift::changes(&obj, l, false);
+                let owners = drift::other_managers(l);
+                d.push(match object::label(l, hash::MIGRATION) {
+                    Some(other) => format!("(managed by migration {other:?})"),
+                    None if owners.is_empty() => "(not created by mtcd)".to_string(),
+                    None => format!("(not created by mtcd; fields owned by {})", owners.join(", ")),
+                });
+                (Action::Adopt, d)
             }
         };
         changes.push(ResourceChange {

@@ -49,12 +49,12 @@ pub enum Output {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Show what `apply` would change. Exit code 0: nothing to do, 2: changes pending, 1: error.
-    Plan(FileArgs),
+    Plan(PlanArgs),
     /// Make the destination match the desired state (stage sync; workloads stay at 0 replicas
     /// until cutover unless `start_workloads = true`).
     Apply(ApplyArgs),
     /// Quiesce the source, run a final sync and start the workloads on the destination.
-    Cutover(FileArgs),
+    Cutover(PlanArgs),
     /// Undo a cutover on the source side: restore replicas and CronJobs; scale the destination
     /// back to 0. Never deletes data.
     Rollback(FileArgs),
@@ -73,10 +73,30 @@ pub struct FileArgs {
     pub file: PathBuf,
 }
 
+/// A desired-state file and what the command line may allow beyond it.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub file: FileArgs,
+    /// Take over destination objects mtcd did not create (as `adopt = true` does).
+    #[arg(long)]
+    pub adopt: bool,
+    /// Replace (delete and recreate) objects of any kind whose change touches an immutable
+    /// field; without it only the kinds in `replace_kinds` are.
+    #[arg(long)]
+    pub allow_replace: bool,
+}
+
+impl PlanArgs {
+    fn options(&self) -> crate::engine::Options {
+        crate::engine::Options { adopt: self.adopt, allow_replace: self.allow_replace }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
     #[command(flatten)]
-    pub file: FileArgs,
+    pub file: PlanArgs,
     /// Keep re-syncing every `sync.interval` until stopped (Ctrl-C).
     #[arg(long)]
     pub watch: bool,
@@ -117,20 +137,24 @@ pub fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<Exit> {
     let global = cli.global;
-    let (file, command) = match cli.command {
+    let none = crate::engine::Options::default();
+    let (options, file, command) = match cli.command {
         Command::Plugin(c) => return plugin::run(c),
-        Command::Plan(a) => (a.file, Lifecycle::Plan),
-        Command::Apply(a) if a.watch => (a.file.file, Lifecycle::Watch),
-        Command::Apply(a) => (a.file.file, Lifecycle::Apply),
-        Command::Cutover(a) => (a.file, Lifecycle::Cutover),
-        Command::Rollback(a) => (a.file, Lifecycle::Rollback),
-        Command::Status(a) => (a.file, Lifecycle::Status),
-        Command::Cleanup(a) => (a.file, Lifecycle::Cleanup),
+        Command::Plan(a) => (a.options(), a.file.file, Lifecycle::Plan),
+        Command::Apply(a) if a.watch => (a.file.options(), a.file.file.file, Lifecycle::Watch),
+        Command::Apply(a) => (a.file.options(), a.file.file.file, Lifecycle::Apply),
+        Command::Cutover(a) => (a.options(), a.file.file, Lifecycle::Cutover),
+        Command::Rollback(a) => (none, a.file, Lifecycle::Rollback),
+        Command::Status(a) => (none, a.file, Lifecycle::Status),
+        Command::Cleanup(a) => (none, a.file, Lifecycle::Cleanup),
     };
     let (events, rx) = crate::progress::Events::channel();
     let renderer = tokio::spawn(render::events(rx, global.output));
     let result = match Session::open(&global, &file, events).await {
-        Ok(session) => command.run(session.engine).await,
+        Ok(mut session) => {
+            session.engine.options = options;
+            command.run(session.engine).await
+        }
         Err(e) => Err(e),
     };
     // The engine (and with it every sender) is gone: the renderer drains what is left.
@@ -159,10 +183,11 @@ impl Lifecycle {
             Lifecycle::Plan => {
                 let planned = engine.plan(false).await?;
                 // A type that could not be read is a failed plan (the plan says which).
-                let exit = match (planned.plan.unread().next(), planned.plan.pending()) {
-                    (Some(_), _) => Exit::Failed,
-                    (None, 0) => Exit::Success,
-                    (None, _) => Exit::Changes,
+                let stuck = planned.plan.unread().next().is_some() || planned.plan.blocked().next().is_some();
+                let exit = match (stuck, planned.plan.pending()) {
+                    (true, _) => Exit::Failed,
+                    (false, 0) => Exit::Success,
+                    (false, _) => Exit::Changes,
                 };
                 (exit, Report::Plan(planned.plan))
             }

@@ -114,8 +114,13 @@ impl Engine {
     }
 }
 
-/// Safety rule 1: nothing is written while a migrated type could not be read.
+/// Safety rule 1: nothing is written while a migrated type could not be read, or while a
+/// change cannot be made as planned.
 pub(super) fn refuse_unread(plan: &Plan) -> Result<(), EngineError> {
+    let blocked: Vec<String> = plan.blocked().map(|(m, b)| format!("migration {m}: {b}")).collect();
+    if !blocked.is_empty() {
+        return Err(EngineError::Blocked(blocked));
+    }
     let unread: Vec<String> = plan
         .unread()
         .map(|(m, u)| {

@@ -57,6 +57,10 @@ pub enum EngineError {
         migration: String,
         namespace: String,
     },
+    /// Changes that cannot be made as planned (adopt without `adopt`, an immutable field of
+    /// a kind that may not be replaced): nothing is written.
+    #[error("{} change(s) cannot be made as planned; nothing was changed:\n  {}", .0.len(), .0.join("\n  "))]
+    Blocked(Vec<String>),
     /// The destination stopped answering mid-apply.
     #[error(transparent)]
     Unreachable(#[from] crate::actions::resources::Unreachable),

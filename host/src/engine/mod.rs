@@ -11,6 +11,7 @@ mod apply;
 mod cleanup;
 mod cutover;
 mod error;
+mod gate;
 mod identity;
 mod planning;
 mod report;
@@ -28,12 +29,22 @@ pub use report::*;
 
 pub use crate::plan::Plan;
 
+/// What the command line may say beyond the desired file.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Take over destination objects mtcd did not create (as `adopt = true` does).
+    pub adopt: bool,
+    /// Replace objects of any kind whose change touches an immutable field.
+    pub allow_replace: bool,
+}
+
 /// One desired-state file against its two clusters.
 pub struct Engine {
     pub spec: Spec,
     pub source: Cluster,
     pub destination: Cluster,
     pub events: Events,
+    pub options: Options,
     /// Registry clients, when a migration copies images. Built once: their connection pools
     /// and token caches are what make the copies cheap.
     registries: Option<Registries>,
@@ -42,7 +53,7 @@ pub struct Engine {
 impl Engine {
     pub fn new(spec: Spec, source: Cluster, destination: Cluster, events: Events) -> Result<Engine, EngineError> {
         let registries = registry_clients(&spec, &source, &destination)?;
-        Ok(Engine { spec, source, destination, events, registries })
+        Ok(Engine { spec, source, destination, events, options: Options::default(), registries })
     }
 
     fn registries(&self) -> Option<&Registries> {

@@ -27,7 +27,8 @@ impl Engine {
         self.check_distinct().await?;
         let mut chains = self.load_plugins()?;
         let snapshot = crate::observe::observe(&self.spec, &self.source, &self.destination, self.registries()).await?;
-        let plan = plan::build(&self.spec, &snapshot, cutover, &mut chains)?;
+        let mut plan = plan::build(&self.spec, &snapshot, cutover, &mut chains)?;
+        self.gate(&mut plan, &snapshot.destination_catalog).await;
         Ok(Planned { plan, snapshot })
     }
 

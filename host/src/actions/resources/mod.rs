@@ -31,6 +31,7 @@ pub struct Failure {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ApplyReport {
     pub created: usize,
+    /// Updated, adopted and replaced objects.
     pub updated: usize,
     pub pruned: usize,
     pub unchanged: usize,
@@ -94,8 +95,10 @@ pub async fn apply(
     let mut catalog = std::borrow::Cow::Borrowed(catalog);
     let mut ranks: Vec<u8> = changes.iter().map(|c| c.rank).collect();
     ranks.dedup();
-    let writes: Vec<&ResourceChange> =
-        changes.iter().filter(|c| matches!(c.action, Action::Create | Action::Update)).collect();
+    let writes: Vec<&ResourceChange> = changes
+        .iter()
+        .filter(|c| matches!(c.action, Action::Create | Action::Update | Action::Adopt | Action::Replace))
+        .collect();
     report.unchanged = changes.iter().filter(|c| c.action == Action::Unchanged).count();
     let down = |report: &ApplyReport, breaker: &Breaker| Unreachable {
         context: dst.context.clone(),
@@ -226,12 +229,52 @@ fn message(e: kube::Error) -> String {
 async fn apply_one(client: &kube::Client, catalog: &Catalog, change: &ResourceChange) -> Result<(), kube::Error> {
     let api = api_for(client, catalog, &change.key)?;
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    let span = tracing::debug_span!("apply", object = %change.key);
-    let _enter = span.enter();
-    crate::retry::kube(|| async {
-        api.patch(&change.key.name, &params, &Patch::Apply(&change.object)).await.map(|_| ())
-    })
+    let span = tracing::debug_span!("apply", object = %change.key, action = ?change.action);
+    tracing::Instrument::instrument(
+        async {
+            if change.action == Action::Replace {
+                replace_away(&api, change).await?;
+            }
+            crate::retry::kube(|| async {
+                api.patch(&change.key.name, &params, &Patch::Apply(&change.object)).await.map(|_| ())
+            })
+            .await
+        },
+        span,
+    )
     .await
+}
+
+/// How long a replaced object may take to be gone (finalizers, foreground deletion).
+const GONE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The first half of a replace: delete in the foreground (a Job's pods go with it) and wait
+/// until the object — that exact one, by uid — is gone.
+async fn replace_away(api: &Api<DynamicObject>, change: &ResourceChange) -> Result<(), kube::Error> {
+    let Some(live) = api.get_opt(&change.key.name).await? else { return Ok(()) };
+    let uid = live.metadata.uid.clone().unwrap_or_default();
+    match api.delete(&change.key.name, &DeleteParams::foreground()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    let gone = kube::runtime::wait::await_condition(
+        api.clone(),
+        &change.key.name,
+        kube::runtime::wait::conditions::is_deleted(&uid),
+    );
+    let timeout = || {
+        kube::core::Status::failure(
+            &format!("replacing: still there {}s after its deletion (finalizers?)", GONE_TIMEOUT.as_secs()),
+            "Timeout",
+        )
+        .with_code(504)
+    };
+    match tokio::time::timeout(GONE_TIMEOUT, gone).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(kube::Error::Service(Box::new(e))),
+        Err(_) => Err(kube::Error::Api(Box::new(timeout()))),
+    }
 }
 
 async fn prune_one(client: &kube::Client, catalog: &Catalog, change: &ResourceChange) -> Result<(), kube::Error> {
