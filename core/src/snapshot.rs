@@ -121,6 +121,10 @@ pub struct MigrationSnapshot {
     pub source: Vec<Value>,
     /// Source lists that failed. Nothing of these types is planned.
     pub source_unread: Vec<Unread>,
+    /// `(group, kind)` of every type listed on the source (the filters applied). Objects of
+    /// other types on the destination are never pruned: leaving a kind out of a migration
+    /// does not delete what an earlier apply copied.
+    pub source_types: Vec<(String, String)>,
     /// The source's PVCs in the migrated namespaces (read whatever the kind filters say,
     /// when volumes move).
     pub pvcs: Vec<Value>,

@@ -12,4 +12,5 @@ mod lab_rbac;
 mod lifecycle;
 mod plugin_cli;
 mod resources;
+mod safety;
 mod velero;

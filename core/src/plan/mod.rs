@@ -297,7 +297,8 @@ fn plan_migration(
         .chain(seen.destination_unread.iter().map(|u| UnreadType { side: "destination", unread: u.clone() }))
         .collect();
     let unknown = |key: &ObjectKey| unknown_type(key, seen, &m.namespace_map);
-    let (changes, withheld) = compare(desired, &seen.destination, &m.name, m.prune, &unknown);
+    let prunable = |key: &ObjectKey| seen.source_types.iter().any(|(g, k)| *g == key.group && *k == key.kind);
+    let (changes, withheld) = compare(desired, &seen.destination, &m.name, m.prune, &unknown, &prunable);
     let mut warnings = snapshot.warnings.clone();
     warnings.extend(seen.warnings.iter().cloned());
     let images = seen

@@ -57,13 +57,15 @@ pub fn desired(
 /// namespaces. Prune candidates are live objects this migration stamped that are no longer
 /// desired; Namespaces and CRDs are never pruned (deleting them deletes data). Objects whose
 /// type could not be read completely on either side (`unknown`) get no change at all: they
-/// are returned apart, so the plan can say so.
+/// are returned apart, so the plan can say so. Only `prunable` types (those the source was
+/// asked for: a kind the filters leave out is no longer the migration's to delete) are pruned.
 pub fn compare(
     desired: Vec<Value>,
     live: &[Value],
     migration: &str,
     prune: bool,
     unknown: &dyn Fn(&ObjectKey) -> bool,
+    prunable: &dyn Fn(&ObjectKey) -> bool,
 ) -> (Vec<ResourceChange>, Vec<ObjectKey>) {
     let live_by_key: HashMap<ObjectKey, &Value> = live.iter().map(|o| (ObjectKey::of(o), o)).collect();
     let mut wanted = HashSet::new();
@@ -120,6 +122,7 @@ pub fn compare(
             if !wanted.contains(&key)
                 && !protected
                 && !unknown(&key)
+                && prunable(&key)
                 && hash::is_managed_by(l, migration)
                 && object::annotation(l, hash::SOURCE_HASH).is_some()
             {

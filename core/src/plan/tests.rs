@@ -29,7 +29,7 @@ fn plan(live: &[Value]) -> Vec<ResourceChange> {
     let m = migration("");
     let (desired, skipped) = desired(source(), &m, &Default::default(), false, &mut keep).unwrap();
     assert_eq!(skipped.len(), 1);
-    compare(desired, live, "shop", true, &|_| false).0
+    compare(desired, live, "shop", true, &|_| false, &|_| true).0
 }
 
 #[test]
@@ -56,7 +56,7 @@ fn applied_objects_are_unchanged_and_a_source_change_is_one_update() {
     let mut src = source();
     src[0]["data"]["a"] = json!("2");
     let (desired, _) = desired(src, &m, &Default::default(), false, &mut keep).unwrap();
-    let changes = compare(desired, &live, "shop", true, &|_| false).0;
+    let changes = compare(desired, &live, "shop", true, &|_| false, &|_| true).0;
     let updates: Vec<_> = changes.iter().filter(|c| c.action == Action::Update).collect();
     assert_eq!(updates.len(), 1);
     assert_eq!(updates[0].diff, ["data.a: \"1\" → \"2\""]);
@@ -77,7 +77,7 @@ fn only_objects_this_migration_stamped_are_pruned() {
     assert_eq!(pruned, ["old"]);
     let m = migration("prune = false");
     let (desired, _) = desired(source(), &m, &Default::default(), false, &mut keep).unwrap();
-    assert!(compare(desired, &live, "shop", false, &|_| false).0.iter().all(|c| c.action != Action::Prune));
+    assert!(compare(desired, &live, "shop", false, &|_| false, &|_| true).0.iter().all(|c| c.action != Action::Prune));
 }
 
 #[test]
@@ -127,6 +127,7 @@ fn snapshot() -> Snapshot {
             name: spec.migrations[0].name.clone(),
             source: source(),
             pvcs: vec![pvc],
+            source_types: vec![("".into(), "ConfigMap".into()), ("apps".into(), "Deployment".into())],
             destination: live,
             ..Default::default()
         }],
@@ -298,4 +299,13 @@ fn a_transform_may_not_reach_outside_the_migration() {
     // Adding a namespaced object of the migration is what transforms are for.
     let ok = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "added", "namespace": "shop"}});
     assert!(build(&spec(), &catalog_snapshot(), false, &mut Hostile { extra: vec![ok], rewrite: None }).is_ok());
+}
+
+#[test]
+fn a_kind_left_out_of_the_migration_is_not_pruned() {
+    let mut snap = snapshot();
+    snap.migrations[0].source_types.retain(|(_, k)| k != "ConfigMap");
+    snap.migrations[0].source.retain(|o| o["kind"] != "ConfigMap");
+    let p = build(&spec(), &snap, false, &mut NoTransforms).unwrap();
+    assert!(p.migrations[0].resources.changes.iter().all(|c| c.action != Action::Prune), "excluded, not deleted");
 }

@@ -411,7 +411,11 @@ fn read_migration(r: &mut Report<'_>, v: &Value<'_>, index: usize, base: &Path) 
                 Some((_, d)) => (d.get_ref().clone(), d.span()),
                 None => (ns.get_ref().clone(), ns.span()),
             };
-            for (name, span, side) in [(ns.get_ref().clone(), ns.span(), "source"), (dst, dst_span, "destination")] {
+            let mut sides = vec![(ns.get_ref().clone(), ns.span(), "source")];
+            if dst != *ns.get_ref() {
+                sides.push((dst, dst_span, "destination"));
+            }
+            for (name, span, side) in sides {
                 if names::is_system_namespace(&name) {
                     r.error(
                         &span,

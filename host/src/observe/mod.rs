@@ -167,6 +167,7 @@ async fn observe_migration(
         .collect();
     let (listed, unread) = list_many(src, &types, &m.namespaces, m.filter.label_selector.as_deref()).await?;
     seen.source_unread = unread;
+    seen.source_types = types.iter().map(|t| (t.group.clone(), t.kind.clone())).collect();
     // A group the source could not discover may hold types the destination has objects of:
     // all of them are unknown.
     for (gv, reason) in &source_catalog.unavailable {
