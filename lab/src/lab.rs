@@ -233,6 +233,31 @@ fn seed_builtin(server: &ApiServer) -> Result<(), LabError> {
         "spec": {"group": "metrics.k8s.io", "version": "v1beta1", "groupPriorityMinimum": 100, "versionPriority": 100,
             "insecureSkipTLSVerify": true, "service": {"name": "metrics-server", "namespace": "kube-system", "port": 443}}});
     st.create(&apisvc_ty, None, apisvc, &Query::new(), "mtcd-lab").map_err(err("apiservice v1beta1.metrics.k8s.io"))?;
+    // CSI snapshots: the external-snapshotter's CRDs and the lab driver's default class.
+    let crd_ty = st.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions").expect("crd type");
+    for (kind, plural, scope, short, status) in [
+        ("VolumeSnapshotClass", "volumesnapshotclasses", "Cluster", &["vsclass", "vsclasses"][..], false),
+        ("VolumeSnapshot", "volumesnapshots", "Namespaced", &["vs"][..], true),
+        ("VolumeSnapshotContent", "volumesnapshotcontents", "Cluster", &["vsc", "vscs"][..], true),
+    ] {
+        let mut version = json!({"name": "v1", "served": true, "storage": true,
+            "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}});
+        if status {
+            version["subresources"] = json!({"status": {}});
+        }
+        let crd = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": format!("{plural}.snapshot.storage.k8s.io"),
+                "annotations": {"api-approved.kubernetes.io": "https://github.com/kubernetes-csi/external-snapshotter/pull/814"}},
+            "spec": {"group": "snapshot.storage.k8s.io", "scope": scope,
+                "names": {"kind": kind, "listKind": format!("{kind}List"), "plural": plural, "singular": kind.to_lowercase(), "shortNames": short},
+                "versions": [version]}});
+        st.create(&crd_ty, None, crd, &Query::new(), "mtcd-lab").map_err(err(plural))?;
+    }
+    let class_ty = st.resource("snapshot.storage.k8s.io", "v1", "volumesnapshotclasses").expect("snapshot class type");
+    let class = json!({"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotClass",
+        "metadata": {"name": "lab-snapclass", "annotations": {"snapshot.storage.kubernetes.io/is-default-class": "true"}},
+        "driver": "lab.mtcd.io/local-path", "deletionPolicy": "Delete"});
+    st.create(&class_ty, None, class, &Query::new(), "mtcd-lab").map_err(err("volumesnapshotclass lab-snapclass"))?;
     // The bootstrap RBAC policy of a real cluster (cluster-admin, admin, edit, view, ...).
     for (plural, obj) in api::rbac::bootstrap_policy() {
         let ty = st.resource("rbac.authorization.k8s.io", "v1", plural).expect("rbac types");

@@ -9,6 +9,7 @@ mod lab_cluster;
 mod lab_exec;
 mod lab_node;
 mod lab_rbac;
+mod lab_snapshots;
 mod lifecycle;
 mod plugin_cli;
 mod resources;

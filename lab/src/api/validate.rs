@@ -634,6 +634,19 @@ pub fn prepare_create(ty: &ResourceType, name: &str, obj: &mut Value, store: &St
             if spec["resources"]["requests"]["storage"].is_null() && spec["dataSource"].is_null() {
                 return Err(ApiError::invalid(&ty.kind, "", name, "spec.resources[storage]", "Required value".into()));
             }
+            // dataSource and dataSourceRef mirror each other (AnyVolumeDataSource, GA in 1.33).
+            let spec = &mut obj["spec"];
+            if spec["dataSourceRef"].is_null() && spec["dataSource"].is_object() {
+                spec["dataSourceRef"] = spec["dataSource"].clone();
+            } else if spec["dataSource"].is_null()
+                && spec["dataSourceRef"].is_object()
+                && spec["dataSourceRef"]["namespace"].as_str().is_none_or(str::is_empty)
+            {
+                let mut ds = spec["dataSourceRef"].clone();
+                ds.as_object_mut().map(|m| m.remove("namespace"));
+                spec["dataSource"] = ds;
+            }
+            let spec = &obj["spec"];
             if let Some(s) = spec["resources"]["requests"]["storage"].as_str()
                 && parse_quantity(s).is_none()
             {
