@@ -119,6 +119,14 @@ impl Plan {
         self.migrations.iter().map(MigrationPlan::pending).sum()
     }
 
+    /// Preflight checks that failed, with their migration. `cutover`: include the checks only
+    /// a cutover needs.
+    pub fn failed_checks(&self, cutover: bool) -> impl Iterator<Item = (&str, &Check)> {
+        self.migrations.iter().flat_map(move |m| {
+            m.preflight.iter().filter(move |c| !c.ok && (cutover || !c.cutover_only)).map(move |c| (m.name.as_str(), c))
+        })
+    }
+
     /// Changes that cannot be made as planned, with their migration.
     pub fn blocked(&self) -> impl Iterator<Item = (&str, &String)> {
         self.migrations.iter().flat_map(|m| m.resources.blocked.iter().map(move |b| (m.name.as_str(), b)))
@@ -165,6 +173,22 @@ pub struct MigrationPlan {
     /// The destination records this migration's cutover.
     #[serde(skip)]
     pub cut_over: bool,
+    /// What was checked before anything is written (access, Velero, endpoint, storage
+    /// classes, images, the destination's cutover owner), filled in by the engine.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub preflight: Vec<Check>,
+}
+
+/// One preflight check and its outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// What was checked, e.g. `destination access` or `velero on the source`.
+    pub name: String,
+    pub ok: bool,
+    /// What was found, or what is wrong and what to do.
+    pub detail: String,
+    /// Only a cutover needs it (quiesce rights on the source): a stage sync goes ahead.
+    pub cutover_only: bool,
 }
 
 impl MigrationPlan {
@@ -337,6 +361,7 @@ fn plan_migration(
         destination_namespaces: m.namespace_map.values().cloned().collect(),
         namespace_map: m.namespace_map.clone(),
         cut_over: seen.cut_over,
+        preflight: Vec::new(),
     })
 }
 

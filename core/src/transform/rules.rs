@@ -70,6 +70,9 @@ pub fn skip_reason(obj: &Value) -> Option<SkipReason> {
     if OLM_KINDS.contains(&kind) && group == "operators.coreos.com" {
         return Some("managed by OLM on the destination");
     }
+    if group == "snapshot.storage.k8s.io" {
+        return Some("a snapshot belongs to the source's storage (DVM copies the data)");
+    }
     if group == "extensions" {
         return Some("duplicate of an apps/networking object");
     }

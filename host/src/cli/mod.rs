@@ -183,7 +183,9 @@ impl Lifecycle {
             Lifecycle::Plan => {
                 let planned = engine.plan(false).await?;
                 // A type that could not be read is a failed plan (the plan says which).
-                let stuck = planned.plan.unread().next().is_some() || planned.plan.blocked().next().is_some();
+                let stuck = planned.plan.unread().next().is_some()
+                    || planned.plan.blocked().next().is_some()
+                    || planned.plan.failed_checks(true).next().is_some();
                 let exit = match (stuck, planned.plan.pending()) {
                     (true, _) => Exit::Failed,
                     (false, 0) => Exit::Success,

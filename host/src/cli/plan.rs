@@ -15,6 +15,14 @@ pub fn print(plan: &Plan, output: Output) {
             for m in &plan.migrations {
                 println!("migration {} ({} → {})", m.name, m.source, m.destination);
                 print!("{}", render::human(&m.resources, color));
+                if !m.preflight.is_empty() {
+                    println!("  preflight:");
+                    for c in &m.preflight {
+                        let mark = if c.ok { "ok  " } else { "FAIL" };
+                        let when = if c.cutover_only { " (needed at cutover)" } else { "" };
+                        println!("    {mark} {}{when}: {}", c.name, c.detail);
+                    }
+                }
                 if !m.images.is_empty() {
                     println!("  images (Direct Image Migration):");
                     for i in &m.images {
@@ -44,6 +52,12 @@ pub fn print(plan: &Plan, output: Output) {
                         );
                     }
                 }
+            }
+            let failed = plan.failed_checks(true).count();
+            if failed > 0 {
+                eprintln!(
+                    "error: {failed} preflight check(s) failed (listed above); fix them before `mtcd apply` or `mtcd cutover`."
+                );
             }
             let unread = plan.unread().count();
             if unread > 0 {

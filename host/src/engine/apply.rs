@@ -15,7 +15,7 @@ impl Engine {
     /// workloads released).
     pub async fn apply(&self, cutover: bool) -> Result<ApplyReport, EngineError> {
         let planned = self.plan(cutover).await?;
-        refuse_unread(&planned.plan)?;
+        refuse(&planned.plan, false)?;
         self.execute(&planned.plan, &planned.snapshot).await
     }
 
@@ -116,7 +116,12 @@ impl Engine {
 
 /// Safety rule 1: nothing is written while a migrated type could not be read, or while a
 /// change cannot be made as planned.
-pub(super) fn refuse_unread(plan: &Plan) -> Result<(), EngineError> {
+pub(super) fn refuse(plan: &Plan, cutover: bool) -> Result<(), EngineError> {
+    let failed: Vec<String> =
+        plan.failed_checks(cutover).map(|(m, c)| format!("migration {m}: {}: {}", c.name, c.detail)).collect();
+    if !failed.is_empty() {
+        return Err(EngineError::Preflight(failed));
+    }
     let blocked: Vec<String> = plan.blocked().map(|(m, b)| format!("migration {m}: {b}")).collect();
     if !blocked.is_empty() {
         return Err(EngineError::Blocked(blocked));

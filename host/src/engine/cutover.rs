@@ -21,7 +21,7 @@ impl Engine {
     pub async fn cutover(&self) -> Result<CutoverReport, EngineError> {
         let mut report = CutoverReport::default();
         let before = self.plan(true).await?;
-        super::apply::refuse_unread(&before.plan)?;
+        super::apply::refuse(&before.plan, true)?;
         // A hook that says no stops the cutover before the source is touched.
         report.hooks.extend(self.run_hooks(&before.plan, &before.snapshot, HookPhase::PreCutover)?);
         let t0 = Instant::now();
@@ -38,7 +38,7 @@ impl Engine {
         // The final sync sees the source as it is now, quiesced.
         let t1 = Instant::now();
         let after = self.plan(true).await?;
-        super::apply::refuse_unread(&after.plan)?;
+        super::apply::refuse(&after.plan, true)?;
         report.sync = self.execute(&after.plan, &after.snapshot).await?;
         report.sync_seconds = t1.elapsed().as_secs_f64();
         let failed = report.sync.failed();

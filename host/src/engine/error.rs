@@ -57,6 +57,10 @@ pub enum EngineError {
         migration: String,
         namespace: String,
     },
+    /// A preflight check failed: nothing was written (and, for a cutover, the source was not
+    /// touched).
+    #[error("{} preflight check(s) failed; nothing was changed:\n  {}", .0.len(), .0.join("\n  "))]
+    Preflight(Vec<String>),
     /// Changes that cannot be made as planned (adopt without `adopt`, an immutable field of
     /// a kind that may not be replaced): nothing is written.
     #[error("{} change(s) cannot be made as planned; nothing was changed:\n  {}", .0.len(), .0.join("\n  "))]

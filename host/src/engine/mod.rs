@@ -14,6 +14,7 @@ mod error;
 mod gate;
 mod identity;
 mod planning;
+mod preflight;
 mod report;
 mod status;
 mod watch;

@@ -29,6 +29,7 @@ impl Engine {
         let snapshot = crate::observe::observe(&self.spec, &self.source, &self.destination, self.registries()).await?;
         let mut plan = plan::build(&self.spec, &snapshot, cutover, &mut chains)?;
         self.gate(&mut plan, &snapshot.destination_catalog).await;
+        self.preflight(&mut plan, &snapshot).await;
         Ok(Planned { plan, snapshot })
     }
 

@@ -180,7 +180,7 @@ fn failure_reason(v: &Value) -> String {
     if parts.is_empty() { "no reason given; see `velero describe` and its logs".into() } else { parts.join("; ") }
 }
 
-async fn check_installed(c: &Cluster) -> Result<(), VeleroError> {
+pub async fn check_installed(c: &Cluster) -> Result<(), VeleroError> {
     match c.client.list_api_group_resources("velero.io/v1").await {
         Ok(l) if l.resources.iter().any(|r| r.name == "backups") => Ok(()),
         Ok(_) | Err(kube::Error::Api(_)) => Err(VeleroError::NotInstalled { context: c.context.clone() }),
@@ -188,7 +188,7 @@ async fn check_installed(c: &Cluster) -> Result<(), VeleroError> {
     }
 }
 
-async fn check_location(c: &Cluster, ns: &str, name: &str) -> Result<(), VeleroError> {
+pub async fn check_location(c: &Cluster, ns: &str, name: &str) -> Result<(), VeleroError> {
     let bsl = api(c, ns, "BackupStorageLocation", "backupstoragelocations")
         .get_opt(name)
         .await
