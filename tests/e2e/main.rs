@@ -2,6 +2,7 @@
 //! would link kube again); one module per area.
 
 mod cli;
+mod cutover;
 mod dim;
 mod dvm;
 mod lab_api;

@@ -18,6 +18,7 @@ pub struct Spec {
     pub destination: ClusterSpec,
     pub migrations: Vec<Migration>,
     pub sync: SyncOptions,
+    pub cutover: CutoverOptions,
 }
 
 /// Which side of the migration a cluster is.
@@ -291,4 +292,19 @@ pub struct HookRef {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SyncOptions {
     pub interval: Duration,
+}
+
+/// `[cutover]` settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CutoverOptions {
+    /// How long the source's pods may take to be gone after quiesce.
+    pub quiesce_timeout: Duration,
+    /// How long the destination's workloads may take to become available.
+    pub verify_timeout: Duration,
+}
+
+impl Default for CutoverOptions {
+    fn default() -> Self {
+        CutoverOptions { quiesce_timeout: Duration::from_secs(300), verify_timeout: Duration::from_secs(300) }
+    }
 }

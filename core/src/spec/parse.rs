@@ -82,6 +82,10 @@ fn read_spec(r: &mut Report<'_>, doc: &Spanned<DeTable<'_>>, path: &Path, base: 
         None => Some(SyncOptions { interval: Duration::from_secs(600) }),
         Some(v) => read_sync(r, v),
     };
+    let cutover = match root.get("cutover") {
+        None => Some(CutoverOptions::default()),
+        Some(v) => read_cutover(r, v),
+    };
     root.finish(r);
 
     let (source, destination) = clusters?;
@@ -93,6 +97,7 @@ fn read_spec(r: &mut Report<'_>, doc: &Spanned<DeTable<'_>>, path: &Path, base: 
         destination,
         migrations: migrations.into_iter().map(|m| m.into_inner()).collect(),
         sync: sync?,
+        cutover: cutover?,
     })
 }
 
@@ -237,6 +242,21 @@ fn read_sync(r: &mut Report<'_>, v: &Value<'_>) -> Option<SyncOptions> {
     };
     t.finish(r);
     Some(SyncOptions { interval: interval? })
+}
+
+fn read_cutover(r: &mut Report<'_>, v: &Value<'_>) -> Option<CutoverOptions> {
+    let mut t = Table::new(r, v, "[cutover]")?;
+    let defaults = CutoverOptions::default();
+    let quiesce_timeout = match t.get("quiesce_timeout") {
+        None => Some(defaults.quiesce_timeout),
+        Some(v) => r.duration(v, "cutover.quiesce_timeout"),
+    };
+    let verify_timeout = match t.get("verify_timeout") {
+        None => Some(defaults.verify_timeout),
+        Some(v) => r.duration(v, "cutover.verify_timeout"),
+    };
+    t.finish(r);
+    Some(CutoverOptions { quiesce_timeout: quiesce_timeout?, verify_timeout: verify_timeout? })
 }
 
 fn read_migrations(r: &mut Report<'_>, v: &Value<'_>, base: &Path) -> Option<Vec<Spanned<Migration>>> {

@@ -148,6 +148,11 @@ impl Human {
                 waiting_on.len(),
                 waiting_on.join(", ")
             )),
+            Event::VerifyWaiting { waiting_on, seconds, .. } => self.line(format!(
+                "waiting for {} destination workload(s) to be available ({seconds}s): {}",
+                waiting_on.len(),
+                waiting_on.join(", ")
+            )),
             Event::Step { migration, step } => self.line(format!("migration {migration}: {step}")),
             // A cycle's line is that cycle's report: stdout, like every report.
             Event::Cycle { cycle, changed, failed, bytes_sent, seconds, error } => match error {

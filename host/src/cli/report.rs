@@ -46,12 +46,19 @@ impl Report {
             Report::Watch(r) => println!("stopped after {} cycle(s)", r.cycles),
             Report::Cutover(r) => {
                 print_apply(&r.sync);
+                let verified = if r.verify_seconds > 0.0 || !r.verified.is_empty() {
+                    format!("; {} workload(s) verified available in {:.1}s", r.verified.len(), r.verify_seconds)
+                } else {
+                    "; not verified (--no-verify)".to_string()
+                };
                 println!(
-                    "cutover done: source quiesced in {:.1}s; final sync {:.1}s ({} object(s) changed, {} sent); destination workloads run with their original replicas",
+                    "cutover done: source quiesced in {:.1}s; final sync {:.1}s ({} object(s) changed, {} sent); destination started in {:.1}s{verified}; downtime {:.1}s",
                     r.quiesce_seconds,
                     r.sync_seconds,
                     r.sync.changed(),
-                    human_bytes(r.sync.bytes_sent())
+                    human_bytes(r.sync.bytes_sent()),
+                    r.start_seconds,
+                    r.downtime_seconds
                 );
             }
             Report::Rollback(r) => println!(

@@ -25,6 +25,7 @@ use crate::observe::Registries;
 use crate::progress::Events;
 use crate::spec::{ImageMode, Spec};
 
+pub use cutover::CutoverFlags;
 pub use error::EngineError;
 pub use report::*;
 

@@ -74,6 +74,8 @@ pub enum Event {
         waiting_on: Vec<String>,
         seconds: u64,
     },
+    /// Cutover: still waiting for the destination's workloads to be available.
+    VerifyWaiting { migration: String, waiting_on: Vec<String>, seconds: u64 },
     /// A step of a lifecycle command began (`plan`, `images`, `resources`, `volumes`, …).
     Step { migration: String, step: String },
     /// One `apply --watch` cycle ended.
