@@ -73,8 +73,17 @@ impl Report {
                         "migration {}: {} managed object(s) on {}, {} volume(s), {state}",
                         m.migration, m.managed_objects, m.destination, m.volumes
                     );
+                    println!("  source ({}): {}", m.source, m.source_state);
                     if !m.source_quiesced.is_empty() {
-                        println!("  source quiesced: {}", m.source_quiesced.join(", "));
+                        println!("    quiesced: {}", m.source_quiesced.join(", "));
+                    }
+                    if m.source_state == "partially quiesced" {
+                        println!("    still running: {}", m.source_running.join(", "));
+                    }
+                    let at = m.cutover_at.as_deref().map(|t| format!(" since {t}")).unwrap_or_default();
+                    println!("  destination ({}): {}{at}", m.destination, m.destination_state);
+                    if !m.destination_unavailable.is_empty() {
+                        println!("    not available: {}", m.destination_unavailable.join(", "));
                     }
                 }
             }

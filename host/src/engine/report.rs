@@ -153,6 +153,14 @@ pub struct MigrationStatus {
     pub source_quiesced: Vec<String>,
     /// Source workloads running.
     pub source_running: Vec<String>,
+    /// `running`, `quiesced` or `partially quiesced`.
+    pub source_state: String,
+    /// `not migrated`, `held` (workloads at 0 until cutover), `started` (cut over, not all
+    /// available), or `verified` (cut over, every workload available).
+    pub destination_state: String,
+    /// Destination workloads not (yet) available after a cutover.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub destination_unavailable: Vec<String>,
 }
 
 /// What `cleanup` removed.

@@ -243,7 +243,7 @@ pub async fn wait_available(
 }
 
 /// The released workloads of `namespaces`: (available, not yet with how many are).
-async fn availability(c: &Cluster, namespaces: &[String]) -> Result<(Vec<String>, Vec<String>), QuiesceError> {
+pub async fn availability(c: &Cluster, namespaces: &[String]) -> Result<(Vec<String>, Vec<String>), QuiesceError> {
     let types = [
         (ar("apps", "v1", "Deployment", "deployments"), "/status/availableReplicas"),
         (ar("apps", "v1", "StatefulSet", "statefulsets"), "/status/readyReplicas"),
