@@ -88,17 +88,12 @@ async fn run_hooks(session: &Session, phase: HookPhase) -> anyhow::Result<()> {
                 lookup: &lookup,
             };
             hook.run(phase, &ctx).map_err(|e| {
-                anyhow::anyhow!(
-                    "{} hook {} stopped migration {:?}: {e}",
-                    phase_name(phase),
-                    h.plugin.path.display(),
-                    m.name
-                )
+                anyhow::anyhow!("{} hook {} stopped migration {:?}: {e}", phase_name(phase), h.plugin.source, m.name)
             })?;
             say(
                 session,
-                serde_json::json!({"event": "hook", "phase": phase_name(phase), "plugin": h.plugin.path.display().to_string(), "ok": true}),
-                format!("{} hook {}: ok", phase_name(phase), h.plugin.path.display()),
+                serde_json::json!({"event": "hook", "phase": phase_name(phase), "plugin": h.plugin.source.to_string(), "ok": true}),
+                format!("{} hook {}: ok", phase_name(phase), h.plugin.source),
             );
         }
     }

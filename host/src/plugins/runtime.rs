@@ -1,115 +1,100 @@
-//! One plugin's live instance: a store armed with limits before every call, reused across
-//! calls while healthy and rebuilt from the shared `InstancePre` after any failure.
+//! One plugin call: a fresh store from the pre-instantiated component, armed with the
+//! plugin's limits, driven to completion or to its deadline, and its failure named.
+//!
+//! Isolation between objects: every call instantiates the component anew in a new store
+//! (Kubewarden's policy-evaluator does the same), so a plugin cannot carry state from one
+//! object to the next and a failed call leaves nothing behind. Instantiating from a
+//! `*Pre` handle with copy-on-write memory images costs microseconds (docs/benchmarks.md).
+//!
+//! Time: wasm that runs past the deadline traps at its next epoch check; a call that waits
+//! in a host function (a WASI sleep or poll, a file read) is dropped by the tokio timeout
+//! around the whole call. Either way the error is `PluginError::Timeout` naming the plugin,
+//! the subject and the limit, and the store is discarded.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
-use wasmtime::{Engine, Store, Trap};
+use tokio::sync::mpsc;
+use wasmtime::{Store, Trap};
 
-use super::PluginError;
-use super::engine::{EpochTicker, deadline_ticks};
-use super::state::{HostState, LOOKUPS_PER_CALL, STDERR_CAPACITY};
+use super::engine::{EPOCH_TICK, Shared, deadline_ticks};
+use super::state::{CallContext, HostState, LookupRequest, TailPipe};
+use super::{PluginError, SourceLookup};
 use crate::spec::PluginRef;
 
-/// A store plus the world's bindings, instantiated once and reused: instantiating a
-/// component costs tens of microseconds, a call into a live one a few.
-pub(crate) struct Live<B> {
-    pub(crate) store: Store<HostState>,
-    pub(crate) bindings: B,
-}
-
-/// What every world's runner shares: the plugin's settings and the engine clock.
-pub(crate) struct Slot<B> {
+/// A loaded plugin's settings and the runtime it is called on.
+pub(crate) struct Runner {
     pub(crate) plugin: PluginRef,
-    pub(crate) engine: Engine,
-    pub(crate) _ticker: Arc<EpochTicker>,
-    pub(crate) live: Option<Live<B>>,
-    /// Source namespaces the current instance lets `lookup` read.
-    namespaces_key: Vec<String>,
+    /// The plugin as calls name it (its path or oci:// reference).
+    pub(crate) name: String,
+    pub(crate) shared: Arc<Shared>,
 }
 
-impl<B> Slot<B> {
-    pub(crate) fn new(plugin: PluginRef, engine: Engine, ticker: Arc<EpochTicker>) -> Self {
-        Slot { plugin, engine, _ticker: ticker, live: None, namespaces_key: Vec::new() }
-    }
-
-    /// The live instance (instantiated if needed), armed for one call: fresh fuel and
-    /// deadline, a reset lookup budget.
-    pub(crate) fn arm(
-        &mut self,
+impl Runner {
+    /// Runs one call: `call` gets a fresh, armed store and instantiates and calls the plugin
+    /// in it. `lookup` answers the plugin's lookups (restricted to `namespaces`) from the
+    /// calling thread.
+    pub(crate) fn call<R, F, Fut>(
+        &self,
         subject: &str,
-        instantiate: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<B>,
-    ) -> Result<&mut Live<B>, PluginError> {
-        if self.live.is_none() {
-            let mut store = Store::new(&self.engine, HostState::new(&self.plugin)?);
-            store.limiter(|s| &mut s.limiter);
-            // Instantiation runs the component's start code, bounded like a call.
-            store.set_fuel(self.plugin.limits.fuel.unwrap_or(u64::MAX)).map_err(runtime)?;
-            store.set_epoch_deadline(deadline_ticks(self.plugin.limits.timeout));
-            let bindings = match instantiate(&mut store) {
-                Ok(b) => b,
-                // A start function can trap or outgrow the memory cap (a cap below the
-                // plugin's initial memory fails here): report that like a failed call.
-                Err(e) if store.data().limiter.memory_exceeded || e.downcast_ref::<Trap>().is_some() => {
-                    return Err(self.classify(e, Some(store.data()), subject));
+        namespaces: Arc<[String]>,
+        lookup: &dyn SourceLookup,
+        call: F,
+    ) -> Result<R, PluginError>
+    where
+        R: Send,
+        F: FnOnce(Store<HostState>) -> Fut,
+        Fut: Future<Output = wasmtime::Result<R>> + Send,
+    {
+        let (lookups, mut requests) = mpsc::unbounded_channel::<LookupRequest>();
+        let ctx = Arc::new(CallContext {
+            plugin: self.name.clone(),
+            subject: subject.to_string(),
+            namespaces,
+            lookups,
+            memory_exceeded: Default::default(),
+            stderr: TailPipe::default(),
+        });
+        let mut store = Store::new(&self.shared.engine, HostState::new(&self.plugin, ctx.clone())?);
+        store.limiter(|s| &mut s.limiter);
+        store.set_fuel(self.plugin.limits.fuel.unwrap_or(u64::MAX)).map_err(runtime)?;
+        store.set_epoch_deadline(deadline_ticks(self.plugin.limits.timeout));
+        // The epoch trap is the precise stop for running wasm; the timeout, two ticks later,
+        // catches a call that is waiting in a host function and never reaches an epoch check.
+        let limit = self.plugin.limits.timeout + 2 * EPOCH_TICK;
+        let call = call(store);
+        let driven = async move {
+            let call = tokio::time::timeout(limit, call);
+            tokio::pin!(call);
+            loop {
+                tokio::select! {
+                    biased;
+                    done = &mut call => break done,
+                    Some(req) = requests.recv() => {
+                        let found = lookup.get(&req.kind, &req.namespace, &req.name).map(|v| v.to_string());
+                        let _ = req.reply.send(found);
+                    }
                 }
-                Err(e) => {
-                    return Err(PluginError::Incompatible {
-                        path: self.plugin.path.clone(),
-                        world: "mtcd:plugin@0.1.0",
-                        reason: format!("{e:#}"),
-                    });
-                }
-            };
-            store.data_mut().namespaces = self.namespaces_key.clone();
-            self.live = Some(Live { store, bindings });
-        }
-        let live = self.live.as_mut().expect("instantiated above");
-        let data = live.store.data_mut();
-        data.lookups_left = LOOKUPS_PER_CALL;
-        data.limiter.memory_exceeded = false;
-        live.store.set_fuel(self.plugin.limits.fuel.unwrap_or(u64::MAX)).map_err(runtime)?;
-        live.store.set_epoch_deadline(deadline_ticks(self.plugin.limits.timeout));
-        Ok(live)
-    }
-
-    /// Sets the namespaces `lookup` may read for the next calls.
-    pub(crate) fn set_namespaces<'a>(&mut self, namespaces: impl Iterator<Item = &'a String> + Clone) {
-        // Compared rather than copied: the allow-list only changes between migrations.
-        if !namespaces.clone().eq(self.namespaces_key.iter()) {
-            self.namespaces_key = namespaces.cloned().collect();
-        }
-        if let Some(live) = &mut self.live
-            && live.store.data().namespaces != self.namespaces_key
-        {
-            live.store.data_mut().namespaces = self.namespaces_key.clone();
+            }
+        };
+        match self.shared.block_on(driven) {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(self.classify(e, &ctx)),
+            Err(_elapsed) => Err(PluginError::Timeout {
+                plugin: self.name.clone(),
+                subject: subject.to_string(),
+                limit: self.plugin.limits.timeout,
+            }),
         }
     }
 
-    /// After a successful call: keep the instance unless its stderr is close to full (a
-    /// full pipe would make the plugin's next write fail).
-    pub(crate) fn after_success(&mut self) {
-        if let Some(live) = &self.live
-            && live.store.data().stderr.contents().len() > STDERR_CAPACITY / 2
-        {
-            self.live = None;
-        }
-    }
-
-    /// Turns a failed call into an error naming the plugin and subject, and drops the
-    /// instance: after a trap its state is undefined, so the next call gets a fresh one.
-    pub(crate) fn failure(&mut self, err: wasmtime::Error, subject: &str) -> PluginError {
-        let live = self.live.take();
-        self.classify(err, live.as_ref().map(|l| l.store.data()), subject)
-    }
-
-    /// Names what stopped the plugin: the memory cap, the deadline, fuel, or a trap (with
-    /// the panic message from its stderr when there is one).
-    fn classify(&self, err: wasmtime::Error, data: Option<&HostState>, subject: &str) -> PluginError {
-        let plugin = self.plugin.path.clone();
-        let subject = subject.to_string();
-        let (memory_exceeded, stderr) =
-            data.map(|d| (d.limiter.memory_exceeded, d.stderr.contents())).unwrap_or_default();
-        if memory_exceeded {
+    /// Names what stopped the plugin: the memory cap, the deadline, fuel, a trap (with the
+    /// panic message from its stderr when there is one), or a failed instantiation.
+    fn classify(&self, err: wasmtime::Error, ctx: &CallContext) -> PluginError {
+        let plugin = self.name.clone();
+        let subject = ctx.subject.clone();
+        if ctx.memory_exceeded.load(Ordering::Relaxed) {
             return PluginError::MemoryLimit { plugin, subject, limit: self.plugin.limits.memory };
         }
         match err.downcast_ref::<Trap>() {
@@ -119,21 +104,30 @@ impl<B> Slot<B> {
             }
             Some(trap) => {
                 let mut reason = trap.to_string();
-                if let Some(panic) = panic_message(&String::from_utf8_lossy(&stderr)) {
+                if let Some(panic) = panic_message(&ctx.stderr.contents()) {
                     reason = format!("{reason} ({panic})");
                 }
                 PluginError::Trap { plugin, subject, reason }
+            }
+            None if is_link_error(&err) => {
+                PluginError::Incompatible { plugin, world: "mtcd:plugin@0.1.0", reason: format!("{err:#}") }
             }
             None => PluginError::Trap { plugin, subject, reason: format!("{err:#}") },
         }
     }
 }
 
-/// The last Rust panic message in a plugin's stderr, on one line.
+/// Instantiation errors that are about the component's shape, not a call going wrong.
+fn is_link_error(err: &wasmtime::Error) -> bool {
+    let text = err.to_string();
+    text.contains("import") && (text.contains("not found") || text.contains("type mismatch"))
+}
+
+/// The last Rust panic message in a plugin's stderr, on one line, at most 1 KiB.
 fn panic_message(stderr: &str) -> Option<String> {
     let start = stderr.rfind("panicked at")?;
     let text: Vec<&str> = stderr[start..].lines().take(2).map(str::trim).filter(|l| !l.is_empty()).collect();
-    Some(text.join(" "))
+    Some(super::state::truncate_message(text.join(" "), 1024))
 }
 
 fn runtime(e: wasmtime::Error) -> PluginError {

@@ -13,7 +13,7 @@ const WIT: &str = include_str!("../../../wit/mtcd.wit");
 
 /// Creates `dir/NAME/` with a transform plugin that adds a label, and returns its path.
 /// `NAME` must be lowercase letters, digits and `-`, starting with a letter.
-pub fn scaffold(name: &str, dir: &Path) -> Result<PathBuf, PluginError> {
+pub fn scaffold(name: &str, dir: &Path, _hook: bool) -> Result<PathBuf, PluginError> {
     let root = dir.join(name);
     let fail = |reason: String| PluginError::Scaffold { path: root.clone(), reason };
     let valid = name.len() <= 63
