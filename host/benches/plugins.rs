@@ -8,20 +8,20 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use mtcd::plugins::{CacheOutcome, NoLookup, PluginHost, TransformContext, TransformOutput, default_transform_limits};
-use mtcd::spec::{OnError, PluginGrants, PluginRef};
+use mtcd::plugins::{CacheOutcome, NoLookup, PluginHost, TransformContext, TransformOutput};
+use mtcd::spec::PluginRef;
 use serde_json::{Value, json};
 
 const OBJECTS: usize = 10_000;
 
 fn plugin(name: &str, config: Value) -> PluginRef {
-    PluginRef {
-        path: support::plugin_wasm(name),
-        config,
-        limits: default_transform_limits(),
-        grants: PluginGrants::default(),
-        on_error: OnError::Fail,
-    }
+    let mut r = PluginRef::file(support::plugin_wasm(name));
+    r.config = config;
+    r
+}
+
+fn file_name(r: &PluginRef) -> String {
+    r.source.to_string().rsplit('/').next().unwrap_or_default().to_string()
 }
 
 fn deployment(i: usize) -> Value {
@@ -74,7 +74,7 @@ fn main() {
         let size = std::fs::metadata(&c.plugin).map(|m| m.len()).unwrap_or(0);
         println!(
             "| {} | {} KiB | {:.1} ms | {:.2} ms |",
-            c.plugin.file_name().unwrap().to_string_lossy(),
+            c.plugin.rsplit('/').next().unwrap_or_default(),
             size / 1024,
             ms(c.elapsed),
             ms(w.elapsed)
@@ -132,11 +132,7 @@ fn main() {
         for o in &objects {
             one.run(o.clone(), &ctx, &NoLookup).expect("run");
         }
-        println!(
-            "| {} | {:.1} |",
-            r.path.file_name().unwrap().to_string_lossy(),
-            started.elapsed().as_secs_f64() * 1e6 / OBJECTS as f64
-        );
+        println!("| {} | {:.1} |", file_name(r), started.elapsed().as_secs_f64() * 1e6 / OBJECTS as f64);
     }
 }
 

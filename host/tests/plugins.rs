@@ -474,32 +474,96 @@ fn plugin_test_renders_a_diff_per_object() {
     assert!(report.contains("refusing builder"), "{report}");
 }
 
+/// Issue 16, point 11: `mtcd plugin new` (transform and `--hook`) makes crates whose unit
+/// tests run natively with plain `cargo test`, that build for wasm32-wasip2 and run in the
+/// host, and whose README snippet is a desired.toml the parser accepts.
 #[test]
-fn scaffolded_plugin_builds_and_runs() {
+fn scaffolded_plugins_test_natively_build_and_run() {
     let dir = tempfile::tempdir().unwrap();
     let root = scaffold("team-label", dir.path(), false).unwrap();
     assert!(scaffold("team-label", dir.path(), false).is_err(), "existing crate is not overwritten");
     assert!(scaffold("Bad_Name", dir.path(), false).is_err());
+    let hook_root = scaffold("ready-gate", dir.path(), true).unwrap();
+    assert!(root.join("objects.yaml").is_file() && hook_root.join("objects.yaml").is_file());
     // Shared target dir: the SDK's dependencies compile once across test runs.
     let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins/target/scaffold-test");
     // The crate lives outside the repo, so pin the repo's toolchain (it has the wasm target).
     let toolchain =
         std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../rust-toolchain.toml")).unwrap();
     let channel = toolchain.lines().find_map(|l| l.strip_prefix("channel = ")).unwrap().trim_matches('"').to_string();
-    let status = std::process::Command::new("cargo")
-        .args(["build", "--quiet", "--release"])
-        .current_dir(&root)
-        .env("CARGO_TARGET_DIR", &target)
-        .env("RUSTUP_TOOLCHAIN", channel)
-        .status()
-        .unwrap();
-    assert!(status.success(), "scaffolded crate does not build");
-    let wasm = target.join("wasm32-wasip2/release/team_label.wasm");
-    let mut r = PluginRef::file(wasm);
+    let cargo = |root: &std::path::Path, args: &[&str]| {
+        let out = std::process::Command::new("cargo")
+            .args(args)
+            .current_dir(root)
+            .env("CARGO_TARGET_DIR", &target)
+            .env("RUSTUP_TOOLCHAIN", &channel)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cargo {args:?} in {}: {}{}",
+            root.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for crate_root in [&root, &hook_root] {
+        let tests = cargo(crate_root, &["test", "--quiet"]);
+        assert!(tests.contains("1 passed"), "the example unit test did not run: {tests}");
+        cargo(crate_root, &["build", "--quiet", "--release", "--target", "wasm32-wasip2"]);
+    }
+    let release = target.join("wasm32-wasip2/release");
+
+    // The README's snippet, with the component where it says, is a valid desired.toml.
+    for (crate_root, artifact) in [(&root, "team_label.wasm"), (&hook_root, "ready_gate.wasm")] {
+        let readme = std::fs::read_to_string(crate_root.join("README.md")).unwrap();
+        let snippet = readme.split("```toml\n").nth(1).unwrap().split("```").next().unwrap();
+        let built = crate_root.join("target/wasm32-wasip2/release");
+        std::fs::create_dir_all(&built).unwrap();
+        std::fs::copy(release.join(artifact), built.join(artifact)).unwrap();
+        let desired = format!(
+            "version = 1\n[clusters.source]\ncontext = \"a\"\n[clusters.destination]\ncontext = \"b\"\n\
+             [[migration]]\nname = \"shop\"\nnamespaces = [\"shop\"]\n{snippet}"
+        );
+        if let Err(e) = mtcd::spec::parse(&desired, &dir.path().join("desired.toml")) {
+            panic!("README snippet of {}:\n{snippet}\n{e}", crate_root.display());
+        }
+    }
+
+    let host = host();
+    let mut r = PluginRef::file(release.join("team_label.wasm"));
     r.config = json!({"label": "team", "value": "payments"});
-    let mut chain = host().load_transforms(&[r]).unwrap();
+    let mut chain = host.load_transforms(&[r]).unwrap();
     let (object, _) = kept(chain.run(cm("one"), &ctx(&["shop"]), &NoLookup).unwrap());
     assert_eq!(object["metadata"]["labels"]["team"], "payments");
+
+    let mut gate = PluginRef::file(release.join("ready_gate.wasm"));
+    gate.limits = default_hook_limits();
+    let objects = TestOptions { phase: Some(HookPhase::PreCutover), ..Default::default() };
+    let report =
+        test_plugin_with(&host, &release.join("ready_gate.wasm"), &hook_root.join("objects.yaml"), &objects).unwrap();
+    assert!(report.contains("hook pre-cutover: ok"), "{report}");
+    let mut hook = host.load_hook(&gate).unwrap();
+    let bare = vec![namespace("shop", json!({}))];
+    let err = hook.run(HookPhase::PreCutover, &hook_ctx(&bare, &["shop"])).unwrap_err();
+    assert!(err.to_string().contains("lacks the annotation"), "{err}");
+}
+
+/// Issue 16, point 13: the SDK vendors the contract (no symlink out of plugins/), and the
+/// copy is the contract.
+#[test]
+fn the_sdk_carries_its_own_copy_of_the_contract() {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let wit = repo.join("plugins/sdk/wit");
+    assert!(!std::fs::symlink_metadata(&wit).unwrap().file_type().is_symlink(), "plugins/sdk/wit is a symlink");
+    assert_eq!(
+        std::fs::read_to_string(wit.join("mtcd.wit")).unwrap(),
+        std::fs::read_to_string(repo.join("wit/mtcd.wit")).unwrap(),
+        "plugins/sdk/wit/mtcd.wit differs from wit/mtcd.wit: copy it over"
+    );
+    let manifest = std::fs::read_to_string(repo.join("plugins/sdk/Cargo.toml")).unwrap();
+    assert!(manifest.contains("\"wit/**\""), "the packaged crate must include wit/");
 }
 
 #[test]

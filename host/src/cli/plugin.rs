@@ -69,6 +69,21 @@ pub struct PluginNewArgs {
     /// Create a hook (runs at a migration phase) instead of a transform.
     #[arg(long)]
     pub hook: bool,
+    #[command(flatten)]
+    pub _globals: HiddenGlobals,
+}
+
+/// The global options (`--kubeconfig`, `--output`, `--verbose`) mean nothing to a command
+/// that only writes files: declaring them here, hidden, keeps clap from listing the global
+/// ones in its `--help` (they are still accepted).
+#[derive(Debug, Args)]
+pub struct HiddenGlobals {
+    #[arg(long, hide = true)]
+    kubeconfig: Option<PathBuf>,
+    #[arg(long, short = 'o', hide = true)]
+    output: Option<super::Output>,
+    #[arg(long, short = 'v', hide = true, action = clap::ArgAction::Count)]
+    verbose: u8,
 }
 
 /// How to reach a registry from the command line; the same choices as a registry in

@@ -108,8 +108,18 @@ pub(crate) struct Shared {
     pub(crate) engine: Engine,
     _ticker: EpochTicker,
     /// One worker thread: it runs the timers (call deadlines, WASI sleeps) and the blocking
-    /// pool of WASI file reads while the calling thread runs the wasm.
-    runtime: tokio::runtime::Runtime,
+    /// pool of WASI file reads while the calling thread runs the wasm. `None` once dropped.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Shared {
+    /// The last chain or hook may be dropped inside mtcd's async code, where a runtime must
+    /// not block to shut down: let it stop in the background.
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl Shared {
@@ -121,7 +131,7 @@ impl Shared {
             .enable_all()
             .build()
             .map_err(|e| PluginError::Runtime(format!("cannot start the plugin runtime: {e}")))?;
-        Ok(Shared { _ticker: EpochTicker::start(engine.clone()), engine, runtime })
+        Ok(Shared { _ticker: EpochTicker::start(engine.clone()), engine, runtime: Some(runtime) })
     }
 
     /// Runs `future` to completion on the calling thread. From a multi-threaded tokio
@@ -133,12 +143,13 @@ impl Shared {
         F::Output: Send,
     {
         use tokio::runtime::{Handle, RuntimeFlavor};
+        let runtime = self.runtime.as_ref().expect("plugin runtime lives until drop");
         match Handle::try_current().map(|h| h.runtime_flavor()) {
-            Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(|| self.runtime.block_on(future)),
+            Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(|| runtime.block_on(future)),
             Ok(_) => std::thread::scope(|s| {
-                s.spawn(|| self.runtime.block_on(future)).join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+                s.spawn(|| runtime.block_on(future)).join().unwrap_or_else(|p| std::panic::resume_unwind(p))
             }),
-            Err(_) => self.runtime.block_on(future),
+            Err(_) => runtime.block_on(future),
         }
     }
 }
