@@ -8,5 +8,6 @@ mod lab_api;
 mod lab_node;
 mod lifecycle;
 mod plugin_cli;
+mod plugin_oci;
 mod resources;
 mod velero;

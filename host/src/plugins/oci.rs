@@ -235,8 +235,7 @@ fn client(registry: &Registry) -> Result<(Client, OciAuth), OciError> {
         }
         RegistryAuth::KubeconfigToken => {
             return Err(config_err(
-                "the kubeconfig token cannot be used for plugins; use a docker config or environment variables"
-                    .into(),
+                "the kubeconfig token cannot be used for plugins; use a docker config or environment variables".into(),
             ));
         }
     };
@@ -260,7 +259,9 @@ fn pem_certificates(pem: &str) -> Vec<String> {
 
 fn oci_reference(r: &OciReference) -> Reference {
     match (&r.tag, &r.digest) {
-        (Some(t), Some(d)) => Reference::with_tag_and_digest(r.registry.clone(), r.repository.clone(), t.clone(), d.clone()),
+        (Some(t), Some(d)) => {
+            Reference::with_tag_and_digest(r.registry.clone(), r.repository.clone(), t.clone(), d.clone())
+        }
         (None, Some(d)) => Reference::with_digest(r.registry.clone(), r.repository.clone(), d.clone()),
         (tag, None) => Reference::with_tag(
             r.registry.clone(),
@@ -293,7 +294,12 @@ async fn pull_manifest(
     if let Some(expected) = &reference.digest
         && *expected != actual
     {
-        return Err(OciError::DigestMismatch { reference: text, what: "the manifest", expected: expected.clone(), actual });
+        return Err(OciError::DigestMismatch {
+            reference: text,
+            what: "the manifest",
+            expected: expected.clone(),
+            actual,
+        });
     }
     let layer = plugin_layer(&text, &bytes)?;
     Ok((bytes.to_vec(), actual, layer))
@@ -320,7 +326,10 @@ impl tokio::io::AsyncWrite for Capped {
         self.buf.extend_from_slice(data);
         std::task::Poll::Ready(Ok(data.len()))
     }
-    fn poll_flush(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
     }
     fn poll_shutdown(
@@ -400,8 +409,8 @@ fn parse(reference: &str) -> Result<OciReference, OciError> {
 /// What a component exports and imports, and which mtcd world it fits, for the artifact's
 /// config (so a registry UI or `crane config` shows what the plugin is).
 fn component_description(wasm: &[u8]) -> Result<Value, PluginError> {
-    let (engine, _) = engine::new_engine(engine::default_cache_dir("plugins").as_deref())
-        .or_else(|_| engine::new_engine(None))?;
+    let (engine, _) =
+        engine::new_engine(engine::default_cache_dir("plugins").as_deref()).or_else(|_| engine::new_engine(None))?;
     let component = wasmtime::component::Component::new(&engine, wasm)
         .map_err(|e| PluginError::Compile { plugin: "the component".into(), reason: format!("{e:#}") })?;
     let ty = component.component_type();
@@ -431,7 +440,8 @@ pub fn push(file: &Path, reference: &str, registry: &Registry, legacy: bool) -> 
     let target = OciReference { tag: Some(target.tag.clone().unwrap_or_else(|| "latest".into())), ..target };
     let wasm = engine::read_component(&crate::spec::PluginRef::file(file), file)?;
     let layer_digest = format!("sha256:{}", engine::sha256_hex(&wasm));
-    let (layer_type, config_type) = if legacy { (LEGACY_WASM_LAYER, LEGACY_WASM_CONFIG) } else { (WASM_LAYER, WASM_CONFIG) };
+    let (layer_type, config_type) =
+        if legacy { (LEGACY_WASM_LAYER, LEGACY_WASM_CONFIG) } else { (WASM_LAYER, WASM_CONFIG) };
     let description = component_description(&wasm)?;
     let config = serde_json::to_vec(&json!({
         "architecture": "wasm",
@@ -516,7 +526,9 @@ mod tests {
         assert_eq!(plugin_layer("r", &ok).unwrap().size, 100);
         let legacy = manifest(json!([{"mediaType": LEGACY_WASM_LAYER, "digest": D, "size": 1}]));
         plugin_layer("r", &legacy).unwrap();
-        let two = manifest(json!([{"mediaType": WASM_LAYER, "digest": D, "size": 1}, {"mediaType": WASM_LAYER, "digest": D, "size": 1}]));
+        let two = manifest(
+            json!([{"mediaType": WASM_LAYER, "digest": D, "size": 1}, {"mediaType": WASM_LAYER, "digest": D, "size": 1}]),
+        );
         assert!(plugin_layer("r", &two).unwrap_err().to_string().contains("has 2 layers"));
         let tar = manifest(json!([{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": D, "size": 1}]));
         assert!(plugin_layer("r", &tar).unwrap_err().to_string().contains("media type"));
@@ -524,7 +536,10 @@ mod tests {
         assert!(matches!(plugin_layer("r", &big), Err(OciError::TooLarge { .. })));
         let escape = manifest(json!([{"mediaType": WASM_LAYER, "digest": "sha256:../../etc/passwd", "size": 1}]));
         assert!(plugin_layer("r", &escape).unwrap_err().to_string().contains("not sha256"));
-        let index = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": []})).unwrap();
+        let index = serde_json::to_vec(
+            &json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": []}),
+        )
+        .unwrap();
         assert!(plugin_layer("r", &index).unwrap_err().to_string().contains("index"));
     }
 
