@@ -786,15 +786,31 @@ fn log_and_stderr_floods_are_capped() {
     kept(chain.run(cm("loud"), &ctx(&["shop"]), &NoLookup).unwrap());
 }
 
-/// Issue 16, point 4: every object gets a fresh instance; a plugin cannot carry state from
-/// one object to the next.
+/// Issue 16, point 4, the documented guarantee: an instance serves one chain's objects
+/// while its calls succeed (so state may carry between them), is replaced after any
+/// failure, and is never shared with another chain (another migration or run).
 #[test]
-fn no_state_carries_from_one_object_to_the_next() {
-    let mut chain = host().load_transforms(&[plugin("counter", json!({}))]).unwrap();
-    for name in ["a", "b", "c"] {
+fn instances_live_for_one_chain_and_end_at_the_first_failure() {
+    let host = host();
+    let seen = |chain: &mut mtcd::plugins::TransformChain, name: &str| {
         let (object, _) = kept(chain.run(cm(name), &ctx(&["shop"]), &NoLookup).unwrap());
-        assert_eq!(object["metadata"]["annotations"]["seen"], "1", "{name}");
-    }
+        object["metadata"]["annotations"]["seen"].as_str().unwrap().to_string()
+    };
+    let mut chain = host.load_transforms(&[plugin("counter", json!({}))]).unwrap();
+    assert_eq!([seen(&mut chain, "a"), seen(&mut chain, "b")], ["1", "2"], "reused within the chain");
+    let err = chain.run(cm("boom"), &ctx(&["shop"]), &NoLookup).unwrap_err();
+    assert!(matches!(err, PluginError::Trap { .. }), "{err:?}");
+    assert_eq!(seen(&mut chain, "c"), "1", "a failed instance is replaced");
+    let mut other = host.load_transforms(&[plugin("counter", json!({}))]).unwrap();
+    assert_eq!(seen(&mut other, "a"), "1", "another chain has its own instance");
+    assert_eq!(seen(&mut chain, "d"), "2");
+
+    // A call stopped at its time limit (while sleeping in a host call) also ends its instance.
+    let mut sleeper = plugin("sleep-forever", json!({}));
+    sleeper.limits.timeout = Duration::from_millis(200);
+    let mut chain = host.load_transforms(&[plugin("counter", json!({})), sleeper]).unwrap();
+    assert!(matches!(chain.run(cm("x"), &ctx(&["shop"]), &NoLookup), Err(PluginError::Timeout { .. })));
+    assert!(matches!(chain.run(cm("y"), &ctx(&["shop"]), &NoLookup), Err(PluginError::Timeout { .. })));
 }
 
 /// Issue 16, point 3: a plugin path that is a directory, a FIFO, too large, or not a

@@ -35,48 +35,15 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// - `cache`: wasmtime's own on-disk cache of compiled code, keyed by the component's
 ///   bytes and the engine's settings and version, so an upgraded mtcd never loads stale
 ///   code and mtcd itself never turns bytes from disk into machine code.
-/// - The pooling allocator: every object gets a fresh instance, so instantiation is on the
-///   hot path. Pooled slots (memories reset with `madvise`, fiber stacks, tables) turn it
-///   into a few microseconds instead of an mmap/munmap of a 4 GiB reservation and a 2 MiB
-///   fiber stack per object. [`POOL_SLOTS`] instances can be live at once per host; the
-///   reservation is virtual address space (about 4 GiB per slot), which some constrained
-///   hosts refuse: then the engine falls back to on-demand allocation, with a warning.
+/// - The default on-demand allocator: instances are reused across a chain's objects, so
+///   instantiation is rare; the pooling allocator would reserve gigabytes of address space
+///   per slot (which constrained hosts refuse) for no measurable gain.
 /// - The default 512 KiB wasm stack; deep recursion traps with a stack-overflow trap.
 pub(crate) fn new_engine(cache_dir: Option<&Path>) -> Result<(Engine, Option<Cache>), PluginError> {
-    let (mut config, cache) = base_config(cache_dir)?;
-    config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling()));
-    match Engine::new(&config) {
-        Ok(engine) => Ok((engine, cache)),
-        Err(e) => {
-            tracing::warn!(error = %format!("{e:#}"), "plugin instance pool unavailable; instantiating on demand (slower per object)");
-            let (config, cache) = base_config(cache_dir)?;
-            let engine = Engine::new(&config)
-                .map_err(|e| PluginError::Runtime(format!("cannot create the wasm engine: {e:#}")))?;
-            Ok((engine, cache))
-        }
-    }
-}
-
-/// Plugin calls that can run at once on one host (each holds one component instance).
-/// mtcd runs a migration's chain on one thread at a time; tests run a few in parallel.
-pub const POOL_SLOTS: u32 = 64;
-
-fn pooling() -> wasmtime::PoolingAllocationConfig {
-    let mut pool = wasmtime::PoolingAllocationConfig::default();
-    pool.total_component_instances(POOL_SLOTS)
-        // A Rust wasip2 component is the program plus a few shim modules.
-        .total_core_instances(POOL_SLOTS * 8)
-        .total_memories(POOL_SLOTS)
-        .total_tables(POOL_SLOTS * 4)
-        .total_stacks(POOL_SLOTS)
-        // The largest a wasm32 memory can be; each plugin's own cap is the store limiter's.
-        .max_memory_size(1 << 32)
-        // Reset the first MiB of a reused memory with memset rather than madvise: cheaper
-        // for the small heaps transforms touch.
-        .linear_memory_keep_resident(1 << 20)
-        .table_keep_resident(64 * 1024)
-        .async_stack_keep_resident(64 * 1024);
-    pool
+    let (config, cache) = base_config(cache_dir)?;
+    let engine =
+        Engine::new(&config).map_err(|e| PluginError::Runtime(format!("cannot create the wasm engine: {e:#}")))?;
+    Ok((engine, cache))
 }
 
 fn base_config(cache_dir: Option<&Path>) -> Result<(Config, Option<Cache>), PluginError> {

@@ -4,12 +4,12 @@ use std::sync::Arc;
 
 use indexmap::IndexMap;
 
-use super::bindings::hook::HookPre;
+use super::bindings::hook::Hook as HookWorld;
 use super::bindings::hook::exports::mtcd::plugin::hooks::Phase;
 use super::bindings::transformer::mtcd::plugin::types;
 use super::engine::LoadReport;
 use super::runtime::Runner;
-use super::state::{HostState, truncate_message};
+use super::state::truncate_message;
 use super::{MAX_ERROR_MESSAGE, PluginError, SourceLookup};
 use crate::spec::{HookPhase, OnError};
 
@@ -25,10 +25,9 @@ pub struct HookContext<'a> {
     pub lookup: &'a dyn SourceLookup,
 }
 
-/// One loaded hook plugin. Each run gets a fresh instance.
+/// One loaded hook plugin. Its instance is reused across runs while they succeed.
 pub struct Hook {
-    pub(crate) runner: Runner,
-    pub(crate) pre: HookPre<HostState>,
+    pub(crate) runner: Runner<HookWorld>,
     pub(crate) config: String,
     pub(crate) report: LoadReport,
 }
@@ -51,10 +50,8 @@ impl Hook {
         let namespaces: Arc<[String]> = ctx.namespace_map.keys().cloned().collect();
         let span = tracing::info_span!("hook", plugin = %self.runner.name, phase = phase_name(phase));
         let _enter = span.enter();
-        let pre = &self.pre;
-        let result = self.runner.call(&subject, namespaces, ctx.lookup, move |mut store| async move {
-            let bindings = pre.instantiate_async(&mut store).await?;
-            bindings.mtcd_plugin_hooks().call_run(&mut store, wit_phase(phase), &wit_ctx).await
+        let result = self.runner.call(&subject, namespaces, ctx.lookup, move |store, bindings| {
+            Box::pin(async move { bindings.mtcd_plugin_hooks().call_run(store, wit_phase(phase), &wit_ctx).await })
         });
         match result {
             Ok(Ok(())) => Ok(()),

@@ -21,8 +21,9 @@
 //!
 //! A failure (trap, limit, malformed JSON, patch that does not apply) is an error naming the
 //! plugin and the object. The plan runs plugins before anything is written, so a failing
-//! plugin stops the migration before it touches a cluster. Every call (every object, every
-//! hook run) gets a fresh instance: no state carries from one object to the next.
+//! plugin stops the migration before it touches a cluster. A plugin's instance serves the
+//! objects of one chain while its calls succeed and is replaced after any failure; it is
+//! never shared between chains, migrations or runs (see `runtime.rs`).
 //!
 //! ```no_run
 //! # fn demo(refs: &[mtcd::spec::PluginRef]) -> Result<(), mtcd::plugins::PluginError> {
@@ -227,10 +228,6 @@ impl PluginHost {
         Ok((component, report))
     }
 
-    fn runner(&self, r: &PluginRef) -> Runner {
-        Runner { plugin: r.clone(), name: r.source.to_string(), shared: self.shared.clone() }
-    }
-
     /// Loads transform plugins in chain order. Fails on the first plugin that cannot be
     /// read, pulled, compiled or linked, before any object is touched.
     pub fn load_transforms(&self, refs: &[PluginRef]) -> Result<TransformChain, PluginError> {
@@ -245,7 +242,10 @@ impl PluginHost {
             };
             let instance_pre = self.transform_linker.instantiate_pre(&component).map_err(incompatible)?;
             let pre = TransformerPre::new(instance_pre).map_err(incompatible)?;
-            steps.push(transform::Step { runner: self.runner(r), pre, config: config_text(&r.config) });
+            steps.push(transform::Step {
+                runner: Runner::new(r.clone(), self.shared.clone(), pre),
+                config: config_text(&r.config),
+            });
             reports.push(report);
         }
         Ok(TransformChain::new(steps, reports))
@@ -272,7 +272,7 @@ impl PluginHost {
         };
         let instance_pre = self.hook_linker.instantiate_pre(&component).map_err(incompatible)?;
         let pre = HookPre::new(instance_pre).map_err(incompatible)?;
-        Ok(Hook { runner: self.runner(r), pre, config: config_text(&r.config), report })
+        Ok(Hook { runner: Runner::new(r.clone(), self.shared.clone(), pre), config: config_text(&r.config), report })
     }
 }
 

@@ -2,10 +2,10 @@
 //! memory limiter, the budgets of `log` and `lookup`, and the per-call context the host
 //! functions answer from.
 //!
-//! Every call gets a fresh store (see `runtime.rs`), so nothing here outlives one object.
-//! The per-call context is an `Arc` shared with the caller (as Kubewarden's
-//! policy-evaluator holds its evaluation context): the caller reads what the call left
-//! behind (the memory flag, stderr) even when the store was dropped by a timeout.
+//! The per-call context is an `Arc` set into the store before each call (as Kubewarden's
+//! policy-evaluator holds its evaluation context); budgets are reset with it. The memory
+//! flag and stderr are shared with the runner, which reads them even when a timeout
+//! dropped the store.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,10 +56,6 @@ pub(crate) struct CallContext {
     pub(crate) namespaces: Arc<[String]>,
     /// Where `lookup` requests go; the caller answers them from its snapshot.
     pub(crate) lookups: mpsc::UnboundedSender<LookupRequest>,
-    /// Set when the plugin tried to grow memory past its limit, so the error says "memory
-    /// limit" rather than a generic trap.
-    pub(crate) memory_exceeded: AtomicBool,
-    pub(crate) stderr: TailPipe,
 }
 
 pub(crate) struct HostState {
@@ -74,19 +70,35 @@ pub(crate) struct HostState {
 }
 
 impl HostState {
-    pub(crate) fn new(plugin: &PluginRef, call: Arc<CallContext>) -> Result<Self, PluginError> {
-        let wasi = wasi_ctx(plugin, call.stderr.clone())?;
+    /// A store's state for an instance of `plugin`. `memory_exceeded` and `stderr` are the
+    /// runner's, so it can read them after the store is gone.
+    pub(crate) fn new(
+        plugin: &PluginRef,
+        memory_exceeded: Arc<AtomicBool>,
+        stderr: TailPipe,
+        call: Arc<CallContext>,
+    ) -> Result<Self, PluginError> {
+        let wasi = wasi_ctx(plugin, stderr)?;
         let memory = usize::try_from(plugin.limits.memory).unwrap_or(usize::MAX);
         Ok(HostState {
             wasi,
             table: ResourceTable::new(),
-            limiter: Limiter::new(memory, call.clone()),
+            limiter: Limiter::new(memory, memory_exceeded),
             call,
             lookups_left: LOOKUPS_PER_CALL,
             log_lines: 0,
             log_bytes: 0,
             log_capped: false,
         })
+    }
+
+    /// Arms the state for the next call: its context, and fresh `lookup` and `log` budgets.
+    pub(crate) fn begin_call(&mut self, call: Arc<CallContext>) {
+        self.call = call;
+        self.lookups_left = LOOKUPS_PER_CALL;
+        self.log_lines = 0;
+        self.log_bytes = 0;
+        self.log_capped = false;
     }
 }
 
@@ -151,11 +163,11 @@ impl WasiView for HostState {
 pub(crate) struct Limiter {
     inner: StoreLimits,
     memory: usize,
-    call: Arc<CallContext>,
+    exceeded: Arc<AtomicBool>,
 }
 
 impl Limiter {
-    fn new(memory: usize, call: Arc<CallContext>) -> Self {
+    fn new(memory: usize, exceeded: Arc<AtomicBool>) -> Self {
         // A Rust wasip2 component is a handful of core instances (the program plus the WASI
         // adapter shims); the counts leave room for that and nothing like a fork bomb.
         let inner = StoreLimitsBuilder::new()
@@ -165,14 +177,14 @@ impl Limiter {
             .tables(16)
             .trap_on_grow_failure(true)
             .build();
-        Limiter { inner, memory, call }
+        Limiter { inner, memory, exceeded }
     }
 }
 
 impl ResourceLimiter for Limiter {
     fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.memory {
-            self.call.memory_exceeded.store(true, Ordering::Relaxed);
+            self.exceeded.store(true, Ordering::Relaxed);
         }
         self.inner.memory_growing(current, desired, maximum)
     }
@@ -264,6 +276,11 @@ impl TailPipe {
         let buf = self.0.lock().expect("stderr lock");
         let (a, b) = buf.as_slices();
         String::from_utf8_lossy(&[a, b].concat()).into_owned()
+    }
+
+    /// Forgets what earlier calls wrote, so an error quotes only its own call's output.
+    pub(crate) fn clear(&self) {
+        self.0.lock().expect("stderr lock").clear();
     }
 
     fn push(&self, bytes: &[u8]) {

@@ -4,18 +4,19 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::bindings::transformer::TransformerPre;
+use super::bindings::transformer::Transformer;
 use super::bindings::transformer::exports::mtcd::plugin::transform::Outcome;
 use super::bindings::transformer::mtcd::plugin::types;
 use super::engine::LoadReport;
 use super::runtime::Runner;
-use super::state::{HostState, truncate_message};
+use super::state::truncate_message;
 use super::{MAX_ERROR_MESSAGE, PluginError, SourceLookup, TransformContext, TransformOutput};
 use crate::spec::OnError;
 
-/// Loaded transform plugins, run in the order desired.toml lists them. Every object gets a
-/// fresh instance of every plugin, so nothing carries over from one object to the next.
-/// `Send`: give each worker thread its own chain (loading again is a cache hit).
+/// Loaded transform plugins, run in the order desired.toml lists them. Each plugin's
+/// instance serves the chain's objects while its calls succeed and is replaced after any
+/// failure; it is never shared with another chain. `Send`, not `Sync`: give each worker
+/// thread its own chain (loading again is a cache hit).
 pub struct TransformChain {
     pub(crate) steps: Vec<Step>,
     pub(crate) reports: Vec<LoadReport>,
@@ -25,8 +26,7 @@ pub struct TransformChain {
 }
 
 pub(crate) struct Step {
-    pub(crate) runner: Runner,
-    pub(crate) pre: TransformerPre<HostState>,
+    pub(crate) runner: Runner<Transformer>,
     /// The plugin's config as JSON text, serialized once.
     pub(crate) config: String,
 }
@@ -73,7 +73,7 @@ impl TransformChain {
         };
         let mut current = object;
         let mut extra = Vec::new();
-        for step in &self.steps {
+        for step in &mut self.steps {
             let result = step.call(&mut current, wit_ctx(&step.config), &subject, self.namespaces.clone(), lookup);
             match result {
                 Ok(StepResult::Keep) => {}
@@ -121,7 +121,7 @@ impl Step {
     /// Calls the plugin and applies its outcome to `object`; on error `object` is as it
     /// was (so `keep-original` needs no copy).
     fn call(
-        &self,
+        &mut self,
         object: &mut Value,
         ctx: types::Context,
         subject: &str,
@@ -131,10 +131,8 @@ impl Step {
         let input = serde_json::to_string(&*object).expect("a Value always serializes");
         let span = tracing::debug_span!("plugin", plugin = %self.runner.name, object = %subject);
         let _enter = span.enter();
-        let pre = &self.pre;
-        let outcome = self.runner.call(subject, namespaces, lookup, move |mut store| async move {
-            let bindings = pre.instantiate_async(&mut store).await?;
-            bindings.mtcd_plugin_transform().call_transform(&mut store, &input, &ctx).await
+        let outcome = self.runner.call(subject, namespaces, lookup, move |store, bindings| {
+            Box::pin(async move { bindings.mtcd_plugin_transform().call_transform(store, &input, &ctx).await })
         })?;
         let plugin = || self.runner.name.clone();
         let parse_object = |text: &str, what: &str| -> Result<Value, PluginError> {
