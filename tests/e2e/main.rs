@@ -13,6 +13,7 @@ mod lab_rbac;
 mod lab_snapshots;
 mod lifecycle;
 mod plugin_cli;
+mod plugin_oci;
 mod resources;
 mod safety;
 mod velero;

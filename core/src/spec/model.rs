@@ -227,13 +227,59 @@ pub enum ExistingResourcePolicy {
 /// A WebAssembly component and what it may do.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PluginRef {
-    /// Resolved absolute path of the `.wasm` component (checked to exist).
-    pub path: PathBuf,
+    /// Where the component comes from: a local file or a digest-pinned OCI artifact.
+    pub source: PluginSource,
+    /// `FILE:LINE:COLUMN` of the `plugin = "…"` value in the desired-state file, so errors
+    /// found when the component is loaded point at the line that named it. `None` for
+    /// plugins not read from a file (`mtcd plugin test`, tests).
+    pub at: Option<String>,
     /// Free-form configuration handed to the plugin's `configure` as JSON.
     pub config: serde_json::Value,
     pub limits: PluginLimits,
     pub grants: PluginGrants,
     pub on_error: OnError,
+}
+
+impl PluginRef {
+    /// A plugin read from a local `.wasm` file, with no config, no grants, default
+    /// transform limits (1 s, 64 MiB) and `on_error = fail`.
+    pub fn file(path: impl Into<PathBuf>) -> Self {
+        PluginRef {
+            source: PluginSource::File(path.into()),
+            at: None,
+            config: serde_json::Value::Object(Default::default()),
+            limits: PluginLimits { timeout: Duration::from_secs(1), memory: 64 * 1024 * 1024, fuel: None },
+            grants: PluginGrants::default(),
+            on_error: OnError::Fail,
+        }
+    }
+}
+
+/// Where a plugin's component is read from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PluginSource {
+    /// A `.wasm` file (resolved against the desired-state file's folder).
+    File(PathBuf),
+    /// An OCI artifact pinned by its manifest digest, and how to reach its registry.
+    Oci(OciPlugin),
+}
+
+impl std::fmt::Display for PluginSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PluginSource::File(p) => write!(f, "{}", p.display()),
+            PluginSource::Oci(o) => write!(f, "{}", o.reference),
+        }
+    }
+}
+
+/// `plugin = "oci://…@sha256:…"`: the artifact and the registry settings used to pull it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OciPlugin {
+    pub reference: super::oci::OciReference,
+    /// Credentials and TLS for `reference.registry`: the matching `[[plugins.registry]]`
+    /// entry, else the cluster registry with that address, else anonymous HTTPS.
+    pub registry: Registry,
 }
 
 #[derive(Debug, Clone, PartialEq)]

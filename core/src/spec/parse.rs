@@ -78,6 +78,10 @@ fn read_spec(r: &mut Report<'_>, doc: &Spanned<DeTable<'_>>, path: &Path, base: 
         }
         Some(v) => read_migrations(r, v, base),
     };
+    let plugin_registries = match root.get("plugins") {
+        None => Some(Vec::new()),
+        Some(v) => read_plugin_settings(r, v, base),
+    };
     let sync = match root.get("sync") {
         None => Some(SyncOptions { interval: Duration::from_secs(600) }),
         Some(v) => read_sync(r, v),
@@ -89,8 +93,9 @@ fn read_spec(r: &mut Report<'_>, doc: &Spanned<DeTable<'_>>, path: &Path, base: 
     root.finish(r);
 
     let (source, destination) = clusters?;
-    let migrations = migrations?;
+    let mut migrations = migrations?;
     check_images_have_registries(r, &source, &destination, &migrations);
+    attach_plugin_registries(&mut migrations, &plugin_registries?, [&source, &destination], path);
     Some(Spec {
         path: path.to_path_buf(),
         source,
@@ -736,21 +741,37 @@ fn read_hooks(r: &mut Report<'_>, v: &Value<'_>, base: &Path) -> Option<Vec<Hook
 
 /// The keys a transform and a hook share: the component, its config, limits and grants.
 fn read_plugin(r: &mut Report<'_>, t: &mut Table<'_, '_>, base: &Path, default_timeout: Duration) -> Option<PluginRef> {
-    let path = t.require(r, "plugin").and_then(|v| {
+    let mut at = None;
+    let source = t.require(r, "plugin").and_then(|v| {
         let p = r.string(v, "plugin")?;
-        let path = base.join(&p);
-        if !path.is_file() {
+        let location = r.location(&v.span());
+        at = Some(format!("{}:{}", location.line, location.column));
+        if p.starts_with("oci://") {
+            return read_oci_plugin(r, v, &p);
+        }
+        if p.contains("://") {
             r.error(
                 &v.span(),
-                format!("plugin file {} does not exist", path.display()),
-                Some(format!(
-                    "build it first (plugins are built for wasm32-wasip2); paths are relative to {}",
-                    base.display()
-                )),
+                format!("plugin {p:?}: only local paths and oci:// references are supported"),
+                Some("publish the component with `mtcd plugin push FILE.wasm oci://REGISTRY/REPO:TAG`".into()),
             );
             return None;
         }
-        Some(path)
+        let path = base.join(&p);
+        if let Err(problem) = super::oci::check_component_file(&path) {
+            let hint = if problem.contains("does not exist") {
+                format!(
+                    "build it first (plugins are built for wasm32-wasip2); paths are relative to {}",
+                    base.display()
+                )
+            } else {
+                "point `plugin` at the component built for wasm32-wasip2 (target/wasm32-wasip2/release/NAME.wasm)"
+                    .to_string()
+            };
+            r.error(&v.span(), problem, Some(hint));
+            return None;
+        }
+        Some(PluginSource::File(path))
     });
     let config = match t.get("config") {
         None => Some(serde_json::Value::Object(Default::default())),
@@ -780,12 +801,115 @@ fn read_plugin(r: &mut Report<'_>, t: &mut Table<'_, '_>, base: &Path, default_t
         Some(v) => read_grants(r, v, base),
     };
     Some(PluginRef {
-        path: path?,
+        source: source?,
+        at,
         config: config?,
         limits: PluginLimits { timeout: timeout?, memory: memory?, fuel: fuel? },
         grants: grants?,
         on_error: on_error?,
     })
+}
+
+/// `oci://REGISTRY/REPO:TAG@sha256:…`. The digest is the trust anchor: a reference without
+/// one is refused with the command that prints the pinned form. Registry settings are
+/// attached once the whole file is read ([`attach_plugin_registries`]).
+fn read_oci_plugin(r: &mut Report<'_>, v: &Value<'_>, text: &str) -> Option<PluginSource> {
+    let reference = match super::oci::OciReference::parse(text) {
+        Ok(reference) => reference,
+        Err(e) => {
+            r.error(&v.span(), format!("plugin {e}"), None);
+            return None;
+        }
+    };
+    if reference.digest.is_none() {
+        r.error(
+            &v.span(),
+            format!("plugin {text:?} is not pinned: an oci:// plugin needs the digest of the manifest you reviewed"),
+            Some(format!("run `mtcd plugin resolve {text}` and paste the oci://…@sha256:… reference it prints")),
+        );
+        return None;
+    }
+    let registry = Registry {
+        address: reference.registry.clone(),
+        internal_address: None,
+        auth: RegistryAuth::Anonymous,
+        tls: RegistryTls::Verify,
+    };
+    Some(PluginSource::Oci(OciPlugin { reference, registry }))
+}
+
+/// `[plugins]`: settings for plugins of every migration. Today only `registry`, a list of
+/// registries plugins are pulled from, each `{ address, auth, tls }` as a cluster registry.
+fn read_plugin_settings(r: &mut Report<'_>, v: &Value<'_>, base: &Path) -> Option<Vec<Registry>> {
+    let mut t = Table::new(r, v, "[plugins]")?;
+    let registries = match t.get("registry") {
+        None => Some(Vec::new()),
+        Some(v) => {
+            let DeValue::Array(items) = v.get_ref() else {
+                r.error(&v.span(), "`registry` must be written as `[[plugins.registry]]` tables", None);
+                return None;
+            };
+            let mut out = Vec::new();
+            let mut ok = true;
+            for item in items.iter() {
+                if let DeValue::String(_) = item.get_ref() {
+                    r.error(&item.span(), "a `[[plugins.registry]]` entry is a table with `address`", None);
+                    ok = false;
+                    continue;
+                }
+                match read_registry(r, item, "[plugins.registry]", base) {
+                    Some(reg) if reg.auth == RegistryAuth::KubeconfigToken => {
+                        r.error(
+                            &item.span(),
+                            "plugin registries cannot use `auth = \"kubeconfig-token\"` (plugins are pulled before any cluster is contacted)",
+                            Some("use { docker_config = \"PATH\" } or { username_env = \"VAR\", password_env = \"VAR\" }".into()),
+                        );
+                        ok = false;
+                    }
+                    Some(reg) => out.push(reg),
+                    None => ok = false,
+                }
+            }
+            ok.then_some(out)
+        }
+    };
+    t.finish(r);
+    registries
+}
+
+/// Gives every oci:// plugin the settings of its registry: the `[[plugins.registry]]`
+/// entry with that address, else a cluster registry with that address (unless it uses the
+/// kubeconfig token, which only a cluster command has), else anonymous HTTPS. Also turns
+/// each plugin's `LINE:COLUMN` into `FILE:LINE:COLUMN`.
+fn attach_plugin_registries(
+    migrations: &mut [Spanned<Migration>],
+    plugin_registries: &[Registry],
+    clusters: [&ClusterSpec; 2],
+    path: &Path,
+) {
+    let find = |address: &str| {
+        plugin_registries.iter().find(|reg| reg.address == address).cloned().or_else(|| {
+            clusters
+                .iter()
+                .filter_map(|c| c.registry.as_ref())
+                .find(|reg| reg.address == address && reg.auth != RegistryAuth::KubeconfigToken)
+                .map(|reg| Registry { internal_address: None, ..reg.clone() })
+        })
+    };
+    for m in migrations.iter_mut() {
+        let m = m.get_mut();
+        let plugins = m.transforms.iter_mut().chain(m.hooks.iter_mut().map(|h| &mut h.plugin));
+        for p in plugins {
+            if let Some(at) = &p.at {
+                p.at = Some(format!("{}:{at}", path.display()));
+            }
+            if let PluginSource::Oci(o) = &mut p.source
+                && let Some(reg) = find(&o.reference.registry)
+            {
+                o.registry = reg;
+            }
+        }
+    }
 }
 
 fn read_grants(r: &mut Report<'_>, v: &Value<'_>, base: &Path) -> Option<PluginGrants> {

@@ -189,7 +189,7 @@ impl Engine {
                     Some(h) => h,
                     None => host.insert(super::plugin_host().map_err(|e| EngineError::Plugin(Box::new(e)))?),
                 };
-                let name = h.plugin.path.display().to_string();
+                let name = h.plugin.source.to_string();
                 let ctx = HookContext {
                     migration: m.name.clone(),
                     source_cluster: self.source.context.clone(),
