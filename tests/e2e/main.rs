@@ -5,6 +5,7 @@ mod cli;
 mod cutover;
 mod dim;
 mod dvm;
+mod hooks;
 mod lab_api;
 mod lab_cluster;
 mod lab_exec;

@@ -320,18 +320,95 @@ pub enum OnError {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HookPhase {
+    /// Around every sync (apply, each watch cycle, the cutover's final sync).
+    PreStage,
+    PostStage,
+    /// Around reading the source: Velero's Backup; in the direct path, the volume data copy.
     PreBackup,
     PostBackup,
+    /// Around writing the destination: Velero's Restore; in the direct path, the objects.
     PreRestore,
     PostRestore,
+    /// Before the source is quiesced / after the destination runs.
     PreCutover,
     PostCutover,
 }
 
+/// One hook: a phase and what runs there.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HookRef {
     pub phase: HookPhase,
-    pub plugin: PluginRef,
+    pub kind: HookKind,
+}
+
+impl HookRef {
+    /// The plugin, for `kind = plugin` hooks.
+    pub fn plugin(&self) -> Option<&PluginRef> {
+        match &self.kind {
+            HookKind::Plugin(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// How messages name the hook.
+    pub fn label(&self) -> String {
+        match &self.kind {
+            HookKind::Plugin(p) => format!("plugin {}", p.source),
+            HookKind::Job(j) => format!("job {} in {}/{}", j.image, j.cluster.as_str(), j.namespace),
+            HookKind::Exec(e) => format!(
+                "exec {:?} in pods {} of {}/{}",
+                e.command.join(" "),
+                e.selector,
+                e.cluster.as_str(),
+                e.namespace
+            ),
+        }
+    }
+}
+
+/// What a hook runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HookKind {
+    /// A WebAssembly component of the `hook` world.
+    Plugin(PluginRef),
+    /// An image and command run as a Job (MTC's MigHook).
+    Job(JobHook),
+    /// A command in a running container of the pods a selector matches (Velero's exec hook).
+    Exec(ExecHook),
+}
+
+/// `job = { … }`
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobHook {
+    pub cluster: Side,
+    pub namespace: String,
+    pub image: String,
+    pub command: Vec<String>,
+    pub service_account: Option<String>,
+    /// `activeDeadlineSeconds`, and how long mtcd waits.
+    pub deadline: Duration,
+    /// `fail` (default) stops the migration; `ignore` reports and goes on.
+    pub on_error: HookOnError,
+}
+
+/// `exec = { … }`
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecHook {
+    pub cluster: Side,
+    pub namespace: String,
+    /// A label selector; every running pod it matches runs the command.
+    pub selector: String,
+    /// The container (default: the pod's first).
+    pub container: Option<String>,
+    pub command: Vec<String>,
+    pub timeout: Duration,
+    pub on_error: HookOnError,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookOnError {
+    Fail,
+    Ignore,
 }
 
 /// `apply --watch` settings.

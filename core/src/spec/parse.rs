@@ -714,6 +714,8 @@ fn read_hooks(r: &mut Report<'_>, v: &Value<'_>, base: &Path) -> Option<Vec<Hook
         return None;
     };
     let phases = [
+        ("pre-stage", HookPhase::PreStage),
+        ("post-stage", HookPhase::PostStage),
         ("pre-backup", HookPhase::PreBackup),
         ("post-backup", HookPhase::PostBackup),
         ("pre-restore", HookPhase::PreRestore),
@@ -729,14 +731,136 @@ fn read_hooks(r: &mut Report<'_>, v: &Value<'_>, base: &Path) -> Option<Vec<Hook
             continue;
         };
         let phase = t.require(r, "phase").and_then(|v| r.choice(v, "hook.phase", &phases));
-        let plugin = read_plugin(r, &mut t, base, Duration::from_secs(300));
+        let (job, exec) = (t.get("job"), t.get("exec"));
+        let kind = match (job, exec) {
+            (Some(j), None) => read_job_hook(r, j).map(HookKind::Job),
+            (None, Some(e)) => read_exec_hook(r, e).map(HookKind::Exec),
+            (Some(_), Some(e)) => {
+                r.error(&e.span(), "a hook is a `plugin`, a `job` or an `exec`, not several", None);
+                None
+            }
+            (None, None) => read_plugin(r, &mut t, base, Duration::from_secs(300)).map(HookKind::Plugin),
+        };
+        if matches!(kind, Some(HookKind::Job(_) | HookKind::Exec(_))) && t.get("plugin").is_some() {
+            r.error(&t.span(), "a hook is a `plugin`, a `job` or an `exec`, not several", None);
+            ok = false;
+        }
         t.finish(r);
-        match (phase, plugin) {
-            (Some(phase), Some(plugin)) => out.push(HookRef { phase, plugin }),
+        match (phase, kind) {
+            (Some(phase), Some(kind)) => out.push(HookRef { phase, kind }),
             _ => ok = false,
         }
     }
     ok.then_some(out)
+}
+
+const HOOK_ON_ERROR: [(&str, HookOnError); 2] = [("fail", HookOnError::Fail), ("ignore", HookOnError::Ignore)];
+const SIDES: [(&str, Side); 2] = [("source", Side::Source), ("destination", Side::Destination)];
+
+/// The keys a job and an exec hook share: where it runs, its command and what a failure does.
+fn read_hook_common(
+    r: &mut Report<'_>,
+    t: &mut Table<'_, '_>,
+    what: &str,
+) -> (Option<Side>, Option<String>, Option<Vec<String>>, Option<HookOnError>) {
+    let cluster = t.require(r, "cluster").and_then(|v| r.choice(v, &format!("{what}.cluster"), &SIDES));
+    let namespace = t.require(r, "namespace").and_then(|v| {
+        let s = r.string(v, "namespace")?;
+        match names::check_label_str(&s) {
+            Ok(()) => Some(s),
+            Err(e) => {
+                r.error(&v.span(), format!("{s:?} is not a valid namespace name: {e}"), None);
+                None
+            }
+        }
+    });
+    let command = t.require(r, "command").and_then(|v| {
+        let list = r.string_list(v, "command")?;
+        if list.is_empty() {
+            r.error(
+                &v.span(),
+                "`command` must name the program to run",
+                Some("e.g. [\"sh\", \"-c\", \"sync\"]".into()),
+            );
+            return None;
+        }
+        Some(list.into_iter().map(|s| s.into_inner()).collect())
+    });
+    let on_error = match t.get("on_error") {
+        None => Some(HookOnError::Fail),
+        Some(v) => r.choice(v, &format!("{what}.on_error"), &HOOK_ON_ERROR),
+    };
+    (cluster, namespace, command, on_error)
+}
+
+/// `job = { cluster, namespace, image, command, service_account?, deadline?, on_error? }`
+fn read_job_hook(r: &mut Report<'_>, v: &Value<'_>) -> Option<JobHook> {
+    let mut t = Table::new(r, v, "hook `job`")?;
+    let (cluster, namespace, command, on_error) = read_hook_common(r, &mut t, "job");
+    let image = t.require(r, "image").and_then(|v| {
+        let s = r.string(v, "image")?;
+        if s.is_empty() || s.chars().any(char::is_whitespace) {
+            r.error(&v.span(), format!("{s:?} is not an image reference"), None);
+            return None;
+        }
+        Some(s)
+    });
+    let service_account = match t.get("service_account") {
+        None => Some(None),
+        Some(v) => r.string(v, "service_account").map(Some),
+    };
+    let deadline = match t.get("deadline") {
+        None => Some(Duration::from_secs(600)),
+        Some(v) => r.duration(v, "job.deadline"),
+    };
+    t.finish(r);
+    Some(JobHook {
+        cluster: cluster?,
+        namespace: namespace?,
+        image: image?,
+        command: command?,
+        service_account: service_account?,
+        deadline: deadline?,
+        on_error: on_error?,
+    })
+}
+
+/// `exec = { cluster, namespace, selector, command, container?, timeout?, on_error? }`
+fn read_exec_hook(r: &mut Report<'_>, v: &Value<'_>) -> Option<ExecHook> {
+    let mut t = Table::new(r, v, "hook `exec`")?;
+    let (cluster, namespace, command, on_error) = read_hook_common(r, &mut t, "exec");
+    let selector = t.require(r, "selector").and_then(|v| {
+        let s = r.string(v, "selector")?;
+        match names::check_selector(&s) {
+            Ok(()) if !s.trim().is_empty() => Some(s),
+            Ok(()) => {
+                r.error(&v.span(), "`selector` must select pods (an empty selector matches every pod)", None);
+                None
+            }
+            Err(e) => {
+                r.error(&v.span(), format!("`selector` {s:?} is not a valid label selector: {e}"), None);
+                None
+            }
+        }
+    });
+    let container = match t.get("container") {
+        None => Some(None),
+        Some(v) => r.string(v, "container").map(Some),
+    };
+    let timeout = match t.get("timeout") {
+        None => Some(Duration::from_secs(60)),
+        Some(v) => r.duration(v, "exec.timeout"),
+    };
+    t.finish(r);
+    Some(ExecHook {
+        cluster: cluster?,
+        namespace: namespace?,
+        selector: selector?,
+        container: container?,
+        command: command?,
+        timeout: timeout?,
+        on_error: on_error?,
+    })
 }
 
 /// The keys a transform and a hook share: the component, its config, limits and grants.
@@ -898,7 +1022,10 @@ fn attach_plugin_registries(
     };
     for m in migrations.iter_mut() {
         let m = m.get_mut();
-        let plugins = m.transforms.iter_mut().chain(m.hooks.iter_mut().map(|h| &mut h.plugin));
+        let plugins = m.transforms.iter_mut().chain(m.hooks.iter_mut().filter_map(|h| match &mut h.kind {
+            HookKind::Plugin(p) => Some(p),
+            _ => None,
+        }));
         for p in plugins {
             if let Some(at) = &p.at {
                 p.at = Some(format!("{}:{at}", path.display()));

@@ -132,7 +132,7 @@ impl Human {
             Event::Velero { migration, object, phase } => {
                 self.line(format!("  migration {migration}: {object}: {phase}"))
             }
-            Event::Hook { migration, phase, hook, ok, error } => match (ok, error) {
+            Event::Hook { migration, phase, hook, ok, error, .. } => match (ok, error) {
                 (true, _) => self.line(format!("{phase} hook {hook} (migration {migration}): ok")),
                 (false, e) => {
                     self.line(format!("{phase} hook {hook} (migration {migration}): FAILED: {}", e.unwrap_or_default()))

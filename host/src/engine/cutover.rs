@@ -4,11 +4,9 @@
 use std::future::Future;
 use std::time::Instant;
 
-use super::planning::SliceLookup;
 use super::{CutoverReport, Engine, EngineError, RollbackReport};
 use crate::actions::quiesce;
 use crate::plan::Plan;
-use crate::plugins::{HookContext, phase_name};
 use crate::progress::Event;
 use crate::snapshot::Snapshot;
 use crate::spec::HookPhase;
@@ -41,7 +39,7 @@ impl Engine {
         let before = self.plan(true).await?;
         super::apply::refuse(&before.plan, true)?;
         // A hook that says no stops the cutover before the source is touched.
-        report.hooks.extend(self.run_hooks(&before.plan, &before.snapshot, HookPhase::PreCutover)?);
+        report.hooks.extend(self.run_hooks(&before.plan, &before.snapshot, HookPhase::PreCutover).await?);
         let source_namespaces: Vec<String> =
             before.plan.migrations.iter().flat_map(|m| m.source_namespaces.iter().cloned()).collect();
         let destination_namespaces: Vec<String> =
@@ -67,7 +65,7 @@ impl Engine {
             let t1 = Instant::now();
             let after = self.plan_final_sync().await?;
             super::apply::refuse(&after.plan, true)?;
-            report.sync = self.execute(&after.plan, &after.snapshot).await?;
+            report.sync = self.sync(&after.plan, &after.snapshot).await?;
             report.sync_seconds = t1.elapsed().as_secs_f64();
             let failed = report.sync.failed();
             if failed > 0 {
@@ -112,7 +110,7 @@ impl Engine {
             }
         }
         report.downtime_seconds = t0.elapsed().as_secs_f64();
-        report.hooks.extend(self.run_hooks(&after.plan, &after.snapshot, HookPhase::PostCutover)?);
+        report.hooks.extend(self.run_hooks(&after.plan, &after.snapshot, HookPhase::PostCutover).await?);
         Ok(report)
     }
 
@@ -172,47 +170,17 @@ impl Engine {
         })
     }
 
-    /// Runs every hook of `phase`, in file order, with the snapshot's source objects as their
-    /// lookup. The first failure stops the command.
-    pub(super) fn run_hooks(
+    /// Runs the hooks of `phase` of every migration, with each one's source snapshot.
+    pub(super) async fn run_hooks(
         &self,
         plan: &Plan,
         snapshot: &Snapshot,
         phase: HookPhase,
     ) -> Result<Vec<String>, EngineError> {
         let mut ran = Vec::new();
-        let mut host = None;
         for m in &plan.migrations {
             let lookup = snapshot.migration(&m.name).map(|s| s.source.as_slice()).unwrap_or_default();
-            for h in m.hooks(phase) {
-                let host = match &host {
-                    Some(h) => h,
-                    None => host.insert(super::plugin_host().map_err(|e| EngineError::Plugin(Box::new(e)))?),
-                };
-                let name = h.plugin.source.to_string();
-                let ctx = HookContext {
-                    migration: m.name.clone(),
-                    source_cluster: self.source.context.clone(),
-                    destination_cluster: self.destination.context.clone(),
-                    namespace_map: m.namespace_map.clone(),
-                    lookup: &SliceLookup(lookup),
-                };
-                let result = host.load_hook(&h.plugin).and_then(|mut hook| hook.run(phase, &ctx));
-                self.events.emit(Event::Hook {
-                    migration: m.name.clone(),
-                    phase: phase_name(phase).to_string(),
-                    hook: name.clone(),
-                    ok: result.is_ok(),
-                    error: result.as_ref().err().map(ToString::to_string),
-                });
-                result.map_err(|source| EngineError::Hook {
-                    phase: phase_name(phase),
-                    hook: name.clone(),
-                    migration: m.name.clone(),
-                    source: Box::new(source),
-                })?;
-                ran.push(format!("{} {name}", phase_name(phase)));
-            }
+            ran.extend(self.hooks(m, lookup, phase).await?);
         }
         Ok(ran)
     }

@@ -17,14 +17,15 @@ pub enum EngineError {
     /// A plugin could not be loaded.
     #[error(transparent)]
     Plugin(Box<PluginError>),
-    /// A hook said no, or failed.
-    #[error("{phase} hook {hook} stopped migration {migration:?}: {source}")]
+    /// A hook said no, or failed (and its `on_error` is `fail`).
+    #[error("{phase} hook {hook} stopped migration {migration:?}: {reason}")]
     Hook {
         phase: &'static str,
         hook: String,
         migration: String,
+        reason: String,
         #[source]
-        source: Box<PluginError>,
+        source: Option<Box<PluginError>>,
     },
     /// The registry settings cannot be used.
     #[error(transparent)]

@@ -12,6 +12,7 @@ mod cleanup;
 mod cutover;
 mod error;
 mod gate;
+mod hooks;
 mod identity;
 mod planning;
 mod preflight;

@@ -82,6 +82,8 @@ fn wit_phase(phase: HookPhase) -> Phase {
         HookPhase::PostRestore => Phase::PostRestore,
         HookPhase::PreCutover => Phase::PreCutover,
         HookPhase::PostCutover => Phase::PostCutover,
+        HookPhase::PreStage => Phase::PreStage,
+        HookPhase::PostStage => Phase::PostStage,
     }
 }
 
@@ -94,5 +96,7 @@ pub fn phase_name(phase: HookPhase) -> &'static str {
         HookPhase::PostRestore => "post-restore",
         HookPhase::PreCutover => "pre-cutover",
         HookPhase::PostCutover => "post-cutover",
+        HookPhase::PreStage => "pre-stage",
+        HookPhase::PostStage => "post-stage",
     }
 }

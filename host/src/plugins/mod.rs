@@ -257,7 +257,9 @@ impl PluginHost {
     /// repeatedly.
     pub fn run_hooks(&self, hooks: &[HookRef], phase: HookPhase, ctx: &HookContext<'_>) -> Result<(), PluginError> {
         for h in hooks.iter().filter(|h| h.phase == phase) {
-            self.load_hook(&h.plugin)?.run(phase, ctx)?;
+            if let Some(p) = h.plugin() {
+                self.load_hook(p)?.run(phase, ctx)?;
+            }
         }
         Ok(())
     }

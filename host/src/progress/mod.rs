@@ -64,6 +64,9 @@ pub enum Event {
         ok: bool,
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+        /// The end of what a job or exec hook printed.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        output: Option<String>,
     },
     /// Cutover: the source's workloads were scaled to 0 and its CronJobs suspended.
     Quiesced { migration: String, scaled: Vec<String>, suspended: Vec<String> },
