@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::auth::{self, StaticToken, UserInfo};
 use crate::api::{self, ApiConfig, ApiServer, Query};
 use crate::pki::{self, LabCa};
 use crate::services;
@@ -105,6 +106,14 @@ pub struct ClusterInfo {
     pub state_dir: PathBuf,
     pub profile: String,
     pub apps_domain: String,
+    /// The context of the cluster's non-admin user `limited` (`lab-src-limited`): groups
+    /// `limited-users` and `system:authenticated`, allowed only what RBAC grants it.
+    #[serde(default)]
+    pub limited_context: String,
+    /// A second context for the admin user of the same cluster, its server written as
+    /// `https://localhost:<port>` (src only: `lab-src-alias`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias_context: Option<String>,
 }
 
 /// DIR/lab.json: what tests and `seed` need to find each cluster.
@@ -127,9 +136,22 @@ impl LabInfo {
 
     /// The cluster a kubeconfig context (`lab-src`) or cluster name (`src`) refers to.
     pub fn cluster(&self, context_or_name: &str) -> Option<&ClusterInfo> {
-        self.clusters.get(context_or_name).or_else(|| self.clusters.values().find(|c| c.context == context_or_name))
+        self.clusters.get(context_or_name).or_else(|| {
+            self.clusters.values().find(|c| {
+                c.context == context_or_name
+                    || c.limited_context == context_or_name
+                    || c.alias_context.as_deref() == Some(context_or_name)
+            })
+        })
     }
 }
+
+/// The admin user of each cluster's `lab-<cluster>` context (group `system:masters`).
+pub const ADMIN_USER: &str = "kubernetes-admin";
+/// The non-admin user of each cluster's `lab-<cluster>-limited` context.
+pub const LIMITED_USER: &str = "limited";
+/// The group of [`LIMITED_USER`] (besides `system:authenticated`).
+pub const LIMITED_GROUP: &str = "limited-users";
 
 fn random_hex(bytes: usize) -> String {
     use rand::RngCore;
@@ -174,13 +196,74 @@ fn seed_builtin(server: &ApiServer) -> Result<(), LabError> {
         }
         st.create(&sc_ty, None, sc, &Query::new(), "mtcd-lab").map_err(err(name))?;
     }
-    // The `kubernetes` Service every cluster has (a migration must leave it alone).
+    // The `kubernetes` Service every cluster has (a migration must leave it alone), with the
+    // Endpoints and EndpointSlice the API server keeps pointing at itself.
+    let port = server.addr.port();
     let svc_ty = st.resource("", "v1", "services").expect("services type");
     let first_ip = std::net::Ipv4Addr::from(st.cidr.base + 1).to_string();
     let svc = json!({"apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver", "provider": "kubernetes"}},
-        "spec": {"clusterIP": first_ip, "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]}});
+        "spec": {"clusterIP": first_ip, "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]}});
     st.create(&svc_ty, Some("default"), svc, &Query::new(), "mtcd-lab").map_err(err("service default/kubernetes"))?;
+    let api_ip = server.addr.ip().to_string();
+    let ep_ty = st.resource("", "v1", "endpoints").expect("endpoints type");
+    let ep = json!({"apiVersion": "v1", "kind": "Endpoints",
+        "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": [{"addresses": [{"ip": api_ip}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}]});
+    st.create(&ep_ty, Some("default"), ep, &Query::new(), "kube-apiserver")
+        .map_err(err("endpoints default/kubernetes"))?;
+    let eps_ty = st.resource("discovery.k8s.io", "v1", "endpointslices").expect("endpointslices type");
+    let eps = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"kubernetes.io/service-name": "kubernetes"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [api_ip], "conditions": {"ready": true}}],
+        "ports": [{"name": "https", "port": port, "protocol": "TCP"}]});
+    st.create(&eps_ty, Some("default"), eps, &Query::new(), "kube-apiserver")
+        .map_err(err("endpointslice default/kubernetes"))?;
+    // metrics-server's Service and its APIService: the aggregated metrics API every cluster has.
+    let ms = json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "metrics-server", "namespace": "kube-system", "labels": {"k8s-app": "metrics-server"}},
+        "spec": {"selector": {"k8s-app": "metrics-server"},
+            "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": "https"}]}});
+    st.create(&svc_ty, Some("kube-system"), ms, &Query::new(), "mtcd-lab")
+        .map_err(err("service kube-system/metrics-server"))?;
+    let apisvc_ty = st.resource("apiregistration.k8s.io", "v1", "apiservices").expect("apiservices type");
+    let apisvc = json!({"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+        "metadata": {"name": api::aggregator::METRICS_APISERVICE, "labels": {"k8s-app": "metrics-server"}},
+        "spec": {"group": "metrics.k8s.io", "version": "v1beta1", "groupPriorityMinimum": 100, "versionPriority": 100,
+            "insecureSkipTLSVerify": true, "service": {"name": "metrics-server", "namespace": "kube-system", "port": 443}}});
+    st.create(&apisvc_ty, None, apisvc, &Query::new(), "mtcd-lab").map_err(err("apiservice v1beta1.metrics.k8s.io"))?;
+    // CSI snapshots: the external-snapshotter's CRDs and the lab driver's default class.
+    let crd_ty = st.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions").expect("crd type");
+    for (kind, plural, scope, short, status) in [
+        ("VolumeSnapshotClass", "volumesnapshotclasses", "Cluster", &["vsclass", "vsclasses"][..], false),
+        ("VolumeSnapshot", "volumesnapshots", "Namespaced", &["vs"][..], true),
+        ("VolumeSnapshotContent", "volumesnapshotcontents", "Cluster", &["vsc", "vscs"][..], true),
+    ] {
+        let mut version = json!({"name": "v1", "served": true, "storage": true,
+            "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}});
+        if status {
+            version["subresources"] = json!({"status": {}});
+        }
+        let crd = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": format!("{plural}.snapshot.storage.k8s.io"),
+                "annotations": {"api-approved.kubernetes.io": "https://github.com/kubernetes-csi/external-snapshotter/pull/814"}},
+            "spec": {"group": "snapshot.storage.k8s.io", "scope": scope,
+                "names": {"kind": kind, "listKind": format!("{kind}List"), "plural": plural, "singular": kind.to_lowercase(), "shortNames": short},
+                "versions": [version]}});
+        st.create(&crd_ty, None, crd, &Query::new(), "mtcd-lab").map_err(err(plural))?;
+    }
+    let class_ty = st.resource("snapshot.storage.k8s.io", "v1", "volumesnapshotclasses").expect("snapshot class type");
+    let class = json!({"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotClass",
+        "metadata": {"name": "lab-snapclass", "annotations": {"snapshot.storage.kubernetes.io/is-default-class": "true"}},
+        "driver": "lab.mtcd.io/local-path", "deletionPolicy": "Delete"});
+    st.create(&class_ty, None, class, &Query::new(), "mtcd-lab").map_err(err("volumesnapshotclass lab-snapclass"))?;
+    // The bootstrap RBAC policy of a real cluster (cluster-admin, admin, edit, view, ...).
+    for (plural, obj) in api::rbac::bootstrap_policy() {
+        let ty = st.resource("rbac.authorization.k8s.io", "v1", plural).expect("rbac types");
+        let what = format!("{plural}/{}", obj["metadata"]["name"].as_str().unwrap_or_default());
+        st.create(&ty, None, obj, &Query::new(), "kube-apiserver").map_err(err(&what))?;
+    }
     let node_ty = st.resource("", "v1", "nodes").expect("nodes type");
     let node_name = crate::api::schedule::node_name(&cluster);
     let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node_name,
@@ -189,18 +272,31 @@ fn seed_builtin(server: &ApiServer) -> Result<(), LabError> {
     Ok(())
 }
 
-fn kubeconfig(ca_pem: &str, clusters: &[(String, String, String)]) -> String {
+/// One kubeconfig context: its name, server URL, user name and that user's token.
+struct KcEntry {
+    context: String,
+    server: String,
+    user: String,
+    token: String,
+}
+
+/// The kubeconfig: one cluster entry per context (named like it), one user entry per user.
+fn kubeconfig(ca_pem: &str, entries: &[KcEntry]) -> String {
     let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
     let mut cs = Vec::new();
-    let mut users = Vec::new();
+    let mut users: Vec<serde_json::Value> = Vec::new();
     let mut ctxs = Vec::new();
-    for (ctx, url, token) in clusters {
-        cs.push(json!({"name": ctx, "cluster": {"server": url, "certificate-authority-data": ca}}));
-        users.push(json!({"name": ctx, "user": {"token": token}}));
-        ctxs.push(json!({"name": ctx, "context": {"cluster": ctx, "user": ctx, "namespace": "default"}}));
+    for e in entries {
+        cs.push(json!({"name": e.context, "cluster": {"server": e.server, "certificate-authority-data": ca}}));
+        if !users.iter().any(|u| u["name"] == e.user) {
+            users.push(json!({"name": e.user, "user": {"token": e.token}}));
+        }
+        ctxs.push(
+            json!({"name": e.context, "context": {"cluster": e.context, "user": e.user, "namespace": "default"}}),
+        );
     }
     let cfg = json!({"apiVersion": "v1", "kind": "Config", "clusters": cs, "users": users, "contexts": ctxs,
-        "current-context": clusters.first().map(|c| c.0.clone()).unwrap_or_default(), "preferences": {}});
+        "current-context": entries.first().map(|c| c.context.clone()).unwrap_or_default(), "preferences": {}});
     serde_yaml::to_string(&cfg).expect("kubeconfig serializes")
 }
 
@@ -253,20 +349,32 @@ pub async fn start(opts: &LabOptions) -> Result<RunningLab, LabError> {
     let specs = [("src", opts.source_profile, "10.96.0.0/16"), ("dst", opts.destination_profile, "10.97.0.0/16")];
     let mut servers = Vec::new();
     let mut kc_entries = Vec::new();
+    let mut limited_entries = Vec::new();
     let mut clusters = BTreeMap::new();
     for (name, profile, cidr) in specs {
         let state_dir = dir.join(name);
         let storage_root = state_dir.join("storage");
         std::fs::create_dir_all(state_dir.join("pod-logs")).map_err(io(&state_dir))?;
         std::fs::create_dir_all(&storage_root).map_err(io(&storage_root))?;
-        let token = random_hex(24);
+        let admin_token = random_hex(24);
+        let limited_token = random_hex(24);
         let server = api::start(
             ApiConfig {
                 cluster: name.into(),
                 profile: profile.as_str().into(),
                 service_cidr: cidr.into(),
                 state_dir: state_dir.clone(),
-                token: token.clone(),
+                tokens: vec![
+                    StaticToken {
+                        token: admin_token.clone(),
+                        user: UserInfo::new(ADMIN_USER, &[auth::MASTERS, auth::AUTHENTICATED]),
+                    },
+                    StaticToken {
+                        token: limited_token.clone(),
+                        user: UserInfo::new(LIMITED_USER, &[LIMITED_GROUP, auth::AUTHENTICATED]),
+                    },
+                ],
+                ca_pem: ca.cert_pem().to_string(),
                 apps_domain: format!("apps.{name}.lab.mtcd.io"),
                 tls: tls.clone(),
                 bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
@@ -276,7 +384,29 @@ pub async fn start(opts: &LabOptions) -> Result<RunningLab, LabError> {
         .await?;
         seed_builtin(&server)?;
         let context = format!("lab-{name}");
-        kc_entries.push((context.clone(), server.url(), token));
+        let limited_context = format!("lab-{name}-limited");
+        let alias_context = (name == "src").then(|| format!("lab-{name}-alias"));
+        kc_entries.push(KcEntry {
+            context: context.clone(),
+            server: server.url(),
+            user: context.clone(),
+            token: admin_token.clone(),
+        });
+        limited_entries.push(KcEntry {
+            context: limited_context.clone(),
+            server: server.url(),
+            user: limited_context.clone(),
+            token: limited_token,
+        });
+        if let Some(alias) = &alias_context {
+            // The same cluster under another name and another spelling of its address.
+            limited_entries.push(KcEntry {
+                context: alias.clone(),
+                server: format!("https://localhost:{}", server.addr.port()),
+                user: context.clone(),
+                token: admin_token,
+            });
+        }
         clusters.insert(
             name.to_string(),
             ClusterInfo {
@@ -289,11 +419,14 @@ pub async fn start(opts: &LabOptions) -> Result<RunningLab, LabError> {
                 state_dir,
                 profile: profile.as_str().into(),
                 apps_domain: format!("apps.{name}.lab.mtcd.io"),
+                limited_context,
+                alias_context,
             },
         );
         servers.push(server);
     }
     let kc_path = dir.join("kubeconfig");
+    kc_entries.extend(limited_entries);
     write_atomic(&kc_path, kubeconfig(ca.cert_pem(), &kc_entries).as_bytes())?;
     let mut running = services::Running::default();
     let mut specs = Vec::new();
@@ -329,7 +462,10 @@ pub async fn run_foreground(opts: &LabOptions) -> Result<(), LabError> {
     let lab = start(opts).await?;
     let pid_path = opts.dir.join("lab.pid");
     std::fs::write(&pid_path, std::process::id().to_string()).map_err(io(&pid_path))?;
-    println!("lab ready: kubeconfig {} (contexts lab-src, lab-dst)", lab.info.kubeconfig.display());
+    println!(
+        "lab ready: kubeconfig {} (contexts lab-src, lab-dst, lab-src-limited, lab-dst-limited, lab-src-alias)",
+        lab.info.kubeconfig.display()
+    );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(io(&opts.dir))?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}

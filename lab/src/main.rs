@@ -80,7 +80,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Up { args, detach: false } => lab::run_foreground(&args.options()).await?,
         Command::Up { args, detach: true } => {
             let info = lab::up_detached(&args.options()).await?;
-            println!("lab ready: kubeconfig {} (contexts lab-src, lab-dst)", info.kubeconfig.display());
+            println!(
+                "lab ready: kubeconfig {} (contexts lab-src, lab-dst, lab-src-limited, lab-dst-limited, lab-src-alias)",
+                info.kubeconfig.display()
+            );
         }
         Command::Supervise { args } => lab::supervise(&args.options()).await?,
         Command::Down { dir } => lab::down(&dir).await?,
@@ -114,6 +117,10 @@ fn main() -> ExitCode {
     if args.get(1).map(String::as_str) == Some("__container") {
         let spec = args.get(2).map(String::as_str).unwrap_or("");
         std::process::exit(mtcd_lab::node::container_main(spec));
+    }
+    // pods/exec: enter a running container's namespaces and exec (single-threaded, as above).
+    if args.get(1).map(String::as_str) == Some("__exec") {
+        std::process::exit(mtcd_lab::node::exec_main(args.get(2).map(String::as_str).unwrap_or("")));
     }
     init_tracing();
     let cli = Cli::parse();

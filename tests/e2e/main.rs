@@ -2,12 +2,18 @@
 //! would link kube again); one module per area.
 
 mod cli;
+mod cutover;
 mod dim;
 mod dvm;
 mod lab_api;
+mod lab_cluster;
+mod lab_exec;
 mod lab_node;
+mod lab_rbac;
+mod lab_snapshots;
 mod lifecycle;
 mod plugin_cli;
 mod plugin_oci;
 mod resources;
+mod safety;
 mod velero;

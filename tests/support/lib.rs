@@ -92,6 +92,27 @@ impl Lab {
         mtcd_lab::lab::client_for(&self.kubeconfig, ctx).await.expect("lab client")
     }
 
+    /// The kube-rs configuration of a context, to adjust before building a client (e.g.
+    /// `default_retry = false`: kube-rs retries 429/503/504 up to 15 times with backoff,
+    /// about five minutes, before a 503 reaches the caller).
+    pub async fn client_config(&self, ctx: &str) -> kube::Config {
+        mtcd_lab::pki::init_crypto();
+        let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig).expect("lab kubeconfig");
+        let opts = kube::config::KubeConfigOptions { context: Some(ctx.into()), ..Default::default() };
+        kube::Config::from_custom_kubeconfig(kc, &opts).await.expect("lab context")
+    }
+
+    /// A kube client for the server of context `ctx` that presents `token` instead of the
+    /// context's own credentials (a service-account token, a wrong token).
+    pub async fn client_with_token(&self, ctx: &str, token: &str) -> kube::Client {
+        mtcd_lab::pki::init_crypto();
+        let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig).expect("lab kubeconfig");
+        let opts = kube::config::KubeConfigOptions { context: Some(ctx.into()), ..Default::default() };
+        let mut cfg = kube::Config::from_custom_kubeconfig(kc, &opts).await.expect("lab context");
+        cfg.auth_info.token = Some(token.to_string().into());
+        kube::Client::try_from(cfg).expect("lab client")
+    }
+
     /// Seeds multi-document YAML (plus lab.mtcd.io/v1 VolumeData and Image) into a context.
     pub async fn seed_yaml(&self, ctx: &str, yaml: &str) -> anyhow::Result<mtcd_lab::seed::SeedReport> {
         Ok(mtcd_lab::seed::seed(&self.dir, ctx, yaml).await?)

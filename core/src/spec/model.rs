@@ -14,10 +14,11 @@ use indexmap::IndexMap;
 pub struct Spec {
     /// Where the file was read from; relative plugin paths resolve against its folder.
     pub path: PathBuf,
-    pub source: Cluster,
-    pub destination: Cluster,
+    pub source: ClusterSpec,
+    pub destination: ClusterSpec,
     pub migrations: Vec<Migration>,
-    pub sync: Sync,
+    pub sync: SyncOptions,
+    pub cutover: CutoverOptions,
 }
 
 /// Which side of the migration a cluster is.
@@ -38,7 +39,7 @@ impl Side {
 
 /// One cluster: how to reach its API and its internal registry.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Cluster {
+pub struct ClusterSpec {
     /// kubeconfig context name.
     pub context: String,
     /// Where `context` is written, so a context missing from the kubeconfig is reported at
@@ -129,6 +130,13 @@ pub struct Migration {
     pub start_workloads: bool,
     /// Remove destination objects mtcd manages that no longer exist on the source.
     pub prune: bool,
+    /// Allow `kube-*` and `openshift*` namespaces as sources or destinations.
+    pub allow_system_namespaces: bool,
+    /// Take over destination objects of the same name that mtcd did not create.
+    pub adopt: bool,
+    /// Kinds (`Kind` or `Kind.group`) replaced — deleted and created again — when a change
+    /// touches an immutable field (default: Job).
+    pub replace_kinds: Vec<String>,
     pub dvm: DvmOptions,
     pub dim: DimOptions,
     pub velero: VeleroOptions,
@@ -328,6 +336,21 @@ pub struct HookRef {
 
 /// `apply --watch` settings.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Sync {
+pub struct SyncOptions {
     pub interval: Duration,
+}
+
+/// `[cutover]` settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CutoverOptions {
+    /// How long the source's pods may take to be gone after quiesce.
+    pub quiesce_timeout: Duration,
+    /// How long the destination's workloads may take to become available.
+    pub verify_timeout: Duration,
+}
+
+impl Default for CutoverOptions {
+    fn default() -> Self {
+        CutoverOptions { quiesce_timeout: Duration::from_secs(300), verify_timeout: Duration::from_secs(300) }
+    }
 }

@@ -83,8 +83,12 @@ fn read_spec(r: &mut Report<'_>, doc: &Spanned<DeTable<'_>>, path: &Path, base: 
         Some(v) => read_plugin_settings(r, v, base),
     };
     let sync = match root.get("sync") {
-        None => Some(Sync { interval: Duration::from_secs(600) }),
+        None => Some(SyncOptions { interval: Duration::from_secs(600) }),
         Some(v) => read_sync(r, v),
+    };
+    let cutover = match root.get("cutover") {
+        None => Some(CutoverOptions::default()),
+        Some(v) => read_cutover(r, v),
     };
     root.finish(r);
 
@@ -98,10 +102,11 @@ fn read_spec(r: &mut Report<'_>, doc: &Spanned<DeTable<'_>>, path: &Path, base: 
         destination,
         migrations: migrations.into_iter().map(|m| m.into_inner()).collect(),
         sync: sync?,
+        cutover: cutover?,
     })
 }
 
-fn read_clusters(r: &mut Report<'_>, v: &Value<'_>, base: &Path) -> Option<(Cluster, Cluster)> {
+fn read_clusters(r: &mut Report<'_>, v: &Value<'_>, base: &Path) -> Option<(ClusterSpec, ClusterSpec)> {
     let mut t = Table::new(r, v, "[clusters]")?;
     let source = t.require(r, "source").and_then(|v| read_cluster(r, v, "[clusters.source]", base));
     let destination = t.require(r, "destination").and_then(|v| read_cluster(r, v, "[clusters.destination]", base));
@@ -109,7 +114,7 @@ fn read_clusters(r: &mut Report<'_>, v: &Value<'_>, base: &Path) -> Option<(Clus
     Some((source?, destination?))
 }
 
-fn read_cluster(r: &mut Report<'_>, v: &Value<'_>, name: &str, base: &Path) -> Option<Cluster> {
+fn read_cluster(r: &mut Report<'_>, v: &Value<'_>, name: &str, base: &Path) -> Option<ClusterSpec> {
     let mut t = Table::new(r, v, name)?;
     let context = t.require(r, "context").and_then(|v| {
         let s = r.string(v, "context")?;
@@ -125,7 +130,7 @@ fn read_cluster(r: &mut Report<'_>, v: &Value<'_>, name: &str, base: &Path) -> O
     };
     t.finish(r);
     let (context, context_at) = context?;
-    Some(Cluster { context, context_at, registry: registry? })
+    Some(ClusterSpec { context, context_at, registry: registry? })
 }
 
 /// `registry = "host:port"` or a `[clusters.X.registry]` table with auth and TLS settings.
@@ -234,14 +239,29 @@ fn resolve_existing(r: &mut Report<'_>, v: &Value<'_>, p: &str, base: &Path, nam
     Some(path)
 }
 
-fn read_sync(r: &mut Report<'_>, v: &Value<'_>) -> Option<Sync> {
+fn read_sync(r: &mut Report<'_>, v: &Value<'_>) -> Option<SyncOptions> {
     let mut t = Table::new(r, v, "[sync]")?;
     let interval = match t.get("interval") {
         None => Some(Duration::from_secs(600)),
         Some(v) => r.duration(v, "sync.interval"),
     };
     t.finish(r);
-    Some(Sync { interval: interval? })
+    Some(SyncOptions { interval: interval? })
+}
+
+fn read_cutover(r: &mut Report<'_>, v: &Value<'_>) -> Option<CutoverOptions> {
+    let mut t = Table::new(r, v, "[cutover]")?;
+    let defaults = CutoverOptions::default();
+    let quiesce_timeout = match t.get("quiesce_timeout") {
+        None => Some(defaults.quiesce_timeout),
+        Some(v) => r.duration(v, "cutover.quiesce_timeout"),
+    };
+    let verify_timeout = match t.get("verify_timeout") {
+        None => Some(defaults.verify_timeout),
+        Some(v) => r.duration(v, "cutover.verify_timeout"),
+    };
+    t.finish(r);
+    Some(CutoverOptions { quiesce_timeout: quiesce_timeout?, verify_timeout: verify_timeout? })
 }
 
 fn read_migrations(r: &mut Report<'_>, v: &Value<'_>, base: &Path) -> Option<Vec<Spanned<Migration>>> {
@@ -360,6 +380,12 @@ fn read_migration(r: &mut Report<'_>, v: &Value<'_>, index: usize, base: &Path) 
     let pvc_name_map = opt_map(r, t.get("pvc_name_map"), "pvc_name_map");
     let start_workloads = opt_bool(r, t.get("start_workloads"), "start_workloads", false);
     let prune = opt_bool(r, t.get("prune"), "prune", true);
+    let allow_system_namespaces = opt_bool(r, t.get("allow_system_namespaces"), "allow_system_namespaces", false);
+    let adopt = opt_bool(r, t.get("adopt"), "adopt", false);
+    let replace_kinds = match t.get("replace_kinds") {
+        None => Some(vec!["Job".to_string()]),
+        Some(v) => r.string_list(v, "replace_kinds").map(|l| l.into_iter().map(|s| s.into_inner()).collect()),
+    };
     let dvm = match t.get("dvm") {
         None => Some(default_dvm()),
         Some(v) => read_dvm(r, v),
@@ -403,6 +429,29 @@ fn read_migration(r: &mut Report<'_>, v: &Value<'_>, index: usize, base: &Path) 
             ok = false;
         }
     }
+    // The cluster's own namespaces are never a source or a destination by accident.
+    if allow_system_namespaces != Some(true) {
+        for ns in &namespaces {
+            let (dst, dst_span) = match raw_map.get(ns.get_ref()) {
+                Some((_, d)) => (d.get_ref().clone(), d.span()),
+                None => (ns.get_ref().clone(), ns.span()),
+            };
+            let mut sides = vec![(ns.get_ref().clone(), ns.span(), "source")];
+            if dst != *ns.get_ref() {
+                sides.push((dst, dst_span, "destination"));
+            }
+            for (name, span, side) in sides {
+                if names::is_system_namespace(&name) {
+                    r.error(
+                        &span,
+                        format!("{name:?} is one of the cluster's own namespaces and cannot be a {side} namespace"),
+                        Some("migrate the application's namespaces; set `allow_system_namespaces = true` in this migration if you really mean it".into()),
+                    );
+                    ok = false;
+                }
+            }
+        }
+    }
     for ns in &namespaces {
         let dst = raw_map.get(ns.get_ref()).map(|(_, d)| d.get_ref().clone()).unwrap_or_else(|| ns.get_ref().clone());
         if let Some((other, _)) = namespace_map.iter().find(|(_, d)| **d == dst) {
@@ -436,6 +485,9 @@ fn read_migration(r: &mut Report<'_>, v: &Value<'_>, index: usize, base: &Path) 
         pvc_name_map: pvc_name_map?,
         start_workloads: start_workloads?,
         prune: prune?,
+        allow_system_namespaces: allow_system_namespaces?,
+        adopt: adopt?,
+        replace_kinds: replace_kinds?,
         dvm: dvm?,
         dim: dim?,
         velero: velero?,
@@ -832,7 +884,7 @@ fn read_plugin_settings(r: &mut Report<'_>, v: &Value<'_>, base: &Path) -> Optio
 fn attach_plugin_registries(
     migrations: &mut [Spanned<Migration>],
     plugin_registries: &[Registry],
-    clusters: [&Cluster; 2],
+    clusters: [&ClusterSpec; 2],
     path: &Path,
 ) {
     let find = |address: &str| {
@@ -938,8 +990,8 @@ fn to_json(v: &DeValue<'_>) -> Result<serde_json::Value, String> {
 /// `images = "direct"` needs both registries; say so at the migration, not later mid-copy.
 fn check_images_have_registries(
     r: &mut Report<'_>,
-    source: &Cluster,
-    destination: &Cluster,
+    source: &ClusterSpec,
+    destination: &ClusterSpec,
     migrations: &[Spanned<Migration>],
 ) {
     for m in migrations {

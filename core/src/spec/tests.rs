@@ -359,3 +359,22 @@ fn access_modes_and_kinds_are_checked() {
     assert_problem(&migration("include_kinds = [\"deployment\"]\n"), 11, 18, "\"deployment\" is not a kind");
     assert_problem(&migration("label_selector = \"app=a=b\"\n"), 11, 18, "is not a valid label selector");
 }
+
+#[test]
+fn the_cluster_s_own_namespaces_are_refused_unless_allowed() {
+    let text = format!("{HEAD}[[migration]]\nname = \"sys\"\nnamespaces = [\"kube-system\", \"shop\"]\n");
+    assert_problem(&text, 10, 15, "\"kube-system\" is one of the cluster's own namespaces");
+    let text = format!(
+        "{HEAD}[[migration]]\nname = \"sys\"\nnamespaces = [\"shop\"]\nnamespace_map = {{ shop = \"openshift-config\" }}\n"
+    );
+    assert_problem(&text, 11, 26, "cannot be a destination namespace");
+    let text = format!(
+        "{HEAD}[[migration]]\nname = \"sys\"\nnamespaces = [\"kube-system\"]\nallow_system_namespaces = true\n"
+    );
+    assert!(parse(&text, Path::new("/nonexistent/d.toml")).is_ok());
+    // `default` is where applications live: allowed.
+    let text = format!("{HEAD}[[migration]]\nname = \"d\"\nnamespaces = [\"default\"]\n");
+    let spec = parse(&text, Path::new("/nonexistent/d.toml")).unwrap();
+    assert_eq!(spec.migrations[0].replace_kinds, ["Job"]);
+    assert!(!spec.migrations[0].adopt);
+}

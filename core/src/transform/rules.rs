@@ -40,6 +40,25 @@ const PVC_BIND_ANNOTATIONS: &[&str] = &[
     "volume.kubernetes.io/selected-node",
 ];
 
+/// Annotations a controller writes and rewrites on its own (docs/resources.md, "Fields
+/// controllers own"). Copying them would make every scheduled re-sync show drift when the
+/// source's controller bumps them, and they mean nothing to the destination's controllers.
+pub const CONTROLLER_ANNOTATIONS: &[&str] = &[
+    "deployment.kubernetes.io/revision",
+    "deployment.kubernetes.io/desired-replicas",
+    "deployment.kubernetes.io/max-replicas",
+    "deprecated.daemonset.template.generation",
+    "control-plane.alpha.kubernetes.io/leader",
+    "kubernetes.io/change-cause",
+    "openshift.io/deployment-config.latest-version",
+    "openshift.io/deployment.phase",
+    "openshift.io/encoded-deployment-config",
+    "openshift.io/image.dockerRepositoryCheck",
+];
+
+/// Annotation prefixes owned by controllers (`pv.kubernetes.io/bind-completed`, …).
+const CONTROLLER_ANNOTATION_PREFIXES: &[&str] = &["pv.kubernetes.io/", "endpoints.kubernetes.io/"];
+
 /// Whether an object is copied at all.
 pub fn skip_reason(obj: &Value) -> Option<SkipReason> {
     let kind = kind(obj);
@@ -50,6 +69,9 @@ pub fn skip_reason(obj: &Value) -> Option<SkipReason> {
     }
     if OLM_KINDS.contains(&kind) && group == "operators.coreos.com" {
         return Some("managed by OLM on the destination");
+    }
+    if group == "snapshot.storage.k8s.io" {
+        return Some("a snapshot belongs to the source's storage (DVM copies the data)");
     }
     if group == "extensions" {
         return Some("duplicate of an apps/networking object");
@@ -104,6 +126,10 @@ pub fn skip_reason(obj: &Value) -> Option<SkipReason> {
                 return Some("completed job");
             }
         }
+        // The API server's own Service (and its Endpoints, never listed) in `default`.
+        "Service" if name == "kubernetes" && namespace(obj) == Some("default") && group.is_empty() => {
+            return Some("the cluster's own API server Service");
+        }
         "ImageStreamTag" | "ImageTag" => return Some("recreated from its ImageStream"),
         "PersistentVolume" => return Some("provisioned on the destination for its claim"),
         _ => {}
@@ -156,6 +182,15 @@ fn clean_metadata(obj: &mut Value) {
         remove(obj, p);
     }
     remove_annotation(obj, "kubectl.kubernetes.io/last-applied-configuration");
+    for key in CONTROLLER_ANNOTATIONS {
+        remove_annotation(obj, key);
+    }
+    if let Some(a) = obj.pointer_mut("/metadata/annotations").and_then(Value::as_object_mut) {
+        a.retain(|k, _| !CONTROLLER_ANNOTATION_PREFIXES.iter().any(|p| k.starts_with(p)));
+        if a.is_empty() {
+            remove(obj, "/metadata/annotations");
+        }
+    }
     for key in ["batch.kubernetes.io/controller-uid", "controller-uid"] {
         remove_annotation(obj, key);
         remove_label(obj, key);

@@ -472,7 +472,7 @@ pub fn push(file: &Path, reference: &str, registry: &Registry, legacy: bool) -> 
         client.auth(&image, &auth, oci_client::RegistryOperation::Push).await.map_err(&err)?;
         client.push_blob(&image, wasm.clone(), &layer_digest).await.map_err(&err)?;
         client.push_blob(&image, config.clone(), &config_digest).await.map_err(&err)?;
-        let content_type = http::HeaderValue::from_static(OCI_MANIFEST);
+        let content_type = reqwest::header::HeaderValue::from_static(OCI_MANIFEST);
         client.push_manifest_raw(&image, manifest.clone(), content_type).await.map_err(&err)?;
         Ok::<_, OciError>(())
     })??;

@@ -128,7 +128,17 @@ impl ApiError {
             ApiError::NotFound { resource, group, name } | ApiError::AlreadyExists { resource, group, name } => {
                 Some(json!({"name": name, "group": group, "kind": resource}))
             }
-            ApiError::Forbidden { name, kind, group, .. } => Some(json!({"name": name, "group": group, "kind": kind})),
+            ApiError::Forbidden { name, kind, group, .. } => {
+                // Empty fields are omitted, as Go's omitempty does (authorization denials of
+                // lists and of non-resource paths have no name, or no kind either).
+                let mut d = json!({});
+                for (k, v) in [("name", name), ("group", group), ("kind", kind)] {
+                    if !v.is_empty() {
+                        d[k] = json!(v);
+                    }
+                }
+                Some(d)
+            }
             ApiError::Conflict { resource, group, name, causes, .. } => {
                 let mut d = json!({"name": name, "group": group, "kind": resource});
                 if !causes.is_empty() {

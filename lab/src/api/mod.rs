@@ -1,11 +1,16 @@
 //! The simulated Kubernetes API server: HTTPS with bearer tokens, discovery, and generic REST
 //! over an in-memory store. Strict on purpose: a lenient fake hides migration bugs.
 
+pub mod aggregator;
+pub mod auth;
 pub mod error;
+pub mod exec;
 pub mod fields;
 pub mod logs;
 pub mod patch;
+pub mod rbac;
 pub mod rest;
+pub mod reviews;
 pub mod schedule;
 pub mod selector;
 pub mod store;
@@ -55,7 +60,10 @@ pub struct ApiConfig {
     pub service_cidr: String,
     /// Pod logs are read from `state_dir/pod-logs`.
     pub state_dir: PathBuf,
-    pub token: String,
+    /// The kubeconfig users' bearer tokens.
+    pub tokens: Vec<auth::StaticToken>,
+    /// The lab CA in PEM (service-account token Secrets carry it).
+    pub ca_pem: String,
     /// Domain of generated Route hosts (`apps.src.lab.mtcd.io`).
     pub apps_domain: String,
     pub tls: Arc<rustls::ServerConfig>,
@@ -95,7 +103,8 @@ pub async fn start(cfg: ApiConfig, shutdown: CancellationToken) -> Result<ApiSer
         &cfg.profile,
         cidr,
         cfg.state_dir.clone(),
-        cfg.token.clone(),
+        cfg.tokens.clone(),
+        cfg.ca_pem.clone(),
         cfg.apps_domain.clone(),
     ));
     let acceptor = tokio_rustls::TlsAcceptor::from(cfg.tls.clone());
@@ -120,7 +129,8 @@ pub async fn start(cfg: ApiConfig, shutdown: CancellationToken) -> Result<ApiSer
                     async move { Ok::<_, Infallible>(handle(st, req).await) }
                 });
                 let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-                let conn = builder.serve_connection(io, svc);
+                // With upgrades: pods/exec switches the connection to WebSocket.
+                let conn = builder.serve_connection_with_upgrades(io, svc);
                 tokio::select! {
                     _ = conn => {}
                     _ = shutdown.cancelled() => {}
@@ -180,19 +190,30 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
     let parts: Vec<String> = path.split('/').filter(|s| !s.is_empty()).map(str::to_string).collect();
     let p: Vec<&str> = parts.iter().map(String::as_str).collect();
+    let q = query(&req);
+    // Authentication, then authorization, before anything is routed: a user who may not
+    // see a path gets 403 whether or not it exists, as from a real server.
+    let anonymous_path = matches!(p.as_slice(), ["version"] | ["healthz" | "readyz" | "livez"]);
+    let user = match req.headers().get(header::AUTHORIZATION).map(|h| h.to_str().ok()) {
+        None if anonymous_path => auth::UserInfo::anonymous(),
+        None => return error_response(&ApiError::Unauthorized),
+        Some(h) => match h.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim) {
+            Some(t) if !t.is_empty() => match state.authenticate(t, auth::API_AUDIENCE) {
+                Some(u) => u,
+                None => return error_response(&ApiError::Unauthorized),
+            },
+            _ => return error_response(&ApiError::Unauthorized),
+        },
+    };
+    let attrs = rbac::Attributes::from_request(req.method(), &path, &q);
+    if let rbac::Decision::NoOpinion(reason) = state.authorize(&user, &attrs) {
+        tracing::debug!(cluster = %state.cluster, user = %user.name, verb = %attrs.verb, %path, "forbidden");
+        return error_response(&rbac::forbidden(&user, &attrs, &reason));
+    }
     match p.as_slice() {
         ["version"] => return json_response(200, &version()),
         ["healthz" | "readyz" | "livez"] => return full(200, "text/plain", b"ok".to_vec()),
         _ => {}
-    }
-    let authorized = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .is_some_and(|t| t.trim() == state.token);
-    if !authorized {
-        return error_response(&ApiError::Unauthorized);
     }
     let table = req.headers().get(header::ACCEPT).and_then(|a| a.to_str().ok()).is_some_and(|a| a.contains("as=Table"));
     let metadata_only = req
@@ -209,19 +230,42 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
                 "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:443"}]}),
             );
         }
-        ["apis"] if get => {
-            return json_response(200, &state.types.read().unwrap_or_else(|e| e.into_inner()).group_list());
-        }
+        ["apis"] if get => return json_response(200, &state.group_list()),
         ["api", "v1"] if get => {
             return json_response(200, &state.types.read().unwrap_or_else(|e| e.into_inner()).resource_list("", "v1"));
         }
         ["apis", g] if get => {
-            let t = state.types.read().unwrap_or_else(|e| e.into_inner());
-            if t.group(g)["versions"].as_array().is_some_and(|v| !v.is_empty()) {
-                return json_response(200, &t.group(g));
-            }
-            return error_response(&ApiError::NoRoute);
+            let local = {
+                let t = state.types.read().unwrap_or_else(|e| e.into_inner());
+                t.group(g)["versions"].as_array().is_some_and(|v| !v.is_empty()).then(|| t.group(g))
+            };
+            let local = local.filter(|_| {
+                state.group_list()["groups"].as_array().is_some_and(|gs| gs.iter().any(|x| x["name"] == *g))
+            });
+            return match local.or_else(|| state.remote_group(g)) {
+                Some(group) => json_response(200, &group),
+                None => error_response(&ApiError::NoRoute),
+            };
         }
+        _ => {}
+    }
+    // An aggregated group version: unavailable → 503 for discovery and every request, as
+    // kube-aggregator answers; unregistered → not served.
+    if let ["apis", g, v, ..] = p.as_slice() {
+        match state.serving(g, v) {
+            aggregator::Serving::Unavailable => {
+                return Response::builder()
+                    .status(StatusCode::SERVICE_UNAVAILABLE)
+                    .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+                    .header("X-Content-Type-Options", "nosniff")
+                    .body(Full::new(Bytes::from_static(aggregator::UNAVAILABLE_BODY.as_bytes())).boxed_unsync())
+                    .expect("response");
+            }
+            aggregator::Serving::Unregistered => return error_response(&ApiError::NoRoute),
+            aggregator::Serving::Local | aggregator::Serving::Available => {}
+        }
+    }
+    match p.as_slice() {
         ["apis", g, v] if get => {
             let t = state.types.read().unwrap_or_else(|e| e.into_inner());
             if t.has_group_version(g, v) {
@@ -261,10 +305,14 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         Some("status") if ty.has_status => Some("status"),
         Some("log") if ty.group.is_empty() && ty.plural == "pods" => Some("log"),
         Some("scale") if ty.scalable() => Some("scale"),
+        Some("token") if ty.group.is_empty() && ty.plural == "serviceaccounts" => Some("token"),
+        Some("exec") if ty.group.is_empty() && ty.plural == "pods" => Some("exec"),
         Some("finalize") if ty.group.is_empty() && ty.plural == "namespaces" => Some("status"),
         Some(_) => return error_response(&ApiError::NoRoute),
     };
-    let q = query(&req);
+    if let (Some("exec"), Some(n)) = (sub, name) {
+        return exec::serve(state.clone(), &user, req, ns.unwrap_or(""), n).await;
+    }
     let ua = req.headers().get(header::USER_AGENT).and_then(|h| h.to_str().ok()).map(str::to_string);
     let mgr = manager(ua.as_deref(), &q);
     let method = req.method().clone();
@@ -290,7 +338,39 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         }
     };
     let ok = |r: Result<Value, ApiError>| r.map(|v| (200u16, v));
+    // RBAC's escalation check needs the object as the write would leave it: preview the
+    // write with dryRun=All, check, then do it.
+    if ty.group == "rbac.authorization.k8s.io"
+        && !user.is_master()
+        && matches!(method, Method::POST | Method::PUT | Method::PATCH)
+        && sub.is_none()
+    {
+        let mut dq = q.clone();
+        dq.insert("dryRun".into(), "All".into());
+        let preview = match (&method, name) {
+            (&Method::POST, None) => parse_body(&body).and_then(|o| state.create(&ty, ns, o, &dq, &mgr)),
+            (&Method::PUT, Some(n)) => parse_body(&body).and_then(|o| state.update(&ty, nsk, n, o, &dq, false, &mgr)),
+            (&Method::PATCH, Some(n)) => state.patch(&ty, nsk, n, &ct, &body, &dq, false, &mgr),
+            _ => Err(ApiError::MethodNotAllowed),
+        };
+        if let Ok(obj) = preview
+            && let Err(e) = rbac::check_escalation(&state.lock(), &user, &ty.plural, &obj)
+        {
+            return error_response(&e);
+        }
+    }
     let result: Result<(u16, Value), ApiError> = match (method, name, sub) {
+        (m, n, None) if ty.aggregated => {
+            aggregator::serve(&ty, &m, n, q.get("watch").is_some_and(|w| w == "true" || w == "1")).map(|v| (200, v))
+        }
+        (_, _, _) if ty.aggregated => Err(ApiError::NoRoute),
+        (Method::POST, None, None) if ty.create_only => {
+            parse_body(&body).and_then(|b| reviews::create(&state, &user, &ty, ns, &b)).map(|v| (201, v))
+        }
+        (_, _, _) if ty.create_only => Err(ApiError::MethodNotAllowed),
+        (Method::POST, Some(n), Some("token")) => {
+            parse_body(&body).and_then(|b| reviews::token_request(&state, nsk, n, &b)).map(|v| (201, v))
+        }
         (Method::GET, None, None) => {
             if q.get("watch").is_some_and(|w| w == "true" || w == "1") {
                 return match watch::start(
@@ -326,7 +406,18 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         // Namespaced objects are created under their namespace's path only.
         (Method::POST, None, None) if ty.namespaced && ns.is_none() => Err(ApiError::MethodNotAllowed),
         (Method::POST, None, None) => match parse_body(&body) {
-            Ok(obj) => state.create(&ty, ns.filter(|_| ty.namespaced), obj, &q, &mgr).map(|o| (201, o)),
+            Ok(obj) => state.create(&ty, ns.filter(|_| ty.namespaced), obj, &q, &mgr).map(|o| {
+                if ty.group.is_empty()
+                    && ty.plural == "secrets"
+                    && o["type"] == "kubernetes.io/service-account-token"
+                    && q.get("dryRun").is_none_or(|d| d != "All")
+                {
+                    // The token controller fills the Secret in shortly after, not in the response.
+                    let (st, ns, name) = (state.clone(), nsk.to_string(), n_of(&o));
+                    tokio::spawn(async move { st.populate_token_secret(&ns, &name) });
+                }
+                (201, o)
+            }),
             Err(e) => Err(e),
         },
         (Method::PUT, Some(n), s @ (None | Some("status"))) => match parse_body(&body) {
@@ -358,6 +449,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         Ok((code, v)) => json_response(code, &v),
         Err(e) => error_response(&e),
     }
+}
+
+fn n_of(o: &Value) -> String {
+    o["metadata"]["name"].as_str().unwrap_or_default().to_string()
 }
 
 /// How objects are rendered for a client (from its Accept header).

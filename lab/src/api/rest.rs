@@ -26,7 +26,13 @@ pub struct State {
     pub profile: String,
     pub cidr: Cidr,
     pub state_dir: PathBuf,
-    pub token: String,
+    /// Static tokens and the service-account token key.
+    pub authn: super::auth::Authenticator,
+    /// The lab CA (service-account token Secrets carry it as `ca.crt`).
+    pub ca_pem: String,
+    /// The token this server presents to node agents (`pods/exec`), whose user is
+    /// [`super::rbac::KUBELET_CLIENT_USER`].
+    pub kubelet_token: String,
     /// Routes without spec.host get `<name>-<namespace>.<apps_domain>`, as on OpenShift.
     pub apps_domain: String,
     /// The cluster's registry (`127.0.0.1:port`), once started: ImageStreams report it.
@@ -77,20 +83,35 @@ fn spec_part(obj: &Value) -> Value {
 }
 
 impl State {
+    /// `tokens`: the static users (kubeconfig tokens); the kubelet client token is added here.
     pub fn new(
         cluster: &str,
         profile: &str,
         cidr: Cidr,
         state_dir: PathBuf,
-        token: String,
+        tokens: Vec<super::auth::StaticToken>,
+        ca_pem: String,
         apps_domain: String,
     ) -> Self {
+        let kubelet_token = {
+            use rand::RngCore;
+            let mut b = [0u8; 24];
+            rand::rng().fill_bytes(&mut b);
+            hex::encode(b)
+        };
+        let mut tokens = tokens;
+        tokens.push(super::auth::StaticToken {
+            token: kubelet_token.clone(),
+            user: super::auth::UserInfo::new(super::rbac::KUBELET_CLIENT_USER, &[super::auth::AUTHENTICATED]),
+        });
         Self {
             cluster: cluster.into(),
             profile: profile.into(),
             cidr,
             state_dir,
-            token,
+            authn: super::auth::Authenticator::new(tokens),
+            ca_pem,
+            kubelet_token,
             apps_domain,
             registry: RwLock::new(None),
             types: RwLock::new(TypeTable::builtin(profile)),
@@ -270,6 +291,10 @@ impl State {
             meta.remove("generation");
         }
         validate::prepare_create(ty, &name, &mut obj, &store)?;
+        if ty.group == "apiregistration.k8s.io" {
+            super::aggregator::validate(ty, &name, &obj)?;
+            obj["status"] = super::aggregator::status(&store, &obj);
+        }
         if ty.group.is_empty() && ty.plural == "pods" && obj["spec"]["nodeName"].as_str().is_none_or(str::is_empty) {
             // The lab's scheduler: every cluster has one node, and a pod that does not fit it
             // (node selector, required node affinity) stays Pending, unbound.
@@ -619,6 +644,11 @@ impl State {
                     new.as_object_mut().map(|m| m.remove("status"));
                 }
             }
+        }
+        if ty.group == "apiregistration.k8s.io" {
+            // The availability controller owns an APIService's status.
+            super::aggregator::validate(ty, name, &new)?;
+            new["status"] = super::aggregator::status(store, &new);
         }
         {
             let meta = new["metadata"]

@@ -18,6 +18,12 @@ pub struct ResourceType {
     pub has_status: bool,
     /// Set when the type came from a CustomResourceDefinition (its name).
     pub crd: Option<String>,
+    /// A review the server answers without storing anything (SelfSubjectAccessReview,
+    /// TokenReview, ...): `create` is its only verb.
+    pub create_only: bool,
+    /// Served by an aggregated API server behind an APIService (`metrics.k8s.io`): only
+    /// `get` and `list`, and only while the APIService is registered and available.
+    pub aggregated: bool,
 }
 
 impl ResourceType {
@@ -43,12 +49,19 @@ impl ResourceType {
     }
 
     fn discovery(&self) -> Vec<Value> {
+        let verbs: &[&str] = if self.create_only {
+            &["create"]
+        } else if self.aggregated {
+            &["get", "list"]
+        } else {
+            &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+        };
         let mut v = vec![json!({
             "name": self.plural,
             "singularName": self.singular,
             "namespaced": self.namespaced,
             "kind": self.kind,
-            "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+            "verbs": verbs,
             "shortNames": self.short_names,
         })];
         let all = matches!(
@@ -80,6 +93,12 @@ impl ResourceType {
             v.push(
                 json!({"name": "pods/log", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get"]}),
             );
+            v.push(json!({"name": "pods/exec", "singularName": "", "namespaced": true, "kind": "PodExecOptions",
+                "verbs": ["create", "get"]}));
+        }
+        if self.group.is_empty() && self.plural == "serviceaccounts" {
+            v.push(json!({"name": "serviceaccounts/token", "singularName": "", "namespaced": true,
+                "group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest", "verbs": ["create"]}));
         }
         v
     }
@@ -115,7 +134,14 @@ fn t(
         short_names: short.iter().map(|s| s.to_string()).collect(),
         has_status: status,
         crd: None,
+        create_only: false,
+        aggregated: false,
     }
+}
+
+/// A create-only review type (answered by the server, never stored).
+fn review(group: &str, kind: &str, plural: &str, namespaced: bool) -> ResourceType {
+    ResourceType { create_only: true, ..t(group, "v1", kind, plural, namespaced, &[], false) }
 }
 
 impl TypeTable {
@@ -169,6 +195,23 @@ impl TypeTable {
             t("velero.io", "v1", "Restore", "restores", true, &[], true),
             t("velero.io", "v1", "BackupStorageLocation", "backupstoragelocations", true, &["bsl"], true),
             t("velero.io", "v1", "DownloadRequest", "downloadrequests", true, &[], true),
+            review("authorization.k8s.io", "SelfSubjectAccessReview", "selfsubjectaccessreviews", false),
+            review("authorization.k8s.io", "SelfSubjectRulesReview", "selfsubjectrulesreviews", false),
+            review("authorization.k8s.io", "SubjectAccessReview", "subjectaccessreviews", false),
+            review("authorization.k8s.io", "LocalSubjectAccessReview", "localsubjectaccessreviews", true),
+            review("authentication.k8s.io", "TokenReview", "tokenreviews", false),
+            review("authentication.k8s.io", "SelfSubjectReview", "selfsubjectreviews", false),
+            t("apiregistration.k8s.io", "v1", "APIService", "apiservices", false, &[], true),
+            ResourceType {
+                aggregated: true,
+                singular: String::new(),
+                ..t("metrics.k8s.io", "v1beta1", "NodeMetrics", "nodes", false, &[], false)
+            },
+            ResourceType {
+                aggregated: true,
+                singular: String::new(),
+                ..t("metrics.k8s.io", "v1beta1", "PodMetrics", "pods", true, &[], false)
+            },
         ];
         if profile == "openshift" {
             types.extend([
@@ -282,6 +325,8 @@ pub fn types_from_crd(crd: &Value) -> Vec<ResourceType> {
                         short_names: short.clone(),
                         has_status: v["subresources"].get("status").is_some(),
                         crd: Some(name.clone()),
+                        create_only: false,
+                        aggregated: false,
                     })
                 })
                 .collect()

@@ -587,6 +587,19 @@ pub fn prepare_create(ty: &ResourceType, name: &str, obj: &mut Value, store: &St
         ("", "ConfigMap") => validate_data_keys(ty, name, obj)?,
         ("", "Secret") => {
             validate_data_keys(ty, name, obj)?;
+            if obj["type"] == "kubernetes.io/service-account-token"
+                && obj["metadata"]["annotations"]["kubernetes.io/service-account.name"]
+                    .as_str()
+                    .is_none_or(str::is_empty)
+            {
+                return Err(ApiError::invalid(
+                    &ty.kind,
+                    "",
+                    name,
+                    "metadata.annotations[kubernetes.io/service-account.name]",
+                    "Required value".into(),
+                ));
+            }
             if let Some(sd) =
                 obj.as_object_mut().and_then(|m| m.remove("stringData")).and_then(|v| v.as_object().cloned())
             {
@@ -621,6 +634,19 @@ pub fn prepare_create(ty: &ResourceType, name: &str, obj: &mut Value, store: &St
             if spec["resources"]["requests"]["storage"].is_null() && spec["dataSource"].is_null() {
                 return Err(ApiError::invalid(&ty.kind, "", name, "spec.resources[storage]", "Required value".into()));
             }
+            // dataSource and dataSourceRef mirror each other (AnyVolumeDataSource, GA in 1.33).
+            let spec = &mut obj["spec"];
+            if spec["dataSourceRef"].is_null() && spec["dataSource"].is_object() {
+                spec["dataSourceRef"] = spec["dataSource"].clone();
+            } else if spec["dataSource"].is_null()
+                && spec["dataSourceRef"].is_object()
+                && spec["dataSourceRef"]["namespace"].as_str().is_none_or(str::is_empty)
+            {
+                let mut ds = spec["dataSourceRef"].clone();
+                ds.as_object_mut().map(|m| m.remove("namespace"));
+                spec["dataSource"] = ds;
+            }
+            let spec = &obj["spec"];
             if let Some(s) = spec["resources"]["requests"]["storage"].as_str()
                 && parse_quantity(s).is_none()
             {
@@ -721,6 +747,9 @@ pub fn prepare_create(ty: &ResourceType, name: &str, obj: &mut Value, store: &St
             set_default(spec, "successfulJobsHistoryLimit", json!(3));
             set_default(spec, "failedJobsHistoryLimit", json!(1));
             obj.as_object_mut().map(|m| m.remove("status"));
+        }
+        ("rbac.authorization.k8s.io", kind @ ("RoleBinding" | "ClusterRoleBinding")) => {
+            validate_binding(ty, name, kind, obj)?;
         }
         ("apiextensions.k8s.io", "CustomResourceDefinition") => {
             let spec = &obj["spec"];
@@ -983,7 +1012,71 @@ pub fn check_update(ty: &ResourceType, name: &str, old: &Value, new: &mut Value)
         ("apiextensions.k8s.io", _) if old["spec"]["scope"] != new["spec"]["scope"] => {
             return Err(immutable(ty, name, "spec.scope", &new["spec"]["scope"]));
         }
+        ("rbac.authorization.k8s.io", kind @ ("RoleBinding" | "ClusterRoleBinding")) => {
+            validate_binding(ty, name, kind, new)?;
+            if old["roleRef"] != new["roleRef"] {
+                let r = &new["roleRef"];
+                let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+                return Err(ApiError::invalid(
+                    &ty.kind,
+                    &ty.group,
+                    name,
+                    "roleRef",
+                    format!(
+                        "Invalid value: rbac.RoleRef{{APIGroup:{:?}, Kind:{:?}, Name:{:?}}}: cannot change roleRef",
+                        s(&r["apiGroup"]),
+                        s(&r["kind"]),
+                        s(&r["name"])
+                    ),
+                ));
+            }
+        }
         _ => {}
+    }
+    Ok(())
+}
+
+/// RoleBinding/ClusterRoleBinding: a roleRef to a Role or ClusterRole of rbac's group, and
+/// subjects of a known kind with a name (a ServiceAccount of a ClusterRoleBinding needs a
+/// namespace).
+fn validate_binding(ty: &ResourceType, name: &str, kind: &str, obj: &Value) -> Result<(), ApiError> {
+    let err = |field: &str, msg: String| ApiError::invalid(&ty.kind, &ty.group, name, field, msg);
+    let r = &obj["roleRef"];
+    let ref_kind = r["kind"].as_str().unwrap_or_default();
+    let allowed: &[&str] = if kind == "RoleBinding" { &["Role", "ClusterRole"] } else { &["ClusterRole"] };
+    if !allowed.contains(&ref_kind) {
+        let supported = allowed.iter().map(|k| format!("{k:?}")).collect::<Vec<_>>().join(", ");
+        return Err(err("roleRef.kind", format!("Unsupported value: {ref_kind:?}: supported values: {supported}")));
+    }
+    if r["apiGroup"] != "rbac.authorization.k8s.io" {
+        let g = r["apiGroup"].as_str().unwrap_or_default();
+        return Err(err(
+            "roleRef.apiGroup",
+            format!("Unsupported value: {g:?}: supported values: \"rbac.authorization.k8s.io\""),
+        ));
+    }
+    if r["name"].as_str().is_none_or(str::is_empty) {
+        return Err(err("roleRef.name", "Required value".into()));
+    }
+    for (i, s) in obj["subjects"].as_array().into_iter().flatten().enumerate() {
+        let k = s["kind"].as_str().unwrap_or_default();
+        if s["name"].as_str().is_none_or(str::is_empty) {
+            return Err(err(&format!("subjects[{i}].name"), "Required value".into()));
+        }
+        match k {
+            "User" | "Group" => {}
+            "ServiceAccount" => {
+                if kind == "ClusterRoleBinding" && s["namespace"].as_str().is_none_or(str::is_empty) {
+                    return Err(err(&format!("subjects[{i}].namespace"), "Required value".into()));
+                }
+            }
+            other => {
+                return Err(err(
+                    &format!("subjects[{i}].kind"),
+                    format!("Unsupported value: {other:?}: supported values: \"ServiceAccount\", \"User\", \"Group\""),
+                ));
+            }
+        }
     }
     Ok(())
 }

@@ -6,6 +6,7 @@
 
 mod endpoints;
 mod jobs;
+pub mod snapshots;
 mod velero;
 
 use std::collections::HashSet;
@@ -80,6 +81,7 @@ pub async fn run(client: kube::Client, cfg: ControllerConfig, shutdown: Cancella
     tasks.spawn(provisioner(client.clone(), cfg.clone(), shutdown.clone()));
     tasks.spawn(jobs::run(client.clone(), shutdown.clone()));
     tasks.spawn(endpoints::run(client.clone(), shutdown.clone()));
+    tasks.spawn(snapshots::run(client.clone(), cfg.storage_root.clone(), shutdown.clone()));
     if let Some(storage) = cfg.velero_storage.clone() {
         tasks.spawn(velero::run(client.clone(), storage, shutdown.clone()));
     }
@@ -236,7 +238,29 @@ async fn empty_namespace(client: &kube::Client, ns: &str) -> anyhow::Result<()> 
 async fn provisioner(client: kube::Client, cfg: ControllerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let api: Api<PersistentVolumeClaim> = Api::all(client.clone());
     let warned = std::sync::Arc::new(std::sync::Mutex::new(HashSet::<String>::new()));
-    watch_each(api, shutdown, |pvc, deleted| {
+    // Claims restored from a snapshot wait for it to become ready: retried each second, as
+    // the external provisioner retries with back-off.
+    let resync = {
+        let (client, cfg, warned, shutdown) = (client.clone(), cfg.clone(), warned.clone(), shutdown.clone());
+        async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                let Ok(list) = api.list(&ListParams::default()).await else { continue };
+                for pvc in list.items {
+                    let pending =
+                        pvc.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending") == "Pending";
+                    if pending && snapshot_source(&pvc).is_some() {
+                        let _ = provision(&client, &cfg, &pvc, &warned).await;
+                    }
+                }
+            }
+        }
+    };
+    let api: Api<PersistentVolumeClaim> = Api::all(client.clone());
+    let watch = watch_each(api, shutdown, |pvc, deleted| {
         let (client, cfg, warned) = (client.clone(), cfg.clone(), warned.clone());
         async move {
             let id = format!(
@@ -249,8 +273,20 @@ async fn provisioner(client: kube::Client, cfg: ControllerConfig, shutdown: Canc
                 tracing::warn!(claim = %id, error = %e, "provisioner");
             }
         }
-    })
-    .await
+    });
+    let (r, ()) = tokio::join!(watch, resync);
+    r
+}
+
+/// The VolumeSnapshot a claim is to be restored from (`dataSourceRef`, else `dataSource`).
+fn snapshot_source(pvc: &PersistentVolumeClaim) -> Option<String> {
+    let spec = pvc.spec.as_ref()?;
+    let (kind, group, name) = match (&spec.data_source_ref, &spec.data_source) {
+        (Some(r), _) => (r.kind.as_str(), r.api_group.as_deref(), r.name.as_str()),
+        (None, Some(d)) => (d.kind.as_str(), d.api_group.as_deref(), d.name.as_str()),
+        (None, None) => return None,
+    };
+    (kind == "VolumeSnapshot" && group == Some(snapshots::GROUP)).then(|| name.to_string())
 }
 
 fn quantity_of(pvc: &PersistentVolumeClaim) -> Value {
@@ -313,6 +349,37 @@ async fn provision(
     let pv_name = spec.volume_name.clone().filter(|v| !v.is_empty()).unwrap_or_else(|| format!("pvc-{uid}"));
     let dir = cfg.storage_root.join(&ns).join(format!("{name}-{uid}"));
     if pvs.get_opt(&pv_name).await?.is_none() {
+        if let Some(snapshot) = snapshot_source(pvc) {
+            // Restored from a snapshot: the new volume starts as a copy of it.
+            let restored = match snapshots::restore_source(client, &cfg.storage_root, &ns, &snapshot).await {
+                Ok((from, restore_bytes)) => {
+                    let requested = validate_quantity(&quantity_of(pvc));
+                    if requested < restore_bytes {
+                        Err(format!(
+                            "requested volume size {requested} is less than the size {restore_bytes} for the source snapshot {snapshot}"
+                        ))
+                    } else {
+                        let _ = std::fs::remove_dir_all(&dir);
+                        snapshots::copy_tree(&from, &dir)
+                            .await
+                            .map_err(|e| format!("restoring snapshot {snapshot} into {}: {e:#}", dir.display()))
+                    }
+                }
+                Err(msg) => Err(msg),
+            };
+            if let Err(msg) = restored {
+                if warned.lock().expect("warned").insert(format!("{uid}:{msg}")) {
+                    event(
+                        client,
+                        pvc,
+                        "ProvisioningFailed",
+                        &format!("failed to provision volume with StorageClass {class_name:?}: {msg}"),
+                    )
+                    .await;
+                }
+                return Ok(());
+            }
+        }
         std::fs::create_dir_all(&dir).map_err(|source| ControllerError::VolumeDir {
             dir: dir.display().to_string(),
             claim: format!("{ns}/{name}"),
@@ -370,6 +437,11 @@ async fn provision(
         .map_err(api_err(format!("updating status of persistentvolumeclaim/{ns}/{name}")))?;
     tracing::info!(claim = %format!("{ns}/{name}"), volume = %pv_name, "bound");
     Ok(())
+}
+
+/// Bytes of a quantity such as `1Gi` (0 when unparsable).
+fn validate_quantity(q: &Value) -> u64 {
+    q.as_str().and_then(crate::api::validate::parse_quantity).unwrap_or(0.0) as u64
 }
 
 /// A deleted claim releases its volume: with reclaim policy Delete, the PV and its
@@ -474,6 +546,32 @@ pub fn workload_status(kind: &str, replicas: i64, generation: i64, current: &Val
     }
 }
 
+/// The first container image of a workload's pod template that no node of the lab can pull:
+/// not a simulated or transfer image, and not in a registry on this machine.
+fn unpullable_image(workload: &Value) -> Option<String> {
+    let spec = workload.pointer("/spec/template/spec")?;
+    ["initContainers", "containers"]
+        .iter()
+        .filter_map(|k| spec.get(*k).and_then(Value::as_array))
+        .flatten()
+        .filter_map(|c| c.get("image").and_then(Value::as_str))
+        .find(|image| {
+            let local = image.starts_with("127.0.0.1:") || image.starts_with("localhost:");
+            !local && crate::node::classify_image(image, &[]) == crate::node::ImageKind::Unknown
+        })
+        .map(String::from)
+}
+
+/// The status of a workload whose pods cannot start: desired replicas exist, none ready.
+fn unavailable_status(kind: &str, replicas: i64, generation: i64) -> Value {
+    if kind == "DaemonSet" {
+        return json!({"observedGeneration": generation, "desiredNumberScheduled": 1, "currentNumberScheduled": 1,
+            "numberReady": 0, "numberAvailable": 0, "numberUnavailable": 1});
+    }
+    json!({"observedGeneration": generation, "replicas": replicas, "readyReplicas": 0,
+        "availableReplicas": 0, "updatedReplicas": replicas, "unavailableReplicas": replicas})
+}
+
 /// Does `current` already carry every field of `desired`?
 fn status_matches(current: &Value, desired: &Value) -> bool {
     desired.as_object().is_some_and(|d| d.iter().all(|(k, v)| current.get(k) == Some(v)))
@@ -492,6 +590,24 @@ async fn workload(client: kube::Client, ar: ApiResource, shutdown: CancellationT
             let replicas = o.data.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
             let generation = o.metadata.generation.unwrap_or(1);
             let current = o.data.get("status").cloned().unwrap_or_else(|| json!({}));
+            // Pods of an image no node can pull never become ready, as on a real cluster.
+            if let Some(image) = unpullable_image(&o.data) {
+                let mut desired = unavailable_status(&kind, replicas, generation);
+                let flagged = current.get("conditions").and_then(Value::as_array).is_some_and(|c| {
+                    c.iter().any(|c| c["type"] == "Available" && c["status"] == "False")
+                });
+                if !status_matches(&current, &desired) || (!flagged && matches!(kind.as_str(), "Deployment" | "DeploymentConfig")) {
+                    if matches!(kind.as_str(), "Deployment" | "DeploymentConfig") {
+                        let t = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                        desired["conditions"] = json!([{"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable",
+                            "message": format!("Deployment does not have minimum availability: image {image} cannot be pulled (ErrImagePull)"),
+                            "lastUpdateTime": t, "lastTransitionTime": t}]);
+                    }
+                    let api: Api<DynamicObject> = Api::namespaced_with(client, &ns, &ar);
+                    let _ = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": desired}))).await;
+                }
+                return;
+            }
             let mut desired = workload_status(&kind, replicas, generation, &current);
             if status_matches(&current, &desired) {
                 return;

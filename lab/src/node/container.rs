@@ -148,7 +148,7 @@ fn build_root(spec: &ContainerSpec) -> Result<(), String> {
 }
 
 /// Find an executable for argv[0] the way a shell would, inside the (already chrooted) root.
-fn resolve(cmd: &str, path: &str) -> Option<PathBuf> {
+pub(crate) fn resolve(cmd: &str, path: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     if cmd.contains('/') {
         return Some(PathBuf::from(cmd));

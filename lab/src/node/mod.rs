@@ -8,6 +8,8 @@
 //! `<state_dir>/pod-logs/<ns>_<pod>_<uid>/<container>.log`, which the API server serves.
 
 pub mod container;
+pub mod exec;
+mod kubelet;
 mod pod;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -22,6 +24,7 @@ use kube::runtime::watcher::{self, Event};
 use tokio_util::sync::CancellationToken;
 
 pub use container::{ContainerSpec, MountSpec, container_main};
+pub use exec::exec_main;
 
 /// The image mtcd's DVM pods use; the lab runs it with the host's rsync and stunnel.
 pub const TRANSFER_IMAGE: &str = "quay.io/konveyor/rsync-transfer:latest";
@@ -118,6 +121,8 @@ pub(crate) struct Node {
     pub ips: IpPool,
     pub hosts_file: PathBuf,
     pub exe: PathBuf,
+    /// Running container processes by (pod uid, container name), for `pods/exec`.
+    pub containers: Mutex<HashMap<(String, String), exec::RunningContainer>>,
 }
 
 struct Handle {
@@ -140,8 +145,17 @@ pub async fn run(client: kube::Client, cfg: NodeConfig, shutdown: CancellationTo
     // valid even when cargo replaces the file on disk while a lab runs); MTCD_LAB_EXE points
     // at another binary that dispatches `__container` (tests of a library build).
     let exe = std::env::var_os("MTCD_LAB_EXE").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
-    let node = Arc::new(Node { client: client.clone(), cfg: cfg.clone(), ips: IpPool::default(), hosts_file, exe });
+    let node = Arc::new(Node {
+        client: client.clone(),
+        cfg: cfg.clone(),
+        ips: IpPool::default(),
+        hosts_file,
+        exe,
+        containers: Mutex::new(HashMap::new()),
+    });
     let node_name = crate::api::schedule::node_name(&cfg.cluster);
+    let port = kubelet::start(node.clone(), node_name.clone(), shutdown.clone()).await?;
+    tracing::info!(cluster = %cfg.cluster, port, "kubelet endpoint registered");
     let api: Api<Pod> = Api::all(client.clone());
     let mut events = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
     let mut pods: HashMap<String, Handle> = HashMap::new();

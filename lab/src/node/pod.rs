@@ -509,6 +509,21 @@ async fn supervise(
                 return last;
             }
         };
+        // Known to pods/exec while it runs (the guard forgets it when this iteration ends).
+        let _exec_target = child.id().map(|pid| {
+            super::exec::Registration::new(
+                &ctx.node,
+                (ctx.uid.clone(), name.clone()),
+                super::exec::RunningContainer {
+                    pid,
+                    namespace: ctx.ns.clone(),
+                    pod: ctx.name.clone(),
+                    env: spec.env.clone(),
+                    working_dir: spec.working_dir.clone(),
+                    pod_dir: ctx.dir.clone(),
+                },
+            )
+        });
         let started = now();
         ctx.set(init, idx, |s| s.state = CState::Running { started_at: started.clone() }).await;
         let status = tokio::select! {
