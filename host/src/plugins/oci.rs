@@ -410,7 +410,7 @@ fn parse(reference: &str) -> Result<OciReference, OciError> {
 /// config (so a registry UI or `crane config` shows what the plugin is).
 fn component_description(wasm: &[u8]) -> Result<Value, PluginError> {
     let (engine, _) =
-        engine::new_engine(engine::default_cache_dir("plugins").as_deref()).or_else(|_| engine::new_engine(None))?;
+        engine::new_engine(engine::default_cache_dir("components").as_deref()).or_else(|_| engine::new_engine(None))?;
     let component = wasmtime::component::Component::new(&engine, wasm)
         .map_err(|e| PluginError::Compile { plugin: "the component".into(), reason: format!("{e:#}") })?;
     let ty = component.component_type();
