@@ -549,7 +549,12 @@ async fn status_subresource_is_separate_from_the_main_resource() {
     let lab = Lab::up();
     let client = lab.client("lab-src").await;
     let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");
-    let created = deploys.create(&PostParams::default(), &deployment("web", "nginx:1")).await.unwrap();
+    // An image the lab's nodes run: the deployment controller reports it ready (1 replica),
+    // the same status this test writes, so its writes cannot race the assertions.
+    let created = deploys
+        .create(&PostParams::default(), &deployment("web", "registry.example.com/simulated/nginx:1"))
+        .await
+        .unwrap();
     assert_eq!(created.metadata.generation, Some(1));
     // Status in the main resource is ignored.
     let d = deploys

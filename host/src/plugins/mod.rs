@@ -157,7 +157,8 @@ pub struct PluginHost {
 impl PluginHost {
     /// `cache_dir`: where compiled components are kept between runs (wasmtime's cache,
     /// keyed by the component's bytes, the wasmtime version and the engine settings).
-    /// `None` uses `$XDG_CACHE_HOME/mtcd/plugins` (or `~/.cache/mtcd/plugins`); when that
+    /// `None` uses `$XDG_CACHE_HOME/mtcd/components` (or `~/.cache/mtcd/components`, where
+    /// `mtcd plan` keeps them too); when that
     /// cannot be created, components are compiled on every run (with a warning).
     /// oci:// plugins are kept in `$XDG_CACHE_HOME/mtcd/oci` (see [`PluginHost::with_oci_cache`]).
     pub fn new(cache_dir: Option<PathBuf>) -> Result<Self, PluginError> {
@@ -165,7 +166,7 @@ impl PluginHost {
             // An explicit directory that cannot be created is the caller's error.
             Some(dir) => engine::new_engine(Some(&dir))?,
             // The default one is a convenience: without it, compile on every run.
-            None => match engine::new_engine(engine::default_cache_dir("plugins").as_deref()) {
+            None => match engine::new_engine(engine::default_cache_dir("components").as_deref()) {
                 Ok(e) => e,
                 Err(e) => {
                     tracing::warn!(error = %e, "plugin cache disabled");

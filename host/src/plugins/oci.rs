@@ -410,7 +410,7 @@ fn parse(reference: &str) -> Result<OciReference, OciError> {
 /// config (so a registry UI or `crane config` shows what the plugin is).
 fn component_description(wasm: &[u8]) -> Result<Value, PluginError> {
     let (engine, _) =
-        engine::new_engine(engine::default_cache_dir("plugins").as_deref()).or_else(|_| engine::new_engine(None))?;
+        engine::new_engine(engine::default_cache_dir("components").as_deref()).or_else(|_| engine::new_engine(None))?;
     let component = wasmtime::component::Component::new(&engine, wasm)
         .map_err(|e| PluginError::Compile { plugin: "the component".into(), reason: format!("{e:#}") })?;
     let ty = component.component_type();
@@ -472,7 +472,7 @@ pub fn push(file: &Path, reference: &str, registry: &Registry, legacy: bool) -> 
         client.auth(&image, &auth, oci_client::RegistryOperation::Push).await.map_err(&err)?;
         client.push_blob(&image, wasm.clone(), &layer_digest).await.map_err(&err)?;
         client.push_blob(&image, config.clone(), &config_digest).await.map_err(&err)?;
-        let content_type = http::HeaderValue::from_static(OCI_MANIFEST);
+        let content_type = reqwest::header::HeaderValue::from_static(OCI_MANIFEST);
         client.push_manifest_raw(&image, manifest.clone(), content_type).await.map_err(&err)?;
         Ok::<_, OciError>(())
     })??;
