@@ -655,8 +655,8 @@ fn run_hooks_runs_only_the_phase_and_stops_at_the_first_failure() {
     let host = host();
     let gate = |annotation: &str| hook_ref(json!({"annotation": annotation}));
     let hooks = [
-        HookRef { phase: HookPhase::PreBackup, kind: mtcd::spec::HookKind::Plugin(gate("never-set")) },
-        HookRef { phase: HookPhase::PreCutover, kind: mtcd::spec::HookKind::Plugin(gate("approved")) },
+        HookRef { phase: HookPhase::PreBackup, kind: mtcd::spec::HookKind::Plugin(Box::new(gate("never-set"))) },
+        HookRef { phase: HookPhase::PreCutover, kind: mtcd::spec::HookKind::Plugin(Box::new(gate("approved"))) },
     ];
     let approved = vec![namespace("shop", json!({"approved": "yes"}))];
     host.run_hooks(&hooks, HookPhase::PreCutover, &hook_ctx(&approved, &["shop"])).unwrap();

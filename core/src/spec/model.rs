@@ -370,7 +370,7 @@ impl HookRef {
 #[derive(Debug, Clone, PartialEq)]
 pub enum HookKind {
     /// A WebAssembly component of the `hook` world.
-    Plugin(PluginRef),
+    Plugin(Box<PluginRef>),
     /// An image and command run as a Job (MTC's MigHook).
     Job(JobHook),
     /// A command in a running container of the pods a selector matches (Velero's exec hook).

@@ -739,7 +739,9 @@ fn read_hooks(r: &mut Report<'_>, v: &Value<'_>, base: &Path) -> Option<Vec<Hook
                 r.error(&e.span(), "a hook is a `plugin`, a `job` or an `exec`, not several", None);
                 None
             }
-            (None, None) => read_plugin(r, &mut t, base, Duration::from_secs(300)).map(HookKind::Plugin),
+            (None, None) => {
+                read_plugin(r, &mut t, base, Duration::from_secs(300)).map(|p| HookKind::Plugin(Box::new(p)))
+            }
         };
         if matches!(kind, Some(HookKind::Job(_) | HookKind::Exec(_))) && t.get("plugin").is_some() {
             r.error(&t.span(), "a hook is a `plugin`, a `job` or an `exec`, not several", None);
@@ -1023,7 +1025,7 @@ fn attach_plugin_registries(
     for m in migrations.iter_mut() {
         let m = m.get_mut();
         let plugins = m.transforms.iter_mut().chain(m.hooks.iter_mut().filter_map(|h| match &mut h.kind {
-            HookKind::Plugin(p) => Some(p),
+            HookKind::Plugin(p) => Some(&mut **p),
             _ => None,
         }));
         for p in plugins {

@@ -276,7 +276,7 @@ fn oci_plugins_need_a_digest_and_pick_up_their_registry_settings() {
     assert_eq!(a.registry.tls, RegistryTls::Insecure);
     let b = oci(&m.transforms[1]);
     assert!(matches!(b.registry.auth, RegistryAuth::BasicEnv { .. }));
-    let c = oci(&m.hooks[0].plugin().unwrap());
+    let c = oci(m.hooks[0].plugin().unwrap());
     assert_eq!((c.registry.auth, c.registry.tls), (RegistryAuth::Anonymous, RegistryTls::Verify));
     assert_eq!(m.hooks[0].plugin().unwrap().limits.timeout, std::time::Duration::from_secs(300));
 }
