@@ -73,10 +73,18 @@ async fn a_failing_preflight_stops_the_cutover_before_the_source_is_touched() {
     let file = desired(&lab, "", "resources = \"velero\"\n[migration.velero]\nstorage_location = \"nope\"\n");
     let plan = lab.mtcd(&["plan", file.to_str().unwrap()]);
     assert_eq!(plan.code, 1, "{}\n{}", plan.stdout, plan.stderr);
-    assert!(plan.stdout.contains("FAIL velero on the source") && plan.stdout.contains("velero/nope does not exist"), "{}", plan.stdout);
+    assert!(
+        plan.stdout.contains("FAIL velero on the source") && plan.stdout.contains("velero/nope does not exist"),
+        "{}",
+        plan.stdout
+    );
     let run = lab.mtcd(&["cutover", file.to_str().unwrap()]);
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
-    assert!(run.stderr.contains("preflight check(s) failed") && run.stderr.contains("nothing was changed"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("preflight check(s) failed") && run.stderr.contains("nothing was changed"),
+        "{}",
+        run.stderr
+    );
     source_runs_as_before(&lab).await;
 }
 
@@ -90,9 +98,17 @@ async fn a_quiesce_that_cannot_finish_puts_the_source_back_and_names_the_stuck_p
     stuck_pod(&lab).await;
     let run = lab.mtcd(&["cutover", f]);
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
-    assert!(run.stderr.contains("Pod/shop/web-stuck (terminating, held by finalizer(s) example.com/hold)"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("Pod/shop/web-stuck (terminating, held by finalizer(s) example.com/hold)"),
+        "{}",
+        run.stderr
+    );
     assert!(run.stderr.contains("The source was restored"), "{}", run.stderr);
-    assert!(run.stderr.contains("the destination is held at 0") && run.stderr.contains("run `mtcd cutover` again"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("the destination is held at 0") && run.stderr.contains("run `mtcd cutover` again"),
+        "{}",
+        run.stderr
+    );
     assert!(run.stderr.contains("waiting for"), "a live line while it waited: {}", run.stderr);
     source_runs_as_before(&lab).await;
     let dst = get(&lab, "lab-dst", &ar("apps", "Deployment", "deployments"), "shop-prod", "web").await;
