@@ -60,10 +60,26 @@ impl Engine {
                         error: r.err().map(String::from),
                     })
                 };
+                let waiting = |waiting_on: Vec<String>, seconds: u64| {
+                    self.events.emit(Event::ApplyWaiting { migration: m.name.clone(), waiting_on, seconds })
+                };
                 report.resources = Some(
-                    resources::apply(&self.destination, &snapshot.destination_catalog, &m.resources.changes, &progress)
-                        .await?,
+                    resources::apply_ready(
+                        &self.destination,
+                        &snapshot.destination_catalog,
+                        &m.resources.changes,
+                        &m.resources.waits,
+                        &progress,
+                        &waiting,
+                    )
+                    .await?,
                 );
+            }
+        }
+        if m.mode == ResourceMode::Direct && m.resources.kept.iter().any(|k| k.relink) {
+            let failed = self.relink(m, &snapshot.destination_catalog).await;
+            if let Some(r) = report.resources.as_mut() {
+                r.failed.extend(failed);
             }
         }
         if !m.volumes.transfers.is_empty() {

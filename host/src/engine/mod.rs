@@ -15,6 +15,7 @@ mod gate;
 mod identity;
 mod planning;
 mod preflight;
+mod relink;
 mod report;
 mod status;
 mod watch;

@@ -20,8 +20,9 @@ pub use discovery::discover;
 
 use crate::actions::dim;
 use crate::cluster::Cluster;
+use crate::plan::dependencies;
 use crate::snapshot::{ApiType, Catalog, ImageFacts, MigrationSnapshot, Snapshot, Unread};
-use crate::spec::{ImageMode, Migration, Spec, VolumeMode};
+use crate::spec::{ImageMode, Migration, ResourceMode, Spec, VolumeMode};
 use crate::transform::object;
 
 /// Errors reading a cluster, naming what was being read.
@@ -119,6 +120,7 @@ pub async fn observe(
             warnings.push(format!("{}: cannot discover {gv}: {reason}", c.context));
         }
     }
+    let same_cluster = spec.migrations.iter().any(|m| m.resources == ResourceMode::Direct) && same_cluster(src, dst).await;
     let mut migrations = Vec::with_capacity(spec.migrations.len());
     for m in &spec.migrations {
         let span = tracing::info_span!("observe", migration = %m.name);
@@ -136,7 +138,23 @@ pub async fn observe(
         destination_catalog,
         migrations,
         warnings,
+        same_cluster,
     })
+}
+
+/// Whether both contexts reach one cluster (same server URL, or the same `kube-system` UID):
+/// a namespace clone, whose cluster-scoped objects are the source's own.
+async fn same_cluster(src: &Cluster, dst: &Cluster) -> bool {
+    if src.config.cluster_url == dst.config.cluster_url {
+        return true;
+    }
+    let (a, b) = futures::join!(cluster_uid(src), cluster_uid(dst));
+    a.is_some() && a == b
+}
+
+async fn cluster_uid(c: &Cluster) -> Option<String> {
+    let ns = get(&c.client, &namespace_type(), None, "kube-system").await.ok().flatten()?;
+    ns.pointer("/metadata/uid").and_then(Value::as_str).filter(|u| !u.is_empty()).map(String::from)
 }
 
 async fn observe_migration(
@@ -267,6 +285,10 @@ async fn observe_migration(
         }
     }
 
+    if m.resources == ResourceMode::Direct {
+        observe_cluster(m, src, dst, source_catalog, destination_catalog, &mut seen).await?;
+    }
+
     // Images of the source's internal registry, and what both registries hold of them.
     if let (ImageMode::Direct, Some((sc, dc)), Some(s), Some(d)) =
         (m.images, registries, &spec.source.registry, &spec.destination.registry)
@@ -280,6 +302,55 @@ async fn observe_migration(
             .collect();
     }
     Ok(seen)
+}
+
+/// The cluster-scoped objects the namespaces may depend on (plan::dependencies): every
+/// ClusterRoleBinding, ClusterRole and SCC of both sides, and their PersistentVolumes when a
+/// migrated claim is bound, for each of these kinds the source serves and the filters keep.
+/// A list the API server refuses makes the kind unread cluster-wide (`namespace: None`), so
+/// nothing of it is written or pruned, and the plan says so.
+async fn observe_cluster(
+    m: &Migration,
+    src: &Cluster,
+    dst: &Cluster,
+    source_catalog: &Catalog,
+    destination_catalog: &Catalog,
+    seen: &mut MigrationSnapshot,
+) -> Result<(), ObserveError> {
+    let bound_claims = seen.source.iter().chain(&seen.pvcs).any(|o| {
+        object::kind(o) == "PersistentVolumeClaim"
+            && o.pointer("/spec/volumeName").and_then(Value::as_str).is_some_and(|v| !v.is_empty())
+    });
+    for (group, kind) in dependencies::CLUSTER_KINDS {
+        let Some(ty) = source_catalog.find(group, kind).filter(|t| !t.namespaced) else { continue };
+        let kept = (m.filter.include_kinds.is_empty() || m.filter.include_kinds.iter().any(|p| kind_matches(p, ty)))
+            && !m.filter.exclude_kinds.iter().any(|p| kind_matches(p, ty));
+        if !kept || (*kind == "PersistentVolume" && !bound_claims) {
+            continue;
+        }
+        let unread = |e: &kube::Error, t: &ApiType| Unread {
+            group: t.group.clone(),
+            kind: t.kind.clone(),
+            resource: t.resource_name(),
+            namespace: None,
+            reason: crate::cluster::short_error(e),
+        };
+        match list(&src.client, &resource(ty), None, None).await {
+            Ok(items) => {
+                seen.source_cluster.extend(items);
+                seen.cluster_types.push((ty.group.clone(), ty.kind.clone()));
+            }
+            Err(e) if crate::cluster::is_answer(&e) => seen.source_unread.push(unread(&e, ty)),
+            Err(e) => return Err(list_error(src, ty.resource_name())(e)),
+        }
+        let Some(dty) = destination_catalog.find(group, kind).filter(|t| !t.namespaced) else { continue };
+        match list(&dst.client, &resource(dty), None, None).await {
+            Ok(items) => seen.destination_cluster.extend(items),
+            Err(e) if crate::cluster::is_answer(&e) => seen.destination_unread.push(unread(&e, dty)),
+            Err(e) => return Err(list_error(dst, dty.resource_name())(e)),
+        }
+    }
+    Ok(())
 }
 
 /// Lists `types` in each of `namespaces`, eight requests at a time. A list the API server
