@@ -33,7 +33,14 @@ fn crd() -> Value {
                 "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}})
 }
 
-fn scc(name: &str, priority: Option<i64>, run_as_user: &str, users: &[&str], groups: &[&str], privileged: bool) -> Value {
+fn scc(
+    name: &str,
+    priority: Option<i64>,
+    run_as_user: &str,
+    users: &[&str],
+    groups: &[&str],
+    privileged: bool,
+) -> Value {
     json!({"apiVersion": "security.openshift.io/v1", "kind": "SecurityContextConstraints",
         "metadata": {"name": name, "annotations": {"include.release.openshift.io/self-managed-high-availability": "true"}},
         "priority": priority, "allowPrivilegedContainer": privileged, "allowPrivilegeEscalation": true,
@@ -52,6 +59,13 @@ fn defaults() -> Vec<Value> {
         scc("restricted-v2", None, "MustRunAsRange", &[], &["system:authenticated"], false),
         scc("nonroot-v2", None, "MustRunAsNonRoot", &[], &[], false),
         scc("anyuid", Some(10), "RunAsAny", &[], &["system:cluster-admins"], false),
-        scc("privileged", None, "RunAsAny", &["system:admin"], &["system:cluster-admins", "system:nodes", "system:masters"], true),
+        scc(
+            "privileged",
+            None,
+            "RunAsAny",
+            &["system:admin"],
+            &["system:cluster-admins", "system:nodes", "system:masters"],
+            true,
+        ),
     ]
 }

@@ -120,7 +120,8 @@ pub async fn observe(
             warnings.push(format!("{}: cannot discover {gv}: {reason}", c.context));
         }
     }
-    let same_cluster = spec.migrations.iter().any(|m| m.resources == ResourceMode::Direct) && same_cluster(src, dst).await;
+    let same_cluster =
+        spec.migrations.iter().any(|m| m.resources == ResourceMode::Direct) && same_cluster(src, dst).await;
     let mut migrations = Vec::with_capacity(spec.migrations.len());
     for m in &spec.migrations {
         let span = tracing::info_span!("observe", migration = %m.name);

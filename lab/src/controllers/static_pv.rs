@@ -69,9 +69,10 @@ async fn sync(client: &kube::Client) -> anyhow::Result<()> {
             Some(v) => volumes.iter().find(|pv| pv.metadata.name.as_deref() == Some(v)),
             // A volume reserved for this claim by name (claimRef without a uid).
             None => volumes.iter().find(|pv| {
-                pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref()).is_some_and(|r| {
-                    r.namespace.as_deref() == Some(&ns) && r.name.as_deref() == Some(&name)
-                })
+                pv.spec
+                    .as_ref()
+                    .and_then(|s| s.claim_ref.as_ref())
+                    .is_some_and(|r| r.namespace.as_deref() == Some(&ns) && r.name.as_deref() == Some(&name))
             }),
         };
         let Some(pv) = volume.filter(|pv| manual(pv) && reserved(pv) && fits(pv)) else { continue };

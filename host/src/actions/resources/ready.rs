@@ -36,7 +36,11 @@ pub async fn wait_for(
         let Some(ty) = catalog.find(&w.object.group, &w.object.kind) else {
             failed.push(Failure {
                 object: w.object.to_string(),
-                message: format!("the destination does not serve {}; needed by {}", w.object.kind, w.needed_by.join(", ")),
+                message: format!(
+                    "the destination does not serve {}; needed by {}",
+                    w.object.kind,
+                    w.needed_by.join(", ")
+                ),
             });
             continue;
         };
