@@ -259,6 +259,11 @@ apiVersion: example.com/v1
 kind: Database
 metadata: {name: db, namespace: vault}
 spec: {engine: postgres}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: worker, namespace: vault}
+spec: {containers: [{name: worker, image: "registry.example.com/worker:1"}]}
 "#;
 
 fn static_volume(dir: &std::path::Path) -> String {
@@ -352,6 +357,12 @@ async fn a_static_pv_moves_with_pv_policy_copy_and_an_owned_secret_with_keep_own
     let file = desired(&lab, "vault", "pv_policy = \"copy\"\nkeep_owned = [\"Secret\"]\n");
     let (code, plan) = plan_json(&lab, &file);
     assert_eq!(code, 2, "{plan}");
+    // The pod runs as the new namespace's `default` account, which the destination makes.
+    let waits = &plan["migrations"][0]["resources"]["waits"];
+    assert_eq!(waits[0]["kind"], "ServiceAccount", "{waits}");
+    assert_eq!(waits[0]["namespace"], "vault-new");
+    assert_eq!(waits[0]["name"], "default");
+    assert_eq!(waits[0]["needed_by"], json!(["Pod/vault-new/worker"]));
     let kept = &plan["migrations"][0]["resources"]["kept"];
     assert_eq!(kept[0]["name"], "db-creds", "{kept}");
     assert_eq!(kept[0]["relink"], true);
@@ -368,6 +379,7 @@ async fn a_static_pv_moves_with_pv_policy_copy_and_an_owned_secret_with_keep_own
     let claim = wait_bound(&lab, "lab-dst", "vault-new", "data").await;
     assert_eq!(claim["spec"]["volumeName"], "shared-data", "bound to the copied volume");
 
+    assert!(get(&lab, "lab-dst", &ar("", "v1", "Pod", "pods"), Some("vault-new"), "worker").await.is_some());
     let dst_db = get(&lab, "lab-dst", &db, Some("vault-new"), "db").await.expect("the owner is migrated");
     let creds = get(&lab, "lab-dst", &ar("", "v1", "Secret", "secrets"), Some("vault-new"), "db-creds")
         .await

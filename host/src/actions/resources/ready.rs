@@ -88,3 +88,50 @@ pub async fn wait_for(
     }
     failed
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::plan::ObjectKey;
+    use crate::snapshot::ApiType;
+
+    fn wait(kind: &str, name: &str) -> Wait {
+        Wait {
+            rank: 14,
+            object: ObjectKey {
+                group: String::new(),
+                kind: kind.into(),
+                namespace: Some("a".into()),
+                name: name.into(),
+            },
+            needed_by: vec!["Pod/a/p".into()],
+            made_by: "the destination's service-account controller".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_object_that_exists_ends_the_wait_and_an_unserved_type_is_a_failure_naming_it() {
+        let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": "a", "resourceVersion": "5"}});
+        let list = json!({"kind": "ServiceAccountList", "apiVersion": "v1", "metadata": {"resourceVersion": "5"}, "items": [sa]});
+        let c = crate::testing::fake_cluster(vec![("/api/v1/namespaces/a/serviceaccounts", 200, list)]).await;
+        let catalog = Catalog {
+            types: vec![ApiType {
+                group: String::new(),
+                version: "v1".into(),
+                api_version: "v1".into(),
+                kind: "ServiceAccount".into(),
+                plural: "serviceaccounts".into(),
+                namespaced: true,
+                verbs: vec![],
+            }],
+            unavailable: vec![],
+        };
+        let (present, unserved) = (wait("ServiceAccount", "default"), wait("Gizmo", "g"));
+        let failed = wait_for(&c.client, &catalog, &[&present, &unserved], Duration::from_secs(10), &|_, _| {}).await;
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert_eq!(failed[0].object, "Gizmo/a/g");
+        assert!(failed[0].message.contains("does not serve Gizmo; needed by Pod/a/p"), "{}", failed[0].message);
+    }
+}
