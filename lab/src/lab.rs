@@ -266,11 +266,7 @@ fn seed_builtin(server: &ApiServer) -> Result<(), LabError> {
     }
     // OpenShift's SecurityContextConstraints (a CRD on OpenShift 4) and its default SCCs.
     if st.profile == "openshift" {
-        crate::scc::seed(st).map_err(|(what, source)| LabError::Seed {
-            cluster: cluster.clone(),
-            what,
-            source: Box::new(source),
-        })?;
+        crate::scc::seed(st).map_err(|(what, source)| LabError::Seed { cluster: cluster.clone(), what, source })?;
     }
     let node_ty = st.resource("", "v1", "nodes").expect("nodes type");
     let node_name = crate::api::schedule::node_name(&cluster);

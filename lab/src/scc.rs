@@ -9,14 +9,15 @@ use serde_json::{Value, json};
 use crate::api::{ApiError, Query, State};
 
 /// Creates the SCC CRD and the default SCCs. Errors name what failed.
-pub fn seed(st: &State) -> Result<(), (String, ApiError)> {
+pub fn seed(st: &State) -> Result<(), (String, Box<ApiError>)> {
     let crd_ty = st.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions").expect("crd type");
-    st.create(&crd_ty, None, crd(), &Query::new(), "cluster-version-operator")
-        .map_err(|e| ("customresourcedefinition securitycontextconstraints.security.openshift.io".to_string(), e))?;
+    st.create(&crd_ty, None, crd(), &Query::new(), "cluster-version-operator").map_err(|e| {
+        ("customresourcedefinition securitycontextconstraints.security.openshift.io".to_string(), Box::new(e))
+    })?;
     let ty = st.resource("security.openshift.io", "v1", "securitycontextconstraints").expect("scc type");
     for scc in defaults() {
         let what = format!("securitycontextconstraints/{}", scc["metadata"]["name"].as_str().unwrap_or_default());
-        st.create(&ty, None, scc, &Query::new(), "cluster-version-operator").map_err(|e| (what, e))?;
+        st.create(&ty, None, scc, &Query::new(), "cluster-version-operator").map_err(|e| (what, Box::new(e)))?;
     }
     Ok(())
 }
