@@ -216,23 +216,38 @@ impl<'a> Deriving<'a> {
                 let others = subjects.len() - migrated.len();
                 let mut obj = crb.clone();
                 rules::clean(&mut obj, &Default::default());
-                let outcome = if others == 0 && !self.same_cluster {
+                mapping::map_namespace(&mut obj, &self.m.namespace_map);
+                // A destination binding of that name that names other subjects is somebody
+                // else's grant: never overwritten either (adopting it would drop them).
+                let foreign = self.live.get(&key(RBAC_GROUP, "ClusterRoleBinding", name)).is_some_and(|l| {
+                    !hash::is_managed_by(l, &self.m.name)
+                        && l.get("subjects").and_then(Value::as_array).into_iter().flatten().any(|s| {
+                            !obj.get("subjects").and_then(Value::as_array).into_iter().flatten().any(|m| m == s)
+                        })
+                });
+                let outcome = if others == 0 && !self.same_cluster && !foreign {
                     "copied, subjects mapped to the destination namespaces".to_string()
                 } else {
                     let own = own_binding_name(&self.m.name, name);
+                    obj = crb.clone();
+                    rules::clean(&mut obj, &Default::default());
                     obj["metadata"]["name"] = json!(own);
                     obj["subjects"] = Value::Array(migrated.clone());
-                    if others == 0 {
+                    mapping::map_namespace(&mut obj, &self.m.namespace_map);
+                    if others > 0 {
+                        format!(
+                            "shared with {others} subject(s) of other namespaces: mtcd writes its own ClusterRoleBinding {own} with the migrated subjects only; the destination's {name} (if any) is not touched"
+                        )
+                    } else if self.same_cluster {
                         format!(
                             "source and destination are one cluster: mtcd writes its own ClusterRoleBinding {own} with the mapped subjects; {name} is not touched"
                         )
                     } else {
                         format!(
-                            "shared with {others} subject(s) of other namespaces: mtcd writes its own ClusterRoleBinding {own} with the migrated subjects only; the destination's {name} (if any) is not touched"
+                            "the destination's {name} names other subjects: mtcd writes its own ClusterRoleBinding {own} with the mapped subjects; {name} is not touched"
                         )
                     }
                 };
-                mapping::map_namespace(&mut obj, &self.m.namespace_map);
                 let needed_by = format!("binds {}", migrated.iter().map(show_subject).collect::<Vec<_>>().join(", "));
                 if crb.pointer("/roleRef/kind").and_then(Value::as_str) == Some("ClusterRole")
                     && let Some(role) = crb.pointer("/roleRef/name").and_then(Value::as_str)

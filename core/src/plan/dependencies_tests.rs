@@ -380,3 +380,20 @@ fn a_whole_plan_prunes_mtcd_bindings_withholds_unread_kinds_and_skips_shared_cla
     let p = build(&velero, &s, false, &mut NoTransforms).unwrap();
     assert!(p.migrations[0].resources.dependencies.is_empty());
 }
+
+#[test]
+fn a_destination_binding_of_that_name_with_other_subjects_is_not_adopted_mtcd_writes_its_own() {
+    let sa = json!({"kind": "ServiceAccount", "name": "reader", "namespace": "shop"});
+    let mut theirs = crb("readers", "node-reader", json!([{"kind": "User", "name": "bob"}]));
+    theirs["metadata"] = json!({"name": "readers"});
+    let s = snapshot(vec![], vec![crb("readers", "node-reader", json!([sa.clone()]))], vec![theirs]);
+    let d = derive_with("", &s);
+    assert!(named(&d.desired, "ClusterRoleBinding", "readers").is_none());
+    let own = named(&d.desired, "ClusterRoleBinding", "mtcd:shop:readers").unwrap();
+    assert_eq!(own["subjects"][0]["namespace"], "shop-prod");
+    // The same subjects already there (created by hand): an ordinary adopt.
+    let same =
+        crb("readers", "node-reader", json!([{"kind": "ServiceAccount", "name": "reader", "namespace": "shop-prod"}]));
+    let d = derive_with("", &snapshot(vec![], vec![crb("readers", "node-reader", json!([sa]))], vec![same]));
+    assert!(named(&d.desired, "ClusterRoleBinding", "readers").is_some());
+}

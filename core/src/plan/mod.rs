@@ -348,11 +348,22 @@ fn plan_migration(
     desired.extend(deps.desired);
     let live: Vec<Value> = seen.destination.iter().chain(&seen.destination_cluster).cloned().collect();
     let unknown = |key: &ObjectKey| unknown_type(key, seen, &m.namespace_map);
+    let read = |g: &str, k: &str| seen.source_types.iter().chain(&seen.cluster_types).any(|(a, b)| a == g && b == k);
+    // Which ClusterRoles are needed is learnt from the ClusterRoleBindings: without them
+    // (left out by the filters) a role copied earlier is not known to be unneeded.
     let prunable = |key: &ObjectKey| {
-        seen.source_types.iter().chain(&seen.cluster_types).any(|(g, k)| *g == key.group && *k == key.kind)
+        read(&key.group, &key.kind)
+            && (key.kind != "ClusterRole" || read(dependencies::RBAC_GROUP, "ClusterRoleBinding"))
     };
-    let (mut changes, withheld) = compare(desired, &live, &m.name, m.prune, &unknown, &prunable);
-    changes.extend(deps.changes.into_iter().filter(|c| !unknown(&c.key)));
+    let (mut changes, mut withheld) = compare(desired, &live, &m.name, m.prune, &unknown, &prunable);
+    for c in deps.changes {
+        if unknown(&c.key) {
+            withheld.push(c.key);
+        } else {
+            changes.push(c);
+        }
+    }
+    withheld.sort();
     changes.sort_by(|a, b| (a.rank, &a.key).cmp(&(b.rank, &b.key)));
     let (waits, unsatisfied) = readiness::waits(&changes, &live);
     let mut warnings = snapshot.warnings.clone();
