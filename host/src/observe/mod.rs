@@ -438,6 +438,56 @@ mod tests {
         assert!(unread[1].reason.contains("503"), "{:?}", unread[1]);
     }
 
+    fn cluster_type(group: &str, kind: &str, plural: &str) -> ApiType {
+        ApiType {
+            group: group.into(),
+            version: "v1".into(),
+            api_version: format!("{group}/v1"),
+            kind: kind.into(),
+            plural: plural.into(),
+            namespaced: false,
+            verbs: vec!["list".into()],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_cluster_wide_list_is_unread_without_a_namespace_and_filters_apply() {
+        let roles = json!({"kind": "ClusterRoleList", "apiVersion": "rbac.authorization.k8s.io/v1", "metadata": {},
+            "items": [{"metadata": {"name": "node-reader"}}]});
+        let forbidden = status(
+            403,
+            "Forbidden",
+            "clusterrolebindings.rbac.authorization.k8s.io is forbidden: User \"limited\" cannot list resource \"clusterrolebindings\" in API group \"rbac.authorization.k8s.io\" at the cluster scope",
+        );
+        let routes = vec![
+            ("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", 403, forbidden),
+            ("/apis/rbac.authorization.k8s.io/v1/clusterroles", 200, roles),
+        ];
+        let src = crate::testing::fake_cluster(routes.clone()).await;
+        let dst = crate::testing::fake_cluster(routes).await;
+        let catalog = Catalog {
+            types: vec![
+                cluster_type("rbac.authorization.k8s.io", "ClusterRoleBinding", "clusterrolebindings"),
+                cluster_type("rbac.authorization.k8s.io", "ClusterRole", "clusterroles"),
+                cluster_type("security.openshift.io", "SecurityContextConstraints", "securitycontextconstraints"),
+                cluster_type("", "PersistentVolume", "persistentvolumes"),
+            ],
+            unavailable: vec![],
+        };
+        let text = "version = 1\n[clusters.source]\ncontext = \"a\"\n[clusters.destination]\ncontext = \"b\"\n[[migration]]\nname = \"m\"\nnamespaces = [\"shop\"]\nexclude_kinds = [\"SecurityContextConstraints\"]\n";
+        let m = crate::spec::parse(text, std::path::Path::new("d.toml")).unwrap().migrations.remove(0);
+        let mut seen = MigrationSnapshot::default();
+        observe_cluster(&m, &src, &dst, &catalog, &catalog, &mut seen).await.unwrap();
+        let unread: Vec<(&str, Option<&str>)> =
+            seen.source_unread.iter().map(|u| (u.kind.as_str(), u.namespace.as_deref())).collect();
+        assert_eq!(unread, [("ClusterRoleBinding", None)]);
+        assert!(seen.source_unread[0].reason.contains("forbidden"), "{:?}", seen.source_unread);
+        assert_eq!(seen.destination_unread.len(), 1);
+        assert_eq!(seen.cluster_types, [("rbac.authorization.k8s.io".to_string(), "ClusterRole".to_string())]);
+        assert_eq!(seen.source_cluster.len(), 1);
+        assert_eq!(seen.source_cluster[0]["kind"], "ClusterRole");
+    }
+
     #[tokio::test]
     async fn a_cluster_that_does_not_answer_is_an_error_not_unread() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
