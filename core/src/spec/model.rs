@@ -137,11 +137,30 @@ pub struct Migration {
     /// Kinds (`Kind` or `Kind.group`) replaced — deleted and created again — when a change
     /// touches an immutable field (default: Job).
     pub replace_kinds: Vec<String>,
+    /// Kinds (`Kind` or `Kind.group`) copied even when an owner reference says a controller
+    /// made them (an operator's credentials Secret): copied without the reference, and
+    /// re-linked to the owner's destination UID when the owner is migrated too.
+    pub keep_owned: Vec<String>,
+    /// What to do with a PVC bound to a statically provisioned PV (hostPath, NFS, local, no
+    /// provisioner). `None`: the plan is blocked until the file says.
+    pub pv_policy: Option<PvPolicy>,
     pub dvm: DvmOptions,
     pub dim: DimOptions,
     pub velero: VeleroOptions,
     pub transforms: Vec<PluginRef>,
     pub hooks: Vec<HookRef>,
+}
+
+/// How a PVC bound to a statically provisioned PV arrives on the destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PvPolicy {
+    /// The PV is copied with its `claimRef` pointing at the destination claim, and the
+    /// claim keeps its `volumeName`: both clusters mount the same (shared) storage. DVM
+    /// skips the claim.
+    Copy,
+    /// As for any claim: the destination provisions a new volume, DVM copies the data
+    /// (`volumes = "direct"`).
+    Dvm,
 }
 
 /// Which objects a migration takes. Empty `include_kinds` means every kind.

@@ -386,6 +386,11 @@ fn read_migration(r: &mut Report<'_>, v: &Value<'_>, index: usize, base: &Path) 
         None => Some(vec!["Job".to_string()]),
         Some(v) => r.string_list(v, "replace_kinds").map(|l| l.into_iter().map(|s| s.into_inner()).collect()),
     };
+    let keep_owned = opt_kinds(r, t.get("keep_owned"), "keep_owned");
+    let pv_policy = match t.get("pv_policy") {
+        None => Some(None),
+        Some(v) => r.choice(v, "pv_policy", &[("copy", PvPolicy::Copy), ("dvm", PvPolicy::Dvm)]).map(Some),
+    };
     let dvm = match t.get("dvm") {
         None => Some(default_dvm()),
         Some(v) => read_dvm(r, v),
@@ -488,6 +493,8 @@ fn read_migration(r: &mut Report<'_>, v: &Value<'_>, index: usize, base: &Path) 
         allow_system_namespaces: allow_system_namespaces?,
         adopt: adopt?,
         replace_kinds: replace_kinds?,
+        keep_owned: keep_owned?,
+        pv_policy: pv_policy?,
         dvm: dvm?,
         dim: dim?,
         velero: velero?,

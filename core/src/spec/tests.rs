@@ -378,3 +378,16 @@ fn the_cluster_s_own_namespaces_are_refused_unless_allowed() {
     assert_eq!(spec.migrations[0].replace_kinds, ["Job"]);
     assert!(!spec.migrations[0].adopt);
 }
+
+#[test]
+fn keep_owned_and_pv_policy_are_read_and_checked_at_their_line() {
+    let text = migration("keep_owned = [\"Secret\", \"ConfigMap\"]\npv_policy = \"copy\"\n");
+    let m = parse(&text, Path::new("/x/desired.toml")).unwrap().migrations.remove(0);
+    assert_eq!(m.keep_owned, ["Secret", "ConfigMap"]);
+    assert_eq!(m.pv_policy, Some(PvPolicy::Copy));
+    let m = parse(&migration(""), Path::new("/x/desired.toml")).unwrap().migrations.remove(0);
+    assert!(m.keep_owned.is_empty());
+    assert_eq!(m.pv_policy, None, "no default: a static PV blocks the plan until the file says");
+    assert_problem(&migration("pv_policy = \"share\"\n"), 11, 13, "pv_policy");
+    assert_problem(&migration("keep_owned = [\"secrets\"]\n"), 11, 15, "not a kind");
+}

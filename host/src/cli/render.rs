@@ -153,6 +153,11 @@ impl Human {
                 waiting_on.len(),
                 waiting_on.join(", ")
             )),
+            Event::ApplyWaiting { waiting_on, seconds, .. } => self.line(format!(
+                "waiting for {} object(s) the destination makes ({seconds}s): {}",
+                waiting_on.len(),
+                waiting_on.join(", ")
+            )),
             Event::Step { migration, step } => self.line(format!("migration {migration}: {step}")),
             // A cycle's line is that cycle's report: stdout, like every report.
             Event::Cycle { cycle, changed, failed, bytes_sent, seconds, error } => match error {

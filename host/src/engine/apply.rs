@@ -100,19 +100,36 @@ impl Engine {
                         error: r.err().map(String::from),
                     })
                 };
+                let waiting = |waiting_on: Vec<String>, seconds: u64| {
+                    self.events.emit(Event::ApplyWaiting { migration: m.name.clone(), waiting_on, seconds })
+                };
                 let catalog = &snapshot.destination_catalog;
                 report.resources = Some(
                     self.around(m, lookup, RESTORE, async {
-                        if m.resources.pending() == 0 {
+                        if m.resources.changes.iter().all(|c| c.action == crate::plan::Action::Unchanged) {
                             return Ok(resources::ApplyReport {
                                 unchanged: m.resources.changes.len(),
                                 ..Default::default()
                             });
                         }
-                        Ok(resources::apply(&self.destination, catalog, &m.resources.changes, &progress).await?)
+                        Ok(resources::apply_ready(
+                            &self.destination,
+                            catalog,
+                            &m.resources.changes,
+                            &m.resources.waits,
+                            &progress,
+                            &waiting,
+                        )
+                        .await?)
                     })
                     .await?,
                 );
+            }
+        }
+        if m.mode == ResourceMode::Direct && m.resources.kept.iter().any(|k| k.relink) {
+            let failed = self.relink(m, &snapshot.destination_catalog).await;
+            if let Some(r) = report.resources.as_mut() {
+                r.failed.extend(failed);
             }
         }
         // The direct path's "backup": reading the source's volume data.

@@ -16,6 +16,7 @@ mod hooks;
 mod identity;
 mod planning;
 mod preflight;
+mod relink;
 mod report;
 mod status;
 mod watch;

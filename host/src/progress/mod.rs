@@ -79,6 +79,9 @@ pub enum Event {
     },
     /// Cutover: still waiting for the destination's workloads to be available.
     VerifyWaiting { migration: String, waiting_on: Vec<String>, seconds: u64 },
+    /// Apply: before a rank, still waiting for objects the destination makes that the rank
+    /// needs (plan::readiness), as `Kind/namespace/name`.
+    ApplyWaiting { migration: String, waiting_on: Vec<String>, seconds: u64 },
     /// A step of a lifecycle command began (`plan`, `images`, `resources`, `volumes`, …).
     Step { migration: String, step: String },
     /// One `apply --watch` cycle ended.

@@ -7,6 +7,7 @@
 mod endpoints;
 mod jobs;
 pub mod snapshots;
+mod static_pv;
 mod velero;
 
 use std::collections::HashSet;
@@ -79,6 +80,7 @@ pub async fn run(client: kube::Client, cfg: ControllerConfig, shutdown: Cancella
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(namespaces(client.clone(), cfg.clone(), shutdown.clone()));
     tasks.spawn(provisioner(client.clone(), cfg.clone(), shutdown.clone()));
+    tasks.spawn(static_pv::run(client.clone(), shutdown.clone()));
     tasks.spawn(jobs::run(client.clone(), shutdown.clone()));
     tasks.spawn(endpoints::run(client.clone(), shutdown.clone()));
     tasks.spawn(snapshots::run(client.clone(), cfg.storage_root.clone(), shutdown.clone()));
