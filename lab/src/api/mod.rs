@@ -7,7 +7,9 @@ pub mod error;
 pub mod exec;
 pub mod fields;
 pub mod logs;
+pub mod openapi;
 pub mod patch;
+pub mod protobuf;
 pub mod rbac;
 pub mod rest;
 pub mod reviews;
@@ -313,6 +315,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     if let (Some("exec"), Some(n)) = (sub, name) {
         return exec::serve(state.clone(), &user, req, ns.unwrap_or(""), n).await;
     }
+    let accept = req.headers().get(header::ACCEPT).and_then(|h| h.to_str().ok()).unwrap_or_default().to_string();
     let ua = req.headers().get(header::USER_AGENT).and_then(|h| h.to_str().ok()).map(str::to_string);
     let mgr = manager(ua.as_deref(), &q);
     let method = req.method().clone();
@@ -323,20 +326,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         Err(e) => return error_response(&ApiError::BadRequest(format!("reading body: {e}"))),
     };
     let nsk = ns.unwrap_or("");
-    let parse_body = |body: &Bytes| -> Result<Value, ApiError> {
-        let ct = ct.split(';').next().unwrap_or_default().trim();
-        match ct {
-            "application/json" | "" | "*/*" => {
-                serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("error decoding body: {e}")))
-            }
-            "application/yaml" => {
-                serde_yaml::from_slice(body).map_err(|e| ApiError::BadRequest(format!("error decoding body: {e}")))
-            }
-            other => Err(ApiError::UnsupportedMediaType(format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {other:?})"
-            ))),
-        }
-    };
+    // Built-in kinds also take protobuf; custom resources and the kinds the lab adds
+    // (OpenShift, Velero) take JSON and YAML only, as on a real server.
+    let with_protobuf = protobuf::message_for(&ty.api_version(), &ty.kind).is_some();
+    let parse_body = |body: &Bytes| decode_body(&ct, body, with_protobuf);
     let ok = |r: Result<Value, ApiError>| r.map(|v| (200u16, v));
     // RBAC's escalation check needs the object as the write would leave it: preview the
     // write with dryRun=All, check, then do it.
@@ -394,9 +387,20 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         }
         (Method::GET, Some(n), None | Some("status")) => ok(state.get(&ty, nsk, n)),
         (Method::GET, Some(n), Some("scale")) => ok(state.get(&ty, nsk, n).map(|o| to_scale(&o))),
-        (Method::PUT | Method::PATCH, Some(n), Some("scale")) => {
-            ok(scale_write(&state, &ty, nsk, n, &ct, &body, &q, &mgr))
-        }
+        (Method::PUT, Some(n), Some("scale")) => match decode_body(&ct, &body, true) {
+            Ok(scale) => ok(scale_write(
+                &state,
+                &ty,
+                nsk,
+                n,
+                "application/json",
+                &serde_json::to_vec(&scale).unwrap_or_default(),
+                &q,
+                &mgr,
+            )),
+            Err(e) => Err(e),
+        },
+        (Method::PATCH, Some(n), Some("scale")) => ok(scale_write(&state, &ty, nsk, n, &ct, &body, &q, &mgr)),
         (Method::GET, Some(n), Some("log")) => {
             return match logs::serve(state.clone(), nsk, n, &q).await {
                 Ok(rx) => stream_response("text/plain", rx),
@@ -428,9 +432,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             ok(state.patch(&ty, nsk, n, &ct, &body, &q, s.is_some(), &mgr))
         }
         (Method::DELETE, Some(n), None) => {
-            let opts: Value =
-                if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).unwrap_or(Value::Null) };
-            ok(state.delete(&ty, nsk, n, &q, &opts))
+            match if body.is_empty() { Ok(Value::Null) } else { decode_body(&ct, &body, true) } {
+                Ok(opts) => ok(state.delete(&ty, nsk, n, &q, &opts)),
+                Err(e) => Err(e),
+            }
         }
         (Method::DELETE, None, None) if ty.namespaced && ns.is_none() => Err(ApiError::MethodNotAllowed),
         (Method::DELETE, None, None) => ok(state.delete_collection(&ty, ns, &q)),
@@ -445,10 +450,66 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     }
     match result {
         Ok((code, v)) if table && code == 200 => json_response(code, &to_table(&v)),
-        Ok((code, v)) if metadata_only => json_response(code, &to_partial(&v)),
-        Ok((code, v)) => json_response(code, &v),
-        Err(e) => error_response(&e),
+        Ok((code, v)) if metadata_only => negotiated(&accept, code, &to_partial(&v)),
+        Ok((code, v)) => negotiated(&accept, code, &v),
+        Err(e) => negotiated(&accept, e.code(), &e.to_status()),
     }
+}
+
+/// A request body in JSON, YAML or (for built-in kinds) protobuf, as JSON.
+fn decode_body(content_type: &str, body: &[u8], with_protobuf: bool) -> Result<Value, ApiError> {
+    let ct = content_type.split(';').next().unwrap_or_default().trim();
+    match ct {
+        "application/json" | "" | "*/*" => {
+            serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("error decoding body: {e}")))
+        }
+        "application/yaml" => {
+            serde_yaml::from_slice(body).map_err(|e| ApiError::BadRequest(format!("error decoding body: {e}")))
+        }
+        protobuf::MEDIA_TYPE if with_protobuf => protobuf::decode(body),
+        _ => Err(ApiError::UnsupportedMediaType(format!(
+            "the body of the request was in an unknown format - accepted media types include: {}",
+            media_types(with_protobuf)
+        ))),
+    }
+}
+
+fn media_types(with_protobuf: bool) -> &'static str {
+    if with_protobuf {
+        "application/json, application/yaml, application/vnd.kubernetes.protobuf"
+    } else {
+        "application/json, application/yaml"
+    }
+}
+
+/// The response in the first media type of the client's Accept header that can carry it:
+/// protobuf for the built-in kinds, else JSON; 406 when the client takes neither.
+fn negotiated(accept: &str, code: u16, v: &Value) -> Response<Body> {
+    if protobuf::accepts(accept)
+        && let Some(bytes) = protobuf::encode(v)
+    {
+        return full(code, protobuf::MEDIA_TYPE, bytes);
+    }
+    if accept.is_empty() || takes_json(accept) {
+        return json_response(code, v);
+    }
+    let e = ApiError::NotAcceptable(format!(
+        "only the following media types are accepted: {}",
+        media_types(protobuf::encode(v).is_some())
+    ));
+    match protobuf::encode(&e.to_status()).filter(|_| protobuf::accepts(accept)) {
+        Some(bytes) => full(406, protobuf::MEDIA_TYPE, bytes),
+        None => json_response(406, &e.to_status()),
+    }
+}
+
+fn takes_json(accept: &str) -> bool {
+    accept.split(',').any(|part| {
+        matches!(
+            part.split(';').next().unwrap_or_default().trim(),
+            "application/json" | "*/*" | "application/*" | "application/yaml"
+        )
+    })
 }
 
 fn n_of(o: &Value) -> String {
