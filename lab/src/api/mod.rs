@@ -9,6 +9,7 @@ pub mod fields;
 pub mod logs;
 pub mod openapi;
 pub mod patch;
+pub mod printers;
 pub mod protobuf;
 pub mod rbac;
 pub mod rest;
@@ -449,7 +450,9 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         }
     }
     match result {
-        Ok((code, v)) if table && code == 200 => json_response(code, &to_table(&v)),
+        Ok((code, v)) if table && code == 200 && v["kind"] != "Status" => {
+            json_response(code, &printer(&state, &ty).table(&v))
+        }
         Ok((code, v)) if metadata_only => negotiated(&accept, code, &to_partial(&v)),
         Ok((code, v)) => negotiated(&accept, code, &v),
         Err(e) => negotiated(&accept, e.code(), &e.to_status()),
@@ -607,46 +610,11 @@ fn scale_write(
     state.patch(ty, ns, name, "application/merge-patch+json", &body, q, false, mgr).map(|o| to_scale(&o))
 }
 
-fn age(ts: &str) -> String {
-    let Ok(t) = chrono::DateTime::parse_from_rfc3339(ts) else {
-        return "<unknown>".into();
-    };
-    let secs = (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds().max(0);
-    match secs {
-        s if s < 120 => format!("{s}s"),
-        s if s < 7200 => format!("{}m", s / 60),
-        s if s < 172800 => format!("{}h", s / 3600),
-        s => format!("{}d", s / 86400),
-    }
-}
-
-/// A `meta.k8s.io/v1 Table` for kubectl's human output: name, status (when there is a phase), age.
-pub(crate) fn to_table(v: &Value) -> Value {
-    let items: Vec<Value> = match v["items"].as_array() {
-        Some(a) => a.clone(),
-        None => vec![v.clone()],
-    };
-    let with_phase = items.iter().any(|o| o["status"]["phase"].is_string());
-    let mut cols = vec![
-        json!({"name": "Name", "type": "string", "format": "name", "description": "Name of the object", "priority": 0}),
-    ];
-    if with_phase {
-        cols.push(json!({"name": "Status", "type": "string", "format": "", "description": "Phase", "priority": 0}));
-    }
-    cols.push(
-        json!({"name": "Age", "type": "string", "format": "", "description": "Time since creation", "priority": 0}),
-    );
-    let rows: Vec<Value> = items
-        .iter()
-        .map(|o| {
-            let mut cells = vec![o["metadata"]["name"].clone()];
-            if with_phase {
-                cells.push(o["status"]["phase"].clone());
-            }
-            cells.push(json!(age(o["metadata"]["creationTimestamp"].as_str().unwrap_or_default())));
-            json!({"cells": cells, "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]}})
-        })
-        .collect();
-    let rv = v["metadata"]["resourceVersion"].clone();
-    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": rv, "continue": v["metadata"]["continue"]}, "columnDefinitions": cols, "rows": rows})
+/// The Table printer of a resource type (a custom resource's from its CRD).
+pub(crate) fn printer(state: &State, ty: &types::ResourceType) -> printers::Printer {
+    let crd = ty.crd.as_ref().and_then(|name| {
+        let crds = state.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")?;
+        state.get(&crds, "", name).ok()
+    });
+    printers::Printer::for_type(ty, crd.as_ref())
 }

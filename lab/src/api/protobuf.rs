@@ -209,7 +209,11 @@ fn bad(e: impl std::fmt::Display) -> ApiError {
 /// Decodes a request body: `k8s\0` + `runtime.Unknown`, then the object's message, to the
 /// JSON object the rest of the server works on (apiVersion and kind from the envelope).
 pub fn decode(body: &[u8]) -> Result<Value, ApiError> {
-    let rest = body.strip_prefix(MAGIC).ok_or_else(|| bad("the body does not start with the k8s protobuf prefix"))?;
+    let rest = body.strip_prefix(MAGIC).ok_or_else(|| {
+        ApiError::BadRequest(
+            "provided data does not appear to be a protobuf message, expected prefix [107 56 115 0]".into(),
+        )
+    })?;
     let envelope = decode_message(rest, UNKNOWN)?;
     let api_version = envelope["typeMeta"]["apiVersion"].as_str().unwrap_or_default().to_string();
     let kind = envelope["typeMeta"]["kind"].as_str().unwrap_or_default().to_string();

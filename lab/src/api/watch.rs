@@ -31,11 +31,12 @@ pub fn start(
     let view = {
         let state = state.clone();
         let ty = ty.clone();
-        move |o: &Value| match view {
-            super::View::Metadata => super::partial(o),
+        let printer = matches!(view, super::View::Table).then(|| super::printer(&state, &ty));
+        move |o: &Value| match (view, &printer) {
+            (super::View::Metadata, _) => super::partial(o),
             // `kubectl get -w`: each event carries a one-row Table.
-            super::View::Table => super::to_table(o),
-            super::View::Object => state.render(&ty, o),
+            (super::View::Table, Some(p)) => p.table(o),
+            _ => state.render(&ty, o),
         }
     };
     let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))?;
