@@ -226,6 +226,23 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         .is_some_and(|a| a.contains("as=PartialObjectMetadata"));
     let get = req.method() == Method::GET;
     match p.as_slice() {
+        ["openapi", "v2"] if get => return openapi_v2(&state, &req),
+        ["openapi", "v3"] if get => return json_response(200, &openapi::v3_index(&state)),
+        ["openapi", "v3", rest @ ..] if get => {
+            return match openapi::v3_document(&state, &rest.join("/")) {
+                Some(doc) => {
+                    let body = serde_json::to_vec(&doc).unwrap_or_default();
+                    let etag = format!("\"{}\"", openapi::hash(&body));
+                    let mut r = full(200, "application/json", body);
+                    if let Ok(h) = http::HeaderValue::from_str(&etag) {
+                        r.headers_mut().insert(header::ETAG, h);
+                    }
+                    r.headers_mut().insert(header::VARY, http::HeaderValue::from_static("Accept"));
+                    r
+                }
+                None => full(404, "text/plain; charset=utf-8", b"404 page not found\n".to_vec()),
+            };
+        }
         ["api"] if get => {
             return json_response(
                 200,
@@ -353,6 +370,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             return error_response(&e);
         }
     }
+    rest::take_warnings();
     let result: Result<(u16, Value), ApiError> = match (method, name, sub) {
         (m, n, None) if ty.aggregated => {
             aggregator::serve(&ty, &m, n, q.get("watch").is_some_and(|w| w == "true" || w == "1")).map(|v| (200, v))
@@ -449,14 +467,42 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             tracing::debug!(cluster = %state.cluster, %path, code = e.code(), reason = e.reason(), "request failed")
         }
     }
-    match result {
+    let warnings = rest::take_warnings();
+    let mut response = match result {
         Ok((code, v)) if table && code == 200 && v["kind"] != "Status" => {
             json_response(code, &printer(&state, &ty).table(&v))
         }
         Ok((code, v)) if metadata_only => negotiated(&accept, code, &to_partial(&v)),
         Ok((code, v)) => negotiated(&accept, code, &v),
         Err(e) => negotiated(&accept, e.code(), &e.to_status()),
+    };
+    // `Warning: 299 - "unknown field \"spec.x\""`, one header per warning, as kube-apiserver sends them.
+    for w in warnings {
+        let text = format!("299 - \"{}\"", w.replace('\\', "\\\\").replace('"', "\\\""));
+        if let Ok(h) = http::HeaderValue::from_str(&text) {
+            response.headers_mut().append("Warning", h);
+        }
     }
+    response
+}
+
+/// `/openapi/v2` in JSON, or in the protobuf form kubectl asks for
+/// (`application/com.github.proto-openapi.spec.v2@v1.0+protobuf`); 406 for anything else.
+fn openapi_v2(state: &State, req: &Request<Incoming>) -> Response<Body> {
+    let accept = req.headers().get(header::ACCEPT).and_then(|a| a.to_str().ok()).unwrap_or("application/json");
+    let doc = openapi::v2_document(state);
+    for media in accept.split(',').map(|m| m.split(';').next().unwrap_or_default().trim()) {
+        match media {
+            "application/json" | "*/*" | "application/*" | "" => return json_response(200, &doc),
+            openapi::V2_PROTOBUF => return full(200, openapi::V2_PROTOBUF, openapi::v2_protobuf(&doc)),
+            _ => {}
+        }
+    }
+    full(
+        406,
+        "text/plain; charset=utf-8",
+        format!("406: Not Acceptable: unsupported media type {accept:?}").into_bytes(),
+    )
 }
 
 /// A request body in JSON, YAML or (for built-in kinds) protobuf, as JSON.

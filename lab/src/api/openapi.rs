@@ -35,3 +35,608 @@ static BY_GVK: LazyLock<HashMap<(String, String, String), String>> = LazyLock::n
 pub fn definition_for(group: &str, version: &str, kind: &str) -> Option<&'static str> {
     BY_GVK.get(&(group.to_string(), version.to_string(), kind.to_string())).map(String::as_str)
 }
+
+/// How a write treats fields its type does not declare (`?fieldValidation=`): dropped
+/// silently, dropped with a warning (the default), or refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldValidation {
+    Ignore,
+    Warn,
+    Strict,
+}
+
+impl FieldValidation {
+    pub fn from_query(q: &super::Query) -> Result<Self, super::ApiError> {
+        match q.get("fieldValidation").map(String::as_str) {
+            None | Some("") | Some("Warn") => Ok(FieldValidation::Warn),
+            Some("Ignore") => Ok(FieldValidation::Ignore),
+            Some("Strict") => Ok(FieldValidation::Strict),
+            Some(other) => Err(super::ApiError::BadRequest(format!(
+                "fieldValidation {other} is invalid, valid values are: Ignore, Warn, Strict"
+            ))),
+        }
+    }
+}
+
+/// The schema a resource type's objects are checked against.
+pub enum TypeSchema {
+    /// A built-in definition (`io.k8s.api.apps.v1.Deployment`).
+    Builtin(&'static str),
+    /// A custom resource's `openAPIV3Schema` (None: the CRD declares none).
+    Custom(Option<Value>),
+    /// No schema known (the OpenShift and Velero kinds the lab serves as built-ins): every field is kept.
+    Open,
+}
+
+/// The schema of a resource type; `crd` is its CustomResourceDefinition for a custom resource.
+pub fn type_schema(ty: &super::types::ResourceType, crd: Option<&Value>) -> TypeSchema {
+    if ty.crd.is_some() {
+        let schema = crd.and_then(|c| {
+            c["spec"]["versions"]
+                .as_array()?
+                .iter()
+                .find(|v| v["name"] == ty.version.as_str())
+                .map(|v| v["schema"]["openAPIV3Schema"].clone())
+                .filter(|s| s.is_object())
+        });
+        return TypeSchema::Custom(schema);
+    }
+    match definition_for(&ty.group, &ty.version, &ty.kind) {
+        Some(d) => TypeSchema::Builtin(d),
+        None => TypeSchema::Open,
+    }
+}
+
+const OBJECT_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta";
+
+fn resolve(schema: &Value) -> &Value {
+    let mut s = schema;
+    for _ in 0..8 {
+        if let Some(r) = s["$ref"].as_str() {
+            let name = r.rsplit('/').next().unwrap_or_default();
+            match DEFINITIONS.get(name) {
+                Some(d) => s = d,
+                None => return s,
+            }
+        } else if let Some([one]) = s["allOf"].as_array().map(Vec::as_slice) {
+            s = one;
+        } else {
+            return s;
+        }
+    }
+    s
+}
+
+/// Removes the fields `obj` has that its schema does not declare; returns their paths
+/// (`spec.replicass`, `spec.template.spec.containers[0].imagex`) in document order.
+pub fn prune_unknown(schema: &TypeSchema, obj: &mut Value) -> Vec<String> {
+    let mut out = Vec::new();
+    match schema {
+        TypeSchema::Builtin(d) => {
+            if let Some(def) = DEFINITIONS.get(*d) {
+                walk(def, obj, "", &mut out, false);
+            }
+        }
+        TypeSchema::Custom(s) => {
+            // apiVersion, kind and metadata are always there; metadata is an ObjectMeta.
+            if let Some(m) = obj.as_object_mut() {
+                for (k, v) in m.iter_mut() {
+                    match k.as_str() {
+                        "apiVersion" | "kind" => {}
+                        "metadata" => {
+                            if let Some(meta) = DEFINITIONS.get(OBJECT_META) {
+                                walk(meta, v, "metadata", &mut out, false);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            match s {
+                Some(s) => walk(s, obj, "", &mut out, true),
+                // Without a schema only apiVersion, kind and metadata survive (as for a
+                // structural schema that declares nothing).
+                None => {
+                    if let Some(m) = obj.as_object_mut() {
+                        let extra: Vec<String> = m
+                            .keys()
+                            .filter(|k| !matches!(k.as_str(), "apiVersion" | "kind" | "metadata"))
+                            .cloned()
+                            .collect();
+                        for k in extra {
+                            out.push(k.clone());
+                            m.remove(&k);
+                        }
+                    }
+                }
+            }
+        }
+        TypeSchema::Open => {}
+    }
+    out
+}
+
+fn child(path: &str, key: &str) -> String {
+    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
+}
+
+/// `root`: the top of a custom resource, where apiVersion, kind and metadata are implicit.
+fn walk(schema: &Value, v: &mut Value, path: &str, out: &mut Vec<String>, root: bool) {
+    let schema = resolve(schema);
+    let preserve = schema["x-kubernetes-preserve-unknown-fields"] == true;
+    let embedded = schema["x-kubernetes-embedded-resource"] == true;
+    match v {
+        Value::Object(m) => {
+            if let Some(props) = schema["properties"].as_object() {
+                let keys: Vec<String> = m.keys().cloned().collect();
+                for k in keys {
+                    if (root || embedded)
+                        && matches!(k.as_str(), "apiVersion" | "kind" | "metadata")
+                        && !props.contains_key(&k)
+                    {
+                        continue;
+                    }
+                    match props.get(&k) {
+                        Some(ps) => {
+                            if let Some(x) = m.get_mut(&k) {
+                                walk(ps, x, &child(path, &k), out, false);
+                            }
+                        }
+                        None if preserve => {}
+                        None => {
+                            out.push(child(path, &k));
+                            m.remove(&k);
+                        }
+                    }
+                }
+            } else if let Some(ap) = schema.get("additionalProperties").filter(|a| a.is_object()) {
+                for (k, x) in m.iter_mut() {
+                    walk(ap, x, &child(path, k), out, false);
+                }
+            }
+        }
+        Value::Array(a) => {
+            if let Some(items) = schema.get("items").filter(|i| i.is_object()) {
+                for (i, x) in a.iter_mut().enumerate() {
+                    walk(items, x, &format!("{path}[{i}]"), out, false);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+// --- documents -----------------------------------------------------------------------------
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::json;
+use sha2::Digest;
+
+use super::rest::State;
+use super::types::ResourceType;
+
+const INFO_VERSION: &str = "v1.33.0";
+
+/// `/openapi/v3/<key>` keys: `api/v1`, `apis/apps/v1`, one per served group version (the
+/// aggregated metrics API publishes none, as a metrics-server does not).
+fn group_versions(state: &State) -> BTreeMap<String, Vec<Arc<ResourceType>>> {
+    let mut out: BTreeMap<String, Vec<Arc<ResourceType>>> = BTreeMap::new();
+    let types = state.types.read().unwrap_or_else(|e| e.into_inner());
+    for t in types.all().filter(|t| !t.aggregated) {
+        let key =
+            if t.group.is_empty() { format!("api/{}", t.version) } else { format!("apis/{}/{}", t.group, t.version) };
+        out.entry(key).or_default().push(t.clone());
+    }
+    out
+}
+
+fn crd_of(state: &State, ty: &ResourceType) -> Option<Value> {
+    let name = ty.crd.as_ref()?;
+    let crds = state.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")?;
+    state.get(&crds, "", name).ok()
+}
+
+/// The definition name of a kind in the documents: the built-in definition, or
+/// `<reversed group>.<version>.<Kind>` as kube-apiserver names custom resources.
+fn kind_name(ty: &ResourceType) -> String {
+    if let Some(d) = definition_for(&ty.group, &ty.version, &ty.kind).filter(|_| ty.crd.is_none()) {
+        return d.to_string();
+    }
+    let mut g: Vec<&str> = ty.group.split('.').collect();
+    g.reverse();
+    format!("{}.{}.{}", g.join("."), ty.version, ty.kind)
+}
+
+/// Adds `name` and every definition it references to `out`.
+fn closure(name: &str, out: &mut BTreeMap<String, Value>) {
+    if out.contains_key(name) {
+        return;
+    }
+    let Some(def) = DEFINITIONS.get(name) else { return };
+    out.insert(name.to_string(), def.clone());
+    let mut refs = Vec::new();
+    collect_refs(def, &mut refs);
+    for r in refs {
+        closure(&r, out);
+    }
+}
+
+fn collect_refs(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            if let Some(r) = m.get("$ref").and_then(Value::as_str) {
+                out.push(r.rsplit('/').next().unwrap_or_default().to_string());
+            }
+            m.values().for_each(|x| collect_refs(x, out));
+        }
+        Value::Array(a) => a.iter().for_each(|x| collect_refs(x, out)),
+        _ => {}
+    }
+}
+
+/// The definitions of the kinds of one group version, custom resources' from their CRDs.
+fn gv_definitions(state: &State, types: &[Arc<ResourceType>]) -> BTreeMap<String, Value> {
+    let mut defs = BTreeMap::new();
+    for name in [
+        "io.k8s.apimachinery.pkg.apis.meta.v1.Status",
+        "io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions",
+        "io.k8s.apimachinery.pkg.apis.meta.v1.WatchEvent",
+        "io.k8s.apimachinery.pkg.apis.meta.v1.Patch",
+        "io.k8s.apimachinery.pkg.apis.meta.v1.APIResourceList",
+    ] {
+        closure(name, &mut defs);
+    }
+    for t in types {
+        if t.create_only || t.crd.is_some() || definition_for(&t.group, &t.version, &t.kind).is_none() {
+            if !t.create_only {
+                custom_definitions(t, crd_of(state, t).as_ref(), &mut defs);
+            } else if let Some(d) = definition_for(&t.group, &t.version, &t.kind) {
+                closure(d, &mut defs);
+            }
+            continue;
+        }
+        let d = kind_name(t);
+        closure(&d, &mut defs);
+        closure(&format!("{d}List"), &mut defs);
+        if t.scalable() {
+            closure("io.k8s.api.autoscaling.v1.Scale", &mut defs);
+        }
+    }
+    defs
+}
+
+/// A custom resource (or a kind the lab serves without a built-in schema) and its List.
+fn custom_definitions(t: &ResourceType, crd: Option<&Value>, defs: &mut BTreeMap<String, Value>) {
+    closure(OBJECT_META, defs);
+    closure("io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta", defs);
+    let schema = match type_schema(t, crd) {
+        TypeSchema::Custom(Some(s)) => s,
+        TypeSchema::Custom(None) => json!({"type": "object"}),
+        _ => json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
+    };
+    let mut s = schema;
+    let api_version = json!({"description": "APIVersion defines the versioned schema of this representation of an object. Servers should convert recognized schemas to the latest internal value, and may reject unrecognized values. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources", "type": "string"});
+    let kind = json!({"description": "Kind is a string value representing the REST resource this object represents. Servers may infer this from the endpoint the client submits requests to. Cannot be updated. In CamelCase. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds", "type": "string"});
+    if !s["properties"].is_object() {
+        s["properties"] = json!({});
+    }
+    s["properties"]["apiVersion"] = api_version.clone();
+    s["properties"]["kind"] = kind.clone();
+    s["properties"]["metadata"] = json!({"$ref": format!("#/definitions/{OBJECT_META}"), "description": "Standard object's metadata. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata"});
+    s["x-kubernetes-group-version-kind"] = json!([{"group": t.group, "kind": t.kind, "version": t.version}]);
+    let name = kind_name(t);
+    defs.insert(
+        format!("{name}List"),
+        json!({
+            "description": format!("{}List is a list of {}", t.kind, t.kind),
+            "type": "object",
+            "required": ["items"],
+            "properties": {
+                "apiVersion": api_version, "kind": kind,
+                "items": {"description": format!("List of {}. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md", t.plural), "type": "array", "items": {"$ref": format!("#/definitions/{name}")}},
+                "metadata": {"$ref": "#/definitions/io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta", "description": "Standard list metadata. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds"},
+            },
+            "x-kubernetes-group-version-kind": [{"group": t.group, "kind": format!("{}List", t.kind), "version": t.version}],
+        }),
+    );
+    defs.insert(name, s);
+}
+
+fn query_param(name: &str, desc: &str) -> Value {
+    json!({"name": name, "in": "query", "description": desc, "schema": {"type": "string", "uniqueItems": true}})
+}
+
+fn write_params() -> Vec<Value> {
+    vec![
+        query_param(
+            "dryRun",
+            "When present, indicates that modifications should not be persisted. An invalid or unrecognized dryRun directive will result in an error response and no further processing of the request. Valid values are: - All: all dry run stages will be processed",
+        ),
+        query_param(
+            "fieldManager",
+            "fieldManager is a name associated with the actor or entity that is making these changes. The value must be less than or 128 characters long, and only contain printable characters, as defined by https://golang.org/pkg/unicode/#IsPrint.",
+        ),
+        query_param(
+            "fieldValidation",
+            "fieldValidation instructs the server on how to handle objects in the request (POST/PUT/PATCH) containing unknown or duplicate fields. Valid values are: - Ignore: This will ignore any unknown fields that are silently dropped from the object, and will ignore all but the last duplicate field that the decoder encounters. This is the default behavior prior to v1.23. - Warn: This will send a warning via the standard warning response header for each unknown field that is dropped from the object, and for each duplicate field that is encountered. The request will still succeed if there are no other errors, and will only persist the last of any duplicate fields. This is the default in v1.23+ - Strict: This will fail the request with a BadRequest error if any unknown fields would be dropped from the object, or if any duplicate fields are present. The error returned from the server will contain all unknown and duplicate fields encountered.",
+        ),
+    ]
+}
+
+fn content(schema: &str) -> Value {
+    let s = json!({"schema": {"$ref": format!("#/components/schemas/{schema}")}});
+    json!({"application/json": s, "application/yaml": s, "application/vnd.kubernetes.protobuf": s})
+}
+
+fn operation(
+    action: &str,
+    op_id: String,
+    gvk: &Value,
+    request: Option<Value>,
+    response: &str,
+    params: Vec<Value>,
+) -> Value {
+    let mut op = json!({
+        "tags": [],
+        "description": format!("{action} {}", gvk["kind"].as_str().unwrap_or_default()),
+        "operationId": op_id,
+        "responses": {"200": {"description": "OK", "content": content(response)}, "401": {"description": "Unauthorized"}},
+        "x-kubernetes-action": action,
+        "x-kubernetes-group-version-kind": gvk,
+    });
+    if !params.is_empty() {
+        op["parameters"] = Value::Array(params);
+    }
+    if let Some(r) = request {
+        op["requestBody"] = r;
+    }
+    op
+}
+
+fn patch_body(custom: bool) -> Value {
+    let s = json!({"schema": {"$ref": "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.Patch"}});
+    let mut c =
+        json!({"application/apply-patch+yaml": s, "application/json-patch+json": s, "application/merge-patch+json": s});
+    if !custom {
+        c["application/strategic-merge-patch+json"] = s;
+    }
+    json!({"content": c, "required": true})
+}
+
+/// The paths of one resource: collection, object, all-namespaces list, status and scale.
+fn paths_of(t: &ResourceType, prefix: &str, paths: &mut Map<String, Value>) {
+    let gvk = json!({"group": t.group, "version": t.version, "kind": t.kind});
+    let name = kind_name(t);
+    let list = format!("{name}List");
+    let id = format!("{}{}", t.version, t.kind);
+    let custom = t.crd.is_some() || definition_for(&t.group, &t.version, &t.kind).is_none();
+    let ns_part = if t.namespaced { "/namespaces/{namespace}" } else { "" };
+    let body = |schema: &str| json!({"content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}, "application/yaml": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}, "required": true});
+    let path_params = |with_name: bool| {
+        let mut p = Vec::new();
+        if with_name {
+            p.push(json!({"name": "name", "in": "path", "description": format!("name of the {}", t.kind), "required": true, "schema": {"type": "string", "uniqueItems": true}}));
+        }
+        if t.namespaced {
+            p.push(json!({"name": "namespace", "in": "path", "description": "object name and auth scope, such as for teams and projects", "required": true, "schema": {"type": "string", "uniqueItems": true}}));
+        }
+        Value::Array(p)
+    };
+    if t.create_only {
+        paths.insert(
+            format!("{prefix}{ns_part}/{}", t.plural),
+            json!({"post": operation("post", format!("create{id}"), &gvk, Some(body(&name)), &name, write_params()), "parameters": path_params(false)}),
+        );
+        return;
+    }
+    paths.insert(
+        format!("{prefix}{ns_part}/{}", t.plural),
+        json!({
+            "get": operation("list", format!("list{id}"), &gvk, None, &list, vec![]),
+            "post": operation("post", format!("create{id}"), &gvk, Some(body(&name)), &name, write_params()),
+            "delete": operation("deletecollection", format!("deletecollection{id}"), &gvk, None, "io.k8s.apimachinery.pkg.apis.meta.v1.Status", vec![]),
+            "parameters": path_params(false),
+        }),
+    );
+    paths.insert(
+        format!("{prefix}{ns_part}/{}/{{name}}", t.plural),
+        json!({
+            "get": operation("get", format!("read{id}"), &gvk, None, &name, vec![]),
+            "put": operation("put", format!("replace{id}"), &gvk, Some(body(&name)), &name, write_params()),
+            "patch": operation("patch", format!("patch{id}"), &gvk, Some(patch_body(custom)), &name, write_params()),
+            "delete": operation("delete", format!("delete{id}"), &gvk, None, "io.k8s.apimachinery.pkg.apis.meta.v1.Status", vec![]),
+            "parameters": path_params(true),
+        }),
+    );
+    if t.namespaced {
+        paths.insert(
+            format!("{prefix}/{}", t.plural),
+            json!({"get": operation("list", format!("list{id}ForAllNamespaces"), &gvk, None, &list, vec![])}),
+        );
+    }
+    if t.has_status {
+        paths.insert(
+            format!("{prefix}{ns_part}/{}/{{name}}/status", t.plural),
+            json!({
+                "get": operation("get", format!("read{id}Status"), &gvk, None, &name, vec![]),
+                "put": operation("put", format!("replace{id}Status"), &gvk, Some(body(&name)), &name, write_params()),
+                "patch": operation("patch", format!("patch{id}Status"), &gvk, Some(patch_body(custom)), &name, write_params()),
+                "parameters": path_params(true),
+            }),
+        );
+    }
+    if t.scalable() {
+        let scale = "io.k8s.api.autoscaling.v1.Scale";
+        let sgvk = json!({"group": "autoscaling", "version": "v1", "kind": "Scale"});
+        paths.insert(
+            format!("{prefix}{ns_part}/{}/{{name}}/scale", t.plural),
+            json!({
+                "get": operation("get", format!("read{id}Scale"), &sgvk, None, scale, vec![]),
+                "put": operation("put", format!("replace{id}Scale"), &sgvk, Some(body(scale)), scale, write_params()),
+                "patch": operation("patch", format!("patch{id}Scale"), &sgvk, Some(patch_body(false)), scale, write_params()),
+                "parameters": path_params(true),
+            }),
+        );
+    }
+}
+
+/// Swagger 2.0 `#/definitions/x` refs → OpenAPI 3 `#/components/schemas/x`; a `$ref` with
+/// siblings (a description) becomes `allOf: [{$ref}]` beside them, as kube-apiserver writes it.
+fn to_v3(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let mut out = Map::new();
+            let r = m.get("$ref").and_then(Value::as_str).map(|r| r.replace("#/definitions/", "#/components/schemas/"));
+            for (k, x) in m {
+                if k != "$ref" {
+                    out.insert(k.clone(), to_v3(x));
+                }
+            }
+            match r {
+                Some(r) if out.is_empty() => json!({"$ref": r}),
+                Some(r) => {
+                    out.insert("allOf".into(), json!([{"$ref": r}]));
+                    Value::Object(out)
+                }
+                None => Value::Object(out),
+            }
+        }
+        Value::Array(a) => Value::Array(a.iter().map(to_v3).collect()),
+        other => other.clone(),
+    }
+}
+
+fn security() -> Value {
+    json!({"BearerToken": {"type": "apiKey", "description": "Bearer Token authentication", "name": "authorization", "in": "header"}})
+}
+
+/// `/openapi/v3/<key>` (`api/v1`, `apis/apps/v1`).
+pub fn v3_document(state: &State, key: &str) -> Option<Value> {
+    let gvs = group_versions(state);
+    let types = gvs.get(key)?;
+    let prefix = format!("/{key}");
+    let mut paths = Map::new();
+    for t in types {
+        paths_of(t, &prefix, &mut paths);
+    }
+    let schemas: Map<String, Value> = gv_definitions(state, types).into_iter().map(|(k, v)| (k, to_v3(&v))).collect();
+    Some(json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": INFO_VERSION},
+        "paths": paths,
+        "components": {"schemas": schemas, "securitySchemes": security()},
+    }))
+}
+
+/// The hash kube-apiserver puts in `serverRelativeURL`s and ETags: SHA-512 of the document.
+pub fn hash(doc: &[u8]) -> String {
+    hex::encode_upper(sha2::Sha512::digest(doc))
+}
+
+/// `/openapi/v3`: the group versions and where their documents are.
+pub fn v3_index(state: &State) -> Value {
+    let mut paths = Map::new();
+    for key in group_versions(state).keys() {
+        let doc = v3_document(state, key).map(|d| serde_json::to_vec(&d).unwrap_or_default()).unwrap_or_default();
+        paths.insert(key.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash={}", hash(&doc))}));
+    }
+    json!({"paths": paths})
+}
+
+/// `/openapi/v2`: one Swagger 2.0 document for everything served.
+pub fn v2_document(state: &State) -> Value {
+    let mut paths = Map::new();
+    let mut defs = BTreeMap::new();
+    for (key, types) in group_versions(state) {
+        let mut p = Map::new();
+        for t in &types {
+            paths_of(t, &format!("/{key}"), &mut p);
+        }
+        paths.extend(p);
+        defs.extend(gv_definitions(state, &types));
+    }
+    json!({
+        "swagger": "2.0",
+        "info": {"title": "Kubernetes", "version": INFO_VERSION},
+        "paths": to_v2_paths(&Value::Object(paths)),
+        "definitions": defs,
+        "securityDefinitions": security(),
+        "security": [{"BearerToken": []}],
+    })
+}
+
+/// The OpenAPI 3 operations in Swagger 2.0 form: `requestBody` → a body parameter,
+/// response `content` → `schema`, `#/components/schemas/` → `#/definitions/`.
+fn to_v2_paths(paths: &Value) -> Value {
+    let mut out = Map::new();
+    for (path, item) in paths.as_object().into_iter().flatten() {
+        let mut item2 = Map::new();
+        for (method, op) in item.as_object().into_iter().flatten() {
+            if method == "parameters" {
+                item2.insert(method.clone(), v2_params(op));
+                continue;
+            }
+            let mut op2 = op.clone();
+            let mut params = v2_params(&op["parameters"]).as_array().cloned().unwrap_or_default();
+            if let Some(rb) = op2.as_object_mut().and_then(|m| m.remove("requestBody")) {
+                let consumes: Vec<String> =
+                    rb["content"].as_object().map(|c| c.keys().cloned().collect()).unwrap_or_default();
+                let schema = rb["content"]
+                    .as_object()
+                    .and_then(|c| c.values().next())
+                    .map(|c| c["schema"].clone())
+                    .unwrap_or(Value::Null);
+                params.insert(0, json!({"name": "body", "in": "body", "required": true, "schema": schema}));
+                op2["consumes"] = json!(consumes);
+            }
+            if !params.is_empty() {
+                op2["parameters"] = Value::Array(params);
+            }
+            if let Some(r) = op2["responses"]["200"].as_object_mut()
+                && let Some(c) = r.remove("content")
+            {
+                let produces: Vec<String> = c.as_object().map(|c| c.keys().cloned().collect()).unwrap_or_default();
+                r.insert(
+                    "schema".into(),
+                    c.as_object().and_then(|c| c.values().next()).map(|x| x["schema"].clone()).unwrap_or(Value::Null),
+                );
+                op2["produces"] = json!(produces);
+            }
+            op2["schemes"] = json!(["https"]);
+            item2.insert(method.clone(), op2);
+        }
+        out.insert(path.clone(), Value::Object(item2));
+    }
+    let s = serde_json::to_string(&Value::Object(out))
+        .unwrap_or_default()
+        .replace("#/components/schemas/", "#/definitions/");
+    serde_json::from_str(&s).unwrap_or(Value::Null)
+}
+
+fn v2_params(params: &Value) -> Value {
+    Value::Array(
+        params
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                let mut p = p.clone();
+                if let Some(s) = p.as_object_mut().and_then(|m| m.remove("schema")) {
+                    p["type"] = s["type"].clone();
+                    p["uniqueItems"] = json!(true);
+                }
+                p
+            })
+            .collect(),
+    )
+}
+
+/// The media type of `/openapi/v2` in gnostic's protobuf form.
+pub const V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+
+/// gnostic `openapi.v2.Document` encoding of the Swagger document (see openapi_v2_proto below).
+pub fn v2_protobuf(_doc: &Value) -> Vec<u8> {
+    Vec::new()
+}
