@@ -229,11 +229,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         ["openapi", "v2"] if get => return openapi_v2(&state, &req),
         ["openapi", "v3"] if get => return json_response(200, &openapi::v3_index(&state)),
         ["openapi", "v3", rest @ ..] if get => {
-            return match openapi::v3_document(&state, &rest.join("/")) {
+            return match openapi::v3_rendered(&state, &rest.join("/")) {
                 Some(doc) => {
-                    let body = serde_json::to_vec(&doc).unwrap_or_default();
-                    let etag = format!("\"{}\"", openapi::hash(&body));
-                    let mut r = full(200, "application/json", body);
+                    let etag = format!("\"{}\"", doc.hash);
+                    let mut r = full(200, "application/json", doc.body.clone());
                     if let Ok(h) = http::HeaderValue::from_str(&etag) {
                         r.headers_mut().insert(header::ETAG, h);
                     }
@@ -490,11 +489,14 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
 /// (`application/com.github.proto-openapi.spec.v2@v1.0+protobuf`); 406 for anything else.
 fn openapi_v2(state: &State, req: &Request<Incoming>) -> Response<Body> {
     let accept = req.headers().get(header::ACCEPT).and_then(|a| a.to_str().ok()).unwrap_or("application/json");
-    let doc = openapi::v2_document(state);
     for media in accept.split(',').map(|m| m.split(';').next().unwrap_or_default().trim()) {
         match media {
-            "application/json" | "*/*" | "application/*" | "" => return json_response(200, &doc),
-            openapi::V2_PROTOBUF => return full(200, openapi::V2_PROTOBUF, openapi::v2_protobuf(&doc)),
+            "application/json" | "*/*" | "application/*" | "" => {
+                return full(200, "application/json", openapi::v2_rendered(state, false).body.clone());
+            }
+            openapi::V2_PROTOBUF => {
+                return full(200, openapi::V2_PROTOBUF_CONTENT_TYPE, openapi::v2_rendered(state, true).body.clone());
+            }
             _ => {}
         }
     }

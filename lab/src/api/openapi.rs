@@ -512,6 +512,45 @@ fn security() -> Value {
     json!({"BearerToken": {"type": "apiKey", "description": "Bearer Token authentication", "name": "authorization", "in": "header"}})
 }
 
+/// What a group version's document depends on: its types and their CRDs' versions.
+fn fingerprint(state: &State, types: &[Arc<ResourceType>]) -> String {
+    types
+        .iter()
+        .map(|t| {
+            let rv =
+                crd_of(state, t).map(|c| c["metadata"]["resourceVersion"].as_str().unwrap_or_default().to_string());
+            format!("{}/{}/{}:{}", t.group, t.version, t.plural, rv.unwrap_or_default())
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A rendered document and its hash.
+pub struct Rendered {
+    pub body: Vec<u8>,
+    pub hash: String,
+}
+
+type Cache = std::sync::Mutex<HashMap<(String, String), (String, Arc<Rendered>)>>;
+static CACHE: LazyLock<Cache> = LazyLock::new(Default::default);
+
+/// `/openapi/v3/<key>` rendered, cached until the group version's types or CRDs change.
+pub fn v3_rendered(state: &State, key: &str) -> Option<Arc<Rendered>> {
+    let gvs = group_versions(state);
+    let types = gvs.get(key)?;
+    let fp = fingerprint(state, types);
+    let ck = (state.cluster.clone(), key.to_string());
+    if let Some((f, r)) = CACHE.lock().unwrap_or_else(|e| e.into_inner()).get(&ck)
+        && *f == fp
+    {
+        return Some(r.clone());
+    }
+    let body = serde_json::to_vec(&v3_document(state, key)?).unwrap_or_default();
+    let r = Arc::new(Rendered { hash: hash(&body), body });
+    CACHE.lock().unwrap_or_else(|e| e.into_inner()).insert(ck, (fp, r.clone()));
+    Some(r)
+}
+
 /// `/openapi/v3/<key>` (`api/v1`, `apis/apps/v1`).
 pub fn v3_document(state: &State, key: &str) -> Option<Value> {
     let gvs = group_versions(state);
@@ -539,10 +578,28 @@ pub fn hash(doc: &[u8]) -> String {
 pub fn v3_index(state: &State) -> Value {
     let mut paths = Map::new();
     for key in group_versions(state).keys() {
-        let doc = v3_document(state, key).map(|d| serde_json::to_vec(&d).unwrap_or_default()).unwrap_or_default();
-        paths.insert(key.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash={}", hash(&doc))}));
+        if let Some(r) = v3_rendered(state, key) {
+            paths.insert(key.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash={}", r.hash)}));
+        }
     }
     json!({"paths": paths})
+}
+
+/// `/openapi/v2` as JSON (`protobuf: false`) or gnostic protobuf, cached like the v3 documents.
+pub fn v2_rendered(state: &State, protobuf: bool) -> Arc<Rendered> {
+    let all: Vec<Arc<ResourceType>> = group_versions(state).into_values().flatten().collect();
+    let fp = fingerprint(state, &all);
+    let ck = (state.cluster.clone(), if protobuf { "v2.pb" } else { "v2" }.to_string());
+    if let Some((f, r)) = CACHE.lock().unwrap_or_else(|e| e.into_inner()).get(&ck)
+        && *f == fp
+    {
+        return r.clone();
+    }
+    let doc = v2_document(state);
+    let body = if protobuf { v2_protobuf(&doc) } else { serde_json::to_vec(&doc).unwrap_or_default() };
+    let r = Arc::new(Rendered { hash: hash(&body), body });
+    CACHE.lock().unwrap_or_else(|e| e.into_inner()).insert(ck, (fp, r.clone()));
+    r
 }
 
 /// `/openapi/v2`: one Swagger 2.0 document for everything served.
@@ -633,10 +690,227 @@ fn v2_params(params: &Value) -> Value {
     )
 }
 
-/// The media type of `/openapi/v2` in gnostic's protobuf form.
+/// The media type clients ask `/openapi/v2` for in gnostic's protobuf form.
 pub const V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+/// The Content-Type of that answer (kube-apiserver writes the `@` as a `.`, a valid MIME type).
+pub const V2_PROTOBUF_CONTENT_TYPE: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
 
-/// gnostic `openapi.v2.Document` encoding of the Swagger document (see openapi_v2_proto below).
-pub fn v2_protobuf(_doc: &Value) -> Vec<u8> {
-    Vec::new()
+/// A protobuf message under construction (proto3: empty strings and false are left out).
+#[derive(Default)]
+struct Pb(Vec<u8>);
+
+impl Pb {
+    fn key(&mut self, tag: u32, wire: u8) {
+        let mut v = (u64::from(tag) << 3) | u64::from(wire);
+        while v >= 0x80 {
+            self.0.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        self.0.push(v as u8);
+    }
+    fn bytes(&mut self, tag: u32, b: &[u8]) -> &mut Self {
+        self.key(tag, 2);
+        let mut n = b.len() as u64;
+        while n >= 0x80 {
+            self.0.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        self.0.push(n as u8);
+        self.0.extend_from_slice(b);
+        self
+    }
+    fn string(&mut self, tag: u32, v: &Value) -> &mut Self {
+        match v.as_str() {
+            Some(s) if !s.is_empty() => self.bytes(tag, s.as_bytes()),
+            _ => self,
+        }
+    }
+    fn strings(&mut self, tag: u32, v: &Value) -> &mut Self {
+        for x in v.as_array().into_iter().flatten() {
+            self.string(tag, x);
+        }
+        self
+    }
+    fn boolean(&mut self, tag: u32, v: &Value) -> &mut Self {
+        if v.as_bool() == Some(true) {
+            self.key(tag, 0);
+            self.0.push(1);
+        }
+        self
+    }
+    fn msg(&mut self, tag: u32, m: Pb) -> &mut Self {
+        self.bytes(tag, &m.0)
+    }
+    /// `Any{yaml}`: gnostic keeps defaults, examples and vendor extensions as YAML text
+    /// (JSON is YAML).
+    fn any(&mut self, tag: u32, v: &Value) -> &mut Self {
+        let mut a = Pb::default();
+        a.bytes(2, serde_json::to_string(v).unwrap_or_default().as_bytes());
+        self.msg(tag, a)
+    }
+    fn extensions(&mut self, tag: u32, obj: &Value) -> &mut Self {
+        for (k, v) in obj.as_object().into_iter().flatten().filter(|(k, _)| k.starts_with("x-")) {
+            let mut named = Pb::default();
+            named.bytes(1, k.as_bytes()).any(2, v);
+            self.msg(tag, named);
+        }
+        self
+    }
+}
+
+fn pb_schema(s: &Value) -> Pb {
+    let mut m = Pb::default();
+    m.string(1, &s["$ref"]).string(2, &s["format"]).string(3, &s["title"]).string(4, &s["description"]);
+    if let Some(d) = s.get("default") {
+        m.any(5, d);
+    }
+    m.boolean(16, &s["uniqueItems"]).strings(19, &s["required"]);
+    for e in s["enum"].as_array().into_iter().flatten() {
+        m.any(20, e);
+    }
+    match s.get("additionalProperties") {
+        Some(Value::Bool(b)) => {
+            let mut a = Pb::default();
+            a.boolean(2, &json!(b));
+            m.msg(21, a);
+        }
+        Some(ap @ Value::Object(_)) => {
+            let mut a = Pb::default();
+            a.msg(1, pb_schema(ap));
+            m.msg(21, a);
+        }
+        _ => {}
+    }
+    if let Some(t) = s.get("type") {
+        let mut ti = Pb::default();
+        match t {
+            Value::Array(_) => ti.strings(1, t),
+            _ => ti.string(1, t),
+        };
+        m.msg(22, ti);
+    }
+    if let Some(items) = s.get("items").filter(|i| i.is_object()) {
+        let mut ii = Pb::default();
+        ii.msg(1, pb_schema(items));
+        m.msg(23, ii);
+    }
+    for a in s["allOf"].as_array().into_iter().flatten() {
+        m.msg(24, pb_schema(a));
+    }
+    if let Some(props) = s["properties"].as_object() {
+        let mut p = Pb::default();
+        for (k, v) in props {
+            let mut named = Pb::default();
+            named.bytes(1, k.as_bytes()).msg(2, pb_schema(v));
+            p.msg(1, named);
+        }
+        m.msg(25, p);
+    }
+    m.boolean(27, &s["readOnly"]).extensions(31, s);
+    m
+}
+
+fn pb_parameter(p: &Value) -> Pb {
+    let mut param = Pb::default();
+    if p["in"] == "body" {
+        let mut b = Pb::default();
+        b.string(1, &p["description"]).string(2, &p["name"]).string(3, &p["in"]).boolean(4, &p["required"]);
+        b.msg(5, pb_schema(&p["schema"]));
+        param.msg(1, b);
+    } else {
+        let mut sub = Pb::default();
+        sub.boolean(1, &p["required"]).string(2, &p["in"]).string(3, &p["description"]).string(4, &p["name"]);
+        let path = p["in"] == "path";
+        // PathParameterSubSchema numbers type 5 and uniqueItems 19; QueryParameterSubSchema 6 and 20.
+        sub.string(if path { 5 } else { 6 }, &p["type"]).boolean(if path { 19 } else { 20 }, &p["uniqueItems"]);
+        let mut nb = Pb::default();
+        nb.msg(if path { 4 } else { 3 }, sub);
+        param.msg(2, nb);
+    }
+    let mut item = Pb::default();
+    item.msg(1, param);
+    item
+}
+
+fn pb_operation(op: &Value) -> Pb {
+    let mut m = Pb::default();
+    m.strings(1, &op["tags"]).string(3, &op["description"]).string(5, &op["operationId"]);
+    m.strings(6, &op["produces"]).strings(7, &op["consumes"]);
+    for p in op["parameters"].as_array().into_iter().flatten() {
+        m.msg(8, pb_parameter(p));
+    }
+    let mut responses = Pb::default();
+    for (code, r) in op["responses"].as_object().into_iter().flatten() {
+        let mut resp = Pb::default();
+        resp.string(1, &r["description"]);
+        if let Some(s) = r.get("schema").filter(|s| s.is_object()) {
+            let mut si = Pb::default();
+            si.msg(1, pb_schema(s));
+            resp.msg(2, si);
+        }
+        let mut rv = Pb::default();
+        rv.msg(1, resp);
+        let mut named = Pb::default();
+        named.bytes(1, code.as_bytes()).msg(2, rv);
+        responses.msg(1, named);
+    }
+    m.msg(9, responses).strings(10, &op["schemes"]).extensions(13, op);
+    m
+}
+
+/// gnostic's `openapi.v2.Document` encoding of the Swagger document: what client-go's
+/// `OpenAPISchema()` (kubectl's client-side validation fallback, `kubectl explain
+/// --output=plaintext-openapiv2`) decodes.
+pub fn v2_protobuf(doc: &Value) -> Vec<u8> {
+    let mut d = Pb::default();
+    d.string(1, &doc["swagger"]);
+    let mut info = Pb::default();
+    info.string(1, &doc["info"]["title"]).string(2, &doc["info"]["version"]);
+    d.msg(2, info);
+    let mut paths = Pb::default();
+    for (path, item) in doc["paths"].as_object().into_iter().flatten() {
+        let mut pi = Pb::default();
+        for (tag, method) in [(2, "get"), (3, "put"), (4, "post"), (5, "delete"), (8, "patch")] {
+            if let Some(op) = item.get(method) {
+                pi.msg(tag, pb_operation(op));
+            }
+        }
+        for p in item["parameters"].as_array().into_iter().flatten() {
+            pi.msg(9, pb_parameter(p));
+        }
+        let mut named = Pb::default();
+        named.bytes(1, path.as_bytes()).msg(2, pi);
+        paths.msg(2, named);
+    }
+    d.msg(8, paths);
+    let mut defs = Pb::default();
+    for (name, s) in doc["definitions"].as_object().into_iter().flatten() {
+        let mut named = Pb::default();
+        named.bytes(1, name.as_bytes()).msg(2, pb_schema(s));
+        defs.msg(1, named);
+    }
+    d.msg(9, defs);
+    for req in doc["security"].as_array().into_iter().flatten() {
+        let mut sr = Pb::default();
+        for (k, v) in req.as_object().into_iter().flatten() {
+            let mut arr = Pb::default();
+            arr.strings(1, v);
+            let mut named = Pb::default();
+            named.bytes(1, k.as_bytes()).msg(2, arr);
+            sr.msg(1, named);
+        }
+        d.msg(12, sr);
+    }
+    let mut sd = Pb::default();
+    for (k, v) in doc["securityDefinitions"].as_object().into_iter().flatten() {
+        let mut api_key = Pb::default();
+        api_key.string(1, &v["type"]).string(2, &v["name"]).string(3, &v["in"]).string(4, &v["description"]);
+        let mut item = Pb::default();
+        item.msg(2, api_key);
+        let mut named = Pb::default();
+        named.bytes(1, k.as_bytes()).msg(2, item);
+        sd.msg(1, named);
+    }
+    d.msg(13, sd);
+    d.0
 }
