@@ -135,7 +135,7 @@ fn age(o: &Value) -> Value {
     json!(since(&o["metadata"]["creationTimestamp"]))
 }
 
-fn s<'a>(v: &'a Value) -> &'a str {
+fn s(v: &Value) -> &str {
     v.as_str().unwrap_or_default()
 }
 
@@ -223,10 +223,13 @@ fn list_with_more(list: &[String], count: usize, max: usize, empty: &str) -> Str
     if ret.is_empty() { empty.into() } else { ret }
 }
 
+/// A row's cells from an object.
+type Cells = Box<dyn Fn(&Value) -> Vec<Value> + Send + Sync>;
+
 /// How one kind is printed: its columns and a row's cells.
 pub struct Printer {
     cols: Vec<Value>,
-    cells: Box<dyn Fn(&Value) -> Vec<Value> + Send + Sync>,
+    cells: Cells,
 }
 
 impl Printer {
@@ -1670,7 +1673,9 @@ fn json_path(o: &Value, path: &str) -> Option<Value> {
                     .find(|x| {
                         json_path(x, field.trim()).is_some_and(|v| match v {
                             Value::String(s) => s == want,
-                            other => other.to_string() == want,
+                            Value::Number(n) => want.parse::<f64>().ok() == n.as_f64(),
+                            Value::Bool(b) => want == if b { "true" } else { "false" },
+                            _ => false,
                         })
                     })?
                     .clone();
