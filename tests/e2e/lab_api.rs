@@ -1079,6 +1079,17 @@ async fn uid_preconditions_config_keys_and_crd_deletion() {
         "metadata": {"name": "gadgets.example.com"},
         "spec": {"group": "example.com", "scope": "Namespaced", "names": {"plural": "gadgets", "kind": "Gadget"},
             "versions": [{"name": "v1", "served": true, "storage": true}]}}));
+    // apiextensions.k8s.io/v1 requires a schema per version.
+    let e = api_err(crds.create(&PostParams::default(), &crd).await);
+    assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+    assert!(
+        e.message.contains("spec.versions[0].schema.openAPIV3Schema: Required value: schemas are required"),
+        "{}",
+        e.message
+    );
+    let mut crd = crd;
+    crd.data["spec"]["versions"][0]["schema"] =
+        json!({"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}});
     crds.create(&PostParams::default(), &crd).await.unwrap();
     let g_ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("example.com", "v1", "Gadget"), "gadgets");
     let gadgets: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &g_ar);
