@@ -358,3 +358,42 @@ fn kubectl_get_prints_the_columns_of_a_real_cluster() {
     assert_eq!(h, ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]);
     assert_eq!((r[1].as_str(), r[2].as_str()), ("Ready", "<none>"));
 }
+
+/// What client-go's typed clients get beside kubectl's commands: protobuf objects, errors
+/// and watch frames, JSON for kinds without a protobuf encoding, 406 for neither.
+#[tokio::test]
+async fn protobuf_responses_watch_frames_and_negotiation() {
+    let lab = Lab::up();
+    let client = lab.client("lab-src").await;
+    let get =
+        |uri: &str, accept: &str| http::Request::builder().uri(uri).header("accept", accept).body(Vec::new()).unwrap();
+    const PB: &str = "application/vnd.kubernetes.protobuf";
+    let both = "application/vnd.kubernetes.protobuf,application/json";
+    let resp = client.send(get("/api/v1/namespaces/default", both).map(Into::into)).await.unwrap();
+    assert_eq!(resp.headers()["content-type"], PB);
+    let body = resp.into_body().collect_bytes().await.unwrap();
+    assert!(body.starts_with(b"k8s\0"), "{body:?}");
+    assert!(body.windows(9).any(|w| w == b"Namespace"), "the envelope names the kind: {body:?}");
+    // Errors are a protobuf Status for a protobuf client.
+    let resp = client.send(get("/api/v1/namespaces/nope", both).map(Into::into)).await.unwrap();
+    assert_eq!(resp.status(), 404);
+    assert_eq!(resp.headers()["content-type"], PB);
+    // Kinds without a protobuf encoding (the Velero kinds are custom resources on a real
+    // cluster) answer in JSON; a client that takes only protobuf gets 406.
+    let resp = client.send(get("/apis/velero.io/v1/namespaces/default/backups", both).map(Into::into)).await.unwrap();
+    assert_eq!((resp.status().as_u16(), resp.headers()["content-type"].to_str().unwrap()), (200, "application/json"));
+    let resp = client.send(get("/apis/velero.io/v1/namespaces/default/backups", PB).map(Into::into)).await.unwrap();
+    assert_eq!(resp.status(), 406);
+    // A watch in protobuf: length-delimited WatchEvent frames holding k8s\0-prefixed objects.
+    let resp = client
+        .send(get("/api/v1/namespaces/default/configmaps?watch=true&timeoutSeconds=1", both).map(Into::into))
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "application/vnd.kubernetes.protobuf;stream=watch");
+    let bytes = resp.into_body().collect_bytes().await.unwrap();
+    let len = u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize;
+    let frame = &bytes[4..4 + len];
+    assert_eq!(&frame[..7], b"\x0a\x05ADDED", "type ADDED first: {frame:?}");
+    assert!(frame.windows(4).any(|w| w == b"k8s\0"), "the object inside is a protobuf body");
+    assert!(frame.windows(16).any(|w| w == b"kube-root-ca.crt"), "{frame:?}");
+}

@@ -347,6 +347,11 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     // (OpenShift, Velero) take JSON and YAML only, as on a real server.
     let with_protobuf = protobuf::message_for(&ty.api_version(), &ty.kind).is_some();
     let parse_body = |body: &Bytes| decode_body(&ct, body, with_protobuf);
+    let framing = if with_protobuf && !table && !metadata_only && protobuf::accepts(&accept) {
+        watch::Framing::Protobuf
+    } else {
+        watch::Framing::Json
+    };
     let ok = |r: Result<Value, ApiError>| r.map(|v| (200u16, v));
     // RBAC's escalation check needs the object as the write would leave it: preview the
     // write with dryRun=All, check, then do it.
@@ -396,8 +401,9 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
                     } else {
                         View::Object
                     },
+                    framing,
                 ) {
-                    Ok(rx) => stream_response("application/json", rx),
+                    Ok(rx) => stream_response(framing.content_type(), rx),
                     Err(e) => error_response(&e),
                 };
             }

@@ -252,6 +252,23 @@ pub fn encode(obj: &Value) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// The Content-Type of a protobuf watch stream.
+pub const WATCH_MEDIA_TYPE: &str = "application/vnd.kubernetes.protobuf;stream=watch";
+
+/// One frame of a protobuf watch stream: a 4-byte big-endian length, then a
+/// `meta.v1.WatchEvent` (no envelope: the stream's type is known) whose `object` is a
+/// `RawExtension` holding the object encoded as a response body (`k8s\0` + Unknown).
+pub fn watch_frame(kind: &str, object: &Value) -> Vec<u8> {
+    let mut raw = Vec::new();
+    put_bytes(&mut raw, 1, &encode(object).unwrap_or_default());
+    let mut ev = Vec::new();
+    put_bytes(&mut ev, 1, kind.as_bytes());
+    put_bytes(&mut ev, 2, &raw);
+    let mut out = (ev.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(&ev);
+    out
+}
+
 // --- wire format ---------------------------------------------------------------------------
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
