@@ -914,3 +914,54 @@ pub fn v2_protobuf(doc: &Value) -> Vec<u8> {
     d.msg(13, sd);
     d.0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_fields_of_a_builtin_kind_are_found_and_dropped() {
+        let mut d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "w", "labels": {"a": "b"}, "bogus": 1},
+            "spec": {"replicass": 2, "selector": {"matchLabels": {"app": "w"}},
+                "template": {"spec": {"containers": [{"name": "c", "image": "i", "imagex": "j",
+                    "resources": {"limits": {"cpu": "1"}}}],
+                    "volumes": [{"name": "v", "emptyDir": {}, "persistentVolumeClaim": {"claimName": "x", "nope": true}}]}}}});
+        let unknown = prune_unknown(&TypeSchema::Builtin("io.k8s.api.apps.v1.Deployment"), &mut d);
+        assert_eq!(
+            unknown,
+            [
+                "metadata.bogus",
+                "spec.replicass",
+                "spec.template.spec.containers[0].imagex",
+                "spec.template.spec.volumes[0].persistentVolumeClaim.nope"
+            ]
+        );
+        assert!(d["spec"].get("replicass").is_none() && d["metadata"]["labels"]["a"] == "b");
+        assert_eq!(d["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"], json!({"claimName": "x"}));
+    }
+
+    #[test]
+    fn custom_resources_follow_their_schema_and_preserve_unknown_fields() {
+        let schema = json!({"type": "object", "properties": {"spec": {"type": "object",
+            "properties": {"size": {"type": "integer"}, "extra": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}});
+        let mut w = json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w", "nope": 1},
+            "spec": {"size": 1, "sise": 2, "extra": {"anything": {"goes": true}}}, "status": {"x": 1}});
+        let unknown = prune_unknown(&TypeSchema::Custom(Some(schema)), &mut w);
+        assert_eq!(unknown, ["metadata.nope", "spec.sise", "status"]);
+        assert_eq!(w["spec"]["extra"]["anything"]["goes"], true);
+        let mut open = w.clone();
+        open["whatever"] = json!(1);
+        assert!(prune_unknown(&TypeSchema::Open, &mut open).is_empty());
+    }
+
+    #[test]
+    fn v3_definitions_wrap_described_refs_in_all_of() {
+        let v = to_v3(&json!({"properties": {"metadata": {"$ref": "#/definitions/x.ObjectMeta", "description": "d"},
+            "spec": {"$ref": "#/definitions/x.Spec"}}}));
+        assert_eq!(
+            v["properties"]["metadata"],
+            json!({"description": "d", "allOf": [{"$ref": "#/components/schemas/x.ObjectMeta"}]})
+        );
+        assert_eq!(v["properties"]["spec"], json!({"$ref": "#/components/schemas/x.Spec"}));
+    }
+}

@@ -1709,6 +1709,35 @@ mod tests {
     }
 
     #[test]
+    fn pod_status_and_restarts_as_print_pod_computes_them() {
+        let ago = |s: i64| (chrono::Utc::now() - chrono::Duration::seconds(s)).format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let pod = json!({"kind": "Pod", "metadata": {"name": "p", "creationTimestamp": ago(600)},
+            "spec": {"containers": [{"name": "a"}, {"name": "b"}], "nodeName": "n"},
+            "status": {"phase": "Running", "podIPs": [{"ip": "10.0.0.1"}], "containerStatuses": [
+                {"name": "a", "ready": true, "restartCount": 0, "state": {"running": {}}},
+                {"name": "b", "ready": false, "restartCount": 3, "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                    "lastState": {"terminated": {"exitCode": 1, "finishedAt": ago(65)}}}]}});
+        let cells = pod_cells(&pod);
+        assert_eq!(
+            cells[..5],
+            [json!("p"), json!("1/2"), json!("CrashLoopBackOff"), json!("3 (65s ago)"), json!("10m")]
+        );
+        assert_eq!(cells[5..], [json!("10.0.0.1"), json!("n"), json!("<none>"), json!("<none>")]);
+        let init = json!({"kind": "Pod", "metadata": {"name": "q"},
+            "spec": {"initContainers": [{"name": "i"}], "containers": [{"name": "a"}]},
+            "status": {"phase": "Pending", "initContainerStatuses": [{"name": "i", "restartCount": 0, "state": {"running": {}}}]}});
+        assert_eq!(pod_cells(&init)[2], json!("Init:0/1"));
+        let table = Printer::for_type(
+            &crate::api::types::TypeTable::builtin("kubernetes").get("", "v1", "pods").unwrap(),
+            None,
+        )
+        .table(&json!({"metadata": {"resourceVersion": "7"}, "items": [pod]}));
+        assert_eq!(table["columnDefinitions"].as_array().unwrap().len(), 9);
+        assert_eq!(table["columnDefinitions"][5]["priority"], 1);
+        assert!(table["columnDefinitions"][0]["description"].as_str().unwrap().starts_with("Name must be unique"));
+    }
+
+    #[test]
     fn paths_and_selectors() {
         let o = json!({"status": {"conditions": [{"type": "A", "status": "False"}, {"type": "Ready", "status": "True"}]},
             "spec": {"list": [1, 2]}});
