@@ -10,6 +10,7 @@ mod hooks;
 mod lab_api;
 mod lab_cluster;
 mod lab_exec;
+mod lab_kubectl;
 mod lab_node;
 mod lab_rbac;
 mod lab_snapshots;
