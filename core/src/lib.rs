@@ -5,6 +5,8 @@
 //! observes the clusters, runs the plugins and executes the plan.
 
 pub mod image;
+pub mod labels;
 pub mod plan;
+pub mod snapshot;
 pub mod spec;
 pub mod transform;

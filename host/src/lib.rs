@@ -12,7 +12,26 @@ pub mod engine;
 pub mod observe;
 pub mod plugins;
 pub mod progress;
+pub mod retry;
+#[cfg(test)]
+mod testing;
 pub mod tls;
 
 // The pure core, under the names the rest of the crate uses.
-pub use mtcd_core::{image, plan, spec, transform};
+pub use mtcd_core::{image, labels, plan, snapshot, spec, transform};
+
+/// An error and its causes on one line (`a: b: c`), each piece once: wrapped errors often
+/// repeat their source's text.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}

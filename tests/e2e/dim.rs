@@ -61,7 +61,7 @@ spec:
     let summary: serde_json::Value = serde_json::from_str(run.stdout.lines().last().unwrap()).unwrap();
     let image = &summary["migrations"][0]["images"][0];
     assert_eq!(image["ok"], true, "{image}");
-    assert!(image["detail"]["bytes_sent"].as_u64().unwrap() >= 4_000_000, "{image}");
+    assert!(image["bytes_sent"].as_u64().unwrap() >= 4_000_000, "{image}");
 
     // The manifest is in the destination registry under the mapped repository.
     let http = reqwest::Client::new();
@@ -94,6 +94,6 @@ spec:
     assert!(plan.stdout.contains("already present"), "{}", plan.stdout);
     let run = lab.mtcd(&["--output", "json", "apply", file.to_str().unwrap()]);
     let summary: serde_json::Value = serde_json::from_str(run.stdout.lines().last().unwrap()).unwrap();
-    assert_eq!(summary["migrations"][0]["images"][0]["detail"]["up_to_date"], true, "{summary}");
-    assert_eq!(summary["migrations"][0]["images"][0]["detail"]["bytes_sent"], 0);
+    assert_eq!(summary["migrations"][0]["images"][0]["up_to_date"], true, "{summary}");
+    assert_eq!(summary["migrations"][0]["images"][0]["bytes_sent"], 0);
 }

@@ -75,6 +75,8 @@ async fn stage_cutover_and_rollback() {
     let status = lab.mtcd(&["--output", "json", "status", f]);
     let status: Value = serde_json::from_str(&status.stdout).unwrap();
     assert_eq!(status["migrations"][0]["cutover"], true);
+    assert_eq!(status["migrations"][0]["source_state"], "quiesced", "{status}");
+    assert_eq!(status["migrations"][0]["destination_state"], "verified", "{status}");
 
     let run = lab.mtcd(&["rollback", f]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
@@ -86,6 +88,9 @@ async fn stage_cutover_and_rollback() {
         false
     );
     assert_eq!(replicas(&get(&lab, "lab-dst", &deploy, "shop-prod", "web").await), 0, "destination held again");
+    // A rolled-back destination is what the plan wants: no bogus updates.
+    let plan = lab.mtcd(&["plan", f]);
+    assert_eq!(plan.code, 0, "nothing to do after a rollback:\n{}\n{}", plan.stdout, plan.stderr);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -252,4 +257,54 @@ async fn a_pre_cutover_hook_that_fails_stops_the_cutover_before_the_source_is_to
     .unwrap();
     let run = lab.mtcd(&["cutover", f]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+}
+
+/// `status` reads what the clusters hold (stamps, cutover markers, the source's quiesce
+/// annotations): it loads no plugin, so a plugin that no longer loads does not stop it.
+#[tokio::test(flavor = "multi_thread")]
+async fn status_loads_no_plugin_and_shows_a_quiesced_source() {
+    let lab = Lab::up();
+    shop(&lab).await;
+    let plugin = lab.dir.join("transform.wasm");
+    std::fs::copy(plugin_wasm("add-label"), &plugin).unwrap();
+    let file = desired(
+        &lab,
+        &format!(
+            "[[migration.transform]]\nplugin = \"{}\"\nconfig = {{ labels = {{ migrated-by = \"mtcd\" }} }}\n",
+            plugin.display()
+        ),
+    );
+    let f = file.to_str().unwrap();
+    let run = lab.mtcd(&["apply", f]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    // The transform is replaced by a component of another world: it no longer loads.
+    std::fs::copy(plugin_wasm("require-annotation"), &plugin).unwrap();
+    let plan = lab.mtcd(&["plan", f]);
+    assert_eq!(plan.code, 1, "the plan loads the plugin and fails: {}\n{}", plan.stdout, plan.stderr);
+    let status = lab.mtcd(&["--output", "json", "status", f]);
+    assert_eq!(status.code, 0, "{}\n{}", status.stdout, status.stderr);
+    let v: Value = serde_json::from_str(&status.stdout).unwrap();
+    let m = &v["migrations"][0];
+    assert!(m["managed_objects"].as_u64().unwrap() >= 5, "{m}");
+    assert_eq!(m["volumes"], 1, "{m}");
+    assert_eq!(m["cutover"], false);
+    assert_eq!(m["source_quiesced"], json!([]));
+    assert!(m["source_running"].as_array().unwrap().iter().any(|w| w == "Deployment.apps/shop/web"), "{m}");
+    assert_eq!(m["source_state"], "running");
+    assert_eq!(m["destination_state"], "held");
+
+    // A source quiesced by hand the way cutover does it shows as quiesced.
+    let deploys: Api<DynamicObject> =
+        Api::namespaced_with(lab.client("lab-src").await, "shop", &ar("apps", "Deployment", "deployments"));
+    let patch = json!({"metadata": {"annotations": {"mtcd.io/original-replicas": "3"}}, "spec": {"replicas": 0}});
+    deploys.patch("web", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let status = lab.mtcd(&["--output", "json", "status", f]);
+    let v: Value = serde_json::from_str(&status.stdout).unwrap();
+    assert!(
+        v["migrations"][0]["source_quiesced"].as_array().unwrap().iter().any(|w| w == "Deployment.apps/shop/web"),
+        "{v}"
+    );
+    assert_eq!(v["migrations"][0]["source_state"], "partially quiesced", "the StatefulSet still runs: {v}");
+    let human = lab.mtcd(&["status", f]);
+    assert!(human.stdout.contains("source (lab-src): partially quiesced"), "{}", human.stdout);
 }

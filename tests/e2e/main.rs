@@ -2,6 +2,8 @@
 //! would link kube again); one module per area.
 
 mod cli;
+mod cutover;
+mod deps;
 mod dim;
 mod dvm;
 mod dvm_failures;
@@ -9,13 +11,17 @@ mod dvm_nonroot;
 mod dvm_preflight;
 mod dvm_snapshot;
 mod dvm_tree;
+mod hooks;
 mod lab_api;
 mod lab_cluster;
 mod lab_exec;
+mod lab_kubectl;
 mod lab_node;
 mod lab_rbac;
 mod lab_snapshots;
 mod lifecycle;
 mod plugin_cli;
+mod plugin_oci;
 mod resources;
+mod safety;
 mod velero;

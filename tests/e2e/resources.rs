@@ -184,8 +184,11 @@ spec: {size: 3}
     assert_eq!(plan_json(&lab, &file).0, 0);
 }
 
+/// A Deployment of the same name that mtcd did not create, with an immutable selector the
+/// source's differs from: shown as adopt + replace, refused before any write, and taken over
+/// only when the user says so.
 #[tokio::test(flavor = "multi_thread")]
-async fn an_object_the_destination_rejects_is_named_and_the_rest_applies() {
+async fn a_foreign_object_with_an_immutable_conflict_is_adopted_and_replaced_only_when_allowed() {
     let lab = Lab::up();
     lab.seed_yaml("lab-src", &std::fs::read_to_string(repo_root().join("examples/lab/seed.yaml")).unwrap())
         .await
@@ -213,15 +216,41 @@ spec:
     .await
     .unwrap();
     let file = desired(&lab, "");
-    let run = lab.mtcd(&["apply", file.to_str().unwrap()]);
-    assert_eq!(run.code, 1, "partial failure exits 1:\n{}\n{}", run.stdout, run.stderr);
-    let all = format!("{}{}", run.stdout, run.stderr);
-    assert!(all.contains("Deployment.apps/shop-prod/web"), "{all}");
-    assert!(all.contains("immutable"), "the API server's reason is shown: {all}");
+    let f = file.to_str().unwrap();
+    let plan = lab.mtcd(&["plan", f]);
+    assert_eq!(plan.code, 1, "{}\n{}", plan.stdout, plan.stderr);
+    assert!(plan.stdout.contains("* web (adopt)"), "{}", plan.stdout);
     assert!(
-        get(&lab, "lab-dst", &ar("", "v1", "ConfigMap", "configmaps"), "shop-prod", "shop-config").await.is_some(),
-        "the rest applied"
+        plan.stdout
+            .contains("blocked: Deployment.apps/shop-prod/web: exists on the destination and mtcd did not create it"),
+        "{}",
+        plan.stdout
     );
+    assert!(
+        plan.stdout.contains("spec.selector") && plan.stdout.contains("immutable"),
+        "the field is named: {}",
+        plan.stdout
+    );
+
+    let run = lab.mtcd(&["apply", f]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("nothing was changed") && run.stderr.contains("--adopt"), "{}", run.stderr);
+    assert!(
+        get(&lab, "lab-dst", &ar("", "v1", "ConfigMap", "configmaps"), "shop-prod", "shop-config").await.is_none(),
+        "refused before the first write"
+    );
+    let legacy =
+        get(&lab, "lab-dst", &ar("apps", "v1", "Deployment", "deployments"), "shop-prod", "web").await.unwrap();
+    assert_eq!(legacy["spec"]["selector"]["matchLabels"]["app"], "legacy-web", "untouched");
+
+    let run = lab.mtcd(&["apply", "--adopt", "--allow-replace", f]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let web = get(&lab, "lab-dst", &ar("apps", "v1", "Deployment", "deployments"), "shop-prod", "web").await.unwrap();
+    assert_eq!(web["metadata"]["labels"]["mtcd.io/migration"], "shop", "{web}");
+    assert_ne!(web["metadata"]["uid"], legacy["metadata"]["uid"], "replaced, not patched");
+    assert_ne!(web["spec"]["selector"]["matchLabels"]["app"], "legacy-web");
+    assert!(get(&lab, "lab-dst", &ar("", "v1", "ConfigMap", "configmaps"), "shop-prod", "shop-config").await.is_some());
+    assert_eq!(plan_json(&lab, &file).0, 0, "adopted and replaced: nothing left to do");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -234,4 +263,85 @@ async fn a_missing_source_namespace_fails_before_any_write() {
     let namespaces: Api<DynamicObject> =
         Api::all_with(lab.client("lab-dst").await, &ar("", "v1", "Namespace", "namespaces"));
     assert!(namespaces.get_opt("shop-prod").await.unwrap().is_none(), "nothing was written");
+}
+
+/// Drift on the destination is seen through managedFields and repaired by apply; values the
+/// API server normalises (quantities, int-or-string ports, defaulted fields) are not drift.
+#[tokio::test(flavor = "multi_thread")]
+async fn destination_drift_shows_in_the_plan_and_apply_repairs_it() {
+    let lab = Lab::up();
+    lab.seed_yaml("lab-src", &std::fs::read_to_string(repo_root().join("examples/lab/seed.yaml")).unwrap())
+        .await
+        .unwrap();
+    lab.seed_yaml(
+        "lab-src",
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: api, namespace: shop}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: api}}
+  template:
+    metadata: {labels: {app: api}}
+    spec:
+      containers:
+      - name: api
+        image: registry.example.com/simulated/api:1
+        ports: [{containerPort: 8080, name: http}]
+        readinessProbe: {httpGet: {port: http, path: /ready}}
+        resources: {requests: {cpu: "0.5", memory: 512Mi}, limits: {cpu: 1, memory: 1Gi}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: shop}
+spec:
+  selector: {app: api}
+  ports: [{port: 80, targetPort: http}]
+"#,
+    )
+    .await
+    .unwrap();
+    let file = desired(&lab, "");
+    let run = lab.mtcd(&["apply", file.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let (code, plan) = plan_json(&lab, &file);
+    assert_eq!(code, 0, "no false drift after apply: {:?}", actions(&plan));
+
+    // Someone edits a migrated ConfigMap and scales a held Deployment on the destination.
+    let client = lab.client("lab-dst").await;
+    let cms: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), "shop-prod", &ar("", "v1", "ConfigMap", "configmaps"));
+    let edit = PatchParams { field_manager: Some("kubectl-edit".into()), ..Default::default() };
+    cms.patch("shop-config", &edit, &Patch::Merge(&json!({"data": {"SHOP_CURRENCY": "XXX"}}))).await.unwrap();
+    let deploys: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), "shop-prod", &ar("apps", "v1", "Deployment", "deployments"));
+    let scale = PatchParams { field_manager: Some("kubectl-scale".into()), ..Default::default() };
+    deploys.patch("web", &scale, &Patch::Merge(&json!({"spec": {"replicas": 5}}))).await.unwrap();
+    // A label nobody from mtcd set is not drift: mtcd does not manage it.
+    cms.patch("shop-config", &edit, &Patch::Merge(&json!({"metadata": {"labels": {"team": "ops"}}}))).await.unwrap();
+
+    let run = lab.mtcd(&["plan", file.to_str().unwrap()]);
+    assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("data.SHOP_CURRENCY: \"XXX\" → "), "the drift and its value: {}", run.stdout);
+    assert!(run.stdout.contains("spec.replicas: 5 → 0"), "{}", run.stdout);
+    let (_, plan) = plan_json(&lab, &file);
+    let mut acts = actions(&plan);
+    acts.sort();
+    assert_eq!(
+        acts,
+        [
+            ("update".into(), "ConfigMap".into(), "shop-config".into()),
+            ("update".into(), "Deployment".into(), "web".into())
+        ]
+    );
+
+    let run = lab.mtcd(&["apply", file.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let cm = get(&lab, "lab-dst", &ar("", "v1", "ConfigMap", "configmaps"), "shop-prod", "shop-config").await.unwrap();
+    assert_ne!(cm["data"]["SHOP_CURRENCY"], "XXX");
+    assert_eq!(cm["metadata"]["labels"]["team"], "ops", "fields mtcd does not manage are left alone");
+    let web = get(&lab, "lab-dst", &ar("apps", "v1", "Deployment", "deployments"), "shop-prod", "web").await.unwrap();
+    assert_eq!(web["spec"]["replicas"], 0, "held again");
+    assert_eq!(plan_json(&lab, &file).0, 0);
 }

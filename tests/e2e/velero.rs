@@ -134,16 +134,10 @@ async fn missing_storage_location_is_a_clear_error_and_nothing_is_restored() {
     assert!(run.stderr.contains("backupstoragelocation velero/nope does not exist"), "{}", run.stderr);
     let run = lab.mtcd(&["--output", "json", "apply", file.to_str().unwrap()]);
     assert_eq!(run.code, 1);
-    let summary: Value = run
-        .stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| v["event"] == "summary")
-        .unwrap_or_else(|| panic!("{}", run.stdout));
-    assert!(
-        summary["migrations"][0]["velero"]["error"].as_str().unwrap().contains("velero/nope does not exist"),
-        "{summary}"
-    );
+    // A preflight failure: found before the first write, reported once as the JSON error.
+    let error: Value = serde_json::from_str(run.stdout.lines().last().unwrap()).unwrap();
+    let text = error["error"].as_str().unwrap();
+    assert!(text.contains("preflight") && text.contains("velero/nope does not exist"), "{error}");
     assert!(get(&lab, "lab-dst", &ar("apps", "v1", "Deployment", "deployments"), "shop-prod", "web").await.is_none());
 }
 

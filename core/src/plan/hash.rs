@@ -7,10 +7,7 @@ use sha2::{Digest, Sha256};
 
 use crate::transform::object;
 
-pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-pub const MANAGED_BY_VALUE: &str = "mtcd";
-pub const MIGRATION: &str = "mtcd.io/migration";
-pub const SOURCE_HASH: &str = "mtcd.io/source-hash";
+pub use crate::labels::{MANAGED_BY, MANAGED_BY_VALUE, MIGRATION, SOURCE_HASH};
 
 /// sha256 of the canonical JSON (keys sorted at every level), first 16 hex digits.
 pub fn hash(obj: &Value) -> String {

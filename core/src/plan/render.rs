@@ -22,6 +22,8 @@ pub fn human(plan: &ResourcePlan, color: bool) -> String {
             Action::Create => s.green().to_string(),
             Action::Update => s.yellow().to_string(),
             Action::Prune => s.red().to_string(),
+            Action::Adopt => s.cyan().to_string(),
+            Action::Replace => s.magenta().to_string(),
             Action::Unchanged => s.to_string(),
         }
     };
@@ -37,6 +39,8 @@ pub fn human(plan: &ResourcePlan, color: bool) -> String {
                 Action::Create => ("+", "create"),
                 Action::Update => ("~", "update"),
                 Action::Prune => ("-", "prune"),
+                Action::Adopt => ("*", "adopt"),
+                Action::Replace => ("-/+", "replace"),
                 Action::Unchanged => (" ", "unchanged"),
             };
             let _ = writeln!(
@@ -54,13 +58,57 @@ pub fn human(plan: &ResourcePlan, color: bool) -> String {
     let count = |a: Action| plan.changes.iter().filter(|c| c.action == a).count();
     let _ = writeln!(
         out,
-        "  resources: {} to create, {} to update, {} to prune, {} unchanged, {} skipped",
+        "  resources: {} to create, {} to update, {} to replace, {} to adopt, {} to prune, {} unchanged, {} skipped",
         count(Action::Create),
         count(Action::Update),
+        count(Action::Replace),
+        count(Action::Adopt),
         count(Action::Prune),
         count(Action::Unchanged),
         plan.skipped.len()
     );
+    if !plan.dependencies.is_empty() {
+        let _ = writeln!(out, "  cluster-scoped dependencies:");
+        for d in &plan.dependencies {
+            let _ = writeln!(out, "    {} ({}): {}", d.key, d.needed_by, d.outcome);
+        }
+    }
+    for k in &plan.kept {
+        let owners: Vec<String> = k
+            .owners
+            .iter()
+            .map(|o| format!("{} {}{}", o.kind, o.name, if o.migrated { "" } else { " (not migrated)" }))
+            .collect();
+        let what = match (k.relink, k.linked) {
+            (true, true) => "re-linked to its owner on the destination",
+            (true, false) => "re-linked to its owner's destination UID after apply",
+            (false, _) => "arrives without an owner (its owner is not migrated)",
+        };
+        let _ = writeln!(out, "  kept (keep_owned) {}: owned by {}; {what}", k.key, owners.join(", "));
+    }
+    for w in &plan.waits {
+        let _ = writeln!(
+            out,
+            "  apply waits for {} (made by {}; needed by {})",
+            w.object,
+            w.made_by,
+            w.needed_by.join(", ")
+        );
+    }
+    if !plan.unread.is_empty() {
+        let _ = writeln!(out, "  not read completely (nothing of these is created, updated or pruned):");
+        for u in &plan.unread {
+            let r = &u.unread;
+            let ns = r.namespace.as_deref().map(|n| format!(" in {n}")).unwrap_or_default();
+            let _ = writeln!(out, "    {} {}{ns}: {}", u.side, r.resource, r.reason);
+        }
+        if !plan.withheld.is_empty() {
+            let _ = writeln!(out, "    {} desired object(s) of these types withheld", plan.withheld.len());
+        }
+    }
+    for b in &plan.blocked {
+        let _ = writeln!(out, "  blocked: {b}");
+    }
     for w in &plan.warnings {
         let _ = writeln!(out, "  warning: {w}");
     }

@@ -80,6 +80,12 @@ fn split_terms(s: &str) -> Vec<&str> {
     out
 }
 
+/// The cluster's own namespaces: `kube-*` (kube-system, kube-public, kube-node-lease, …),
+/// `openshift` and `openshift-*`. `default` is not one of them: applications live there.
+pub fn is_system_namespace(name: &str) -> bool {
+    name.starts_with("kube-") || name == "openshift" || name.starts_with("openshift-")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,8 +10,7 @@ use serde_json::{Value, json};
 
 use super::object::*;
 
-pub const ORIGINAL_REPLICAS: &str = "mtcd.io/original-replicas";
-pub const ORIGINAL_SUSPEND: &str = "mtcd.io/original-suspend";
+pub use crate::labels::{ORIGINAL_REPLICAS, ORIGINAL_SUSPEND};
 
 /// Kinds scaled by `spec.replicas`.
 pub fn is_scalable(kind: &str) -> bool {

@@ -7,7 +7,8 @@
 //! - nodePort intent is read from last-applied-configuration **and** managedFields (Crane
 //!   reads only the former, so server-side-applied Services lose their nodePorts);
 //! - `healthCheckNodePort` follows the same rule (Crane misses it);
-//! - owned objects are always skipped (Crane's `disable-whiteout-owned` quirk is not copied);
+//! - owned objects are skipped unless the migration lists their kind in `keep_owned` (then
+//!   every other rule still applies: Crane's `disable-whiteout-owned` turns them all off);
 //! - PVCs are kept and cleaned here (Crane leaves them to transfer-pvc), so the plan shows them.
 
 use indexmap::IndexMap;
@@ -40,8 +41,48 @@ const PVC_BIND_ANNOTATIONS: &[&str] = &[
     "volume.kubernetes.io/selected-node",
 ];
 
+/// Annotations a controller writes and rewrites on its own (docs/resources.md, "Fields
+/// controllers own"). Copying them would make every scheduled re-sync show drift when the
+/// source's controller bumps them, and they mean nothing to the destination's controllers.
+pub const CONTROLLER_ANNOTATIONS: &[&str] = &[
+    "deployment.kubernetes.io/revision",
+    "deployment.kubernetes.io/desired-replicas",
+    "deployment.kubernetes.io/max-replicas",
+    "deprecated.daemonset.template.generation",
+    "control-plane.alpha.kubernetes.io/leader",
+    "kubernetes.io/change-cause",
+    "openshift.io/deployment-config.latest-version",
+    "openshift.io/deployment.phase",
+    "openshift.io/encoded-deployment-config",
+    "openshift.io/image.dockerRepositoryCheck",
+];
+
+/// Annotation prefixes owned by controllers (`pv.kubernetes.io/bind-completed`, …).
+const CONTROLLER_ANNOTATION_PREFIXES: &[&str] = &["pv.kubernetes.io/", "endpoints.kubernetes.io/"];
+
 /// Whether an object is copied at all.
 pub fn skip_reason(obj: &Value) -> Option<SkipReason> {
+    skip_reason_keeping(obj, &[])
+}
+
+/// Whether `obj` has owner references.
+pub fn is_owned(obj: &Value) -> bool {
+    obj.pointer("/metadata/ownerReferences").and_then(Value::as_array).is_some_and(|o| !o.is_empty())
+}
+
+/// Whether `kinds` (`Kind` or `Kind.group`, as `keep_owned` writes them) names `obj`'s kind.
+pub fn kind_listed(obj: &Value, kinds: &[String]) -> bool {
+    let (k, g) = (kind(obj), group(obj));
+    kinds.iter().any(|p| match p.split_once('.') {
+        Some((pk, pg)) => pk == k && pg == g,
+        None => p == k,
+    })
+}
+
+/// [`skip_reason`], except that an owned object of a kind in `keep_owned` is not skipped for
+/// having an owner (it is copied without its owner references; velero#7862). Every other
+/// rule still applies: a service-account token Secret an owner holds stays skipped.
+pub fn skip_reason_keeping(obj: &Value, keep_owned: &[String]) -> Option<SkipReason> {
     let kind = kind(obj);
     let group = group(obj);
     let name = name(obj);
@@ -51,10 +92,13 @@ pub fn skip_reason(obj: &Value) -> Option<SkipReason> {
     if OLM_KINDS.contains(&kind) && group == "operators.coreos.com" {
         return Some("managed by OLM on the destination");
     }
+    if group == "snapshot.storage.k8s.io" {
+        return Some("a snapshot belongs to the source's storage (DVM copies the data)");
+    }
     if group == "extensions" {
         return Some("duplicate of an apps/networking object");
     }
-    if obj.pointer("/metadata/ownerReferences").and_then(Value::as_array).is_some_and(|o| !o.is_empty()) {
+    if is_owned(obj) && !kind_listed(obj, keep_owned) {
         return Some("owned by another object, which recreates it");
     }
     // Direct Volume Migration's own pods, secrets (certificates, the rsync password),
@@ -110,6 +154,10 @@ pub fn skip_reason(obj: &Value) -> Option<SkipReason> {
                 return Some("completed job");
             }
         }
+        // The API server's own Service (and its Endpoints, never listed) in `default`.
+        "Service" if name == "kubernetes" && namespace(obj) == Some("default") && group.is_empty() => {
+            return Some("the cluster's own API server Service");
+        }
         "ImageStreamTag" | "ImageTag" => return Some("recreated from its ImageStream"),
         "PersistentVolume" => return Some("provisioned on the destination for its claim"),
         _ => {}
@@ -162,6 +210,15 @@ fn clean_metadata(obj: &mut Value) {
         remove(obj, p);
     }
     remove_annotation(obj, "kubectl.kubernetes.io/last-applied-configuration");
+    for key in CONTROLLER_ANNOTATIONS {
+        remove_annotation(obj, key);
+    }
+    if let Some(a) = obj.pointer_mut("/metadata/annotations").and_then(Value::as_object_mut) {
+        a.retain(|k, _| !CONTROLLER_ANNOTATION_PREFIXES.iter().any(|p| k.starts_with(p)));
+        if a.is_empty() {
+            remove(obj, "/metadata/annotations");
+        }
+    }
     for key in ["batch.kubernetes.io/controller-uid", "controller-uid"] {
         remove_annotation(obj, key);
         remove_label(obj, key);

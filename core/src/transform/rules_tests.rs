@@ -302,3 +302,24 @@ fn workloads_are_held_with_their_original_values_and_released_at_cutover() {
     hold::release(&mut cj);
     assert_eq!(cj["spec"]["suspend"], false);
 }
+
+#[test]
+fn annotations_controllers_own_are_not_copied() {
+    let mut d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "shop",
+        "annotations": {"deployment.kubernetes.io/revision": "7", "pv.kubernetes.io/bound-by-controller": "yes", "team": "a"}}});
+    clean(&mut d, &RuleSettings::default());
+    assert_eq!(d["metadata"]["annotations"], json!({"team": "a"}));
+    let mut only = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web",
+        "annotations": {"deployment.kubernetes.io/revision": "7"}}});
+    clean(&mut only, &RuleSettings::default());
+    assert!(only["metadata"].get("annotations").is_none(), "no empty map left: {only}");
+}
+
+#[test]
+fn the_api_server_s_own_service_is_never_copied() {
+    let svc =
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kubernetes", "namespace": "default"}});
+    assert_eq!(skip_reason(&svc), Some("the cluster's own API server Service"));
+    let app = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kubernetes", "namespace": "shop"}});
+    assert_eq!(skip_reason(&app), None, "an application's Service of that name elsewhere is copied");
+}

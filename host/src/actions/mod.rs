@@ -2,7 +2,6 @@
 
 pub mod dim;
 pub mod dvm;
-pub mod hooks;
 pub mod quiesce;
 pub mod resources;
 pub mod velero;

@@ -2,11 +2,10 @@
 //! a `run`; errors travel up as `anyhow` with context and are printed once, here, with their
 //! cause chain.
 
-mod apply;
-mod cleanup;
-mod lifecycle;
 mod plan;
 mod plugin;
+mod render;
+mod report;
 mod session;
 
 use std::path::PathBuf;
@@ -50,12 +49,12 @@ pub enum Output {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Show what `apply` would change. Exit code 0: nothing to do, 2: changes pending, 1: error.
-    Plan(FileArgs),
+    Plan(PlanArgs),
     /// Make the destination match the desired state (stage sync; workloads stay at 0 replicas
     /// until cutover unless `start_workloads = true`).
     Apply(ApplyArgs),
     /// Quiesce the source, run a final sync and start the workloads on the destination.
-    Cutover(FileArgs),
+    Cutover(CutoverArgs),
     /// Undo a cutover on the source side: restore replicas and CronJobs; scale the destination
     /// back to 0. Never deletes data.
     Rollback(FileArgs),
@@ -74,10 +73,46 @@ pub struct FileArgs {
     pub file: PathBuf,
 }
 
+/// A desired-state file and what the command line may allow beyond it.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub file: FileArgs,
+    /// Take over destination objects mtcd did not create (as `adopt = true` does).
+    #[arg(long)]
+    pub adopt: bool,
+    /// Replace (delete and recreate) objects of any kind whose change touches an immutable
+    /// field; without it only the kinds in `replace_kinds` are.
+    #[arg(long)]
+    pub allow_replace: bool,
+}
+
+impl PlanArgs {
+    fn options(&self) -> crate::engine::Options {
+        crate::engine::Options { adopt: self.adopt, allow_replace: self.allow_replace }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CutoverArgs {
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// After a failure, leave the source quiesced instead of restoring it.
+    #[arg(long)]
+    pub keep_source_quiesced: bool,
+    /// Do not wait for the destination's workloads to become available.
+    #[arg(long)]
+    pub no_verify: bool,
+    /// When the destination does not become available, roll back (source restored,
+    /// destination held at 0).
+    #[arg(long)]
+    pub rollback_on_failure: bool,
+}
+
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
     #[command(flatten)]
-    pub file: FileArgs,
+    pub file: PlanArgs,
     /// Keep re-syncing every `sync.interval` until stopped (Ctrl-C).
     #[arg(long)]
     pub watch: bool,
@@ -118,15 +153,100 @@ pub fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<Exit> {
     let global = cli.global;
-    match cli.command {
-        Command::Plan(a) => plan::run(&Session::open(&global, &a.file).await?).await,
-        Command::Apply(a) if !a.watch => apply::run(&Session::open(&global, &a.file.file).await?).await,
-        Command::Apply(a) => lifecycle::watch(&Session::open(&global, &a.file.file).await?).await,
-        Command::Cutover(a) => lifecycle::cutover(&Session::open(&global, &a.file).await?).await,
-        Command::Rollback(a) => lifecycle::rollback(&Session::open(&global, &a.file).await?).await,
-        Command::Status(a) => lifecycle::status(&Session::open(&global, &a.file).await?).await,
-        Command::Cleanup(a) => cleanup::run(&Session::open(&global, &a.file).await?).await,
-        Command::Plugin(c) => plugin::run(c),
+    let none = crate::engine::Options::default();
+    let (options, file, command) = match cli.command {
+        Command::Plugin(c) => return plugin::run(c),
+        Command::Plan(a) => (a.options(), a.file.file, Lifecycle::Plan),
+        Command::Apply(a) if a.watch => (a.file.options(), a.file.file.file, Lifecycle::Watch),
+        Command::Apply(a) => (a.file.options(), a.file.file.file, Lifecycle::Apply),
+        Command::Cutover(a) => (
+            a.plan.options(),
+            a.plan.file.file,
+            Lifecycle::Cutover(crate::engine::CutoverFlags {
+                keep_source_quiesced: a.keep_source_quiesced,
+                no_verify: a.no_verify,
+                rollback_on_failure: a.rollback_on_failure,
+            }),
+        ),
+        Command::Rollback(a) => (none, a.file, Lifecycle::Rollback),
+        Command::Status(a) => (none, a.file, Lifecycle::Status),
+        Command::Cleanup(a) => (none, a.file, Lifecycle::Cleanup),
+    };
+    let (events, rx) = crate::progress::Events::channel();
+    let renderer = tokio::spawn(render::events(rx, global.output));
+    let result = match Session::open(&global, &file, events).await {
+        Ok(mut session) => {
+            session.engine.options = options;
+            command.run(session.engine).await
+        }
+        Err(e) => Err(e),
+    };
+    // The engine (and with it every sender) is gone: the renderer drains what is left.
+    let _ = renderer.await;
+    let (exit, report) = result?;
+    report.print(global.output);
+    Ok(exit)
+}
+
+/// The commands that work on a desired-state file against both clusters.
+enum Lifecycle {
+    Plan,
+    Apply,
+    Watch,
+    Cutover(crate::engine::CutoverFlags),
+    Rollback,
+    Status,
+    Cleanup,
+}
+
+impl Lifecycle {
+    /// Runs the command; what it returns is printed after the last event.
+    async fn run(self, engine: crate::engine::Engine) -> anyhow::Result<(Exit, report::Report)> {
+        use report::Report;
+        Ok(match self {
+            Lifecycle::Plan => {
+                let planned = engine.plan(false).await?;
+                // A type that could not be read is a failed plan (the plan says which).
+                let stuck = planned.plan.unread().next().is_some()
+                    || planned.plan.blocked().next().is_some()
+                    || planned.plan.failed_checks(true).next().is_some();
+                let exit = match (stuck, planned.plan.pending()) {
+                    (true, _) => Exit::Failed,
+                    (false, 0) => Exit::Success,
+                    (false, _) => Exit::Changes,
+                };
+                (exit, Report::Plan(planned.plan))
+            }
+            Lifecycle::Apply => {
+                let r = engine.apply(false).await?;
+                (if r.failed() > 0 { Exit::Failed } else { Exit::Success }, Report::Apply(r))
+            }
+            Lifecycle::Watch => {
+                let r = engine.watch(interrupted()).await;
+                (if r.last_failed { Exit::Failed } else { Exit::Success }, Report::Watch(r))
+            }
+            Lifecycle::Cutover(flags) => (Exit::Success, Report::Cutover(engine.cutover(flags, interrupted()).await?)),
+            Lifecycle::Rollback => (Exit::Success, Report::Rollback(engine.rollback().await?)),
+            Lifecycle::Status => (Exit::Success, Report::Status(engine.status().await?)),
+            Lifecycle::Cleanup => (Exit::Success, Report::Cleanup(engine.cleanup().await?)),
+        })
+    }
+}
+
+/// Ctrl-C or SIGTERM (what `kubectl delete` of a Job's pod, systemd or a closing terminal
+/// send).
+async fn interrupted() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
     }
 }
 

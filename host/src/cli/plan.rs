@@ -2,16 +2,11 @@
 
 use std::io::IsTerminal;
 
-use super::{Exit, Output, Session};
-use crate::engine::{self, Plan};
-use crate::plan::render;
+use super::Output;
+use super::render::human_bytes;
+use crate::plan::{Plan, render};
 
-pub async fn run(session: &Session) -> anyhow::Result<Exit> {
-    let plan = engine::plan(&session.spec, &session.source, &session.destination, false).await?;
-    print(&plan, session.output);
-    Ok(if plan.pending() == 0 { Exit::Success } else { Exit::Changes })
-}
-
+/// Prints a plan: the human review, or the plan as one JSON document.
 pub fn print(plan: &Plan, output: Output) {
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(plan).unwrap_or_default()),
@@ -20,17 +15,23 @@ pub fn print(plan: &Plan, output: Output) {
             for m in &plan.migrations {
                 println!("migration {} ({} → {})", m.name, m.source, m.destination);
                 print!("{}", render::human(&m.resources, color));
+                if !m.preflight.is_empty() {
+                    println!("  preflight:");
+                    for c in &m.preflight {
+                        let mark = if c.ok { "ok  " } else { "FAIL" };
+                        let when = if c.cutover_only { " (needed at cutover)" } else { "" };
+                        println!("    {mark} {}{when}: {}", c.name, c.detail);
+                    }
+                }
                 if !m.images.is_empty() {
                     println!("  images (Direct Image Migration):");
                     for i in &m.images {
                         let state = match (&i.error, i.present) {
                             (Some(e), _) => format!("cannot inspect: {e}"),
                             (None, true) => "already present".to_string(),
-                            (None, false) => format!(
-                                "{} to copy of {}",
-                                super::apply::human_bytes(i.bytes_to_copy),
-                                super::apply::human_bytes(i.bytes_total)
-                            ),
+                            (None, false) => {
+                                format!("{} to copy of {}", human_bytes(i.bytes_to_copy), human_bytes(i.bytes_total))
+                            }
                         };
                         println!("    {} → {}  ({state})", i.source, i.destination);
                     }
@@ -51,6 +52,18 @@ pub fn print(plan: &Plan, output: Output) {
                         );
                     }
                 }
+            }
+            let failed = plan.failed_checks(true).count();
+            if failed > 0 {
+                eprintln!(
+                    "error: {failed} preflight check(s) failed (listed above); fix them before `mtcd apply` or `mtcd cutover`."
+                );
+            }
+            let unread = plan.unread().count();
+            if unread > 0 {
+                eprintln!(
+                    "error: {unread} type(s) could not be read completely (listed above); `mtcd apply` would change nothing. Grant the read, or leave the kind out with `exclude_kinds`."
+                );
             }
             if plan.pending() == 0 {
                 println!("Nothing to do: the destination matches the desired state.");

@@ -4,19 +4,18 @@
 
 use std::path::Path;
 
-use super::{Global, Output};
-use crate::cluster::{self, Cluster};
-use crate::spec::{self, Spec};
+use super::Global;
+use crate::cluster;
+use crate::engine::Engine;
+use crate::progress::Events;
+use crate::spec;
 
 pub struct Session {
-    pub spec: Spec,
-    pub source: Cluster,
-    pub destination: Cluster,
-    pub output: Output,
+    pub engine: Engine,
 }
 
 impl Session {
-    pub async fn open(global: &Global, file: &Path) -> anyhow::Result<Session> {
+    pub async fn open(global: &Global, file: &Path, events: Events) -> anyhow::Result<Session> {
         let spec = spec::load(file)?;
         let kubeconfig_path = cluster::kubeconfig_path(global.kubeconfig.as_deref());
         let kubeconfig = cluster::read_kubeconfig(&kubeconfig_path)?;
@@ -31,6 +30,6 @@ impl Session {
             (Ok(_), Err(e)) => return Err(anyhow::Error::new(e).context("cannot reach the destination cluster")),
             (Err(s), Err(d)) => anyhow::bail!("cannot reach either cluster:\n  source: {s}\n  destination: {d}"),
         };
-        Ok(Session { spec, source, destination, output: global.output })
+        Ok(Session { engine: Engine::new(spec, source, destination, events)? })
     }
 }

@@ -66,14 +66,14 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
-/// The kubeconfig path in effect: `--kubeconfig`, else `$KUBECONFIG` (first entry), else
-/// `~/.kube/config`.
+/// The kubeconfig path in effect: `--kubeconfig`, else `$KUBECONFIG` (its first non-empty
+/// entry; an empty `KUBECONFIG=` counts as unset, as kubectl does), else `~/.kube/config`.
 pub fn kubeconfig_path(explicit: Option<&Path>) -> PathBuf {
-    if let Some(p) = explicit {
+    if let Some(p) = explicit.filter(|p| !p.as_os_str().is_empty()) {
         return p.to_path_buf();
     }
     if let Some(env) = std::env::var_os("KUBECONFIG")
-        && let Some(first) = std::env::split_paths(&env).next()
+        && let Some(first) = std::env::split_paths(&env).find(|p| !p.as_os_str().is_empty())
     {
         return first;
     }
@@ -105,9 +105,19 @@ pub async fn client_for(kubeconfig: &Kubeconfig, path: &Path, context: &str) -> 
     let config = kube::Config::from_custom_kubeconfig(kubeconfig.clone(), &options)
         .await
         .map_err(|source| ClusterError::Config { context: context.to_string(), source })?;
-    let client = kube::Client::try_from(config.clone())
-        .map_err(|source| ClusterError::Client { context: context.to_string(), source })?;
-    Ok(Cluster { context: context.to_string(), client, config })
+    Cluster::from_config(context, config)
+}
+
+impl Cluster {
+    /// A client for `config`. kube would retry 429/503/504 silently, with backoff, for
+    /// minutes (an aggregated API that is down stalled a plan for 281 s): mtcd turns that off
+    /// and decides itself what to retry (crate::retry), and says so.
+    pub fn from_config(context: &str, mut config: kube::Config) -> Result<Cluster, ClusterError> {
+        config.default_retry = false;
+        let client = kube::Client::try_from(config.clone())
+            .map_err(|source| ClusterError::Client { context: context.to_string(), source })?;
+        Ok(Cluster { context: context.to_string(), client, config })
+    }
 }
 
 /// Builds a client and checks the API server answers (`/version`).
@@ -128,4 +138,74 @@ pub async fn connect(kubeconfig: &Kubeconfig, path: &Path, context: &str) -> Res
         }
     })?;
     Ok(cluster)
+}
+
+/// Whether the API server answered (with a Status, or a body mtcd could not read), as
+/// opposed to not answering at all (connection refused, TLS failure, timeout).
+pub fn is_answer(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(_) | kube::Error::SerdeError(_))
+}
+
+/// One line about what went wrong, for people: the API server's message and reason, or the
+/// innermost cause of a transport failure ("Connection refused"), which is what a user can
+/// act on (kube's own text says only "client error (Connect)").
+pub fn short_error(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) if s.code == 401 => {
+            "the credentials were rejected (401 Unauthorized); log in again or fix the kubeconfig user".into()
+        }
+        // "field is immutable" and friends carry the whole Go struct of the old value; the
+        // causes name the field and the reason, which is what a person can act on.
+        kube::Error::Api(s) if s.code == 422 && s.details.as_ref().is_some_and(|d| !d.causes.is_empty()) => {
+            let d = s.details.as_ref().expect("checked");
+            let causes: Vec<String> = d
+                .causes
+                .iter()
+                .map(|c| {
+                    let why = c.message.rsplit(": ").next().unwrap_or(&c.message);
+                    if c.field.is_empty() { why.to_string() } else { format!("{}: {why}", c.field) }
+                })
+                .collect();
+            format!("{} {:?} is invalid: {} (422 {})", d.kind, d.name, causes.join("; "), s.reason)
+        }
+        kube::Error::Api(s) => format!("{} ({} {})", s.message, s.code, s.reason),
+        other => {
+            let mut reason = other.to_string();
+            let mut cause: Option<&dyn std::error::Error> = std::error::Error::source(other);
+            while let Some(c) = cause {
+                reason = c.to_string();
+                cause = c.source();
+            }
+            reason
+        }
+    }
+}
+
+#[cfg(test)]
+mod message_tests {
+    use super::*;
+
+    fn api(v: serde_json::Value) -> kube::Error {
+        kube::Error::Api(Box::new(serde_json::from_value(v).unwrap()))
+    }
+
+    #[test]
+    fn an_immutable_field_is_named_without_the_go_struct_dump() {
+        let dump = format!("core.PodTemplateSpec{{ObjectMeta:v1.ObjectMeta{{Name:\"\", {}}}}}", "x".repeat(5000));
+        let e = api(
+            serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Invalid", "code": 422,
+            "message": format!("Job.batch \"migrate\" is invalid: spec.template: Invalid value: {dump}: field is immutable"),
+            "details": {"name": "migrate", "group": "batch", "kind": "Job",
+                "causes": [{"reason": "FieldValueInvalid", "message": format!("Invalid value: {dump}: field is immutable"), "field": "spec.template"}]}}),
+        );
+        assert_eq!(short_error(&e), "Job \"migrate\" is invalid: spec.template: field is immutable (422 Invalid)");
+    }
+
+    #[test]
+    fn rejected_credentials_say_so() {
+        let e = api(
+            serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Unauthorized", "code": 401, "message": "Unauthorized"}),
+        );
+        assert!(short_error(&e).starts_with("the credentials were rejected"), "{}", short_error(&e));
+    }
 }

@@ -564,7 +564,7 @@ pub struct ImageStats {
 }
 
 /// Everything an image needs on the destination, read from the source.
-pub(crate) struct ImagePlan {
+pub(crate) struct ImageContent {
     pub top: RawManifest,
     /// Child manifests of an index (empty for a single image), with whether the
     /// destination already holds each.
@@ -581,7 +581,7 @@ pub(crate) async fn plan_image(
     src: &RegistryClient,
     dst: &RegistryClient,
     copy: &ImageCopy,
-) -> Result<ImagePlan, DimError> {
+) -> Result<ImageContent, DimError> {
     let src_at =
         At { registry: src.address(), repository: &copy.source.repository, reference: copy.source.reference() };
     let dst_repo = copy.destination.repository.as_str();
@@ -590,7 +590,7 @@ pub(crate) async fn plan_image(
     let dst_ref = tag.clone().unwrap_or_else(|| top.digest.clone());
     let dst_at = At { registry: dst.address(), repository: dst_repo, reference: &dst_ref };
     let dst_current = head_manifest(dst, dst_at).await?;
-    let mut plan = ImagePlan { top, children: vec![], blobs: vec![], tag, dst_current };
+    let mut plan = ImageContent { top, children: vec![], blobs: vec![], tag, dst_current };
     if plan.dst_current.as_deref() == Some(plan.top.digest.as_str()) {
         return Ok(plan);
     }
@@ -626,7 +626,11 @@ pub(crate) async fn plan_image(
 }
 
 /// Pushes child manifests, then the top one by digest, then the tag.
-pub(crate) async fn push_manifests(dst: &RegistryClient, dst_repo: &str, plan: &ImagePlan) -> Result<usize, DimError> {
+pub(crate) async fn push_manifests(
+    dst: &RegistryClient,
+    dst_repo: &str,
+    plan: &ImageContent,
+) -> Result<usize, DimError> {
     let at = At { registry: dst.address(), repository: dst_repo, reference: &plan.top.digest };
     let mut pushed = 0;
     for (m, present) in &plan.children {

@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use indexmap::IndexMap;
 
-pub use crate::image::{ImageRef, ReferenceError, discover, reference, rewrite_object};
+pub use crate::image::{
+    ImageCopy, ImageRef, ReferenceError, discover, internal_hosts, plan_copies, reference, rewrite_object,
+};
 pub use copy::ImageStats;
 pub use registry::RegistryClient;
 
@@ -92,42 +94,6 @@ impl DimError {
     }
 }
 
-/// The registry hosts whose images count as internal for a source registry: its reachable
-/// address, the address pods use, and the extra hosts of the DIM options.
-pub fn internal_hosts(registry: &crate::spec::Registry, opts: &DimOptions) -> Vec<String> {
-    let mut hosts = vec![registry.address.clone()];
-    hosts.extend(registry.internal_address.clone());
-    hosts.extend(opts.internal_hosts.iter().cloned());
-    hosts.dedup();
-    hosts
-}
-
-/// One image to copy: where it is read and where it is written.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ImageCopy {
-    pub source: ImageRef,
-    pub destination: ImageRef,
-}
-
-/// Turns discovered images into copies between the two registries' reachable addresses,
-/// mapping namespaces (`src-ns/app` → `dst-ns/app`). Duplicates (same destination and
-/// content) are dropped.
-pub fn plan_copies(
-    images: &[ImageRef],
-    src_registry: &str,
-    dst_registry: &str,
-    namespace_map: &IndexMap<String, String>,
-) -> Vec<ImageCopy> {
-    let mut out: indexmap::IndexSet<ImageCopy> = indexmap::IndexSet::new();
-    for img in images {
-        out.insert(ImageCopy {
-            source: img.moved(src_registry, img.repository.clone()),
-            destination: img.moved(dst_registry, reference::map_repository(&img.repository, namespace_map)),
-        });
-    }
-    out.into_iter().collect()
-}
-
 /// Progress of the copy, for the progress renderer. `index` is the position in the
 /// `copies` slice given to [`copy_all`]; `image` its destination reference.
 #[derive(Debug, Clone, PartialEq)]
@@ -183,20 +149,7 @@ impl DimReport {
     }
 }
 
-/// What `mtcd plan` shows for an image.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Inspection {
-    /// Digest of the source's top manifest.
-    pub digest: String,
-    /// The destination already has this digest under the tag: nothing to copy.
-    pub present: bool,
-    pub blobs_total: usize,
-    pub bytes_total: u64,
-    /// Blobs (and their bytes) the destination repository does not have yet. A blob held
-    /// by another destination repository counts here, although the copy will mount it.
-    pub blobs_missing: usize,
-    pub bytes_to_copy: u64,
-}
+pub use crate::snapshot::Inspection;
 
 /// Reads sizes and presence for every copy, without writing anything.
 pub async fn inspect(

@@ -8,7 +8,7 @@
 //! stand-in.
 
 use std::io::Read;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::discovery::ApiResource;
@@ -16,20 +16,24 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::cluster::Cluster;
-use crate::spec::{ExistingResourcePolicy, Migration};
+use crate::plan::VeleroPlan;
 
-const POLL: Duration = Duration::from_millis(500);
-
+/// Why the Velero path stopped. Per-object restore problems are not errors: they are in the
+/// report's warnings and errors.
 #[derive(Debug, thiserror::Error)]
 pub enum VeleroError {
+    /// The cluster does not serve velero.io/v1.
     #[error("Velero is not installed on {context} (the velero.io/v1 API group is not served)")]
     NotInstalled { context: String },
+    /// The shared storage location is missing on one side.
     #[error(
         "{context}: backupstoragelocation {namespace}/{name} does not exist; create it or set [migration.velero] storage_location"
     )]
     NoStorageLocation { context: String, namespace: String, name: String },
+    /// The shared storage location is not usable.
     #[error("{context}: backupstoragelocation {namespace}/{name} is {phase}: {message}")]
     StorageUnavailable { context: String, namespace: String, name: String, phase: String, message: String },
+    /// A Backup, Restore or DownloadRequest did not finish in time.
     #[error(
         "{context}: {object} did not reach a terminal phase within {waited} (last phase {phase:?}); raise [migration.velero] timeout or check Velero's logs"
     )]
@@ -40,8 +44,13 @@ pub enum VeleroError {
         waited: String,
         phase: String,
     },
+    /// A Backup or Restore ended in a failed phase.
     #[error("{context}: {object} ended {phase}: {reason}")]
     Failed { context: String, object: String, phase: String, reason: String },
+    /// Watching an object failed (its watch was refused or broke off).
+    #[error("{context}: watching {object}: {reason}")]
+    Watch { context: String, object: String, reason: String },
+    /// A request to the API server failed.
     #[error("{context}: {what}: {source}")]
     Api {
         context: String,
@@ -49,8 +58,10 @@ pub enum VeleroError {
         #[source]
         source: kube::Error,
     },
+    /// The restore's per-object results could not be read.
     #[error("restore {restore}: reading its results: {reason}")]
     Results { restore: String, reason: String },
+    /// Holding or starting the restored workloads failed.
     #[error(transparent)]
     Hold(#[from] crate::actions::quiesce::QuiesceError),
 }
@@ -169,7 +180,7 @@ fn failure_reason(v: &Value) -> String {
     if parts.is_empty() { "no reason given; see `velero describe` and its logs".into() } else { parts.join("; ") }
 }
 
-async fn check_installed(c: &Cluster) -> Result<(), VeleroError> {
+pub async fn check_installed(c: &Cluster) -> Result<(), VeleroError> {
     match c.client.list_api_group_resources("velero.io/v1").await {
         Ok(l) if l.resources.iter().any(|r| r.name == "backups") => Ok(()),
         Ok(_) | Err(kube::Error::Api(_)) => Err(VeleroError::NotInstalled { context: c.context.clone() }),
@@ -177,7 +188,7 @@ async fn check_installed(c: &Cluster) -> Result<(), VeleroError> {
     }
 }
 
-async fn check_location(c: &Cluster, ns: &str, name: &str) -> Result<(), VeleroError> {
+pub async fn check_location(c: &Cluster, ns: &str, name: &str) -> Result<(), VeleroError> {
     let bsl = api(c, ns, "BackupStorageLocation", "backupstoragelocations")
         .get_opt(name)
         .await
@@ -202,52 +213,53 @@ async fn check_location(c: &Cluster, ns: &str, name: &str) -> Result<(), VeleroE
     Ok(())
 }
 
-/// Polls `name` until `done` says so, or the migration's Velero timeout.
+/// Waits (by watch) until `done` holds for `name`, or the migration's Velero timeout; the
+/// timeout names the object, the time waited and the last phase seen.
 async fn wait_for(
     c: &Cluster,
     api: &Api<DynamicObject>,
     object: &str,
     name: &str,
     timeout: Duration,
-    done: impl Fn(&Value) -> bool,
+    done: impl Fn(&Value) -> bool + Send + 'static,
 ) -> Result<Value, VeleroError> {
-    let deadline = Instant::now() + timeout;
-    let mut phase = String::new();
-    loop {
-        if let Some(o) = api.get_opt(name).await.map_err(api_err(c, format!("reading {object}")))? {
-            let v = to_value(o);
-            phase = str_at(&v, "/status/phase").to_string();
-            if done(&v) {
-                return Ok(v);
-            }
+    let cond = move |o: Option<&DynamicObject>| o.is_some_and(|o| done(&to_value(o.clone())));
+    match tokio::time::timeout(timeout, kube::runtime::wait::await_condition(api.clone(), name, cond)).await {
+        Ok(Ok(Some(o))) => Ok(to_value(o)),
+        Ok(Ok(None)) => unreachable!("the condition holds only for an object"),
+        Ok(Err(e)) => {
+            Err(VeleroError::Watch { context: c.context.clone(), object: object.into(), reason: e.to_string() })
         }
-        if Instant::now() > deadline {
-            return Err(VeleroError::Timeout {
+        Err(_) => {
+            let phase = match api.get_opt(name).await {
+                Ok(Some(o)) => str_at(&to_value(o), "/status/phase").to_string(),
+                _ => String::new(),
+            };
+            Err(VeleroError::Timeout {
                 context: c.context.clone(),
                 object: object.into(),
                 waited: humantime::format_duration(timeout).to_string(),
                 phase,
-            });
+            })
         }
-        tokio::time::sleep(POLL).await;
     }
 }
 
-/// Backup on the source, Restore on the destination, results read back; then workloads
-/// held (stage) or started (`released`: cutover or `start_workloads`).
-pub async fn run(src: &Cluster, dst: &Cluster, m: &Migration, released: bool) -> Result<VeleroReport, VeleroError> {
+/// The first step: a Backup of the migration's namespaces on the source, under a fresh name
+/// no Restore uses yet, waited for until it is terminal. [`restore`] is the second step.
+pub async fn backup(src: &Cluster, dst: &Cluster, v: &VeleroPlan) -> Result<VeleroReport, VeleroError> {
     check_installed(src).await?;
     check_installed(dst).await?;
-    check_location(src, &m.velero.namespace, &m.velero.storage_location).await?;
-    check_location(dst, &m.velero.namespace, &m.velero.storage_location).await?;
-    let vns = &m.velero.namespace;
-    let timeout = m.velero.timeout;
+    check_location(src, &v.namespace, &v.storage_location).await?;
+    check_location(dst, &v.namespace, &v.storage_location).await?;
+    let vns = &v.namespace;
+    let timeout = v.timeout;
     let backups = api(src, vns, "Backup", "backups");
     let restores = api(dst, vns, "Restore", "restores");
     // Names are to the second: a run right after another waits for a fresh name rather
     // than colliding with the previous Backup or Restore.
     let name = loop {
-        let name = format!("mtcd-{}-{}", m.name, chrono::Utc::now().format("%Y%m%d%H%M%S"));
+        let name = format!("mtcd-{}-{}", v.migration, chrono::Utc::now().format("%Y%m%d%H%M%S"));
         let taken = backups
             .get_opt(&name)
             .await
@@ -260,20 +272,12 @@ pub async fn run(src: &Cluster, dst: &Cluster, m: &Migration, released: bool) ->
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     let mut report = VeleroReport { backup: name.clone(), restore: name.clone(), ..Default::default() };
-    let labels = json!({crate::plan::hash::MIGRATION: m.name, "app.kubernetes.io/managed-by": "mtcd"});
+    let labels = json!({crate::plan::hash::MIGRATION: v.migration, "app.kubernetes.io/managed-by": "mtcd"});
 
     let backup: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "velero.io/v1", "kind": "Backup",
         "metadata": {"name": name, "namespace": vns, "labels": labels},
-        "spec": {
-            "includedNamespaces": m.namespaces,
-            "includedResources": m.filter.include_kinds.iter().map(|k| k.to_lowercase()).collect::<Vec<_>>(),
-            "excludedResources": excluded_resources(&m.filter.exclude_kinds),
-            "includeClusterResources": false,
-            "snapshotVolumes": false,
-            "storageLocation": m.velero.storage_location,
-            "labelSelector": m.filter.label_selector.as_deref().map(label_selector),
-        },
+        "spec": v.backup,
     }))
     .expect("static shape");
     let object = format!("backup {vns}/{name}");
@@ -290,6 +294,18 @@ pub async fn run(src: &Cluster, dst: &Cluster, m: &Migration, released: bool) ->
         });
     }
 
+    Ok(report)
+}
+
+/// The second step: once the destination's Velero has synced the backup from the shared
+/// storage location, a Restore with the namespace mapping; its per-object results read back;
+/// then the restored workloads held (stage) or started (`release`).
+pub async fn restore(dst: &Cluster, v: &VeleroPlan, mut report: VeleroReport) -> Result<VeleroReport, VeleroError> {
+    let vns = &v.namespace;
+    let timeout = v.timeout;
+    let name = report.backup.clone();
+    let restores = api(dst, vns, "Restore", "restores");
+    let labels = json!({crate::plan::hash::MIGRATION: v.migration, "app.kubernetes.io/managed-by": "mtcd"});
     // The destination's Velero finds the backup by syncing the shared storage location.
     let dst_backups = api(dst, vns, "Backup", "backups");
     wait_for(
@@ -302,18 +318,12 @@ pub async fn run(src: &Cluster, dst: &Cluster, m: &Migration, released: bool) ->
     )
     .await?;
 
-    let mapping: serde_json::Map<String, Value> =
-        m.namespace_map.iter().filter(|(s, d)| s != d).map(|(s, d)| (s.clone(), json!(d))).collect();
+    let mut restore_spec = v.restore.clone();
+    restore_spec["backupName"] = json!(name);
     let restore: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "velero.io/v1", "kind": "Restore",
         "metadata": {"name": name, "namespace": vns, "labels": labels},
-        "spec": {
-            "backupName": name,
-            "includedNamespaces": m.namespaces,
-            "namespaceMapping": mapping,
-            "restorePVs": false,
-            "existingResourcePolicy": match m.velero.existing_resource_policy { ExistingResourcePolicy::None => "none", ExistingResourcePolicy::Update => "update" },
-        },
+        "spec": restore_spec,
     }))
     .expect("static shape");
     let object = format!("restore {vns}/{name}");
@@ -340,41 +350,14 @@ pub async fn run(src: &Cluster, dst: &Cluster, m: &Migration, released: bool) ->
         });
     }
 
-    let dest: Vec<String> = m.namespace_map.values().cloned().collect();
-    if released || m.start_workloads {
-        report.started = crate::actions::quiesce::start(dst, &dest).await?.scaled;
+    let dest = &v.destination_namespaces;
+    if v.release {
+        report.started = crate::actions::quiesce::start(dst, dest).await?.scaled;
     } else {
-        let h = crate::actions::quiesce::hold_destination(dst, &dest).await?;
+        let h = crate::actions::quiesce::hold_destination(dst, dest).await?;
         report.held = h.scaled.into_iter().chain(h.suspended).collect();
     }
     Ok(report)
-}
-
-/// PVC data is DVM's; the user's excluded kinds are resource names to Velero (its REST
-/// mapper takes `kind` and `kind.group`, lower case).
-fn excluded_resources(exclude_kinds: &[String]) -> Vec<String> {
-    let mut out = vec!["persistentvolumeclaims".to_string(), "persistentvolumes".to_string()];
-    out.extend(exclude_kinds.iter().map(|k| k.to_lowercase()));
-    out
-}
-
-/// `a=b,c!=d` → Velero's `labelSelector` (equality terms only; set-based terms are sent
-/// as `matchExpressions`).
-fn label_selector(s: &str) -> Value {
-    let mut labels = serde_json::Map::new();
-    let mut exprs = Vec::new();
-    for term in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-        if let Some((k, v)) = term.split_once("!=") {
-            exprs.push(json!({"key": k.trim(), "operator": "NotIn", "values": [v.trim()]}));
-        } else if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
-            labels.insert(k.trim().into(), json!(v.trim()));
-        } else if let Some(k) = term.strip_prefix('!') {
-            exprs.push(json!({"key": k.trim(), "operator": "DoesNotExist"}));
-        } else {
-            exprs.push(json!({"key": term, "operator": "Exists"}));
-        }
-    }
-    json!({"matchLabels": labels, "matchExpressions": exprs})
 }
 
 /// Creates a DownloadRequest for the restore's results and reads what it points at.
@@ -488,63 +471,9 @@ mod tests {
         assert!(parse_results(b"<html>").unwrap_err().contains("not Velero results"));
     }
 
-    #[test]
-    fn label_selectors_become_velero_selectors() {
-        let s = label_selector("app=shop, tier!=cache,canary,!legacy");
-        assert_eq!(s["matchLabels"], json!({"app": "shop"}));
-        assert_eq!(s["matchExpressions"][0], json!({"key": "tier", "operator": "NotIn", "values": ["cache"]}));
-        assert_eq!(s["matchExpressions"][1]["operator"], "Exists");
-        assert_eq!(s["matchExpressions"][2], json!({"key": "legacy", "operator": "DoesNotExist"}));
-    }
-
-    #[test]
-    fn claims_and_volumes_are_always_excluded() {
-        assert_eq!(
-            excluded_resources(&["Route.route.openshift.io".into()]),
-            vec!["persistentvolumeclaims", "persistentvolumes", "route.route.openshift.io"]
-        );
-    }
-
-    /// A one-route-per-path HTTP server standing in for an API server, enough for
-    /// discovery and GETs.
-    async fn fake_cluster(routes: Vec<(&'static str, u16, Value)>) -> Cluster {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut sock, _)) = listener.accept().await else {
-                    return;
-                };
-                let routes = routes.clone();
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match sock.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    let head = String::from_utf8_lossy(&buf);
-                    let path = head.split_whitespace().nth(1).unwrap_or("").split('?').next().unwrap_or("").to_string();
-                    let (code, body) = routes.iter().find(|(p, _, _)| *p == path).map(|(_, c, b)| (*c, b.to_string())).unwrap_or((404, json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "the server could not find the requested resource"}).to_string()));
-                    let resp = format!(
-                        "HTTP/1.1 {code} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = sock.write_all(resp.as_bytes()).await;
-                });
-            }
-        });
-        let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
-        let client = kube::Client::try_from(config.clone()).unwrap();
-        Cluster { context: "fake".into(), client, config }
-    }
-
     #[tokio::test]
     async fn a_cluster_without_velero_is_named() {
-        let c = fake_cluster(vec![]).await;
+        let c = crate::testing::fake_cluster(vec![]).await;
         let e = check_installed(&c).await.unwrap_err();
         assert_eq!(e.to_string(), "Velero is not installed on fake (the velero.io/v1 API group is not served)");
     }
@@ -552,7 +481,7 @@ mod tests {
     #[tokio::test]
     async fn missing_or_unavailable_storage_locations_are_errors() {
         let bsl = |phase: &str| json!({"apiVersion": "velero.io/v1", "kind": "BackupStorageLocation", "metadata": {"name": "default", "namespace": "velero"}, "status": {"phase": phase, "message": "bucket gone"}});
-        let c = fake_cluster(vec![
+        let c = crate::testing::fake_cluster(vec![
             ("/apis/velero.io/v1/namespaces/velero/backupstoragelocations/default", 200, bsl("Unavailable")),
             ("/apis/velero.io/v1/namespaces/velero/backupstoragelocations/ok", 200, bsl("Available")),
         ])
@@ -567,7 +496,7 @@ mod tests {
     #[tokio::test]
     async fn results_are_read_from_http_and_file_urls() {
         let body = json!({"errors": {"namespaces": {"shop-prod": ["error restoring services/shop-prod/web: x"]}}});
-        let c = fake_cluster(vec![("/results", 200, body.clone())]).await;
+        let c = crate::testing::fake_cluster(vec![("/results", 200, body.clone())]).await;
         let url = format!("{}results", c.config.cluster_url);
         let r = parse_results(&read_url(&url).await.unwrap()).unwrap();
         assert_eq!(r.errors.messages()[0].scope, "shop-prod");
