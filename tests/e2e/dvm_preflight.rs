@@ -102,14 +102,16 @@ async fn a_terminating_destination_pvc_fails_at_once_and_the_other_pvcs_still_mo
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(lab.client("lab-dst").await, "shop-prod");
     claims.delete("data", &DeleteParams::default()).await.unwrap();
     let started = Instant::now();
-    let run = lab.mtcd(&["apply", desired(&lab, "").to_str().unwrap()]);
+    // The destination claim was not made by mtcd: taking it over is asked for explicitly.
+    let run = lab.mtcd(&["apply", "--adopt", desired(&lab, "").to_str().unwrap()]);
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
     assert!(
         run.stdout.contains("volume shop/data: FAILED after 0 attempt(s)")
             && run.stdout.contains("destination PVC shop-prod/data is Terminating")
             && run.stdout.contains("held by finalizers example.com/hold"),
-        "{}",
-        run.stdout
+        "{}\n{}",
+        run.stdout,
+        run.stderr
     );
     assert!(run.stdout.contains("volume shop/uploads: done"), "the other PVC moves:\n{}", run.stdout);
     assert!(started.elapsed() < Duration::from_secs(30), "at once, not after a timeout: {:?}", started.elapsed());
@@ -131,12 +133,14 @@ async fn a_destination_pvc_mounted_by_a_running_pod_fails_naming_the_pod() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let started = Instant::now();
-    let run = lab.mtcd(&["apply", desired(&lab, "").to_str().unwrap()]);
+    // The destination claim was not made by mtcd: taking it over is asked for explicitly.
+    let run = lab.mtcd(&["apply", "--adopt", desired(&lab, "").to_str().unwrap()]);
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
     assert!(
         run.stdout.contains("destination PVC shop-prod/data (ReadWriteOnce) is mounted by running pod shop-prod/web"),
-        "{}",
-        run.stdout
+        "{}\n{}",
+        run.stdout,
+        run.stderr
     );
     assert!(started.elapsed() < Duration::from_secs(30), "at once, not after a timeout: {:?}", started.elapsed());
     let transfer = pods.list(&ListParams::default().labels("mtcd.io/component=transfer")).await.unwrap();

@@ -99,14 +99,17 @@ async fn a_snapshot_source_needs_a_snapshot_class_for_the_volumes_driver() {
     // A class whose driver has no VolumeSnapshotClass (its claim stays Pending in the lab).
     let nfs = "---\napiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: nfs}\nprovisioner: example.com/nfs\n---\napiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: shared, namespace: shop}\nspec:\n  accessModes: [ReadWriteMany]\n  storageClassName: nfs\n  resources: {requests: {storage: 1Gi}}\n";
     lab.seed_yaml("lab-src", &format!("{SEED}{nfs}")).await.unwrap();
+    // The destination has the class too (else the plan's own preflight stops first).
+    lab.seed_yaml("lab-dst", nfs.split("---\napiVersion: v1").next().unwrap()).await.unwrap();
     std::fs::write(pv_dir(&lab.client("lab-src").await, "shop", "data").await.join("a.txt"), b"a\n").unwrap();
     let run = lab.mtcd(&["apply", desired(&lab, "pvc_source = { shared = \"snapshot\" }").to_str().unwrap()]);
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
     assert!(
         run.stdout.contains("volume shop/shared: FAILED after 0 attempt(s)")
             && run.stdout.contains("PVC shop/shared cannot be read from a snapshot: its storage class nfs (provisioner example.com/nfs): no VolumeSnapshotClass serves driver example.com/nfs"),
-        "{}",
-        run.stdout
+        "{}\n{}",
+        run.stdout,
+        run.stderr
     );
     assert!(run.stdout.contains("volume shop/data: done"), "the live PVC still moves:\n{}", run.stdout);
 }
