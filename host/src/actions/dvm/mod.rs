@@ -176,30 +176,10 @@ pub async fn run(
             }
         }
         ensure_namespace(dst, &dns, &m.migration).await?;
-        let checks =
-            futures::future::join_all(transfers.iter().map(|t| preflight::check(src, dst, m, t, events))).await;
-        let mut ready = Vec::new();
-        for (t, check) in transfers.into_iter().zip(checks) {
-            match check {
-                Ok(r) => ready.push((t, r)),
-                Err(message) => results.push(fail_now(&t, message, events)),
-            }
-        }
-        if ready.is_empty() {
-            continue;
-        }
-        let transfers: Vec<(VolumeTransfer, String)> =
-            ready.iter().map(|(t, r)| (t.clone(), r.read_claim.clone())).collect();
         let r = tracing::Instrument::instrument(run_namespace(src, dst, m, &ns, &transfers, events), span).await;
         // Whatever happened, leave nothing behind.
         let _ = futures::join!(cleanup_namespace(src, &ns, &m.migration), cleanup_namespace(dst, &dns, &m.migration));
-        for mut v in r? {
-            if let Some((_, pre)) = ready.iter().find(|(t, _)| format!("{}/{}", t.namespace, t.claim) == v.pvc) {
-                v.usage = Some(pre.usage);
-                v.warnings.splice(0..0, pre.warnings.iter().cloned());
-            }
-            results.push(v);
-        }
+        results.extend(r?);
     }
     Ok(results)
 }
@@ -252,26 +232,29 @@ pub(crate) fn human_bytes(n: u64) -> String {
 const BLOCK_MESSAGE: &str = "volumeMode Block is not supported by DVM (a filesystem copy of a block device would corrupt it); move it with a storage-level tool";
 
 /// One namespace's transfer. Everything that does not depend on another step runs at once:
-/// the certificates do not name the endpoint's host (certs::SERVER_NAME), so the server pod
-/// starts while the Route / LoadBalancer is still being admitted, and the client pods start
-/// as soon as the endpoint has an address, while the server pod may still be starting (they
-/// wait for the tunnel themselves, bounded by `tunnel_timeout`). A server pod that cannot
-/// start ends the transfer with its reason.
+/// the per-PVC preflight (snapshot, measurement, destination PVC) runs while the endpoint is
+/// admitted and the secrets are written; the certificates do not name the endpoint's host
+/// (certs::SERVER_NAME), so the server pod starts as soon as the preflight says which PVCs go,
+/// even while the Route / LoadBalancer is still being admitted; the client pods start as soon
+/// as the endpoint has an address, while the server pod may still be starting (they wait for
+/// the tunnel themselves, bounded by `tunnel_timeout`). A server pod that cannot start ends
+/// the transfer with its reason. PVCs that fail their preflight are results at once.
 async fn run_namespace(
     src: &Cluster,
     dst: &Cluster,
     m: &VolumePlan,
     ns: &str,
-    transfers: &[(VolumeTransfer, String)],
+    transfers: &[VolumeTransfer],
     events: &(dyn Fn(DvmEvent) + Sync),
 ) -> Result<Vec<VolumeResult>, DvmError> {
-    let dns = transfers[0].0.destination_namespace.clone();
+    let dns = transfers[0].destination_namespace.clone();
     let o = &m.options;
     let certs =
         certs::generate(&m.migration).map_err(|e| DvmError::Setup(format!("generating transfer certificates: {e}")))?;
     let password = random_password();
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let l = objects::labels(&m.migration);
+    let pods: Api<Pod> = Api::namespaced(dst.client.clone(), &dns);
 
     let endpoint = async {
         let svc = match o.endpoint {
@@ -299,40 +282,60 @@ async fn run_namespace(
             "data": {"stunnel-client.conf": objects::stunnel_client_conf(&host, port)}})).await?;
         Ok::<_, DvmError>(())
     };
-    let server = async {
-        // A server pod from an earlier run has other claims or certificates mounted: replace it.
-        let pods: Api<Pod> = Api::namespaced(dst.client.clone(), &dns);
-        let modules: Vec<(String, String)> = transfers
-            .iter()
-            .map(|(t, _)| (t.destination_claim.clone(), format!("/mnt/{}", t.destination_claim)))
-            .collect();
+    let server_secrets = async {
         let tls = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("{}-tls", objects::SERVER), "namespace": dns, "labels": l},
             "type": "Opaque", "data": {"ca.crt": b64(&certs.ca), "tls.crt": b64(&certs.server_cert), "tls.key": b64(&certs.server_key)}});
         let secrets = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("{}-rsync", objects::SERVER), "namespace": dns, "labels": l},
             "type": "Opaque", "data": {"rsyncd.secrets": b64(&format!("{}:{password}\n", objects::RSYNC_USER))}});
-        let config = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": objects::SERVER, "namespace": dns, "labels": l},
-            "data": {"rsyncd.conf": objects::rsyncd_conf(&modules, o.security.root()), "stunnel.conf": objects::stunnel_server_conf(),
-                     "restore-links.sh": objects::RESTORE_LINKS}});
         futures::try_join!(
+            // A server pod from an earlier run has other claims or certificates mounted: replace it.
             async {
                 wait::delete_pod(&pods, objects::SERVER).await;
                 Ok(())
             },
             apply(dst, &tls),
             apply(dst, &secrets),
-            apply(dst, &config),
         )?;
-        let claims: Vec<(String, String)> =
-            transfers.iter().map(|(t, _)| (t.destination_claim.clone(), t.destination_claim.clone())).collect();
-        apply(dst, &objects::server_pod(&dns, &m.migration, &claims, o)).await?;
         Ok::<_, DvmError>(())
     };
     let client_secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("{}-client-tls", objects::SERVER), "namespace": ns, "labels": l},
         "type": "Opaque", "data": {"ca.crt": b64(&certs.ca), "tls.crt": b64(&certs.client_cert), "tls.key": b64(&certs.client_key), "rsync-password": b64(&password)}});
-    futures::try_join!(endpoint, server, apply(src, &client_secret))?;
+    let preflight = futures::future::join_all(transfers.iter().map(|t| preflight::check(src, dst, m, t, events)));
+    let setup = async { futures::try_join!(endpoint, server_secrets, apply(src, &client_secret)) };
+
+    // The server pod needs the preflight's verdict (its modules and volumes); the client pods
+    // need the endpoint too.
+    let mut results = Vec::new();
+    let mut ready: Vec<(VolumeTransfer, preflight::Ready)> = Vec::new();
+    let server_started = async {
+        for (t, check) in transfers.iter().zip(preflight.await) {
+            match check {
+                Ok(r) => ready.push((t.clone(), r)),
+                Err(message) => results.push(fail_now(t, message, events)),
+            }
+        }
+        if ready.is_empty() {
+            return Ok::<_, DvmError>(false);
+        }
+        let modules: Vec<(String, String)> =
+            ready.iter().map(|(t, _)| (t.destination_claim.clone(), format!("/mnt/{}", t.destination_claim))).collect();
+        let config = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": objects::SERVER, "namespace": dns, "labels": l},
+            "data": {"rsyncd.conf": objects::rsyncd_conf(&modules, o.security.root()), "stunnel.conf": objects::stunnel_server_conf(),
+                     "restore-links.sh": objects::RESTORE_LINKS}});
+        apply(dst, &config).await?;
+        Ok(true)
+    };
+    let (setup, started) = futures::join!(setup, server_started);
+    if !started? {
+        return Ok(results);
+    }
+    setup?;
+    let claims: Vec<(String, String)> =
+        ready.iter().map(|(t, _)| (t.destination_claim.clone(), t.destination_claim.clone())).collect();
+    apply(dst, &objects::server_pod(&dns, &m.migration, &claims, o)).await?;
 
     let copies =
-        futures::stream::iter(transfers.iter().map(|(t, read)| transfer_with_retries(src, m, t, read, events)))
+        futures::stream::iter(ready.iter().map(|(t, pre)| transfer_with_retries(src, m, t, &pre.read_claim, events)))
             .buffer_unordered(o.parallel.max(1))
             .collect::<Vec<_>>();
     // Watches the server pod until it runs; then stays pending, so only a failure ends this.
@@ -340,10 +343,18 @@ async fn run_namespace(
         wait_running(dst, &dns, objects::SERVER, Duration::from_secs(120)).await?;
         futures::future::pending::<Result<(), DvmError>>().await
     };
-    tokio::select! {
-        results = copies => Ok(results),
-        Err(e) = server_up => Err(e),
+    let copied = tokio::select! {
+        results = copies => results,
+        Err(e) = server_up => return Err(e),
+    };
+    for mut v in copied {
+        if let Some((_, pre)) = ready.iter().find(|(t, _)| format!("{}/{}", t.namespace, t.claim) == v.pvc) {
+            v.usage = Some(pre.usage);
+            v.warnings.splice(0..0, pre.warnings.iter().cloned());
+        }
+        results.push(v);
     }
+    Ok(results)
 }
 
 fn random_password() -> String {
