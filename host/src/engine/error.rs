@@ -82,6 +82,20 @@ pub enum EngineError {
         if *rolled_back { "Rolled back: the source runs again, the destination is held at 0." } else { "The source stays quiesced; run `mtcd rollback` to run the source again, or fix the destination and run `mtcd status`." }
     )]
     Verify { cause: quiesce::QuiesceError, rolled_back: bool },
+    /// Another run (a CronJob's, an `apply --watch`, a person's) holds the migration's lock
+    /// and kept it for as long as this run waited. Nothing was read or written.
+    #[error(
+        "migration {migration:?} is being synced by {holder} (lease {lease}, held for {held_for}, renewed {renewed_ago} ago); gave up after waiting {waited}. Run again when it is done; a holder that died is taken over once its lease expires"
+    )]
+    Locked { migration: String, lease: String, holder: String, held_for: String, renewed_ago: String, waited: String },
+    /// The migration's lock could not be read or written.
+    #[error("migration {migration:?}: cannot take the lock {lease}: {}", crate::cluster::short_error(source))]
+    Lock {
+        migration: String,
+        lease: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
     /// The final sync of a cutover had failures; the source stays quiesced.
     #[error("the final sync had {failed} failure(s) (listed above)")]
     FinalSync { failed: usize },
