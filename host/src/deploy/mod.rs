@@ -135,7 +135,13 @@ pub async fn run(args: DeployArgs, global: &crate::cli::Global) -> anyhow::Resul
         let mut other = objects::objects(&objects::Plan { watch_mode: !args.watch_mode, ..args.plan() }, &spec, &text)
             .map_err(|source| DeployError::Toml { path: args.file.display().to_string(), source })?;
         objects.append(&mut other);
-        objects.reverse();
+        // Reverse apply order: the workloads first, the namespace last.
+        let rank = |o: &serde_json::Value| match o["kind"].as_str() {
+            Some("CronJob" | "Deployment") => 0,
+            Some("Namespace") => 2,
+            _ => 1,
+        };
+        objects.sort_by_key(rank);
         let mut seen = std::collections::HashSet::new();
         for o in objects {
             let (ar, name, ns) = resource(&o);
