@@ -247,3 +247,63 @@ async fn deploy_prints_yaml_the_server_accepts_applies_it_and_deletes_it() {
     let roles: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(client);
     assert!(roles.get_opt("mtcd-mtcd-destination").await.unwrap().is_none());
 }
+
+/// `context = "in-cluster"` for real: mtcd runs as `mtcd deploy`'s ServiceAccount with the
+/// generated RBAC, its token, the CA and the namespace at the path every pod has them
+/// (`/var/run/secrets/kubernetes.io/serviceaccount/`, in a private mount namespace so the
+/// host's `/run` is never touched), `KUBERNETES_SERVICE_HOST`/`PORT` set, the pod's copy of
+/// the file from the deployed ConfigMap, and the source from a kubeconfig — what the
+/// CronJob's pod runs, minus the pod.
+#[tokio::test(flavor = "multi_thread")]
+async fn in_cluster_context_runs_as_the_deployed_service_account() {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let lab = Lab::up();
+    lab.seed_yaml("lab-src", SEED).await.unwrap();
+    let f = desired(&lab, "");
+    let deployed = lab.mtcd(&["deploy", &f, "--schedule", "*/15 * * * *", "--image", "x/mtcd:test", "--apply"]);
+    assert_eq!(deployed.code, 0, "{}\n{}", deployed.stdout, deployed.stderr);
+    let client = lab.client("lab-dst").await;
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "mtcd");
+    let tr: TokenRequest = serde_json::from_value(json!({"spec": {"expirationSeconds": 600}})).unwrap();
+    let token = sas.create_token_request("mtcd", &PostParams::default(), &tr).await.unwrap().status.unwrap().token;
+    let sa_dir = lab.dir.join("serviceaccount");
+    std::fs::create_dir_all(&sa_dir).unwrap();
+    std::fs::write(sa_dir.join("token"), token.unwrap()).unwrap();
+    std::fs::copy(lab.dir.join("ca.crt"), sa_dir.join("ca.crt")).unwrap();
+    std::fs::write(sa_dir.join("namespace"), "mtcd").unwrap();
+    let cm: Api<ConfigMap> = Api::namespaced(client, "mtcd");
+    let pod_file = lab.dir.join("pod-desired.toml");
+    std::fs::write(&pod_file, &cm.get("mtcd-desired").await.unwrap().data.unwrap()["desired.toml"]).unwrap();
+    // https://127.0.0.1:PORT: the address the lab's certificate names, as a Service's would.
+    let api = lab.info["clusters"]["dst"]["api"].as_str().unwrap().trim_start_matches("https://").to_string();
+    let (host, port) = api.rsplit_once(':').unwrap();
+    set_currency(&lab, "JPY").await;
+    let script = format!(
+        "mount -t tmpfs tmpfs /run && mkdir -p /run/secrets/kubernetes.io && cp -r {sa} /run/secrets/kubernetes.io/serviceaccount && exec {mtcd} apply {file} --migration shop --schedule '*/15 * * * *'",
+        sa = sa_dir.display(),
+        mtcd = bin("mtcd").display(),
+        file = pod_file.display(),
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .env("KUBERNETES_SERVICE_HOST", host)
+        .env("KUBERNETES_SERVICE_PORT", port)
+        .env("MTCD_KUBECONFIG", &lab.kubeconfig)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(dst_currency(&lab).await, "JPY");
+    // Written as the ServiceAccount, recorded as a scheduled run with its next time.
+    let status = lab.mtcd(&["status", &f]);
+    assert!(status.stdout.contains("(succeeded, scheduled apply by "), "{}", status.stdout);
+    let next = status.stdout.lines().find_map(|l| l.trim().strip_prefix("next sync: ")).unwrap().to_string();
+    assert!(
+        next.ends_with(":00:00Z")
+            || next.ends_with(":15:00Z")
+            || next.ends_with(":30:00Z")
+            || next.ends_with(":45:00Z"),
+        "{next}"
+    );
+}

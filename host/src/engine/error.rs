@@ -85,9 +85,10 @@ pub enum EngineError {
     /// Another run (a CronJob's, an `apply --watch`, a person's) holds the migration's lock
     /// and kept it for as long as this run waited. Nothing was read or written.
     #[error(
-        "migration {migration:?} is being synced by {holder} (lease {lease}, held for {held_for}, renewed {renewed_ago} ago); gave up after waiting {waited}. Run again when it is done; a holder that died is taken over once its lease expires"
+        "migration {:?} is being synced by {} (lease {}, held for {}, renewed {} ago); gave up after waiting {}. Run again when it is done; a holder that died is taken over once its lease expires",
+        .0.migration, .0.holder, .0.lease, .0.held_for, .0.renewed_ago, .0.waited
     )]
-    Locked { migration: String, lease: String, holder: String, held_for: String, renewed_ago: String, waited: String },
+    Locked(Box<LockHeld>),
     /// The migration's lock could not be read or written.
     #[error("migration {migration:?}: cannot take the lock {lease}: {}", crate::cluster::short_error(source))]
     Lock {
@@ -99,4 +100,18 @@ pub enum EngineError {
     /// The final sync of a cutover had failures; the source stays quiesced.
     #[error("the final sync had {failed} failure(s) (listed above)")]
     FinalSync { failed: usize },
+}
+
+/// Who holds a migration's lock, for [`EngineError::Locked`] (boxed: errors stay small).
+#[derive(Debug)]
+pub struct LockHeld {
+    pub migration: String,
+    /// `namespace/name` of the Lease.
+    pub lease: String,
+    /// `host/pid` of the run holding it.
+    pub holder: String,
+    pub held_for: String,
+    pub renewed_ago: String,
+    /// How long this run waited before giving up.
+    pub waited: String,
 }

@@ -241,7 +241,7 @@ impl Engine {
                     Attempt::Held { holder, held_for, renewed_ago } => {
                         let waited = started.elapsed();
                         if waited >= wait {
-                            return Err(EngineError::Locked {
+                            return Err(EngineError::Locked(Box::new(super::error::LockHeld {
                                 migration: m.name.clone(),
                                 lease: format!("{namespace}/{name}"),
                                 holder,
@@ -249,7 +249,7 @@ impl Engine {
                                 renewed_ago: humantime::format_duration(Duration::from_secs(renewed_ago as u64))
                                     .to_string(),
                                 waited: humantime::format_duration(Duration::from_secs(waited.as_secs())).to_string(),
-                            });
+                            })));
                         }
                         if last_event.is_none_or(|t| t.elapsed() >= Duration::from_secs(2)) {
                             last_event = Some(Instant::now());

@@ -205,7 +205,7 @@ impl Engine {
         result: Result<&ApplyReport, &EngineError>,
     ) {
         // A run that never started (the lock was held) leaves the last real record alone.
-        if matches!(result, Err(EngineError::Locked { .. })) {
+        if matches!(result, Err(EngineError::Locked(_))) {
             return;
         }
         let error = result.as_ref().err().map(|e| crate::error_chain(*e));
