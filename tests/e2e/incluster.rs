@@ -307,3 +307,78 @@ async fn in_cluster_context_runs_as_the_deployed_service_account() {
         "{next}"
     );
 }
+
+/// The whole path in the lab: `mtcd deploy --apply`, the kubeconfig Secret for the source, a
+/// Job created from the CronJob (as `kubectl create job --from=cronjob/...` does), its pod
+/// running mtcd with the projected service-account token and `KUBERNETES_SERVICE_HOST/PORT`,
+/// a changed source ConfigMap arriving in the destination, and `mtcd status` showing that run.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cronjob_created_job_syncs_a_changed_configmap_from_inside_a_pod() {
+    use k8s_openapi::api::batch::v1::{CronJob, Job};
+    use k8s_openapi::api::core::v1::Secret;
+    let lab = Lab::up();
+    lab.seed_yaml("lab-src", SEED).await.unwrap();
+    let f = desired(&lab, "");
+    let deployed =
+        lab.mtcd(&["deploy", &f, "--schedule", "*/15 * * * *", "--image", "lab.mtcd.io/mtcd:dev", "--apply"]);
+    assert_eq!(deployed.code, 0, "{}\n{}", deployed.stdout, deployed.stderr);
+    // The source's kubeconfig as a pod reaches it: the API server's address in the lab network.
+    let src_api = lab.info["clusters"]["src"]["api"].as_str().unwrap();
+    let port = src_api.rsplit(':').next().unwrap();
+    let kubeconfig = std::fs::read_to_string(&lab.kubeconfig)
+        .unwrap()
+        .replace(&format!("https://127.0.0.1:{port}"), &format!("https://10.210.0.254:{port}"));
+    let client = lab.client("lab-dst").await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "mtcd");
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "mtcd-kubeconfig"},
+        "stringData": {"kubeconfig": kubeconfig},
+    }))
+    .unwrap();
+    secrets.create(&PostParams::default(), &secret).await.unwrap();
+    set_currency(&lab, "GBP").await;
+
+    let cronjobs: Api<CronJob> = Api::namespaced(client.clone(), "mtcd");
+    let cj = cronjobs.get("mtcd-sync-shop").await.unwrap();
+    let template = cj.spec.job_template.clone();
+    let job: Job = serde_json::from_value(json!({
+        "metadata": {
+            "name": "mtcd-sync-shop-now",
+            "annotations": {"cronjob.kubernetes.io/instantiate": "manual"},
+            "labels": template.metadata.as_ref().and_then(|m| m.labels.clone()),
+            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "CronJob", "name": "mtcd-sync-shop",
+                                 "uid": cj.metadata.uid.clone().unwrap(), "controller": true}],
+        },
+        "spec": template.spec,
+    }))
+    .unwrap();
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "mtcd");
+    jobs.create(&PostParams::default(), &job).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let outcome = loop {
+        let j = jobs.get("mtcd-sync-shop-now").await.unwrap();
+        let done =
+            j.status.and_then(|s| s.conditions).unwrap_or_default().into_iter().find_map(|c| {
+                (c.status == "True" && (c.type_ == "Complete" || c.type_ == "Failed")).then_some(c.type_)
+            });
+        if let Some(d) = done {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "the Job did not finish");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let logs = std::fs::read_dir(lab.dir.join("dst/pod-logs"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("mtcd_mtcd-sync-shop-now"))
+        .map(|e| std::fs::read_to_string(e.path().join("mtcd.log")).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_eq!(outcome, "Complete", "the pod's log:\n{logs}");
+    // The first sync: the namespace and the ConfigMap, as changed.
+    assert!(logs.contains("migration shop: 2 created, 0 updated"), "{logs}");
+    assert_eq!(dst_currency(&lab).await, "GBP");
+    let status = lab.mtcd(&["status", &f]);
+    assert!(status.stdout.contains("(succeeded, scheduled apply by mtcd-sync-shop-now-"), "{}", status.stdout);
+    assert!(status.stdout.contains("result: 2 created, 0 updated, 0 pruned, 0 failed, 2 drift"), "{}", status.stdout);
+}

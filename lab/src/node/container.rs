@@ -34,6 +34,10 @@ pub struct ContainerSpec {
     pub env: Vec<(String, String)>,
     /// command + args; argv[0] is looked up in the env's PATH inside the root.
     pub argv: Vec<String>,
+    /// A tmpfs on `/run` instead of the host's (mounts below `/run` or `/var/run` — the
+    /// projected service-account token — must not create directories on the host).
+    #[serde(default)]
+    pub private_run: bool,
 }
 
 /// One bind mount.
@@ -109,6 +113,11 @@ fn build_root(spec: &ContainerSpec) -> Result<(), String> {
     for name in BOUND {
         let target = root.join(name);
         std::fs::create_dir_all(&target).map_err(|e| err(format_args!("mkdir /{name}"), e))?;
+        if *name == "run" && spec.private_run {
+            mount(Some("tmpfs"), &target, Some("tmpfs"), MsFlags::empty(), Some("mode=0755"))
+                .map_err(|e| err("mount tmpfs on /run", e))?;
+            continue;
+        }
         bind(&Path::new("/").join(name), &target, true)?;
     }
     let tmp = root.join("tmp");
@@ -128,7 +137,12 @@ fn build_root(spec: &ContainerSpec) -> Result<(), String> {
     let mut mounts = spec.mounts.clone();
     mounts.sort_by_key(|m| m.target.len());
     for m in &mounts {
-        let target = under(root, &m.target);
+        // `/var/run` is a symlink to the host's `/run` until the chroot: mount on the
+        // container's own `/run` instead.
+        let target = match m.target.strip_prefix("/var/run/") {
+            Some(rest) if spec.private_run => root.join("run").join(rest),
+            _ => under(root, &m.target),
+        };
         if m.source.is_dir() {
             std::fs::create_dir_all(&target).map_err(|e| err(format_args!("create mountPath {}", m.target), e))?;
         } else {
@@ -309,6 +323,7 @@ echo scratch > /etc/written-by-container
                 ("PATH".into(), DEFAULT_PATH.into()),
             ],
             argv: vec!["bash".into(), "-c".into(), script.into()],
+            private_run: false,
         };
         let log = dir.path().join("c.log");
         let status = run_child(&spec, &log);
