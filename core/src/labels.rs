@@ -16,6 +16,12 @@ pub const ORIGINAL_SUSPEND: &str = "mtcd.io/original-suspend";
 pub const CUTOVER: &str = "mtcd.io/cutover";
 /// On transfer objects (pods, services, secrets…): what part of a transfer they are.
 pub const COMPONENT: &str = "mtcd.io/component";
+/// [`COMPONENT`] of a migration's run record (a ConfigMap `mtcd-run-<migration>` in its
+/// first destination namespace): never copied, adopted or pruned.
+pub const COMPONENT_RUN_RECORD: &str = "run-record";
+/// [`COMPONENT`] of what `mtcd deploy` creates (CronJob, ServiceAccount, ConfigMap…):
+/// never copied.
+pub const COMPONENT_DEPLOY: &str = "deploy";
 
 /// The field manager of migrated objects (server-side apply).
 pub const FIELD_MANAGER: &str = "mtcd";

@@ -8,7 +8,9 @@
 pub mod actions;
 pub mod cli;
 pub mod cluster;
+pub mod deploy;
 pub mod engine;
+pub mod metrics;
 pub mod observe;
 pub mod plugins;
 pub mod progress;

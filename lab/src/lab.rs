@@ -345,7 +345,13 @@ pub async fn start(opts: &LabOptions) -> Result<RunningLab, LabError> {
     let id = random_hex(3);
     let prefix = format!("mtcdlab-{id}-");
     let ca = LabCa::generate(&id)?;
-    let cert = ca.issue_server("mtcd-lab apiserver", &["localhost"], &[IpAddr::V4(Ipv4Addr::LOCALHOST)])?;
+    // Also the bridge address, where pods reach the API servers (services::start), as a
+    // real API server's certificate names the `kubernetes` Service's IP.
+    let cert = ca.issue_server(
+        "mtcd-lab apiserver",
+        &["localhost"],
+        &[IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V4(crate::netns::BRIDGE_IP)],
+    )?;
     let tls = pki::server_config(&cert)?;
     let ca_path = dir.join("ca.crt");
     std::fs::write(&ca_path, ca.cert_pem()).map_err(io(&ca_path))?;
@@ -442,6 +448,7 @@ pub async fn start(opts: &LabOptions) -> Result<RunningLab, LabError> {
             storage_root: c.storage_root.clone(),
             client: client_for(&kc_path, &c.context).await?,
             apps_domain: c.apps_domain.clone(),
+            api_port: c.api.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0),
         });
     }
     let started =

@@ -24,7 +24,9 @@ pub const NETNS_DIR: &str = "/run/netns";
 /// The prefix length of every lab address: the whole lab is one L2 segment.
 pub const PREFIX_LEN: u8 = 16;
 const BRIDGE: &str = "br0";
-const BRIDGE_IP: Ipv4Addr = Ipv4Addr::new(10, 210, 0, 254);
+/// The bridge's address: pods reach the API servers here (the `kubernetes` Service's
+/// stand-in: a forwarder per cluster on the API server's own port, `services::start`).
+pub const BRIDGE_IP: Ipv4Addr = Ipv4Addr::new(10, 210, 0, 254);
 
 /// Errors of the lab network.
 #[derive(Debug, thiserror::Error)]

@@ -15,6 +15,8 @@ pub struct ClusterSpec {
     pub storage_root: PathBuf,
     pub client: kube::Client,
     pub apps_domain: String,
+    /// The API server's port on 127.0.0.1 (pods reach it at the bridge address, same port).
+    pub api_port: u16,
 }
 
 /// Addresses the services report, recorded in lab.json.
@@ -101,7 +103,12 @@ pub async fn start(
             storage_root: c.storage_root.clone(),
             network: network.clone(),
             simulated_images: Vec::new(),
+            api_service: Some(std::net::SocketAddr::from((crate::netns::BRIDGE_IP, c.api_port))),
         };
+        running.tasks.push(
+            api_forwarder(&network, c.api_port, shutdown.clone())
+                .with_context(|| format!("forwarding the API server of cluster {} into the lab network", c.name))?,
+        );
         let (client, token) = (c.client.clone(), shutdown.clone());
         let name = c.name.clone();
         running.tasks.push(tokio::spawn(async move {
@@ -121,6 +128,32 @@ pub async fn start(
         out.push(Started { registry: Some(registry.address.clone()), router: Some(router) });
     }
     Ok(out)
+}
+
+/// What a pod's `KUBERNETES_SERVICE_HOST:PORT` reaches: a TCP forwarder on the bridge
+/// address, API server port, to the API server on the host's 127.0.0.1 (pods live in their
+/// own network namespaces; a real cluster routes the `kubernetes` Service's IP instead).
+#[cfg(feature = "node")]
+fn api_forwarder(
+    network: &crate::netns::LabNetwork,
+    port: u16,
+    shutdown: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = network.listen(std::net::SocketAddr::from((crate::netns::BRIDGE_IP, port)))?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let (mut inbound, _) = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = listener.accept() => match r { Ok(c) => c, Err(_) => continue },
+            };
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    }))
 }
 
 #[cfg(feature = "node")]

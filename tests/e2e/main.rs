@@ -12,6 +12,7 @@ mod dvm_preflight;
 mod dvm_snapshot;
 mod dvm_tree;
 mod hooks;
+mod incluster;
 mod lab_api;
 mod lab_cluster;
 mod lab_exec;

@@ -11,6 +11,7 @@ mod names;
 pub mod oci;
 mod parse;
 mod reader;
+mod select;
 
 pub use error::{Location, Problem, Problems, SpecError};
 pub use model::*;
@@ -18,6 +19,7 @@ pub use names::{check_label_str, check_selector};
 pub use oci::{MAX_COMPONENT_SIZE, OciReference, check_component_file};
 pub use parse::{DEFAULT_TRANSFER_IMAGE, load, parse};
 pub use reader::parse_size;
+pub use select::UnknownMigration;
 
 #[cfg(test)]
 mod tests;

@@ -323,3 +323,16 @@ fn the_api_server_s_own_service_is_never_copied() {
     let app = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kubernetes", "namespace": "shop"}});
     assert_eq!(skip_reason(&app), None, "an application's Service of that name elsewhere is copied");
 }
+
+#[test]
+fn mtcds_run_records_and_deployment_are_never_copied() {
+    let record = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "mtcd-run-shop", "namespace": "shop", "labels": {"mtcd.io/component": "run-record"}}});
+    assert_eq!(skip_reason(&record), Some("mtcd's own run record or deployment"));
+    let cron = json!({"apiVersion": "batch/v1", "kind": "CronJob",
+        "metadata": {"name": "mtcd-sync-shop", "namespace": "mtcd", "labels": {"mtcd.io/component": "deploy"}}});
+    assert!(skip_reason(&cron).is_some());
+    let transfer = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "x", "namespace": "shop", "labels": {"mtcd.io/component": "other"}}});
+    assert_eq!(skip_reason(&transfer), None);
+}

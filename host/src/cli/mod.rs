@@ -62,6 +62,9 @@ pub enum Command {
     Status(FileArgs),
     /// Remove everything mtcd created for transfers (pods, services, routes, secrets).
     Cleanup(FileArgs),
+    /// Print (or apply, or delete) what runs the scheduled re-sync inside a cluster: RBAC,
+    /// the desired file as a ConfigMap, a CronJob per migration (docs/in-cluster.md).
+    Deploy(crate::deploy::DeployArgs),
     /// Write and test WebAssembly plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -71,6 +74,9 @@ pub enum Command {
 pub struct FileArgs {
     /// The desired-state file (TOML, version 1; see docs/desired-state.md).
     pub file: PathBuf,
+    /// Only this migration of the file (repeat for several; default: all of them).
+    #[arg(long = "migration", value_name = "NAME")]
+    pub migrations: Vec<String>,
 }
 
 /// A desired-state file and what the command line may allow beyond it.
@@ -89,7 +95,7 @@ pub struct PlanArgs {
 
 impl PlanArgs {
     fn options(&self) -> crate::engine::Options {
-        crate::engine::Options { adopt: self.adopt, allow_replace: self.allow_replace }
+        crate::engine::Options { adopt: self.adopt, allow_replace: self.allow_replace, ..Default::default() }
     }
 }
 
@@ -116,6 +122,21 @@ pub struct ApplyArgs {
     /// Keep re-syncing every `sync.interval` until stopped (Ctrl-C).
     #[arg(long)]
     pub watch: bool,
+    /// How long to wait for a migration's lock another run holds before giving up
+    /// (`0s`: refuse at once).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub lock_wait: Option<std::time::Duration>,
+    /// The cron schedule this run belongs to (what `mtcd deploy` passes to a CronJob's run):
+    /// the run record's next sync time is computed from it.
+    #[arg(long, value_name = "CRON", conflicts_with = "watch", value_parser = parse_schedule)]
+    pub schedule: Option<crate::deploy::cron::Schedule>,
+    /// With `--watch`: serve Prometheus metrics on ADDR (`/metrics`) and `/healthz`.
+    #[arg(long, value_name = "ADDR", requires = "watch")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+}
+
+fn parse_schedule(s: &str) -> Result<crate::deploy::cron::Schedule, String> {
+    crate::deploy::cron::Schedule::parse(s).map_err(|e| e.reason)
 }
 
 /// What a finished command tells the process.
@@ -154,30 +175,55 @@ pub fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<Exit> {
     let global = cli.global;
     let none = crate::engine::Options::default();
+    let mut next_sync = crate::engine::NextSync::None;
+    let mut metrics_addr = None;
     let (options, file, command) = match cli.command {
         Command::Plugin(c) => return plugin::run(c),
-        Command::Plan(a) => (a.options(), a.file.file, Lifecycle::Plan),
-        Command::Apply(a) if a.watch => (a.file.options(), a.file.file.file, Lifecycle::Watch),
-        Command::Apply(a) => (a.file.options(), a.file.file.file, Lifecycle::Apply),
+        Command::Deploy(a) => return crate::deploy::run(a, &global).await.map(|()| Exit::Success),
+        Command::Plan(a) => (a.options(), a.file, Lifecycle::Plan),
+        Command::Apply(a) => {
+            let options = crate::engine::Options { lock_wait: a.lock_wait, ..a.file.options() };
+            if let Some(s) = a.schedule {
+                next_sync = crate::engine::NextSync::Cron(s);
+            }
+            metrics_addr = a.metrics_addr;
+            (options, a.file.file, if a.watch { Lifecycle::Watch } else { Lifecycle::Apply })
+        }
         Command::Cutover(a) => (
             a.plan.options(),
-            a.plan.file.file,
+            a.plan.file,
             Lifecycle::Cutover(crate::engine::CutoverFlags {
                 keep_source_quiesced: a.keep_source_quiesced,
                 no_verify: a.no_verify,
                 rollback_on_failure: a.rollback_on_failure,
             }),
         ),
-        Command::Rollback(a) => (none, a.file, Lifecycle::Rollback),
-        Command::Status(a) => (none, a.file, Lifecycle::Status),
-        Command::Cleanup(a) => (none, a.file, Lifecycle::Cleanup),
+        Command::Rollback(a) => (none, a, Lifecycle::Rollback),
+        Command::Status(a) => (none, a, Lifecycle::Status),
+        Command::Cleanup(a) => (none, a, Lifecycle::Cleanup),
     };
     let (events, rx) = crate::progress::Events::channel();
     let renderer = tokio::spawn(render::events(rx, global.output));
-    let result = match Session::open(&global, &file, events).await {
+    let result = match Session::open(&global, &file.file, &file.migrations, events).await {
         Ok(mut session) => {
             session.engine.options = options;
-            command.run(session.engine).await
+            if matches!(command, Lifecycle::Watch) {
+                next_sync = crate::engine::NextSync::Interval(session.engine.spec.sync.interval);
+            }
+            session.engine.next_sync = next_sync;
+            match metrics_addr {
+                Some(addr) => match crate::metrics::start(addr).await {
+                    Ok((metrics, server)) => {
+                        metrics.init(&session.engine.spec);
+                        session.engine.metrics = Some(metrics);
+                        let r = command.run(session.engine).await;
+                        server.abort();
+                        r
+                    }
+                    Err(e) => Err(e.into()),
+                },
+                None => command.run(session.engine).await,
+            }
         }
         Err(e) => Err(e),
     };

@@ -158,6 +158,9 @@ impl Human {
                 waiting_on.len(),
                 waiting_on.join(", ")
             )),
+            Event::LockWaiting { migration, lease, holder, held_seconds, seconds } => self.line(format!(
+                "migration {migration}: waiting for the lock {lease}, held by {holder} for {held_seconds}s ({seconds}s waited)"
+            )),
             Event::Step { migration, step } => self.line(format!("migration {migration}: {step}")),
             // A cycle's line is that cycle's report: stdout, like every report.
             Event::Cycle { cycle, changed, failed, bytes_sent, seconds, error } => match error {

@@ -43,6 +43,10 @@ impl Report {
         match self {
             Report::Plan(p) => super::plan::print(p, output),
             Report::Apply(r) => print_apply(r),
+            Report::Watch(r) if r.missed_intervals > 0 => println!(
+                "stopped after {} cycle(s); {} interval(s) missed because a cycle outlasted them",
+                r.cycles, r.missed_intervals
+            ),
             Report::Watch(r) => println!("stopped after {} cycle(s)", r.cycles),
             Report::Cutover(r) => {
                 print_apply(&r.sync);
@@ -84,6 +88,21 @@ impl Report {
                     println!("  destination ({}): {}{at}", m.destination, m.destination_state);
                     if !m.destination_unavailable.is_empty() {
                         println!("    not available: {}", m.destination_unavailable.join(", "));
+                    }
+                    match &m.last_run {
+                        None => println!("  last sync: never (no run record)"),
+                        Some(r) => {
+                            println!("  last sync: {} ({}, {} by {})", r.finished, r.outcome, r.command, r.run_by);
+                            println!("    result: {}", r.summary);
+                            if !r.error.is_empty() {
+                                println!("    error: {}", r.error);
+                            }
+                            if r.outcome != "succeeded" && !r.last_success.is_empty() {
+                                println!("    last success: {}", r.last_success);
+                            }
+                            let next = if r.next_sync.is_empty() { "not scheduled" } else { r.next_sync.as_str() };
+                            println!("  next sync: {next}");
+                        }
                     }
                 }
             }

@@ -15,14 +15,22 @@ pub struct Session {
 }
 
 impl Session {
-    pub async fn open(global: &Global, file: &Path, events: Events) -> anyhow::Result<Session> {
-        let spec = spec::load(file)?;
+    pub async fn open(global: &Global, file: &Path, migrations: &[String], events: Events) -> anyhow::Result<Session> {
+        let mut spec = spec::load(file)?;
+        spec.select(migrations)?;
         let kubeconfig_path = cluster::kubeconfig_path(global.kubeconfig.as_deref());
-        let kubeconfig = cluster::read_kubeconfig(&kubeconfig_path)?;
-        spec::contexts::check(&spec, &kubeconfig_path, &cluster::context_names(&kubeconfig))?;
+        // `context = "in-cluster"` on both sides (a namespace clone inside the cluster the pod
+        // runs in) needs no kubeconfig at all.
+        let kubeconfig = if spec::contexts::needs_kubeconfig(&spec) {
+            let kubeconfig = cluster::read_kubeconfig(&kubeconfig_path)?;
+            spec::contexts::check(&spec, &kubeconfig_path, &cluster::context_names(&kubeconfig))?;
+            Some(kubeconfig)
+        } else {
+            None
+        };
         let (source, destination) = tokio::join!(
-            cluster::connect(&kubeconfig, &kubeconfig_path, &spec.source.context),
-            cluster::connect(&kubeconfig, &kubeconfig_path, &spec.destination.context),
+            cluster::connect_context(kubeconfig.as_ref(), &kubeconfig_path, &spec.source.context),
+            cluster::connect_context(kubeconfig.as_ref(), &kubeconfig_path, &spec.destination.context),
         );
         let (source, destination) = match (source, destination) {
             (Ok(s), Ok(d)) => (s, d),

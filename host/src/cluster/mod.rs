@@ -34,6 +34,15 @@ pub enum ClusterError {
         #[source]
         source: kube::Error,
     },
+    /// `context = "in-cluster"`, but this process is not in a pod (or its service account
+    /// token is not mounted).
+    #[error(
+        "context \"in-cluster\": {source}. It means the cluster this pod runs in: it needs KUBERNETES_SERVICE_HOST/KUBERNETES_SERVICE_PORT and the service account files under /var/run/secrets/kubernetes.io/serviceaccount/ (automountServiceAccountToken)"
+    )]
+    InCluster {
+        #[source]
+        source: kube::config::InClusterError,
+    },
     /// The API server did not answer.
     #[error("context {context:?}: API server {url} could not be reached: {reason}")]
     Unreachable {
@@ -120,9 +129,48 @@ impl Cluster {
     }
 }
 
+/// A client for the cluster this process runs in, from its pod's service account, exactly as
+/// kube's (and client-go's) in-cluster configuration: `KUBERNETES_SERVICE_HOST` and
+/// `KUBERNETES_SERVICE_PORT`, the CA in `ca.crt`, the token read from `token` — and read
+/// again as the kubelet rotates it (kube reloads a token file before it expires).
+pub fn in_cluster() -> Result<Cluster, ClusterError> {
+    crate::tls::init();
+    let config = kube::Config::incluster().map_err(|source| ClusterError::InCluster { source })?;
+    Cluster::from_config(crate::spec::contexts::IN_CLUSTER, config)
+}
+
+/// A client for a context of the desired file: `in-cluster`, or a kubeconfig context (the
+/// kubeconfig is only needed for the latter).
+pub async fn client_for_context(
+    kubeconfig: Option<&Kubeconfig>,
+    path: &Path,
+    context: &str,
+) -> Result<Cluster, ClusterError> {
+    if crate::spec::contexts::is_in_cluster(context) {
+        return in_cluster();
+    }
+    match kubeconfig {
+        Some(kc) => client_for(kc, path, context).await,
+        None => Err(ClusterError::MissingContext {
+            context: context.to_string(),
+            path: path.display().to_string(),
+            available: String::new(),
+        }),
+    }
+}
+
 /// Builds a client and checks the API server answers (`/version`).
 pub async fn connect(kubeconfig: &Kubeconfig, path: &Path, context: &str) -> Result<Cluster, ClusterError> {
-    let cluster = client_for(kubeconfig, path, context).await?;
+    connect_context(Some(kubeconfig), path, context).await
+}
+
+/// [`connect`] for a context of the desired file, `in-cluster` included.
+pub async fn connect_context(
+    kubeconfig: Option<&Kubeconfig>,
+    path: &Path,
+    context: &str,
+) -> Result<Cluster, ClusterError> {
+    let cluster = client_for_context(kubeconfig, path, context).await?;
     cluster.client.apiserver_version().await.map_err(|source| {
         let mut reason = source.to_string();
         let mut cause: Option<&dyn std::error::Error> = std::error::Error::source(&source);

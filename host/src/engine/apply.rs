@@ -13,10 +13,34 @@ use crate::spec::{HookPhase, ResourceMode};
 impl Engine {
     /// Plans and executes one sync (a stage sync, or with `cutover` the final one with the
     /// workloads released).
+    ///
+    /// One run at a time per migration: the migrations' Leases are taken first (engine::lease),
+    /// and every run leaves a record and an Event in the destination (engine::records).
     pub async fn apply(&self, cutover: bool) -> Result<ApplyReport, EngineError> {
-        let planned = self.plan(cutover).await?;
-        refuse(&planned.plan, false)?;
-        self.sync(&planned.plan, &planned.snapshot).await
+        let started = chrono::Utc::now();
+        let result = match self.lock().await {
+            Ok(locks) => {
+                let result = async {
+                    let planned = self.plan(cutover).await?;
+                    refuse(&planned.plan, false)?;
+                    self.sync(&planned.plan, &planned.snapshot).await
+                }
+                .await;
+                let command = match self.next_sync {
+                    super::NextSync::None => "apply",
+                    super::NextSync::Interval(_) => "apply --watch",
+                    super::NextSync::Cron(_) => "scheduled apply",
+                };
+                self.record(command, (started, chrono::Utc::now()), result.as_ref()).await;
+                locks.release().await;
+                result
+            }
+            Err(e) => Err(e),
+        };
+        if let Some(metrics) = &self.metrics {
+            metrics.observe(&self.spec, &result, started);
+        }
+        result
     }
 
     /// One sync of a checked plan: `pre-stage` hooks, the execution, `post-stage` hooks —
@@ -67,7 +91,8 @@ impl Engine {
         snapshot: &Snapshot,
         lookup: &[serde_json::Value],
     ) -> Result<MigrationReport, EngineError> {
-        let mut report = MigrationReport { migration: m.name.clone(), ..Default::default() };
+        let drift = m.resources.changes.iter().filter(|c| c.action != crate::plan::Action::Unchanged).count();
+        let mut report = MigrationReport { migration: m.name.clone(), drift, ..Default::default() };
         for w in &m.resources.warnings {
             self.events.warn(Some(&m.name), w.clone());
         }

@@ -30,7 +30,24 @@ impl Engine {
     /// From the first write to the source until the destination is started, any failure —
     /// or `stop` (Ctrl-C, SIGTERM) — puts the source back as it was (unless
     /// `keep_source_quiesced`), so the application is never down on both sides by surprise.
+    ///
+    /// It holds the migrations' locks (engine::lease) for its whole length, so no scheduled
+    /// re-sync runs in the middle of it, and records its final sync (engine::records).
     pub async fn cutover(
+        &self,
+        flags: CutoverFlags,
+        stop: impl Future<Output = ()>,
+    ) -> Result<CutoverReport, EngineError> {
+        let started = chrono::Utc::now();
+        let locks = self.lock().await?;
+        let result = self.cutover_locked(flags, stop).await;
+        let sync = result.as_ref().map(|r| &r.sync);
+        self.record("cutover", (started, chrono::Utc::now()), sync).await;
+        locks.release().await;
+        result
+    }
+
+    async fn cutover_locked(
         &self,
         flags: CutoverFlags,
         stop: impl Future<Output = ()>,

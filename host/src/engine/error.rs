@@ -82,7 +82,36 @@ pub enum EngineError {
         if *rolled_back { "Rolled back: the source runs again, the destination is held at 0." } else { "The source stays quiesced; run `mtcd rollback` to run the source again, or fix the destination and run `mtcd status`." }
     )]
     Verify { cause: quiesce::QuiesceError, rolled_back: bool },
+    /// Another run (a CronJob's, an `apply --watch`, a person's) holds the migration's lock
+    /// and kept it for as long as this run waited. Nothing was read or written.
+    #[error(
+        "migration {:?} is being synced by {} (lease {}, held for {}, renewed {} ago); gave up after waiting {}. Run again when it is done; a holder that died is taken over once its lease expires",
+        .0.migration, .0.holder, .0.lease, .0.held_for, .0.renewed_ago, .0.waited
+    )]
+    Locked(Box<LockHeld>),
+    /// The migration's lock could not be read or written.
+    #[error("migration {migration:?}: cannot take the lock {lease}: {}", crate::cluster::short_error(source))]
+    Lock {
+        migration: String,
+        lease: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
     /// The final sync of a cutover had failures; the source stays quiesced.
     #[error("the final sync had {failed} failure(s) (listed above)")]
     FinalSync { failed: usize },
+}
+
+/// Who holds a migration's lock, for [`EngineError::Locked`] (boxed: errors stay small).
+#[derive(Debug)]
+pub struct LockHeld {
+    pub migration: String,
+    /// `namespace/name` of the Lease.
+    pub lease: String,
+    /// `host/pid` of the run holding it.
+    pub holder: String,
+    pub held_for: String,
+    pub renewed_ago: String,
+    /// How long this run waited before giving up.
+    pub waited: String,
 }

@@ -14,8 +14,10 @@ mod error;
 mod gate;
 mod hooks;
 mod identity;
+pub mod lease;
 mod planning;
 mod preflight;
+pub mod records;
 mod relink;
 mod report;
 mod status;
@@ -29,6 +31,7 @@ use crate::spec::{ImageMode, Spec};
 
 pub use cutover::CutoverFlags;
 pub use error::EngineError;
+pub use records::{NextSync, RunRecord};
 pub use report::*;
 
 pub use crate::plan::Plan;
@@ -40,6 +43,9 @@ pub struct Options {
     pub adopt: bool,
     /// Replace objects of any kind whose change touches an immutable field.
     pub allow_replace: bool,
+    /// How long `apply` waits for a migration's lock someone else holds (default
+    /// [`lease::DEFAULT_WAIT`]).
+    pub lock_wait: Option<std::time::Duration>,
 }
 
 /// One desired-state file against its two clusters.
@@ -49,6 +55,10 @@ pub struct Engine {
     pub destination: Cluster,
     pub events: Events,
     pub options: Options,
+    /// When the next sync is due, for the run records (`apply --watch`, `apply --schedule`).
+    pub next_sync: NextSync,
+    /// Where `apply --watch` publishes its metrics (`--metrics-addr`).
+    pub metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
     /// Registry clients, when a migration copies images. Built once: their connection pools
     /// and token caches are what make the copies cheap.
     registries: Option<Registries>,
@@ -57,7 +67,16 @@ pub struct Engine {
 impl Engine {
     pub fn new(spec: Spec, source: Cluster, destination: Cluster, events: Events) -> Result<Engine, EngineError> {
         let registries = registry_clients(&spec, &source, &destination)?;
-        Ok(Engine { spec, source, destination, events, options: Options::default(), registries })
+        Ok(Engine {
+            spec,
+            source,
+            destination,
+            events,
+            options: Options::default(),
+            next_sync: NextSync::None,
+            metrics: None,
+            registries,
+        })
     }
 
     fn registries(&self) -> Option<&Registries> {

@@ -37,6 +37,9 @@ impl ApplyReport {
 #[derive(Debug, Default, Serialize)]
 pub struct MigrationReport {
     pub migration: String,
+    /// Objects out of sync when the run planned (created, updated, replaced, adopted or
+    /// pruned by it, or failing to be).
+    pub drift: usize,
     pub images: Vec<ImageReport>,
     /// The direct path's object writes (`None` with `resources = "velero"`).
     pub resources: Option<resources::ApplyReport>,
@@ -161,6 +164,10 @@ pub struct MigrationStatus {
     /// Destination workloads not (yet) available after a cutover.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub destination_unavailable: Vec<String>,
+    /// The last run's record (`mtcd-run-<migration>` in the first destination namespace):
+    /// last sync, its result and the next sync. `None`: never synced since records exist.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<super::RunRecord>,
 }
 
 /// What `cleanup` removed.
@@ -175,4 +182,6 @@ pub struct WatchReport {
     pub cycles: u64,
     /// The last cycle before the stop failed.
     pub last_failed: bool,
+    /// Intervals skipped because a cycle outlasted them.
+    pub missed_intervals: u64,
 }

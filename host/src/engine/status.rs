@@ -61,6 +61,17 @@ impl Engine {
                 st.destination_unavailable = unavailable;
                 if st.destination_unavailable.is_empty() { "verified".into() } else { "started".into() }
             };
+            // The last run's record; one that cannot be read leaves the field empty (status
+            // still shows what the objects say).
+            if let Some(first) = namespaces.first() {
+                match self.read_record(first, &m.name).await {
+                    Ok(r) => st.last_run = r,
+                    Err(e) => self.events.warn(
+                        Some(&m.name),
+                        format!("the run record in {first} could not be read: {}", crate::cluster::short_error(&e)),
+                    ),
+                }
+            }
             report.migrations.push(st);
         }
         Ok(report)

@@ -1,5 +1,7 @@
 //! `apply --watch`: a sync every `sync.interval` until stopped. A failed cycle is reported
-//! and retried next interval.
+//! and retried next interval. Cycles start on a fixed grid (start, start + interval, …): a
+//! cycle that outlasts its interval skips the grid points it covered, and those are counted
+//! as missed intervals (metric `mtcd_missed_intervals_total`).
 
 use std::future::Future;
 use std::time::Instant;
@@ -38,8 +40,18 @@ impl Engine {
             };
             report.last_failed = result.as_ref().map_or(true, |r| r.failed() > 0);
             self.events.emit(event);
+            // The next grid point after now; the ones this cycle ran over are missed.
+            let elapsed = started.elapsed();
+            let missed = if interval.is_zero() { 0 } else { (elapsed.as_nanos() / interval.as_nanos()) as u64 };
+            if missed > 0 {
+                report.missed_intervals += missed;
+                if let Some(m) = &self.metrics {
+                    m.missed(missed);
+                }
+            }
+            let next = started + interval * (missed as u32 + 1);
             tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
+                _ = tokio::time::sleep_until(next.into()) => {}
                 _ = &mut stop => break,
             }
         }

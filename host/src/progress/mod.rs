@@ -82,6 +82,18 @@ pub enum Event {
     /// Apply: before a rank, still waiting for objects the destination makes that the rank
     /// needs (plan::readiness), as `Kind/namespace/name`.
     ApplyWaiting { migration: String, waiting_on: Vec<String>, seconds: u64 },
+    /// A run waits for a migration's lock (a Lease) that another run holds; every 2 s.
+    LockWaiting {
+        migration: String,
+        /// `namespace/name` of the Lease.
+        lease: String,
+        /// Its holder, `<host or pod>/<pid>`.
+        holder: String,
+        /// How long the holder has held it.
+        held_seconds: u64,
+        /// How long this run has waited.
+        seconds: u64,
+    },
     /// A step of a lifecycle command began (`plan`, `images`, `resources`, `volumes`, …).
     Step { migration: String, step: String },
     /// One `apply --watch` cycle ended.

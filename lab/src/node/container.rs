@@ -37,6 +37,10 @@ pub struct ContainerSpec {
     /// User, groups and capabilities from the securityContext (`None`: root, all of them).
     #[serde(default)]
     pub identity: Option<super::security::Identity>,
+    /// A tmpfs on `/run` instead of the host's (mounts below `/run` or `/var/run` — the
+    /// projected service-account token — must not create directories on the host).
+    #[serde(default)]
+    pub private_run: bool,
 }
 
 /// One bind mount.
@@ -112,6 +116,11 @@ fn build_root(spec: &ContainerSpec) -> Result<(), String> {
     for name in BOUND {
         let target = root.join(name);
         std::fs::create_dir_all(&target).map_err(|e| err(format_args!("mkdir /{name}"), e))?;
+        if *name == "run" && spec.private_run {
+            mount(Some("tmpfs"), &target, Some("tmpfs"), MsFlags::empty(), Some("mode=0755"))
+                .map_err(|e| err("mount tmpfs on /run", e))?;
+            continue;
+        }
         bind(&Path::new("/").join(name), &target, true)?;
     }
     let tmp = root.join("tmp");
@@ -131,7 +140,12 @@ fn build_root(spec: &ContainerSpec) -> Result<(), String> {
     let mut mounts = spec.mounts.clone();
     mounts.sort_by_key(|m| m.target.len());
     for m in &mounts {
-        let target = under(root, &m.target);
+        // `/var/run` is a symlink to the host's `/run` until the chroot: mount on the
+        // container's own `/run` instead.
+        let target = match m.target.strip_prefix("/var/run/") {
+            Some(rest) if spec.private_run => root.join("run").join(rest),
+            _ => under(root, &m.target),
+        };
         if m.source.is_dir() {
             std::fs::create_dir_all(&target).map_err(|e| err(format_args!("create mountPath {}", m.target), e))?;
         } else {
@@ -316,6 +330,7 @@ echo scratch > /etc/written-by-container
             ],
             argv: vec!["bash".into(), "-c".into(), script.into()],
             identity: None,
+            private_run: false,
         };
         let log = dir.path().join("c.log");
         let status = run_child(&spec, &log);

@@ -45,6 +45,18 @@ pub struct NodeConfig {
     pub network: crate::netns::LabNetwork,
     /// App images that run "simulated": Running, no process.
     pub simulated_images: Vec<String>,
+    /// Where pods reach the API server: their `KUBERNETES_SERVICE_HOST`/`PORT`.
+    pub api_service: Option<std::net::SocketAddr>,
+}
+
+/// The mtcd binary an [`ImageKind::Mtcd`] container runs: `MTCD_LAB_MTCD`, else `mtcd`
+/// next to the lab's own binary (cargo builds both into the same directory).
+pub fn mtcd_binary() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("MTCD_LAB_MTCD") {
+        return Some(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().ok()?;
+    Some(exe.parent()?.join("mtcd")).filter(|p| p.is_file())
 }
 
 /// Errors of the node agent that a caller may act on.
@@ -71,6 +83,10 @@ pub enum NodeError {
 pub enum ImageKind {
     /// Real processes from the host's binaries.
     Transfer,
+    /// mtcd itself (a repository named `mtcd`, e.g. `registry.example.com/mtcd:0.1.0`): the
+    /// host's binaries plus the mtcd binary at `/usr/local/bin/mtcd`, the service-account
+    /// token projected.
+    Mtcd,
     /// Running with no process.
     Simulated,
     /// Not known: ErrImagePull.
@@ -89,6 +105,9 @@ pub fn classify_image(image: &str, simulated: &[String]) -> ImageKind {
             _ => s.to_string(),
         }
     };
+    if repo_of(image).rsplit('/').next() == Some("mtcd") {
+        return ImageKind::Mtcd;
+    }
     let simulated_match = simulated.iter().any(|s| s == image || (!s.contains(':') && repo_of(image) == *s));
     if simulated_match || image.contains("/simulated/") { ImageKind::Simulated } else { ImageKind::Unknown }
 }

@@ -245,7 +245,7 @@ async fn drive(ctx: Arc<Ctx>, pod: Pod, kinds: Vec<ImageKind>, stop: Cancellatio
         stop.cancelled().await;
         return;
     }
-    let needs_processes = kinds.contains(&ImageKind::Transfer);
+    let needs_processes = kinds.iter().any(|k| matches!(k, ImageKind::Transfer | ImageKind::Mtcd));
     let Some(n) = ctx.node.ips.take() else {
         tracing::error!("no pod address left");
         stop.cancelled().await;
@@ -302,7 +302,10 @@ async fn run_processes(
     // Volumes and env can wait on other objects (an unbound PVC, a Secret created later).
     let (volumes, envs) = loop {
         let r = async {
-            let volumes = resolve_volumes(ctx, pod).await?;
+            let mut volumes = resolve_volumes(ctx, pod).await?;
+            if kinds.contains(&ImageKind::Mtcd) && spec.automount_service_account_token != Some(false) {
+                volumes.insert(SA_VOLUME.into(), project_token(ctx, pod).await?);
+            }
             let mut envs = Vec::new();
             for c in inits.iter().chain(spec.containers.iter()) {
                 envs.push(build_env(ctx, pod, c, &ip.to_string()).await?);
@@ -353,7 +356,7 @@ async fn run_processes(
         let lookup: BTreeMap<String, String> = env.iter().cloned().collect();
         let argv: Vec<String> =
             c.command.iter().flatten().chain(c.args.iter().flatten()).map(|a| expand(a, &lookup)).collect();
-        ContainerSpec {
+        let mut spec = ContainerSpec {
             netns: Some(crate::netns::netns_path(&pod_net.name)),
             root: ctx.dir.join(format!("root-{}", c.name)),
             tmp: Some(tmp.clone()),
@@ -380,7 +383,19 @@ async fn run_processes(
             env,
             argv,
             identity: super::security::identity(pod, c),
+            private_run: false,
+        };
+        // mtcd's own image: the binary, and the token where every pod has it.
+        if classify_image(c.image.as_deref().unwrap_or(""), &ctx.node.cfg.simulated_images) == ImageKind::Mtcd {
+            if let Some(bin) = super::mtcd_binary() {
+                spec.mounts.push(MountSpec { source: bin, target: "/usr/local/bin/mtcd".into(), read_only: true });
+            }
+            if let Some(dir) = volumes.get(SA_VOLUME) {
+                spec.mounts.push(MountSpec { source: dir.clone(), target: SA_MOUNT.into(), read_only: true });
+                spec.private_run = true;
+            }
         }
+        spec
     };
     // Init containers, in order; each must succeed.
     let init_policy = if policy == "Never" { "Never" } else { "OnFailure" };
@@ -611,6 +626,42 @@ fn expand(s: &str, env: &BTreeMap<String, String>) -> String {
     out
 }
 
+/// The volume name and mount path of the projected service-account token.
+const SA_VOLUME: &str = "kube-api-access";
+const SA_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// The service-account token projection a kubelet mounts into pods: `token` (a bound token
+/// from the TokenRequest API for the pod's `serviceAccountName`, one hour), `ca.crt` (the
+/// lab CA) and `namespace`, in a per-pod directory. An account that does not exist yet is
+/// an error the caller retries, as a kubelet would.
+async fn project_token(ctx: &Ctx, pod: &Pod) -> Result<PathBuf, String> {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let sa = pod.spec.as_ref().and_then(|s| s.service_account_name.clone()).unwrap_or_else(|| "default".into());
+    let api: Api<ServiceAccount> = Api::namespaced(ctx.node.client.clone(), &ctx.ns);
+    let request: TokenRequest = serde_json::from_value(json!({"spec": {"expirationSeconds": 3600}}))
+        .map_err(|e| format!("token request: {e}"))?;
+    let token = api
+        .create_token_request(&sa, &kube::api::PostParams::default(), &request)
+        .await
+        .map_err(|e| format!("serviceaccount {sa:?}: token request: {e}"))?
+        .status
+        .and_then(|s| s.token)
+        .ok_or_else(|| format!("serviceaccount {sa:?}: the token request returned no token"))?;
+    let lab_dir = ctx.node.cfg.state_dir.parent().unwrap_or(&ctx.node.cfg.state_dir);
+    let ca = std::fs::read(lab_dir.join("ca.crt")).map_err(|e| format!("reading the lab CA: {e}"))?;
+    let dir = ctx.dir.join("volumes").join(SA_VOLUME);
+    let write = |name: &str, data: &[u8]| {
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(dir.join(name), data))
+            .map_err(|e| format!("writing {}: {e}", dir.join(name).display()))
+    };
+    write("token", token.as_bytes())?;
+    write("ca.crt", &ca)?;
+    write("namespace", ctx.ns.as_bytes())?;
+    Ok(dir)
+}
+
 async fn resolve_volumes(ctx: &Ctx, pod: &Pod) -> Result<BTreeMap<String, PathBuf>, String> {
     let client = ctx.node.client.clone();
     let mut out = BTreeMap::new();
@@ -738,6 +789,14 @@ async fn build_env(ctx: &Ctx, pod: &Pod, c: &Container, pod_ip: &str) -> Result<
     env.insert("PATH".into(), DEFAULT_PATH.into());
     env.insert("HOSTNAME".into(), ctx.name.clone());
     env.insert("HOME".into(), "/root".into());
+    // What the kubelet adds for the `kubernetes` Service; in the lab, the API server's
+    // forwarder on the bridge (services::start).
+    if let Some(a) = ctx.node.cfg.api_service {
+        env.insert("KUBERNETES_SERVICE_HOST".into(), a.ip().to_string());
+        env.insert("KUBERNETES_SERVICE_PORT".into(), a.port().to_string());
+        env.insert("KUBERNETES_SERVICE_PORT_HTTPS".into(), a.port().to_string());
+        env.insert("KUBERNETES_PORT".into(), format!("tcp://{a}"));
+    }
     for from in c.env_from.iter().flatten() {
         let prefix = from.prefix.clone().unwrap_or_default();
         if let Some(r) = &from.config_map_ref {
