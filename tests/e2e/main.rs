@@ -3,6 +3,8 @@
 
 mod cli;
 mod dim;
+mod dim_artifacts;
+mod dim_selection;
 mod dvm;
 mod lab_api;
 mod lab_cluster;

@@ -63,7 +63,7 @@ pub(crate) struct At<'a> {
 }
 
 impl At<'_> {
-    fn http(&self, operation: &'static str, status: StatusCode, body: String) -> DimError {
+    pub(crate) fn http(&self, operation: &'static str, status: StatusCode, body: String) -> DimError {
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             return DimError::Unauthorized {
                 registry: self.registry.into(),
@@ -83,7 +83,7 @@ impl At<'_> {
         }
     }
 
-    fn transport(&self, operation: &'static str, source: reqwest::Error) -> DimError {
+    pub(crate) fn transport(&self, operation: &'static str, source: reqwest::Error) -> DimError {
         DimError::Transport {
             registry: self.registry.into(),
             repository: self.repository.into(),
@@ -93,7 +93,7 @@ impl At<'_> {
         }
     }
 
-    fn invalid(&self, reason: String) -> DimError {
+    pub(crate) fn invalid(&self, reason: String) -> DimError {
         DimError::InvalidManifest {
             registry: self.registry.into(),
             repository: self.repository.into(),
@@ -102,7 +102,7 @@ impl At<'_> {
         }
     }
 
-    fn with_ref<'b>(&self, reference: &'b str) -> At<'b>
+    pub(crate) fn with_ref<'b>(&self, reference: &'b str) -> At<'b>
     where
         Self: 'b,
     {
@@ -116,7 +116,7 @@ fn short(body: &str) -> String {
     if b.len() > 300 { format!("{}…", &b[..b.floor_char_boundary(300)]) } else { b.to_string() }
 }
 
-async fn fail(at: At<'_>, op: &'static str, resp: Response) -> DimError {
+pub(crate) async fn fail(at: At<'_>, op: &'static str, resp: Response) -> DimError {
     let status = resp.status();
     let body = resp.text().await.unwrap_or_default();
     at.http(op, status, body)
@@ -177,7 +177,7 @@ pub(crate) async fn get_manifest(client: &RegistryClient, at: At<'_>) -> Result<
     Ok(RawManifest { bytes, media_type, digest })
 }
 
-fn header_str(resp: &Response, name: &str) -> Option<String> {
+pub(crate) fn header_str(resp: &Response, name: &str) -> Option<String> {
     resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
@@ -227,7 +227,9 @@ pub(crate) async fn blob_exists(
     }
 }
 
-async fn put_manifest(client: &RegistryClient, at: At<'_>, m: &RawManifest) -> Result<(), DimError> {
+/// Pushes a manifest's exact bytes under `at.reference`. Returns whether the registry
+/// announced `OCI-Subject` (it indexes referrers itself: the referrers API).
+pub(crate) async fn put_manifest(client: &RegistryClient, at: At<'_>, m: &RawManifest) -> Result<bool, DimError> {
     let url = client.url(&format!("/v2/{}/manifests/{}", at.repository, at.reference));
     let resp = client
         .send(&[(at.repository, Access::Push)], |c| {
@@ -243,7 +245,24 @@ async fn put_manifest(client: &RegistryClient, at: At<'_>, m: &RawManifest) -> R
     {
         return Err(at.invalid(format!("destination stored the manifest as {d}, expected {}", m.digest)));
     }
-    Ok(())
+    Ok(resp.headers().contains_key("oci-subject"))
+}
+
+/// The digest a registry holds under `at.reference` (HEAD; a GET when the registry does not
+/// announce `Docker-Content-Digest`), `None` when it has nothing there.
+pub(crate) async fn resolve_manifest(client: &RegistryClient, at: At<'_>) -> Result<Option<String>, DimError> {
+    let resp = client
+        .get(Method::HEAD, at.repository, Access::Pull, &format!("manifests/{}", at.reference), Some(ACCEPT))
+        .await
+        .map_err(|e| at.transport("HEAD manifest", e))?;
+    match resp.status() {
+        s if s.is_success() => match header_str(&resp, "docker-content-digest") {
+            Some(d) => Ok(Some(d)),
+            None => Ok(Some(get_manifest(client, at).await?.digest)),
+        },
+        StatusCode::NOT_FOUND => Ok(None),
+        _ => Err(fail(at, "HEAD manifest", resp).await),
+    }
 }
 
 /// Where a blob ended up on the destination.
@@ -261,6 +280,8 @@ pub(crate) struct RunState {
     holders: Mutex<HashMap<String, Vec<String>>>,
     /// One transfer per digest at a time, so two images sharing a layer send it once.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Source tag listings and referrers-API support, for signatures and referrers.
+    pub artifacts: super::artifacts::ArtifactState,
 }
 
 impl RunState {
@@ -274,7 +295,7 @@ impl RunState {
     fn mount_source(&self, digest: &str, repo: &str) -> Option<String> {
         self.holders.lock().unwrap().get(digest)?.iter().find(|r| *r != repo).cloned()
     }
-    fn lock(&self, digest: &str) -> Arc<tokio::sync::Mutex<()>> {
+    pub(crate) fn lock(&self, digest: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.locks.lock().unwrap().entry(digest.to_string()).or_default().clone()
     }
 }
@@ -559,8 +580,13 @@ pub struct ImageStats {
     /// Blobs cross-repository mounted within the destination.
     pub blobs_mounted: usize,
     pub manifests_pushed: usize,
-    /// The destination already had this manifest under the tag: nothing was sent.
+    /// The destination already had this manifest under the tag and every artifact of it:
+    /// nothing was written.
     pub up_to_date: bool,
+    /// Signatures, attestations, SBOMs and referrers copied (`signatures = "copy"`).
+    pub artifacts_copied: usize,
+    /// Artifacts the destination already had.
+    pub artifacts_present: usize,
 }
 
 /// Everything an image needs on the destination, read from the source.
@@ -625,11 +651,13 @@ pub(crate) async fn plan_image(
     Ok(plan)
 }
 
-/// Pushes child manifests, then the top one by digest, then the tag.
+/// Pushes child manifests by digest, then the top one under its tag (which stores it by
+/// digest too: one request), or by digest when it has no tag.
 pub(crate) async fn push_manifests(
     dst: &RegistryClient,
     dst_repo: &str,
     plan: &ImageContent,
+    state: &RunState,
 ) -> Result<usize, DimError> {
     let at = At { registry: dst.address(), repository: dst_repo, reference: &plan.top.digest };
     let mut pushed = 0;
@@ -639,10 +667,10 @@ pub(crate) async fn push_manifests(
             pushed += 1;
         }
     }
-    put_manifest(dst, at, &plan.top).await?;
-    pushed += 1;
-    if let Some(tag) = &plan.tag {
-        put_manifest(dst, at.with_ref(tag), &plan.top).await?;
+    let reference = plan.tag.as_deref().unwrap_or(&plan.top.digest);
+    if put_manifest(dst, at.with_ref(reference), &plan.top).await? {
+        // The destination indexes referrers itself (`OCI-Subject`): no fallback tags.
+        state.artifacts.dst_api_seen();
     }
-    Ok(pushed)
+    Ok(pushed + 1)
 }
