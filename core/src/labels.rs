@@ -22,3 +22,6 @@ pub const FIELD_MANAGER: &str = "mtcd";
 /// The field manager of quiesce, release and cutover markers: kept apart from
 /// [`FIELD_MANAGER`], so re-applying a migrated object never undoes a quiesce.
 pub const CUTOVER_FIELD_MANAGER: &str = "mtcd-cutover";
+/// The field manager of the owner references mtcd re-links on objects `keep_owned` copies
+/// (the owner's destination UID): apart from [`FIELD_MANAGER`], which never sets them.
+pub const RELINK_FIELD_MANAGER: &str = "mtcd-relink";

@@ -19,6 +19,9 @@ pub struct Snapshot {
     pub migrations: Vec<MigrationSnapshot>,
     /// Things worth saying that change nothing (an aggregated API that is down, …).
     pub warnings: Vec<String>,
+    /// Both contexts reach one cluster (a namespace clone): its cluster-scoped objects are
+    /// the source's own, so they are never written under the source's names.
+    pub same_cluster: bool,
 }
 
 impl Snapshot {
@@ -133,6 +136,17 @@ pub struct MigrationSnapshot {
     pub destination: Vec<Value>,
     /// Destination lists that failed: nothing of these types is created, updated or pruned.
     pub destination_unread: Vec<Unread>,
+    /// The cluster-scoped objects a namespace may depend on, as the source has them: every
+    /// ClusterRoleBinding, ClusterRole and SecurityContextConstraints (when served), and the
+    /// PersistentVolumes (when a migrated claim is bound). A kind the filters leave out, or
+    /// a `resources = "velero"` migration, reads none (plan::dependencies).
+    pub source_cluster: Vec<Value>,
+    /// The destination's objects of the same kinds (what exists under the same names, and
+    /// what this migration stamped, for prunes).
+    pub destination_cluster: Vec<Value>,
+    /// `(group, kind)` of the cluster-scoped kinds read on the source (their reads, when
+    /// they failed, are in `source_unread` / `destination_unread` without a namespace).
+    pub cluster_types: Vec<(String, String)>,
     /// The destination records this migration's cutover.
     pub cut_over: bool,
     /// Images of the source's internal registry and what the registries said of them.

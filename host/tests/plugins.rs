@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
 use mtcd::plugins::{
-    CacheOutcome, HookContext, NoLookup, PluginError, PluginHost, SourceLookup, TransformContext, TransformOutput,
-    default_hook_limits, default_transform_limits, scaffold, test_plugin_with,
+    CacheOutcome, HookContext, NoLookup, PluginError, PluginHost, SourceLookup, TestOptions, TransformContext,
+    TransformOutput, default_hook_limits, scaffold, test_plugin_with,
 };
 use mtcd::spec::{DirGrant, HookPhase, OnError, PluginGrants, PluginRef};
 use serde_json::{Value, json};
@@ -24,13 +24,9 @@ fn host() -> PluginHost {
 }
 
 fn plugin(name: &str, config: Value) -> PluginRef {
-    PluginRef {
-        path: plugin_wasm(name),
-        config,
-        limits: default_transform_limits(),
-        grants: PluginGrants::default(),
-        on_error: OnError::Fail,
-    }
+    let mut r = PluginRef::file(plugin_wasm(name));
+    r.config = config;
+    r
 }
 
 fn ctx(namespaces: &[&str]) -> TransformContext {
@@ -316,13 +312,10 @@ fn lookup_reads_source_objects_only_in_migrated_namespaces() {
 }
 
 fn hook_ref(config: Value) -> PluginRef {
-    PluginRef {
-        path: plugin_wasm("require-annotation"),
-        config,
-        limits: default_hook_limits(),
-        grants: PluginGrants::default(),
-        on_error: OnError::Fail,
-    }
+    let mut r = PluginRef::file(plugin_wasm("require-annotation"));
+    r.config = config;
+    r.limits = default_hook_limits();
+    r
 }
 
 fn namespace(name: &str, annotations: Value) -> Value {
@@ -387,10 +380,9 @@ fn plugins_of_the_wrong_kind_fail_clearly() {
     assert!(err.to_string().contains("a transform plugin, not a hook"), "{err}");
     let not_wasm = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(not_wasm.path(), b"not wasm").unwrap();
-    let mut r = plugin("add-label", json!({}));
-    r.path = not_wasm.path().to_path_buf();
+    let r = PluginRef::file(not_wasm.path());
     let err = host.load_transforms(&[r]).err().expect("garbage must not load");
-    assert!(matches!(err, PluginError::Compile { .. }), "{err:?}");
+    assert!(matches!(err, PluginError::NotAComponent { .. }), "{err:?}");
 }
 
 #[test]
@@ -416,25 +408,35 @@ fn compiled_components_are_cached_on_disk_and_reused() {
     let chain = cold.load_transforms(std::slice::from_ref(&r)).unwrap();
     let first = chain.load_reports()[0].clone();
     assert_eq!(first.outcome, CacheOutcome::Compiled);
-    let file = first.cache_file.clone().expect("a cache file");
-    assert!(file.starts_with(dir.path()) && file.is_file(), "{}", file.display());
-    let written = std::fs::metadata(&file).unwrap().modified().unwrap();
+    assert_eq!(first.digest.len(), 64, "{first:?}");
     let again = cold.load_transforms(std::slice::from_ref(&r)).unwrap();
     assert_eq!(again.load_reports()[0].outcome, CacheOutcome::MemoryHit);
+    let files = walk(dir.path());
+    assert!(!files.is_empty(), "nothing written to the cache directory");
 
     // A new host (a new mtcd run) loads the machine code from disk instead of compiling.
     let warm = PluginHost::new(Some(dir.path().to_path_buf())).unwrap();
     let mut chain = warm.load_transforms(std::slice::from_ref(&r)).unwrap();
     let second = chain.load_reports()[0].clone();
     assert_eq!(second.outcome, CacheOutcome::DiskHit);
-    assert_eq!(second.cache_file.as_ref(), Some(&file));
-    assert_eq!(std::fs::metadata(&file).unwrap().modified().unwrap(), written, "cache file rewritten");
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "exactly one cache entry");
+    assert_eq!(second.digest, first.digest);
     eprintln!("strip-openshift: compile {:?}, cached load {:?}", first.elapsed, second.elapsed);
     // And the cached component works.
     let sa =
         json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "deployer", "namespace": "shop"}});
     assert_eq!(chain.run(sa, &ctx(&["shop"]), &NoLookup).unwrap(), TransformOutput::Skip);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
 }
 
 #[test]
@@ -449,47 +451,119 @@ fn plugin_test_renders_a_diff_per_object() {
     )
     .unwrap();
     let host = host();
-    let out = test_plugin_with(&host, &plugin_wasm("strip-openshift"), &objects, json!({}), false).unwrap();
+    let plain = TestOptions { config: json!({}), ..Default::default() };
+    let out = test_plugin_with(&host, &plugin_wasm("strip-openshift"), &objects, &plain).unwrap();
     assert!(out.contains("── ServiceAccount/shop/builder: skipped"), "{out}");
     assert!(out.contains("── Route/shop/web: changed"), "{out}");
     assert!(out.contains("-  host: web.apps.old"), "{out}");
     assert!(out.contains("── ConfigMap/shop/plain: unchanged"), "{out}");
     assert!(!out.contains('\u{1b}'), "no color codes when color is off");
-    let colored = test_plugin_with(&host, &plugin_wasm("strip-openshift"), &objects, json!({}), true).unwrap();
+    let colored = test_plugin_with(
+        &host,
+        &plugin_wasm("strip-openshift"),
+        &objects,
+        &TestOptions { color: true, ..plain.clone() },
+    )
+    .unwrap();
     assert!(colored.contains('\u{1b}'));
 
-    let err = test_plugin_with(&host, &plugin_wasm("echo"), &objects, json!({"mode": "error"}), false).unwrap_err();
+    let failing = TestOptions { config: json!({"mode": "error"}), ..Default::default() };
+    let err = test_plugin_with(&host, &plugin_wasm("echo"), &objects, &failing).unwrap_err();
     let PluginError::TestFailed { failed, total, report } = &err else { panic!("{err:?}") };
     assert_eq!((*failed, *total), (3, 3));
     assert!(report.contains("refusing builder"), "{report}");
 }
 
+/// Issue 16, point 11: `mtcd plugin new` (transform and `--hook`) makes crates whose unit
+/// tests run natively with plain `cargo test`, that build for wasm32-wasip2 and run in the
+/// host, and whose README snippet is a desired.toml the parser accepts.
 #[test]
-fn scaffolded_plugin_builds_and_runs() {
+fn scaffolded_plugins_test_natively_build_and_run() {
     let dir = tempfile::tempdir().unwrap();
-    let root = scaffold("team-label", dir.path()).unwrap();
-    assert!(scaffold("team-label", dir.path()).is_err(), "existing crate is not overwritten");
-    assert!(scaffold("Bad_Name", dir.path()).is_err());
+    let root = scaffold("team-label", dir.path(), false).unwrap();
+    assert!(scaffold("team-label", dir.path(), false).is_err(), "existing crate is not overwritten");
+    assert!(scaffold("Bad_Name", dir.path(), false).is_err());
+    let hook_root = scaffold("ready-gate", dir.path(), true).unwrap();
+    assert!(root.join("objects.yaml").is_file() && hook_root.join("objects.yaml").is_file());
     // Shared target dir: the SDK's dependencies compile once across test runs.
     let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins/target/scaffold-test");
     // The crate lives outside the repo, so pin the repo's toolchain (it has the wasm target).
     let toolchain =
         std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../rust-toolchain.toml")).unwrap();
     let channel = toolchain.lines().find_map(|l| l.strip_prefix("channel = ")).unwrap().trim_matches('"').to_string();
-    let status = std::process::Command::new("cargo")
-        .args(["build", "--quiet", "--release"])
-        .current_dir(&root)
-        .env("CARGO_TARGET_DIR", &target)
-        .env("RUSTUP_TOOLCHAIN", channel)
-        .status()
-        .unwrap();
-    assert!(status.success(), "scaffolded crate does not build");
-    let wasm = target.join("wasm32-wasip2/release/team_label.wasm");
-    let mut r = plugin("add-label", json!({"label": "team", "value": "payments"}));
-    r.path = wasm;
-    let mut chain = host().load_transforms(&[r]).unwrap();
+    let cargo = |root: &std::path::Path, args: &[&str]| {
+        let out = std::process::Command::new("cargo")
+            .args(args)
+            .current_dir(root)
+            .env("CARGO_TARGET_DIR", &target)
+            .env("RUSTUP_TOOLCHAIN", &channel)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cargo {args:?} in {}: {}{}",
+            root.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for crate_root in [&root, &hook_root] {
+        let tests = cargo(crate_root, &["test", "--quiet"]);
+        assert!(tests.contains("1 passed"), "the example unit test did not run: {tests}");
+        cargo(crate_root, &["build", "--quiet", "--release", "--target", "wasm32-wasip2"]);
+    }
+    let release = target.join("wasm32-wasip2/release");
+
+    // The README's snippet, with the component where it says, is a valid desired.toml.
+    for (crate_root, artifact) in [(&root, "team_label.wasm"), (&hook_root, "ready_gate.wasm")] {
+        let readme = std::fs::read_to_string(crate_root.join("README.md")).unwrap();
+        let snippet = readme.split("```toml\n").nth(1).unwrap().split("```").next().unwrap();
+        let built = crate_root.join("target/wasm32-wasip2/release");
+        std::fs::create_dir_all(&built).unwrap();
+        std::fs::copy(release.join(artifact), built.join(artifact)).unwrap();
+        let desired = format!(
+            "version = 1\n[clusters.source]\ncontext = \"a\"\n[clusters.destination]\ncontext = \"b\"\n\
+             [[migration]]\nname = \"shop\"\nnamespaces = [\"shop\"]\n{snippet}"
+        );
+        if let Err(e) = mtcd::spec::parse(&desired, &dir.path().join("desired.toml")) {
+            panic!("README snippet of {}:\n{snippet}\n{e}", crate_root.display());
+        }
+    }
+
+    let host = host();
+    let mut r = PluginRef::file(release.join("team_label.wasm"));
+    r.config = json!({"label": "team", "value": "payments"});
+    let mut chain = host.load_transforms(&[r]).unwrap();
     let (object, _) = kept(chain.run(cm("one"), &ctx(&["shop"]), &NoLookup).unwrap());
     assert_eq!(object["metadata"]["labels"]["team"], "payments");
+
+    let mut gate = PluginRef::file(release.join("ready_gate.wasm"));
+    gate.limits = default_hook_limits();
+    let objects = TestOptions { phase: Some(HookPhase::PreCutover), ..Default::default() };
+    let report =
+        test_plugin_with(&host, &release.join("ready_gate.wasm"), &hook_root.join("objects.yaml"), &objects).unwrap();
+    assert!(report.contains("hook pre-cutover: ok"), "{report}");
+    let mut hook = host.load_hook(&gate).unwrap();
+    let bare = vec![namespace("shop", json!({}))];
+    let err = hook.run(HookPhase::PreCutover, &hook_ctx(&bare, &["shop"])).unwrap_err();
+    assert!(err.to_string().contains("lacks the annotation"), "{err}");
+}
+
+/// Issue 16, point 13: the SDK vendors the contract (no symlink out of plugins/), and the
+/// copy is the contract.
+#[test]
+fn the_sdk_carries_its_own_copy_of_the_contract() {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let wit = repo.join("plugins/sdk/wit");
+    assert!(!std::fs::symlink_metadata(&wit).unwrap().file_type().is_symlink(), "plugins/sdk/wit is a symlink");
+    assert_eq!(
+        std::fs::read_to_string(wit.join("mtcd.wit")).unwrap(),
+        std::fs::read_to_string(repo.join("wit/mtcd.wit")).unwrap(),
+        "plugins/sdk/wit/mtcd.wit differs from wit/mtcd.wit: copy it over"
+    );
+    let manifest = std::fs::read_to_string(repo.join("plugins/sdk/Cargo.toml")).unwrap();
+    assert!(manifest.contains("\"wit/**\""), "the packaged crate must include wit/");
 }
 
 #[test]
@@ -581,8 +655,8 @@ fn run_hooks_runs_only_the_phase_and_stops_at_the_first_failure() {
     let host = host();
     let gate = |annotation: &str| hook_ref(json!({"annotation": annotation}));
     let hooks = [
-        HookRef { phase: HookPhase::PreBackup, plugin: gate("never-set") },
-        HookRef { phase: HookPhase::PreCutover, plugin: gate("approved") },
+        HookRef { phase: HookPhase::PreBackup, kind: mtcd::spec::HookKind::Plugin(Box::new(gate("never-set"))) },
+        HookRef { phase: HookPhase::PreCutover, kind: mtcd::spec::HookKind::Plugin(Box::new(gate("approved"))) },
     ];
     let approved = vec![namespace("shop", json!({"approved": "yes"}))];
     host.run_hooks(&hooks, HookPhase::PreCutover, &hook_ctx(&approved, &["shop"])).unwrap();
@@ -595,4 +669,168 @@ fn run_hooks_runs_only_the_phase_and_stops_at_the_first_failure() {
     let not_approved = vec![namespace("shop", json!({}))];
     let err = host.run_hooks(&hooks, HookPhase::PreCutover, &hook_ctx(&not_approved, &["shop"])).unwrap_err();
     assert!(matches!(err, PluginError::HookFailed { phase: "pre-cutover", .. }), "{err:?}");
+}
+
+/// Issue 16, point 1: a transform blocked in a host call (a WASI sleep, no wasm running, so
+/// no epoch check) stops at its time limit, and the error names plugin, object and limit.
+#[test]
+fn a_transform_sleeping_for_ever_stops_at_its_time_limit() {
+    let host = host();
+    let sleeper = plugin("sleep-forever", json!({}));
+    let mut chain = host.load_transforms(std::slice::from_ref(&sleeper)).unwrap();
+    let started = Instant::now();
+    let err = chain.run(cm("one"), &ctx(&["shop"]), &NoLookup).unwrap_err();
+    let elapsed = started.elapsed();
+    assert!(matches!(err, PluginError::Timeout { limit, .. } if limit == Duration::from_secs(1)), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("sleep_forever.wasm") && text.contains("ConfigMap/shop/one") && text.contains("time limit of 1s"),
+        "{text}"
+    );
+    assert!(elapsed >= Duration::from_millis(990), "stopped before its limit: {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(2), "not stopped within limit + 1 s: {elapsed:?}");
+
+    // A 3 s sleep under a 1 s limit is stopped at 1 s, not noticed when it returns.
+    let mut three = plugin("sleep-forever", json!({"seconds": 3}));
+    three.limits.timeout = Duration::from_millis(500);
+    let mut chain = host.load_transforms(&[three]).unwrap();
+    let started = Instant::now();
+    let err = chain.run(cm("two"), &ctx(&["shop"]), &NoLookup).unwrap_err();
+    assert!(matches!(err, PluginError::Timeout { .. }), "{err:?}");
+    assert!(started.elapsed() < Duration::from_millis(1500), "{:?}", started.elapsed());
+}
+
+/// Issue 16, point 1: a hook's `timeout` holds while it sleeps, and the error names the
+/// phase.
+#[test]
+fn a_hook_sleeping_for_ever_stops_at_its_time_limit() {
+    let mut r = PluginRef::file(plugin_wasm("sleep-forever-hook"));
+    r.limits = default_hook_limits();
+    r.limits.timeout = Duration::from_secs(1);
+    let mut hook = host().load_hook(&r).unwrap();
+    let started = Instant::now();
+    let err = hook.run(HookPhase::PreCutover, &hook_ctx(&NoLookup, &["shop"])).unwrap_err();
+    let elapsed = started.elapsed();
+    let text = err.to_string();
+    assert!(matches!(err, PluginError::Timeout { .. }), "{err:?}");
+    assert!(
+        text.contains("sleep_forever_hook.wasm") && text.contains("pre-cutover") && text.contains("time limit of 1s"),
+        "{text}"
+    );
+    assert!(elapsed < Duration::from_secs(2), "not stopped within limit + 1 s: {elapsed:?}");
+}
+
+/// Issue 16, point 1: the time limit also holds inside a tokio runtime (how mtcd calls
+/// plugins), on a multi-threaded and on a current-thread runtime.
+#[test]
+fn the_time_limit_holds_when_called_from_async_code() {
+    let host = std::sync::Arc::new(host());
+    for multi in [true, false] {
+        let rt = if multi {
+            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+        } else {
+            tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+        };
+        let host = host.clone();
+        let err = rt.block_on(async move {
+            let mut r = plugin("sleep-forever", json!({}));
+            r.limits.timeout = Duration::from_millis(300);
+            let mut chain = host.load_transforms(&[r]).unwrap();
+            let started = Instant::now();
+            let err = chain.run(cm("one"), &ctx(&["shop"]), &NoLookup).unwrap_err();
+            assert!(started.elapsed() < Duration::from_millis(1300), "{:?}", started.elapsed());
+            err
+        });
+        assert!(matches!(err, PluginError::Timeout { .. }), "{err:?}");
+    }
+}
+
+/// Issue 16, point 2: an error message is cut at 4 KiB, saying how much was cut.
+#[test]
+fn a_huge_error_message_is_cut() {
+    let mut r = plugin("flood", json!({"mode": "error", "bytes": 20_000_000}));
+    r.limits.memory = 128 * 1024 * 1024;
+    let mut chain = host().load_transforms(&[r]).unwrap();
+    let err = chain.run(cm("one"), &ctx(&["shop"]), &NoLookup).unwrap_err();
+    let PluginError::Reported { message, .. } = &err else { panic!("{err:?}") };
+    assert!(message.len() < mtcd::plugins::MAX_ERROR_MESSAGE + 100, "{}", message.len());
+    assert!(message.ends_with("more bytes cut)"), "{}", &message[message.len() - 60..]);
+}
+
+/// Issue 16, point 2: at most 100 log lines (or 64 KiB) per call reach the log, each cut at
+/// 4 KiB, and one warning says the rest was dropped; stderr floods are kept to a tail.
+#[test]
+fn log_and_stderr_floods_are_capped() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let mut flood = plugin("flood", json!({"mode": "log", "lines": 20_000}));
+    flood.limits.timeout = Duration::from_secs(20); // 160 MB of strings copied out of the guest
+    let mut chain = host().load_transforms(&[flood]).unwrap();
+    tracing::subscriber::with_default(subscriber, || {
+        kept(chain.run(cm("chatty"), &ctx(&["shop"]), &NoLookup).unwrap());
+    });
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let lines = text.lines().filter(|l| l.contains("LLLL")).count();
+    assert!(lines <= 16, "{lines} log lines forwarded (64 KiB of 4 KiB messages is 16)");
+    assert!(text.len() < 100 * 1024, "{} bytes of log", text.len());
+    assert_eq!(text.matches("log limit reached").count(), 1, "{}", &text[text.len().saturating_sub(500)..]);
+
+    let mut r = plugin("flood", json!({"mode": "stderr", "bytes": 30 << 20}));
+    r.limits.timeout = Duration::from_secs(10);
+    let mut chain = host().load_transforms(&[r]).unwrap();
+    kept(chain.run(cm("loud"), &ctx(&["shop"]), &NoLookup).unwrap());
+}
+
+/// Issue 16, point 4, the documented guarantee: an instance serves one chain's objects
+/// while its calls succeed (so state may carry between them), is replaced after any
+/// failure, and is never shared with another chain (another migration or run).
+#[test]
+fn instances_live_for_one_chain_and_end_at_the_first_failure() {
+    let host = host();
+    let seen = |chain: &mut mtcd::plugins::TransformChain, name: &str| {
+        let (object, _) = kept(chain.run(cm(name), &ctx(&["shop"]), &NoLookup).unwrap());
+        object["metadata"]["annotations"]["seen"].as_str().unwrap().to_string()
+    };
+    let mut chain = host.load_transforms(&[plugin("counter", json!({}))]).unwrap();
+    assert_eq!([seen(&mut chain, "a"), seen(&mut chain, "b")], ["1", "2"], "reused within the chain");
+    let err = chain.run(cm("boom"), &ctx(&["shop"]), &NoLookup).unwrap_err();
+    assert!(matches!(err, PluginError::Trap { .. }), "{err:?}");
+    assert_eq!(seen(&mut chain, "c"), "1", "a failed instance is replaced");
+    let mut other = host.load_transforms(&[plugin("counter", json!({}))]).unwrap();
+    assert_eq!(seen(&mut other, "a"), "1", "another chain has its own instance");
+    assert_eq!(seen(&mut chain, "d"), "2");
+
+    // A call stopped at its time limit (while sleeping in a host call) also ends its instance.
+    let mut sleeper = plugin("sleep-forever", json!({}));
+    sleeper.limits.timeout = Duration::from_millis(200);
+    let mut chain = host.load_transforms(&[plugin("counter", json!({})), sleeper]).unwrap();
+    assert!(matches!(chain.run(cm("x"), &ctx(&["shop"]), &NoLookup), Err(PluginError::Timeout { .. })));
+    assert!(matches!(chain.run(cm("y"), &ctx(&["shop"]), &NoLookup), Err(PluginError::Timeout { .. })));
+}
+
+/// Issue 16, point 3: a plugin path that is a directory, a FIFO, too large, or not a
+/// component is refused before it is read whole, named as what it is, never quoted.
+#[test]
+fn plugin_files_are_checked_before_they_are_read() {
+    let host = host();
+    let dir = tempfile::tempdir().unwrap();
+    let load = |path: PathBuf| host.load_transforms(&[PluginRef::file(path)]).err().expect("must not load");
+    assert!(matches!(load(dir.path().to_path_buf()), PluginError::NotAFile { kind: "a directory", .. }));
+    let fifo = dir.path().join("fifo.wasm");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let err = load(fifo);
+    assert!(err.to_string().contains("is a FIFO"), "{err}");
+    let big = dir.path().join("big.wasm");
+    std::fs::File::create(&big).unwrap().set_len(mtcd::spec::MAX_COMPONENT_SIZE + 1).unwrap();
+    assert!(matches!(load(big), PluginError::TooLarge { .. }));
+    let secret = dir.path().join("shadow");
+    std::fs::write(&secret, "root:$6$rounds=5000$secret:19000:0:99999:7:::\n").unwrap();
+    let text = load(secret).to_string();
+    assert!(text.contains("not a WebAssembly component"), "{text}");
+    assert!(!text.contains("root") && !text.contains("0x72") && !text.contains("114"), "bytes echoed: {text}");
 }

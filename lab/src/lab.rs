@@ -264,6 +264,10 @@ fn seed_builtin(server: &ApiServer) -> Result<(), LabError> {
         let what = format!("{plural}/{}", obj["metadata"]["name"].as_str().unwrap_or_default());
         st.create(&ty, None, obj, &Query::new(), "kube-apiserver").map_err(err(&what))?;
     }
+    // OpenShift's SecurityContextConstraints (a CRD on OpenShift 4) and its default SCCs.
+    if st.profile == "openshift" {
+        crate::scc::seed(st).map_err(|(what, source)| LabError::Seed { cluster: cluster.clone(), what, source })?;
+    }
     let node_ty = st.resource("", "v1", "nodes").expect("nodes type");
     let node_name = crate::api::schedule::node_name(&cluster);
     let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node_name,

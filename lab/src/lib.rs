@@ -14,5 +14,6 @@ pub mod node;
 pub mod pki;
 pub mod registry;
 pub mod router;
+pub mod scc;
 pub mod seed;
 pub mod services;

@@ -200,23 +200,48 @@ async fn already_exists_conflict_and_not_found_are_status_objects() {
     let deploys: Api<Deployment> = Api::namespaced(client, "default");
     let e = api_err(deploys.get("missing").await);
     assert_eq!(e.message, "deployments.apps \"missing\" not found");
-    // Unknown patch and body types: 415 UnsupportedMediaType (protobuf included).
-    let raw = |method: &str, ct: &str, body: &str| {
+    // Unknown patch and body types: 415 UnsupportedMediaType; protobuf only for built-in kinds
+    // (not for the Velero kinds, which are custom resources on a real cluster).
+    let raw = |method: &str, uri: &str, ct: &str, body: &str| {
         http::Request::builder()
             .method(method)
-            .uri(if method == "POST" {
-                "/api/v1/namespaces/default/configmaps"
-            } else {
-                "/api/v1/namespaces/default/configmaps/a"
-            })
+            .uri(uri)
             .header("content-type", ct)
             .body(body.as_bytes().to_vec())
             .unwrap()
     };
-    for (method, ct) in [("PATCH", "application/xml"), ("POST", "application/vnd.kubernetes.protobuf")] {
-        let e = api_err(deploys.clone().into_client().request_text(raw(method, ct, "{}")).await);
+    for (method, uri, ct) in [
+        ("PATCH", "/api/v1/namespaces/default/configmaps/a", "application/xml"),
+        ("POST", "/apis/velero.io/v1/namespaces/default/backups", "application/vnd.kubernetes.protobuf"),
+    ] {
+        let e = api_err(deploys.clone().into_client().request_text(raw(method, uri, ct, "{}")).await);
         assert_eq!((e.code, e.reason.as_str()), (415, "UnsupportedMediaType"), "{method} {ct}");
     }
+    let e = api_err(
+        deploys
+            .clone()
+            .into_client()
+            .request_text(raw("POST", "/apis/velero.io/v1/namespaces/default/backups", "text/plain", "{}"))
+            .await,
+    );
+    assert_eq!(
+        e.message,
+        "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml"
+    );
+    // A protobuf body without the `k8s\0` prefix: 400.
+    let e = api_err(
+        deploys
+            .clone()
+            .into_client()
+            .request_text(raw(
+                "POST",
+                "/api/v1/namespaces/default/configmaps",
+                "application/vnd.kubernetes.protobuf",
+                "{}",
+            ))
+            .await,
+    );
+    assert_eq!((e.code, e.reason.as_str()), (400, "BadRequest"));
     // A verb a path does not serve (PUT on a collection): 405.
     let put = http::Request::builder()
         .method("PUT")
@@ -549,7 +574,12 @@ async fn status_subresource_is_separate_from_the_main_resource() {
     let lab = Lab::up();
     let client = lab.client("lab-src").await;
     let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");
-    let created = deploys.create(&PostParams::default(), &deployment("web", "nginx:1")).await.unwrap();
+    // An image the lab's nodes run: the deployment controller reports it ready (1 replica),
+    // the same status this test writes, so its writes cannot race the assertions.
+    let created = deploys
+        .create(&PostParams::default(), &deployment("web", "registry.example.com/simulated/nginx:1"))
+        .await
+        .unwrap();
     assert_eq!(created.metadata.generation, Some(1));
     // Status in the main resource is ignored.
     let d = deploys
@@ -1054,6 +1084,17 @@ async fn uid_preconditions_config_keys_and_crd_deletion() {
         "metadata": {"name": "gadgets.example.com"},
         "spec": {"group": "example.com", "scope": "Namespaced", "names": {"plural": "gadgets", "kind": "Gadget"},
             "versions": [{"name": "v1", "served": true, "storage": true}]}}));
+    // apiextensions.k8s.io/v1 requires a schema per version.
+    let e = api_err(crds.create(&PostParams::default(), &crd).await);
+    assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+    assert!(
+        e.message.contains("spec.versions[0].schema.openAPIV3Schema: Required value: schemas are required"),
+        "{}",
+        e.message
+    );
+    let mut crd = crd;
+    crd.data["spec"]["versions"][0]["schema"] =
+        json!({"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}});
     crds.create(&PostParams::default(), &crd).await.unwrap();
     let g_ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("example.com", "v1", "Gadget"), "gadgets");
     let gadgets: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &g_ar);

@@ -75,6 +75,8 @@ async fn stage_cutover_and_rollback() {
     let status = lab.mtcd(&["--output", "json", "status", f]);
     let status: Value = serde_json::from_str(&status.stdout).unwrap();
     assert_eq!(status["migrations"][0]["cutover"], true);
+    assert_eq!(status["migrations"][0]["source_state"], "quiesced", "{status}");
+    assert_eq!(status["migrations"][0]["destination_state"], "verified", "{status}");
 
     let run = lab.mtcd(&["rollback", f]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
@@ -288,6 +290,8 @@ async fn status_loads_no_plugin_and_shows_a_quiesced_source() {
     assert_eq!(m["cutover"], false);
     assert_eq!(m["source_quiesced"], json!([]));
     assert!(m["source_running"].as_array().unwrap().iter().any(|w| w == "Deployment.apps/shop/web"), "{m}");
+    assert_eq!(m["source_state"], "running");
+    assert_eq!(m["destination_state"], "held");
 
     // A source quiesced by hand the way cutover does it shows as quiesced.
     let deploys: Api<DynamicObject> =
@@ -300,4 +304,7 @@ async fn status_loads_no_plugin_and_shows_a_quiesced_source() {
         v["migrations"][0]["source_quiesced"].as_array().unwrap().iter().any(|w| w == "Deployment.apps/shop/web"),
         "{v}"
     );
+    assert_eq!(v["migrations"][0]["source_state"], "partially quiesced", "the StatefulSet still runs: {v}");
+    let human = lab.mtcd(&["status", f]);
+    assert!(human.stdout.contains("source (lab-src): partially quiesced"), "{}", human.stdout);
 }

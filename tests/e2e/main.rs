@@ -2,18 +2,23 @@
 //! would link kube again); one module per area.
 
 mod cli;
+mod cutover;
+mod deps;
 mod dim;
 mod dim_artifacts;
 mod dim_selection;
 mod dvm;
+mod hooks;
 mod lab_api;
 mod lab_cluster;
 mod lab_exec;
+mod lab_kubectl;
 mod lab_node;
 mod lab_rbac;
 mod lab_snapshots;
 mod lifecycle;
 mod plugin_cli;
+mod plugin_oci;
 mod resources;
 mod safety;
 mod velero;

@@ -203,3 +203,50 @@ async fn an_unavailable_aggregated_api_does_not_stall_the_plan() {
     let warnings = plan["migrations"][0]["resources"]["warnings"].to_string();
     assert!(warnings.contains("cannot discover metrics.k8s.io/v1beta1"), "{warnings}");
 }
+
+/// A transform that returns a ClusterRoleBinding to cluster-admin, a hostPath `/`
+/// PersistentVolume or a Secret in kube-system is refused at plan time, naming the plugin
+/// and the object; nothing reaches the destination.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_cannot_write_outside_the_migration() {
+    let lab = Lab::up();
+    lab.seed_yaml("lab-src", &std::fs::read_to_string(repo_root().join("examples/lab/seed.yaml")).unwrap())
+        .await
+        .unwrap();
+    let plugin = mtcd_tests::plugins::plugin_wasm("escalate");
+    for (attack, object, why) in [
+        ("crb", "ClusterRoleBinding.rbac.authorization.k8s.io/pwned", "cluster-scoped objects are refused"),
+        ("pv", "PersistentVolume/root", "cluster-scoped objects are refused"),
+        (
+            "elsewhere",
+            "Secret/kube-system/planted",
+            "namespace \"kube-system\" is not one of the migration's namespaces",
+        ),
+    ] {
+        let file = desired(
+            &lab,
+            "lab-src",
+            "lab-dst",
+            &format!(
+                "namespaces = [\"shop\"]\nnamespace_map = {{ shop = \"shop-prod\" }}\n[[migration.transform]]\nplugin = \"{}\"\nconfig = {{ attack = \"{attack}\" }}\n",
+                plugin.display()
+            ),
+        );
+        let run = lab.mtcd(&["apply", file.to_str().unwrap()]);
+        assert_eq!(run.code, 1, "{attack}: {}\n{}", run.stdout, run.stderr);
+        assert!(
+            run.stderr.contains("escalate.wasm returned") && run.stderr.contains(object) && run.stderr.contains(why),
+            "{attack}: {}",
+            run.stderr
+        );
+        assert!(run.stderr.contains("nothing was changed"), "{}", run.stderr);
+    }
+    let dst = lab.client("lab-dst").await;
+    let crbs: Api<DynamicObject> =
+        Api::all_with(dst.clone(), &ar("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings"));
+    assert!(crbs.get_opt("pwned").await.unwrap().is_none());
+    let pvs: Api<DynamicObject> = Api::all_with(dst.clone(), &ar("", "v1", "PersistentVolume", "persistentvolumes"));
+    assert!(pvs.get_opt("root").await.unwrap().is_none());
+    let namespaces: Api<DynamicObject> = Api::all_with(dst, &ar("", "v1", "Namespace", "namespaces"));
+    assert!(namespaces.get_opt("shop-prod").await.unwrap().is_none(), "nothing at all was written");
+}

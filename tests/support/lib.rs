@@ -177,3 +177,36 @@ impl Drop for Lab {
     }
 }
 pub mod plugins;
+
+/// Whether the `kubectl` binary is installed (tests that drive it skip without it).
+pub fn has_kubectl() -> bool {
+    Command::new("kubectl").args(["version", "--client"]).output().is_ok_and(|o| o.status.success())
+}
+
+impl Lab {
+    /// Runs the installed kubectl against this lab (`--kubeconfig`, `--context ctx`, a
+    /// discovery cache of its own), with `stdin` as standard input when given.
+    pub fn kubectl(&self, ctx: &str, args: &[&str], stdin: Option<&str>) -> Run {
+        use std::io::Write;
+        let mut cmd = Command::new("kubectl");
+        cmd.arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(self.dir.join("kubectl-cache"))
+            .args(["--context", ctx])
+            .args(args)
+            .stdin(if stdin.is_some() { std::process::Stdio::piped() } else { std::process::Stdio::null() })
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("run kubectl");
+        if let Some(input) = stdin {
+            child.stdin.take().expect("kubectl stdin").write_all(input.as_bytes()).expect("write kubectl stdin");
+        }
+        let out = child.wait_with_output().expect("wait for kubectl");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}

@@ -85,5 +85,5 @@ pub fn duplicate(desired: &[Value]) -> Option<String> {
 
 /// The migration's transform plugins, for messages.
 pub fn plugin_names(m: &Migration) -> String {
-    m.transforms.iter().map(|t| t.path.display().to_string()).collect::<Vec<_>>().join(", ")
+    m.transforms.iter().map(|t| t.source.to_string()).collect::<Vec<_>>().join(", ")
 }

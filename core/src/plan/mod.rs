@@ -3,10 +3,12 @@
 //! Pure: no I/O here; `observe` feeds it, `actions` execute it.
 
 mod confine;
+pub mod dependencies;
 pub mod drift;
 pub mod hash;
 pub mod key;
 pub mod order;
+pub mod readiness;
 pub mod render;
 pub mod resources;
 pub mod transforms;
@@ -17,8 +19,10 @@ use indexmap::IndexMap;
 use serde::Serialize;
 use serde_json::Value;
 
+pub use dependencies::{Dependency, Kept};
 pub use key::ObjectKey;
-pub use resources::{compare, desired};
+pub use readiness::Wait;
+pub use resources::{compare, desired, desired_with};
 pub use transforms::{NoTransforms, TransformFailure, Transformed, Transforms};
 pub use velero::VeleroPlan;
 pub use volumes::{VolumePlan, VolumeTransfer};
@@ -84,11 +88,23 @@ pub struct ResourcePlan {
     /// apply writes nothing until they are resolved.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub blocked: Vec<String>,
+    /// The cluster-scoped objects the namespaces need (cluster RBAC, SCCs, static PVs) and
+    /// what the plan does with each (plan::dependencies).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dependencies: Vec<Dependency>,
+    /// Owned objects `keep_owned` copies, and whether they are re-linked to their owner.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kept: Vec<Kept>,
+    /// Objects the destination makes that a rank waits for (plan::readiness).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub waits: Vec<Wait>,
 }
 
 impl ResourcePlan {
+    /// Objects to write, and owner references still to re-link.
     pub fn pending(&self) -> usize {
         self.changes.iter().filter(|c| c.action != Action::Unchanged).count()
+            + self.kept.iter().filter(|k| k.pending()).count()
     }
 }
 
@@ -314,7 +330,14 @@ fn plan_migration(
             (other, _) => other,
         })
     };
-    let planned = desired(seen.source.clone(), m, &settings, released, &mut transform);
+    // What the namespaces need from outside them (mtcd applies it only in direct mode;
+    // Velero brings its own).
+    let deps = if m.resources == ResourceMode::Direct {
+        dependencies::derive(m, seen, snapshot)
+    } else {
+        dependencies::Derived::default()
+    };
+    let planned = desired_with(seen.source.clone(), m, &settings, &deps.volume_names, released, &mut transform);
     let confined = |object: String, reason: String| PlanError::Confinement {
         migration: m.name.clone(),
         plugins: confine::plugin_names(m),
@@ -337,11 +360,46 @@ fn plan_migration(
         .map(|u| UnreadType { side: "source", unread: u.clone() })
         .chain(seen.destination_unread.iter().map(|u| UnreadType { side: "destination", unread: u.clone() }))
         .collect();
+    let kept = dependencies::kept(m, &seen.source, &desired, &seen.destination);
+    let mut desired = desired;
+    desired.extend(deps.desired);
+    let live: Vec<Value> = seen.destination.iter().chain(&seen.destination_cluster).cloned().collect();
     let unknown = |key: &ObjectKey| unknown_type(key, seen, &m.namespace_map);
-    let prunable = |key: &ObjectKey| seen.source_types.iter().any(|(g, k)| *g == key.group && *k == key.kind);
-    let (changes, withheld) = compare(desired, &seen.destination, &m.name, m.prune, &unknown, &prunable);
+    let read = |g: &str, k: &str| seen.source_types.iter().chain(&seen.cluster_types).any(|(a, b)| a == g && b == k);
+    // Which ClusterRoles are needed is learnt from the ClusterRoleBindings: without them
+    // (left out by the filters) a role copied earlier is not known to be unneeded.
+    let prunable = |key: &ObjectKey| {
+        read(&key.group, &key.kind)
+            && (key.kind != "ClusterRole" || read(dependencies::RBAC_GROUP, "ClusterRoleBinding"))
+    };
+    let (mut changes, mut withheld) = compare(desired, &live, &m.name, m.prune, &unknown, &prunable);
+    for c in deps.changes {
+        if unknown(&c.key) {
+            withheld.push(c.key);
+        } else {
+            changes.push(c);
+        }
+    }
+    withheld.sort();
+    changes.sort_by(|a, b| (a.rank, &a.key).cmp(&(b.rank, &b.key)));
+    let (waits, unsatisfied) = readiness::waits(&changes, &live);
     let mut warnings = snapshot.warnings.clone();
     warnings.extend(seen.warnings.iter().cloned());
+    warnings.extend(deps.warnings);
+    if m.resources == ResourceMode::Direct {
+        warnings.extend(unsatisfied);
+    }
+    let mut volumes = volumes::plan_volumes(m, &seen.pvcs);
+    // A claim whose static PV is copied shares the source's storage: nothing to transfer.
+    volumes.transfers.retain(|t| {
+        let claim = ObjectKey {
+            group: String::new(),
+            kind: "PersistentVolumeClaim".into(),
+            namespace: Some(t.namespace.clone()),
+            name: t.claim.clone(),
+        };
+        !deps.volume_names.contains_key(&claim)
+    });
     let images = seen
         .images
         .iter()
@@ -378,8 +436,18 @@ fn plan_migration(
         source: snapshot.source_context.clone(),
         destination: snapshot.destination_context.clone(),
         mode: m.resources,
-        resources: ResourcePlan { changes, skipped, warnings, unread, withheld, blocked: Vec::new() },
-        volumes: volumes::plan_volumes(m, &seen.pvcs),
+        resources: ResourcePlan {
+            changes,
+            skipped,
+            warnings,
+            unread,
+            withheld,
+            blocked: deps.blocked,
+            dependencies: deps.dependencies,
+            kept,
+            waits,
+        },
+        volumes,
         images,
         images_skipped: seen.images_skipped.clone(),
         image_options: m.dim.clone(),

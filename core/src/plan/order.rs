@@ -12,6 +12,8 @@ pub fn rank(group: &str, kind: &str) -> u8 {
         ("", "PersistentVolume") => 3,
         ("rbac.authorization.k8s.io", "ClusterRole") => 4,
         ("rbac.authorization.k8s.io", "ClusterRoleBinding") => 4,
+        // Admission picks a pod's SCC when the pod is created.
+        ("security.openshift.io", "SecurityContextConstraints") => 4,
         ("", "ServiceAccount") => 5,
         ("rbac.authorization.k8s.io", "Role") => 6,
         ("rbac.authorization.k8s.io", "RoleBinding") => 7,

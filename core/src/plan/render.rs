@@ -67,6 +67,34 @@ pub fn human(plan: &ResourcePlan, color: bool) -> String {
         count(Action::Unchanged),
         plan.skipped.len()
     );
+    if !plan.dependencies.is_empty() {
+        let _ = writeln!(out, "  cluster-scoped dependencies:");
+        for d in &plan.dependencies {
+            let _ = writeln!(out, "    {} ({}): {}", d.key, d.needed_by, d.outcome);
+        }
+    }
+    for k in &plan.kept {
+        let owners: Vec<String> = k
+            .owners
+            .iter()
+            .map(|o| format!("{} {}{}", o.kind, o.name, if o.migrated { "" } else { " (not migrated)" }))
+            .collect();
+        let what = match (k.relink, k.linked) {
+            (true, true) => "re-linked to its owner on the destination",
+            (true, false) => "re-linked to its owner's destination UID after apply",
+            (false, _) => "arrives without an owner (its owner is not migrated)",
+        };
+        let _ = writeln!(out, "  kept (keep_owned) {}: owned by {}; {what}", k.key, owners.join(", "));
+    }
+    for w in &plan.waits {
+        let _ = writeln!(
+            out,
+            "  apply waits for {} (made by {}; needed by {})",
+            w.object,
+            w.made_by,
+            w.needed_by.join(", ")
+        );
+    }
     if !plan.unread.is_empty() {
         let _ = writeln!(out, "  not read completely (nothing of these is created, updated or pruned):");
         for u in &plan.unread {

@@ -21,15 +21,32 @@ pub fn desired(
     released: bool,
     transform: &mut dyn FnMut(Value) -> Result<Transformed, TransformFailure>,
 ) -> Result<(Vec<Value>, Vec<Skipped>), TransformFailure> {
+    desired_with(source, migration, settings, &HashMap::new(), released, transform)
+}
+
+/// [`desired`], with the claims that keep their `volumeName` (source key → PV name): a claim
+/// bound to a statically provisioned PV that `pv_policy = "copy"` copies (plan::dependencies).
+/// Owned objects of the migration's `keep_owned` kinds are copied (without their owners).
+pub fn desired_with(
+    source: Vec<Value>,
+    migration: &Migration,
+    settings: &rules::RuleSettings,
+    volume_names: &HashMap<ObjectKey, String>,
+    released: bool,
+    transform: &mut dyn FnMut(Value) -> Result<Transformed, TransformFailure>,
+) -> Result<(Vec<Value>, Vec<Skipped>), TransformFailure> {
     let mut out = Vec::with_capacity(source.len());
     let mut skipped = Vec::new();
     for mut obj in source {
-        if let Some(reason) = rules::skip_reason(&obj) {
+        if let Some(reason) = rules::skip_reason_keeping(&obj, &migration.keep_owned) {
             skipped.push(Skipped { key: ObjectKey::of(&obj), reason: reason.into() });
             continue;
         }
         let key = ObjectKey::of(&obj);
         rules::clean(&mut obj, settings);
+        if let Some(pv) = volume_names.get(&key) {
+            object::map_at(&mut obj, &["spec"]).insert("volumeName".into(), Value::String(pv.clone()));
+        }
         let (obj, extra) = match transform(obj)? {
             Transformed::Keep(o, extra) => (o, extra),
             Transformed::Skip => {

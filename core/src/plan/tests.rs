@@ -253,13 +253,7 @@ fn catalog_snapshot() -> Snapshot {
 
 fn refused(t: &mut Hostile) -> String {
     let mut spec = spec();
-    spec.migrations[0].transforms.push(crate::spec::PluginRef {
-        path: "/plugins/evil.wasm".into(),
-        config: json!({}),
-        limits: crate::spec::PluginLimits { timeout: std::time::Duration::from_secs(1), memory: 1 << 26, fuel: None },
-        grants: Default::default(),
-        on_error: crate::spec::OnError::Fail,
-    });
+    spec.migrations[0].transforms.push(crate::spec::PluginRef::file("/plugins/evil.wasm"));
     match build(&spec, &catalog_snapshot(), false, t) {
         Err(e @ PlanError::Confinement { .. }) => e.to_string(),
         other => panic!("expected a confinement error, got {other:?}"),

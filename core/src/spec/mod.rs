@@ -8,12 +8,14 @@ pub mod contexts;
 pub mod error;
 pub mod model;
 mod names;
+pub mod oci;
 mod parse;
 mod reader;
 
 pub use error::{Location, Problem, Problems, SpecError};
 pub use model::*;
 pub use names::{check_label_str, check_selector};
+pub use oci::{MAX_COMPONENT_SIZE, OciReference, check_component_file};
 pub use parse::{DEFAULT_TRANSFER_IMAGE, load, parse};
 pub use reader::parse_size;
 

@@ -18,6 +18,7 @@ pub struct Spec {
     pub destination: ClusterSpec,
     pub migrations: Vec<Migration>,
     pub sync: SyncOptions,
+    pub cutover: CutoverOptions,
 }
 
 /// Which side of the migration a cluster is.
@@ -136,11 +137,30 @@ pub struct Migration {
     /// Kinds (`Kind` or `Kind.group`) replaced — deleted and created again — when a change
     /// touches an immutable field (default: Job).
     pub replace_kinds: Vec<String>,
+    /// Kinds (`Kind` or `Kind.group`) copied even when an owner reference says a controller
+    /// made them (an operator's credentials Secret): copied without the reference, and
+    /// re-linked to the owner's destination UID when the owner is migrated too.
+    pub keep_owned: Vec<String>,
+    /// What to do with a PVC bound to a statically provisioned PV (hostPath, NFS, local, no
+    /// provisioner). `None`: the plan is blocked until the file says.
+    pub pv_policy: Option<PvPolicy>,
     pub dvm: DvmOptions,
     pub dim: DimOptions,
     pub velero: VeleroOptions,
     pub transforms: Vec<PluginRef>,
     pub hooks: Vec<HookRef>,
+}
+
+/// How a PVC bound to a statically provisioned PV arrives on the destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PvPolicy {
+    /// The PV is copied with its `claimRef` pointing at the destination claim, and the
+    /// claim keeps its `volumeName`: both clusters mount the same (shared) storage. DVM
+    /// skips the claim.
+    Copy,
+    /// As for any claim: the destination provisions a new volume, DVM copies the data
+    /// (`volumes = "direct"`).
+    Dvm,
 }
 
 /// Which objects a migration takes. Empty `include_kinds` means every kind.
@@ -310,13 +330,59 @@ pub enum ExistingResourcePolicy {
 /// A WebAssembly component and what it may do.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PluginRef {
-    /// Resolved absolute path of the `.wasm` component (checked to exist).
-    pub path: PathBuf,
+    /// Where the component comes from: a local file or a digest-pinned OCI artifact.
+    pub source: PluginSource,
+    /// `FILE:LINE:COLUMN` of the `plugin = "…"` value in the desired-state file, so errors
+    /// found when the component is loaded point at the line that named it. `None` for
+    /// plugins not read from a file (`mtcd plugin test`, tests).
+    pub at: Option<String>,
     /// Free-form configuration handed to the plugin's `configure` as JSON.
     pub config: serde_json::Value,
     pub limits: PluginLimits,
     pub grants: PluginGrants,
     pub on_error: OnError,
+}
+
+impl PluginRef {
+    /// A plugin read from a local `.wasm` file, with no config, no grants, default
+    /// transform limits (1 s, 64 MiB) and `on_error = fail`.
+    pub fn file(path: impl Into<PathBuf>) -> Self {
+        PluginRef {
+            source: PluginSource::File(path.into()),
+            at: None,
+            config: serde_json::Value::Object(Default::default()),
+            limits: PluginLimits { timeout: Duration::from_secs(1), memory: 64 * 1024 * 1024, fuel: None },
+            grants: PluginGrants::default(),
+            on_error: OnError::Fail,
+        }
+    }
+}
+
+/// Where a plugin's component is read from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PluginSource {
+    /// A `.wasm` file (resolved against the desired-state file's folder).
+    File(PathBuf),
+    /// An OCI artifact pinned by its manifest digest, and how to reach its registry.
+    Oci(OciPlugin),
+}
+
+impl std::fmt::Display for PluginSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PluginSource::File(p) => write!(f, "{}", p.display()),
+            PluginSource::Oci(o) => write!(f, "{}", o.reference),
+        }
+    }
+}
+
+/// `plugin = "oci://…@sha256:…"`: the artifact and the registry settings used to pull it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OciPlugin {
+    pub reference: super::oci::OciReference,
+    /// Credentials and TLS for `reference.registry`: the matching `[[plugins.registry]]`
+    /// entry, else the cluster registry with that address, else anonymous HTTPS.
+    pub registry: Registry,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -357,22 +423,114 @@ pub enum OnError {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HookPhase {
+    /// Around every sync (apply, each watch cycle, the cutover's final sync).
+    PreStage,
+    PostStage,
+    /// Around reading the source: Velero's Backup; in the direct path, the volume data copy.
     PreBackup,
     PostBackup,
+    /// Around writing the destination: Velero's Restore; in the direct path, the objects.
     PreRestore,
     PostRestore,
+    /// Before the source is quiesced / after the destination runs.
     PreCutover,
     PostCutover,
 }
 
+/// One hook: a phase and what runs there.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HookRef {
     pub phase: HookPhase,
-    pub plugin: PluginRef,
+    pub kind: HookKind,
+}
+
+impl HookRef {
+    /// The plugin, for `kind = plugin` hooks.
+    pub fn plugin(&self) -> Option<&PluginRef> {
+        match &self.kind {
+            HookKind::Plugin(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// How messages name the hook.
+    pub fn label(&self) -> String {
+        match &self.kind {
+            HookKind::Plugin(p) => format!("plugin {}", p.source),
+            HookKind::Job(j) => format!("job {} in {}/{}", j.image, j.cluster.as_str(), j.namespace),
+            HookKind::Exec(e) => format!(
+                "exec {:?} in pods {} of {}/{}",
+                e.command.join(" "),
+                e.selector,
+                e.cluster.as_str(),
+                e.namespace
+            ),
+        }
+    }
+}
+
+/// What a hook runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HookKind {
+    /// A WebAssembly component of the `hook` world.
+    Plugin(Box<PluginRef>),
+    /// An image and command run as a Job (MTC's MigHook).
+    Job(JobHook),
+    /// A command in a running container of the pods a selector matches (Velero's exec hook).
+    Exec(ExecHook),
+}
+
+/// `job = { … }`
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobHook {
+    pub cluster: Side,
+    pub namespace: String,
+    pub image: String,
+    pub command: Vec<String>,
+    pub service_account: Option<String>,
+    /// `activeDeadlineSeconds`, and how long mtcd waits.
+    pub deadline: Duration,
+    /// `fail` (default) stops the migration; `ignore` reports and goes on.
+    pub on_error: HookOnError,
+}
+
+/// `exec = { … }`
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecHook {
+    pub cluster: Side,
+    pub namespace: String,
+    /// A label selector; every running pod it matches runs the command.
+    pub selector: String,
+    /// The container (default: the pod's first).
+    pub container: Option<String>,
+    pub command: Vec<String>,
+    pub timeout: Duration,
+    pub on_error: HookOnError,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookOnError {
+    Fail,
+    Ignore,
 }
 
 /// `apply --watch` settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SyncOptions {
     pub interval: Duration,
+}
+
+/// `[cutover]` settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CutoverOptions {
+    /// How long the source's pods may take to be gone after quiesce.
+    pub quiesce_timeout: Duration,
+    /// How long the destination's workloads may take to become available.
+    pub verify_timeout: Duration,
+}
+
+impl Default for CutoverOptions {
+    fn default() -> Self {
+        CutoverOptions { quiesce_timeout: Duration::from_secs(300), verify_timeout: Duration::from_secs(300) }
+    }
 }

@@ -78,21 +78,31 @@ fn read_spec(r: &mut Report<'_>, doc: &Spanned<DeTable<'_>>, path: &Path, base: 
         }
         Some(v) => read_migrations(r, v, base),
     };
+    let plugin_registries = match root.get("plugins") {
+        None => Some(Vec::new()),
+        Some(v) => read_plugin_settings(r, v, base),
+    };
     let sync = match root.get("sync") {
         None => Some(SyncOptions { interval: Duration::from_secs(600) }),
         Some(v) => read_sync(r, v),
     };
+    let cutover = match root.get("cutover") {
+        None => Some(CutoverOptions::default()),
+        Some(v) => read_cutover(r, v),
+    };
     root.finish(r);
 
     let (source, destination) = clusters?;
-    let migrations = migrations?;
+    let mut migrations = migrations?;
     check_images_have_registries(r, &source, &destination, &migrations);
+    attach_plugin_registries(&mut migrations, &plugin_registries?, [&source, &destination], path);
     Some(Spec {
         path: path.to_path_buf(),
         source,
         destination,
         migrations: migrations.into_iter().map(|m| m.into_inner()).collect(),
         sync: sync?,
+        cutover: cutover?,
     })
 }
 
@@ -239,6 +249,21 @@ fn read_sync(r: &mut Report<'_>, v: &Value<'_>) -> Option<SyncOptions> {
     Some(SyncOptions { interval: interval? })
 }
 
+fn read_cutover(r: &mut Report<'_>, v: &Value<'_>) -> Option<CutoverOptions> {
+    let mut t = Table::new(r, v, "[cutover]")?;
+    let defaults = CutoverOptions::default();
+    let quiesce_timeout = match t.get("quiesce_timeout") {
+        None => Some(defaults.quiesce_timeout),
+        Some(v) => r.duration(v, "cutover.quiesce_timeout"),
+    };
+    let verify_timeout = match t.get("verify_timeout") {
+        None => Some(defaults.verify_timeout),
+        Some(v) => r.duration(v, "cutover.verify_timeout"),
+    };
+    t.finish(r);
+    Some(CutoverOptions { quiesce_timeout: quiesce_timeout?, verify_timeout: verify_timeout? })
+}
+
 fn read_migrations(r: &mut Report<'_>, v: &Value<'_>, base: &Path) -> Option<Vec<Spanned<Migration>>> {
     let DeValue::Array(items) = v.get_ref() else {
         r.error(&v.span(), "`migration` must be written as `[[migration]]` tables", None);
@@ -361,6 +386,11 @@ fn read_migration(r: &mut Report<'_>, v: &Value<'_>, index: usize, base: &Path) 
         None => Some(vec!["Job".to_string()]),
         Some(v) => r.string_list(v, "replace_kinds").map(|l| l.into_iter().map(|s| s.into_inner()).collect()),
     };
+    let keep_owned = opt_kinds(r, t.get("keep_owned"), "keep_owned");
+    let pv_policy = match t.get("pv_policy") {
+        None => Some(None),
+        Some(v) => r.choice(v, "pv_policy", &[("copy", PvPolicy::Copy), ("dvm", PvPolicy::Dvm)]).map(Some),
+    };
     let dvm = match t.get("dvm") {
         None => Some(default_dvm()),
         Some(v) => read_dvm(r, v),
@@ -463,6 +493,8 @@ fn read_migration(r: &mut Report<'_>, v: &Value<'_>, index: usize, base: &Path) 
         allow_system_namespaces: allow_system_namespaces?,
         adopt: adopt?,
         replace_kinds: replace_kinds?,
+        keep_owned: keep_owned?,
+        pv_policy: pv_policy?,
         dvm: dvm?,
         dim: dim?,
         velero: velero?,
@@ -741,6 +773,8 @@ fn read_hooks(r: &mut Report<'_>, v: &Value<'_>, base: &Path) -> Option<Vec<Hook
         return None;
     };
     let phases = [
+        ("pre-stage", HookPhase::PreStage),
+        ("post-stage", HookPhase::PostStage),
         ("pre-backup", HookPhase::PreBackup),
         ("post-backup", HookPhase::PostBackup),
         ("pre-restore", HookPhase::PreRestore),
@@ -756,33 +790,173 @@ fn read_hooks(r: &mut Report<'_>, v: &Value<'_>, base: &Path) -> Option<Vec<Hook
             continue;
         };
         let phase = t.require(r, "phase").and_then(|v| r.choice(v, "hook.phase", &phases));
-        let plugin = read_plugin(r, &mut t, base, Duration::from_secs(300));
+        let (job, exec) = (t.get("job"), t.get("exec"));
+        let kind = match (job, exec) {
+            (Some(j), None) => read_job_hook(r, j).map(HookKind::Job),
+            (None, Some(e)) => read_exec_hook(r, e).map(HookKind::Exec),
+            (Some(_), Some(e)) => {
+                r.error(&e.span(), "a hook is a `plugin`, a `job` or an `exec`, not several", None);
+                None
+            }
+            (None, None) => {
+                read_plugin(r, &mut t, base, Duration::from_secs(300)).map(|p| HookKind::Plugin(Box::new(p)))
+            }
+        };
+        if matches!(kind, Some(HookKind::Job(_) | HookKind::Exec(_))) && t.get("plugin").is_some() {
+            r.error(&t.span(), "a hook is a `plugin`, a `job` or an `exec`, not several", None);
+            ok = false;
+        }
         t.finish(r);
-        match (phase, plugin) {
-            (Some(phase), Some(plugin)) => out.push(HookRef { phase, plugin }),
+        match (phase, kind) {
+            (Some(phase), Some(kind)) => out.push(HookRef { phase, kind }),
             _ => ok = false,
         }
     }
     ok.then_some(out)
 }
 
-/// The keys a transform and a hook share: the component, its config, limits and grants.
-fn read_plugin(r: &mut Report<'_>, t: &mut Table<'_, '_>, base: &Path, default_timeout: Duration) -> Option<PluginRef> {
-    let path = t.require(r, "plugin").and_then(|v| {
-        let p = r.string(v, "plugin")?;
-        let path = base.join(&p);
-        if !path.is_file() {
+const HOOK_ON_ERROR: [(&str, HookOnError); 2] = [("fail", HookOnError::Fail), ("ignore", HookOnError::Ignore)];
+const SIDES: [(&str, Side); 2] = [("source", Side::Source), ("destination", Side::Destination)];
+
+/// The keys a job and an exec hook share: where it runs, its command and what a failure does.
+fn read_hook_common(
+    r: &mut Report<'_>,
+    t: &mut Table<'_, '_>,
+    what: &str,
+) -> (Option<Side>, Option<String>, Option<Vec<String>>, Option<HookOnError>) {
+    let cluster = t.require(r, "cluster").and_then(|v| r.choice(v, &format!("{what}.cluster"), &SIDES));
+    let namespace = t.require(r, "namespace").and_then(|v| {
+        let s = r.string(v, "namespace")?;
+        match names::check_label_str(&s) {
+            Ok(()) => Some(s),
+            Err(e) => {
+                r.error(&v.span(), format!("{s:?} is not a valid namespace name: {e}"), None);
+                None
+            }
+        }
+    });
+    let command = t.require(r, "command").and_then(|v| {
+        let list = r.string_list(v, "command")?;
+        if list.is_empty() {
             r.error(
                 &v.span(),
-                format!("plugin file {} does not exist", path.display()),
-                Some(format!(
-                    "build it first (plugins are built for wasm32-wasip2); paths are relative to {}",
-                    base.display()
-                )),
+                "`command` must name the program to run",
+                Some("e.g. [\"sh\", \"-c\", \"sync\"]".into()),
             );
             return None;
         }
-        Some(path)
+        Some(list.into_iter().map(|s| s.into_inner()).collect())
+    });
+    let on_error = match t.get("on_error") {
+        None => Some(HookOnError::Fail),
+        Some(v) => r.choice(v, &format!("{what}.on_error"), &HOOK_ON_ERROR),
+    };
+    (cluster, namespace, command, on_error)
+}
+
+/// `job = { cluster, namespace, image, command, service_account?, deadline?, on_error? }`
+fn read_job_hook(r: &mut Report<'_>, v: &Value<'_>) -> Option<JobHook> {
+    let mut t = Table::new(r, v, "hook `job`")?;
+    let (cluster, namespace, command, on_error) = read_hook_common(r, &mut t, "job");
+    let image = t.require(r, "image").and_then(|v| {
+        let s = r.string(v, "image")?;
+        if s.is_empty() || s.chars().any(char::is_whitespace) {
+            r.error(&v.span(), format!("{s:?} is not an image reference"), None);
+            return None;
+        }
+        Some(s)
+    });
+    let service_account = match t.get("service_account") {
+        None => Some(None),
+        Some(v) => r.string(v, "service_account").map(Some),
+    };
+    let deadline = match t.get("deadline") {
+        None => Some(Duration::from_secs(600)),
+        Some(v) => r.duration(v, "job.deadline"),
+    };
+    t.finish(r);
+    Some(JobHook {
+        cluster: cluster?,
+        namespace: namespace?,
+        image: image?,
+        command: command?,
+        service_account: service_account?,
+        deadline: deadline?,
+        on_error: on_error?,
+    })
+}
+
+/// `exec = { cluster, namespace, selector, command, container?, timeout?, on_error? }`
+fn read_exec_hook(r: &mut Report<'_>, v: &Value<'_>) -> Option<ExecHook> {
+    let mut t = Table::new(r, v, "hook `exec`")?;
+    let (cluster, namespace, command, on_error) = read_hook_common(r, &mut t, "exec");
+    let selector = t.require(r, "selector").and_then(|v| {
+        let s = r.string(v, "selector")?;
+        match names::check_selector(&s) {
+            Ok(()) if !s.trim().is_empty() => Some(s),
+            Ok(()) => {
+                r.error(&v.span(), "`selector` must select pods (an empty selector matches every pod)", None);
+                None
+            }
+            Err(e) => {
+                r.error(&v.span(), format!("`selector` {s:?} is not a valid label selector: {e}"), None);
+                None
+            }
+        }
+    });
+    let container = match t.get("container") {
+        None => Some(None),
+        Some(v) => r.string(v, "container").map(Some),
+    };
+    let timeout = match t.get("timeout") {
+        None => Some(Duration::from_secs(60)),
+        Some(v) => r.duration(v, "exec.timeout"),
+    };
+    t.finish(r);
+    Some(ExecHook {
+        cluster: cluster?,
+        namespace: namespace?,
+        selector: selector?,
+        container: container?,
+        command: command?,
+        timeout: timeout?,
+        on_error: on_error?,
+    })
+}
+
+/// The keys a transform and a hook share: the component, its config, limits and grants.
+fn read_plugin(r: &mut Report<'_>, t: &mut Table<'_, '_>, base: &Path, default_timeout: Duration) -> Option<PluginRef> {
+    let mut at = None;
+    let source = t.require(r, "plugin").and_then(|v| {
+        let p = r.string(v, "plugin")?;
+        let location = r.location(&v.span());
+        at = Some(format!("{}:{}", location.line, location.column));
+        if p.starts_with("oci://") {
+            return read_oci_plugin(r, v, &p);
+        }
+        if p.contains("://") {
+            r.error(
+                &v.span(),
+                format!("plugin {p:?}: only local paths and oci:// references are supported"),
+                Some("publish the component with `mtcd plugin push FILE.wasm oci://REGISTRY/REPO:TAG`".into()),
+            );
+            return None;
+        }
+        let path = base.join(&p);
+        if let Err(problem) = super::oci::check_component_file(&path) {
+            let hint = if problem.contains("does not exist") {
+                format!(
+                    "build it first (plugins are built for wasm32-wasip2); paths are relative to {}",
+                    base.display()
+                )
+            } else {
+                "point `plugin` at the component built for wasm32-wasip2 (target/wasm32-wasip2/release/NAME.wasm)"
+                    .to_string()
+            };
+            r.error(&v.span(), problem, Some(hint));
+            return None;
+        }
+        Some(PluginSource::File(path))
     });
     let config = match t.get("config") {
         None => Some(serde_json::Value::Object(Default::default())),
@@ -812,12 +986,118 @@ fn read_plugin(r: &mut Report<'_>, t: &mut Table<'_, '_>, base: &Path, default_t
         Some(v) => read_grants(r, v, base),
     };
     Some(PluginRef {
-        path: path?,
+        source: source?,
+        at,
         config: config?,
         limits: PluginLimits { timeout: timeout?, memory: memory?, fuel: fuel? },
         grants: grants?,
         on_error: on_error?,
     })
+}
+
+/// `oci://REGISTRY/REPO:TAG@sha256:…`. The digest is the trust anchor: a reference without
+/// one is refused with the command that prints the pinned form. Registry settings are
+/// attached once the whole file is read ([`attach_plugin_registries`]).
+fn read_oci_plugin(r: &mut Report<'_>, v: &Value<'_>, text: &str) -> Option<PluginSource> {
+    let reference = match super::oci::OciReference::parse(text) {
+        Ok(reference) => reference,
+        Err(e) => {
+            r.error(&v.span(), format!("plugin {e}"), None);
+            return None;
+        }
+    };
+    if reference.digest.is_none() {
+        r.error(
+            &v.span(),
+            format!("plugin {text:?} is not pinned: an oci:// plugin needs the digest of the manifest you reviewed"),
+            Some(format!("run `mtcd plugin resolve {text}` and paste the oci://…@sha256:… reference it prints")),
+        );
+        return None;
+    }
+    let registry = Registry {
+        address: reference.registry.clone(),
+        internal_address: None,
+        auth: RegistryAuth::Anonymous,
+        tls: RegistryTls::Verify,
+    };
+    Some(PluginSource::Oci(OciPlugin { reference, registry }))
+}
+
+/// `[plugins]`: settings for plugins of every migration. Today only `registry`, a list of
+/// registries plugins are pulled from, each `{ address, auth, tls }` as a cluster registry.
+fn read_plugin_settings(r: &mut Report<'_>, v: &Value<'_>, base: &Path) -> Option<Vec<Registry>> {
+    let mut t = Table::new(r, v, "[plugins]")?;
+    let registries = match t.get("registry") {
+        None => Some(Vec::new()),
+        Some(v) => {
+            let DeValue::Array(items) = v.get_ref() else {
+                r.error(&v.span(), "`registry` must be written as `[[plugins.registry]]` tables", None);
+                return None;
+            };
+            let mut out = Vec::new();
+            let mut ok = true;
+            for item in items.iter() {
+                if let DeValue::String(_) = item.get_ref() {
+                    r.error(&item.span(), "a `[[plugins.registry]]` entry is a table with `address`", None);
+                    ok = false;
+                    continue;
+                }
+                match read_registry(r, item, "[plugins.registry]", base) {
+                    Some(reg) if reg.auth == RegistryAuth::KubeconfigToken => {
+                        r.error(
+                            &item.span(),
+                            "plugin registries cannot use `auth = \"kubeconfig-token\"` (plugins are pulled before any cluster is contacted)",
+                            Some("use { docker_config = \"PATH\" } or { username_env = \"VAR\", password_env = \"VAR\" }".into()),
+                        );
+                        ok = false;
+                    }
+                    Some(reg) => out.push(reg),
+                    None => ok = false,
+                }
+            }
+            ok.then_some(out)
+        }
+    };
+    t.finish(r);
+    registries
+}
+
+/// Gives every oci:// plugin the settings of its registry: the `[[plugins.registry]]`
+/// entry with that address, else a cluster registry with that address (unless it uses the
+/// kubeconfig token, which only a cluster command has), else anonymous HTTPS. Also turns
+/// each plugin's `LINE:COLUMN` into `FILE:LINE:COLUMN`.
+fn attach_plugin_registries(
+    migrations: &mut [Spanned<Migration>],
+    plugin_registries: &[Registry],
+    clusters: [&ClusterSpec; 2],
+    path: &Path,
+) {
+    let find = |address: &str| {
+        plugin_registries.iter().find(|reg| reg.address == address).cloned().or_else(|| {
+            clusters
+                .iter()
+                .filter_map(|c| c.registry.as_ref())
+                .find(|reg| reg.address == address && reg.auth != RegistryAuth::KubeconfigToken)
+                .map(|reg| Registry { internal_address: None, ..reg.clone() })
+        })
+    };
+    for m in migrations.iter_mut() {
+        let m = m.get_mut();
+        let plugins = m.transforms.iter_mut().chain(m.hooks.iter_mut().filter_map(|h| match &mut h.kind {
+            HookKind::Plugin(p) => Some(&mut **p),
+            _ => None,
+        }));
+        for p in plugins {
+            if let Some(at) = &p.at {
+                p.at = Some(format!("{}:{at}", path.display()));
+            }
+            if let PluginSource::Oci(o) = &mut p.source
+                && let Some(reg) = find(&o.reference.registry)
+            {
+                o.registry = reg;
+            }
+        }
+    }
 }
 
 fn read_grants(r: &mut Report<'_>, v: &Value<'_>, base: &Path) -> Option<PluginGrants> {

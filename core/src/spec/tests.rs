@@ -191,18 +191,94 @@ fn missing_plugin_files_are_named_with_the_resolved_path() {
 #[test]
 fn plugin_files_that_exist_are_resolved_against_the_file() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("p.wasm"), b"\0asm").unwrap();
+    std::fs::write(dir.path().join("p.wasm"), b"\0asm\x0d\0\x01\0").unwrap();
     let text = migration(
         "[[migration.transform]]\nplugin = \"p.wasm\"\nconfig = { key = \"a\", n = 3, list = [true] }\ntimeout = \"250ms\"\nmemory = \"16MiB\"\non_error = \"skip-object\"\n",
     );
     let spec = parse(&text, &dir.path().join("desired.toml")).unwrap();
     let t = &spec.migrations[0].transforms[0];
-    assert_eq!(t.path, dir.path().join("p.wasm"));
+    assert_eq!(t.source, PluginSource::File(dir.path().join("p.wasm")));
+    assert_eq!(t.at.as_deref(), Some(format!("{}:12:10", dir.path().join("desired.toml").display()).as_str()));
     assert_eq!(t.config, serde_json::json!({"key": "a", "n": 3, "list": [true]}));
     assert_eq!(t.limits.timeout, std::time::Duration::from_millis(250));
     assert_eq!(t.limits.memory, 16 * 1024 * 1024);
     assert_eq!(t.on_error, OnError::SkipObject);
     assert!(t.grants.dirs.is_empty() && t.grants.env.is_empty() && !t.grants.clock, "nothing is granted by default");
+}
+
+/// Issue 16, point 3: a plugin path is checked before it is read: what it is, its size,
+/// its header; the problem is at the `plugin` value and never quotes the file.
+#[test]
+fn plugin_paths_that_are_not_components_are_named_without_echoing_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("dir.wasm")).unwrap();
+    std::fs::write(dir.path().join("secret"), "root:$6$hash:19000:0:99999:7:::\n").unwrap();
+    std::fs::write(dir.path().join("core.wasm"), b"\0asm\x01\0\0\0").unwrap();
+    let at = |file: &str| {
+        let text = migration(&format!("[[migration.transform]]\nplugin = {file:?}\n"));
+        match parse(&text, &dir.path().join("desired.toml")) {
+            Err(SpecError::Invalid(p)) => {
+                assert_eq!(p.problems.len(), 1, "{p}");
+                assert_eq!(p.problems[0].location, Location { line: 12, column: 10 }, "{p}");
+                p.to_string()
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    assert!(at("dir.wasm").contains("is a directory, not a .wasm file"));
+    let secret = at("secret");
+    assert!(secret.contains("not a WebAssembly component"), "{secret}");
+    assert!(!secret.contains("root") && !secret.contains("0x72"), "file bytes echoed: {secret}");
+    assert!(at("core.wasm").contains("core WebAssembly module"));
+    assert!(at("/dev/null").contains("character device"));
+}
+
+const DIGEST: &str = "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+/// Issue 16, point 6: an oci:// plugin must carry the manifest digest; a tag alone is an
+/// error at its line with the command that prints the pinned reference.
+#[test]
+fn oci_plugins_need_a_digest_and_pick_up_their_registry_settings() {
+    let text = migration("[[migration.transform]]\nplugin = \"oci://127.0.0.1:5001/team/add-label:v1\"\n");
+    assert_problem(&text, 12, 10, "is not pinned");
+    let p = problems(&text);
+    assert!(
+        p[0].hint.as_deref().unwrap().contains("mtcd plugin resolve oci://127.0.0.1:5001/team/add-label:v1"),
+        "{p:?}"
+    );
+    assert_problem(
+        &migration("[[migration.transform]]\nplugin = \"oci://127.0.0.1:5001/Team@sha256:12\"\n"),
+        12,
+        10,
+        "must be lowercase",
+    );
+    assert_problem(&migration("[[migration.transform]]\nplugin = \"https://x/p.wasm\"\n"), 12, 10, "oci://");
+
+    // The cluster registry with the same address lends its TLS setting; a [[plugins.registry]]
+    // entry wins over it; any other registry is anonymous HTTPS.
+    let head = HEAD
+        .replace("registry = \"127.0.0.1:5001\"", "registry = { address = \"127.0.0.1:5001\", tls = \"insecure\" }");
+    let text = format!(
+        "{head}[[plugins.registry]]\naddress = \"plugins.example:443\"\nauth = {{ username_env = \"U\", password_env = \"P\" }}\n\
+         [[migration]]\nname = \"shop\"\nnamespaces = [\"shop\"]\n\
+         [[migration.transform]]\nplugin = \"oci://127.0.0.1:5001/team/a:v1@{DIGEST}\"\n\
+         [[migration.transform]]\nplugin = \"oci://plugins.example:443/team/b@{DIGEST}\"\n\
+         [[migration.hook]]\nphase = \"pre-cutover\"\nplugin = \"oci://ghcr.example/c@{DIGEST}\"\n"
+    );
+    let spec = parse(&text, Path::new("/nonexistent/desired.toml")).unwrap();
+    let m = &spec.migrations[0];
+    let oci = |p: &PluginRef| match &p.source {
+        PluginSource::Oci(o) => o.clone(),
+        other => panic!("{other:?}"),
+    };
+    let a = oci(&m.transforms[0]);
+    assert_eq!(a.reference.to_string(), format!("oci://127.0.0.1:5001/team/a:v1@{DIGEST}"));
+    assert_eq!(a.registry.tls, RegistryTls::Insecure);
+    let b = oci(&m.transforms[1]);
+    assert!(matches!(b.registry.auth, RegistryAuth::BasicEnv { .. }));
+    let c = oci(m.hooks[0].plugin().unwrap());
+    assert_eq!((c.registry.auth, c.registry.tls), (RegistryAuth::Anonymous, RegistryTls::Verify));
+    assert_eq!(m.hooks[0].plugin().unwrap().limits.timeout, std::time::Duration::from_secs(300));
 }
 
 #[test]
@@ -374,4 +450,17 @@ fn dim_settings_errors_are_reported_where_they_are_written() {
         1,
         "unknown key `signature` in [migration.dim]",
     );
+}
+
+#[test]
+fn keep_owned_and_pv_policy_are_read_and_checked_at_their_line() {
+    let text = migration("keep_owned = [\"Secret\", \"ConfigMap\"]\npv_policy = \"copy\"\n");
+    let m = parse(&text, Path::new("/x/desired.toml")).unwrap().migrations.remove(0);
+    assert_eq!(m.keep_owned, ["Secret", "ConfigMap"]);
+    assert_eq!(m.pv_policy, Some(PvPolicy::Copy));
+    let m = parse(&migration(""), Path::new("/x/desired.toml")).unwrap().migrations.remove(0);
+    assert!(m.keep_owned.is_empty());
+    assert_eq!(m.pv_policy, None, "no default: a static PV blocks the plan until the file says");
+    assert_problem(&migration("pv_policy = \"share\"\n"), 11, 13, "pv_policy");
+    assert_problem(&migration("keep_owned = [\"secrets\"]\n"), 11, 15, "not a kind");
 }

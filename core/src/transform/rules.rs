@@ -7,7 +7,8 @@
 //! - nodePort intent is read from last-applied-configuration **and** managedFields (Crane
 //!   reads only the former, so server-side-applied Services lose their nodePorts);
 //! - `healthCheckNodePort` follows the same rule (Crane misses it);
-//! - owned objects are always skipped (Crane's `disable-whiteout-owned` quirk is not copied);
+//! - owned objects are skipped unless the migration lists their kind in `keep_owned` (then
+//!   every other rule still applies: Crane's `disable-whiteout-owned` turns them all off);
 //! - PVCs are kept and cleaned here (Crane leaves them to transfer-pvc), so the plan shows them.
 
 use indexmap::IndexMap;
@@ -61,6 +62,27 @@ const CONTROLLER_ANNOTATION_PREFIXES: &[&str] = &["pv.kubernetes.io/", "endpoint
 
 /// Whether an object is copied at all.
 pub fn skip_reason(obj: &Value) -> Option<SkipReason> {
+    skip_reason_keeping(obj, &[])
+}
+
+/// Whether `obj` has owner references.
+pub fn is_owned(obj: &Value) -> bool {
+    obj.pointer("/metadata/ownerReferences").and_then(Value::as_array).is_some_and(|o| !o.is_empty())
+}
+
+/// Whether `kinds` (`Kind` or `Kind.group`, as `keep_owned` writes them) names `obj`'s kind.
+pub fn kind_listed(obj: &Value, kinds: &[String]) -> bool {
+    let (k, g) = (kind(obj), group(obj));
+    kinds.iter().any(|p| match p.split_once('.') {
+        Some((pk, pg)) => pk == k && pg == g,
+        None => p == k,
+    })
+}
+
+/// [`skip_reason`], except that an owned object of a kind in `keep_owned` is not skipped for
+/// having an owner (it is copied without its owner references; velero#7862). Every other
+/// rule still applies: a service-account token Secret an owner holds stays skipped.
+pub fn skip_reason_keeping(obj: &Value, keep_owned: &[String]) -> Option<SkipReason> {
     let kind = kind(obj);
     let group = group(obj);
     let name = name(obj);
@@ -76,7 +98,7 @@ pub fn skip_reason(obj: &Value) -> Option<SkipReason> {
     if group == "extensions" {
         return Some("duplicate of an apps/networking object");
     }
-    if obj.pointer("/metadata/ownerReferences").and_then(Value::as_array).is_some_and(|o| !o.is_empty()) {
+    if is_owned(obj) && !kind_listed(obj, keep_owned) {
         return Some("owned by another object, which recreates it");
     }
     if group == "authorization.openshift.io" || (kind == "Build" && group == "build.openshift.io") {

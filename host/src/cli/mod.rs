@@ -54,7 +54,7 @@ pub enum Command {
     /// until cutover unless `start_workloads = true`).
     Apply(ApplyArgs),
     /// Quiesce the source, run a final sync and start the workloads on the destination.
-    Cutover(PlanArgs),
+    Cutover(CutoverArgs),
     /// Undo a cutover on the source side: restore replicas and CronJobs; scale the destination
     /// back to 0. Never deletes data.
     Rollback(FileArgs),
@@ -91,6 +91,22 @@ impl PlanArgs {
     fn options(&self) -> crate::engine::Options {
         crate::engine::Options { adopt: self.adopt, allow_replace: self.allow_replace }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct CutoverArgs {
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// After a failure, leave the source quiesced instead of restoring it.
+    #[arg(long)]
+    pub keep_source_quiesced: bool,
+    /// Do not wait for the destination's workloads to become available.
+    #[arg(long)]
+    pub no_verify: bool,
+    /// When the destination does not become available, roll back (source restored,
+    /// destination held at 0).
+    #[arg(long)]
+    pub rollback_on_failure: bool,
 }
 
 #[derive(Debug, Args)]
@@ -143,7 +159,15 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Plan(a) => (a.options(), a.file.file, Lifecycle::Plan),
         Command::Apply(a) if a.watch => (a.file.options(), a.file.file.file, Lifecycle::Watch),
         Command::Apply(a) => (a.file.options(), a.file.file.file, Lifecycle::Apply),
-        Command::Cutover(a) => (a.options(), a.file.file, Lifecycle::Cutover),
+        Command::Cutover(a) => (
+            a.plan.options(),
+            a.plan.file.file,
+            Lifecycle::Cutover(crate::engine::CutoverFlags {
+                keep_source_quiesced: a.keep_source_quiesced,
+                no_verify: a.no_verify,
+                rollback_on_failure: a.rollback_on_failure,
+            }),
+        ),
         Command::Rollback(a) => (none, a.file, Lifecycle::Rollback),
         Command::Status(a) => (none, a.file, Lifecycle::Status),
         Command::Cleanup(a) => (none, a.file, Lifecycle::Cleanup),
@@ -169,7 +193,7 @@ enum Lifecycle {
     Plan,
     Apply,
     Watch,
-    Cutover,
+    Cutover(crate::engine::CutoverFlags),
     Rollback,
     Status,
     Cleanup,
@@ -198,17 +222,31 @@ impl Lifecycle {
                 (if r.failed() > 0 { Exit::Failed } else { Exit::Success }, Report::Apply(r))
             }
             Lifecycle::Watch => {
-                let stop = async {
-                    let _ = tokio::signal::ctrl_c().await;
-                };
-                let r = engine.watch(stop).await;
+                let r = engine.watch(interrupted()).await;
                 (if r.last_failed { Exit::Failed } else { Exit::Success }, Report::Watch(r))
             }
-            Lifecycle::Cutover => (Exit::Success, Report::Cutover(engine.cutover().await?)),
+            Lifecycle::Cutover(flags) => (Exit::Success, Report::Cutover(engine.cutover(flags, interrupted()).await?)),
             Lifecycle::Rollback => (Exit::Success, Report::Rollback(engine.rollback().await?)),
             Lifecycle::Status => (Exit::Success, Report::Status(engine.status().await?)),
             Lifecycle::Cleanup => (Exit::Success, Report::Cleanup(engine.cleanup().await?)),
         })
+    }
+}
+
+/// Ctrl-C or SIGTERM (what `kubectl delete` of a Job's pod, systemd or a closing terminal
+/// send).
+async fn interrupted() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
     }
 }
 

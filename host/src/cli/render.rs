@@ -132,7 +132,7 @@ impl Human {
             Event::Velero { migration, object, phase } => {
                 self.line(format!("  migration {migration}: {object}: {phase}"))
             }
-            Event::Hook { migration, phase, hook, ok, error } => match (ok, error) {
+            Event::Hook { migration, phase, hook, ok, error, .. } => match (ok, error) {
                 (true, _) => self.line(format!("{phase} hook {hook} (migration {migration}): ok")),
                 (false, e) => {
                     self.line(format!("{phase} hook {hook} (migration {migration}): FAILED: {}", e.unwrap_or_default()))
@@ -145,6 +145,16 @@ impl Human {
             )),
             Event::QuiesceWaiting { waiting_on, seconds, .. } => self.line(format!(
                 "waiting for {} workload(s) to stop ({seconds}s): {}",
+                waiting_on.len(),
+                waiting_on.join(", ")
+            )),
+            Event::VerifyWaiting { waiting_on, seconds, .. } => self.line(format!(
+                "waiting for {} destination workload(s) to be available ({seconds}s): {}",
+                waiting_on.len(),
+                waiting_on.join(", ")
+            )),
+            Event::ApplyWaiting { waiting_on, seconds, .. } => self.line(format!(
+                "waiting for {} object(s) the destination makes ({seconds}s): {}",
                 waiting_on.len(),
                 waiting_on.join(", ")
             )),

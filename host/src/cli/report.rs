@@ -46,12 +46,19 @@ impl Report {
             Report::Watch(r) => println!("stopped after {} cycle(s)", r.cycles),
             Report::Cutover(r) => {
                 print_apply(&r.sync);
+                let verified = if r.verify_seconds > 0.0 || !r.verified.is_empty() {
+                    format!("; {} workload(s) verified available in {:.1}s", r.verified.len(), r.verify_seconds)
+                } else {
+                    "; not verified (--no-verify)".to_string()
+                };
                 println!(
-                    "cutover done: source quiesced in {:.1}s; final sync {:.1}s ({} object(s) changed, {} sent); destination workloads run with their original replicas",
+                    "cutover done: source quiesced in {:.1}s; final sync {:.1}s ({} object(s) changed, {} sent); destination started in {:.1}s{verified}; downtime {:.1}s",
                     r.quiesce_seconds,
                     r.sync_seconds,
                     r.sync.changed(),
-                    human_bytes(r.sync.bytes_sent())
+                    human_bytes(r.sync.bytes_sent()),
+                    r.start_seconds,
+                    r.downtime_seconds
                 );
             }
             Report::Rollback(r) => println!(
@@ -66,8 +73,17 @@ impl Report {
                         "migration {}: {} managed object(s) on {}, {} volume(s), {state}",
                         m.migration, m.managed_objects, m.destination, m.volumes
                     );
+                    println!("  source ({}): {}", m.source, m.source_state);
                     if !m.source_quiesced.is_empty() {
-                        println!("  source quiesced: {}", m.source_quiesced.join(", "));
+                        println!("    quiesced: {}", m.source_quiesced.join(", "));
+                    }
+                    if m.source_state == "partially quiesced" {
+                        println!("    still running: {}", m.source_running.join(", "));
+                    }
+                    let at = m.cutover_at.as_deref().map(|t| format!(" since {t}")).unwrap_or_default();
+                    println!("  destination ({}): {}{at}", m.destination, m.destination_state);
+                    if !m.destination_unavailable.is_empty() {
+                        println!("    not available: {}", m.destination_unavailable.join(", "));
                     }
                 }
             }

@@ -8,7 +8,7 @@ use crate::actions::{dim, dvm, resources, velero};
 use crate::plan::{MigrationPlan, Plan, ResourceChange};
 use crate::progress::{Event, ImagePhase};
 use crate::snapshot::Snapshot;
-use crate::spec::ResourceMode;
+use crate::spec::{HookPhase, ResourceMode};
 
 impl Engine {
     /// Plans and executes one sync (a stage sync, or with `cutover` the final one with the
@@ -16,41 +16,81 @@ impl Engine {
     pub async fn apply(&self, cutover: bool) -> Result<ApplyReport, EngineError> {
         let planned = self.plan(cutover).await?;
         refuse(&planned.plan, false)?;
-        self.execute(&planned.plan, &planned.snapshot).await
+        self.sync(&planned.plan, &planned.snapshot).await
+    }
+
+    /// One sync of a checked plan: `pre-stage` hooks, the execution, `post-stage` hooks —
+    /// those also when the execution failed, so what a pre-stage hook froze is thawed.
+    pub(super) async fn sync(&self, plan: &Plan, snapshot: &Snapshot) -> Result<ApplyReport, EngineError> {
+        self.run_hooks(plan, snapshot, HookPhase::PreStage).await?;
+        let report = self.execute(plan, snapshot).await;
+        let post = self.run_hooks(plan, snapshot, HookPhase::PostStage).await;
+        let report = report?;
+        post?;
+        Ok(report)
     }
 
     /// Executes `plan`, computed from `snapshot`. Failures of single objects, images and
-    /// volumes are in the report; a destination that stops answering ends the run.
+    /// volumes are in the report; a destination that stops answering, or a hook that says
+    /// no, ends the run.
     pub async fn execute(&self, plan: &Plan, snapshot: &Snapshot) -> Result<ApplyReport, EngineError> {
         let mut report = ApplyReport::default();
         for m in &plan.migrations {
             let span = tracing::info_span!("apply", migration = %m.name);
-            let r = tracing::Instrument::instrument(self.execute_migration(m, snapshot), span).await?;
+            let lookup = snapshot.migration(&m.name).map(|s| s.source.as_slice()).unwrap_or_default();
+            let r = tracing::Instrument::instrument(self.execute_migration(m, snapshot, lookup), span).await?;
             report.migrations.push(r);
         }
         Ok(report)
     }
 
-    async fn execute_migration(&self, m: &MigrationPlan, snapshot: &Snapshot) -> Result<MigrationReport, EngineError> {
+    /// Runs `pre` hooks, then `step`, then `post` hooks (also after a failing step, which
+    /// wins over a failing post hook).
+    async fn around<T>(
+        &self,
+        m: &MigrationPlan,
+        lookup: &[serde_json::Value],
+        (pre, post): (HookPhase, HookPhase),
+        step: impl std::future::Future<Output = Result<T, EngineError>>,
+    ) -> Result<T, EngineError> {
+        self.hooks(m, lookup, pre).await?;
+        let out = step.await;
+        let after = self.hooks(m, lookup, post).await;
+        let out = out?;
+        after?;
+        Ok(out)
+    }
+
+    async fn execute_migration(
+        &self,
+        m: &MigrationPlan,
+        snapshot: &Snapshot,
+        lookup: &[serde_json::Value],
+    ) -> Result<MigrationReport, EngineError> {
         let mut report = MigrationReport { migration: m.name.clone(), ..Default::default() };
         for w in &m.resources.warnings {
             self.events.warn(Some(&m.name), w.clone());
         }
         report.images = self.copy_images(m).await;
-        match m.mode {
-            ResourceMode::Velero => {
-                if let Some(v) = &m.velero {
-                    report.velero = Some(match velero::run(&self.source, &self.destination, v).await {
-                        Ok(r) => VeleroOutcome::Done(r),
-                        Err(e) => VeleroOutcome::Failed { error: e.to_string() },
-                    });
-                }
+        const BACKUP: (HookPhase, HookPhase) = (HookPhase::PreBackup, HookPhase::PostBackup);
+        const RESTORE: (HookPhase, HookPhase) = (HookPhase::PreRestore, HookPhase::PostRestore);
+        match (m.mode, &m.velero) {
+            (ResourceMode::Velero, Some(v)) => {
+                let backup = self
+                    .around(m, lookup, BACKUP, async { Ok(velero::backup(&self.source, &self.destination, v).await) });
+                let outcome = match backup.await? {
+                    Err(e) => Err(e),
+                    Ok(done) => {
+                        self.around(m, lookup, RESTORE, async { Ok(velero::restore(&self.destination, v, done).await) })
+                            .await?
+                    }
+                };
+                report.velero = Some(match outcome {
+                    Ok(r) => VeleroOutcome::Done(r),
+                    Err(e) => VeleroOutcome::Failed { error: e.to_string() },
+                });
             }
-            ResourceMode::Direct if m.resources.pending() == 0 => {
-                report.resources =
-                    Some(resources::ApplyReport { unchanged: m.resources.changes.len(), ..Default::default() });
-            }
-            ResourceMode::Direct => {
+            _ => {
                 let progress = |c: &ResourceChange, r: Result<(), &str>| {
                     self.events.emit(Event::Resource {
                         migration: m.name.clone(),
@@ -60,13 +100,43 @@ impl Engine {
                         error: r.err().map(String::from),
                     })
                 };
+                let waiting = |waiting_on: Vec<String>, seconds: u64| {
+                    self.events.emit(Event::ApplyWaiting { migration: m.name.clone(), waiting_on, seconds })
+                };
+                let catalog = &snapshot.destination_catalog;
                 report.resources = Some(
-                    resources::apply(&self.destination, &snapshot.destination_catalog, &m.resources.changes, &progress)
-                        .await?,
+                    self.around(m, lookup, RESTORE, async {
+                        if m.resources.changes.iter().all(|c| c.action == crate::plan::Action::Unchanged) {
+                            return Ok(resources::ApplyReport {
+                                unchanged: m.resources.changes.len(),
+                                ..Default::default()
+                            });
+                        }
+                        Ok(resources::apply_ready(
+                            &self.destination,
+                            catalog,
+                            &m.resources.changes,
+                            &m.resources.waits,
+                            &progress,
+                            &waiting,
+                        )
+                        .await?)
+                    })
+                    .await?,
                 );
             }
         }
-        if !m.volumes.transfers.is_empty() {
+        if m.mode == ResourceMode::Direct && m.resources.kept.iter().any(|k| k.relink) {
+            let failed = self.relink(m, &snapshot.destination_catalog).await;
+            if let Some(r) = report.resources.as_mut() {
+                r.failed.extend(failed);
+            }
+        }
+        // The direct path's "backup": reading the source's volume data.
+        let step = async {
+            if m.volumes.transfers.is_empty() {
+                return Ok(None);
+            }
             let events = |e: dvm::DvmEvent| {
                 self.events.emit(Event::Volume {
                     migration: m.name.clone(),
@@ -77,10 +147,17 @@ impl Engine {
                     message: e.message,
                 })
             };
-            match dvm::run(&self.source, &self.destination, &m.volumes, &events).await {
-                Ok(results) => report.volumes = results,
-                Err(e) => report.volumes_error = Some(e.to_string()),
-            }
+            Ok(Some(dvm::run(&self.source, &self.destination, &m.volumes, &events).await))
+        };
+        let volumes = match m.mode {
+            // Velero's backup hooks ran around its Backup.
+            ResourceMode::Velero => step.await?,
+            ResourceMode::Direct => self.around(m, lookup, BACKUP, step).await?,
+        };
+        match volumes {
+            Some(Ok(results)) => report.volumes = results,
+            Some(Err(e)) => report.volumes_error = Some(e.to_string()),
+            None => {}
         }
         Ok(report)
     }

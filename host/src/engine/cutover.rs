@@ -1,55 +1,159 @@
 //! `cutover` and `rollback`. Each step is idempotent, so an interrupted run is finished by
 //! running it again.
 
-use std::time::{Duration, Instant};
+use std::future::Future;
+use std::time::Instant;
 
-use super::planning::SliceLookup;
 use super::{CutoverReport, Engine, EngineError, RollbackReport};
 use crate::actions::quiesce;
 use crate::plan::Plan;
-use crate::plugins::{HookContext, phase_name};
 use crate::progress::Event;
 use crate::snapshot::Snapshot;
 use crate::spec::HookPhase;
 
-/// How long the source's workloads may take to stop.
-const QUIESCE_TIMEOUT: Duration = Duration::from_secs(300);
+/// What the command line says about a cutover.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CutoverFlags {
+    /// After a failure, leave the source quiesced instead of restoring it.
+    pub keep_source_quiesced: bool,
+    /// Do not wait for the destination's workloads to become available.
+    pub no_verify: bool,
+    /// When verification fails, roll back (source restored, destination held).
+    pub rollback_on_failure: bool,
+}
 
 impl Engine {
-    /// Pre-cutover hooks, quiesce the source, wait for it to stop, final sync with the
-    /// workloads released, mark the destination cut over, post-cutover hooks.
-    pub async fn cutover(&self) -> Result<CutoverReport, EngineError> {
+    /// The cutover: every check first (nothing touched yet), pre-cutover hooks, quiesce the
+    /// source and wait until its pods are gone, final sync with the workloads still held,
+    /// start the destination, mark it cut over, verify it runs, post-cutover hooks.
+    ///
+    /// From the first write to the source until the destination is started, any failure —
+    /// or `stop` (Ctrl-C, SIGTERM) — puts the source back as it was (unless
+    /// `keep_source_quiesced`), so the application is never down on both sides by surprise.
+    pub async fn cutover(
+        &self,
+        flags: CutoverFlags,
+        stop: impl Future<Output = ()>,
+    ) -> Result<CutoverReport, EngineError> {
         let mut report = CutoverReport::default();
         let before = self.plan(true).await?;
         super::apply::refuse(&before.plan, true)?;
         // A hook that says no stops the cutover before the source is touched.
-        report.hooks.extend(self.run_hooks(&before.plan, &before.snapshot, HookPhase::PreCutover)?);
-        let t0 = Instant::now();
+        report.hooks.extend(self.run_hooks(&before.plan, &before.snapshot, HookPhase::PreCutover).await?);
         let source_namespaces: Vec<String> =
             before.plan.migrations.iter().flat_map(|m| m.source_namespaces.iter().cloned()).collect();
-        report.quiesced = quiesce::stop(&self.source, &source_namespaces).await?;
-        self.events.emit(Event::Quiesced {
-            migration: before.plan.migrations.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(","),
-            scaled: report.quiesced.scaled.clone(),
-            suspended: report.quiesced.suspended.clone(),
-        });
-        quiesce::wait_stopped(&self.source, &source_namespaces, QUIESCE_TIMEOUT).await?;
-        report.quiesce_seconds = t0.elapsed().as_secs_f64();
-        // The final sync sees the source as it is now, quiesced.
-        let t1 = Instant::now();
-        let after = self.plan(true).await?;
-        super::apply::refuse(&after.plan, true)?;
-        report.sync = self.execute(&after.plan, &after.snapshot).await?;
-        report.sync_seconds = t1.elapsed().as_secs_f64();
-        let failed = report.sync.failed();
-        if failed > 0 {
-            return Err(EngineError::FinalSync { failed });
-        }
         let destination_namespaces: Vec<String> =
-            after.plan.migrations.iter().flat_map(|m| m.destination_namespaces.iter().cloned()).collect();
+            before.plan.migrations.iter().flat_map(|m| m.destination_namespaces.iter().cloned()).collect();
+        let names = before.plan.migrations.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(",");
+
+        let t0 = Instant::now();
+        let guarded = async {
+            report.quiesced = quiesce::stop(&self.source, &source_namespaces).await?;
+            self.events.emit(Event::Quiesced {
+                migration: names.clone(),
+                scaled: report.quiesced.scaled.clone(),
+                suspended: report.quiesced.suspended.clone(),
+            });
+            let waiting = |left: &[String], seconds: u64| {
+                self.events.emit(Event::QuiesceWaiting { migration: names.clone(), waiting_on: left.to_vec(), seconds })
+            };
+            quiesce::wait_stopped(&self.source, &source_namespaces, self.spec.cutover.quiesce_timeout, &waiting)
+                .await?;
+            report.quiesce_seconds = t0.elapsed().as_secs_f64();
+            // The final sync sees the source as it is now, stopped; workloads stay held on
+            // the destination until the data is complete.
+            let t1 = Instant::now();
+            let after = self.plan_final_sync().await?;
+            super::apply::refuse(&after.plan, true)?;
+            report.sync = self.sync(&after.plan, &after.snapshot).await?;
+            report.sync_seconds = t1.elapsed().as_secs_f64();
+            let failed = report.sync.failed();
+            if failed > 0 {
+                return Err(EngineError::FinalSync { failed });
+            }
+            Ok::<_, EngineError>(after)
+        };
+        let outcome = tokio::select! {
+            r = guarded => r,
+            () = stop => Err(EngineError::Interrupted),
+        };
+        let after = match outcome {
+            Ok(after) => after,
+            Err(cause) => return Err(self.recover(cause, &source_namespaces, flags).await),
+        };
+
+        // Start the destination: from here on the source stays stopped whatever happens.
+        let t2 = Instant::now();
+        let started = quiesce::start(&self.destination, &destination_namespaces).await?;
+        report.started = started.scaled.into_iter().chain(started.suspended).collect();
         quiesce::mark_cutover(&self.destination, &destination_namespaces, true).await?;
-        report.hooks.extend(self.run_hooks(&after.plan, &after.snapshot, HookPhase::PostCutover)?);
+        report.start_seconds = t2.elapsed().as_secs_f64();
+        if !flags.no_verify {
+            let t3 = Instant::now();
+            let waiting = |left: &[String], seconds: u64| {
+                self.events.emit(Event::VerifyWaiting { migration: names.clone(), waiting_on: left.to_vec(), seconds })
+            };
+            let verified = quiesce::wait_available(
+                &self.destination,
+                &destination_namespaces,
+                self.spec.cutover.verify_timeout,
+                &waiting,
+            )
+            .await;
+            report.verify_seconds = t3.elapsed().as_secs_f64();
+            match verified {
+                Ok(v) => report.verified = v,
+                Err(e) => {
+                    let rolled_back = if flags.rollback_on_failure { Some(self.rollback().await?) } else { None };
+                    return Err(EngineError::Verify { cause: e, rolled_back: rolled_back.is_some() });
+                }
+            }
+        }
+        report.downtime_seconds = t0.elapsed().as_secs_f64();
+        report.hooks.extend(self.run_hooks(&after.plan, &after.snapshot, HookPhase::PostCutover).await?);
         Ok(report)
+    }
+
+    /// The final sync's plan: the stopped source, workloads still held on the destination.
+    async fn plan_final_sync(&self) -> Result<super::planning::Planned, EngineError> {
+        let mut planned = self.plan(false).await?;
+        for m in &mut planned.plan.migrations {
+            if let Some(v) = &mut m.velero {
+                v.release = false;
+            }
+        }
+        Ok(planned)
+    }
+
+    /// After a failure between quiesce and start: the source back as it was (unless the user
+    /// asked to keep it stopped), and an error saying where each side is and what to run.
+    async fn recover(&self, cause: EngineError, source_namespaces: &[String], flags: CutoverFlags) -> EngineError {
+        let (source, next) = if flags.keep_source_quiesced {
+            (
+                "stays quiesced (--keep-source-quiesced)".to_string(),
+                "run `mtcd cutover` again to finish, or `mtcd rollback` to start the source again".to_string(),
+            )
+        } else {
+            match quiesce::start(&self.source, source_namespaces).await {
+                Ok(r) => (
+                    format!(
+                        "was restored ({} workload(s) running again as before)",
+                        r.scaled.len() + r.suspended.len()
+                    ),
+                    "fix the cause and run `mtcd cutover` again".to_string(),
+                ),
+                Err(e) => (
+                    format!("could NOT be restored ({e}); it is still quiesced"),
+                    "run `mtcd rollback` to start the source again".to_string(),
+                ),
+            }
+        };
+        EngineError::CutoverFailed {
+            cause: Box::new(cause),
+            source_state: source,
+            destination_state: "is held at 0 replicas (not started)".into(),
+            next,
+        }
     }
 
     /// The source as it was, the destination held at 0. Deletes nothing.
@@ -66,47 +170,17 @@ impl Engine {
         })
     }
 
-    /// Runs every hook of `phase`, in file order, with the snapshot's source objects as their
-    /// lookup. The first failure stops the command.
-    pub(super) fn run_hooks(
+    /// Runs the hooks of `phase` of every migration, with each one's source snapshot.
+    pub(super) async fn run_hooks(
         &self,
         plan: &Plan,
         snapshot: &Snapshot,
         phase: HookPhase,
     ) -> Result<Vec<String>, EngineError> {
         let mut ran = Vec::new();
-        let mut host = None;
         for m in &plan.migrations {
             let lookup = snapshot.migration(&m.name).map(|s| s.source.as_slice()).unwrap_or_default();
-            for h in m.hooks(phase) {
-                let host = match &host {
-                    Some(h) => h,
-                    None => host.insert(super::plugin_host().map_err(|e| EngineError::Plugin(Box::new(e)))?),
-                };
-                let name = h.plugin.path.display().to_string();
-                let ctx = HookContext {
-                    migration: m.name.clone(),
-                    source_cluster: self.source.context.clone(),
-                    destination_cluster: self.destination.context.clone(),
-                    namespace_map: m.namespace_map.clone(),
-                    lookup: &SliceLookup(lookup),
-                };
-                let result = host.load_hook(&h.plugin).and_then(|mut hook| hook.run(phase, &ctx));
-                self.events.emit(Event::Hook {
-                    migration: m.name.clone(),
-                    phase: phase_name(phase).to_string(),
-                    hook: name.clone(),
-                    ok: result.is_ok(),
-                    error: result.as_ref().err().map(ToString::to_string),
-                });
-                result.map_err(|source| EngineError::Hook {
-                    phase: phase_name(phase),
-                    hook: name.clone(),
-                    migration: m.name.clone(),
-                    source: Box::new(source),
-                })?;
-                ran.push(format!("{} {name}", phase_name(phase)));
-            }
+            ran.extend(self.hooks(m, lookup, phase).await?);
         }
         Ok(ran)
     }

@@ -17,14 +17,15 @@ pub enum EngineError {
     /// A plugin could not be loaded.
     #[error(transparent)]
     Plugin(Box<PluginError>),
-    /// A hook said no, or failed.
-    #[error("{phase} hook {hook} stopped migration {migration:?}: {source}")]
+    /// A hook said no, or failed (and its `on_error` is `fail`).
+    #[error("{phase} hook {hook} stopped migration {migration:?}: {reason}")]
     Hook {
         phase: &'static str,
         hook: String,
         migration: String,
+        reason: String,
         #[source]
-        source: Box<PluginError>,
+        source: Option<Box<PluginError>>,
     },
     /// The registry settings cannot be used.
     #[error(transparent)]
@@ -68,9 +69,20 @@ pub enum EngineError {
     /// The destination stopped answering mid-apply.
     #[error(transparent)]
     Unreachable(#[from] crate::actions::resources::Unreachable),
-    /// The final sync of a cutover had failures; the source stays quiesced.
+    /// A cutover was interrupted (Ctrl-C, SIGTERM) after the source was touched.
+    #[error("interrupted")]
+    Interrupted,
+    /// A cutover failed between quiesce and start; what each side is in now, and the one
+    /// command to continue.
+    #[error("cutover failed: {cause}. The source {source_state}; the destination {destination_state}. Next: {next}")]
+    CutoverFailed { cause: Box<EngineError>, source_state: String, destination_state: String, next: String },
+    /// The destination was started but its workloads did not become available.
     #[error(
-        "final sync had {failed} failure(s); the source stays quiesced. Fix them and run `mtcd cutover` again, or `mtcd rollback`"
+        "the destination was started but did not become available: {cause}. {}",
+        if *rolled_back { "Rolled back: the source runs again, the destination is held at 0." } else { "The source stays quiesced; run `mtcd rollback` to run the source again, or fix the destination and run `mtcd status`." }
     )]
+    Verify { cause: quiesce::QuiesceError, rolled_back: bool },
+    /// The final sync of a cutover had failures; the source stays quiesced.
+    #[error("the final sync had {failed} failure(s) (listed above)")]
     FinalSync { failed: usize },
 }

@@ -12,9 +12,11 @@ mod cleanup;
 mod cutover;
 mod error;
 mod gate;
+mod hooks;
 mod identity;
 mod planning;
 mod preflight;
+mod relink;
 mod report;
 mod status;
 mod watch;
@@ -25,6 +27,7 @@ use crate::observe::Registries;
 use crate::progress::Events;
 use crate::spec::{ImageMode, Spec};
 
+pub use cutover::CutoverFlags;
 pub use error::EngineError;
 pub use report::*;
 

@@ -52,8 +52,8 @@ impl Engine {
                     host.load_transforms(&m.transforms).map_err(|e| EngineError::Plugin(Box::new(e)))?,
                 );
             }
-            for h in &m.hooks {
-                host.load_hook(&h.plugin).map_err(|e| EngineError::Plugin(Box::new(e)))?;
+            for p in m.hooks.iter().filter_map(|h| h.plugin()) {
+                host.load_hook(p).map_err(|e| EngineError::Plugin(Box::new(e)))?;
             }
         }
         Ok(chains)

@@ -102,13 +102,24 @@ impl VeleroOutcome {
     }
 }
 
-/// What `cutover` did.
+/// What `cutover` did, and how long each part of the downtime took.
 #[derive(Debug, Default, Serialize)]
 pub struct CutoverReport {
     pub quiesced: quiesce::QuiesceReport,
+    /// Quiesce until the source's pods were gone.
     pub quiesce_seconds: f64,
+    /// The final sync (objects, images, volume data) with the destination held.
     pub sync_seconds: f64,
+    /// Starting the destination's workloads and marking the cutover.
+    pub start_seconds: f64,
+    /// Until the destination's workloads were available (0 with --no-verify).
+    pub verify_seconds: f64,
+    /// First write to the source until the destination was available.
+    pub downtime_seconds: f64,
     pub sync: ApplyReport,
+    /// Destination workloads started, and those verified available.
+    pub started: Vec<String>,
+    pub verified: Vec<String>,
     /// Hooks that ran, as `phase hook`.
     pub hooks: Vec<String>,
 }
@@ -145,6 +156,14 @@ pub struct MigrationStatus {
     pub source_quiesced: Vec<String>,
     /// Source workloads running.
     pub source_running: Vec<String>,
+    /// `running`, `quiesced` or `partially quiesced`.
+    pub source_state: String,
+    /// `not migrated`, `held` (workloads at 0 until cutover), `started` (cut over, not all
+    /// available), or `verified` (cut over, every workload available).
+    pub destination_state: String,
+    /// Destination workloads not (yet) available after a cutover.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub destination_unavailable: Vec<String>,
 }
 
 /// What `cleanup` removed.

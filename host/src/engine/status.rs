@@ -44,8 +44,23 @@ impl Engine {
             st.cutover = !marks.is_empty() && marks.iter().all(Option::is_some);
             st.cutover_at = if st.cutover { marks.into_iter().flatten().min() } else { None };
             let (quiesced, running) = self.source_workloads(&m.namespaces).await?;
+            st.source_state = match (quiesced.is_empty(), running.is_empty()) {
+                (true, _) => "running",
+                (false, true) => "quiesced",
+                (false, false) => "partially quiesced",
+            }
+            .into();
             st.source_quiesced = quiesced;
             st.source_running = running;
+            st.destination_state = if st.managed_objects == 0 {
+                "not migrated".into()
+            } else if !st.cutover {
+                "held".into()
+            } else {
+                let (_, unavailable) = crate::actions::quiesce::availability(&self.destination, &namespaces).await?;
+                st.destination_unavailable = unavailable;
+                if st.destination_unavailable.is_empty() { "verified".into() } else { "started".into() }
+            };
             report.migrations.push(st);
         }
         Ok(report)

@@ -20,8 +20,9 @@ pub use discovery::discover;
 
 use crate::actions::dim;
 use crate::cluster::Cluster;
+use crate::plan::dependencies;
 use crate::snapshot::{ApiType, Catalog, ImageFacts, MigrationSnapshot, Snapshot, Unread};
-use crate::spec::{ImageMode, Migration, Spec, VolumeMode};
+use crate::spec::{ImageMode, Migration, ResourceMode, Spec, VolumeMode};
 use crate::transform::object;
 
 /// Errors reading a cluster, naming what was being read.
@@ -119,6 +120,8 @@ pub async fn observe(
             warnings.push(format!("{}: cannot discover {gv}: {reason}", c.context));
         }
     }
+    let same_cluster =
+        spec.migrations.iter().any(|m| m.resources == ResourceMode::Direct) && same_cluster(src, dst).await;
     let mut migrations = Vec::with_capacity(spec.migrations.len());
     for m in &spec.migrations {
         let span = tracing::info_span!("observe", migration = %m.name);
@@ -136,7 +139,23 @@ pub async fn observe(
         destination_catalog,
         migrations,
         warnings,
+        same_cluster,
     })
+}
+
+/// Whether both contexts reach one cluster (same server URL, or the same `kube-system` UID):
+/// a namespace clone, whose cluster-scoped objects are the source's own.
+async fn same_cluster(src: &Cluster, dst: &Cluster) -> bool {
+    if src.config.cluster_url == dst.config.cluster_url {
+        return true;
+    }
+    let (a, b) = futures::join!(cluster_uid(src), cluster_uid(dst));
+    a.is_some() && a == b
+}
+
+async fn cluster_uid(c: &Cluster) -> Option<String> {
+    let ns = get(&c.client, &namespace_type(), None, "kube-system").await.ok().flatten()?;
+    ns.pointer("/metadata/uid").and_then(Value::as_str).filter(|u| !u.is_empty()).map(String::from)
 }
 
 async fn observe_migration(
@@ -267,6 +286,10 @@ async fn observe_migration(
         }
     }
 
+    if m.resources == ResourceMode::Direct {
+        observe_cluster(m, src, dst, source_catalog, destination_catalog, &mut seen).await?;
+    }
+
     // Images of the source's internal registry, and what both registries hold of them.
     if let (ImageMode::Direct, Some((sc, dc)), Some(s), Some(d)) =
         (m.images, registries, &spec.source.registry, &spec.destination.registry)
@@ -282,6 +305,55 @@ async fn observe_migration(
             .collect();
     }
     Ok(seen)
+}
+
+/// The cluster-scoped objects the namespaces may depend on (plan::dependencies): every
+/// ClusterRoleBinding, ClusterRole and SCC of both sides, and their PersistentVolumes when a
+/// migrated claim is bound, for each of these kinds the source serves and the filters keep.
+/// A list the API server refuses makes the kind unread cluster-wide (`namespace: None`), so
+/// nothing of it is written or pruned, and the plan says so.
+async fn observe_cluster(
+    m: &Migration,
+    src: &Cluster,
+    dst: &Cluster,
+    source_catalog: &Catalog,
+    destination_catalog: &Catalog,
+    seen: &mut MigrationSnapshot,
+) -> Result<(), ObserveError> {
+    let bound_claims = seen.source.iter().chain(&seen.pvcs).any(|o| {
+        object::kind(o) == "PersistentVolumeClaim"
+            && o.pointer("/spec/volumeName").and_then(Value::as_str).is_some_and(|v| !v.is_empty())
+    });
+    for (group, kind) in dependencies::CLUSTER_KINDS {
+        let Some(ty) = source_catalog.find(group, kind).filter(|t| !t.namespaced) else { continue };
+        let kept = (m.filter.include_kinds.is_empty() || m.filter.include_kinds.iter().any(|p| kind_matches(p, ty)))
+            && !m.filter.exclude_kinds.iter().any(|p| kind_matches(p, ty));
+        if !kept || (*kind == "PersistentVolume" && !bound_claims) {
+            continue;
+        }
+        let unread = |e: &kube::Error, t: &ApiType| Unread {
+            group: t.group.clone(),
+            kind: t.kind.clone(),
+            resource: t.resource_name(),
+            namespace: None,
+            reason: crate::cluster::short_error(e),
+        };
+        match list(&src.client, &resource(ty), None, None).await {
+            Ok(items) => {
+                seen.source_cluster.extend(items);
+                seen.cluster_types.push((ty.group.clone(), ty.kind.clone()));
+            }
+            Err(e) if crate::cluster::is_answer(&e) => seen.source_unread.push(unread(&e, ty)),
+            Err(e) => return Err(list_error(src, ty.resource_name())(e)),
+        }
+        let Some(dty) = destination_catalog.find(group, kind).filter(|t| !t.namespaced) else { continue };
+        match list(&dst.client, &resource(dty), None, None).await {
+            Ok(items) => seen.destination_cluster.extend(items),
+            Err(e) if crate::cluster::is_answer(&e) => seen.destination_unread.push(unread(&e, dty)),
+            Err(e) => return Err(list_error(dst, dty.resource_name())(e)),
+        }
+    }
+    Ok(())
 }
 
 /// Lists `types` in each of `namespaces`, eight requests at a time. A list the API server
@@ -366,6 +438,56 @@ mod tests {
             unread.iter().map(|u| (u.namespace.as_deref(), u.reason.contains("forbidden"))).collect();
         assert_eq!(got, [(Some("b"), true), (Some("c"), false)]);
         assert!(unread[1].reason.contains("503"), "{:?}", unread[1]);
+    }
+
+    fn cluster_type(group: &str, kind: &str, plural: &str) -> ApiType {
+        ApiType {
+            group: group.into(),
+            version: "v1".into(),
+            api_version: format!("{group}/v1"),
+            kind: kind.into(),
+            plural: plural.into(),
+            namespaced: false,
+            verbs: vec!["list".into()],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_cluster_wide_list_is_unread_without_a_namespace_and_filters_apply() {
+        let roles = json!({"kind": "ClusterRoleList", "apiVersion": "rbac.authorization.k8s.io/v1", "metadata": {},
+            "items": [{"metadata": {"name": "node-reader"}}]});
+        let forbidden = status(
+            403,
+            "Forbidden",
+            "clusterrolebindings.rbac.authorization.k8s.io is forbidden: User \"limited\" cannot list resource \"clusterrolebindings\" in API group \"rbac.authorization.k8s.io\" at the cluster scope",
+        );
+        let routes = vec![
+            ("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", 403, forbidden),
+            ("/apis/rbac.authorization.k8s.io/v1/clusterroles", 200, roles),
+        ];
+        let src = crate::testing::fake_cluster(routes.clone()).await;
+        let dst = crate::testing::fake_cluster(routes).await;
+        let catalog = Catalog {
+            types: vec![
+                cluster_type("rbac.authorization.k8s.io", "ClusterRoleBinding", "clusterrolebindings"),
+                cluster_type("rbac.authorization.k8s.io", "ClusterRole", "clusterroles"),
+                cluster_type("security.openshift.io", "SecurityContextConstraints", "securitycontextconstraints"),
+                cluster_type("", "PersistentVolume", "persistentvolumes"),
+            ],
+            unavailable: vec![],
+        };
+        let text = "version = 1\n[clusters.source]\ncontext = \"a\"\n[clusters.destination]\ncontext = \"b\"\n[[migration]]\nname = \"m\"\nnamespaces = [\"shop\"]\nexclude_kinds = [\"SecurityContextConstraints\"]\n";
+        let m = crate::spec::parse(text, std::path::Path::new("d.toml")).unwrap().migrations.remove(0);
+        let mut seen = MigrationSnapshot::default();
+        observe_cluster(&m, &src, &dst, &catalog, &catalog, &mut seen).await.unwrap();
+        let unread: Vec<(&str, Option<&str>)> =
+            seen.source_unread.iter().map(|u| (u.kind.as_str(), u.namespace.as_deref())).collect();
+        assert_eq!(unread, [("ClusterRoleBinding", None)]);
+        assert!(seen.source_unread[0].reason.contains("forbidden"), "{:?}", seen.source_unread);
+        assert_eq!(seen.destination_unread.len(), 1);
+        assert_eq!(seen.cluster_types, [("rbac.authorization.k8s.io".to_string(), "ClusterRole".to_string())]);
+        assert_eq!(seen.source_cluster.len(), 1);
+        assert_eq!(seen.source_cluster[0]["kind"], "ClusterRole");
     }
 
     #[tokio::test]

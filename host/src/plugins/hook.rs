@@ -1,14 +1,16 @@
 //! Hook plugins: run at a migration phase; an error stops the migration.
 
+use std::sync::Arc;
+
 use indexmap::IndexMap;
 
+use super::bindings::hook::Hook as HookWorld;
 use super::bindings::hook::exports::mtcd::plugin::hooks::Phase;
-use super::bindings::hook::{Hook as HookWorld, HookPre};
 use super::bindings::transformer::mtcd::plugin::types;
 use super::engine::LoadReport;
-use super::runtime::Slot;
-use super::state::{HostState, with_lookup};
-use super::{PluginError, SourceLookup};
+use super::runtime::Runner;
+use super::state::truncate_message;
+use super::{MAX_ERROR_MESSAGE, PluginError, SourceLookup};
 use crate::spec::{HookPhase, OnError};
 
 /// What a hook is told about the migration.
@@ -23,24 +25,20 @@ pub struct HookContext<'a> {
     pub lookup: &'a dyn SourceLookup,
 }
 
-/// One loaded hook plugin.
+/// One loaded hook plugin. Its instance is reused across runs while they succeed.
 pub struct Hook {
-    pub(crate) slot: Slot<HookWorld>,
-    pub(crate) pre: HookPre<HostState>,
+    pub(crate) runner: Runner<HookWorld>,
     pub(crate) config: String,
     pub(crate) report: LoadReport,
 }
 
 impl Hook {
-    /// Runs the hook for `phase`. `Err(PluginError::HookFailed)` is the hook saying "stop";
-    /// any other error means the hook itself failed (trap, time or memory limit). With
-    /// `on_error = skip-object | keep-original` such failures are logged and ignored;
-    /// the hook's own verdict always stops the migration.
+    /// Runs the hook for `phase`, bounded by its time limit (`timeout`, default 5 min)
+    /// including time spent waiting in host calls. `Err(PluginError::HookFailed)` is the
+    /// hook saying "stop"; any other error means the hook itself failed (trap, time or
+    /// memory limit). With `on_error = skip-object | keep-original` such failures are
+    /// logged and ignored; the hook's own verdict always stops the migration.
     pub fn run(&mut self, phase: HookPhase, ctx: &HookContext<'_>) -> Result<(), PluginError> {
-        super::off_async(|| self.run_inner(phase, ctx))
-    }
-
-    fn run_inner(&mut self, phase: HookPhase, ctx: &HookContext<'_>) -> Result<(), PluginError> {
         let subject = format!("hook {} of migration {}", phase_name(phase), ctx.migration);
         let wit_ctx = types::HookContext {
             migration: ctx.migration.clone(),
@@ -49,28 +47,20 @@ impl Hook {
             namespace_map: ctx.namespace_map.iter().map(|(s, d)| (s.clone(), d.clone())).collect(),
             config: self.config.clone(),
         };
-        self.slot.set_namespaces(ctx.namespace_map.keys());
-        let pre = &self.pre;
-        let span = tracing::info_span!("hook", plugin = %self.slot.plugin.path.display(), phase = phase_name(phase));
+        let namespaces: Arc<[String]> = ctx.namespace_map.keys().cloned().collect();
+        let span = tracing::info_span!("hook", plugin = %self.runner.name, phase = phase_name(phase));
         let _enter = span.enter();
-        let result = with_lookup(ctx.lookup, || -> Result<Result<(), String>, PluginError> {
-            let live = self.slot.arm(&subject, |store| pre.instantiate(&mut *store))?;
-            match live.bindings.mtcd_plugin_hooks().call_run(&mut live.store, wit_phase(phase), &wit_ctx) {
-                Ok(verdict) => {
-                    self.slot.after_success();
-                    Ok(verdict)
-                }
-                Err(e) => Err(self.slot.failure(e, &subject)),
-            }
+        let result = self.runner.call(&subject, namespaces, ctx.lookup, move |store, bindings| {
+            Box::pin(async move { bindings.mtcd_plugin_hooks().call_run(store, wit_phase(phase), &wit_ctx).await })
         });
         match result {
             Ok(Ok(())) => Ok(()),
             Ok(Err(message)) => Err(PluginError::HookFailed {
-                plugin: self.slot.plugin.path.clone(),
+                plugin: self.runner.name.clone(),
                 phase: phase_name(phase),
-                message,
+                message: truncate_message(message, MAX_ERROR_MESSAGE),
             }),
-            Err(e) if self.slot.plugin.on_error != OnError::Fail => {
+            Err(e) if self.runner.plugin.on_error != OnError::Fail => {
                 tracing::warn!(error = %e, "hook failed; continuing because of its on-error setting");
                 Ok(())
             }
@@ -92,6 +82,8 @@ fn wit_phase(phase: HookPhase) -> Phase {
         HookPhase::PostRestore => Phase::PostRestore,
         HookPhase::PreCutover => Phase::PreCutover,
         HookPhase::PostCutover => Phase::PostCutover,
+        HookPhase::PreStage => Phase::PreStage,
+        HookPhase::PostStage => Phase::PostStage,
     }
 }
 
@@ -104,5 +96,7 @@ pub fn phase_name(phase: HookPhase) -> &'static str {
         HookPhase::PostRestore => "post-restore",
         HookPhase::PreCutover => "pre-cutover",
         HookPhase::PostCutover => "post-cutover",
+        HookPhase::PreStage => "pre-stage",
+        HookPhase::PostStage => "post-stage",
     }
 }

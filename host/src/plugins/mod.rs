@@ -6,8 +6,13 @@
 //! through, [`PluginHost::load_hook`] a [`Hook`] the phases call.
 //!
 //! Isolation, per plugin, from its `PluginRef`:
-//! - CPU: a wall-clock deadline per call (epoch interruption, 10 ms ticks, default 1 s) and,
-//!   when `limits.fuel` is set, a deterministic fuel budget;
+//! - CPU and time: a wall-clock deadline per call (epoch interruption, 10 ms ticks, default
+//!   1 s), which also holds while the plugin waits in a host call (every call is async and
+//!   runs under a timeout); when `limits.fuel` is set, a deterministic fuel budget;
+//! - output: error messages cut at 4 KiB, at most 100 `log` lines / 64 KiB per call, the
+//!   last 16 KiB of stderr kept;
+//! - input: a component file is checked (regular file, at most 20 MiB, component header)
+//!   before it is read;
 //! - memory: linear memory capped at `limits.memory` (default 64 MiB);
 //! - capabilities: none by default. Directories, environment variables and the clock only
 //!   when `grants` lists them (directories read-only unless marked writable); never
@@ -16,8 +21,9 @@
 //!
 //! A failure (trap, limit, malformed JSON, patch that does not apply) is an error naming the
 //! plugin and the object. The plan runs plugins before anything is written, so a failing
-//! plugin stops the migration before it touches a cluster. The failed instance is dropped
-//! and the next object gets a fresh one; healthy instances are reused across objects.
+//! plugin stops the migration before it touches a cluster. A plugin's instance serves the
+//! objects of one chain while its calls succeed and is replaced after any failure; it is
+//! never shared between chains, migrations or runs (see `runtime.rs`).
 //!
 //! ```no_run
 //! # fn demo(refs: &[mtcd::spec::PluginRef]) -> Result<(), mtcd::plugins::PluginError> {
@@ -41,6 +47,7 @@ mod bindings;
 mod engine;
 mod error;
 mod hook;
+mod oci;
 mod runtime;
 mod scaffold;
 mod state;
@@ -49,25 +56,30 @@ mod transform;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
-use wasmtime::Engine;
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::{Component, HasSelf, Linker};
 
 pub use engine::{CacheOutcome, LoadReport, WASMTIME_VERSION};
 pub use error::PluginError;
 pub use hook::{Hook, HookContext, phase_name};
+pub use oci::{OciError, pull, push, resolve};
 pub use scaffold::scaffold;
-pub use tester::{config_from_pairs, test_plugin, test_plugin_with};
+pub use state::{LOOKUPS_PER_CALL, MAX_LOG_BYTES, MAX_LOG_LINES, MAX_LOG_MESSAGE, STDERR_TAIL};
+pub use tester::{TestOptions, config_from_pairs, test_plugin, test_plugin_with};
 pub use transform::{TransformChain, object_ref};
 
-use crate::spec::{HookPhase, HookRef, PluginLimits, PluginRef};
+use crate::spec::{HookPhase, HookRef, PluginLimits, PluginRef, PluginSource};
 use bindings::hook::{Hook as HookWorld, HookPre};
 use bindings::transformer::{Transformer, TransformerPre};
-use engine::{ComponentCache, EpochTicker};
-use runtime::Slot;
+use engine::{ComponentCache, Shared};
+use runtime::Runner;
 use state::HostState;
+
+/// An error message (`error` outcome, a hook's verdict, an invalid patch) is cut at this
+/// many bytes, with a note of how much was cut.
+pub const MAX_ERROR_MESSAGE: usize = 4096;
 
 /// What a transform is told about the migration (besides its own config).
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -116,17 +128,6 @@ pub enum TransformOutput {
     Skip,
 }
 
-/// Runs a plugin call so that WASI's synchronous host functions (which block on tokio
-/// internally, e.g. flushing a plugin's stderr) work when mtcd calls plugins from async
-/// code: on a multi-threaded runtime the worker is handed over with `block_in_place`.
-/// Without this, a plugin that writes to stderr inside `mtcd plan` would panic the host.
-pub(crate) fn off_async<R>(f: impl FnOnce() -> R) -> R {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
-        _ => f(),
-    }
-}
-
 /// The config as the plugin receives it: a JSON object, `{}` when desired.toml has none.
 fn config_text(config: &serde_json::Value) -> String {
     if config.is_null() { "{}".to_string() } else { config.to_string() }
@@ -142,45 +143,58 @@ pub fn default_hook_limits() -> PluginLimits {
     PluginLimits { timeout: Duration::from_secs(300), memory: 64 * 1024 * 1024, fuel: None }
 }
 
-/// The plugin runtime: one wasmtime engine, its epoch clock and the compiled-component
-/// cache. Create one per process and load chains and hooks from it; loading the same
-/// `.wasm` twice compiles it once.
+/// The plugin runtime: one wasmtime engine, its epoch clock, the compiled-component cache
+/// and the OCI blob cache. Create one per process and load chains and hooks from it;
+/// loading the same component twice compiles it once.
 pub struct PluginHost {
-    engine: Engine,
-    ticker: Arc<EpochTicker>,
+    shared: Arc<Shared>,
     cache: ComponentCache,
+    oci_dir: Option<PathBuf>,
     transform_linker: Linker<HostState>,
     hook_linker: Linker<HostState>,
 }
 
 impl PluginHost {
-    /// `cache_dir`: where compiled components are kept between runs, keyed by the
-    /// `.wasm`'s sha256 and the wasmtime version + engine settings. `None` uses
-    /// `$XDG_CACHE_HOME/mtcd/plugins` (or `~/.cache/mtcd/plugins`); when that cannot be
-    /// created, components are compiled on every run (with a warning).
+    /// `cache_dir`: where compiled components are kept between runs (wasmtime's cache,
+    /// keyed by the component's bytes, the wasmtime version and the engine settings).
+    /// `None` uses `$XDG_CACHE_HOME/mtcd/components` (or `~/.cache/mtcd/components`, where
+    /// `mtcd plan` keeps them too); when that
+    /// cannot be created, components are compiled on every run (with a warning).
+    /// oci:// plugins are kept in `$XDG_CACHE_HOME/mtcd/oci` (see [`PluginHost::with_oci_cache`]).
     pub fn new(cache_dir: Option<PathBuf>) -> Result<Self, PluginError> {
-        let engine = engine::new_engine()?;
-        let cache = match cache_dir {
+        let (engine, disk) = match cache_dir {
             // An explicit directory that cannot be created is the caller's error.
-            Some(dir) => ComponentCache::new(&engine, Some(dir))?,
+            Some(dir) => engine::new_engine(Some(&dir))?,
             // The default one is a convenience: without it, compile on every run.
-            None => match ComponentCache::new(&engine, engine::default_cache_dir()) {
-                Ok(c) => c,
+            None => match engine::new_engine(engine::default_cache_dir("components").as_deref()) {
+                Ok(e) => e,
                 Err(e) => {
                     tracing::warn!(error = %e, "plugin cache disabled");
-                    ComponentCache::new(&engine, None)?
+                    engine::new_engine(None)?
                 }
             },
         };
         let link_err = |e: wasmtime::Error| PluginError::Runtime(format!("cannot set up the plugin linker: {e:#}"));
         let mut transform_linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut transform_linker).map_err(link_err)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut transform_linker).map_err(link_err)?;
         Transformer::add_to_linker::<HostState, HasSelf<HostState>>(&mut transform_linker, |s| s).map_err(link_err)?;
         let mut hook_linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut hook_linker).map_err(link_err)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut hook_linker).map_err(link_err)?;
         HookWorld::add_to_linker::<HostState, HasSelf<HostState>>(&mut hook_linker, |s| s).map_err(link_err)?;
-        let ticker = Arc::new(EpochTicker::start(engine.clone()));
-        Ok(PluginHost { engine, ticker, cache, transform_linker, hook_linker })
+        Ok(PluginHost {
+            shared: Arc::new(Shared::new(engine)?),
+            cache: ComponentCache::new(None, disk),
+            oci_dir: engine::default_cache_dir("oci"),
+            transform_linker,
+            hook_linker,
+        })
+    }
+
+    /// Keeps pulled oci:// plugins in `dir` (`blobs/sha256/<hex>`) instead of
+    /// `$XDG_CACHE_HOME/mtcd/oci`.
+    pub fn with_oci_cache(mut self, dir: PathBuf) -> Self {
+        self.oci_dir = Some(dir);
+        self
     }
 
     /// The directory compiled components are cached in, if any.
@@ -188,24 +202,49 @@ impl PluginHost {
         self.cache.dir()
     }
 
+    /// The directory oci:// plugins are cached in, if any.
+    pub fn oci_cache_dir(&self) -> Option<&std::path::Path> {
+        self.oci_dir.as_deref()
+    }
+
+    /// Reads (or pulls) and compiles one plugin's component.
+    fn component(&self, r: &PluginRef) -> Result<(Component, LoadReport), PluginError> {
+        let started = Instant::now();
+        let (wasm, digest, oci_cached) = match &r.source {
+            PluginSource::File(path) => {
+                let wasm = engine::read_component(r, path)?;
+                let digest = engine::sha256_hex(&wasm);
+                (wasm, digest, None)
+            }
+            PluginSource::Oci(o) => {
+                let fetched = oci::fetch(&self.shared, self.oci_dir.as_deref(), o, &engine::plugin_label(r))?;
+                (fetched.wasm, fetched.layer_hex, Some(fetched.cached))
+            }
+        };
+        let (component, outcome) =
+            self.cache.component(&self.shared.engine, &engine::plugin_label(r), &digest, &wasm)?;
+        let report =
+            LoadReport { plugin: r.source.to_string(), outcome, digest, oci_cached, elapsed: engine::since(started) };
+        tracing::debug!(plugin = %report.plugin, outcome = ?report.outcome, elapsed = ?report.elapsed, "plugin loaded");
+        Ok((component, report))
+    }
+
     /// Loads transform plugins in chain order. Fails on the first plugin that cannot be
-    /// read, compiled or linked, before any object is touched.
+    /// read, pulled, compiled or linked, before any object is touched.
     pub fn load_transforms(&self, refs: &[PluginRef]) -> Result<TransformChain, PluginError> {
         let mut steps = Vec::with_capacity(refs.len());
         let mut reports = Vec::with_capacity(refs.len());
         for r in refs {
-            let (component, report) = self.cache.load(&self.engine, &r.path)?;
+            let (component, report) = self.component(r)?;
             let incompatible = |e: wasmtime::Error| PluginError::Incompatible {
-                path: r.path.clone(),
+                plugin: engine::plugin_label(r),
                 world: "transformer",
                 reason: format!("{e:#}"),
             };
             let instance_pre = self.transform_linker.instantiate_pre(&component).map_err(incompatible)?;
             let pre = TransformerPre::new(instance_pre).map_err(incompatible)?;
-            tracing::debug!(plugin = %r.path.display(), outcome = ?report.outcome, elapsed = ?report.elapsed, "transform plugin loaded");
             steps.push(transform::Step {
-                slot: Slot::new(r.clone(), self.engine.clone(), self.ticker.clone()),
-                pre,
+                runner: Runner::new(r.clone(), self.shared.clone(), pre),
                 config: config_text(&r.config),
             });
             reports.push(report);
@@ -219,27 +258,24 @@ impl PluginHost {
     /// repeatedly.
     pub fn run_hooks(&self, hooks: &[HookRef], phase: HookPhase, ctx: &HookContext<'_>) -> Result<(), PluginError> {
         for h in hooks.iter().filter(|h| h.phase == phase) {
-            self.load_hook(&h.plugin)?.run(phase, ctx)?;
+            if let Some(p) = h.plugin() {
+                self.load_hook(p)?.run(phase, ctx)?;
+            }
         }
         Ok(())
     }
 
     /// Loads one hook plugin.
     pub fn load_hook(&self, r: &PluginRef) -> Result<Hook, PluginError> {
-        let (component, report) = self.cache.load(&self.engine, &r.path)?;
+        let (component, report) = self.component(r)?;
         let incompatible = |e: wasmtime::Error| PluginError::Incompatible {
-            path: r.path.clone(),
+            plugin: engine::plugin_label(r),
             world: "hook",
             reason: format!("{e:#}"),
         };
         let instance_pre = self.hook_linker.instantiate_pre(&component).map_err(incompatible)?;
         let pre = HookPre::new(instance_pre).map_err(incompatible)?;
-        Ok(Hook {
-            slot: Slot::new(r.clone(), self.engine.clone(), self.ticker.clone()),
-            pre,
-            config: config_text(&r.config),
-            report,
-        })
+        Ok(Hook { runner: Runner::new(r.clone(), self.shared.clone(), pre), config: config_text(&r.config), report })
     }
 }
 

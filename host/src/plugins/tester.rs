@@ -9,19 +9,36 @@ use owo_colors::OwoColorize;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{PluginError, PluginHost, TransformContext, TransformOutput, default_transform_limits, object_ref};
-use crate::spec::{OnError, PluginGrants, PluginRef};
+use super::{
+    HookContext, PluginError, PluginHost, TransformContext, TransformOutput, default_hook_limits,
+    default_transform_limits, object_ref, phase_name,
+};
+use crate::spec::{HookPhase, OnError, PluginGrants, PluginLimits, PluginRef};
+
+/// How `mtcd plugin test` runs the plugin: the settings desired.toml would give it.
+#[derive(Debug, Clone, Default)]
+pub struct TestOptions {
+    /// The plugin's `config` (see [`config_from_pairs`]).
+    pub config: Value,
+    /// `None`: the defaults of a transform (1 s, 64 MiB) or a hook (5 min, 64 MiB).
+    pub limits: Option<PluginLimits>,
+    pub grants: PluginGrants,
+    /// Run the plugin as a hook at this phase instead of as a transform.
+    pub phase: Option<HookPhase>,
+    /// Color the diff (a terminal).
+    pub color: bool,
+}
 
 /// Runs `plugin` over every object in `objects_yaml` (YAML documents separated by `---`;
-/// `kind: List` documents are expanded) with `config` as its configuration, and renders a
-/// unified diff per object (colored when `color`). The objects themselves answer the
-/// plugin's lookups; every namespace that appears in them counts as migrated (identity
-/// mapping). Compiled components go to the default cache.
+/// `kind: List` documents are expanded) and renders a unified diff per object (colored
+/// when `options.color`). With `options.phase`, runs it once as a hook instead. The objects
+/// themselves answer the plugin's lookups; every namespace that appears in them counts as
+/// migrated (identity mapping). Compiled components go to the default cache.
 ///
-/// Returns the report, or `PluginError::TestFailed` with the same report when any object
-/// failed, so the command exits non-zero.
-pub fn test_plugin(plugin: &Path, objects_yaml: &Path, config: Value, color: bool) -> Result<String, PluginError> {
-    test_plugin_with(&PluginHost::new(None)?, plugin, objects_yaml, config, color)
+/// Returns the report, or `PluginError::TestFailed` carrying the same report when any
+/// object (or the hook) failed, so the command exits non-zero.
+pub fn test_plugin(plugin: &Path, objects_yaml: &Path, options: &TestOptions) -> Result<String, PluginError> {
+    test_plugin_with(&PluginHost::new(None)?, plugin, objects_yaml, options)
 }
 
 /// [`test_plugin`] on a given host (and its cache directory).
@@ -29,18 +46,13 @@ pub fn test_plugin_with(
     host: &PluginHost,
     plugin: &Path,
     objects_yaml: &Path,
-    config: Value,
-    color: bool,
+    options: &TestOptions,
 ) -> Result<String, PluginError> {
     let objects = read_objects(objects_yaml)?;
-    let plugin_ref = PluginRef {
-        path: plugin.to_path_buf(),
-        config,
-        limits: default_transform_limits(),
-        grants: PluginGrants::default(),
-        on_error: OnError::Fail,
-    };
-    let mut chain = host.load_transforms(std::slice::from_ref(&plugin_ref))?;
+    let mut plugin_ref = PluginRef::file(plugin);
+    plugin_ref.config = options.config.clone();
+    plugin_ref.grants = options.grants.clone();
+    plugin_ref.on_error = OnError::Fail;
     let mut namespace_map = IndexMap::new();
     for o in &objects {
         let ns = if o.get("kind").and_then(Value::as_str) == Some("Namespace") {
@@ -52,9 +64,30 @@ pub fn test_plugin_with(
             namespace_map.insert(ns.to_string(), ns.to_string());
         }
     }
+    let paint = Paint(options.color);
+    if let Some(phase) = options.phase {
+        plugin_ref.limits = options.limits.clone().unwrap_or_else(default_hook_limits);
+        let mut hook = host.load_hook(&plugin_ref)?;
+        let ctx = HookContext {
+            migration: "test".into(),
+            source_cluster: "source".into(),
+            destination_cluster: "destination".into(),
+            namespace_map,
+            lookup: &objects,
+        };
+        let header = paint.header(&format!("hook {}", phase_name(phase)));
+        return match hook.run(phase, &ctx) {
+            Ok(()) => Ok(format!("{header} ok\n")),
+            Err(e) => {
+                let report = format!("{header} {}\n", paint.red(&format!("error: {e}")));
+                Err(PluginError::TestFailed { report, failed: 1, total: 1 })
+            }
+        };
+    }
+    plugin_ref.limits = options.limits.clone().unwrap_or_else(default_transform_limits);
+    let mut chain = host.load_transforms(std::slice::from_ref(&plugin_ref))?;
     let ctx =
         TransformContext { source_cluster: "source".into(), destination_cluster: "destination".into(), namespace_map };
-    let paint = Paint(color);
     let mut out = String::new();
     let mut failed = 0;
     for object in &objects {

@@ -1,27 +1,32 @@
 //! The transform chain: every object through the listed plugins, in order.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
+use super::bindings::transformer::Transformer;
 use super::bindings::transformer::exports::mtcd::plugin::transform::Outcome;
 use super::bindings::transformer::mtcd::plugin::types;
-use super::bindings::transformer::{Transformer, TransformerPre};
 use super::engine::LoadReport;
-use super::runtime::Slot;
-use super::state::{HostState, short_name, with_lookup};
-use super::{PluginError, SourceLookup, TransformContext, TransformOutput};
+use super::runtime::Runner;
+use super::state::truncate_message;
+use super::{MAX_ERROR_MESSAGE, PluginError, SourceLookup, TransformContext, TransformOutput};
 use crate::spec::OnError;
 
-/// Loaded transform plugins, run in the order desired.toml lists them. Not `Sync`: give
-/// each worker thread its own chain (loading again is a cache hit).
+/// Loaded transform plugins, run in the order desired.toml lists them. Each plugin's
+/// instance serves the chain's objects while its calls succeed and is replaced after any
+/// failure; it is never shared with another chain. `Send`, not `Sync`: give each worker
+/// thread its own chain (loading again is a cache hit).
 pub struct TransformChain {
     pub(crate) steps: Vec<Step>,
     pub(crate) reports: Vec<LoadReport>,
     warnings: Vec<PluginError>,
+    /// The namespaces `lookup` may read, rebuilt only when the context's map changes.
+    namespaces: Arc<[String]>,
 }
 
 pub(crate) struct Step {
-    pub(crate) slot: Slot<Transformer>,
-    pub(crate) pre: TransformerPre<HostState>,
+    pub(crate) runner: Runner<Transformer>,
     /// The plugin's config as JSON text, serialized once.
     pub(crate) config: String,
 }
@@ -35,7 +40,7 @@ enum StepResult {
 
 impl TransformChain {
     pub(crate) fn new(steps: Vec<Step>, reports: Vec<LoadReport>) -> Self {
-        TransformChain { steps, reports, warnings: Vec::new() }
+        TransformChain { steps, reports, warnings: Vec::new(), namespaces: Arc::from(Vec::new()) }
     }
 
     /// Runs `object` through every plugin. Each plugin sees the previous one's output;
@@ -43,16 +48,11 @@ impl TransformChain {
     /// returns it, `SkipObject` leaves the object out, `KeepOriginal` carries on with the
     /// object as it was before the failing plugin; the last two are kept as warnings
     /// (see [`TransformChain::take_warnings`]) and logged.
+    ///
+    /// Synchronous; every call is bounded by its plugin's time limit, including time spent
+    /// in host calls. Inside a multi-threaded tokio runtime the worker is handed over with
+    /// `block_in_place` while the plugin runs.
     pub fn run(
-        &mut self,
-        object: Value,
-        ctx: &TransformContext,
-        lookup: &dyn SourceLookup,
-    ) -> Result<TransformOutput, PluginError> {
-        super::off_async(|| self.run_inner(object, ctx, lookup))
-    }
-
-    fn run_inner(
         &mut self,
         object: Value,
         ctx: &TransformContext,
@@ -60,6 +60,9 @@ impl TransformChain {
     ) -> Result<TransformOutput, PluginError> {
         if self.steps.is_empty() {
             return Ok(TransformOutput::Keep { object, extra: Vec::new() });
+        }
+        if !ctx.namespace_map.keys().eq(self.namespaces.iter()) {
+            self.namespaces = ctx.namespace_map.keys().cloned().collect();
         }
         let subject = object_ref(&object);
         let wit_ctx = |config: &str| types::Context {
@@ -71,13 +74,12 @@ impl TransformChain {
         let mut current = object;
         let mut extra = Vec::new();
         for step in &mut self.steps {
-            step.slot.set_namespaces(ctx.namespace_map.keys());
-            let result = with_lookup(lookup, || step.call(&mut current, &wit_ctx(&step.config), &subject));
+            let result = step.call(&mut current, wit_ctx(&step.config), &subject, self.namespaces.clone(), lookup);
             match result {
                 Ok(StepResult::Keep) => {}
                 Ok(StepResult::WithExtra(more)) => extra.extend(more),
                 Ok(StepResult::Skip) => return Ok(TransformOutput::Skip),
-                Err(e) => match step.slot.plugin.on_error {
+                Err(e) => match step.runner.plugin.on_error {
                     OnError::Fail => return Err(e),
                     OnError::SkipObject => {
                         tracing::warn!(error = %e, "object left out (on-error = skip-object)");
@@ -118,25 +120,21 @@ impl TransformChain {
 impl Step {
     /// Calls the plugin and applies its outcome to `object`; on error `object` is as it
     /// was (so `keep-original` needs no copy).
-    fn call(&mut self, object: &mut Value, ctx: &types::Context, subject: &str) -> Result<StepResult, PluginError> {
+    fn call(
+        &mut self,
+        object: &mut Value,
+        ctx: types::Context,
+        subject: &str,
+        namespaces: Arc<[String]>,
+        lookup: &dyn SourceLookup,
+    ) -> Result<StepResult, PluginError> {
         let input = serde_json::to_string(&*object).expect("a Value always serializes");
-        let span = tracing::debug_span!("plugin", plugin = %short_name(&self.slot.plugin.path), object = %subject);
+        let span = tracing::debug_span!("plugin", plugin = %self.runner.name, object = %subject);
         let _enter = span.enter();
-        let pre = &self.pre;
-        let live = self.slot.arm(subject, |store| pre.instantiate(&mut *store))?;
-        let outcome = live.bindings.mtcd_plugin_transform().call_transform(&mut live.store, &input, ctx);
-        let outcome = match outcome {
-            Ok(o) => {
-                if tracing::enabled!(tracing::Level::TRACE) {
-                    let fuel = live.store.get_fuel().unwrap_or_default();
-                    tracing::trace!(fuel_left = fuel, "plugin call done");
-                }
-                self.slot.after_success();
-                o
-            }
-            Err(e) => return Err(self.slot.failure(e, subject)),
-        };
-        let plugin = || self.slot.plugin.path.clone();
+        let outcome = self.runner.call(subject, namespaces, lookup, move |store, bindings| {
+            Box::pin(async move { bindings.mtcd_plugin_transform().call_transform(store, &input, &ctx).await })
+        })?;
+        let plugin = || self.runner.name.clone();
         let parse_object = |text: &str, what: &str| -> Result<Value, PluginError> {
             match serde_json::from_str::<Value>(text) {
                 Ok(v @ Value::Object(_)) => Ok(v),
@@ -163,7 +161,7 @@ impl Step {
                 let invalid = |reason: String| PluginError::InvalidPatch {
                     plugin: plugin(),
                     subject: subject.to_string(),
-                    reason,
+                    reason: truncate_message(reason, MAX_ERROR_MESSAGE),
                 };
                 let patch: json_patch::Patch =
                     serde_json::from_str(&text).map_err(|e| invalid(format!("not an RFC 6902 patch: {e}")))?;
@@ -199,9 +197,11 @@ impl Step {
                 *object = replacement;
                 Ok(StepResult::WithExtra(extra))
             }
-            Outcome::Error(message) => {
-                Err(PluginError::Reported { plugin: plugin(), subject: subject.to_string(), message })
-            }
+            Outcome::Error(message) => Err(PluginError::Reported {
+                plugin: plugin(),
+                subject: subject.to_string(),
+                message: truncate_message(message, MAX_ERROR_MESSAGE),
+            }),
         }
     }
 }

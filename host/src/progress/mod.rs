@@ -64,6 +64,9 @@ pub enum Event {
         ok: bool,
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+        /// The end of what a job or exec hook printed.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        output: Option<String>,
     },
     /// Cutover: the source's workloads were scaled to 0 and its CronJobs suspended.
     Quiesced { migration: String, scaled: Vec<String>, suspended: Vec<String> },
@@ -74,6 +77,11 @@ pub enum Event {
         waiting_on: Vec<String>,
         seconds: u64,
     },
+    /// Cutover: still waiting for the destination's workloads to be available.
+    VerifyWaiting { migration: String, waiting_on: Vec<String>, seconds: u64 },
+    /// Apply: before a rank, still waiting for objects the destination makes that the rank
+    /// needs (plan::readiness), as `Kind/namespace/name`.
+    ApplyWaiting { migration: String, waiting_on: Vec<String>, seconds: u64 },
     /// A step of a lifecycle command began (`plan`, `images`, `resources`, `volumes`, …).
     Step { migration: String, step: String },
     /// One `apply --watch` cycle ended.

@@ -41,6 +41,9 @@ pub enum ApiError {
     /// 410 Gone: a watch or continue token older than the retained history.
     #[error("{0}")]
     Gone(String),
+    /// 406 NotAcceptable: no media type of the client's Accept header can carry the response.
+    #[error("{0}")]
+    NotAcceptable(String),
     /// 415 UnsupportedMediaType for an unknown patch or body content type.
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -67,6 +70,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => 405,
             ApiError::AlreadyExists { .. } | ApiError::Conflict { .. } => 409,
             ApiError::Gone(_) => 410,
+            ApiError::NotAcceptable(_) => 406,
             ApiError::UnsupportedMediaType(_) => 415,
             ApiError::Invalid { .. } => 422,
             ApiError::Internal(_) => 500,
@@ -83,6 +87,7 @@ impl ApiError {
             ApiError::AlreadyExists { .. } => "AlreadyExists",
             ApiError::Conflict { .. } => "Conflict",
             ApiError::Gone(_) => "Expired",
+            ApiError::NotAcceptable(_) => "NotAcceptable",
             ApiError::UnsupportedMediaType(_) => "UnsupportedMediaType",
             ApiError::Invalid { .. } => "Invalid",
             ApiError::Internal(_) => "InternalError",

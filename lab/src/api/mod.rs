@@ -7,7 +7,10 @@ pub mod error;
 pub mod exec;
 pub mod fields;
 pub mod logs;
+pub mod openapi;
 pub mod patch;
+pub mod printers;
+pub mod protobuf;
 pub mod rbac;
 pub mod rest;
 pub mod reviews;
@@ -223,6 +226,22 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         .is_some_and(|a| a.contains("as=PartialObjectMetadata"));
     let get = req.method() == Method::GET;
     match p.as_slice() {
+        ["openapi", "v2"] if get => return openapi_v2(&state, &req),
+        ["openapi", "v3"] if get => return json_response(200, &openapi::v3_index(&state)),
+        ["openapi", "v3", rest @ ..] if get => {
+            return match openapi::v3_rendered(&state, &rest.join("/")) {
+                Some(doc) => {
+                    let etag = format!("\"{}\"", doc.hash);
+                    let mut r = full(200, "application/json", doc.body.clone());
+                    if let Ok(h) = http::HeaderValue::from_str(&etag) {
+                        r.headers_mut().insert(header::ETAG, h);
+                    }
+                    r.headers_mut().insert(header::VARY, http::HeaderValue::from_static("Accept"));
+                    r
+                }
+                None => full(404, "text/plain; charset=utf-8", b"404 page not found\n".to_vec()),
+            };
+        }
         ["api"] if get => {
             return json_response(
                 200,
@@ -313,6 +332,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     if let (Some("exec"), Some(n)) = (sub, name) {
         return exec::serve(state.clone(), &user, req, ns.unwrap_or(""), n).await;
     }
+    let accept = req.headers().get(header::ACCEPT).and_then(|h| h.to_str().ok()).unwrap_or_default().to_string();
     let ua = req.headers().get(header::USER_AGENT).and_then(|h| h.to_str().ok()).map(str::to_string);
     let mgr = manager(ua.as_deref(), &q);
     let method = req.method().clone();
@@ -323,19 +343,14 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         Err(e) => return error_response(&ApiError::BadRequest(format!("reading body: {e}"))),
     };
     let nsk = ns.unwrap_or("");
-    let parse_body = |body: &Bytes| -> Result<Value, ApiError> {
-        let ct = ct.split(';').next().unwrap_or_default().trim();
-        match ct {
-            "application/json" | "" | "*/*" => {
-                serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("error decoding body: {e}")))
-            }
-            "application/yaml" => {
-                serde_yaml::from_slice(body).map_err(|e| ApiError::BadRequest(format!("error decoding body: {e}")))
-            }
-            other => Err(ApiError::UnsupportedMediaType(format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {other:?})"
-            ))),
-        }
+    // Built-in kinds also take protobuf; custom resources and the kinds the lab adds
+    // (OpenShift, Velero) take JSON and YAML only, as on a real server.
+    let with_protobuf = protobuf::message_for(&ty.api_version(), &ty.kind).is_some();
+    let parse_body = |body: &Bytes| decode_body(&ct, body, with_protobuf);
+    let framing = if with_protobuf && !table && !metadata_only && protobuf::accepts(&accept) {
+        watch::Framing::Protobuf
+    } else {
+        watch::Framing::Json
     };
     let ok = |r: Result<Value, ApiError>| r.map(|v| (200u16, v));
     // RBAC's escalation check needs the object as the write would leave it: preview the
@@ -359,6 +374,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             return error_response(&e);
         }
     }
+    rest::take_warnings();
     let result: Result<(u16, Value), ApiError> = match (method, name, sub) {
         (m, n, None) if ty.aggregated => {
             aggregator::serve(&ty, &m, n, q.get("watch").is_some_and(|w| w == "true" || w == "1")).map(|v| (200, v))
@@ -385,8 +401,9 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
                     } else {
                         View::Object
                     },
+                    framing,
                 ) {
-                    Ok(rx) => stream_response("application/json", rx),
+                    Ok(rx) => stream_response(framing.content_type(), rx),
                     Err(e) => error_response(&e),
                 };
             }
@@ -394,9 +411,20 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         }
         (Method::GET, Some(n), None | Some("status")) => ok(state.get(&ty, nsk, n)),
         (Method::GET, Some(n), Some("scale")) => ok(state.get(&ty, nsk, n).map(|o| to_scale(&o))),
-        (Method::PUT | Method::PATCH, Some(n), Some("scale")) => {
-            ok(scale_write(&state, &ty, nsk, n, &ct, &body, &q, &mgr))
-        }
+        (Method::PUT, Some(n), Some("scale")) => match decode_body(&ct, &body, true) {
+            Ok(scale) => ok(scale_write(
+                &state,
+                &ty,
+                nsk,
+                n,
+                "application/json",
+                &serde_json::to_vec(&scale).unwrap_or_default(),
+                &q,
+                &mgr,
+            )),
+            Err(e) => Err(e),
+        },
+        (Method::PATCH, Some(n), Some("scale")) => ok(scale_write(&state, &ty, nsk, n, &ct, &body, &q, &mgr)),
         (Method::GET, Some(n), Some("log")) => {
             return match logs::serve(state.clone(), nsk, n, &q).await {
                 Ok(rx) => stream_response("text/plain", rx),
@@ -428,9 +456,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             ok(state.patch(&ty, nsk, n, &ct, &body, &q, s.is_some(), &mgr))
         }
         (Method::DELETE, Some(n), None) => {
-            let opts: Value =
-                if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).unwrap_or(Value::Null) };
-            ok(state.delete(&ty, nsk, n, &q, &opts))
+            match if body.is_empty() { Ok(Value::Null) } else { decode_body(&ct, &body, true) } {
+                Ok(opts) => ok(state.delete(&ty, nsk, n, &q, &opts)),
+                Err(e) => Err(e),
+            }
         }
         (Method::DELETE, None, None) if ty.namespaced && ns.is_none() => Err(ApiError::MethodNotAllowed),
         (Method::DELETE, None, None) => ok(state.delete_collection(&ty, ns, &q)),
@@ -443,12 +472,101 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             tracing::debug!(cluster = %state.cluster, %path, code = e.code(), reason = e.reason(), "request failed")
         }
     }
-    match result {
-        Ok((code, v)) if table && code == 200 => json_response(code, &to_table(&v)),
-        Ok((code, v)) if metadata_only => json_response(code, &to_partial(&v)),
-        Ok((code, v)) => json_response(code, &v),
-        Err(e) => error_response(&e),
+    let warnings = rest::take_warnings();
+    let mut response = match result {
+        Ok((code, v)) if table && code == 200 && v["kind"] != "Status" => {
+            json_response(code, &printer(&state, &ty).table(&v))
+        }
+        Ok((code, v)) if metadata_only => negotiated(&accept, code, &to_partial(&v)),
+        Ok((code, v)) => negotiated(&accept, code, &v),
+        Err(e) => negotiated(&accept, e.code(), &e.to_status()),
+    };
+    // `Warning: 299 - "unknown field \"spec.x\""`, one header per warning, as kube-apiserver sends them.
+    for w in warnings {
+        let text = format!("299 - \"{}\"", w.replace('\\', "\\\\").replace('"', "\\\""));
+        if let Ok(h) = http::HeaderValue::from_str(&text) {
+            response.headers_mut().append("Warning", h);
+        }
     }
+    response
+}
+
+/// `/openapi/v2` in JSON, or in the protobuf form kubectl asks for
+/// (`application/com.github.proto-openapi.spec.v2@v1.0+protobuf`); 406 for anything else.
+fn openapi_v2(state: &State, req: &Request<Incoming>) -> Response<Body> {
+    let accept = req.headers().get(header::ACCEPT).and_then(|a| a.to_str().ok()).unwrap_or("application/json");
+    for media in accept.split(',').map(|m| m.split(';').next().unwrap_or_default().trim()) {
+        match media {
+            "application/json" | "*/*" | "application/*" | "" => {
+                return full(200, "application/json", openapi::v2_rendered(state, false).body.clone());
+            }
+            openapi::V2_PROTOBUF => {
+                return full(200, openapi::V2_PROTOBUF_CONTENT_TYPE, openapi::v2_rendered(state, true).body.clone());
+            }
+            _ => {}
+        }
+    }
+    full(
+        406,
+        "text/plain; charset=utf-8",
+        format!("406: Not Acceptable: unsupported media type {accept:?}").into_bytes(),
+    )
+}
+
+/// A request body in JSON, YAML or (for built-in kinds) protobuf, as JSON.
+fn decode_body(content_type: &str, body: &[u8], with_protobuf: bool) -> Result<Value, ApiError> {
+    let ct = content_type.split(';').next().unwrap_or_default().trim();
+    match ct {
+        "application/json" | "" | "*/*" => {
+            serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("error decoding body: {e}")))
+        }
+        "application/yaml" => {
+            serde_yaml::from_slice(body).map_err(|e| ApiError::BadRequest(format!("error decoding body: {e}")))
+        }
+        protobuf::MEDIA_TYPE if with_protobuf => protobuf::decode(body),
+        _ => Err(ApiError::UnsupportedMediaType(format!(
+            "the body of the request was in an unknown format - accepted media types include: {}",
+            media_types(with_protobuf)
+        ))),
+    }
+}
+
+fn media_types(with_protobuf: bool) -> &'static str {
+    if with_protobuf {
+        "application/json, application/yaml, application/vnd.kubernetes.protobuf"
+    } else {
+        "application/json, application/yaml"
+    }
+}
+
+/// The response in the first media type of the client's Accept header that can carry it:
+/// protobuf for the built-in kinds, else JSON; 406 when the client takes neither.
+fn negotiated(accept: &str, code: u16, v: &Value) -> Response<Body> {
+    if protobuf::accepts(accept)
+        && let Some(bytes) = protobuf::encode(v)
+    {
+        return full(code, protobuf::MEDIA_TYPE, bytes);
+    }
+    if accept.is_empty() || takes_json(accept) {
+        return json_response(code, v);
+    }
+    let e = ApiError::NotAcceptable(format!(
+        "only the following media types are accepted: {}",
+        media_types(protobuf::encode(v).is_some())
+    ));
+    match protobuf::encode(&e.to_status()).filter(|_| protobuf::accepts(accept)) {
+        Some(bytes) => full(406, protobuf::MEDIA_TYPE, bytes),
+        None => json_response(406, &e.to_status()),
+    }
+}
+
+fn takes_json(accept: &str) -> bool {
+    accept.split(',').any(|part| {
+        matches!(
+            part.split(';').next().unwrap_or_default().trim(),
+            "application/json" | "*/*" | "application/*" | "application/yaml"
+        )
+    })
 }
 
 fn n_of(o: &Value) -> String {
@@ -546,46 +664,11 @@ fn scale_write(
     state.patch(ty, ns, name, "application/merge-patch+json", &body, q, false, mgr).map(|o| to_scale(&o))
 }
 
-fn age(ts: &str) -> String {
-    let Ok(t) = chrono::DateTime::parse_from_rfc3339(ts) else {
-        return "<unknown>".into();
-    };
-    let secs = (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds().max(0);
-    match secs {
-        s if s < 120 => format!("{s}s"),
-        s if s < 7200 => format!("{}m", s / 60),
-        s if s < 172800 => format!("{}h", s / 3600),
-        s => format!("{}d", s / 86400),
-    }
-}
-
-/// A `meta.k8s.io/v1 Table` for kubectl's human output: name, status (when there is a phase), age.
-pub(crate) fn to_table(v: &Value) -> Value {
-    let items: Vec<Value> = match v["items"].as_array() {
-        Some(a) => a.clone(),
-        None => vec![v.clone()],
-    };
-    let with_phase = items.iter().any(|o| o["status"]["phase"].is_string());
-    let mut cols = vec![
-        json!({"name": "Name", "type": "string", "format": "name", "description": "Name of the object", "priority": 0}),
-    ];
-    if with_phase {
-        cols.push(json!({"name": "Status", "type": "string", "format": "", "description": "Phase", "priority": 0}));
-    }
-    cols.push(
-        json!({"name": "Age", "type": "string", "format": "", "description": "Time since creation", "priority": 0}),
-    );
-    let rows: Vec<Value> = items
-        .iter()
-        .map(|o| {
-            let mut cells = vec![o["metadata"]["name"].clone()];
-            if with_phase {
-                cells.push(o["status"]["phase"].clone());
-            }
-            cells.push(json!(age(o["metadata"]["creationTimestamp"].as_str().unwrap_or_default())));
-            json!({"cells": cells, "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]}})
-        })
-        .collect();
-    let rv = v["metadata"]["resourceVersion"].clone();
-    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": rv, "continue": v["metadata"]["continue"]}, "columnDefinitions": cols, "rows": rows})
+/// The Table printer of a resource type (a custom resource's from its CRD).
+pub(crate) fn printer(state: &State, ty: &types::ResourceType) -> printers::Printer {
+    let crd = ty.crd.as_ref().and_then(|name| {
+        let crds = state.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")?;
+        state.get(&crds, "", name).ok()
+    });
+    printers::Printer::for_type(ty, crd.as_ref())
 }

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use super::error::ApiError;
 use super::fields;
+use super::openapi::{self, FieldValidation};
 use super::patch;
 use super::selector::{FieldSelector, LabelSelector};
 use super::store::Store;
@@ -19,6 +20,17 @@ use super::validate::{self, Cidr};
 
 /// Query parameters of one request.
 pub type Query = HashMap<String, String>;
+
+thread_local! {
+    /// Warnings of the request being handled on this thread (the `Warning` response header):
+    /// the handler clears them before it calls into the state, which never awaits.
+    static WARNINGS: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Takes (and clears) the warnings collected on this thread.
+pub fn take_warnings() -> Vec<String> {
+    WARNINGS.with(|w| std::mem::take(&mut *w.borrow_mut()))
+}
 
 /// Everything one simulated cluster's API server holds.
 pub struct State {
@@ -236,6 +248,7 @@ impl State {
             return Err(ApiError::BadRequest("the body of the request is not a JSON object".into()));
         }
         self.check_type_meta(ty, &obj)?;
+        self.check_fields(None, ty, &mut obj, q, true)?;
         if obj["metadata"].is_null() {
             obj["metadata"] = json!({});
         }
@@ -403,6 +416,49 @@ impl State {
         }
     }
 
+    /// Server-side field validation (`?fieldValidation=`): fields the type's schema does not
+    /// declare are dropped, with a warning (Warn, the default) or silently (Ignore), or the
+    /// write is refused (Strict) with the decoder's message. `decoding`: the object is a
+    /// request body (create, update) rather than the result of a patch.
+    fn check_fields(
+        &self,
+        store: Option<&Store>,
+        ty: &ResourceType,
+        obj: &mut Value,
+        q: &Query,
+        decoding: bool,
+    ) -> Result<(), ApiError> {
+        let mode = FieldValidation::from_query(q)?;
+        let crd = ty.crd.as_ref().and_then(|name| {
+            let gr = ("apiextensions.k8s.io".to_string(), "customresourcedefinitions".to_string());
+            match store {
+                Some(s) => s.get(&gr, "", name),
+                None => self.lock().get(&gr, "", name),
+            }
+        });
+        let unknown = openapi::prune_unknown(&openapi::type_schema(ty, crd.as_deref()), obj);
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let fields: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
+        match mode {
+            FieldValidation::Strict if decoding => Err(ApiError::BadRequest(format!(
+                "{kind} in version \"{v}\" cannot be handled as a {kind}: strict decoding error: {}",
+                fields.join(", "),
+                kind = ty.kind,
+                v = ty.version
+            ))),
+            FieldValidation::Strict => {
+                Err(ApiError::BadRequest(format!("strict decoding error: {}", fields.join(", "))))
+            }
+            FieldValidation::Warn => {
+                WARNINGS.with(|w| w.borrow_mut().extend(fields));
+                Ok(())
+            }
+            FieldValidation::Ignore => Ok(()),
+        }
+    }
+
     fn check_type_meta(&self, ty: &ResourceType, obj: &Value) -> Result<(), ApiError> {
         let kind = obj["kind"].as_str().unwrap_or_default();
         let av = obj["apiVersion"].as_str().unwrap_or_default();
@@ -431,6 +487,8 @@ impl State {
             return Err(ApiError::BadRequest("the body of the request is not a JSON object".into()));
         }
         self.check_type_meta(ty, &obj)?;
+        let mut obj = obj;
+        self.check_fields(None, ty, &mut obj, q, true)?;
         let body_name = meta_str(&obj, "name");
         if !body_name.is_empty() && body_name != name {
             return Err(ApiError::BadRequest(format!(
@@ -514,6 +572,7 @@ impl State {
                 meta_str(&new, "name")
             )));
         }
+        self.check_fields(Some(&store), ty, &mut new, q, false)?;
         self.commit(&mut store, ty, ns, name, &old, new, status_sub, Manager::Update(manager), dry_run(q))
     }
 
@@ -539,6 +598,8 @@ impl State {
             ));
         }
         self.check_type_meta(ty, &config)?;
+        let mut config = config;
+        self.check_fields(None, ty, &mut config, q, false)?;
         let cfg_name = meta_str(&config, "name");
         if cfg_name != name {
             return Err(ApiError::BadRequest(format!(

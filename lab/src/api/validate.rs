@@ -782,6 +782,21 @@ pub fn prepare_create(ty: &ResourceType, name: &str, obj: &mut Value, store: &St
                     "Invalid value: must have exactly one version marked as storage version".into(),
                 ));
             }
+            // apiextensions.k8s.io/v1 requires a structural schema per version.
+            for (i, v) in spec["versions"].as_array().into_iter().flatten().enumerate() {
+                if !v["schema"]["openAPIV3Schema"].is_object() {
+                    return Err(ApiError::Invalid {
+                        kind: ty.kind.clone(),
+                        group: ty.group.clone(),
+                        name: name.into(),
+                        causes: vec![super::error::Cause {
+                            reason: "FieldValueRequired",
+                            field: format!("spec.versions[{i}].schema.openAPIV3Schema"),
+                            message: "Required value: schemas are required".into(),
+                        }],
+                    });
+                }
+            }
         }
         _ => {
             if ty.has_status {

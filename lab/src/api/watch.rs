@@ -13,10 +13,32 @@ use super::selector::{FieldSelector, LabelSelector};
 use super::store::{Event, EventType};
 use super::types::ResourceType;
 
-fn line(kind: &str, object: &Value) -> Bytes {
-    let mut s = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
-    s.push(b'\n');
-    Bytes::from(s)
+/// How events are written: JSON lines, or length-delimited protobuf frames for clients
+/// that prefer protobuf (built-in kinds only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    Json,
+    Protobuf,
+}
+
+impl Framing {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Framing::Json => "application/json",
+            Framing::Protobuf => super::protobuf::WATCH_MEDIA_TYPE,
+        }
+    }
+
+    fn event(self, kind: &str, object: &Value) -> Bytes {
+        match self {
+            Framing::Json => {
+                let mut s = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
+                s.push(b'\n');
+                Bytes::from(s)
+            }
+            Framing::Protobuf => Bytes::from(super::protobuf::watch_frame(kind, object)),
+        }
+    }
 }
 
 /// Starts a watch; events are written to the returned channel until the client goes away,
@@ -27,15 +49,18 @@ pub fn start(
     ns: Option<String>,
     q: &Query,
     view: super::View,
+    framing: Framing,
 ) -> Result<mpsc::Receiver<Bytes>, ApiError> {
+    let line = move |kind: &str, object: &Value| framing.event(kind, object);
     let view = {
         let state = state.clone();
         let ty = ty.clone();
-        move |o: &Value| match view {
-            super::View::Metadata => super::partial(o),
+        let printer = matches!(view, super::View::Table).then(|| super::printer(&state, &ty));
+        move |o: &Value| match (view, &printer) {
+            (super::View::Metadata, _) => super::partial(o),
             // `kubectl get -w`: each event carries a one-row Table.
-            super::View::Table => super::to_table(o),
-            super::View::Object => state.render(&ty, o),
+            (super::View::Table, Some(p)) => p.table(o),
+            _ => state.render(&ty, o),
         }
     };
     let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))?;

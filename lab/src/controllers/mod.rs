@@ -7,6 +7,7 @@
 mod endpoints;
 mod jobs;
 pub mod snapshots;
+mod static_pv;
 mod velero;
 
 use std::collections::HashSet;
@@ -79,6 +80,7 @@ pub async fn run(client: kube::Client, cfg: ControllerConfig, shutdown: Cancella
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(namespaces(client.clone(), cfg.clone(), shutdown.clone()));
     tasks.spawn(provisioner(client.clone(), cfg.clone(), shutdown.clone()));
+    tasks.spawn(static_pv::run(client.clone(), shutdown.clone()));
     tasks.spawn(jobs::run(client.clone(), shutdown.clone()));
     tasks.spawn(endpoints::run(client.clone(), shutdown.clone()));
     tasks.spawn(snapshots::run(client.clone(), cfg.storage_root.clone(), shutdown.clone()));
@@ -546,6 +548,32 @@ pub fn workload_status(kind: &str, replicas: i64, generation: i64, current: &Val
     }
 }
 
+/// The first container image of a workload's pod template that no node of the lab can pull:
+/// not a simulated or transfer image, and not in a registry on this machine.
+fn unpullable_image(workload: &Value) -> Option<String> {
+    let spec = workload.pointer("/spec/template/spec")?;
+    ["initContainers", "containers"]
+        .iter()
+        .filter_map(|k| spec.get(*k).and_then(Value::as_array))
+        .flatten()
+        .filter_map(|c| c.get("image").and_then(Value::as_str))
+        .find(|image| {
+            let local = image.starts_with("127.0.0.1:") || image.starts_with("localhost:");
+            !local && crate::node::classify_image(image, &[]) == crate::node::ImageKind::Unknown
+        })
+        .map(String::from)
+}
+
+/// The status of a workload whose pods cannot start: desired replicas exist, none ready.
+fn unavailable_status(kind: &str, replicas: i64, generation: i64) -> Value {
+    if kind == "DaemonSet" {
+        return json!({"observedGeneration": generation, "desiredNumberScheduled": 1, "currentNumberScheduled": 1,
+            "numberReady": 0, "numberAvailable": 0, "numberUnavailable": 1});
+    }
+    json!({"observedGeneration": generation, "replicas": replicas, "readyReplicas": 0,
+        "availableReplicas": 0, "updatedReplicas": replicas, "unavailableReplicas": replicas})
+}
+
 /// Does `current` already carry every field of `desired`?
 fn status_matches(current: &Value, desired: &Value) -> bool {
     desired.as_object().is_some_and(|d| d.iter().all(|(k, v)| current.get(k) == Some(v)))
@@ -564,6 +592,24 @@ async fn workload(client: kube::Client, ar: ApiResource, shutdown: CancellationT
             let replicas = o.data.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
             let generation = o.metadata.generation.unwrap_or(1);
             let current = o.data.get("status").cloned().unwrap_or_else(|| json!({}));
+            // Pods of an image no node can pull never become ready, as on a real cluster.
+            if let Some(image) = unpullable_image(&o.data) {
+                let mut desired = unavailable_status(&kind, replicas, generation);
+                let flagged = current.get("conditions").and_then(Value::as_array).is_some_and(|c| {
+                    c.iter().any(|c| c["type"] == "Available" && c["status"] == "False")
+                });
+                if !status_matches(&current, &desired) || (!flagged && matches!(kind.as_str(), "Deployment" | "DeploymentConfig")) {
+                    if matches!(kind.as_str(), "Deployment" | "DeploymentConfig") {
+                        let t = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                        desired["conditions"] = json!([{"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable",
+                            "message": format!("Deployment does not have minimum availability: image {image} cannot be pulled (ErrImagePull)"),
+                            "lastUpdateTime": t, "lastTransitionTime": t}]);
+                    }
+                    let api: Api<DynamicObject> = Api::namespaced_with(client, &ns, &ar);
+                    let _ = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": desired}))).await;
+                }
+                return;
+            }
             let mut desired = workload_status(&kind, replicas, generation, &current);
             if status_matches(&current, &desired) {
                 return;

@@ -114,6 +114,8 @@ pub enum Phase {
     PostRestore,
     PreCutover,
     PostCutover,
+    PreStage,
+    PostStage,
 }
 
 impl Phase {
@@ -126,6 +128,8 @@ impl Phase {
             Phase::PostRestore => "post-restore",
             Phase::PreCutover => "pre-cutover",
             Phase::PostCutover => "post-cutover",
+            Phase::PreStage => "pre-stage",
+            Phase::PostStage => "post-stage",
         }
     }
 }
@@ -196,6 +200,8 @@ pub fn __run_hook<H: Hook>(phase: hooks::Phase, ctx: types::HookContext) -> Resu
         hooks::Phase::PostRestore => Phase::PostRestore,
         hooks::Phase::PreCutover => Phase::PreCutover,
         hooks::Phase::PostCutover => Phase::PostCutover,
+        hooks::Phase::PreStage => Phase::PreStage,
+        hooks::Phase::PostStage => Phase::PostStage,
     };
     H::run(phase, &ctx)
 }

@@ -398,7 +398,7 @@ fn parse_challenge(value: &str) -> Option<Challenge> {
 
 /// Reads the entry for `address` from a docker `config.json` (`auths` only: credential
 /// helpers run programs, which a migration tool should not do implicitly).
-fn docker_config_credentials(path: &std::path::Path, address: &str) -> Result<Credentials, String> {
+pub(crate) fn docker_config_credentials(path: &std::path::Path, address: &str) -> Result<Credentials, String> {
     #[derive(Deserialize)]
     struct File {
         #[serde(default)]

@@ -23,8 +23,8 @@ pub enum QuiesceError {
         #[source]
         source: kube::Error,
     },
-    /// Workloads still had running replicas when the wait ended.
-    #[error("{context}: {0} workload(s) still running after {1}s: {2}", context = .3)]
+    /// Workloads or pods were still there when the wait ended.
+    #[error("{context}: {0} still not there after {1}s: {2}", context = .3)]
     Timeout(usize, u64, String, String),
 }
 
@@ -150,46 +150,192 @@ pub async fn hold_destination(c: &Cluster, namespaces: &[String]) -> Result<Quie
     .await
 }
 
-/// Waits until no scaled workload reports running replicas.
-pub async fn wait_stopped(c: &Cluster, namespaces: &[String], timeout: Duration) -> Result<(), QuiesceError> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let mut running = Vec::new();
+/// How often a wait says what it still waits for (and re-reads, should a watch event be
+/// missed).
+const WAIT_TICK: Duration = Duration::from_secs(2);
+
+/// Waits until the source has no writer left: every scaled workload reports no replicas and
+/// every pod of a ReplicaSet, StatefulSet or ReplicationController is gone — not only
+/// "replicas: 0", so a ReadWriteOnce volume is detached before the final sync (MTC #409).
+/// Pod changes are watched; `waiting` hears what is left every few seconds. On timeout the
+/// error names each stuck pod or workload and why.
+pub async fn wait_stopped(
+    c: &Cluster,
+    namespaces: &[String],
+    timeout: Duration,
+    waiting: &(dyn Fn(&[String], u64) + Sync),
+) -> Result<(), QuiesceError> {
+    let started = Instant::now();
+    wait_until(c, namespaces, timeout, started, waiting, || async {
+        let mut left = Vec::new();
         for (ty, scales) in workload_types() {
             if !scales {
                 continue;
             }
-            for ns in namespaces {
-                // A type the cluster does not serve (no DeploymentConfigs on Kubernetes) has
-                // nothing running; any other failure is not "stopped".
-                let items = match crate::observe::list(&c.client, &ty, Some(ns), None).await {
-                    Ok(items) => items,
-                    Err(kube::Error::Api(e)) if e.code == 404 => continue,
-                    Err(source) => {
-                        return Err(QuiesceError::Api {
-                            context: c.context.clone(),
-                            what: format!("listing {} in {ns} to see whether they stopped", ty.plural),
-                            source,
-                        });
-                    }
-                };
-                for o in items {
-                    let replicas = o.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0);
-                    let ready = o.pointer("/status/readyReplicas").and_then(Value::as_i64).unwrap_or(0);
-                    if replicas > 0 || ready > 0 {
-                        running.push(object::display(&o));
-                    }
+            for o in list_served(c, &ty, namespaces).await? {
+                let replicas = o.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0);
+                let ready = o.pointer("/status/readyReplicas").and_then(Value::as_i64).unwrap_or(0);
+                if replicas > 0 || ready > 0 {
+                    let seen = o.pointer("/status/observedGeneration").and_then(Value::as_i64).unwrap_or(0);
+                    let generation = o.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+                    let why = if seen < generation {
+                        "its controller has not acted on the scale-down (is the controller manager running?)"
+                            .to_string()
+                    } else {
+                        format!("{replicas} replica(s) still reported")
+                    };
+                    left.push(format!("{} ({why})", object::display(&o)));
                 }
             }
         }
-        if running.is_empty() {
+        let pods = ar("", "v1", "Pod", "pods");
+        for p in list_served(c, &pods, namespaces).await? {
+            if let Some(why) = writer(&p, started.elapsed()) {
+                left.push(format!("{} ({why})", object::display(&p)));
+            }
+        }
+        Ok(left)
+    })
+    .await
+}
+
+/// Why `pod` still counts as a writer of the stopped source, or `None`.
+fn writer(pod: &Value, waited: Duration) -> Option<String> {
+    let controlled =
+        pod.pointer("/metadata/ownerReferences").and_then(Value::as_array).into_iter().flatten().any(|r| {
+            r["controller"] == true
+                && matches!(r["kind"].as_str(), Some("ReplicaSet" | "StatefulSet" | "ReplicationController"))
+        });
+    let phase = pod.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
+    if !controlled || matches!(phase, "Succeeded" | "Failed") {
+        return None;
+    }
+    let finalizers: Vec<&str> = pod
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    Some(match (pod.pointer("/metadata/deletionTimestamp").is_some(), finalizers.is_empty()) {
+        (true, false) => format!("terminating, held by finalizer(s) {}", finalizers.join(", ")),
+        (true, true) => "terminating".to_string(),
+        (false, _) if waited > Duration::from_secs(10) => {
+            "not being deleted: is its controller running? (a PodDisruptionBudget does not stop a scale-down)"
+                .to_string()
+        }
+        (false, _) => "running".to_string(),
+    })
+}
+
+/// Waits until the destination's released workloads are available: Deployments and
+/// DeploymentConfigs by available replicas, StatefulSets by ready replicas, DaemonSets by
+/// available pods — each with the controller having seen the latest generation.
+pub async fn wait_available(
+    c: &Cluster,
+    namespaces: &[String],
+    timeout: Duration,
+    waiting: &(dyn Fn(&[String], u64) + Sync),
+) -> Result<Vec<String>, QuiesceError> {
+    let started = Instant::now();
+    wait_until(c, namespaces, timeout, started, waiting, || async { Ok(availability(c, namespaces).await?.1) }).await?;
+    Ok(availability(c, namespaces).await?.0)
+}
+
+/// The released workloads of `namespaces`: (available, not yet with how many are).
+pub async fn availability(c: &Cluster, namespaces: &[String]) -> Result<(Vec<String>, Vec<String>), QuiesceError> {
+    let types = [
+        (ar("apps", "v1", "Deployment", "deployments"), "/status/availableReplicas"),
+        (ar("apps", "v1", "StatefulSet", "statefulsets"), "/status/readyReplicas"),
+        (ar("apps.openshift.io", "v1", "DeploymentConfig", "deploymentconfigs"), "/status/availableReplicas"),
+        (ar("apps", "v1", "DaemonSet", "daemonsets"), "/status/numberAvailable"),
+    ];
+    let (mut verified, mut left) = (Vec::new(), Vec::new());
+    for (ty, available_at) in &types {
+        for o in list_served(c, ty, namespaces).await? {
+            let want = if ty.kind == "DaemonSet" {
+                o.pointer("/status/desiredNumberScheduled").and_then(Value::as_i64).unwrap_or(0)
+            } else {
+                o.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1)
+            };
+            let have = o.pointer(available_at).and_then(Value::as_i64).unwrap_or(0);
+            let seen = o.pointer("/status/observedGeneration").and_then(Value::as_i64).unwrap_or(0);
+            let generation = o.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+            if want == 0 {
+                continue;
+            }
+            if have >= want && seen >= generation {
+                verified.push(object::display(&o));
+            } else {
+                left.push(format!("{} ({have}/{want} available)", object::display(&o)));
+            }
+        }
+    }
+    Ok((verified, left))
+}
+
+/// Re-reads with `left` until it is empty: on every pod or workload change seen by a watch,
+/// and every few seconds; gives up after `timeout` naming what is left.
+async fn wait_until<F, Fut>(
+    c: &Cluster,
+    namespaces: &[String],
+    timeout: Duration,
+    started: Instant,
+    waiting: &(dyn Fn(&[String], u64) + Sync),
+    mut left: F,
+) -> Result<(), QuiesceError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<String>, QuiesceError>>,
+{
+    use futures::StreamExt;
+    // Any change to a pod in the namespaces wakes the wait up.
+    let changes = futures::stream::select_all(namespaces.iter().map(|ns| {
+        let pods: Api<DynamicObject> = Api::namespaced_with(c.client.clone(), ns, &ar("", "v1", "Pod", "pods"));
+        kube::runtime::watcher(pods, kube::runtime::watcher::Config::default()).boxed()
+    }));
+    let mut changes = std::pin::pin!(changes);
+    loop {
+        let remaining = left().await?;
+        if remaining.is_empty() {
             return Ok(());
         }
-        if Instant::now() > deadline {
-            return Err(QuiesceError::Timeout(running.len(), timeout.as_secs(), running.join(", "), c.context.clone()));
+        let secs = started.elapsed().as_secs();
+        if started.elapsed() >= timeout {
+            return Err(QuiesceError::Timeout(
+                remaining.len(),
+                timeout.as_secs(),
+                remaining.join("; "),
+                c.context.clone(),
+            ));
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        waiting(&remaining, secs);
+        let tick = tokio::time::sleep(WAIT_TICK.min(timeout.saturating_sub(started.elapsed())));
+        tokio::select! {
+            _ = tick => {}
+            _ = changes.next() => {}
+        }
     }
+}
+
+/// Objects of `ty` in `namespaces`; a type the cluster does not serve (no DeploymentConfigs
+/// on Kubernetes) has none, any other failure is an error — never "stopped".
+async fn list_served(c: &Cluster, ty: &ApiResource, namespaces: &[String]) -> Result<Vec<Value>, QuiesceError> {
+    let mut out = Vec::new();
+    for ns in namespaces {
+        match crate::observe::list(&c.client, ty, Some(ns), None).await {
+            Ok(items) => out.extend(items),
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(source) => {
+                return Err(QuiesceError::Api {
+                    context: c.context.clone(),
+                    what: format!("listing {} in {ns}", ty.plural),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Marks (or unmarks) destination namespaces as cut over.
@@ -256,7 +402,7 @@ mod wait_tests {
     async fn a_forbidden_list_while_waiting_is_an_error_not_stopped() {
         let forbidden = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403, "message": "deployments.apps is forbidden"});
         let c = crate::testing::fake_cluster(vec![("/apis/apps/v1/namespaces/shop/deployments", 403, forbidden)]).await;
-        let e = wait_stopped(&c, &["shop".into()], Duration::from_secs(1)).await.unwrap_err();
+        let e = wait_stopped(&c, &["shop".into()], Duration::from_secs(1), &|_, _| {}).await.unwrap_err();
         assert!(e.to_string().contains("deployments"), "{e}");
     }
 }

@@ -3,6 +3,8 @@
 //! retries on conflicts, throttling and server errors. An object that fails is reported by
 //! name with the API server's message; the others still apply.
 
+mod ready;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -13,10 +15,11 @@ use serde::Serialize;
 
 use crate::cluster::Cluster;
 use crate::observe;
-use crate::plan::{Action, ObjectKey, ResourceChange};
+use crate::plan::{Action, ObjectKey, ResourceChange, Wait};
 use crate::snapshot::Catalog;
 
 pub use crate::labels::FIELD_MANAGER;
+pub use ready::READY_TIMEOUT;
 const CONCURRENCY: usize = 16;
 /// How long a CRD mtcd created may take to be Established.
 const ESTABLISHED_TIMEOUT: Duration = Duration::from_secs(60);
@@ -89,6 +92,19 @@ pub async fn apply(
     changes: &[ResourceChange],
     progress: &(dyn Fn(&ResourceChange, Result<(), &str>) + Sync),
 ) -> Result<ApplyReport, Unreachable> {
+    apply_ready(dst, catalog, changes, &[], progress, &|_, _| {}).await
+}
+
+/// [`apply`], waiting before each rank for the objects of `waits` that rank needs
+/// (plan::readiness; at most [`READY_TIMEOUT`], `waiting` told what is still missing).
+pub async fn apply_ready(
+    dst: &Cluster,
+    catalog: &Catalog,
+    changes: &[ResourceChange],
+    waits: &[Wait],
+    progress: &(dyn Fn(&ResourceChange, Result<(), &str>) + Sync),
+    waiting: &(dyn Fn(Vec<String>, u64) + Sync),
+) -> Result<ApplyReport, Unreachable> {
     let client = &dst.client;
     let mut report = ApplyReport::default();
     let breaker = Breaker::default();
@@ -110,6 +126,10 @@ pub async fn apply(
         let group: Vec<&ResourceChange> = writes.iter().copied().filter(|c| c.rank == *rank).collect();
         if group.is_empty() {
             continue;
+        }
+        let due: Vec<&Wait> = waits.iter().filter(|w| w.rank == *rank).collect();
+        if !due.is_empty() {
+            report.failed.extend(ready::wait_for(client, &catalog, &due, READY_TIMEOUT, waiting).await);
         }
         let results: Vec<(&ResourceChange, Option<Result<(), kube::Error>>)> =
             futures::stream::iter(group.into_iter().map(|c| {

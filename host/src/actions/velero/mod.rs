@@ -245,9 +245,9 @@ async fn wait_for(
     }
 }
 
-/// Backup on the source, Restore on the destination, results read back; then workloads
-/// held (stage) or started (`released`: cutover or `start_workloads`).
-pub async fn run(src: &Cluster, dst: &Cluster, v: &VeleroPlan) -> Result<VeleroReport, VeleroError> {
+/// The first step: a Backup of the migration's namespaces on the source, under a fresh name
+/// no Restore uses yet, waited for until it is terminal. [`restore`] is the second step.
+pub async fn backup(src: &Cluster, dst: &Cluster, v: &VeleroPlan) -> Result<VeleroReport, VeleroError> {
     check_installed(src).await?;
     check_installed(dst).await?;
     check_location(src, &v.namespace, &v.storage_location).await?;
@@ -294,6 +294,18 @@ pub async fn run(src: &Cluster, dst: &Cluster, v: &VeleroPlan) -> Result<VeleroR
         });
     }
 
+    Ok(report)
+}
+
+/// The second step: once the destination's Velero has synced the backup from the shared
+/// storage location, a Restore with the namespace mapping; its per-object results read back;
+/// then the restored workloads held (stage) or started (`release`).
+pub async fn restore(dst: &Cluster, v: &VeleroPlan, mut report: VeleroReport) -> Result<VeleroReport, VeleroError> {
+    let vns = &v.namespace;
+    let timeout = v.timeout;
+    let name = report.backup.clone();
+    let restores = api(dst, vns, "Restore", "restores");
+    let labels = json!({crate::plan::hash::MIGRATION: v.migration, "app.kubernetes.io/managed-by": "mtcd"});
     // The destination's Velero finds the backup by syncing the shared storage location.
     let dst_backups = api(dst, vns, "Backup", "backups");
     wait_for(
