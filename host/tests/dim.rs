@@ -304,8 +304,9 @@ async fn shared_layers_are_skipped_or_mounted_not_sent() {
     let base_stats = report.images[0].outcome.as_ref().expect("base copies");
     assert_eq!(base_stats.bytes_sent, base.bytes(), "base: nothing in shop-prod/base yet");
     let app_stats = report.images[1].outcome.as_ref().expect("app copies");
-    assert_eq!(app_stats.blobs_skipped, 1, "`a` is already in shop-prod/app (HEAD)");
-    assert_eq!(app_stats.blobs_mounted, 1, "`b` is mounted from shop-prod/base");
+    // `a` and `b` were put into shop-prod/base earlier in the run: mounted from there
+    // without an existence check (for `a`, already in shop-prod/app, the mount is a no-op).
+    assert_eq!((app_stats.blobs_skipped, app_stats.blobs_mounted), (0, 2));
     assert_eq!(app_stats.blobs_sent, 2, "config and `c` are sent");
     assert_eq!(app_stats.bytes_sent, app.sizes[0] + c.len() as u64);
     assert_eq!(report.bytes_sent(), base.bytes() + app.sizes[0] + c.len() as u64);

@@ -1,7 +1,8 @@
 //! Direct Image Migration of a signed image through the lab (issue 19): cosign's signature
-//! and attestation (tag scheme) and an OCI 1.1 referrer (an SBOM, listed through the
-//! tag-schema fallback: the lab's docker-registry 2.8 has no referrers API) arrive with the
-//! same digests as on the source; the apply streams per-image progress events.
+//! and attestation (tag scheme), an OCI 1.1 referrer (an SBOM, listed through the tag-schema
+//! fallback: the lab's docker-registry 2.8 has no referrers API) and a referrer of that
+//! artifact (a signature of the SBOM) arrive with the same digests as on the source; the
+//! apply streams per-image progress events.
 
 use mtcd_tests::Lab;
 use serde_json::{Value, json};
@@ -165,6 +166,24 @@ async fn a_signed_image_arrives_with_its_signature_attestation_and_referrers() {
     .unwrap();
     let fallback = image.replacen(':', "-", 1);
     s.manifest("shop/web", &fallback, OCI_INDEX, &index).await;
+    // A referrer of that OCI 1.1 artifact: a signature whose subject is the SBOM (notation's
+    // layout), listed under the SBOM's own fallback tag.
+    let sig_doc = br#"{"payload":"sbom-signature"}"#;
+    let sig_layer = s.blob("shop/web", sig_doc).await;
+    let sbom_sig = serde_json::to_vec(
+        &json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": "application/vnd.cncf.notary.signature",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+        "layers": [{"mediaType": "application/jose+json", "digest": sig_layer, "size": sig_doc.len()}],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": sbom_digest, "size": sbom.len()}}),
+    )
+    .unwrap();
+    let sbom_sig_digest = s.manifest("shop/web", &sha(&sbom_sig), OCI_MANIFEST, &sbom_sig).await;
+    let sbom_index = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        {"mediaType": OCI_MANIFEST, "digest": sbom_sig_digest, "size": sbom_sig.len(),
+         "artifactType": "application/vnd.cncf.notary.signature"}]}))
+    .unwrap();
+    let sbom_fallback = sbom_digest.replacen(':', "-", 1);
+    s.manifest("shop/web", &sbom_fallback, OCI_INDEX, &sbom_index).await;
 
     lab.seed_yaml(
         "lab-src",
@@ -182,13 +201,13 @@ async fn a_signed_image_arrives_with_its_signature_attestation_and_referrers() {
     );
     let plan = lab.mtcd(&["plan", file.to_str().unwrap()]);
     assert_eq!(plan.code, 2, "{}\n{}", plan.stdout, plan.stderr);
-    assert!(plan.stdout.contains("3 of 3 signatures/attestations/referrers to copy"), "{}", plan.stdout);
+    assert!(plan.stdout.contains("4 of 4 signatures/attestations/referrers to copy"), "{}", plan.stdout);
 
     let run = lab.mtcd(&["--output", "json", "apply", file.to_str().unwrap()]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let summary: Value = serde_json::from_str(run.stdout.lines().last().unwrap()).unwrap();
     let report = &summary["migrations"][0]["images"][0];
-    assert_eq!((report["ok"].clone(), report["artifacts_copied"].clone()), (json!(true), json!(3)), "{report}");
+    assert_eq!((report["ok"].clone(), report["artifacts_copied"].clone()), (json!(true), json!(4)), "{report}");
     // Live progress through the engine's event stream: started, then done, per image.
     let events = image_events(&run.stdout, &format!("{dst}/shop-prod/web"));
     let phases: Vec<&str> = events.iter().filter_map(|e| e["phase"].as_str()).collect();
@@ -212,16 +231,22 @@ async fn a_signed_image_arrives_with_its_signature_attestation_and_referrers() {
     assert!(d.has_blob("shop-prod/web", &sbom_layer).await);
     let (status, body) = d.get("shop-prod/web", &fallback).await;
     assert_eq!((status, body), (200, index.clone()), "referrers listed under the fallback tag, same index");
+    // The referrer of the SBOM (an OCI 1.1 artifact) arrived too, with its listing.
+    let (status, body) = d.get("shop-prod/web", &sbom_sig_digest).await;
+    assert_eq!((status, body), (200, sbom_sig.clone()), "referrer of the SBOM, by digest");
+    assert!(d.has_blob("shop-prod/web", &sig_layer).await);
+    let (status, body) = d.get("shop-prod/web", &sbom_fallback).await;
+    assert_eq!((status, body), (200, sbom_index.clone()), "the SBOM's referrers listed, same index");
 
     // A re-run has nothing to do.
     let plan = lab.mtcd(&["plan", file.to_str().unwrap()]);
-    assert!(plan.stdout.contains("already present, 3 signatures/attestations/referrers present"), "{}", plan.stdout);
+    assert!(plan.stdout.contains("already present, 4 signatures/attestations/referrers present"), "{}", plan.stdout);
     let run = lab.mtcd(&["--output", "json", "apply", file.to_str().unwrap()]);
     let summary: Value = serde_json::from_str(run.stdout.lines().last().unwrap()).unwrap();
     let report = &summary["migrations"][0]["images"][0];
     assert_eq!(
         (report["up_to_date"].clone(), report["artifacts_present"].clone()),
-        (json!(true), json!(3)),
+        (json!(true), json!(4)),
         "{report}"
     );
 }

@@ -15,9 +15,8 @@
 //! The walk is recursive (a signature of an SBOM is an artifact of the SBOM), a few levels
 //! deep, each digest once.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
 
 use reqwest::{Method, StatusCode, header};
 use serde_json::Value;
@@ -32,45 +31,6 @@ pub(crate) const COSIGN_SUFFIXES: [&str; 3] = ["sig", "att", "sbom"];
 const MAX_DEPTH: usize = 4;
 /// Tags asked for per page of `tags/list`.
 const TAGS_PAGE: usize = 1000;
-
-/// What one registry is known to do with the referrers API during a run.
-#[derive(Default)]
-pub(crate) struct ApiSupport(AtomicU8);
-
-impl ApiSupport {
-    const UNKNOWN: u8 = 0;
-    const YES: u8 = 1;
-    const NO: u8 = 2;
-    fn get(&self) -> Option<bool> {
-        match self.0.load(Ordering::Relaxed) {
-            Self::YES => Some(true),
-            Self::NO => Some(false),
-            _ => None,
-        }
-    }
-    fn set(&self, yes: bool) {
-        self.0.store(if yes { Self::YES } else { Self::NO }, Ordering::Relaxed);
-    }
-    fn unknown(&self) -> bool {
-        self.0.load(Ordering::Relaxed) == Self::UNKNOWN
-    }
-}
-
-/// Artifact lookups shared by every image of a run: the source repositories' `sha256-*`
-/// tags (one listing per repository) and whether each side serves the referrers API.
-#[derive(Default)]
-pub(crate) struct ArtifactState {
-    tags: std::sync::Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Option<Arc<HashSet<String>>>>>>>,
-    pub(crate) src_api: ApiSupport,
-    pub(crate) dst_api: ApiSupport,
-}
-
-impl ArtifactState {
-    /// The destination answered a manifest PUT with `OCI-Subject`: it serves the API.
-    pub(crate) fn dst_api_seen(&self) {
-        self.dst_api.set(true);
-    }
-}
 
 /// One artifact found on the source.
 #[derive(Debug, Clone)]
@@ -129,11 +89,10 @@ pub(crate) async fn survey(
     dst: &RegistryClient,
     copy: &ImageCopy,
     subjects: Vec<String>,
-    state: &ArtifactState,
 ) -> Result<Vec<Artifact>, DimError> {
     let src_repo = copy.source.repository.as_str();
     let dst_repo = copy.destination.repository.as_str();
-    let tags = source_tags(src, src_repo, state).await?;
+    let tags = source_tags(src, src_repo).await?;
     let mut seen: HashSet<String> = subjects.iter().cloned().collect();
     let mut level: Vec<String> = subjects;
     let mut out = Vec::new();
@@ -163,11 +122,11 @@ pub(crate) async fn survey(
                 out.push(Artifact { kind: ArtifactKind::Tag(tag), digest, present });
             }
             // OCI 1.1 referrers.
-            let (listed, source_index) = source_referrers(src, src_at, tags.as_deref(), state).await?;
+            let (listed, source_index) = source_referrers(src, src_at, tags.as_deref()).await?;
             if listed.is_empty() {
                 continue;
             }
-            let on_dst = destination_referrers(dst, dst_at, state).await?.0;
+            let on_dst = destination_referrers(dst, dst_at).await?.0;
             for descriptor in listed {
                 let Some(digest) = descriptor.get("digest").and_then(Value::as_str).map(str::to_string) else {
                     continue;
@@ -218,14 +177,13 @@ pub(crate) async fn list_on_destination(
     dst_repo: &str,
     subject: &str,
     referrers: &[&Artifact],
-    state: &ArtifactState,
 ) -> Result<(), DimError> {
-    if referrers.is_empty() || state.dst_api.get() == Some(true) {
+    if referrers.is_empty() || dst.facts().referrers_api() == Some(true) {
         return Ok(());
     }
     let at = At { registry: dst.address(), repository: dst_repo, reference: subject };
-    let (listed, index) = destination_referrers(dst, at, state).await?;
-    if state.dst_api.get() == Some(true) {
+    let (listed, index) = destination_referrers(dst, at).await?;
+    if dst.facts().referrers_api() == Some(true) {
         return Ok(());
     }
     let missing: Vec<&Artifact> = referrers
@@ -293,12 +251,8 @@ fn index_descriptors(m: &RawManifest) -> Vec<Value> {
 
 /// The source repository's `sha256-*` tags, listed once per run; `None` when the registry
 /// will not list them (the caller then asks for each tag).
-async fn source_tags(
-    src: &RegistryClient,
-    repo: &str,
-    state: &ArtifactState,
-) -> Result<Option<Arc<HashSet<String>>>, DimError> {
-    let cell = state.tags.lock().unwrap().entry(repo.to_string()).or_default().clone();
+async fn source_tags(src: &RegistryClient, repo: &str) -> Result<Option<Arc<HashSet<String>>>, DimError> {
+    let cell = src.facts().tags(repo);
     let tags = cell
         .get_or_try_init(|| async {
             match list_tags(src, repo).await {
@@ -366,15 +320,14 @@ async fn source_referrers(
     src: &RegistryClient,
     at: At<'_>,
     tags: Option<&HashSet<String>>,
-    state: &ArtifactState,
 ) -> Result<(Vec<Value>, Option<RawManifest>), DimError> {
-    if state.src_api.get() != Some(false) {
+    if src.facts().referrers_api() != Some(false) {
         match referrers_api(src, at).await? {
             Some(list) => {
-                state.src_api.set(true);
+                src.facts().set_referrers_api(true);
                 return Ok((list, None));
             }
-            None => state.src_api.set(false),
+            None => src.facts().set_referrers_api(false),
         }
     }
     let tag = digest_tag(at.reference);
@@ -392,15 +345,16 @@ async fn source_referrers(
 async fn destination_referrers(
     dst: &RegistryClient,
     at: At<'_>,
-    state: &ArtifactState,
 ) -> Result<(Vec<Value>, Option<RawManifest>), DimError> {
-    if state.dst_api.get() != Some(false) {
+    if dst.facts().referrers_api() != Some(false) {
         match referrers_api(dst, at).await? {
             Some(list) => {
-                state.dst_api.set(true);
+                dst.facts().set_referrers_api(true);
                 return Ok((list, None));
             }
-            None if state.dst_api.unknown() => state.dst_api.set(false),
+            // A 404 from a registry known to serve the API (OCI-Subject seen) does not
+            // count against it.
+            None if dst.facts().referrers_api().is_none() => dst.facts().set_referrers_api(false),
             None => {}
         }
     }

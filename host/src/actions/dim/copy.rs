@@ -129,6 +129,12 @@ pub(crate) fn sha256_digest(bytes: &[u8]) -> String {
 /// Fetches a manifest by tag or digest and checks it against the digest asked for (or the
 /// one the registry announced): a manifest is never trusted by its name alone.
 pub(crate) async fn get_manifest(client: &RegistryClient, at: At<'_>) -> Result<RawManifest, DimError> {
+    // By digest, a manifest is what it was when first read (and verified): read it once.
+    if at.reference.starts_with("sha256:")
+        && let Some(m) = client.facts().manifest(at.repository, at.reference)
+    {
+        return Ok(m);
+    }
     let resp = client
         .get(Method::GET, at.repository, Access::Pull, &format!("manifests/{}", at.reference), Some(ACCEPT))
         .await
@@ -174,7 +180,9 @@ pub(crate) async fn get_manifest(client: &RegistryClient, at: At<'_>) -> Result<
             media_type,
         });
     }
-    Ok(RawManifest { bytes, media_type, digest })
+    let m = RawManifest { bytes, media_type, digest };
+    client.facts().keep_manifest(at.repository, &m);
+    Ok(m)
 }
 
 pub(crate) fn header_str(resp: &Response, name: &str) -> Option<String> {
@@ -220,11 +228,13 @@ pub(crate) async fn blob_exists(
         .get(Method::HEAD, repo, access, &format!("blobs/{digest}"), None)
         .await
         .map_err(|e| at.transport("HEAD blob", e))?;
-    match resp.status() {
-        s if s.is_success() => Ok(true),
-        StatusCode::NOT_FOUND => Ok(false),
-        _ => Err(fail(at, "HEAD blob", resp).await),
-    }
+    let found = match resp.status() {
+        s if s.is_success() => true,
+        StatusCode::NOT_FOUND => false,
+        _ => return Err(fail(at, "HEAD blob", resp).await),
+    };
+    client.facts().set_absent(repo, digest, !found);
+    Ok(found)
 }
 
 /// Pushes a manifest's exact bytes under `at.reference`. Returns whether the registry
@@ -280,8 +290,6 @@ pub(crate) struct RunState {
     holders: Mutex<HashMap<String, Vec<String>>>,
     /// One transfer per digest at a time, so two images sharing a layer send it once.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Source tag listings and referrers-API support, for signatures and referrers.
-    pub artifacts: super::artifacts::ArtifactState,
 }
 
 impl RunState {
@@ -310,7 +318,15 @@ pub(crate) struct Counters {
     pub blobs_done: AtomicU64,
 }
 
-/// Copies one blob unless the destination has it; retries transient failures.
+/// Puts one blob into `dst_repo`, sending its bytes at most once per run:
+///
+/// - a digest this run already put into another destination repository is mounted from
+///   there at once (no existence check: a mount of a blob the repository has is a no-op);
+/// - otherwise one existence check (skipped when the plan just found it missing), then the
+///   upload, one per digest at a time: images waiting for the same digest mount it when
+///   the first upload is committed.
+///
+/// Transient failures are retried.
 pub(crate) async fn copy_blob(
     src: &RegistryClient,
     dst: &RegistryClient,
@@ -320,19 +336,39 @@ pub(crate) async fn copy_blob(
     state: &RunState,
     counters: &Arc<Counters>,
 ) -> Result<BlobOutcome, DimError> {
-    let lock = state.lock(&desc.digest);
-    let _guard = lock.lock().await;
-    let dst_at = At { registry: dst.address(), repository: dst_repo, reference: &desc.digest };
-    if blob_exists(dst, dst_repo, Access::Push, &desc.digest, dst_at).await? {
-        state.record(&desc.digest, dst_repo);
-        return Ok(BlobOutcome::Present);
+    let digest = desc.digest.as_str();
+    if state.mount_source(digest, dst_repo).is_none() {
+        let dst_at = At { registry: dst.address(), repository: dst_repo, reference: digest };
+        if !dst.facts().absent(dst_repo, digest) && blob_exists(dst, dst_repo, Access::Push, digest, dst_at).await? {
+            state.record(digest, dst_repo);
+            return Ok(BlobOutcome::Present);
+        }
+        let lock = state.lock(digest);
+        let _first = lock.lock().await;
+        if state.mount_source(digest, dst_repo).is_none() {
+            return send_blob(src, dst, src_repo, dst_repo, desc, state, counters).await;
+        }
     }
+    send_blob(src, dst, src_repo, dst_repo, desc, state, counters).await
+}
+
+/// [`transfer`] with retries of transient failures; records where the blob now is.
+async fn send_blob(
+    src: &RegistryClient,
+    dst: &RegistryClient,
+    src_repo: &str,
+    dst_repo: &str,
+    desc: &Descriptor,
+    state: &RunState,
+    counters: &Arc<Counters>,
+) -> Result<BlobOutcome, DimError> {
     let mut attempt = 0;
     loop {
         let before = counters.sent.load(Ordering::Relaxed);
         match transfer(src, dst, src_repo, dst_repo, desc, state, counters).await {
             Ok(outcome) => {
                 state.record(&desc.digest, dst_repo);
+                dst.facts().set_absent(dst_repo, &desc.digest, false);
                 return Ok(outcome);
             }
             Err(e) if e.is_transient() && attempt < dst.retries() => {
@@ -657,20 +693,16 @@ pub(crate) async fn push_manifests(
     dst: &RegistryClient,
     dst_repo: &str,
     plan: &ImageContent,
-    state: &RunState,
 ) -> Result<usize, DimError> {
     let at = At { registry: dst.address(), repository: dst_repo, reference: &plan.top.digest };
-    let mut pushed = 0;
-    for (m, present) in &plan.children {
-        if !present {
-            put_manifest(dst, at.with_ref(&m.digest), m).await?;
-            pushed += 1;
-        }
-    }
+    // Platform manifests are independent of each other: all at once, before the top one.
+    let missing: Vec<&RawManifest> = plan.children.iter().filter(|(_, present)| !present).map(|(m, _)| m).collect();
+    futures::future::try_join_all(missing.iter().map(|m| put_manifest(dst, at.with_ref(&m.digest), m))).await?;
+    let pushed = missing.len();
     let reference = plan.tag.as_deref().unwrap_or(&plan.top.digest);
     if put_manifest(dst, at.with_ref(reference), &plan.top).await? {
         // The destination indexes referrers itself (`OCI-Subject`): no fallback tags.
-        state.artifacts.dst_api_seen();
+        dst.facts().set_referrers_api(true);
     }
     Ok(pushed + 1)
 }

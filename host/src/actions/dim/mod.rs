@@ -173,9 +173,8 @@ pub async fn inspect(
     copies: &[ImageCopy],
     opts: &DimOptions,
 ) -> Vec<(ImageCopy, Result<Inspection, DimError>)> {
-    let state = &RunState::default();
     futures::stream::iter(copies.iter())
-        .map(|c| async move { (c.clone(), inspect_one(src, dst, c, opts, state).await) })
+        .map(|c| async move { (c.clone(), inspect_one(src, dst, c, opts).await) })
         .buffered(opts.concurrency.max(1))
         .collect()
         .await
@@ -186,7 +185,6 @@ async fn inspect_one(
     dst: &RegistryClient,
     copy: &ImageCopy,
     opts: &DimOptions,
-    state: &RunState,
 ) -> Result<Inspection, DimError> {
     let plan = copy::plan_image(src, dst, copy).await?;
     let present = plan.dst_current.as_deref() == Some(plan.top.digest.as_str());
@@ -218,7 +216,7 @@ async fn inspect_one(
         }
     }
     if opts.signatures == SignatureMode::Copy {
-        let found = find_artifacts(src, dst, copy, &plan, state).await?;
+        let found = find_artifacts(src, dst, copy, &plan).await?;
         ins.artifacts = found.len();
         ins.artifacts_missing = found.iter().filter(|a| !a.present).count();
     }
@@ -376,7 +374,7 @@ async fn copy_content(
         }
     }
     drop(blobs);
-    stats.manifests_pushed = copy::push_manifests(dst, dst_repo, plan, state).await?;
+    stats.manifests_pushed = copy::push_manifests(dst, dst_repo, plan).await?;
     Ok(stats)
 }
 
@@ -386,11 +384,10 @@ async fn find_artifacts(
     dst: &RegistryClient,
     copy: &ImageCopy,
     plan: &ImageContent,
-    state: &RunState,
 ) -> Result<Vec<artifacts::Artifact>, DimError> {
     let src_at = At { registry: src.address(), repository: &copy.source.repository, reference: &plan.top.digest };
     let subjects = artifacts::subjects(&plan.top, src_at)?;
-    artifacts::survey(src, dst, copy, subjects, &state.artifacts).await.map_err(|e| DimError::Artifact {
+    artifacts::survey(src, dst, copy, subjects).await.map_err(|e| DimError::Artifact {
         registry: src.address().to_string(),
         repository: copy.source.repository.clone(),
         subject: plan.top.digest.clone(),
@@ -410,7 +407,7 @@ async fn copy_artifacts(
     state: &RunState,
     stats: &mut ImageStats,
 ) -> Result<(), DimError> {
-    let found = find_artifacts(src, dst, copy, plan, state).await?;
+    let found = find_artifacts(src, dst, copy, plan).await?;
     // Artifact bytes are not part of the image's progress bar.
     let counters = Arc::new(Counters::default());
     for a in &found {
@@ -447,15 +444,15 @@ async fn copy_artifacts(
         if referrers.iter().all(|a| a.present) {
             continue;
         }
-        artifacts::list_on_destination(dst, &copy.destination.repository, subject, &referrers, &state.artifacts)
-            .await
-            .map_err(|e| DimError::Artifact {
+        artifacts::list_on_destination(dst, &copy.destination.repository, subject, &referrers).await.map_err(|e| {
+            DimError::Artifact {
                 registry: dst.address().to_string(),
                 repository: copy.destination.repository.clone(),
                 subject: subject.to_string(),
                 artifact: format!("referrers index {}", artifacts::digest_tag(subject)),
                 source: Box::new(e),
-            })?;
+            }
+        })?;
     }
     Ok(())
 }
