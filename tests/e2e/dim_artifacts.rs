@@ -121,7 +121,7 @@ async fn cosign(reg: &Reg, repo: &str, subject: &str, suffix: &str) -> (String, 
     (reg.manifest(repo, &tag, OCI_MANIFEST, &manifest).await, manifest)
 }
 
-fn image_events<'a>(stdout: &'a str, image: &str) -> Vec<Value> {
+fn image_events(stdout: &str, image: &str) -> Vec<Value> {
     stdout
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())

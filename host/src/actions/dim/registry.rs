@@ -74,25 +74,38 @@ const MANIFEST_CACHE_BYTES: usize = 32 << 20;
 /// listings, and whether the referrers API is served.
 #[derive(Default)]
 pub(crate) struct Facts {
-    manifests: Mutex<(usize, HashMap<(String, String), RawManifest>)>,
-    absent: Mutex<HashMap<(String, String), Instant>>,
-    #[allow(clippy::type_complexity)]
-    tags: Mutex<HashMap<String, (Instant, Arc<tokio::sync::OnceCell<Option<Arc<HashSet<String>>>>>)>>,
+    manifests: Mutex<ManifestCache>,
+    absent: Mutex<HashMap<RepoDigest, Instant>>,
+    tags: Mutex<HashMap<String, (Instant, TagListing)>>,
     referrers_api: Mutex<Option<(bool, Instant)>>,
+}
+
+/// A repository and a digest in it.
+type RepoDigest = (String, String);
+
+/// A repository's tag listing, filled by the first caller that needs it; `None` when the
+/// registry would not list them.
+pub(crate) type TagListing = Arc<tokio::sync::OnceCell<Option<Arc<HashSet<String>>>>>;
+
+/// Manifests by repository and digest, with their total size.
+#[derive(Default)]
+struct ManifestCache {
+    bytes: usize,
+    by_digest: HashMap<RepoDigest, RawManifest>,
 }
 
 impl Facts {
     pub(crate) fn manifest(&self, repo: &str, digest: &str) -> Option<RawManifest> {
-        self.manifests.lock().unwrap().1.get(&(repo.to_string(), digest.to_string())).cloned()
+        self.manifests.lock().unwrap().by_digest.get(&(repo.to_string(), digest.to_string())).cloned()
     }
 
     pub(crate) fn keep_manifest(&self, repo: &str, m: &RawManifest) {
         let mut cache = self.manifests.lock().unwrap();
-        if cache.0 + m.bytes.len() > MANIFEST_CACHE_BYTES {
-            *cache = Default::default();
+        if cache.bytes + m.bytes.len() > MANIFEST_CACHE_BYTES {
+            *cache = ManifestCache::default();
         }
-        if cache.1.insert((repo.to_string(), m.digest.clone()), m.clone()).is_none() {
-            cache.0 += m.bytes.len();
+        if cache.by_digest.insert((repo.to_string(), m.digest.clone()), m.clone()).is_none() {
+            cache.bytes += m.bytes.len();
         }
     }
 
@@ -121,8 +134,7 @@ impl Facts {
     }
 
     /// The (shared, lazily filled) tag listing of `repo`, fresh for [`FACTS_TTL`].
-    #[allow(clippy::type_complexity)]
-    pub(crate) fn tags(&self, repo: &str) -> Arc<tokio::sync::OnceCell<Option<Arc<HashSet<String>>>>> {
+    pub(crate) fn tags(&self, repo: &str) -> TagListing {
         let mut tags = self.tags.lock().unwrap();
         let entry = tags.entry(repo.to_string()).or_insert_with(|| (Instant::now(), Default::default()));
         if entry.0.elapsed() >= FACTS_TTL {
