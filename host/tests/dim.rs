@@ -1279,3 +1279,55 @@ async fn an_interrupted_copy_resumes_sending_only_the_missing_blobs() {
     assert_eq!(stats.blobs_sent, 3);
     assert_eq!(stats.bytes_sent, img.bytes() - img.sizes[..2].iter().sum::<u64>());
 }
+
+/// The many-image path as `mtcd apply` runs it (plan, then copy, with the same clients):
+/// five repositories sharing a base layer. The base is uploaded once and mounted into the
+/// other four; the copy asks the destination about no blob again (the plan just saw them
+/// missing), and the plan asked once per blob and repository.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_images_sharing_a_base_upload_it_once_and_check_each_blob_once() {
+    let (src, dst) = (TestRegistry::start(None), TestRegistry::start(None));
+    let push = Pusher::new(&src);
+    let base = random(600_000);
+    let mut refs = Vec::new();
+    for i in 0..5 {
+        push.image(&format!("shop/app-{i}"), "v1", &[base.clone(), random(50_000 + i)], false, "amd64").await;
+        refs.push(format!("shop/app-{i}:v1"));
+    }
+    let seen: std::sync::Arc<Mutex<Vec<(String, String)>>> = Default::default();
+    let log = seen.clone();
+    let front = proxy(
+        &dst.addr,
+        Box::new(move |s| {
+            log.lock().unwrap().push((s.method.clone(), s.path.clone()));
+            None
+        }),
+        unchanged(),
+    )
+    .await;
+    let refs: Vec<&str> = refs.iter().map(String::as_str).collect();
+    let images: Vec<ImageRef> = refs.iter().map(|r| ImageRef::parse(&format!("{}/{r}", src.addr)).unwrap()).collect();
+    let map: IndexMap<String, String> = [("shop".to_string(), "shop-prod".to_string())].into();
+    let cs = dim::plan_copies(&images, &src.addr, &front.addr, &map);
+    let (sc, dc) = (src.client(), registry_at(&front.addr));
+    let o = DimOptions { signatures: mtcd::spec::SignatureMode::Skip, ..opts(4) };
+
+    let inspected = dim::inspect(&sc, &dc, &cs, &o).await;
+    assert!(inspected.iter().all(|(_, r)| r.as_ref().is_ok_and(|i| i.blobs_missing == 3)), "{inspected:?}");
+    let heads = |log: &[(String, String)]| log.iter().filter(|(m, p)| m == "HEAD" && p.contains("/blobs/")).count();
+    assert_eq!(heads(&seen.lock().unwrap()), 15, "the plan: one check per blob and repository");
+    seen.lock().unwrap().clear();
+
+    let report = dim::copy_all(&sc, &dc, &cs, &o, |_| {}).await;
+    let stats: Vec<&dim::ImageStats> = report.images.iter().map(|r| r.outcome.as_ref().expect("copied")).collect();
+    let log = seen.lock().unwrap().clone();
+    assert_eq!(heads(&log), 0, "the copy asks about no blob the plan saw missing: {log:?}");
+    let mounts = log
+        .iter()
+        .filter(|(m, p)| m == "POST" && p.contains(&format!("mount={}", sha(&base).replace(':', "%3A"))))
+        .count();
+    assert_eq!(mounts, 4, "the base is mounted into every repository but the first: {log:?}");
+    assert_eq!(stats.iter().map(|s| s.blobs_mounted).sum::<usize>(), 4);
+    let base_sent = stats.iter().filter(|s| s.bytes_sent >= base.len() as u64).count();
+    assert_eq!(base_sent, 1, "the base's bytes travel once: {stats:?}");
+}
