@@ -11,6 +11,7 @@
 #   N=20 BASE_MB=20 OWN_MB=2  the data set
 #   BIN=target/release        folder with release builds of mtcd and mtcd-lab (else built here)
 #   MTCD_BIN=…                another mtcd binary to measure (e.g. an older build), same lab
+#   DIM='concurrency = 8'     lines added under [migration.dim] of mtcd's desired file
 #   BENCH_DIR=/tmp/mtcd-bench-dim-many
 # Output: one line per run on stderr and $W/runs.tsv; a markdown summary on stdout.
 # Needs skopeo, util-linux unshare (skopeo runs in its own mount namespace with a fresh
@@ -66,6 +67,8 @@ name = "bench"
 namespaces = ["bench"]
 images = "direct"
 volumes = "skip"
+[migration.dim]
+${DIM:-}
 TOML
   { printf '%s:\n  tls-verify: false\n  images:\n' "$SRC"; for r in $(repos); do printf '    %s: ["v1"]\n' "$r"; done; } > "$lab_dir/sync.yaml"
 }
