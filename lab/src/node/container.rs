@@ -34,6 +34,9 @@ pub struct ContainerSpec {
     pub env: Vec<(String, String)>,
     /// command + args; argv[0] is looked up in the env's PATH inside the root.
     pub argv: Vec<String>,
+    /// User, groups and capabilities from the securityContext (`None`: root, all of them).
+    #[serde(default)]
+    pub identity: Option<super::security::Identity>,
 }
 
 /// One bind mount.
@@ -179,6 +182,9 @@ fn setup_and_exec(spec: &ContainerSpec) -> Result<std::convert::Infallible, Stri
     if std::fs::create_dir_all(wd).is_err() || nix::unistd::chdir(wd).is_err() {
         return Err(format!("cannot change to workingDir {wd}"));
     }
+    if let Some(id) = &spec.identity {
+        super::security::become_identity(id)?;
+    }
     let path = spec.env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str()).unwrap_or(DEFAULT_PATH);
     let exe = resolve(&spec.argv[0], path)
         .ok_or_else(|| format!("executable file {:?} not found in $PATH ({path})", spec.argv[0]))?;
@@ -309,6 +315,7 @@ echo scratch > /etc/written-by-container
                 ("PATH".into(), DEFAULT_PATH.into()),
             ],
             argv: vec!["bash".into(), "-c".into(), script.into()],
+            identity: None,
         };
         let log = dir.path().join("c.log");
         let status = run_child(&spec, &log);
