@@ -6,7 +6,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::image::ImageCopy;
+use crate::image::{ImageCopy, SkippedImage};
 
 /// Both clusters, for every migration of the file.
 #[derive(Debug, Clone, Default)]
@@ -151,6 +151,8 @@ pub struct MigrationSnapshot {
     pub cut_over: bool,
     /// Images of the source's internal registry and what the registries said of them.
     pub images: Vec<ImageFacts>,
+    /// Internal images found but not copied (tag filters, not referenced), with why.
+    pub images_skipped: Vec<SkippedImage>,
     pub warnings: Vec<String>,
 }
 
@@ -175,4 +177,8 @@ pub struct Inspection {
     /// by another destination repository counts here, although the copy will mount it.
     pub blobs_missing: usize,
     pub bytes_to_copy: u64,
+    /// Signatures, attestations, SBOMs and OCI referrers of the image on the source
+    /// (`signatures = "copy"`), and how many of them the destination lacks.
+    pub artifacts: usize,
+    pub artifacts_missing: usize,
 }

@@ -15,7 +15,7 @@ fn main() -> anyhow::Result<()> {
     let (Some(src), Some(dst)) = (args.next(), args.next()) else {
         anyhow::bail!("usage: dim_copy SRC DST REPO:TAG[,DST_TAG]... [--concurrency N] [--blob-concurrency N]");
     };
-    let mut opts = DimOptions { internal_hosts: vec![], concurrency: 2, blob_concurrency: 6, tag_history: 1 };
+    let mut opts = DimOptions { concurrency: 2, blob_concurrency: 6, ..Default::default() };
     let mut copies = vec![];
     while let Some(a) = args.next() {
         match a.as_str() {

@@ -207,7 +207,7 @@ impl Image {
 }
 
 fn opts(concurrency: usize) -> DimOptions {
-    DimOptions { internal_hosts: vec![], concurrency, blob_concurrency: 4, tag_history: 1 }
+    DimOptions { concurrency, blob_concurrency: 4, ..Default::default() }
 }
 
 fn copies(src: &TestRegistry, dst: &TestRegistry, refs: &[&str]) -> Vec<ImageCopy> {
@@ -304,8 +304,9 @@ async fn shared_layers_are_skipped_or_mounted_not_sent() {
     let base_stats = report.images[0].outcome.as_ref().expect("base copies");
     assert_eq!(base_stats.bytes_sent, base.bytes(), "base: nothing in shop-prod/base yet");
     let app_stats = report.images[1].outcome.as_ref().expect("app copies");
-    assert_eq!(app_stats.blobs_skipped, 1, "`a` is already in shop-prod/app (HEAD)");
-    assert_eq!(app_stats.blobs_mounted, 1, "`b` is mounted from shop-prod/base");
+    // `a` and `b` were put into shop-prod/base earlier in the run: mounted from there
+    // without an existence check (for `a`, already in shop-prod/app, the mount is a no-op).
+    assert_eq!((app_stats.blobs_skipped, app_stats.blobs_mounted), (0, 2));
     assert_eq!(app_stats.blobs_sent, 2, "config and `c` are sent");
     assert_eq!(app_stats.bytes_sent, app.sizes[0] + c.len() as u64);
     assert_eq!(report.bytes_sent(), base.bytes() + app.sizes[0] + c.len() as u64);
@@ -749,4 +750,584 @@ async fn server_errors_are_retried_then_reported_per_image() {
         other => panic!("expected a 503 error, got {other:?}"),
     }
     assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 4, "1 attempt + 3 retries");
+}
+
+// ---------------------------------------------------------------------------------------
+// Signatures, attestations and OCI 1.1 referrers (issue 19)
+// ---------------------------------------------------------------------------------------
+
+const COSIGN_SIMPLESIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
+const DSSE_ENVELOPE: &str = "application/vnd.dsse.envelope.v1+json";
+const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
+
+fn digest_tag(digest: &str) -> String {
+    digest.replacen(':', "-", 1)
+}
+
+/// A manifest pushed by a fixture: its bytes and digest.
+struct Pushed {
+    manifest: Vec<u8>,
+    digest: String,
+}
+
+impl Pushed {
+    /// Its descriptor as a referrers listing carries it.
+    fn descriptor(&self, artifact_type: &str) -> serde_json::Value {
+        json!({"mediaType": OCI_MANIFEST, "digest": self.digest, "size": self.manifest.len(),
+            "artifactType": artifact_type, "annotations": {"org.opencontainers.image.created": "2026-01-01T00:00:00Z"}})
+    }
+}
+
+impl Pusher {
+    /// cosign's tag-scheme layout: a manifest at `sha256-<hex>.<suffix>` whose one layer is
+    /// the signed payload (`sig`: simple signing; `att`: a DSSE envelope) with the signature
+    /// in the `dev.cosignproject.cosign/signature` annotation. The signature is a real
+    /// ECDSA P-256 signature over the payload, as cosign makes it.
+    async fn cosign(&self, repo: &str, subject: &str, suffix: &str) -> Pushed {
+        use base64::Engine as _;
+        use rcgen::SigningKey as _;
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let simple = serde_json::to_vec(&json!({"critical": {"identity": {"docker-reference": format!("{}/{repo}", self.addr)},
+            "image": {"docker-manifest-digest": subject}, "type": "cosign container image signature"}, "optional": null}))
+        .unwrap();
+        let (payload, media_type, mut annotations) = match suffix {
+            "sig" => (simple, COSIGN_SIMPLESIGNING, serde_json::Map::new()),
+            _ => {
+                let statement = json!({"_type": "https://in-toto.io/Statement/v0.1", "predicateType": "https://slsa.dev/provenance/v0.2",
+                    "subject": [{"name": repo, "digest": {"sha256": subject.trim_start_matches("sha256:")}}], "predicate": {"builder": {"id": "mtcd-test"}}});
+                let b64 = base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&statement).unwrap());
+                let env = serde_json::to_vec(
+                    &json!({"payloadType": "application/vnd.in-toto+json", "payload": b64, "signatures": []}),
+                )
+                .unwrap();
+                let mut a = serde_json::Map::new();
+                a.insert("predicateType".into(), json!("https://slsa.dev/provenance/v0.2"));
+                (env, DSSE_ENVELOPE, a)
+            }
+        };
+        let signature = base64::engine::general_purpose::STANDARD.encode(key.sign(&payload).unwrap());
+        annotations.insert("dev.cosignproject.cosign/signature".into(), json!(signature));
+        let layer = self.blob(repo, &payload).await;
+        let config = serde_json::to_vec(&json!({"architecture": "", "created": "0001-01-01T00:00:00Z",
+            "history": [{"created": "0001-01-01T00:00:00Z"}], "os": "", "rootfs": {"type": "layers", "diff_ids": [layer]}, "config": {}}))
+        .unwrap();
+        let config_digest = self.blob(repo, &config).await;
+        let manifest = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "size": config.len(), "digest": config_digest},
+            "layers": [{"mediaType": media_type, "size": payload.len(), "digest": layer, "annotations": annotations}]}))
+        .unwrap();
+        let tag = format!("{}.{suffix}", digest_tag(subject));
+        let digest = self.manifest(repo, &tag, OCI_MANIFEST, &manifest).await;
+        Pushed { manifest, digest }
+    }
+
+    /// An OCI 1.1 artifact whose `subject` is `subject`, pushed by digest only (what a
+    /// registry with the referrers API indexes; others need the fallback tag too).
+    async fn referrer(
+        &self,
+        repo: &str,
+        subject: &Pushed,
+        subject_type: &str,
+        artifact_type: &str,
+        content: &[u8],
+    ) -> Pushed {
+        let empty = self.blob(repo, b"{}").await;
+        let layer = self.blob(repo, content).await;
+        let manifest =
+            serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": artifact_type,
+            "config": {"mediaType": OCI_EMPTY, "digest": empty, "size": 2, "data": "e30="},
+            "layers": [{"mediaType": artifact_type, "digest": layer, "size": content.len()}],
+            "subject": {"mediaType": subject_type, "digest": subject.digest, "size": subject.manifest.len()},
+            "annotations": {"org.opencontainers.image.created": "2026-01-01T00:00:00Z"}}))
+            .unwrap();
+        let digest = sha(&manifest);
+        self.manifest(repo, &digest, OCI_MANIFEST, &manifest).await;
+        Pushed { manifest, digest }
+    }
+
+    /// The tag-schema fallback: an index of `descriptors` under `sha256-<hex>` of `subject`.
+    async fn fallback_index(&self, repo: &str, subject: &str, descriptors: Vec<serde_json::Value>) -> Pushed {
+        let manifest =
+            serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": descriptors})).unwrap();
+        let digest = self.manifest(repo, &digest_tag(subject), OCI_INDEX, &manifest).await;
+        Pushed { manifest, digest }
+    }
+}
+
+impl Image {
+    fn pushed(&self) -> Pushed {
+        Pushed { manifest: self.manifest.clone(), digest: self.digest.clone() }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cosign_signatures_and_attestations_arrive_with_their_digests() {
+    let (src, dst) = (TestRegistry::start(None), TestRegistry::start(None));
+    let push = Pusher::new(&src);
+    let img = push.image("shop/web", "v1", &[random(300_000), random(200_000)], true, "amd64").await;
+    let sig = push.cosign("shop/web", &img.digest, "sig").await;
+    let att = push.cosign("shop/web", &img.digest, "att").await;
+    let unsigned = push.image("shop/plain", "v1", &[random(100_000)], true, "amd64").await;
+    let (srcc, dstc) = (src.client(), dst.client());
+    let cs = copies(&src, &dst, &["shop/web:v1", "shop/plain:v1"]);
+
+    let ins = dim::inspect(&srcc, &dstc, &cs, &opts(2)).await;
+    let i = ins[0].1.as_ref().unwrap();
+    assert_eq!((i.artifacts, i.artifacts_missing), (2, 2), "plan sees the signature and the attestation");
+    assert_eq!(ins[1].1.as_ref().unwrap().artifacts, 0);
+
+    let report = dim::copy_all(&srcc, &dstc, &cs, &opts(2), |_| {}).await;
+    let stats = report.images[0].outcome.as_ref().expect("signed image copies");
+    assert_eq!((stats.artifacts_copied, stats.artifacts_present), (2, 0));
+    let plain = report.images[1].outcome.as_ref().unwrap();
+    assert_eq!((plain.digest.as_str(), plain.artifacts_copied), (unsigned.digest.as_str(), 0), "unsigned: image only");
+    let check = Pusher::new(&dst);
+    let (status, body) = check.get("shop-prod/web/manifests/v1", OCI_MANIFEST).await;
+    assert_eq!((status, sha(&body)), (200, img.digest.clone()), "image digest kept");
+    for (suffix, art) in [("sig", &sig), ("att", &att)] {
+        let tag = format!("{}.{suffix}", digest_tag(&img.digest));
+        let (status, body) = check.get(&format!("shop-prod/web/manifests/{tag}"), OCI_MANIFEST).await;
+        assert_eq!(status, 200, "{tag} copied");
+        assert_eq!(body, art.manifest, "{tag} byte for byte: digest {} kept", art.digest);
+        let m: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        for d in [&m["config"]["digest"], &m["layers"][0]["digest"]] {
+            let (status, _) = check.get(&format!("shop-prod/web/blobs/{}", d.as_str().unwrap()), "*/*").await;
+            assert_eq!(status, 200, "{suffix} blob {d} copied");
+        }
+    }
+
+    // A re-run finds everything in place; so does the plan.
+    let again = dim::copy_all(&srcc, &dstc, &cs, &opts(2), |_| {}).await;
+    let stats = again.images[0].outcome.as_ref().unwrap();
+    assert!(stats.up_to_date, "{stats:?}");
+    assert_eq!((stats.artifacts_copied, stats.artifacts_present, stats.bytes_sent), (0, 2, 0));
+    let i = dim::inspect(&srcc, &dstc, &cs[..1], &opts(1)).await.remove(0).1.unwrap();
+    assert_eq!((i.present, i.artifacts, i.artifacts_missing), (true, 2, 0));
+
+    // A signature added later (cosign appends to the .sig manifest) is copied by the next
+    // run although the image itself is up to date.
+    let resigned = push.cosign("shop/web", &img.digest, "sig").await;
+    let again = dim::copy_all(&srcc, &dstc, &cs[..1], &opts(1), |_| {}).await;
+    let stats = again.images[0].outcome.as_ref().unwrap();
+    assert!(!stats.up_to_date);
+    assert_eq!((stats.artifacts_copied, stats.artifacts_present), (1, 1));
+    let (_, body) = check.get(&format!("shop-prod/web/manifests/{}.sig", digest_tag(&img.digest)), OCI_MANIFEST).await;
+    assert_eq!(sha(&body), resigned.digest);
+
+    // signatures = "skip": the image only.
+    let dst2 = TestRegistry::start(None);
+    let skip = DimOptions { signatures: mtcd::spec::SignatureMode::Skip, ..opts(1) };
+    let r = dim::copy_all(&srcc, &dst2.client(), &copies(&src, &dst2, &["shop/web:v1"]), &skip, |_| {}).await;
+    assert_eq!(r.images[0].outcome.as_ref().unwrap().artifacts_copied, 0);
+    let (status, _) =
+        Pusher::new(&dst2).get(&format!("shop-prod/web/manifests/{}.sig", digest_tag(&img.digest)), OCI_MANIFEST).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oci_referrers_through_the_tag_fallback_keep_their_digests() {
+    let (src, dst) = (TestRegistry::start(None), TestRegistry::start(None));
+    let push = Pusher::new(&src);
+    // A two-platform index: referrers may hang off the index and off a platform manifest.
+    let amd = push.image("shop/multi", "amd", &[random(200_000)], true, "amd64").await;
+    let arm = push.image("shop/multi", "arm", &[random(200_000)], true, "arm64").await;
+    let index = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        {"mediaType": OCI_MANIFEST, "digest": amd.digest, "size": amd.manifest.len(), "platform": {"architecture": "amd64", "os": "linux"}},
+        {"mediaType": OCI_MANIFEST, "digest": arm.digest, "size": arm.manifest.len(), "platform": {"architecture": "arm64", "os": "linux"}}
+    ]}))
+    .unwrap();
+    let top = Pushed { digest: push.manifest("shop/multi", "v1", OCI_INDEX, &index).await, manifest: index };
+    let sbom =
+        push.referrer("shop/multi", &top, OCI_INDEX, "application/spdx+json", br#"{"spdxVersion":"SPDX-2.3"}"#).await;
+    let vex = push.referrer("shop/multi", &amd.pushed(), OCI_MANIFEST, "application/vnd.openvex+json", b"{}").await;
+    // A signature of the SBOM: a referrer of a referrer.
+    let sbom_sig =
+        push.referrer("shop/multi", &sbom, OCI_MANIFEST, "application/vnd.dev.sigstore.bundle.v0.3+json", b"sig").await;
+    let top_index =
+        push.fallback_index("shop/multi", &top.digest, vec![sbom.descriptor("application/spdx+json")]).await;
+    push.fallback_index("shop/multi", &amd.digest, vec![vex.descriptor("application/vnd.openvex+json")]).await;
+    push.fallback_index(
+        "shop/multi",
+        &sbom.digest,
+        vec![sbom_sig.descriptor("application/vnd.dev.sigstore.bundle.v0.3+json")],
+    )
+    .await;
+
+    let cs = copies(&src, &dst, &["shop/multi:v1"]);
+    let ins = dim::inspect(&src.client(), &dst.client(), &cs, &opts(1)).await.remove(0).1.unwrap();
+    assert_eq!((ins.artifacts, ins.artifacts_missing), (3, 3), "{ins:?}");
+    let report = dim::copy_all(&src.client(), &dst.client(), &cs, &opts(1), |_| {}).await;
+    let stats = report.images[0].outcome.as_ref().expect("copy with referrers");
+    assert_eq!(stats.artifacts_copied, 3);
+
+    let check = Pusher::new(&dst);
+    for r in [&sbom, &vex, &sbom_sig] {
+        let (status, body) = check.get(&format!("shop-prod/multi/manifests/{}", r.digest), OCI_MANIFEST).await;
+        assert_eq!((status, sha(&body)), (200, r.digest.clone()), "referrer copied by digest, byte for byte");
+    }
+    // The destination (no referrers API) lists them under the fallback tags: the source's
+    // own index bytes, since the destination had none.
+    let (status, body) = check.get(&format!("shop-prod/multi/manifests/{}", digest_tag(&top.digest)), OCI_INDEX).await;
+    assert_eq!((status, body), (200, top_index.manifest.clone()));
+    for (subject, child) in [(&amd.digest, &vex), (&sbom.digest, &sbom_sig)] {
+        let (status, body) = check.get(&format!("shop-prod/multi/manifests/{}", digest_tag(subject)), OCI_INDEX).await;
+        assert_eq!(status, 200);
+        let listed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(listed["manifests"][0]["digest"], json!(child.digest));
+    }
+    let again = dim::copy_all(&src.client(), &dst.client(), &cs, &opts(1), |_| {}).await;
+    let stats = again.images[0].outcome.as_ref().unwrap();
+    assert!(stats.up_to_date);
+    assert_eq!((stats.artifacts_present, stats.artifacts_copied), (3, 0));
+}
+
+/// A registry with extra behaviour: a reverse proxy in front of a real docker-registry.
+/// `answer` may reply itself; otherwise the request is forwarded and `adjust` may change
+/// the upstream's response headers. Location headers are rewritten to the proxy.
+struct Proxy {
+    addr: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A request as the proxy hooks see it.
+struct Seen {
+    method: String,
+    /// Path and query.
+    path: String,
+    body: bytes::Bytes,
+}
+
+type Answer = Box<dyn Fn(&Seen) -> Option<(u16, Vec<(String, String)>, Vec<u8>)> + Send + Sync>;
+type Adjust = Box<dyn Fn(&Seen, u16, &mut Vec<(String, String)>) + Send + Sync>;
+
+async fn proxy(upstream: &str, answer: Answer, adjust: Adjust) -> Proxy {
+    use http_body_util::{BodyExt, Full};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let rules = std::sync::Arc::new((answer, adjust, upstream.to_string(), addr.clone(), reqwest::Client::new()));
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((sock, _)) = listener.accept().await else { return };
+            let rules = rules.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let rules = rules.clone();
+                    async move {
+                        let (answer, adjust, upstream, me, http) = &*rules;
+                        let method = req.method().clone();
+                        let path = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+                        let headers = req.headers().clone();
+                        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        let seen = Seen { method: method.to_string(), path, body };
+                        let (status, mut out_headers, out_body) = match answer(&seen) {
+                            Some(r) => r,
+                            None => {
+                                let mut fwd = http.request(method.clone(), format!("http://{upstream}{}", seen.path));
+                                for (k, v) in &headers {
+                                    if k != "host" && k != "content-length" {
+                                        fwd = fwd.header(k, v);
+                                    }
+                                }
+                                let resp = fwd.body(seen.body.clone()).send().await.unwrap();
+                                let status = resp.status().as_u16();
+                                let hs: Vec<(String, String)> = resp
+                                    .headers()
+                                    .iter()
+                                    .filter(|(k, _)| *k != "transfer-encoding" && *k != "connection")
+                                    .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().replace(upstream, me)))
+                                    .collect();
+                                let b = resp.bytes().await.unwrap_or_default().to_vec();
+                                let mut hs = hs;
+                                adjust(&seen, status, &mut hs);
+                                (status, hs, b)
+                            }
+                        };
+                        let head = method == hyper::Method::HEAD;
+                        if !head {
+                            out_headers.retain(|(k, _)| !k.eq_ignore_ascii_case("content-length"));
+                        }
+                        let mut resp = hyper::Response::builder().status(status);
+                        for (k, v) in out_headers.drain(..) {
+                            resp = resp.header(k, v);
+                        }
+                        let body = if head { Vec::new() } else { out_body };
+                        Ok::<_, std::convert::Infallible>(resp.body(Full::new(bytes::Bytes::from(body))).unwrap())
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(sock), svc)
+                    .await;
+            });
+        }
+    });
+    Proxy { addr, task }
+}
+
+fn unchanged() -> Adjust {
+    Box::new(|_, _, _| {})
+}
+
+fn registry_at(addr: &str) -> RegistryClient {
+    let spec = Registry {
+        address: addr.to_string(),
+        internal_address: None,
+        auth: RegistryAuth::Anonymous,
+        tls: RegistryTls::Insecure,
+    };
+    RegistryClient::new(&spec, None).unwrap().with_retries(0, Duration::from_millis(10))
+}
+
+/// `/v2/<repo>/referrers/<digest>` → (repo, digest).
+fn referrers_path(path: &str) -> Option<(String, String)> {
+    let rest = path.strip_prefix("/v2/")?;
+    let rest = rest.split('?').next()?;
+    let (repo, digest) = rest.rsplit_once("/referrers/")?;
+    Some((repo.to_string(), digest.to_string()))
+}
+
+fn listing(descriptors: Vec<serde_json::Value>) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let body =
+        serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": descriptors})).unwrap();
+    (200, vec![("content-type".into(), OCI_INDEX.into())], body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn referrers_api_of_the_source_is_read_and_listed_on_a_destination_without_it() {
+    let (src, dst) = (TestRegistry::start(None), TestRegistry::start(None));
+    let push = Pusher::new(&src);
+    let img = push.image("shop/web", "v1", &[random(200_000)], true, "amd64").await;
+    // Pushed by digest only: no fallback tag on the source; the API is the only way to it.
+    let sbom = push.referrer("shop/web", &img.pushed(), OCI_MANIFEST, "application/spdx+json", b"{\"spdx\":1}").await;
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (subject, desc, count) = (img.digest.clone(), sbom.descriptor("application/spdx+json"), served.clone());
+    let front = proxy(
+        &src.addr,
+        Box::new(move |s| {
+            let (repo, digest) = referrers_path(&s.path)?;
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Some(listing(if repo == "shop/web" && digest == subject { vec![desc.clone()] } else { vec![] }))
+        }),
+        unchanged(),
+    )
+    .await;
+    let cs = vec![ImageCopy {
+        source: ImageRef::parse(&format!("{}/shop/web:v1", front.addr)).unwrap(),
+        destination: ImageRef::parse(&format!("{}/shop/web:v1", dst.addr)).unwrap(),
+    }];
+    let report = dim::copy_all(&registry_at(&front.addr), &dst.client(), &cs, &opts(1), |_| {}).await;
+    let stats = report.images[0].outcome.as_ref().expect("copy");
+    assert_eq!(stats.artifacts_copied, 1);
+    assert!(served.load(std::sync::atomic::Ordering::SeqCst) >= 1, "the source's referrers API was asked");
+    let check = Pusher::new(&dst);
+    let (status, body) = check.get(&format!("shop/web/manifests/{}", sbom.digest), OCI_MANIFEST).await;
+    assert_eq!((status, body), (200, sbom.manifest.clone()));
+    // docker-registry 2.8 has no referrers API: mtcd wrote the fallback index for it.
+    let (status, body) = check.get(&format!("shop/web/manifests/{}", digest_tag(&img.digest)), OCI_INDEX).await;
+    assert_eq!(status, 200);
+    let index: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(index["manifests"], json!([sbom.descriptor("application/spdx+json")]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_serving_the_referrers_api_gets_no_fallback_tag() {
+    let (src, dst) = (TestRegistry::start(None), TestRegistry::start(None));
+    let push = Pusher::new(&src);
+    let img = push.image("shop/web", "v1", &[random(200_000)], true, "amd64").await;
+    let sig = push
+        .referrer("shop/web", &img.pushed(), OCI_MANIFEST, "application/vnd.dev.sigstore.bundle.v0.3+json", b"s")
+        .await;
+    push.fallback_index("shop/web", &img.digest, vec![sig.descriptor("application/vnd.dev.sigstore.bundle.v0.3+json")])
+        .await;
+    // The destination indexes referrers as a registry with the API does: OCI-Subject on
+    // the PUT, and a listing built from what was pushed.
+    let indexed: std::sync::Arc<Mutex<Vec<(String, serde_json::Value)>>> = Default::default();
+    let (put_seen, get_seen) = (indexed.clone(), indexed.clone());
+    let front = proxy(
+        &dst.addr,
+        Box::new(move |s| {
+            let (_, digest) = referrers_path(&s.path)?;
+            let list = get_seen.lock().unwrap().iter().filter(|(d, _)| *d == digest).map(|(_, v)| v.clone()).collect();
+            Some(listing(list))
+        }),
+        Box::new(move |s, status, headers| {
+            if s.method != "PUT" || !s.path.contains("/manifests/") || status != 201 {
+                return;
+            }
+            let Ok(m) = serde_json::from_slice::<serde_json::Value>(&s.body) else { return };
+            if let Some(subject) = m["subject"]["digest"].as_str() {
+                headers.push(("OCI-Subject".into(), subject.to_string()));
+                let d = json!({"mediaType": OCI_MANIFEST, "digest": sha(&s.body), "size": s.body.len(), "artifactType": m["artifactType"]});
+                put_seen.lock().unwrap().push((subject.to_string(), d));
+            }
+        }),
+    )
+    .await;
+    let cs = vec![ImageCopy {
+        source: ImageRef::parse(&format!("{}/shop/web:v1", src.addr)).unwrap(),
+        destination: ImageRef::parse(&format!("{}/shop/web:v1", front.addr)).unwrap(),
+    }];
+    let report = dim::copy_all(&src.client(), &registry_at(&front.addr), &cs, &opts(1), |_| {}).await;
+    assert_eq!(report.images[0].outcome.as_ref().expect("copy").artifacts_copied, 1);
+    let check = Pusher::new(&dst);
+    let (status, body) = check.get(&format!("shop/web/manifests/{}", sig.digest), OCI_MANIFEST).await;
+    assert_eq!((status, body), (200, sig.manifest.clone()), "referrer stored by digest");
+    let (status, _) = check.get(&format!("shop/web/manifests/{}", digest_tag(&img.digest)), OCI_INDEX).await;
+    assert_eq!(status, 404, "the destination indexes referrers itself: no fallback tag written");
+    // The next run reads the destination's listing and finds the referrer there.
+    let again = dim::copy_all(&src.client(), &registry_at(&front.addr), &cs, &opts(1), |_| {}).await;
+    let stats = again.images[0].outcome.as_ref().unwrap();
+    assert_eq!((stats.artifacts_present, stats.artifacts_copied), (1, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_that_cannot_store_referrers_is_reported_per_image() {
+    let (src, dst) = (TestRegistry::start(None), TestRegistry::start(None));
+    let push = Pusher::new(&src);
+    let img = push.image("shop/web", "v1", &[random(200_000)], true, "amd64").await;
+    let sbom = push.referrer("shop/web", &img.pushed(), OCI_MANIFEST, "application/spdx+json", b"{}").await;
+    push.fallback_index("shop/web", &img.digest, vec![sbom.descriptor("application/spdx+json")]).await;
+    let other = push.image("shop/other", "v1", &[random(100_000)], true, "amd64").await;
+    let front = proxy(
+        &dst.addr,
+        Box::new(|s| {
+            let refuses = s.method == "PUT" && s.path.contains("/manifests/") && {
+                let m: serde_json::Value = serde_json::from_slice(&s.body).unwrap_or_default();
+                m.get("subject").is_some()
+            };
+            refuses.then(|| {
+                let body = br#"{"errors":[{"code":"MANIFEST_INVALID","message":"manifest invalid","detail":"unknown field subject"}]}"#;
+                (400, vec![("content-type".to_string(), "application/json".to_string())], body.to_vec())
+            })
+        }),
+        unchanged(),
+    )
+    .await;
+    let cs = vec![
+        ImageCopy {
+            source: ImageRef::parse(&format!("{}/shop/web:v1", src.addr)).unwrap(),
+            destination: ImageRef::parse(&format!("{}/shop/web:v1", front.addr)).unwrap(),
+        },
+        ImageCopy {
+            source: ImageRef::parse(&format!("{}/shop/other:v1", src.addr)).unwrap(),
+            destination: ImageRef::parse(&format!("{}/shop/other:v1", front.addr)).unwrap(),
+        },
+    ];
+    let report = dim::copy_all(&src.client(), &registry_at(&front.addr), &cs, &opts(2), |_| {}).await;
+    match &report.images[0].outcome {
+        Err(e @ DimError::Artifact { registry, repository, subject, artifact, source }) => {
+            assert_eq!(
+                (registry.as_str(), repository.as_str(), subject.as_str()),
+                (front.addr.as_str(), "shop/web", img.digest.as_str())
+            );
+            assert!(artifact.contains(&sbom.digest) && artifact.contains("application/spdx+json"), "{artifact}");
+            assert!(matches!(**source, DimError::Http { status: 400, .. }), "{source:?}");
+            let msg = e.to_string();
+            assert!(msg.contains("was copied but its referrer") && msg.contains("MANIFEST_INVALID"), "{msg}");
+        }
+        other => panic!("expected an artifact error, got {other:?}"),
+    }
+    assert_eq!(report.images[1].outcome.as_ref().expect("the other image copies").digest, other.digest);
+    // The image itself arrived; only its referrer is missing.
+    let (status, body) = Pusher::new(&dst).get("shop/web/manifests/v1", OCI_MANIFEST).await;
+    assert_eq!((status, sha(&body)), (200, img.digest.clone()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_copy_resumes_sending_only_the_missing_blobs() {
+    let (src, dst) = (TestRegistry::start(None), TestRegistry::start(None));
+    let layers: Vec<Vec<u8>> = (0..4).map(|_| random(400_000)).collect();
+    let img = Pusher::new(&src).image("shop/web", "v1", &layers, false, "amd64").await;
+    // The source goes away after two blobs have been read.
+    let gets = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = gets.clone();
+    let front = proxy(
+        &src.addr,
+        Box::new(move |s| {
+            let blob_get = s.method == "GET" && s.path.contains("/blobs/sha256:");
+            (blob_get && count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= 2)
+                .then(|| (503, vec![], br#"{"errors":[{"code":"UNAVAILABLE"}]}"#.to_vec()))
+        }),
+        unchanged(),
+    )
+    .await;
+    let one_at_a_time = DimOptions { blob_concurrency: 1, ..opts(1) };
+    let copy_from = |addr: &str| {
+        vec![ImageCopy {
+            source: ImageRef::parse(&format!("{addr}/shop/web:v1")).unwrap(),
+            destination: ImageRef::parse(&format!("{}/shop/web:v1", dst.addr)).unwrap(),
+        }]
+    };
+    let first =
+        dim::copy_all(&registry_at(&front.addr), &dst.client(), &copy_from(&front.addr), &one_at_a_time, |_| {}).await;
+    assert!(
+        matches!(first.images[0].outcome, Err(DimError::Http { status: 503, .. })),
+        "{:?}",
+        first.images[0].outcome
+    );
+    let (status, _) = Pusher::new(&dst).get("shop/web/manifests/v1", DOCKER_MANIFEST).await;
+    assert_eq!(status, 404, "no manifest for an incomplete image");
+
+    let second = dim::copy_all(&src.client(), &dst.client(), &copy_from(&src.addr), &one_at_a_time, |_| {}).await;
+    let stats = second.images[0].outcome.as_ref().expect("the re-run completes");
+    assert_eq!(stats.blobs_skipped, 2, "the two blobs committed before the interruption are not sent again");
+    assert_eq!(stats.blobs_sent, 3);
+    assert_eq!(stats.bytes_sent, img.bytes() - img.sizes[..2].iter().sum::<u64>());
+}
+
+/// The many-image path as `mtcd apply` runs it (plan, then copy, with the same clients):
+/// five repositories sharing a base layer. The base is uploaded once and mounted into the
+/// other four; the copy asks the destination about no blob again (the plan just saw them
+/// missing), and the plan asked once per blob and repository.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_images_sharing_a_base_upload_it_once_and_check_each_blob_once() {
+    let (src, dst) = (TestRegistry::start(None), TestRegistry::start(None));
+    let push = Pusher::new(&src);
+    let base = random(600_000);
+    let mut refs = Vec::new();
+    for i in 0..5 {
+        push.image(&format!("shop/app-{i}"), "v1", &[base.clone(), random(50_000 + i)], false, "amd64").await;
+        refs.push(format!("shop/app-{i}:v1"));
+    }
+    let seen: std::sync::Arc<Mutex<Vec<(String, String)>>> = Default::default();
+    let log = seen.clone();
+    let front = proxy(
+        &dst.addr,
+        Box::new(move |s| {
+            log.lock().unwrap().push((s.method.clone(), s.path.clone()));
+            None
+        }),
+        unchanged(),
+    )
+    .await;
+    let refs: Vec<&str> = refs.iter().map(String::as_str).collect();
+    let images: Vec<ImageRef> = refs.iter().map(|r| ImageRef::parse(&format!("{}/{r}", src.addr)).unwrap()).collect();
+    let map: IndexMap<String, String> = [("shop".to_string(), "shop-prod".to_string())].into();
+    let cs = dim::plan_copies(&images, &src.addr, &front.addr, &map);
+    let (sc, dc) = (src.client(), registry_at(&front.addr));
+    let o = DimOptions { signatures: mtcd::spec::SignatureMode::Skip, ..opts(4) };
+
+    let inspected = dim::inspect(&sc, &dc, &cs, &o).await;
+    assert!(inspected.iter().all(|(_, r)| r.as_ref().is_ok_and(|i| i.blobs_missing == 3)), "{inspected:?}");
+    let heads = |log: &[(String, String)]| log.iter().filter(|(m, p)| m == "HEAD" && p.contains("/blobs/")).count();
+    assert_eq!(heads(&seen.lock().unwrap()), 15, "the plan: one check per blob and repository");
+    seen.lock().unwrap().clear();
+
+    let report = dim::copy_all(&sc, &dc, &cs, &o, |_| {}).await;
+    let stats: Vec<&dim::ImageStats> = report.images.iter().map(|r| r.outcome.as_ref().expect("copied")).collect();
+    let log = seen.lock().unwrap().clone();
+    assert_eq!(heads(&log), 0, "the copy asks about no blob the plan saw missing: {log:?}");
+    let mounts = log
+        .iter()
+        .filter(|(m, p)| m == "POST" && p.contains(&format!("mount={}", sha(&base).replace(':', "%3A"))))
+        .count();
+    assert_eq!(mounts, 4, "the base is mounted into every repository but the first: {log:?}");
+    assert_eq!(stats.iter().map(|s| s.blobs_mounted).sum::<usize>(), 4);
+    let base_sent = stats.iter().filter(|s| s.bytes_sent >= base.len() as u64).count();
+    assert_eq!(base_sent, 1, "the base's bytes travel once: {stats:?}");
 }

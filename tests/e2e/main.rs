@@ -5,6 +5,8 @@ mod cli;
 mod cutover;
 mod deps;
 mod dim;
+mod dim_artifacts;
+mod dim_selection;
 mod dvm;
 mod dvm_failures;
 mod dvm_nonroot;

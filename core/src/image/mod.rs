@@ -7,6 +7,6 @@ pub mod reference;
 pub mod rewrite;
 
 pub use copies::{ImageCopy, internal_hosts, plan_copies};
-pub use discover::discover;
+pub use discover::{Found, SkipReason, SkippedImage, discover, select};
 pub use reference::{ImageRef, ReferenceError};
 pub use rewrite::rewrite_object;

@@ -28,7 +28,7 @@ pub use velero::VeleroPlan;
 pub use volumes::{VolumePlan, VolumeTransfer};
 
 use crate::image::{self, ImageCopy};
-use crate::snapshot::{Inspection, MigrationSnapshot, Snapshot, Unread};
+use crate::snapshot::{MigrationSnapshot, Snapshot, Unread};
 use crate::spec::{DimOptions, HookPhase, HookRef, ImageMode, Migration, ResourceMode, Spec};
 use crate::transform::rules::RuleSettings;
 
@@ -169,6 +169,10 @@ pub struct MigrationPlan {
     pub volumes: VolumePlan,
     /// Images DIM copies, with what the destination already has.
     pub images: Vec<ImagePlan>,
+    /// Internal images found but not copied: left out by the tag filters, or not
+    /// referenced (only finished pods, finished Jobs or old ReplicaSets use them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub images_skipped: Vec<image::SkippedImage>,
     #[serde(skip)]
     pub image_options: DimOptions,
     /// The Backup and Restore, with `resources = "velero"`.
@@ -209,7 +213,7 @@ pub struct Check {
 
 impl MigrationPlan {
     pub fn pending(&self) -> usize {
-        self.resources.pending() + self.images.iter().filter(|i| !i.present).count()
+        self.resources.pending() + self.images.iter().filter(|i| i.pending()).count()
     }
 
     /// The hooks of `phase`, in file order.
@@ -227,10 +231,23 @@ pub struct ImagePlan {
     pub present: bool,
     pub bytes_total: u64,
     pub bytes_to_copy: u64,
+    /// Signatures, attestations, SBOMs and referrers found on the source, and how many the
+    /// destination lacks.
+    pub artifacts: usize,
+    pub artifacts_to_copy: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What `apply` copies: the source pinned to the digest inspected, so the image copied
+    /// is the one the plan showed even if the tag moves in between.
     #[serde(skip)]
     pub copy: ImageCopy,
+}
+
+impl ImagePlan {
+    /// Something to copy: the manifest under its tag, or an artifact of it.
+    pub fn pending(&self) -> bool {
+        !self.present || self.artifacts_to_copy > 0
+    }
 }
 
 /// Why there is no plan.
@@ -387,11 +404,19 @@ fn plan_migration(
         .images
         .iter()
         .map(|f| {
-            let (present, bytes_total, bytes_to_copy, error) = match &f.inspection {
-                Ok(Inspection { present, bytes_total, bytes_to_copy, .. }) => {
-                    (*present, *bytes_total, *bytes_to_copy, None)
+            let mut copy = f.copy.clone();
+            let (present, bytes_total, bytes_to_copy, artifacts, artifacts_to_copy, error) = match &f.inspection {
+                Ok(i) => {
+                    if copy.source.digest.is_none() {
+                        copy.source.digest = Some(i.digest.clone());
+                        // The tag the image goes by on the destination stays what it was.
+                        if copy.destination.tag.is_none() && copy.destination.digest.is_none() {
+                            copy.destination.tag = Some("latest".into());
+                        }
+                    }
+                    (i.present, i.bytes_total, i.bytes_to_copy, i.artifacts, i.artifacts_missing, None)
                 }
-                Err(e) => (false, 0, 0, Some(e.clone())),
+                Err(e) => (false, 0, 0, 0, 0, Some(e.clone())),
             };
             ImagePlan {
                 source: f.copy.source.to_string(),
@@ -399,8 +424,10 @@ fn plan_migration(
                 present,
                 bytes_total,
                 bytes_to_copy,
+                artifacts,
+                artifacts_to_copy,
                 error,
-                copy: f.copy.clone(),
+                copy,
             }
         })
         .collect();
@@ -422,6 +449,7 @@ fn plan_migration(
         },
         volumes,
         images,
+        images_skipped: seen.images_skipped.clone(),
         image_options: m.dim.clone(),
         velero: (m.resources == ResourceMode::Velero).then(|| velero::plan_velero(m, released)),
         hooks: m.hooks.clone(),

@@ -263,7 +263,7 @@ pub enum VolumeSource {
     Snapshot,
 }
 
-/// Direct Image Migration options.
+/// Direct Image Migration options (`[migration.dim]`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DimOptions {
     /// Registry hosts (besides the source registry's addresses) whose images count as
@@ -274,7 +274,91 @@ pub struct DimOptions {
     /// Blobs in flight per image.
     pub blob_concurrency: usize,
     /// How many entries of each ImageStream tag's history to copy (1 = current only).
-    pub tag_history: usize,
+    pub max_history: usize,
+    /// Whether the signatures, attestations, SBOMs and OCI referrers of every copied
+    /// manifest are copied too.
+    pub signatures: SignatureMode,
+    /// When not empty, only tags matching one of these are copied.
+    pub include_tags: Vec<TagPattern>,
+    /// Tags matching one of these are never copied (wins over `include_tags`).
+    pub exclude_tags: Vec<TagPattern>,
+    /// What happens to images that only finished pods, finished Jobs or old ReplicaSets
+    /// reference.
+    pub not_referenced: NotReferenced,
+}
+
+impl Default for DimOptions {
+    fn default() -> Self {
+        DimOptions {
+            internal_hosts: Vec::new(),
+            concurrency: 4,
+            blob_concurrency: 4,
+            max_history: 1,
+            signatures: SignatureMode::Copy,
+            include_tags: Vec::new(),
+            exclude_tags: Vec::new(),
+            not_referenced: NotReferenced::Skip,
+        }
+    }
+}
+
+impl DimOptions {
+    /// Whether the tag filters let `tag` through (`exclude_tags` first, then
+    /// `include_tags` when there are any).
+    pub fn tag_selected(&self, tag: &str) -> bool {
+        !self.exclude_tags.iter().any(|p| p.matches(tag))
+            && (self.include_tags.is_empty() || self.include_tags.iter().any(|p| p.matches(tag)))
+    }
+}
+
+/// `signatures = "copy" | "skip"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureMode {
+    /// cosign's `sha256-<hex>.sig`/`.att`/`.sbom` tags and OCI 1.1 referrers travel with
+    /// the image, digests unchanged.
+    Copy,
+    Skip,
+}
+
+/// `not_referenced = "skip" | "copy"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotReferenced {
+    /// Listed in the plan as not referenced, not copied.
+    Skip,
+    Copy,
+}
+
+/// A tag regex of `include_tags`/`exclude_tags`, matched against the whole tag (as if
+/// written `^(?:…)$`).
+#[derive(Debug, Clone)]
+pub struct TagPattern {
+    pattern: String,
+    regex: regex::Regex,
+}
+
+impl TagPattern {
+    /// Compiles `pattern` anchored at both ends.
+    pub fn new(pattern: &str) -> Result<Self, regex::Error> {
+        // Checked alone first: `a)|(b` is invalid, but valid once wrapped.
+        regex::RegexBuilder::new(pattern).size_limit(1 << 20).build()?;
+        let regex = regex::RegexBuilder::new(&format!("^(?:{pattern})$")).size_limit(1 << 20).build()?;
+        Ok(TagPattern { pattern: pattern.to_string(), regex })
+    }
+
+    pub fn matches(&self, tag: &str) -> bool {
+        self.regex.is_match(tag)
+    }
+
+    /// The pattern as written in the file.
+    pub fn as_str(&self) -> &str {
+        &self.pattern
+    }
+}
+
+impl PartialEq for TagPattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.pattern == other.pattern
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

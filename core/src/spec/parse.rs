@@ -725,7 +725,7 @@ fn read_dvm(r: &mut Report<'_>, v: &Value<'_>) -> Option<DvmOptions> {
 }
 
 pub(crate) fn default_dim() -> DimOptions {
-    DimOptions { internal_hosts: Vec::new(), concurrency: 4, blob_concurrency: 4, tag_history: 1 }
+    DimOptions::default()
 }
 
 fn read_dim(r: &mut Report<'_>, v: &Value<'_>) -> Option<DimOptions> {
@@ -740,15 +740,67 @@ fn read_dim(r: &mut Report<'_>, v: &Value<'_>) -> Option<DimOptions> {
     let blob_concurrency = t
         .get("blob_concurrency")
         .map_or(Some(d.blob_concurrency as u64), |v| r.integer(v, "dim.blob_concurrency", 1, 64));
-    let tag_history =
-        t.get("tag_history").map_or(Some(d.tag_history as u64), |v| r.integer(v, "dim.tag_history", 1, 1000));
+    // `tag_history` is the earlier name of `max_history`; one of the two may be given.
+    let max_history = match (t.get("max_history"), t.get("tag_history")) {
+        (Some(_), Some(old)) => {
+            r.error(
+                &old.span(),
+                "`tag_history` and `max_history` are the same setting; give it once",
+                Some("keep `max_history` (`tag_history` is its earlier name)".into()),
+            );
+            None
+        }
+        (Some(v), None) => r.integer(v, "dim.max_history", 1, 1000),
+        (None, Some(v)) => r.integer(v, "dim.tag_history", 1, 1000),
+        (None, None) => Some(d.max_history as u64),
+    };
+    let signatures = match t.get("signatures") {
+        None => Some(d.signatures),
+        Some(v) => r.choice(v, "dim.signatures", &[("copy", SignatureMode::Copy), ("skip", SignatureMode::Skip)]),
+    };
+    let include_tags = t.get("include_tags").map_or(Some(Vec::new()), |v| tag_patterns(r, v, "dim.include_tags"));
+    let exclude_tags = t.get("exclude_tags").map_or(Some(Vec::new()), |v| tag_patterns(r, v, "dim.exclude_tags"));
+    let not_referenced = match t.get("not_referenced") {
+        None => Some(d.not_referenced),
+        Some(v) => r.choice(v, "dim.not_referenced", &[("skip", NotReferenced::Skip), ("copy", NotReferenced::Copy)]),
+    };
     t.finish(r);
     Some(DimOptions {
         internal_hosts: internal_hosts?,
         concurrency: concurrency? as usize,
         blob_concurrency: blob_concurrency? as usize,
-        tag_history: tag_history? as usize,
+        max_history: max_history? as usize,
+        signatures: signatures?,
+        include_tags: include_tags?,
+        exclude_tags: exclude_tags?,
+        not_referenced: not_referenced?,
     })
+}
+
+/// A list of tag regexes, each compiled (anchored: the whole tag must match); a pattern
+/// that does not compile is reported at its own position.
+fn tag_patterns(r: &mut Report<'_>, v: &Value<'_>, name: &str) -> Option<Vec<TagPattern>> {
+    let mut ok = true;
+    let mut out = Vec::new();
+    for p in r.string_list(v, name)? {
+        match TagPattern::new(p.get_ref()) {
+            Ok(t) => out.push(t),
+            Err(e) => {
+                let reason = e.to_string();
+                let reason = reason.lines().last().unwrap_or_default().trim().trim_start_matches("error: ");
+                r.error(
+                    &p.span(),
+                    format!("`{name}`: {:?} is not a valid regular expression: {reason}", p.get_ref()),
+                    Some(
+                        "a pattern must match the whole tag, e.g. \"v[0-9]+\" or \"release-.*\" (regex crate syntax)"
+                            .into(),
+                    ),
+                );
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(out)
 }
 
 pub(crate) fn default_velero() -> VeleroOptions {

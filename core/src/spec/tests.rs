@@ -414,6 +414,79 @@ fn the_cluster_s_own_namespaces_are_refused_unless_allowed() {
 }
 
 #[test]
+fn dim_image_selection_and_signature_settings() {
+    let text = migration(
+        "images = \"direct\"\n[migration.dim]\nsignatures = \"skip\"\ninclude_tags = [\"v[0-9]+\", \"latest\"]\nexclude_tags = [\"v0\"]\nmax_history = 3\nnot_referenced = \"copy\"\n",
+    );
+    let spec = parse(&text, Path::new("/x/desired.toml")).unwrap();
+    let d = &spec.migrations[0].dim;
+    assert_eq!(d.signatures, SignatureMode::Skip);
+    assert_eq!(d.max_history, 3);
+    assert_eq!(d.not_referenced, NotReferenced::Copy);
+    assert_eq!(d.include_tags.iter().map(TagPattern::as_str).collect::<Vec<_>>(), ["v[0-9]+", "latest"]);
+    assert!(d.tag_selected("v12") && d.tag_selected("latest"));
+    assert!(!d.tag_selected("v0"), "exclude wins");
+    assert!(!d.tag_selected("v1-rc"), "the whole tag must match");
+    // Defaults: signatures copied, every tag, current item only, unreferenced skipped.
+    let spec = parse(&migration("images = \"direct\"\n"), Path::new("/x/desired.toml")).unwrap();
+    assert_eq!(spec.migrations[0].dim, DimOptions::default());
+    assert_eq!(spec.migrations[0].dim.signatures, SignatureMode::Copy);
+    assert_eq!(spec.migrations[0].dim.not_referenced, NotReferenced::Skip);
+    // `tag_history` is still read, as the earlier name of `max_history`.
+    let spec = parse(&migration("[migration.dim]\ntag_history = 5\n"), Path::new("/x/d.toml")).unwrap();
+    assert_eq!(spec.migrations[0].dim.max_history, 5);
+}
+
+#[test]
+fn dim_settings_errors_are_reported_where_they_are_written() {
+    assert_problem(
+        &migration("[migration.dim]\ninclude_tags = [\"v1\", \"v(2\"]\n"),
+        12,
+        23,
+        "`dim.include_tags`: \"v(2\" is not a valid regular expression",
+    );
+    let p = problems(&migration("[migration.dim]\nexclude_tags = [\"a)|(b\"]\n"));
+    assert!(p[0].message.contains("\"a)|(b\" is not a valid regular expression"), "{p:?}");
+    assert!(p[0].hint.as_deref().unwrap_or_default().contains("whole tag"), "{p:?}");
+    assert_problem(
+        &migration("[migration.dim]\nsignatures = \"yes\"\n"),
+        12,
+        14,
+        "`dim.signatures` must be one of \"copy\", \"skip\"",
+    );
+    assert_problem(
+        &migration("[migration.dim]\nnot_referenced = \"keep\"\n"),
+        12,
+        18,
+        "`dim.not_referenced` must be one of \"skip\", \"copy\"",
+    );
+    assert_problem(
+        &migration("[migration.dim]\nmax_history = 0\n"),
+        12,
+        15,
+        "`dim.max_history` must be between 1 and 1000",
+    );
+    assert_problem(
+        &migration("[migration.dim]\nmax_history = 2\ntag_history = 2\n"),
+        13,
+        15,
+        "`tag_history` and `max_history` are the same setting",
+    );
+    assert_problem(
+        &migration("[migration.dim]\ninclude_tags = \"v1\"\n"),
+        12,
+        16,
+        "`dim.include_tags` must be an array",
+    );
+    assert_problem(
+        &migration("[migration.dim]\nsignature = \"copy\"\n"),
+        12,
+        1,
+        "unknown key `signature` in [migration.dim]",
+    );
+}
+
+#[test]
 fn keep_owned_and_pv_policy_are_read_and_checked_at_their_line() {
     let text = migration("keep_owned = [\"Secret\", \"ConfigMap\"]\npv_policy = \"copy\"\n");
     let m = parse(&text, Path::new("/x/desired.toml")).unwrap().migrations.remove(0);

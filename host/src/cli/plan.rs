@@ -23,17 +23,27 @@ pub fn print(plan: &Plan, output: Output) {
                         println!("    {mark} {}{when}: {}", c.name, c.detail);
                     }
                 }
-                if !m.images.is_empty() {
+                if !m.images.is_empty() || !m.images_skipped.is_empty() {
                     println!("  images (Direct Image Migration):");
                     for i in &m.images {
+                        let artifacts = match (i.artifacts, i.artifacts_to_copy) {
+                            (0, _) => String::new(),
+                            (n, 0) => format!(", {n} signatures/attestations/referrers present"),
+                            (n, k) => format!(", {k} of {n} signatures/attestations/referrers to copy"),
+                        };
                         let state = match (&i.error, i.present) {
                             (Some(e), _) => format!("cannot inspect: {e}"),
-                            (None, true) => "already present".to_string(),
-                            (None, false) => {
-                                format!("{} to copy of {}", human_bytes(i.bytes_to_copy), human_bytes(i.bytes_total))
-                            }
+                            (None, true) => format!("already present{artifacts}"),
+                            (None, false) => format!(
+                                "{} to copy of {}{artifacts}",
+                                human_bytes(i.bytes_to_copy),
+                                human_bytes(i.bytes_total)
+                            ),
                         };
                         println!("    {} → {}  ({state})", i.source, i.destination);
+                    }
+                    for s in &m.images_skipped {
+                        println!("    skipped {}: {}; used by {}", s.image, s.reason.describe(), s.used_by.join(", "));
                     }
                 }
                 if !m.volumes.transfers.is_empty() {

@@ -128,12 +128,17 @@ fn print_apply(r: &ApplyReport) {
             match &i.error {
                 None if i.up_to_date => println!("  image {}: up to date", i.destination),
                 None => println!(
-                    "  image {}: copied, {} sent ({} blobs sent, {} skipped, {} mounted) in {:.1}s",
+                    "  image {}: copied, {} sent ({} blobs sent, {} skipped, {} mounted{}) in {:.1}s",
                     i.destination,
                     human_bytes(i.bytes_sent),
                     i.blobs_sent,
                     i.blobs_skipped,
                     i.blobs_mounted,
+                    if i.artifacts_copied > 0 {
+                        format!("; {} signatures/attestations/referrers", i.artifacts_copied)
+                    } else {
+                        String::new()
+                    },
                     i.seconds
                 ),
                 Some(e) => println!("  image {}: FAILED: {e}", i.source),

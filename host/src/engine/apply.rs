@@ -208,6 +208,8 @@ impl Engine {
                     blobs_sent: stats.map_or(0, |s| s.blobs_sent),
                     blobs_skipped: stats.map_or(0, |s| s.blobs_skipped),
                     blobs_mounted: stats.map_or(0, |s| s.blobs_mounted),
+                    artifacts_copied: stats.map_or(0, |s| s.artifacts_copied),
+                    artifacts_present: stats.map_or(0, |s| s.artifacts_present),
                     seconds: r.elapsed.as_secs_f64(),
                     error: r.outcome.err().map(|e| e.to_string()),
                 }

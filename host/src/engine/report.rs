@@ -80,6 +80,9 @@ pub struct ImageReport {
     pub blobs_sent: usize,
     pub blobs_skipped: usize,
     pub blobs_mounted: usize,
+    /// Signatures, attestations, SBOMs and referrers copied, and those already there.
+    pub artifacts_copied: usize,
+    pub artifacts_present: usize,
     pub seconds: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

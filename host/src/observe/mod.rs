@@ -294,7 +294,9 @@ async fn observe_migration(
     if let (ImageMode::Direct, Some((sc, dc)), Some(s), Some(d)) =
         (m.images, registries, &spec.source.registry, &spec.destination.registry)
     {
-        let images = dim::discover(&seen.source, &dim::internal_hosts(s, &m.dim), m.dim.tag_history);
+        let found = dim::select(&seen.source, &dim::internal_hosts(s, &m.dim), &m.dim);
+        seen.images_skipped = found.iter().filter_map(dim::Found::skipped).collect();
+        let images: Vec<dim::ImageRef> = found.into_iter().filter(|f| f.skip.is_none()).map(|f| f.image).collect();
         let copies = dim::plan_copies(&images, &s.address, &d.address, &m.namespace_map);
         seen.images = dim::inspect(sc, dc, &copies, &m.dim)
             .await

@@ -63,7 +63,7 @@ pub(crate) struct At<'a> {
 }
 
 impl At<'_> {
-    fn http(&self, operation: &'static str, status: StatusCode, body: String) -> DimError {
+    pub(crate) fn http(&self, operation: &'static str, status: StatusCode, body: String) -> DimError {
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             return DimError::Unauthorized {
                 registry: self.registry.into(),
@@ -83,7 +83,7 @@ impl At<'_> {
         }
     }
 
-    fn transport(&self, operation: &'static str, source: reqwest::Error) -> DimError {
+    pub(crate) fn transport(&self, operation: &'static str, source: reqwest::Error) -> DimError {
         DimError::Transport {
             registry: self.registry.into(),
             repository: self.repository.into(),
@@ -93,7 +93,7 @@ impl At<'_> {
         }
     }
 
-    fn invalid(&self, reason: String) -> DimError {
+    pub(crate) fn invalid(&self, reason: String) -> DimError {
         DimError::InvalidManifest {
             registry: self.registry.into(),
             repository: self.repository.into(),
@@ -102,7 +102,7 @@ impl At<'_> {
         }
     }
 
-    fn with_ref<'b>(&self, reference: &'b str) -> At<'b>
+    pub(crate) fn with_ref<'b>(&self, reference: &'b str) -> At<'b>
     where
         Self: 'b,
     {
@@ -116,7 +116,7 @@ fn short(body: &str) -> String {
     if b.len() > 300 { format!("{}…", &b[..b.floor_char_boundary(300)]) } else { b.to_string() }
 }
 
-async fn fail(at: At<'_>, op: &'static str, resp: Response) -> DimError {
+pub(crate) async fn fail(at: At<'_>, op: &'static str, resp: Response) -> DimError {
     let status = resp.status();
     let body = resp.text().await.unwrap_or_default();
     at.http(op, status, body)
@@ -129,6 +129,12 @@ pub(crate) fn sha256_digest(bytes: &[u8]) -> String {
 /// Fetches a manifest by tag or digest and checks it against the digest asked for (or the
 /// one the registry announced): a manifest is never trusted by its name alone.
 pub(crate) async fn get_manifest(client: &RegistryClient, at: At<'_>) -> Result<RawManifest, DimError> {
+    // By digest, a manifest is what it was when first read (and verified): read it once.
+    if at.reference.starts_with("sha256:")
+        && let Some(m) = client.facts().manifest(at.repository, at.reference)
+    {
+        return Ok(m);
+    }
     let resp = client
         .get(Method::GET, at.repository, Access::Pull, &format!("manifests/{}", at.reference), Some(ACCEPT))
         .await
@@ -174,10 +180,12 @@ pub(crate) async fn get_manifest(client: &RegistryClient, at: At<'_>) -> Result<
             media_type,
         });
     }
-    Ok(RawManifest { bytes, media_type, digest })
+    let m = RawManifest { bytes, media_type, digest };
+    client.facts().keep_manifest(at.repository, &m);
+    Ok(m)
 }
 
-fn header_str(resp: &Response, name: &str) -> Option<String> {
+pub(crate) fn header_str(resp: &Response, name: &str) -> Option<String> {
     resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
@@ -220,14 +228,18 @@ pub(crate) async fn blob_exists(
         .get(Method::HEAD, repo, access, &format!("blobs/{digest}"), None)
         .await
         .map_err(|e| at.transport("HEAD blob", e))?;
-    match resp.status() {
-        s if s.is_success() => Ok(true),
-        StatusCode::NOT_FOUND => Ok(false),
-        _ => Err(fail(at, "HEAD blob", resp).await),
-    }
+    let found = match resp.status() {
+        s if s.is_success() => true,
+        StatusCode::NOT_FOUND => false,
+        _ => return Err(fail(at, "HEAD blob", resp).await),
+    };
+    client.facts().set_absent(repo, digest, !found);
+    Ok(found)
 }
 
-async fn put_manifest(client: &RegistryClient, at: At<'_>, m: &RawManifest) -> Result<(), DimError> {
+/// Pushes a manifest's exact bytes under `at.reference`. Returns whether the registry
+/// announced `OCI-Subject` (it indexes referrers itself: the referrers API).
+pub(crate) async fn put_manifest(client: &RegistryClient, at: At<'_>, m: &RawManifest) -> Result<bool, DimError> {
     let url = client.url(&format!("/v2/{}/manifests/{}", at.repository, at.reference));
     let resp = client
         .send(&[(at.repository, Access::Push)], |c| {
@@ -243,7 +255,24 @@ async fn put_manifest(client: &RegistryClient, at: At<'_>, m: &RawManifest) -> R
     {
         return Err(at.invalid(format!("destination stored the manifest as {d}, expected {}", m.digest)));
     }
-    Ok(())
+    Ok(resp.headers().contains_key("oci-subject"))
+}
+
+/// The digest a registry holds under `at.reference` (HEAD; a GET when the registry does not
+/// announce `Docker-Content-Digest`), `None` when it has nothing there.
+pub(crate) async fn resolve_manifest(client: &RegistryClient, at: At<'_>) -> Result<Option<String>, DimError> {
+    let resp = client
+        .get(Method::HEAD, at.repository, Access::Pull, &format!("manifests/{}", at.reference), Some(ACCEPT))
+        .await
+        .map_err(|e| at.transport("HEAD manifest", e))?;
+    match resp.status() {
+        s if s.is_success() => match header_str(&resp, "docker-content-digest") {
+            Some(d) => Ok(Some(d)),
+            None => Ok(Some(get_manifest(client, at).await?.digest)),
+        },
+        StatusCode::NOT_FOUND => Ok(None),
+        _ => Err(fail(at, "HEAD manifest", resp).await),
+    }
 }
 
 /// Where a blob ended up on the destination.
@@ -274,7 +303,7 @@ impl RunState {
     fn mount_source(&self, digest: &str, repo: &str) -> Option<String> {
         self.holders.lock().unwrap().get(digest)?.iter().find(|r| *r != repo).cloned()
     }
-    fn lock(&self, digest: &str) -> Arc<tokio::sync::Mutex<()>> {
+    pub(crate) fn lock(&self, digest: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.locks.lock().unwrap().entry(digest.to_string()).or_default().clone()
     }
 }
@@ -289,7 +318,15 @@ pub(crate) struct Counters {
     pub blobs_done: AtomicU64,
 }
 
-/// Copies one blob unless the destination has it; retries transient failures.
+/// Puts one blob into `dst_repo`, sending its bytes at most once per run:
+///
+/// - a digest this run already put into another destination repository is mounted from
+///   there at once (no existence check: a mount of a blob the repository has is a no-op);
+/// - otherwise one existence check (skipped when the plan just found it missing), then the
+///   upload, one per digest at a time: images waiting for the same digest mount it when
+///   the first upload is committed.
+///
+/// Transient failures are retried.
 pub(crate) async fn copy_blob(
     src: &RegistryClient,
     dst: &RegistryClient,
@@ -299,19 +336,39 @@ pub(crate) async fn copy_blob(
     state: &RunState,
     counters: &Arc<Counters>,
 ) -> Result<BlobOutcome, DimError> {
-    let lock = state.lock(&desc.digest);
-    let _guard = lock.lock().await;
-    let dst_at = At { registry: dst.address(), repository: dst_repo, reference: &desc.digest };
-    if blob_exists(dst, dst_repo, Access::Push, &desc.digest, dst_at).await? {
-        state.record(&desc.digest, dst_repo);
-        return Ok(BlobOutcome::Present);
+    let digest = desc.digest.as_str();
+    if state.mount_source(digest, dst_repo).is_none() {
+        let dst_at = At { registry: dst.address(), repository: dst_repo, reference: digest };
+        if !dst.facts().absent(dst_repo, digest) && blob_exists(dst, dst_repo, Access::Push, digest, dst_at).await? {
+            state.record(digest, dst_repo);
+            return Ok(BlobOutcome::Present);
+        }
+        let lock = state.lock(digest);
+        let _first = lock.lock().await;
+        if state.mount_source(digest, dst_repo).is_none() {
+            return send_blob(src, dst, src_repo, dst_repo, desc, state, counters).await;
+        }
     }
+    send_blob(src, dst, src_repo, dst_repo, desc, state, counters).await
+}
+
+/// [`transfer`] with retries of transient failures; records where the blob now is.
+async fn send_blob(
+    src: &RegistryClient,
+    dst: &RegistryClient,
+    src_repo: &str,
+    dst_repo: &str,
+    desc: &Descriptor,
+    state: &RunState,
+    counters: &Arc<Counters>,
+) -> Result<BlobOutcome, DimError> {
     let mut attempt = 0;
     loop {
         let before = counters.sent.load(Ordering::Relaxed);
         match transfer(src, dst, src_repo, dst_repo, desc, state, counters).await {
             Ok(outcome) => {
                 state.record(&desc.digest, dst_repo);
+                dst.facts().set_absent(dst_repo, &desc.digest, false);
                 return Ok(outcome);
             }
             Err(e) if e.is_transient() && attempt < dst.retries() => {
@@ -559,8 +616,13 @@ pub struct ImageStats {
     /// Blobs cross-repository mounted within the destination.
     pub blobs_mounted: usize,
     pub manifests_pushed: usize,
-    /// The destination already had this manifest under the tag: nothing was sent.
+    /// The destination already had this manifest under the tag and every artifact of it:
+    /// nothing was written.
     pub up_to_date: bool,
+    /// Signatures, attestations, SBOMs and referrers copied (`signatures = "copy"`).
+    pub artifacts_copied: usize,
+    /// Artifacts the destination already had.
+    pub artifacts_present: usize,
 }
 
 /// Everything an image needs on the destination, read from the source.
@@ -625,24 +687,22 @@ pub(crate) async fn plan_image(
     Ok(plan)
 }
 
-/// Pushes child manifests, then the top one by digest, then the tag.
+/// Pushes child manifests by digest, then the top one under its tag (which stores it by
+/// digest too: one request), or by digest when it has no tag.
 pub(crate) async fn push_manifests(
     dst: &RegistryClient,
     dst_repo: &str,
     plan: &ImageContent,
 ) -> Result<usize, DimError> {
     let at = At { registry: dst.address(), repository: dst_repo, reference: &plan.top.digest };
-    let mut pushed = 0;
-    for (m, present) in &plan.children {
-        if !present {
-            put_manifest(dst, at.with_ref(&m.digest), m).await?;
-            pushed += 1;
-        }
+    // Platform manifests are independent of each other: all at once, before the top one.
+    let missing: Vec<&RawManifest> = plan.children.iter().filter(|(_, present)| !present).map(|(m, _)| m).collect();
+    futures::future::try_join_all(missing.iter().map(|m| put_manifest(dst, at.with_ref(&m.digest), m))).await?;
+    let pushed = missing.len();
+    let reference = plan.tag.as_deref().unwrap_or(&plan.top.digest);
+    if put_manifest(dst, at.with_ref(reference), &plan.top).await? {
+        // The destination indexes referrers itself (`OCI-Subject`): no fallback tags.
+        dst.facts().set_referrers_api(true);
     }
-    put_manifest(dst, at, &plan.top).await?;
-    pushed += 1;
-    if let Some(tag) = &plan.tag {
-        put_manifest(dst, at.with_ref(tag), &plan.top).await?;
-    }
-    Ok(pushed)
+    Ok(pushed + 1)
 }

@@ -10,6 +10,7 @@
 //! Per-image failures (401/403, missing manifest, corrupt blob, 5xx after retries) are
 //! reported for that image only; the other images still copy.
 
+mod artifacts;
 mod copy;
 pub mod registry;
 
@@ -21,13 +22,14 @@ use futures::StreamExt;
 use indexmap::IndexMap;
 
 pub use crate::image::{
-    ImageCopy, ImageRef, ReferenceError, discover, internal_hosts, plan_copies, reference, rewrite_object,
+    Found, ImageCopy, ImageRef, ReferenceError, SkipReason, SkippedImage, discover, internal_hosts, plan_copies,
+    reference, rewrite_object, select,
 };
 pub use copy::ImageStats;
 pub use registry::RegistryClient;
 
-use crate::spec::DimOptions;
-use copy::{At, BlobOutcome, Counters, RunState};
+use crate::spec::{DimOptions, SignatureMode};
+use copy::{At, BlobOutcome, Counters, ImageContent, RunState};
 
 /// Why an image (or a registry client) failed. Every variant names the registry and
 /// repository, and the reference or digest, so the user can find the image.
@@ -70,6 +72,19 @@ pub enum DimError {
         operation: &'static str,
         status: u16,
         message: String,
+    },
+    /// The image was copied, but one of its signatures, attestations, SBOMs or referrers
+    /// could not be read or stored (e.g. the destination refuses manifests with a
+    /// `subject`): a destination that enforces signatures would reject the image.
+    #[error("{registry}/{repository}@{subject}: the image was copied but its {artifact} was not: {source}")]
+    Artifact {
+        registry: String,
+        repository: String,
+        /// The digest the artifact belongs to (the image's, or another artifact's).
+        subject: String,
+        /// What it is: `signature sha256-….sig`, `referrer sha256:… (type)`.
+        artifact: String,
+        source: Box<DimError>,
     },
     /// Connection-level failure after retries.
     #[error("{registry}/{repository}:{reference}: {operation} failed: {source}")]
@@ -180,6 +195,8 @@ async fn inspect_one(
         bytes_total: plan.blobs.iter().map(|b| b.size).sum(),
         blobs_missing: 0,
         bytes_to_copy: 0,
+        artifacts: 0,
+        artifacts_missing: 0,
     };
     let at = At { registry: dst.address(), repository: &copy.destination.repository, reference: &plan.top.digest };
     let checks = futures::stream::iter(plan.blobs.iter())
@@ -197,6 +214,11 @@ async fn inspect_one(
             ins.blobs_missing += 1;
             ins.bytes_to_copy += size;
         }
+    }
+    if opts.signatures == SignatureMode::Copy {
+        let found = find_artifacts(src, dst, copy, &plan).await?;
+        ins.artifacts = found.len();
+        ins.artifacts_missing = found.iter().filter(|a| !a.present).count();
     }
     Ok(ins)
 }
@@ -301,9 +323,28 @@ async fn copy_image(
     on_start: impl FnOnce(usize, u64, Arc<Counters>),
 ) -> Result<ImageStats, DimError> {
     let plan = copy::plan_image(src, dst, copy).await?;
-    let mut stats = ImageStats { digest: plan.top.digest.clone(), ..Default::default() };
     let counters = Arc::new(Counters::default());
     on_start(plan.blobs.len(), plan.blobs.iter().map(|b| b.size).sum(), counters.clone());
+    let mut stats = copy_content(src, dst, copy, &plan, opts, state, &counters).await?;
+    if opts.signatures == SignatureMode::Copy {
+        copy_artifacts(src, dst, copy, &plan, opts, state, &mut stats).await?;
+    }
+    stats.up_to_date = stats.up_to_date && stats.artifacts_copied == 0;
+    Ok(stats)
+}
+
+/// Blobs, then child manifests, then the top manifest and its tag; nothing when the
+/// destination already holds the manifest under the tag (`up_to_date`).
+async fn copy_content(
+    src: &RegistryClient,
+    dst: &RegistryClient,
+    copy: &ImageCopy,
+    plan: &ImageContent,
+    opts: &DimOptions,
+    state: &RunState,
+    counters: &Arc<Counters>,
+) -> Result<ImageStats, DimError> {
+    let mut stats = ImageStats { digest: plan.top.digest.clone(), ..Default::default() };
     if plan.dst_current.as_deref() == Some(plan.top.digest.as_str()) {
         stats.up_to_date = true;
         return Ok(stats);
@@ -311,16 +352,13 @@ async fn copy_image(
     let src_repo = copy.source.repository.as_str();
     let dst_repo = copy.destination.repository.as_str();
     let mut blobs = futures::stream::iter(plan.blobs.iter())
-        .map(|b| {
-            let counters = &counters;
-            async move {
-                let r = copy::copy_blob(src, dst, src_repo, dst_repo, b, state, counters).await;
-                if r.is_ok() {
-                    counters.done.fetch_add(b.size, Ordering::Relaxed);
-                    counters.blobs_done.fetch_add(1, Ordering::Relaxed);
-                }
-                r
+        .map(|b| async move {
+            let r = copy::copy_blob(src, dst, src_repo, dst_repo, b, state, counters).await;
+            if r.is_ok() {
+                counters.done.fetch_add(b.size, Ordering::Relaxed);
+                counters.blobs_done.fetch_add(1, Ordering::Relaxed);
             }
+            r
         })
         .buffer_unordered(opts.blob_concurrency.max(1));
     // The first failure ends the image: dropping the stream aborts the other uploads,
@@ -336,8 +374,87 @@ async fn copy_image(
         }
     }
     drop(blobs);
-    stats.manifests_pushed = copy::push_manifests(dst, dst_repo, &plan).await?;
+    stats.manifests_pushed = copy::push_manifests(dst, dst_repo, plan).await?;
     Ok(stats)
+}
+
+/// The artifacts of the image's manifests on the source, with what the destination has.
+async fn find_artifacts(
+    src: &RegistryClient,
+    dst: &RegistryClient,
+    copy: &ImageCopy,
+    plan: &ImageContent,
+) -> Result<Vec<artifacts::Artifact>, DimError> {
+    let src_at = At { registry: src.address(), repository: &copy.source.repository, reference: &plan.top.digest };
+    let subjects = artifacts::subjects(&plan.top, src_at)?;
+    artifacts::survey(src, dst, copy, subjects).await.map_err(|e| DimError::Artifact {
+        registry: src.address().to_string(),
+        repository: copy.source.repository.clone(),
+        subject: plan.top.digest.clone(),
+        artifact: "signatures and referrers".into(),
+        source: Box::new(e),
+    })
+}
+
+/// Copies the artifacts the destination lacks (each as an image of its own, digests kept),
+/// then lists new referrers for their subjects where the destination needs it.
+async fn copy_artifacts(
+    src: &RegistryClient,
+    dst: &RegistryClient,
+    copy: &ImageCopy,
+    plan: &ImageContent,
+    opts: &DimOptions,
+    state: &RunState,
+    stats: &mut ImageStats,
+) -> Result<(), DimError> {
+    let found = find_artifacts(src, dst, copy, plan).await?;
+    // Artifact bytes are not part of the image's progress bar.
+    let counters = Arc::new(Counters::default());
+    for a in &found {
+        let subject = match &a.kind {
+            artifacts::ArtifactKind::Referrer { subject, .. } => subject.as_str(),
+            artifacts::ArtifactKind::Tag(_) => plan.top.digest.as_str(),
+        };
+        if a.present {
+            stats.artifacts_present += 1;
+            continue;
+        }
+        let ac = artifacts::artifact_copy(copy, a);
+        let result = async {
+            let content = copy::plan_image(src, dst, &ac).await?;
+            copy_content(src, dst, &ac, &content, opts, state, &counters).await
+        }
+        .await
+        .map_err(|e| artifacts::artifact_error(dst, copy, subject, a, e))?;
+        stats.artifacts_copied += 1;
+        stats.bytes_sent += result.bytes_sent;
+        stats.blobs_sent += result.blobs_sent;
+        stats.blobs_skipped += result.blobs_skipped;
+        stats.blobs_mounted += result.blobs_mounted;
+        stats.manifests_pushed += result.manifests_pushed;
+    }
+    // Referrers by subject, in the order found; listed when one of them was not.
+    let mut by_subject: IndexMap<&str, Vec<&artifacts::Artifact>> = IndexMap::new();
+    for a in &found {
+        if let artifacts::ArtifactKind::Referrer { subject, .. } = &a.kind {
+            by_subject.entry(subject.as_str()).or_default().push(a);
+        }
+    }
+    for (subject, referrers) in by_subject {
+        if referrers.iter().all(|a| a.present) {
+            continue;
+        }
+        artifacts::list_on_destination(dst, &copy.destination.repository, subject, &referrers).await.map_err(|e| {
+            DimError::Artifact {
+                registry: dst.address().to_string(),
+                repository: copy.destination.repository.clone(),
+                subject: subject.to_string(),
+                artifact: format!("referrers index {}", artifacts::digest_tag(subject)),
+                source: Box::new(e),
+            }
+        })?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -12,16 +12,17 @@
 //! never reach logs: [`Credentials`] has a redacting `Debug`, and errors carry only the
 //! registry, repository and reference.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use reqwest::{Method, RequestBuilder, Response, StatusCode, header};
 use serde::Deserialize;
 
 use super::DimError;
+use super::copy::RawManifest;
 use crate::spec::{Registry, RegistryAuth, RegistryTls};
 
 /// What the client presents when a registry asks.
@@ -61,6 +62,100 @@ struct AuthState {
 /// How many times a request that failed with a connection error or 5xx is sent again.
 const DEFAULT_RETRIES: u32 = 3;
 
+/// How long a learned fact that can change (a blob seen missing, a tag listing, whether the
+/// referrers API is served) is trusted: long enough to carry from `plan` to the `apply` that
+/// follows it in the same process, short against `apply --watch` cycles.
+const FACTS_TTL: Duration = Duration::from_secs(60);
+/// Content-addressed manifests kept (they never change): beyond this, the cache starts over.
+const MANIFEST_CACHE_BYTES: usize = 32 << 20;
+
+/// What a client learned about its registry, so the copy that follows a plan does not ask
+/// again: manifests by digest (immutable), blobs a repository lacked, `sha256-*` tag
+/// listings, and whether the referrers API is served.
+#[derive(Default)]
+pub(crate) struct Facts {
+    manifests: Mutex<ManifestCache>,
+    absent: Mutex<HashMap<RepoDigest, Instant>>,
+    tags: Mutex<HashMap<String, (Instant, TagListing)>>,
+    referrers_api: Mutex<Option<(bool, Instant)>>,
+}
+
+/// A repository and a digest in it.
+type RepoDigest = (String, String);
+
+/// A repository's tag listing, filled by the first caller that needs it; `None` when the
+/// registry would not list them.
+pub(crate) type TagListing = Arc<tokio::sync::OnceCell<Option<Arc<HashSet<String>>>>>;
+
+/// Manifests by repository and digest, with their total size.
+#[derive(Default)]
+struct ManifestCache {
+    bytes: usize,
+    by_digest: HashMap<RepoDigest, RawManifest>,
+}
+
+impl Facts {
+    pub(crate) fn manifest(&self, repo: &str, digest: &str) -> Option<RawManifest> {
+        self.manifests.lock().unwrap().by_digest.get(&(repo.to_string(), digest.to_string())).cloned()
+    }
+
+    pub(crate) fn keep_manifest(&self, repo: &str, m: &RawManifest) {
+        let mut cache = self.manifests.lock().unwrap();
+        if cache.bytes + m.bytes.len() > MANIFEST_CACHE_BYTES {
+            *cache = ManifestCache::default();
+        }
+        if cache.by_digest.insert((repo.to_string(), m.digest.clone()), m.clone()).is_none() {
+            cache.bytes += m.bytes.len();
+        }
+    }
+
+    /// `repo` lacked `digest` a moment ago (so the copy can go straight to the upload).
+    pub(crate) fn absent(&self, repo: &str, digest: &str) -> bool {
+        let key = (repo.to_string(), digest.to_string());
+        let mut absent = self.absent.lock().unwrap();
+        match absent.get(&key) {
+            Some(at) if at.elapsed() < FACTS_TTL => true,
+            Some(_) => {
+                absent.remove(&key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    pub(crate) fn set_absent(&self, repo: &str, digest: &str, absent: bool) {
+        let key = (repo.to_string(), digest.to_string());
+        let mut map = self.absent.lock().unwrap();
+        if absent {
+            map.insert(key, Instant::now());
+        } else {
+            map.remove(&key);
+        }
+    }
+
+    /// The (shared, lazily filled) tag listing of `repo`, fresh for [`FACTS_TTL`].
+    pub(crate) fn tags(&self, repo: &str) -> TagListing {
+        let mut tags = self.tags.lock().unwrap();
+        let entry = tags.entry(repo.to_string()).or_insert_with(|| (Instant::now(), Default::default()));
+        if entry.0.elapsed() >= FACTS_TTL {
+            *entry = (Instant::now(), Default::default());
+        }
+        entry.1.clone()
+    }
+
+    /// Whether the registry serves the referrers API, if known.
+    pub(crate) fn referrers_api(&self) -> Option<bool> {
+        match *self.referrers_api.lock().unwrap() {
+            Some((yes, at)) if at.elapsed() < FACTS_TTL => Some(yes),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn set_referrers_api(&self, yes: bool) {
+        *self.referrers_api.lock().unwrap() = Some((yes, Instant::now()));
+    }
+}
+
 /// One registry endpoint with its credentials and TLS settings. Cheap to share by
 /// reference: the connection pool and token cache are inside.
 pub struct RegistryClient {
@@ -75,6 +170,7 @@ pub struct RegistryClient {
     token_fetch: tokio::sync::Mutex<()>,
     retries: u32,
     backoff: Duration,
+    facts: Facts,
 }
 
 impl fmt::Debug for RegistryClient {
@@ -121,6 +217,10 @@ impl RegistryClient {
             // A registry that stops sending mid-blob must not hang the migration.
             .read_timeout(Duration::from_secs(120))
             .pool_max_idle_per_host(64)
+            // Over TLS, registries usually speak HTTP/2 (ALPN): every request of a run then
+            // shares one connection, and an adaptive window keeps a blob stream from being
+            // held to the 64 KiB default window on links with latency.
+            .http2_adaptive_window(true)
             .tcp_nodelay(true);
         let scheme = match &reg.tls {
             RegistryTls::Insecure => "http",
@@ -151,6 +251,7 @@ impl RegistryClient {
             token_fetch: tokio::sync::Mutex::new(()),
             retries: DEFAULT_RETRIES,
             backoff: Duration::from_millis(200),
+            facts: Facts::default(),
         })
     }
 
@@ -173,6 +274,10 @@ impl RegistryClient {
     /// Resolves an upload `Location` (absolute or relative to the registry).
     pub(crate) fn resolve(&self, location: &str) -> Result<url::Url, url::ParseError> {
         url::Url::parse(&self.base)?.join(location)
+    }
+
+    pub(crate) fn facts(&self) -> &Facts {
+        &self.facts
     }
 
     pub(crate) fn retries(&self) -> u32 {
