@@ -103,6 +103,20 @@ fn start_workloads_copies_replicas_as_they_are() {
     let _ = IndexMap::<String, String>::new();
 }
 
+#[test]
+fn a_pvc_reads_from_a_snapshot_when_the_migration_or_its_own_setting_says_so() {
+    let text = "version = 1\n[clusters.source]\ncontext = \"a\"\n[clusters.destination]\ncontext = \"b\"\n[[migration]]\nname = \"m\"\nnamespaces = [\"shop\"]\n[migration.dvm]\npvc_source = { db = \"snapshot\", \"shop/cache\" = \"live\" }\n";
+    let m = crate::spec::parse(text, std::path::Path::new("d.toml")).unwrap().migrations.remove(0);
+    let pvc = |name: &str| {
+        serde_json::json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name, "namespace": "shop"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
+    };
+    let plan = crate::plan::volumes::plan_volumes(&m, &[pvc("db"), pvc("cache"), pvc("logs")]);
+    let from: Vec<_> = plan.transfers.iter().map(|t| (t.claim.as_str(), t.read_from)).collect();
+    use crate::spec::VolumeSource::*;
+    assert_eq!(from, vec![("db", Snapshot), ("cache", Live), ("logs", Live)]);
+}
+
 fn spec() -> Spec {
     let text = "version = 1\n[clusters.source]\ncontext = \"a\"\n[clusters.destination]\ncontext = \"b\"\n[[migration]]\nname = \"shop\"\nnamespaces = [\"shop\"]\nnamespace_map = { shop = \"shop-prod\" }\nvolumes = \"direct\"\n";
     parse(text, std::path::Path::new("d.toml")).unwrap()

@@ -203,14 +203,64 @@ pub struct DvmOptions {
     pub verify: bool,
     /// The image with rsync and stunnel used for transfer pods.
     pub transfer_image: String,
-    /// Preserve owner and group (runs rsync as root in the transfer pods).
+    /// Keep owner and group (`--owner --group`; needs root transfer pods). On by default;
+    /// off when the pods run as a non-root `run_as_user`.
     pub preserve_ownership: bool,
-    /// Keep hard links (`--hard-links`; costs memory on huge trees).
+    /// Keep hard links (`--hard-links`).
     pub hard_links: bool,
+    /// Keep extended attributes (`--xattrs`; `security.selinux` is the cluster's, never copied).
+    pub xattrs: bool,
+    /// Keep POSIX ACLs (`--acls`).
+    pub acls: bool,
     /// `--compress` (off: compression costs time on fast links and incompressible data).
     pub compress: bool,
     /// How long a client pod waits for the tunnel before failing.
     pub tunnel_timeout: Duration,
+    /// The transfer pods' security context. `None`: root with the few capabilities rsync
+    /// needs to keep owners, devices and times.
+    pub security: TransferSecurity,
+    /// Raise a destination PVC's storage request when the source's data (plus headroom)
+    /// would not fit; otherwise that is a preflight error.
+    pub grow: bool,
+    /// Where the data is read from: the live PVC, or a CSI snapshot of it.
+    pub source: VolumeSource,
+    /// `source` for single PVCs, by `claim` or `namespace/claim`.
+    pub pvc_source: IndexMap<String, VolumeSource>,
+    /// VolumeSnapshotClass for `source = "snapshot"`; `None`: the class whose driver is the
+    /// source storage class's provisioner (the default one when several match).
+    pub snapshot_class: Option<String>,
+}
+
+/// Who the transfer pods run as.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TransferSecurity {
+    /// `runAsUser`; `None` or `Some(0)`: root.
+    pub run_as_user: Option<u32>,
+    /// `runAsGroup`.
+    pub run_as_group: Option<u32>,
+    /// `fsGroup` of the destination (server) pod only: on the source it would make the
+    /// kubelet change the group of every file of the volume being read.
+    pub fs_group: Option<u32>,
+    /// SELinux type of both pods (`spc_t` spares the kubelet relabelling every file).
+    pub selinux_type: Option<String>,
+}
+
+impl TransferSecurity {
+    /// Whether the transfer pods run as root.
+    pub fn root(&self) -> bool {
+        self.run_as_user.is_none_or(|u| u == 0)
+    }
+}
+
+/// Where DVM reads a PVC's data from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VolumeSource {
+    /// The PVC itself, as the application leaves it.
+    Live,
+    /// A clone PVC made from a CSI VolumeSnapshot taken just before the copy: a consistent
+    /// point in time even while the application writes.
+    Snapshot,
 }
 
 /// Direct Image Migration options.

@@ -571,10 +571,17 @@ pub(crate) fn default_dvm() -> DvmOptions {
         retries: 3,
         verify: false,
         transfer_image: DEFAULT_TRANSFER_IMAGE.into(),
-        preserve_ownership: false,
-        hard_links: false,
+        preserve_ownership: true,
+        hard_links: true,
+        xattrs: true,
+        acls: true,
         compress: false,
         tunnel_timeout: Duration::from_secs(120),
+        security: TransferSecurity::default(),
+        grow: false,
+        source: VolumeSource::Live,
+        pvc_source: IndexMap::new(),
+        snapshot_class: None,
     }
 }
 
@@ -610,11 +617,84 @@ fn read_dvm(r: &mut Report<'_>, v: &Value<'_>) -> Option<DvmOptions> {
         None => Some(d.transfer_image.clone()),
         Some(v) => r.string(v, "dvm.transfer_image"),
     };
-    let preserve_ownership = opt_bool(r, t.get("preserve_ownership"), "dvm.preserve_ownership", d.preserve_ownership);
+    let preserve_ownership_value = t.get("preserve_ownership");
     let hard_links = opt_bool(r, t.get("hard_links"), "dvm.hard_links", d.hard_links);
+    let xattrs = opt_bool(r, t.get("xattrs"), "dvm.xattrs", d.xattrs);
+    let acls = opt_bool(r, t.get("acls"), "dvm.acls", d.acls);
     let compress = opt_bool(r, t.get("compress"), "dvm.compress", d.compress);
     let tunnel_timeout =
         t.get("tunnel_timeout").map_or(Some(d.tunnel_timeout), |v| r.duration(v, "dvm.tunnel_timeout"));
+    let id = |r: &mut Report<'_>, v: Option<&Value<'_>>, name: &str| match v {
+        None => Some(None),
+        Some(v) => r.integer(v, name, 0, i32::MAX as u64).map(|n| Some(n as u32)),
+    };
+    let run_as_user = id(r, t.get("run_as_user"), "dvm.run_as_user");
+    let run_as_group = id(r, t.get("run_as_group"), "dvm.run_as_group");
+    let fs_group_value = t.get("fs_group");
+    let fs_group = id(r, fs_group_value, "dvm.fs_group");
+    let selinux_type = match t.get("selinux_type") {
+        None => Some(None),
+        Some(v) => r.string(v, "dvm.selinux_type").map(Some),
+    };
+    // Owners can be kept only by root; a non-root run keeps them only when asked not to.
+    let non_root = matches!(run_as_user, Some(Some(u)) if u != 0);
+    let preserve_ownership = match preserve_ownership_value {
+        None => Some(!non_root),
+        Some(v) => match r.boolean(v, "dvm.preserve_ownership") {
+            Some(true) if non_root => {
+                r.error(
+                    &v.span(),
+                    "`dvm.preserve_ownership = true` needs root transfer pods, but `dvm.run_as_user` is not 0",
+                    Some("remove `run_as_user` (root pods keep owners), or accept that files arrive owned by `run_as_user`/`fs_group` with `preserve_ownership = false`".into()),
+                );
+                None
+            }
+            b => b,
+        },
+    };
+    // Root pods set the volume root's group from the source; an fsGroup would make the
+    // kubelet change it (and, recursively, every file's) back on the next run.
+    if let (Some(v), false, Some(Some(_))) = (fs_group_value, non_root, fs_group) {
+        r.error(
+            &v.span(),
+            "`dvm.fs_group` is for non-root transfer pods (`dvm.run_as_user` not 0)",
+            Some("root transfer pods keep every file's group as it is on the source; remove `fs_group`".into()),
+        );
+    }
+    let grow = opt_bool(r, t.get("grow"), "dvm.grow", d.grow);
+    let sources = [("live", VolumeSource::Live), ("snapshot", VolumeSource::Snapshot)];
+    let source = match t.get("source") {
+        None => Some(d.source),
+        Some(v) => r.choice(v, "dvm.source", &sources),
+    };
+    let pvc_source = match t.get("pvc_source") {
+        None => Some(IndexMap::new()),
+        Some(v) => r.string_map(v, "dvm.pvc_source").and_then(|m| {
+            let mut out = IndexMap::new();
+            let mut ok = true;
+            for (k, (_, v)) in m {
+                let found = sources.iter().find(|(n, _)| *n == v.get_ref().as_str());
+                match found {
+                    Some((_, s)) => {
+                        out.insert(k, *s);
+                    }
+                    None => {
+                        r.error(
+                            &v.span(),
+                            format!("`dvm.pvc_source`: {:?} is not a source", v.get_ref()),
+                            Some("a PVC's source is \"live\" or \"snapshot\"".into()),
+                        );
+                        ok = false;
+                    }
+                }
+            }
+            ok.then_some(out)
+        }),
+    };
+    let snapshot_class = match t.get("snapshot_class") {
+        None => Some(None),
+        Some(v) => r.string(v, "dvm.snapshot_class").map(Some),
+    };
     t.finish(r);
     Some(DvmOptions {
         endpoint: endpoint?,
@@ -627,8 +707,20 @@ fn read_dvm(r: &mut Report<'_>, v: &Value<'_>) -> Option<DvmOptions> {
         transfer_image: transfer_image?,
         preserve_ownership: preserve_ownership?,
         hard_links: hard_links?,
+        xattrs: xattrs?,
+        acls: acls?,
         compress: compress?,
         tunnel_timeout: tunnel_timeout?,
+        security: TransferSecurity {
+            run_as_user: run_as_user?,
+            run_as_group: run_as_group?,
+            fs_group: fs_group?,
+            selinux_type: selinux_type?,
+        },
+        grow: grow?,
+        source: source?,
+        pvc_source: pvc_source?,
+        snapshot_class: snapshot_class?,
     })
 }
 

@@ -361,6 +361,40 @@ fn access_modes_and_kinds_are_checked() {
 }
 
 #[test]
+fn dvm_defaults_keep_everything_and_non_root_settings_are_checked() {
+    let m = &parse(&migration(""), Path::new("d.toml")).unwrap().migrations[0];
+    assert!(m.dvm.preserve_ownership && m.dvm.hard_links && m.dvm.xattrs && m.dvm.acls);
+    assert!(m.dvm.security.root());
+    let m = &parse(
+        &migration("[migration.dvm]\nrun_as_user = 1000\nfs_group = 2000\nselinux_type = \"spc_t\"\n"),
+        Path::new("d.toml"),
+    )
+    .unwrap()
+    .migrations[0];
+    assert!(!m.dvm.security.root() && !m.dvm.preserve_ownership, "non-root does not keep owners");
+    assert_eq!(m.dvm.security.fs_group, Some(2000));
+    assert_eq!(m.dvm.security.selinux_type.as_deref(), Some("spc_t"));
+    assert_problem(
+        &migration("[migration.dvm]\nrun_as_user = 1000\npreserve_ownership = true\n"),
+        13,
+        22,
+        "`dvm.preserve_ownership = true` needs root transfer pods",
+    );
+    assert_problem(
+        &migration("[migration.dvm]\nfs_group = 5\n"),
+        12,
+        12,
+        "`dvm.fs_group` is for non-root transfer pods",
+    );
+    assert_problem(
+        &migration("[migration.dvm]\npvc_source = { db = \"frozen\" }\n"),
+        12,
+        21,
+        "`dvm.pvc_source`: \"frozen\" is not a source",
+    );
+}
+
+#[test]
 fn the_cluster_s_own_namespaces_are_refused_unless_allowed() {
     let text = format!("{HEAD}[[migration]]\nname = \"sys\"\nnamespaces = [\"kube-system\", \"shop\"]\n");
     assert_problem(&text, 10, 15, "\"kube-system\" is one of the cluster's own namespaces");

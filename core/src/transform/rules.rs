@@ -109,6 +109,12 @@ pub fn skip_reason_keeping(obj: &Value, keep_owned: &[String]) -> Option<SkipRea
     if is_owned(obj) && !kind_listed(obj, keep_owned) {
         return Some("owned by another object, which recreates it");
     }
+    // Direct Volume Migration's own pods, secrets (certificates, the rsync password),
+    // snapshots and clones: a run killed mid-transfer leaves them until the next run removes
+    // them, and they must never be copied meanwhile.
+    if label(obj, "mtcd.io/component") == Some("transfer") {
+        return Some("mtcd's own volume-transfer object");
+    }
     if group == "authorization.openshift.io" || (kind == "Build" && group == "build.openshift.io") {
         return Some("OpenShift generates it");
     }

@@ -80,6 +80,10 @@ fn generated_and_owned_objects_are_skipped() {
             json!({"apiVersion": "image.openshift.io/v1", "kind": "ImageStreamTag", "metadata": {"name": "a:latest"}}),
             true,
         ),
+        (
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "mtcd-transfer-client-tls", "labels": {"mtcd.io/component": "transfer"}}}),
+            true,
+        ),
     ];
     for (obj, skipped) in cases {
         assert_eq!(skip_reason(&obj).is_some(), skipped, "{obj}");

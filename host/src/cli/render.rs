@@ -182,6 +182,7 @@ impl Human {
 
 fn phase_word(p: Phase) -> &'static str {
     match p {
+        Phase::Cleanup => "cleanup",
         Phase::Pending => "pending",
         Phase::TunnelUp => "tunnel up",
         Phase::Transferring => "transferring",

@@ -135,6 +135,8 @@ impl Engine {
     async fn plan_final_sync(&self) -> Result<super::planning::Planned, EngineError> {
         let mut planned = self.plan(false).await?;
         for m in &mut planned.plan.migrations {
+            // Files vanishing now that the source is stopped are an error, not a warning (dvm).
+            m.volumes.final_sync = true;
             if let Some(v) = &mut m.velero {
                 v.release = false;
             }

@@ -38,6 +38,9 @@ pub struct ContainerSpec {
     /// projected service-account token — must not create directories on the host).
     #[serde(default)]
     pub private_run: bool,
+    /// User, groups and capabilities from the securityContext (`None`: root, all of them).
+    #[serde(default)]
+    pub identity: Option<super::security::Identity>,
 }
 
 /// One bind mount.
@@ -193,6 +196,9 @@ fn setup_and_exec(spec: &ContainerSpec) -> Result<std::convert::Infallible, Stri
     if std::fs::create_dir_all(wd).is_err() || nix::unistd::chdir(wd).is_err() {
         return Err(format!("cannot change to workingDir {wd}"));
     }
+    if let Some(id) = &spec.identity {
+        super::security::become_identity(id)?;
+    }
     let path = spec.env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str()).unwrap_or(DEFAULT_PATH);
     let exe = resolve(&spec.argv[0], path)
         .ok_or_else(|| format!("executable file {:?} not found in $PATH ({path})", spec.argv[0]))?;
@@ -324,6 +330,7 @@ echo scratch > /etc/written-by-container
             ],
             argv: vec!["bash".into(), "-c".into(), script.into()],
             private_run: false,
+            identity: None,
         };
         let log = dir.path().join("c.log");
         let status = run_child(&spec, &log);

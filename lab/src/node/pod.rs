@@ -383,6 +383,7 @@ async fn run_processes(
             env,
             argv,
             private_run: false,
+            identity: super::security::identity(pod, c),
         };
         // mtcd's own image: the binary, and the token where every pod has it.
         if classify_image(c.image.as_deref().unwrap_or(""), &ctx.node.cfg.simulated_images) == ImageKind::Mtcd {
@@ -693,6 +694,13 @@ async fn resolve_volumes(ctx: &Ctx, pod: &Pod) -> Result<BTreeMap<String, PathBu
             let p = PathBuf::from(p);
             std::fs::create_dir_all(&p)
                 .map_err(|e| format!("persistentvolume {pv_name:?} directory {}: {e}", p.display()))?;
+            // The kubelet gives a writable volume to the pod's fsGroup.
+            let sc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
+            if let Some(g) = sc.and_then(|s| s.fs_group).filter(|_| pvc.read_only != Some(true)) {
+                let on_mismatch = sc.and_then(|s| s.fs_group_change_policy.as_deref()) == Some("OnRootMismatch");
+                super::security::apply_fs_group(&p, g as u32, on_mismatch)
+                    .map_err(|e| format!("applying fsGroup {g} to persistentvolume {pv_name:?}: {e}"))?;
+            }
             p
         } else if let Some(cm) = &v.config_map {
             let api: Api<ConfigMap> = Api::namespaced(client.clone(), &ctx.ns);

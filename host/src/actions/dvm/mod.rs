@@ -9,7 +9,10 @@
 
 pub mod certs;
 pub mod objects;
+pub mod outcome;
+pub mod preflight;
 pub mod progress;
+pub mod snapshot;
 #[cfg(test)]
 mod tunnel_tests;
 mod wait;
@@ -49,6 +52,9 @@ pub enum DvmError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Phase {
+    /// Before anything of this run is made: transfer objects an earlier run left behind were
+    /// removed (the event's `pvc` is the namespace, `message` says what was removed).
+    Cleanup,
     Pending,
     TunnelUp,
     Transferring,
@@ -60,6 +66,7 @@ pub enum Phase {
 /// What the progress system hears about a PVC.
 #[derive(Debug, Clone, Serialize)]
 pub struct DvmEvent {
+    /// `namespace/claim` (the namespace alone for [`Phase::Cleanup`]).
     pub pvc: String,
     pub phase: Phase,
     pub attempt: u32,
@@ -69,15 +76,27 @@ pub struct DvmEvent {
     pub message: Option<String>,
 }
 
+/// How one PVC's transfer ended.
 #[derive(Debug, Clone, Serialize)]
 pub struct VolumeResult {
     pub pvc: String,
+    /// Done: rsync exited 0 (or 24 during a stage sync) and its statistics were read.
     pub ok: bool,
     pub attempts: u32,
     pub stats: Stats,
     pub seconds: f64,
+    /// One line per distinct failure; a message repeated by consecutive attempts is kept
+    /// once with its count.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
+    /// What the user should know about a transfer that is done (files that vanished during a
+    /// stage sync, a volume copied in one stream to keep its hard links, a destination
+    /// request raised by `grow`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// The source data as measured before the copy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<crate::plan::volumes::Usage>,
 }
 
 use crate::observe::api_resource as ar;
@@ -92,6 +111,7 @@ fn resource_of(kind: &str) -> ApiResource {
         "Route" => ar("route.openshift.io", "v1", "Route", "routes"),
         "Ingress" => ar("networking.k8s.io", "v1", "Ingress", "ingresses"),
         "Namespace" => ar("", "v1", "Namespace", "namespaces"),
+        "VolumeSnapshot" => snapshot::snapshots(),
         other => panic!("dvm does not create {other}"),
     }
 }
@@ -112,7 +132,10 @@ async fn apply(c: &Cluster, obj: &Value) -> Result<Value, DvmError> {
     Ok(crate::observe::to_value(out, &r))
 }
 
-/// Runs DVM for a migration: every PVC, `dvm.parallel` at a time, with retries.
+/// Runs DVM for a migration: every PVC, `dvm.parallel` at a time, with retries. Per
+/// namespace: first the transfer objects an earlier run left behind are removed (and
+/// reported), then each PVC is checked (preflight: destination state, capacity), then the
+/// PVCs that passed are copied.
 pub async fn run(
     src: &Cluster,
     dst: &Cluster,
@@ -124,46 +147,98 @@ pub async fn run(
     let mut by_ns: BTreeMap<String, Vec<VolumeTransfer>> = BTreeMap::new();
     for t in transfers {
         if t.block {
-            events(DvmEvent {
-                pvc: format!("{}/{}", t.namespace, t.claim),
-                phase: Phase::Failed,
-                attempt: 0,
-                progress: None,
-                message: Some(BLOCK_MESSAGE.into()),
-            });
-            results.push(VolumeResult {
-                pvc: format!("{}/{}", t.namespace, t.claim),
-                ok: false,
-                attempts: 0,
-                stats: Stats::default(),
-                seconds: 0.0,
-                errors: vec![BLOCK_MESSAGE.into()],
-            });
+            results.push(fail_now(&t, BLOCK_MESSAGE.into(), events));
             continue;
         }
         by_ns.entry(t.namespace.clone()).or_default().push(t);
     }
     for (ns, transfers) in by_ns {
+        let dns = transfers[0].destination_namespace.clone();
         let span = tracing::info_span!("dvm", migration = %m.migration, namespace = %ns);
+        let (left_src, left_dst) = futures::join!(
+            preflight::remove_leftovers(src, &ns, &m.migration),
+            preflight::remove_leftovers(dst, &dns, &m.migration)
+        );
+        for (c, namespace, left) in [(src, &ns, left_src?), (dst, &dns, left_dst?)] {
+            if !left.is_empty() {
+                events(DvmEvent {
+                    pvc: namespace.clone(),
+                    phase: Phase::Cleanup,
+                    attempt: 0,
+                    progress: None,
+                    message: Some(format!(
+                        "removed {} transfer object(s) an earlier run left behind in {}/{namespace}: {}",
+                        left.len(),
+                        c.context,
+                        left.join(", ")
+                    )),
+                });
+            }
+        }
+        ensure_namespace(dst, &dns, &m.migration).await?;
         let r = tracing::Instrument::instrument(run_namespace(src, dst, m, &ns, &transfers, events), span).await;
         // Whatever happened, leave nothing behind.
-        let _ = futures::join!(
-            cleanup_namespace(src, &ns, &m.migration),
-            cleanup_namespace(dst, &transfers[0].destination_namespace, &m.migration)
-        );
+        let _ = futures::join!(cleanup_namespace(src, &ns, &m.migration), cleanup_namespace(dst, &dns, &m.migration));
         results.extend(r?);
     }
     Ok(results)
 }
 
+/// A PVC that fails before any attempt (Block volume, preflight).
+fn fail_now(t: &VolumeTransfer, message: String, events: &(dyn Fn(DvmEvent) + Sync)) -> VolumeResult {
+    let pvc = format!("{}/{}", t.namespace, t.claim);
+    events(DvmEvent {
+        pvc: pvc.clone(),
+        phase: Phase::Failed,
+        attempt: 0,
+        progress: None,
+        message: Some(message.clone()),
+    });
+    VolumeResult {
+        pvc,
+        ok: false,
+        attempts: 0,
+        stats: Stats::default(),
+        seconds: 0.0,
+        errors: vec![message],
+        warnings: Vec::new(),
+        usage: None,
+    }
+}
+
+/// The destination namespace: everything else on the destination lives in it (the resource
+/// plan may already have made it).
+async fn ensure_namespace(dst: &Cluster, dns: &str, migration: &str) -> Result<(), DvmError> {
+    if crate::observe::get(&dst.client, &resource_of("Namespace"), None, dns).await.ok().flatten().is_none() {
+        let mut ns_obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": dns}});
+        crate::plan::hash::stamp(&mut ns_obj, migration);
+        apply(dst, &ns_obj).await?;
+    }
+    Ok(())
+}
+
+/// `1.5 MiB`.
+pub(crate) fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[i]) }
+}
+
 const BLOCK_MESSAGE: &str = "volumeMode Block is not supported by DVM (a filesystem copy of a block device would corrupt it); move it with a storage-level tool";
 
 /// One namespace's transfer. Everything that does not depend on another step runs at once:
-/// the certificates do not name the endpoint's host (certs::SERVER_NAME), so the server pod
-/// starts while the Route / LoadBalancer is still being admitted, and the client pods start
-/// as soon as the endpoint has an address, while the server pod may still be starting (they
-/// wait for the tunnel themselves, bounded by `tunnel_timeout`). A server pod that cannot
-/// start ends the transfer with its reason.
+/// the per-PVC preflight (snapshot, measurement, destination PVC) runs while the endpoint is
+/// admitted and the secrets are written; the certificates do not name the endpoint's host
+/// (certs::SERVER_NAME), so the server pod starts as soon as the preflight says which PVCs go,
+/// even while the Route / LoadBalancer is still being admitted; the client pods start as soon
+/// as the endpoint has an address, while the server pod may still be starting (they wait for
+/// the tunnel themselves, bounded by `tunnel_timeout`). A server pod that cannot start ends
+/// the transfer with its reason. PVCs that fail their preflight are results at once.
 async fn run_namespace(
     src: &Cluster,
     dst: &Cluster,
@@ -179,14 +254,8 @@ async fn run_namespace(
     let password = random_password();
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let l = objects::labels(&m.migration);
+    let pods: Api<Pod> = Api::namespaced(dst.client.clone(), &dns);
 
-    // The destination namespace first: everything else on the destination lives in it (the
-    // resource plan may already have made it, and the PVCs).
-    if crate::observe::get(&dst.client, &resource_of("Namespace"), None, &dns).await.ok().flatten().is_none() {
-        let mut ns_obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": dns}});
-        crate::plan::hash::stamp(&mut ns_obj, &m.migration);
-        apply(dst, &ns_obj).await?;
-    }
     let endpoint = async {
         let svc = match o.endpoint {
             EndpointKind::LoadBalancer => objects::load_balancer(&dns, &m.migration),
@@ -213,60 +282,79 @@ async fn run_namespace(
             "data": {"stunnel-client.conf": objects::stunnel_client_conf(&host, port)}})).await?;
         Ok::<_, DvmError>(())
     };
-    let server = async {
-        // A server pod from an earlier run has other claims or certificates mounted: replace it.
-        let pods: Api<Pod> = Api::namespaced(dst.client.clone(), &dns);
-        let modules: Vec<(String, String)> =
-            transfers.iter().map(|t| (t.destination_claim.clone(), format!("/mnt/{}", t.destination_claim))).collect();
+    let server_secrets = async {
         let tls = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("{}-tls", objects::SERVER), "namespace": dns, "labels": l},
             "type": "Opaque", "data": {"ca.crt": b64(&certs.ca), "tls.crt": b64(&certs.server_cert), "tls.key": b64(&certs.server_key)}});
         let secrets = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("{}-rsync", objects::SERVER), "namespace": dns, "labels": l},
             "type": "Opaque", "data": {"rsyncd.secrets": b64(&format!("{}:{password}\n", objects::RSYNC_USER))}});
-        let config = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": objects::SERVER, "namespace": dns, "labels": l},
-            "data": {"rsyncd.conf": objects::rsyncd_conf(&modules, o.preserve_ownership), "stunnel.conf": objects::stunnel_server_conf()}});
         futures::try_join!(
+            // A server pod from an earlier run has other claims or certificates mounted: replace it.
             async {
                 wait::delete_pod(&pods, objects::SERVER).await;
                 Ok(())
             },
-            futures::future::try_join_all(transfers.iter().map(|t| ensure_destination_pvc(dst, &dns, t))),
             apply(dst, &tls),
             apply(dst, &secrets),
-            apply(dst, &config),
         )?;
-        let claims: Vec<(String, String)> =
-            transfers.iter().map(|t| (t.destination_claim.clone(), t.destination_claim.clone())).collect();
-        apply(dst, &objects::server_pod(&dns, &m.migration, &o.transfer_image, &claims, o.preserve_ownership)).await?;
         Ok::<_, DvmError>(())
     };
     let client_secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("{}-client-tls", objects::SERVER), "namespace": ns, "labels": l},
         "type": "Opaque", "data": {"ca.crt": b64(&certs.ca), "tls.crt": b64(&certs.client_cert), "tls.key": b64(&certs.client_key), "rsync-password": b64(&password)}});
-    futures::try_join!(endpoint, server, apply(src, &client_secret))?;
+    let preflight = futures::future::join_all(transfers.iter().map(|t| preflight::check(src, dst, m, t, events)));
+    let setup = async { futures::try_join!(endpoint, server_secrets, apply(src, &client_secret)) };
 
-    let copies = futures::stream::iter(transfers.iter().map(|t| transfer_with_retries(src, m, t, events)))
-        .buffer_unordered(o.parallel.max(1))
-        .collect::<Vec<_>>();
+    // The server pod needs the preflight's verdict (its modules and volumes); the client pods
+    // need the endpoint too.
+    let mut results = Vec::new();
+    let mut ready: Vec<(VolumeTransfer, preflight::Ready)> = Vec::new();
+    let server_started = async {
+        for (t, check) in transfers.iter().zip(preflight.await) {
+            match check {
+                Ok(r) => ready.push((t.clone(), r)),
+                Err(message) => results.push(fail_now(t, message, events)),
+            }
+        }
+        if ready.is_empty() {
+            return Ok::<_, DvmError>(false);
+        }
+        let modules: Vec<(String, String)> =
+            ready.iter().map(|(t, _)| (t.destination_claim.clone(), format!("/mnt/{}", t.destination_claim))).collect();
+        let config = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": objects::SERVER, "namespace": dns, "labels": l},
+            "data": {"rsyncd.conf": objects::rsyncd_conf(&modules, o.security.root()), "stunnel.conf": objects::stunnel_server_conf(),
+                     "restore-links.sh": objects::RESTORE_LINKS}});
+        apply(dst, &config).await?;
+        Ok(true)
+    };
+    let (setup, started) = futures::join!(setup, server_started);
+    if !started? {
+        return Ok(results);
+    }
+    setup?;
+    let claims: Vec<(String, String)> =
+        ready.iter().map(|(t, _)| (t.destination_claim.clone(), t.destination_claim.clone())).collect();
+    apply(dst, &objects::server_pod(&dns, &m.migration, &claims, o)).await?;
+
+    let copies =
+        futures::stream::iter(ready.iter().map(|(t, pre)| transfer_with_retries(src, m, t, &pre.read_claim, events)))
+            .buffer_unordered(o.parallel.max(1))
+            .collect::<Vec<_>>();
     // Watches the server pod until it runs; then stays pending, so only a failure ends this.
     let server_up = async {
         wait_running(dst, &dns, objects::SERVER, Duration::from_secs(120)).await?;
         futures::future::pending::<Result<(), DvmError>>().await
     };
-    tokio::select! {
-        results = copies => Ok(results),
-        Err(e) = server_up => Err(e),
+    let copied = tokio::select! {
+        results = copies => results,
+        Err(e) = server_up => return Err(e),
+    };
+    for mut v in copied {
+        if let Some((_, pre)) = ready.iter().find(|(t, _)| format!("{}/{}", t.namespace, t.claim) == v.pvc) {
+            v.usage = Some(pre.usage);
+            v.warnings.splice(0..0, pre.warnings.iter().cloned());
+        }
+        results.push(v);
     }
-}
-
-/// Creates the destination PVC unless it exists (the resource plan may have made it).
-async fn ensure_destination_pvc(dst: &Cluster, dns: &str, t: &VolumeTransfer) -> Result<(), DvmError> {
-    let live = crate::observe::get(&dst.client, &resource_of("PersistentVolumeClaim"), Some(dns), &t.destination_claim)
-        .await
-        .ok()
-        .flatten();
-    if live.is_none() {
-        apply(dst, &t.destination).await?;
-    }
-    Ok(())
+    Ok(results)
 }
 
 fn random_password() -> String {
@@ -365,51 +453,75 @@ async fn transfer_with_retries(
     src: &Cluster,
     m: &VolumePlan,
     t: &VolumeTransfer,
+    read_claim: &str,
     events: &(dyn Fn(DvmEvent) + Sync),
 ) -> VolumeResult {
     let label = format!("{}/{}", t.namespace, t.claim);
     let started = Instant::now();
-    let mut errors = Vec::new();
+    let mut attempts_log = outcome::Attempts::default();
+    let mut warnings = Vec::new();
     let mut delay = Duration::from_secs(1);
     let attempts = m.options.retries + 1;
-    for attempt in 1..=attempts {
+    let mut attempt = 0;
+    while attempt < attempts {
+        attempt += 1;
         events(DvmEvent { pvc: label.clone(), phase: Phase::Pending, attempt, progress: None, message: None });
-        match transfer_once(src, m, t, attempt, events).await {
-            Ok(stats) => {
+        match transfer_once(src, m, t, read_claim, attempt, events, &mut warnings).await {
+            Ok(done) => {
+                if let Some(w) = done.warning {
+                    events(DvmEvent {
+                        pvc: label.clone(),
+                        phase: Phase::Transferring,
+                        attempt,
+                        progress: None,
+                        message: Some(format!("warning: {w}")),
+                    });
+                    warnings.push(w);
+                }
                 events(DvmEvent { pvc: label.clone(), phase: Phase::Done, attempt, progress: None, message: None });
                 return VolumeResult {
                     pvc: label,
                     ok: true,
                     attempts: attempt,
-                    stats,
+                    stats: done.stats,
                     seconds: started.elapsed().as_secs_f64(),
-                    errors,
+                    errors: attempts_log.lines(attempts),
+                    warnings,
+                    usage: None,
                 };
             }
-            Err(e) => {
-                let msg = format!("attempt {attempt}/{attempts}: {e}");
+            Err(f) => {
+                let last = f.fatal || attempt == attempts;
+                let repeated = attempts_log.record(attempt, f.message.clone());
+                let message = match (repeated, f.fatal) {
+                    (true, _) => format!("attempt {attempt}/{attempts} failed the same way"),
+                    (false, true) => format!("{} (not retried: a retry cannot fix this)", f.message),
+                    (false, false) => format!("attempt {attempt}/{attempts}: {}", f.message),
+                };
                 events(DvmEvent {
                     pvc: label.clone(),
                     phase: Phase::Failed,
                     attempt,
                     progress: None,
-                    message: Some(msg.clone()),
+                    message: Some(message),
                 });
-                errors.push(msg);
-                if attempt < attempts {
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(30));
+                if last {
+                    break;
                 }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
             }
         }
     }
     VolumeResult {
         pvc: label,
         ok: false,
-        attempts,
+        attempts: attempt,
         stats: Stats::default(),
         seconds: started.elapsed().as_secs_f64(),
-        errors,
+        errors: attempts_log.lines(attempts),
+        warnings,
+        usage: None,
     }
 }
 
@@ -437,22 +549,7 @@ async fn placement(pods: &Api<Pod>, t: &VolumeTransfer) -> Result<Option<(String
         .list(&ListParams::default())
         .await
         .map_err(|e| format!("listing pods in {} to find who mounts {}: {e}", t.namespace, t.claim))?;
-    let user = list.items.into_iter().find(|p| {
-        let ours = p
-            .metadata
-            .labels
-            .as_ref()
-            .is_some_and(|l| l.get(objects::COMPONENT).map(String::as_str) == Some(objects::COMPONENT_VALUE));
-        let live = p.metadata.deletion_timestamp.is_none() && !matches!(wait::phase(p), "Succeeded" | "Failed");
-        let mounts = p
-            .spec
-            .as_ref()
-            .and_then(|s| s.volumes.as_ref())
-            .into_iter()
-            .flatten()
-            .any(|v| v.persistent_volume_claim.as_ref().is_some_and(|c| c.claim_name == t.claim));
-        !ours && live && mounts
-    });
+    let user = list.items.into_iter().find(|p| preflight::mounts(p, &t.claim));
     let Some(user) = user else { return Ok(None) };
     let pod = format!("{}/{}", t.namespace, user.metadata.name.clone().unwrap_or_default());
     if once_pod {
@@ -464,19 +561,29 @@ async fn placement(pods: &Api<Pod>, t: &VolumeTransfer) -> Result<Option<(String
     Ok(user.spec.and_then(|s| s.node_name).map(|node| (node, pod)))
 }
 
-/// One client pod run: create it, follow its log for progress, and judge it by its exit code.
+/// One client pod run: create it, follow its log for progress, and judge it by its exit
+/// code and the evidence in its log (outcome::judge).
 async fn transfer_once(
     src: &Cluster,
     m: &VolumePlan,
     t: &VolumeTransfer,
+    read_claim: &str,
     attempt: u32,
     events: &(dyn Fn(DvmEvent) + Sync),
-) -> Result<Stats, String> {
+    notes: &mut Vec<String>,
+) -> Result<outcome::Success, outcome::Failure> {
+    let transient = |message: String| outcome::Failure { fatal: false, message };
     let name = objects::client_name(&t.claim);
     let label = format!("{}/{}", t.namespace, t.claim);
+    let pod_name = format!("{}/{name}", t.namespace);
     let pods: Api<Pod> = Api::namespaced(src.client.clone(), &t.namespace);
     wait::delete_pod(&pods, &name).await;
-    let node = placement(&pods, t).await?;
+    // A snapshot's clone is mounted by nobody else: no node to follow.
+    let node = if read_claim == t.claim {
+        placement(&pods, t).await.map_err(|message| outcome::Failure { fatal: true, message })?
+    } else {
+        None
+    };
     if let Some((node, user)) = &node {
         let message = format!("client pod on node {node}, beside pod {user} which mounts the volume (ReadWriteOnce)");
         events(DvmEvent { pvc: label.clone(), phase: Phase::Pending, attempt, progress: None, message: Some(message) });
@@ -485,12 +592,12 @@ async fn transfer_once(
         &t.namespace,
         &m.migration,
         &name,
-        &t.claim,
+        read_claim,
         &t.destination_claim,
         &m.options,
         node.as_ref().map(|(n, _)| n.as_str()),
     );
-    apply(src, &pod).await.map_err(|e| e.to_string())?;
+    apply(src, &pod).await.map_err(|e| transient(e.to_string()))?;
     // Wait for the container to start (or fail to).
     let started = wait::until(pods.clone(), &name, Duration::from_secs(120), |p: Option<&Pod>| {
         p.is_none_or(|p| {
@@ -501,10 +608,10 @@ async fn transfer_once(
     match started {
         Ok(Some(p)) => {
             if let Some(why) = wait::stuck(&p, &["ErrImagePull"]) {
-                return Err(format!("pod {}/{name}: {why}", t.namespace));
+                return Err(transient(format!("pod {pod_name}: {why}")));
             }
         }
-        Ok(None) => return Err("client pod disappeared".into()),
+        Ok(None) => return Err(transient(format!("client pod {pod_name} disappeared before it started"))),
         Err(wait::WaitError::Timeout) => {
             let why = pods
                 .get_opt(&name)
@@ -514,9 +621,9 @@ async fn transfer_once(
                 .and_then(|p| wait::unschedulable(&p))
                 .map(|w| format!(": {w}"))
                 .unwrap_or_default();
-            return Err(format!("pod {}/{name} did not start within 120s{why}", t.namespace));
+            return Err(transient(format!("pod {pod_name} did not start within 120s{why}")));
         }
-        Err(wait::WaitError::Watch(e)) => return Err(format!("watching pod {}/{name}: {e}", t.namespace)),
+        Err(wait::WaitError::Watch(e)) => return Err(transient(format!("watching pod {pod_name}: {e}"))),
     }
     let mut log = String::new();
     let copying = Instant::now();
@@ -536,7 +643,18 @@ async fn transfer_once(
                 if line.contains("mtcd-transfer: tunnel up") && phase == Phase::Pending {
                     phase = Phase::TunnelUp;
                     events(DvmEvent { pvc: label.clone(), phase, attempt, progress: None, message: None });
-                } else if line.contains("mtcd-transfer: rsync exit 0") && m.options.verify {
+                } else if let Some(note) = line.trim().strip_prefix("mtcd-transfer: note: ") {
+                    if !notes.iter().any(|n| n == note) {
+                        notes.push(note.to_string());
+                    }
+                    events(DvmEvent {
+                        pvc: label.clone(),
+                        phase,
+                        attempt,
+                        progress: None,
+                        message: Some(note.to_string()),
+                    });
+                } else if line.contains("mtcd-transfer: verifying") {
                     events(DvmEvent {
                         pvc: label.clone(),
                         phase: Phase::Verifying,
@@ -554,70 +672,32 @@ async fn transfer_once(
             }
         }
     }
-    // The log ends when the container does; the pod's status then has the exit code.
+    // The log ends when the container does; the pod's status then has the exit code, which
+    // decides (a log alone never does: pv-migrate #274).
     let ended = wait::until(pods.clone(), &name, Duration::from_secs(60), |p: Option<&Pod>| {
         p.is_none_or(|p| wait::exit_code(p).is_some())
     })
     .await;
     let code = match ended {
         Ok(Some(p)) => wait::exit_code(&p).unwrap_or(-1),
-        Ok(None) => return Err("client pod was deleted mid-transfer".into()),
+        Ok(None) => return Err(transient(format!("client pod {pod_name} was deleted mid-transfer"))),
         Err(wait::WaitError::Timeout) => {
-            return Err(format!("pod {}/{name} still running after its log ended", t.namespace));
+            return Err(transient(format!("pod {pod_name} still running 60s after its log ended")));
         }
-        Err(wait::WaitError::Watch(e)) => return Err(format!("watching pod {}/{name}: {e}", t.namespace)),
+        Err(wait::WaitError::Watch(e)) => return Err(transient(format!("watching pod {pod_name}: {e}"))),
     };
-    if log.is_empty() {
-        log = pods.logs(&name, &LogParams::default()).await.unwrap_or_default();
+    if !log.contains("mtcd-transfer: done") {
+        // The followed log may have been cut short; the pod's whole log is the evidence.
+        if let Ok(full) = pods.logs(&name, &LogParams::default()).await {
+            log = full;
+        }
     }
     let _ = wait::delete_pod_now(&pods, &name).await;
-    if code != 0 {
-        let mut lines = progress::error_lines(&log);
-        lines.truncate(10);
-        let why = match code {
-            111 => "the TLS tunnel to the destination did not come up".to_string(),
-            120 => "verification found differences after the copy".to_string(),
-            123 if m.options.streams_per_pvc > 1 => "one of the rsync streams failed (xargs exit 123)".to_string(),
-            c => format!("rsync exited with code {c}"),
-        };
-        return Err(format!(
-            "pod {}/{name}: {why}{}{}",
-            t.namespace,
-            if lines.is_empty() { "" } else { ": " },
-            lines.join(" | ")
-        ));
-    }
-    Ok(progress::parse_stats(&log))
+    outcome::judge(code, &log, m.final_sync, &pod_name)
 }
 
 /// Removes every transfer object of `migration` in `namespace` (pods, services, routes,
-/// ingresses, secrets, config maps) by label, so it works after a crash too. All kinds at
-/// once: nothing here depends on another.
+/// ingresses, secrets, config maps) by label, so it works after a crash too; how many.
 pub async fn cleanup_namespace(c: &Cluster, namespace: &str, migration: &str) -> Result<usize, DvmError> {
-    let selector = objects::selector(migration);
-    let per_kind = ["Pod", "Route", "Ingress", "Service", "Secret", "ConfigMap"].map(|kind| {
-        let selector = selector.clone();
-        async move {
-            let r = resource_of(kind);
-            let api: Api<DynamicObject> = Api::namespaced_with(c.client.clone(), namespace, &r);
-            let list = match api.list(&ListParams::default().labels(&selector)).await {
-                Ok(l) => l,
-                Err(kube::Error::Api(e)) if matches!(e.code, 404 | 405) => return Ok(0), // type not served (no Routes on Kubernetes)
-                Err(source) => {
-                    return Err(DvmError::Api {
-                        context: c.context.clone(),
-                        what: format!("listing {kind}s to clean up in {namespace}"),
-                        source,
-                    });
-                }
-            };
-            let deletes = list.items.into_iter().filter_map(|o| o.metadata.name).map(|name| {
-                let api = api.clone();
-                async move { api.delete(&name, &wait::at_once()).await.is_ok() }
-            });
-            Ok(futures::future::join_all(deletes).await.into_iter().filter(|ok| *ok).count())
-        }
-    });
-    let counts = futures::future::try_join_all(per_kind).await?;
-    Ok(counts.into_iter().sum())
+    Ok(preflight::remove_leftovers(c, namespace, migration).await?.len())
 }

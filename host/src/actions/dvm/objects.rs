@@ -35,6 +35,16 @@ pub fn client_name(pvc: &str) -> String {
     format!("mtcd-transfer-{}-{}", &pvc[..30].trim_end_matches('-'), &h[..8])
 }
 
+/// The probe pod that measures a source PVC before the copy.
+pub fn probe_name(pvc: &str) -> String {
+    let name = format!("mtcd-probe-{pvc}");
+    if name.len() <= 63 {
+        return name;
+    }
+    let h = crate::plan::hash::hash(&json!(pvc));
+    format!("mtcd-probe-{}-{}", &pvc[..30].trim_end_matches('-'), &h[..8])
+}
+
 pub fn service(ns: &str, migration: &str) -> Value {
     json!({
         "apiVersion": "v1", "kind": "Service",
@@ -76,22 +86,78 @@ pub fn generated_host(ns: &str, subdomain: Option<&str>) -> Option<String> {
     subdomain.map(|d| format!("{SERVER}-{ns}.{d}"))
 }
 
-/// rsyncd.conf: one module per PVC. `use chroot = no` needs `munge symlinks = no`, or
-/// rsync rewrites every symlink it receives; `hosts allow` admits only the local stunnel, by
-/// address, so the daemon never asks DNS about its peer (a resolver that cannot answer
-/// stalls every connection for its timeouts).
-pub fn rsyncd_conf(modules: &[(String, String)], preserve_ownership: bool) -> String {
+/// The module a non-root client asks for after its copy: its pre-xfer exec restores the
+/// symlinks the daemon stored munged (see [`rsyncd_conf`]).
+pub fn restore_module(module: &str) -> String {
+    format!("{module}.mtcd-restore")
+}
+
+/// rsyncd.conf: one module per PVC; `hosts allow` admits only the local stunnel, by address,
+/// so the daemon never asks DNS about its peer (a resolver that cannot answer stalls every
+/// connection for its timeouts).
+///
+/// Symlinks must arrive as they are. A daemon that is not chrooted into the module limits
+/// what a client may do by rewriting every symlink it receives: sanitised (an absolute
+/// target loses its `/`, a `..` that leaves the module is cut; VolSync #1162) or, with
+/// `munge symlinks`, prefixed with `/rsyncd-munged/`. So:
+/// - root pods chroot into the module (`use chroot = yes`, CAP_SYS_CHROOT): the daemon
+///   serves `/` and stores every link value untouched;
+/// - non-root pods cannot chroot: the daemon munges, and the client then asks for the
+///   module's `.mtcd-restore` twin, whose pre-xfer exec (`restore-links.sh`) strips the
+///   prefix from every link the daemon stored — its exit code is the client's evidence.
+pub fn rsyncd_conf(modules: &[(String, String)], root: bool) -> String {
     let mut s = String::from(
-        "pid file = /tmp/rsyncd.pid\nuse chroot = no\nmunge symlinks = no\nnumeric ids = yes\nhosts allow = 127.0.0.1 ::1\nreverse lookup = no\nforward lookup = no\nlog file = /dev/stderr\n",
+        "pid file = /tmp/rsyncd.pid\nnumeric ids = yes\nhosts allow = 127.0.0.1 ::1\nreverse lookup = no\nforward lookup = no\nlog file = /dev/stderr\n",
     );
-    let _ = preserve_ownership; // the pod's user decides; see server_pod
+    s.push_str(if root {
+        "use chroot = yes\nmunge symlinks = no\n"
+    } else {
+        "use chroot = no\nmunge symlinks = yes\n"
+    });
     for (module, path) in modules {
-        s.push_str(&format!(
-            "\n[{module}]\npath = {path}\nread only = false\nauth users = {RSYNC_USER}\nsecrets file = /etc/mtcd-secret/rsyncd.secrets\nstrict modes = false\n"
-        ));
+        let auth = format!(
+            "auth users = {RSYNC_USER}\nsecrets file = /etc/mtcd-secret/rsyncd.secrets\nstrict modes = false\n"
+        );
+        s.push_str(&format!("\n[{module}]\npath = {path}\nread only = false\n{auth}"));
+        if !root {
+            s.push_str(&format!(
+                "\n[{}]\npath = {path}\nread only = true\n{auth}pre-xfer exec = /bin/bash /etc/mtcd/restore-links.sh\n",
+                restore_module(module)
+            ));
+        }
     }
     s
 }
+
+/// The non-root daemon's link restorer (pre-xfer exec of a `.mtcd-restore` module): every
+/// symlink stored as `/rsyncd-munged/<value>` becomes `<value>` again, with the link's own
+/// mtime, replaced atomically (a new link renamed over the old one). A munging daemon
+/// compares a link on disk with the munged form of the source's value, so after every copy
+/// *every* link is stored munged (a restored one is written again): stripping one prefix once
+/// per copy is exact, even for a value that itself starts with the prefix. Names and values
+/// may hold any byte but NUL (newlines included). Its stdout is what the client sees if it
+/// fails.
+pub const RESTORE_LINKS: &str = r#"set -u
+cd "$RSYNC_MODULE_PATH" || { echo "restore-links: cannot enter the volume"; exit 1; }
+stamp=$(mktemp) || exit 1
+failed=0 restored=0
+while IFS= read -r -d '' link; do
+  value=$(readlink -- "$link"; printf x) && value=${value%?x}
+  dir=${link%/*}
+  touch -r "$dir" -- "$stamp" 2>/dev/null
+  tmp="$dir/.mtcd-restore.$$"
+  if ln -s -- "${value#/rsyncd-munged/}" "$tmp" && touch -h -r "$link" -- "$tmp" && mv -fT -- "$tmp" "$link"; then
+    restored=$((restored + 1))
+  else
+    failed=$((failed + 1)); rm -f -- "$tmp"
+  fi
+  touch -r "$stamp" -- "$dir" 2>/dev/null
+done < <(find . -type l -lname '/rsyncd-munged/*' -print0)
+rm -f -- "$stamp"
+echo "restore-links: $restored restored, $failed failed" >&2
+if [ "$failed" != 0 ]; then echo "restore-links: $failed symlink(s) could not be restored"; exit 1; fi
+exit 0
+"#;
 
 pub fn stunnel_server_conf() -> String {
     format!(
@@ -108,31 +174,35 @@ pub fn stunnel_client_conf(host: &str, port: u16) -> String {
     )
 }
 
-/// rsync flags: correctness first (see docs/dvm.md). `--delete` makes a re-sync mirror the
-/// source; `--partial` keeps half-sent files so a retry resumes them.
+/// rsync flags: correctness first (see docs/dvm.md). Everything a volume holds arrives as it
+/// is — links, devices, special files, hard links, ACLs, extended attributes, owners when the
+/// pods run as root — or rsync fails. `--devices` stays even where it cannot work (non-root):
+/// a device node that cannot be made fails the copy instead of being skipped. Deletion is
+/// added by the caller (`--delete-before` for one stream, so space is freed before data
+/// arrives).
 pub fn rsync_flags(o: &DvmOptions) -> Vec<String> {
+    let mut f = base_flags(o);
+    f.extend(["--info=progress2", "--stats"].map(String::from));
+    f
+}
+
+/// [`rsync_flags`] without progress and statistics (the passes around the copy).
+fn base_flags(o: &DvmOptions) -> Vec<String> {
     let mut f: Vec<String> = [
         "--recursive",
         "--links",
         "--perms",
         "--times",
+        "--devices",
         "--specials",
         "--sparse",
-        "--delete",
         "--partial",
         "--numeric-ids",
-        "--info=progress2",
-        "--stats",
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
-    if o.preserve_ownership {
-        f.extend(["--owner", "--group", "--devices"].map(String::from));
-    }
-    if o.hard_links {
-        f.push("--hard-links".into());
-    }
+    f.extend(identity_flags(o));
     if o.compress {
         f.push("--compress".into());
     }
@@ -142,73 +212,240 @@ pub fn rsync_flags(o: &DvmOptions) -> Vec<String> {
     f
 }
 
-/// The client container's script: bring the tunnel up, wait for it (bounded), copy, verify,
-/// and exit with rsync's own exit code, so a failed copy can never look like a success.
+/// What decides "identical": the flags shared by the copy and the verification pass.
+fn identity_flags(o: &DvmOptions) -> Vec<String> {
+    let mut f = Vec::new();
+    if o.security.root() {
+        if o.preserve_ownership {
+            f.extend(["--owner", "--group"].map(String::from));
+        }
+    } else {
+        // A non-root receiver skips device nodes silently; `--super` makes it try, and fail.
+        f.push("--super".into());
+    }
+    if o.hard_links {
+        f.push("--hard-links".into());
+    }
+    if o.acls {
+        f.push("--acls".into());
+    }
+    if o.xattrs {
+        // SELinux labels belong to the cluster (the kubelet sets them per pod); copying them
+        // would need MAC_ADMIN and give the destination the source's categories.
+        f.extend(["--xattrs", "--filter=-x_security.selinux"].map(String::from));
+    }
+    f
+}
+
+/// Pod exit codes of the client script besides rsync's own.
+pub mod exit {
+    /// The tunnel to the destination did not come up within `tunnel_timeout`.
+    pub const TUNNEL: i32 = 111;
+    /// The non-root daemon could not restore the symlinks it stored munged.
+    pub const RESTORE: i32 = 112;
+    /// The verification pass found differences.
+    pub const VERIFY: i32 = 120;
+}
+
+/// The client container's script: bring the tunnel up, wait for it (bounded), copy, restore
+/// links (non-root), verify, and exit with rsync's own exit code, so a failed copy can never
+/// look like a success. Every rsync run prints `mtcd-transfer: rsync exit N`; the pod's code
+/// is the worst of them (24, files vanished, only when nothing worse happened); the last line
+/// of a complete run is `mtcd-transfer: done N` — the evidence mtcd needs besides the code.
 pub fn client_script(module: &str, o: &DvmOptions) -> String {
     let flags = rsync_flags(o).join(" ");
     let timeout = o.tunnel_timeout.as_secs().max(1);
-    let verify = if o.verify {
+    let dest = format!("rsync://{RSYNC_USER}@127.0.0.1:{RSYNC_PORT}/{module}");
+    let root = o.security.root();
+    let copy = if root && o.streams_per_pvc == 1 {
+        // One rsync for everything, the root's own attributes included.
+        format!("step {flags} --delete-before /mnt/source/ {dest}/\n")
+    } else {
+        // The volume as its top-level entries (names from `find`, so any byte but NUL goes):
+        // first a pass at the top level that only deletes (`--existing --ignore-existing`
+        // transfer nothing, and with no attribute flags it touches nothing), so space is freed
+        // before data arrives; then the entries (`--no-implied-dirs`: not the root as their
+        // parent) — in one rsync (`--files-from`), or shared
+        // among `n` streams in batches of about a quarter of a stream's share, so a stream
+        // that finishes takes the next batch (`--relative` keeps each entry's path). A hard
+        // link between two top-level entries would be split between two streams (two files):
+        // such a volume goes in one rsync, and that is said. Root pods end with a top-level
+        // pass that finds everything in place and sets the root's own attributes; non-root
+        // pods leave the root alone — they do not own it, and could set neither its mode nor
+        // its times (this is why they need no `--omit-dir-times`: every other directory is
+        // theirs).
+        let base = base_flags(o).join(" ");
+        let top = base.replace("--recursive", "--dirs");
+        let n = o.streams_per_pvc;
+        let split = if n > 1 {
+            let crossing = if o.hard_links {
+                "if crossing_hard_links; then\n\
+                 \x20   echo 'mtcd-transfer: note: hard links between top-level entries: copying this volume in one stream to keep them'\n\
+                 \x20   split=no\n\
+                 \x20 fi\n"
+            } else {
+                ""
+            };
+            format!(
+                "split=yes\n\
+                 if [ \"$count\" -le 1 ]; then split=no; fi\n\
+                 if [ $split = yes ]; then\n\
+                 {crossing}\
+                 fi\n"
+            )
+        } else {
+            "split=no\n".to_string()
+        };
+        let root_pass = if root { format!("step {top} --delete ./ {dest}/ || finish_codes\n") } else { String::new() };
         format!(
-            "diffs=$(rsync --recursive --links --perms --times --checksum --dry-run --delete --itemize-changes --numeric-ids /mnt/source/ rsync://{RSYNC_USER}@127.0.0.1:{RSYNC_PORT}/{module}/ | grep -c . || true)\n\
-             echo \"mtcd-transfer: verify: $diffs differences\"\n\
-             if [ \"$diffs\" != 0 ]; then kill $tunnel; exit 120; fi\n"
+            "cd /mnt/source || finish 1\n\
+             find . -mindepth 1 -maxdepth 1 -print0 > /tmp/mtcd-entries\n\
+             count=$(tr -cd '\\0' < /tmp/mtcd-entries | wc -c)\n\
+             step --dirs --links --devices --specials --numeric-ids --delete --existing --ignore-existing ./ {dest}/ || finish_codes\n\
+             {split}\
+             if [ $split = yes ]; then\n\
+             \x20 xargs -0 -r -P {n} -n $(( count / {b} + 1 )) sh -c 'rsync {flags} --delete --relative --no-implied-dirs \"$@\" {dest}/; rc=$?; echo \"mtcd-transfer: rsync exit $rc\"; echo $rc >> /tmp/mtcd-codes' stream < /tmp/mtcd-entries || echo 125 >> $codes\n\
+             else\n\
+             \x20 step {flags} --delete-before --no-implied-dirs --from0 --files-from=/tmp/mtcd-entries ./ {dest}/\n\
+             fi\n\
+             {root_pass}",
+            b = 4 * n.max(1)
+        )
+    };
+    let restore = if o.security.root() {
+        String::new()
+    } else {
+        format!(
+            "if ! out=$(rsync rsync://{RSYNC_USER}@127.0.0.1:{RSYNC_PORT}/{}/ 2>&1 >/dev/null); then\n\
+             \x20 echo \"mtcd-transfer: restoring the symlinks the daemon stored munged failed: $out\"; finish {}\n\
+             fi\n",
+            restore_module(module),
+            exit::RESTORE
+        )
+    };
+    let verify = if o.verify {
+        // The same identity flags, by checksum, changing nothing; every line is a difference.
+        // Non-root pods compare the entries (they leave the root's attributes alone), before
+        // the links are restored: the munging daemon compares a link as stored munged.
+        let check = identity_flags(o).join(" ");
+        let what = if root && o.streams_per_pvc == 1 {
+            "/mnt/source/".to_string()
+        } else {
+            "--no-implied-dirs --from0 --files-from=/tmp/mtcd-entries ./".to_string()
+        };
+        format!(
+            "if [ $rc = 0 ]; then\n\
+             \x20 echo 'mtcd-transfer: verifying'\n\
+             \x20 out=$(rsync --recursive --links --perms --times --devices --specials --numeric-ids {check} --checksum --dry-run --delete --itemize-changes {what} {dest}/); vrc=$?\n\
+             \x20 if [ $vrc != 0 ]; then echo \"mtcd-transfer: verify: rsync exit $vrc\"; finish {code}; fi\n\
+             \x20 diffs=$(printf '%s' \"$out\" | grep -c . || true)\n\
+             \x20 echo \"mtcd-transfer: verify: $diffs differences\"\n\
+             \x20 if [ \"$diffs\" != 0 ]; then printf '%s\\n' \"$out\" | head -n 10 | sed 's/^/mtcd-transfer: differs: /'; finish {code}; fi\n\
+             fi\n",
+            code = exit::VERIFY
         )
     } else {
         String::new()
     };
-    let dest = format!("rsync://{RSYNC_USER}@127.0.0.1:{RSYNC_PORT}/{module}");
-    let copy = if o.streams_per_pvc > 1 {
-        // Every top-level entry, file or directory, goes to one of `n` rsync streams, in
-        // batches of about a quarter of a stream's share, so a stream that finishes takes the
-        // next batch (one huge directory does not hold up the rest). First a top-level pass
-        // that only deletes (`--existing --ignore-existing` transfer nothing), so space is
-        // freed before data arrives; last a top-level pass that finds everything in place and
-        // only sets the root's own attributes. `--relative` from the volume root (not one
-        // destination per entry) keeps the daemon from sanitizing symlinks like
-        // `../other/file` that leave an entry but stay inside the volume. xargs exits 123
-        // when any stream failed.
-        let top = flags.replace("--recursive", "--dirs");
-        let n = o.streams_per_pvc;
-        format!(
-            "cd /mnt/source && \\\n\
-             rsync {top} --existing --ignore-existing ./ {dest}/ && \\\n\
-             count=$(find . -mindepth 1 -maxdepth 1 | wc -l) && \\\n\
-             find . -mindepth 1 -maxdepth 1 -print0 | xargs -0 -r -P {n} -n $(( count / {b} + 1 )) sh -c 'exec rsync {flags} --relative \"$@\" {dest}/' stream && \\\n\
-             rsync {top} ./ {dest}/\n",
-            b = 4 * n
-        )
-    } else {
-        format!("rsync {flags} /mnt/source/ {dest}/\n")
-    };
     format!(
-        "stunnel /etc/mtcd/stunnel-client.conf &\n\
+        "codes=/tmp/mtcd-codes; : > $codes\n\
+         finish() {{ kill $tunnel 2>/dev/null; exit $1; }}\n\
+         step() {{ rsync \"$@\"; rc=$?; echo \"mtcd-transfer: rsync exit $rc\"; echo $rc >> $codes; [ $rc = 0 ] || [ $rc = 24 ]; }}\n\
+         worst() {{ awk '$1 != 0 && $1 != 24 && !bad {{ bad = $1 }} $1 == 24 {{ vanished = 24 }} END {{ print bad ? bad : (vanished ? vanished : (NR ? 0 : 1)) }}' $codes; }}\n\
+         finish_codes() {{ finish $(worst); }}\n\
+         crossing_hard_links() {{\n\
+         \x20 i=0\n\
+         \x20 for e in ./* ./.[!.]* ./..?*; do\n\
+         \x20   [ -e \"$e\" ] || [ -L \"$e\" ] || continue\n\
+         \x20   i=$((i + 1))\n\
+         \x20   find \"$e\" ! -type d -links +1 -printf \"%i $i\\n\"\n\
+         \x20 done | sort -u | awk '{{ if (seen[$1]++) {{ found = 1; exit }} }} END {{ exit !found }}'\n\
+         }}\n\
+         stunnel /etc/mtcd/stunnel-client.conf &\n\
          tunnel=$!\n\
          deadline=$(( $(date +%s) + {timeout} ))\n\
          until rsync rsync://{RSYNC_USER}@127.0.0.1:{RSYNC_PORT}/ >/dev/null 2>&1; do\n\
-           if [ $(date +%s) -ge $deadline ]; then echo \"mtcd-transfer: tunnel not up after {timeout}s\"; kill $tunnel; exit 111; fi\n\
-           sleep 0.1\n\
+         \x20 if [ $(date +%s) -ge $deadline ]; then echo \"mtcd-transfer: tunnel not up after {timeout}s\"; finish {tunnel}; fi\n\
+         \x20 sleep 0.1\n\
          done\n\
          echo 'mtcd-transfer: tunnel up'\n\
-         {copy}         rc=$?\n\
-         echo \"mtcd-transfer: rsync exit $rc\"\n\
-         if [ $rc != 0 ]; then kill $tunnel; exit $rc; fi\n\
+         {copy}\
+         rc=$(worst)\n\
+         if [ $rc != 0 ] && [ $rc != 24 ]; then finish $rc; fi\n\
          {verify}\
-         kill $tunnel\n\
-         exit 0\n"
+         {restore}\
+         echo \"mtcd-transfer: done $rc\"\n\
+         finish $rc\n",
+        tunnel = exit::TUNNEL
     )
 }
 
-pub fn server_pod(
-    ns: &str,
-    migration: &str,
-    image: &str,
-    claims: &[(String, String)],
-    preserve_ownership: bool,
-) -> Value {
+/// The transfer pods' security contexts, stated in full on every pod (nothing is left to the
+/// cluster's defaults or an admission plugin's choice). Root pods get only the capabilities
+/// rsync needs and nothing beyond Pod Security "baseline"; non-root pods are "restricted".
+pub mod security {
+    use serde_json::{Value, json};
+
+    use crate::spec::TransferSecurity;
+
+    /// What the rsync daemon needs as root: owners (CHOWN, FOWNER), set-id bits on files of
+    /// any group (FSETID), devices (MKNOD), file capabilities (SETFCAP), writing any directory
+    /// (DAC_OVERRIDE), the daemon's own setgid/setuid calls, and chroot into the module
+    /// (SYS_CHROOT). All are in Pod Security baseline's allowed list.
+    pub const SERVER_CAPS: &[&str] =
+        &["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "MKNOD", "SETFCAP", "SETGID", "SETUID", "SYS_CHROOT"];
+    /// Reading every file whatever its mode (DAC_OVERRIDE rather than DAC_READ_SEARCH, which
+    /// baseline does not allow).
+    pub const CLIENT_CAPS: &[&str] = &["DAC_OVERRIDE"];
+
+    /// The pod-level context. `fsGroup` only on the destination: on the source the kubelet
+    /// would change the group of every file of the volume being read.
+    pub fn pod(s: &TransferSecurity, destination: bool) -> Value {
+        let root = s.root();
+        let mut c = json!({
+            "runAsUser": s.run_as_user.unwrap_or(0),
+            "runAsNonRoot": !root,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        });
+        if let Some(g) = s.run_as_group.or(root.then_some(0)) {
+            c["runAsGroup"] = json!(g);
+        }
+        if let (Some(g), true) = (s.fs_group, destination) {
+            c["fsGroup"] = json!(g);
+            // Only the volume's root when it is not already the group's: a recursive chown
+            // of a large volume on every run would be what selinux_type avoids for labels.
+            c["fsGroupChangePolicy"] = json!("OnRootMismatch");
+        }
+        if let Some(t) = &s.selinux_type {
+            c["seLinuxOptions"] = json!({"type": t});
+        }
+        c
+    }
+
+    /// The rsync container: root with `caps` only, or non-root with none.
+    pub fn rsync(s: &TransferSecurity, caps: &[&str]) -> Value {
+        let add: Vec<&str> = if s.root() { caps.to_vec() } else { Vec::new() };
+        json!({"capabilities": {"drop": ["ALL"], "add": add}, "allowPrivilegeEscalation": false, "privileged": false})
+    }
+
+    /// stunnel needs nothing.
+    pub fn stunnel() -> Value {
+        json!({"capabilities": {"drop": ["ALL"]}, "allowPrivilegeEscalation": false, "privileged": false})
+    }
+}
+
+/// Mode of the mounted Secrets: owner-only for root pods; a non-root pod's user does not own
+/// them (and an fsGroup on the source would re-group the volume being read), so readable by
+/// the pod's own containers — the only ones that mount them.
+fn secret_mode(o: &DvmOptions) -> u32 {
+    if o.security.root() { 0o400 } else { 0o444 }
+}
+
+pub fn server_pod(ns: &str, migration: &str, claims: &[(String, String)], o: &DvmOptions) -> Value {
     let mut volumes = vec![
         json!({"name": "config", "configMap": {"name": SERVER}}),
-        json!({"name": "secret", "secret": {"secretName": format!("{SERVER}-rsync"), "defaultMode": 0o400}}),
-        json!({"name": "tls", "secret": {"secretName": format!("{SERVER}-tls"), "defaultMode": 0o400}}),
+        json!({"name": "secret", "secret": {"secretName": format!("{SERVER}-rsync"), "defaultMode": secret_mode(o)}}),
+        json!({"name": "tls", "secret": {"secretName": format!("{SERVER}-tls"), "defaultMode": secret_mode(o)}}),
     ];
     let mut mounts = vec![
         json!({"name": "config", "mountPath": "/etc/mtcd", "readOnly": true}),
@@ -218,11 +455,6 @@ pub fn server_pod(
         volumes.push(json!({"name": format!("data-{i}"), "persistentVolumeClaim": {"claimName": claim}}));
         mounts.push(json!({"name": format!("data-{i}"), "mountPath": format!("/mnt/{claim}")}));
     }
-    let security = if preserve_ownership {
-        json!({"capabilities": {"drop": ["ALL"], "add": ["CHOWN", "FOWNER", "DAC_OVERRIDE", "SETGID", "SETUID", "MKNOD"]}, "runAsUser": 0})
-    } else {
-        json!({"capabilities": {"drop": ["ALL"]}, "allowPrivilegeEscalation": false})
-    };
     let mut l = labels(migration);
     l["mtcd.io/transfer-server"] = json!(migration);
     json!({
@@ -231,17 +463,19 @@ pub fn server_pod(
         "spec": {
             "restartPolicy": "Always",
             "terminationGracePeriodSeconds": 2,
+            "securityContext": security::pod(&o.security, true),
             "volumes": volumes,
             "containers": [
-                {"name": "rsync", "image": image,
+                {"name": "rsync", "image": o.transfer_image,
                  // rsyncd run as root switches to `nobody` unless told otherwise; the daemon
-                 // writes as whoever the pod runs as (root only when ownership is preserved).
-                 "command": ["sh", "-c", format!("printf 'uid = %s\\ngid = %s\\n' \"$(id -u)\" \"$(id -g)\" > /tmp/rsyncd.conf && cat /etc/mtcd/rsyncd.conf >> /tmp/rsyncd.conf && exec rsync --daemon --no-detach --port={RSYNC_PORT} --config=/tmp/rsyncd.conf")],
-                 "volumeMounts": mounts, "securityContext": security},
-                {"name": "stunnel", "image": image, "command": ["stunnel", "/etc/mtcd/stunnel.conf"],
+                 // writes as whoever the pod runs as. A non-root daemon is told nothing: it
+                 // would try setgroups() and refuse every connection.
+                 "command": ["sh", "-c", format!("{{ if [ \"$(id -u)\" = 0 ]; then printf 'uid = 0\\ngid = %s\\n' \"$(id -g)\"; fi; cat /etc/mtcd/rsyncd.conf; }} > /tmp/rsyncd.conf && exec rsync --daemon --no-detach --port={RSYNC_PORT} --config=/tmp/rsyncd.conf")],
+                 "volumeMounts": mounts, "securityContext": security::rsync(&o.security, security::SERVER_CAPS)},
+                {"name": "stunnel", "image": o.transfer_image, "command": ["stunnel", "/etc/mtcd/stunnel.conf"],
                  "ports": [{"name": "tunnel", "containerPort": TUNNEL_PORT}],
                  "volumeMounts": [{"name": "config", "mountPath": "/etc/mtcd", "readOnly": true}, {"name": "tls", "mountPath": "/etc/mtcd-tls", "readOnly": true}],
-                 "securityContext": {"capabilities": {"drop": ["ALL"]}, "allowPrivilegeEscalation": false}},
+                 "securityContext": security::stunnel()},
             ],
         },
     })
@@ -259,32 +493,69 @@ pub fn client_pod(
     o: &DvmOptions,
     node: Option<&str>,
 ) -> Value {
-    let security = if o.preserve_ownership {
-        json!({"capabilities": {"drop": ["ALL"], "add": ["DAC_READ_SEARCH"]}, "runAsUser": 0})
-    } else {
-        json!({"capabilities": {"drop": ["ALL"]}, "allowPrivilegeEscalation": false})
-    };
     let mut pod = json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": ns, "labels": labels(migration), "annotations": {"mtcd.io/pvc": claim}},
         "spec": {
             "restartPolicy": "Never",
             "terminationGracePeriodSeconds": 2,
+            "securityContext": security::pod(&o.security, false),
             "volumes": [
                 {"name": "source", "persistentVolumeClaim": {"claimName": claim, "readOnly": true}},
                 {"name": "config", "configMap": {"name": format!("{SERVER}-client")}},
-                {"name": "tls", "secret": {"secretName": format!("{SERVER}-client-tls"), "defaultMode": 0o400}},
+                {"name": "tls", "secret": {"secretName": format!("{SERVER}-client-tls"), "defaultMode": secret_mode(o)}},
             ],
             "containers": [{
                 "name": "rsync", "image": o.transfer_image,
-                "command": ["sh", "-c", client_script(module, o)],
+                "command": ["bash", "-c", client_script(module, o)],
                 "env": [{"name": "RSYNC_PASSWORD", "valueFrom": {"secretKeyRef": {"name": format!("{SERVER}-client-tls"), "key": "rsync-password"}}}],
                 "volumeMounts": [
                     {"name": "source", "mountPath": "/mnt/source", "readOnly": true},
                     {"name": "config", "mountPath": "/etc/mtcd", "readOnly": true},
                     {"name": "tls", "mountPath": "/etc/mtcd-tls", "readOnly": true},
                 ],
-                "securityContext": security,
+                "securityContext": security::rsync(&o.security, security::CLIENT_CAPS),
+            }],
+        },
+    });
+    if let Some(node) = node {
+        pod["spec"]["affinity"] = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}]}}});
+    }
+    pod
+}
+
+/// A pod that measures the source volume (mounted read-only, where the client pod would run)
+/// and prints `mtcd-usage: <df|du> <bytes> <inodes>`: `df` when the mount's file system is at
+/// most `own_fs_limit` bytes (the volume's own), `du` when it is larger (a volume sharing a
+/// file system, e.g. hostPath).
+pub fn probe_pod(
+    ns: &str,
+    migration: &str,
+    name: &str,
+    claim: &str,
+    o: &DvmOptions,
+    own_fs_limit: u64,
+    node: Option<&str>,
+) -> Value {
+    let script = format!(
+        "set -- $(df -B1 --output=size,used,iused /mnt/source | tail -n 1)\n\
+         if [ -n \"${{1:-}}\" ] && [ \"$1\" -le {own_fs_limit} ]; then echo \"mtcd-usage: df $2 $3\"; exit 0; fi\n\
+         b=$(du -sx -B1 /mnt/source | cut -f1) && i=$(du -sx --inodes /mnt/source | cut -f1) && echo \"mtcd-usage: du $b $i\"\n"
+    );
+    let mut pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "labels": labels(migration), "annotations": {"mtcd.io/pvc": claim}},
+        "spec": {
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 1,
+            "securityContext": security::pod(&o.security, false),
+            "volumes": [{"name": "source", "persistentVolumeClaim": {"claimName": claim, "readOnly": true}}],
+            "containers": [{
+                "name": "probe", "image": o.transfer_image,
+                "command": ["sh", "-c", script],
+                "volumeMounts": [{"name": "source", "mountPath": "/mnt/source", "readOnly": true}],
+                "securityContext": security::rsync(&o.security, security::CLIENT_CAPS),
             }],
         },
     });
@@ -318,16 +589,48 @@ mod tests {
         .remove(0)
         .dvm;
         let one = client_script("data", &o);
-        assert_eq!(one.matches("rsync --recursive").count(), 1);
+        assert_eq!(one.matches("step --recursive").count(), 1);
+        assert!(one.contains("--delete-before /mnt/source/"), "{one}");
         assert!(!one.contains("xargs"));
         o.streams_per_pvc = 4;
         let four = client_script("data", &o);
         assert!(
-            four.contains("rsync --dirs --links")
-                && four.contains("--existing --ignore-existing ./ rsync://mtcd@127.0.0.1:8873/data/"),
+            four.contains("step --dirs --links")
+                && four.contains("--delete --existing --ignore-existing ./ rsync://mtcd@127.0.0.1:8873/data/"),
             "top-level deletions first:\n{four}"
         );
-        assert!(four.contains("xargs -0 -r -P 4 -n $(( count / 16 + 1 )) sh -c 'exec rsync --recursive"), "{four}");
-        assert!(four.contains("--relative \"$@\" rsync://mtcd@127.0.0.1:8873/data/' stream"), "{four}");
+        assert!(four.contains("xargs -0 -r -P 4 -n $(( count / 16 + 1 )) sh -c 'rsync --recursive"), "{four}");
+        assert!(
+            four.contains("--delete --relative --no-implied-dirs \"$@\" rsync://mtcd@127.0.0.1:8873/data/;"),
+            "{four}"
+        );
+        assert!(
+            four.contains("if crossing_hard_links; then"),
+            "hard links across entries fall back to one stream: {four}"
+        );
+    }
+
+    /// Every variant of the client script is valid bash.
+    #[test]
+    fn client_scripts_parse() {
+        let mut o = crate::spec::parse(
+            "version = 1\n[clusters.source]\ncontext = \"a\"\n[clusters.destination]\ncontext = \"b\"\n[[migration]]\nname = \"m\"\nnamespaces = [\"n\"]\n",
+            std::path::Path::new("d.toml"),
+        )
+        .unwrap()
+        .migrations
+        .remove(0)
+        .dvm;
+        for verify in [false, true] {
+            for (streams, uid) in [(1, None), (4, None), (1, Some(1000)), (4, Some(1000))] {
+                o.verify = verify;
+                o.streams_per_pvc = streams;
+                o.security.run_as_user = uid;
+                let s = client_script("data", &o);
+                let out = std::process::Command::new("bash").args(["-n", "-c", &s]).output().unwrap();
+                assert!(out.status.success(), "{}\n{s}", String::from_utf8_lossy(&out.stderr));
+                assert_eq!(s.contains("data.mtcd-restore"), uid.is_some(), "links restored by non-root pods only");
+            }
+        }
     }
 }

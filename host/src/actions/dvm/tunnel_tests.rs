@@ -55,7 +55,7 @@ fn copy_through(tmp: &Path, server: &TunnelCerts, client: &TunnelCerts) -> bool 
     // The server pod prepends the pod's own uid/gid the same way (objects::server_pod).
     let identity = format!("uid = {}\ngid = {}\n", nix_id("-u"), nix_id("-g"));
     let rsyncd = identity
-        + &objects::rsyncd_conf(&[("data".into(), tmp.join("dst").display().to_string())], false)
+        + &objects::rsyncd_conf(&[("data".into(), tmp.join("dst").display().to_string())], true)
             .replace("pid file = /tmp/rsyncd.pid", &format!("pid file = {}", tmp.join("rsyncd.pid").display()));
     std::fs::write(tmp.join("rsyncd.conf"), conf(rsyncd)).unwrap();
     std::fs::write(tmp.join("server.conf"), conf(objects::stunnel_server_conf())).unwrap();

@@ -1,0 +1,353 @@
+//! Before any data moves: the transfer objects an earlier run left behind are removed
+//! (mig-controller #700/#703), and each PVC is checked on its own — the destination PVC must
+//! not be going away or in use by a running pod (crane #810, #905), and the source's data must
+//! fit it (measured by a short-lived probe pod, `df` or `du`; `grow` raises the request). A PVC
+//! that fails a check fails at once with the reason and the numbers; the others go on.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DynamicObject, ListParams, LogParams, Patch, PatchParams};
+use serde_json::{Value, json};
+
+use super::{DvmError, DvmEvent, Phase, objects, resource_of, wait};
+use crate::cluster::Cluster;
+use crate::plan::volumes::{self, CapacityCheck, Usage, UsageMethod, VolumePlan, VolumeTransfer};
+use crate::spec::VolumeSource;
+
+/// Deletes every transfer object of `migration` in `namespace` and names what was there: at
+/// the start of a run, these are what a crashed or killed earlier run left behind.
+pub async fn remove_leftovers(c: &Cluster, namespace: &str, migration: &str) -> Result<Vec<String>, DvmError> {
+    let selector = objects::selector(migration);
+    // Snapshot clones and snapshots too (the clone first would be nicer, but nothing waits:
+    // a snapshot in use as a clone's source is kept by its finalizer until the clone is gone).
+    let per_kind =
+        ["Pod", "Route", "Ingress", "Service", "Secret", "ConfigMap", "PersistentVolumeClaim", "VolumeSnapshot"].map(
+            |kind| {
+                let selector = selector.clone();
+                async move {
+                    let r = resource_of(kind);
+                    let api: Api<DynamicObject> = Api::namespaced_with(c.client.clone(), namespace, &r);
+                    let list = match api.list(&ListParams::default().labels(&selector)).await {
+                        Ok(l) => l,
+                        // Type not served (no Routes on Kubernetes), or the namespace does not exist.
+                        Err(kube::Error::Api(e)) if matches!(e.code, 404 | 405) => return Ok(Vec::new()),
+                        Err(source) => {
+                            return Err(DvmError::Api {
+                                context: c.context.clone(),
+                                what: format!("listing {kind}s to clean up in {namespace}"),
+                                source,
+                            });
+                        }
+                    };
+                    let deletes =
+                        list.items.into_iter().filter_map(|o| o.metadata.name).map(|name| {
+                            let api = api.clone();
+                            async move {
+                                api.delete(&name, &wait::at_once()).await.is_ok().then(|| format!("{kind}/{name}"))
+                            }
+                        });
+                    Ok(futures::future::join_all(deletes).await.into_iter().flatten().collect::<Vec<_>>())
+                }
+            },
+        );
+    let names = futures::future::try_join_all(per_kind).await?;
+    Ok(names.into_iter().flatten().collect())
+}
+
+/// A PVC that may be copied: the destination PVC exists with room for the data.
+pub struct Ready {
+    /// The claim the probe and client pods read: the source PVC, or its snapshot's clone.
+    pub read_claim: String,
+    /// The source data as measured.
+    pub usage: Usage,
+    /// What the user should know (a raised request).
+    pub warnings: Vec<String>,
+}
+
+/// The checks of one PVC; `Err` fails it before anything is copied.
+pub async fn check(
+    src: &Cluster,
+    dst: &Cluster,
+    m: &VolumePlan,
+    t: &VolumeTransfer,
+    events: &(dyn Fn(DvmEvent) + Sync),
+) -> Result<Ready, String> {
+    let label = format!("{}/{}", t.namespace, t.claim);
+    let say = |message: String| {
+        events(DvmEvent {
+            pvc: label.clone(),
+            phase: Phase::Pending,
+            attempt: 0,
+            progress: None,
+            message: Some(message),
+        })
+    };
+    let pvcs = resource_of("PersistentVolumeClaim");
+    // A point-in-time source: the snapshot and its clone first, so the measurement is of the
+    // data that will be copied.
+    let read_claim = match t.read_from {
+        VolumeSource::Live => t.claim.clone(),
+        VolumeSource::Snapshot => {
+            let class = super::snapshot::preflight(src, m, t).await?;
+            let clone = super::snapshot::take(src, m, t, &class).await?;
+            let (snap, _) = super::snapshot::names(&t.claim);
+            say(format!(
+                "reading a point-in-time copy: VolumeSnapshot {}/{snap} (class {class}), restored as PVC {}/{clone}",
+                t.namespace, t.namespace
+            ));
+            clone
+        }
+    };
+    let (live, usage) = futures::join!(
+        async {
+            crate::observe::get(&dst.client, &pvcs, Some(&t.destination_namespace), &t.destination_claim)
+                .await
+                .map_err(|e| format!("{}: reading destination PVC {}: {e}", dst.context, destination(t)))
+        },
+        async {
+            match t.usage {
+                Some(u) if t.read_from == VolumeSource::Live => Ok(u),
+                _ => measure(src, m, t, &read_claim).await,
+            }
+        }
+    );
+    let live = live?;
+    if let Some(pvc) = &live {
+        destination_free(dst, t, pvc).await?;
+    }
+    let usage = usage?;
+    let mut warnings = Vec::new();
+    say(format!(
+        "source data: {} in {} inodes (measured with {})",
+        super::human_bytes(usage.bytes),
+        usage.inodes,
+        method_name(usage.method)
+    ));
+    let capacity = volumes::pvc_capacity(live.as_ref().unwrap_or(&t.destination)).unwrap_or(0);
+    let check = volumes::check_capacity(&usage, capacity, m.options.grow);
+    // A live PVC that already asks for enough but holds less: an expansion that has not
+    // happened (or cannot); raising the request again would change nothing.
+    let requested = live.as_ref().and_then(|p| p.pointer("/spec/resources/requests/storage")).and_then(Value::as_str);
+    if let (CapacityCheck::Grow { .. } | CapacityCheck::TooSmall { .. }, Some(r)) = (&check, requested)
+        && crate::spec::parse_size(r).is_some_and(|r| r >= volumes::required_bytes(&usage))
+    {
+        return Err(format!(
+            "destination PVC {} requests {r} but its volume holds {}, and the data of {}/{} needs {} with headroom: an expansion has not completed (does storage class {} allow volume expansion?). Wait for it, or delete the destination PVC so mtcd creates it at the size the data needs, and run again",
+            destination(t),
+            super::human_bytes(capacity),
+            t.namespace,
+            t.claim,
+            super::human_bytes(volumes::required_bytes(&usage)),
+            live.as_ref().and_then(|p| p.pointer("/spec/storageClassName")).and_then(Value::as_str).unwrap_or("(none)")
+        ));
+    }
+    match check {
+        CapacityCheck::Fits => {
+            if live.is_none() {
+                super::apply(dst, &t.destination).await.map_err(|e| e.to_string())?;
+            }
+        }
+        CapacityCheck::TooSmall { needed, capacity } => {
+            return Err(volumes::too_small_message(t, &usage, needed, capacity));
+        }
+        CapacityCheck::Grow { request } => {
+            let note = format!(
+                "destination PVC {} request raised from {} to {request} (dvm.grow: the data needs {} with headroom)",
+                destination(t),
+                super::human_bytes(capacity),
+                super::human_bytes(volumes::required_bytes(&usage))
+            );
+            match &live {
+                None => {
+                    let mut pvc = t.destination.clone();
+                    pvc["spec"]["resources"]["requests"]["storage"] = json!(request);
+                    super::apply(dst, &pvc).await.map_err(|e| e.to_string())?;
+                }
+                Some(_) => {
+                    // An expansion: the storage class must allow it.
+                    let api: Api<DynamicObject> =
+                        Api::namespaced_with(dst.client.clone(), &t.destination_namespace, &pvcs);
+                    let patch = json!({"spec": {"resources": {"requests": {"storage": request}}}});
+                    api.patch(&t.destination_claim, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(|e| {
+                        format!(
+                            "{}: dvm.grow could not raise destination PVC {} to {request}: {e}. Its storage class may not allow expansion: delete the destination PVC (mtcd then creates it at {request}) or make it larger by hand, and run again",
+                            dst.context,
+                            destination(t)
+                        )
+                    })?;
+                }
+            }
+            say(note.clone());
+            warnings.push(note);
+        }
+    }
+    Ok(Ready { read_claim, usage, warnings })
+}
+
+fn destination(t: &VolumeTransfer) -> String {
+    format!("{}/{}", t.destination_namespace, t.destination_claim)
+}
+
+fn method_name(m: UsageMethod) -> &'static str {
+    match m {
+        UsageMethod::Df => "df",
+        UsageMethod::Du => "du",
+    }
+}
+
+/// The destination PVC must not be going away, nor be mounted by a running pod when only one
+/// node (ReadWriteOnce) or one pod (ReadWriteOncePod) may mount it: the transfer server would
+/// wait for the volume until its timeout, and would write under a running application.
+async fn destination_free(dst: &Cluster, t: &VolumeTransfer, pvc: &Value) -> Result<(), String> {
+    if let Some(since) = pvc.pointer("/metadata/deletionTimestamp").and_then(Value::as_str) {
+        let finalizers: Vec<&str> = pvc
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        return Err(format!(
+            "destination PVC {} is Terminating (deleted at {since}{}): mtcd does not copy into a volume that is going away. Wait until it is gone (mtcd then creates it anew) or remove what holds it, and run again",
+            destination(t),
+            if finalizers.is_empty() {
+                String::new()
+            } else {
+                format!(", held by finalizers {}", finalizers.join(", "))
+            }
+        ));
+    }
+    let modes: Vec<&str> = pvc
+        .pointer("/spec/accessModes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let exclusive = modes.iter().any(|m| matches!(*m, "ReadWriteOnce" | "ReadWriteOncePod"))
+        && !modes.iter().any(|m| matches!(*m, "ReadWriteMany" | "ReadOnlyMany"));
+    if !exclusive {
+        return Ok(());
+    }
+    let pods: Api<Pod> = Api::namespaced(dst.client.clone(), &t.destination_namespace);
+    let list = pods.list(&ListParams::default()).await.map_err(|e| {
+        format!("{}: listing pods in {} to find who mounts it: {e}", dst.context, t.destination_namespace)
+    })?;
+    if let Some(user) = list.items.iter().find(|p| mounts(p, &t.destination_claim)) {
+        return Err(format!(
+            "destination PVC {} ({}) is mounted by running pod {}/{}: the transfer server cannot mount it beside that pod, and copying under a running application would change its files as it uses them. Stop that pod (mtcd holds destination workloads at 0 replicas until cutover; something else started this one) and run again",
+            destination(t),
+            modes.join(", "),
+            t.destination_namespace,
+            user.metadata.name.as_deref().unwrap_or_default()
+        ));
+    }
+    Ok(())
+}
+
+/// A live pod, not one of mtcd's transfer pods, with the claim among its volumes.
+pub(crate) fn mounts(p: &Pod, claim: &str) -> bool {
+    let ours = p
+        .metadata
+        .labels
+        .as_ref()
+        .is_some_and(|l| l.get(objects::COMPONENT).map(String::as_str) == Some(objects::COMPONENT_VALUE));
+    let live = p.metadata.deletion_timestamp.is_none() && !matches!(wait::phase(p), "Succeeded" | "Failed");
+    let uses = p
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|v| v.persistent_volume_claim.as_ref().is_some_and(|c| c.claim_name == claim));
+    !ours && live && uses
+}
+
+/// How long measuring one volume may take (`du` walks every file of a volume that shares its
+/// file system).
+const MEASURE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Measures the source volume with a short-lived probe pod that mounts it read-only where the
+/// client pod would run: `df` when the mount is the volume's own file system (its size is
+/// within twice the PV's capacity), `du` otherwise.
+pub async fn measure(src: &Cluster, m: &VolumePlan, t: &VolumeTransfer, read_claim: &str) -> Result<Usage, String> {
+    let pods: Api<Pod> = Api::namespaced(src.client.clone(), &t.namespace);
+    let name = objects::probe_name(&t.claim);
+    let pod_name = format!("{}/{name}", t.namespace);
+    // A snapshot's clone is mounted by nobody else: no node to follow.
+    let node = if read_claim == t.claim { super::placement(&pods, t).await? } else { None };
+    let own_fs_limit = volumes::pvc_capacity(&t.source).unwrap_or(0).saturating_mul(2);
+    let pod = objects::probe_pod(
+        &t.namespace,
+        &m.migration,
+        &name,
+        read_claim,
+        &m.options,
+        own_fs_limit,
+        node.as_ref().map(|(n, _)| n.as_str()),
+    );
+    wait::delete_pod(&pods, &name).await;
+    super::apply(src, &pod).await.map_err(|e| e.to_string())?;
+    let ended = wait::until(pods.clone(), &name, MEASURE_TIMEOUT, |p: Option<&Pod>| {
+        p.is_none_or(|p| wait::exit_code(p).is_some() || wait::stuck(p, &["ErrImagePull"]).is_some())
+    })
+    .await;
+    let result = match ended {
+        Ok(Some(p)) => match (wait::exit_code(&p), wait::stuck(&p, &["ErrImagePull"])) {
+            (_, Some(why)) => Err(format!("probe pod {pod_name}: {why}")),
+            (Some(code), None) => {
+                let log = pods.logs(&name, &LogParams::default()).await.unwrap_or_default();
+                parse_usage(&log).ok_or_else(|| {
+                    format!(
+                        "measuring {}/{} (probe pod {pod_name}, exit {code}) failed: {}",
+                        t.namespace,
+                        t.claim,
+                        log.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
+                    )
+                })
+            }
+            (None, None) => Err(format!("probe pod {pod_name} ended without an exit code")),
+        },
+        Ok(None) => Err(format!("probe pod {pod_name} was deleted while it measured the volume")),
+        Err(wait::WaitError::Timeout) => {
+            let why = pods.get_opt(&name).await.ok().flatten().and_then(|p| wait::unschedulable(&p));
+            Err(format!(
+                "measuring {}/{} (probe pod {pod_name}) did not finish within {} min{}",
+                t.namespace,
+                t.claim,
+                MEASURE_TIMEOUT.as_secs() / 60,
+                why.map(|w| format!(": {w}")).unwrap_or_default()
+            ))
+        }
+        Err(wait::WaitError::Watch(e)) => Err(format!("watching probe pod {pod_name}: {e}")),
+    };
+    let _ = wait::delete_pod_now(&pods, &name).await;
+    result
+}
+
+/// `mtcd-usage: <df|du> <bytes> <inodes>`.
+fn parse_usage(log: &str) -> Option<Usage> {
+    let line = log.lines().find_map(|l| l.trim().strip_prefix("mtcd-usage: "))?;
+    let mut parts = line.split_whitespace();
+    let method = match parts.next()? {
+        "df" => UsageMethod::Df,
+        "du" => UsageMethod::Du,
+        _ => return None,
+    };
+    Some(Usage { method, bytes: parts.next()?.parse().ok()?, inodes: parts.next()?.parse().ok()? })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_lines_parse() {
+        assert_eq!(
+            parse_usage("mtcd-usage: du 16781312 5\n"),
+            Some(Usage { bytes: 16_781_312, inodes: 5, method: UsageMethod::Du })
+        );
+        assert_eq!(parse_usage("du: cannot read directory\n"), None);
+    }
+}
