@@ -34,13 +34,13 @@ pub struct ContainerSpec {
     pub env: Vec<(String, String)>,
     /// command + args; argv[0] is looked up in the env's PATH inside the root.
     pub argv: Vec<String>,
-    /// User, groups and capabilities from the securityContext (`None`: root, all of them).
-    #[serde(default)]
-    pub identity: Option<super::security::Identity>,
     /// A tmpfs on `/run` instead of the host's (mounts below `/run` or `/var/run` — the
     /// projected service-account token — must not create directories on the host).
     #[serde(default)]
     pub private_run: bool,
+    /// User, groups and capabilities from the securityContext (`None`: root, all of them).
+    #[serde(default)]
+    pub identity: Option<super::security::Identity>,
 }
 
 /// One bind mount.
@@ -329,8 +329,8 @@ echo scratch > /etc/written-by-container
                 ("PATH".into(), DEFAULT_PATH.into()),
             ],
             argv: vec!["bash".into(), "-c".into(), script.into()],
-            identity: None,
             private_run: false,
+            identity: None,
         };
         let log = dir.path().join("c.log");
         let status = run_child(&spec, &log);

@@ -275,5 +275,8 @@ mod tests {
         assert_eq!(classify_image("nginx:1.26", &sim), ImageKind::Unknown);
         assert_eq!(classify_image("quay.io/simulated/db:1", &sim), ImageKind::Simulated);
         assert_eq!(classify_image("busybox", &sim), ImageKind::Unknown);
+        assert_eq!(classify_image("lab.mtcd.io/mtcd:dev", &sim), ImageKind::Mtcd);
+        assert_eq!(classify_image("registry.example.com:5000/tools/mtcd@sha256:ab", &sim), ImageKind::Mtcd);
+        assert_eq!(classify_image("registry.example.com/mtcd-ui:1", &sim), ImageKind::Unknown);
     }
 }

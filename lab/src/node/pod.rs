@@ -382,8 +382,8 @@ async fn run_processes(
             working_dir: c.working_dir.clone(),
             env,
             argv,
-            identity: super::security::identity(pod, c),
             private_run: false,
+            identity: super::security::identity(pod, c),
         };
         // mtcd's own image: the binary, and the token where every pod has it.
         if classify_image(c.image.as_deref().unwrap_or(""), &ctx.node.cfg.simulated_images) == ImageKind::Mtcd {
