@@ -24,5 +24,5 @@ pub fn check(spec: &Spec, kubeconfig: &std::path::Path, available: &[String]) ->
             });
         }
     }
-    if problems.is_empty() { Ok(()) } else { Err(Problems { path: spec.path.clone(), problems }) }
+    if problems.is_empty() { Ok(()) } else { Err(Problems::new(spec.path.clone(), problems)) }
 }
