@@ -7,6 +7,7 @@ mod deps;
 mod dim;
 mod dvm;
 mod hooks;
+mod input;
 mod lab_api;
 mod lab_cluster;
 mod lab_exec;

@@ -30,6 +30,9 @@ pub struct FileError {
     /// What the file is for: "desired-state file", "kubeconfig", "CA bundle"...
     pub what: &'static str,
     pub path: PathBuf,
+    /// The size limit for this kind of file, named in every message: the rule is "a
+    /// regular file of at most this size".
+    pub limit: u64,
     pub problem: FileProblem,
 }
 
@@ -53,12 +56,18 @@ impl fmt::Display for FileError {
         let (what, path) = (self.what, self.path.display());
         match &self.problem {
             FileProblem::NotFound => write!(f, "cannot read {what} {path}: it does not exist"),
-            FileProblem::NotAFile(kind) => write!(f, "cannot read {what} {path}: it is {kind}, not a regular file"),
+            FileProblem::NotAFile(kind) => write!(
+                f,
+                "cannot read {what} {path}: it is {kind}, not a regular file ({} {what} must be a regular file of at most {})",
+                article(what),
+                mib(self.limit)
+            ),
             FileProblem::TooLarge { size, limit } => write!(
                 f,
-                "cannot read {what} {path}: it is {} ({size} bytes), over the {} limit for a {what}",
+                "cannot read {what} {path}: it is {} ({size} bytes), over the {} limit for {} {what}",
                 mib(*size),
-                mib(*limit)
+                mib(*limit),
+                article(what)
             ),
             FileProblem::NotText => write!(f, "cannot read {what} {path}: it is not UTF-8 text"),
             FileProblem::Io(e) => write!(f, "cannot read {what} {path}: {e}"),
@@ -73,6 +82,10 @@ impl std::error::Error for FileError {
             _ => None,
         }
     }
+}
+
+fn article(what: &str) -> &'static str {
+    if what.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" }
 }
 
 fn mib(n: u64) -> String {
@@ -121,7 +134,7 @@ pub fn file_kind_problem(meta: &std::fs::Metadata) -> Option<&'static str> {
 /// Checks that `path` is a regular file of at most `limit` bytes without opening it (for a
 /// path handed to code that reads it itself). Follows symlinks.
 pub fn check_bounded(path: &Path, limit: u64, what: &'static str) -> Result<std::fs::Metadata, FileError> {
-    let err = |problem| FileError { what, path: path.to_path_buf(), problem };
+    let err = |problem| FileError { what, path: path.to_path_buf(), limit, problem };
     let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => err(FileProblem::NotFound),
         _ => err(FileProblem::Io(e)),
@@ -156,7 +169,7 @@ pub(crate) fn open_nonblocking(path: &Path) -> std::io::Result<std::fs::File> {
 /// Reads a whole regular file of at most `limit` bytes. `what` names the file in messages
 /// ("desired-state file", "kubeconfig", "CA bundle").
 pub fn read_bounded(path: &Path, limit: u64, what: &'static str) -> Result<Vec<u8>, FileError> {
-    let err = |problem| FileError { what, path: path.to_path_buf(), problem };
+    let err = |problem| FileError { what, path: path.to_path_buf(), limit, problem };
     let io = |e: std::io::Error| match e.kind() {
         std::io::ErrorKind::NotFound => err(FileProblem::NotFound),
         _ => err(FileProblem::Io(e)),
@@ -178,7 +191,12 @@ pub fn read_bounded(path: &Path, limit: u64, what: &'static str) -> Result<Vec<u
 /// [`read_bounded`] for text formats (TOML, YAML, JSON, PEM).
 pub fn read_bounded_string(path: &Path, limit: u64, what: &'static str) -> Result<String, FileError> {
     let bytes = read_bounded(path, limit, what)?;
-    String::from_utf8(bytes).map_err(|_| FileError { what, path: path.to_path_buf(), problem: FileProblem::NotText })
+    String::from_utf8(bytes).map_err(|_| FileError {
+        what,
+        path: path.to_path_buf(),
+        limit,
+        problem: FileProblem::NotText,
+    })
 }
 
 #[cfg(test)]
@@ -206,7 +224,10 @@ mod tests {
     fn devices_directories_and_fifos_are_named_and_never_block() {
         let dir = tempfile::tempdir().unwrap();
         let e = read_bounded(Path::new("/dev/zero"), MIB, "kubeconfig").unwrap_err().to_string();
-        assert!(e.contains("/dev/zero: it is a character device, not a regular file"), "{e}");
+        assert!(
+            e.contains("/dev/zero: it is a character device, not a regular file (a kubeconfig must be a regular file of at most 1 MiB)"),
+            "{e}"
+        );
         let e = read_bounded(dir.path(), MIB, "kubeconfig").unwrap_err().to_string();
         assert!(e.contains("it is a directory"), "{e}");
         let fifo = dir.path().join("fifo");

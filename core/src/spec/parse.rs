@@ -272,6 +272,15 @@ fn resolve_existing(r: &mut Report<'_>, v: &Value<'_>, p: &str, base: &Path, nam
         );
         return None;
     }
+    // Read later, within bounds: say now if it never could be.
+    let (limit, what) = match name {
+        "ca_bundle" => (super::files::MAX_CA_BUNDLE, "CA bundle"),
+        _ => (super::files::MAX_DOCKER_CONFIG, "docker config"),
+    };
+    if let Err(e) = super::files::check_bounded(&path, limit, what) {
+        r.error(&v.span(), format!("`{name}`: {e}"), Some(format!("`{name}` names a regular file")));
+        return None;
+    }
     Some(path)
 }
 

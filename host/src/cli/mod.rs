@@ -275,13 +275,14 @@ fn report_error(e: &anyhow::Error, output: Output) {
             "error": e.to_string(),
             "causes": e.chain().skip(1).map(|c| c.to_string()).collect::<Vec<_>>(),
             "problems": problems.as_ref().map(|p| p.to_json()),
+            "problem_count": problems.as_ref().map(|p| p.total),
         });
         println!("{json}");
         return;
     }
     if let Some(p) = problems {
         eprintln!("{p}");
-        let n = p.problems.len();
+        let n = p.total;
         eprintln!("error: {} has {n} problem{}; nothing was changed", p.path.display(), if n == 1 { "" } else { "s" });
         return;
     }
