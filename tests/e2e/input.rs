@@ -297,3 +297,35 @@ fn a_duplicate_key_is_named_and_deep_nesting_points_where_it_starts() {
     assert!(out.stderr.contains("invalid TOML: nesting deeper than 80 levels starts here"), "{}", out.stderr);
     assert!(!out.stderr.contains("d.toml:1:1:"), "{}", out.stderr);
 }
+
+#[test]
+fn text_from_outside_is_cut_to_a_readable_length_and_whole_at_vv() {
+    // A 10 MB context name, in the kubeconfig and the desired file alike: the error about
+    // reaching it keeps both ends of the message and says how much was cut.
+    let tmp = tempfile::tempdir().unwrap();
+    let name = format!("lab-{}", "x".repeat(10_000_000));
+    let kc = std::fs::read_to_string(repo_root().join("tests/fixtures/kubeconfig")).unwrap();
+    std::fs::write(tmp.path().join("kubeconfig"), kc.replace("- name: lab-src\n", &format!("- name: {name}\n")))
+        .unwrap();
+    let desired = std::fs::read_to_string(repo_root().join("tests/fixtures/valid.toml")).unwrap();
+    std::fs::write(tmp.path().join("d.toml"), desired.replace("\"lab-src\"", &format!("{name:?}"))).unwrap();
+    let out = mtcd_in(tmp.path(), &["--kubeconfig", "kubeconfig", "plan", "d.toml"]);
+    assert_eq!(out.code, Some(1), "{}", &out.stderr[..out.stderr.len().min(2000)]);
+    assert!(out.stderr.len() < 2000, "{} bytes of error", out.stderr.len());
+    assert!(out.stderr.contains("bytes cut; -vv logs the whole text]"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("context \"lab-dst\": API server https://127.0.0.1:9/ could not be reached"),
+        "{}",
+        out.stderr
+    );
+    let out = mtcd_in(tmp.path(), &["--kubeconfig", "kubeconfig", "-vv", "plan", "d.toml"]);
+    assert!(out.stderr.contains(&name), "-vv logs the whole text");
+
+    // JSON: one document on stdout, the same cut, nothing on stderr.
+    let out = mtcd_in(tmp.path(), &["--kubeconfig", "kubeconfig", "--output", "json", "plan", "d.toml"]);
+    assert_eq!(out.code, Some(1));
+    assert!(out.stderr.is_empty(), "never both human text and JSON: {}", &out.stderr[..out.stderr.len().min(2000)]);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("one JSON document");
+    let error = v["error"].as_str().unwrap();
+    assert!(error.len() < 1000 && error.contains("bytes cut"), "{error}");
+}

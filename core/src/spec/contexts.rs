@@ -3,23 +3,30 @@
 
 use super::error::{Problem, Problems};
 use super::model::Spec;
+use super::names::short;
 
 /// Problems for every cluster whose context is not among `available`.
 pub fn check(spec: &Spec, kubeconfig: &std::path::Path, available: &[String]) -> Result<(), Problems> {
+    // Names come from the kubeconfig and the file: a 10 MB name, or thousands of contexts,
+    // must not make the message unreadable.
+    const LISTED: usize = 20;
+    let mut listed: Vec<String> = available.iter().take(LISTED).map(|c| short(c).into_owned()).collect();
+    if available.len() > LISTED {
+        listed.push(format!("… ({} more)", available.len() - LISTED));
+    }
+    let listed = listed.join(", ");
     let mut problems = Vec::new();
     for (side, cluster) in [("source", &spec.source), ("destination", &spec.destination)] {
         if !available.iter().any(|c| c == &cluster.context) {
             let near: Vec<&str> = available.iter().map(String::as_str).collect();
             let hint = match super::reader::nearest(&cluster.context, &near) {
-                Some(n) => {
-                    format!("did you mean {n:?}? contexts in {}: {}", kubeconfig.display(), available.join(", "))
-                }
+                Some(n) => format!("did you mean {:?}? contexts in {}: {listed}", short(n), kubeconfig.display()),
                 None if available.is_empty() => format!("{} has no contexts", kubeconfig.display()),
-                None => format!("contexts in {}: {}", kubeconfig.display(), available.join(", ")),
+                None => format!("contexts in {}: {listed}", kubeconfig.display()),
             };
             problems.push(Problem {
                 location: cluster.context_at,
-                message: format!("{side} context {:?} is not in the kubeconfig", cluster.context),
+                message: format!("{side} context {:?} is not in the kubeconfig", short(&cluster.context)),
                 hint: Some(hint),
             });
         }
