@@ -3,6 +3,7 @@
 
 mod cli;
 mod cutover;
+mod demo;
 mod deps;
 mod dim;
 mod dvm;
