@@ -329,3 +329,39 @@ fn text_from_outside_is_cut_to_a_readable_length_and_whole_at_vv() {
     let error = v["error"].as_str().unwrap();
     assert!(error.len() < 1000 && error.contains("bytes cut"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_plan_says_which_objects_it_skips_and_why() {
+    let lab = mtcd_tests::Lab::up();
+    lab.seed_yaml("lab-src", "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings, namespace: shop}\ndata: {a: b}\n").await.unwrap();
+    let file = lab.desired(
+        "desired.toml",
+        "version = 1\n[clusters.source]\ncontext = \"lab-src\"\n[clusters.destination]\ncontext = \"lab-dst\"\n[[migration]]\nname = \"shop\"\nnamespaces = [\"shop\"]\nnamespace_map = { shop = \"shop-prod\" }\n",
+    );
+    let f = file.to_str().unwrap();
+    // The default ServiceAccount and kube-root-ca.crt are the destination's own.
+    let plan = lab.mtcd(&["plan", f]);
+    assert_eq!(plan.code, 2, "{}\n{}", plan.stdout, plan.stderr);
+    assert!(plan.stdout.contains(", 2 skipped\n"), "{}", plan.stdout);
+    assert!(plan.stdout.contains("(`mtcd plan -v` lists the skipped objects and why)"), "{}", plan.stdout);
+    let plan = lab.mtcd(&["plan", "-v", f]);
+    assert!(
+        plan.stdout.contains(
+            "  skipped (2):\n    created by the destination in every namespace (1):\n      ServiceAccount/shop/default\n"
+        ),
+        "{}",
+        plan.stdout
+    );
+    assert!(plan.stdout.contains("      ConfigMap/shop/kube-root-ca.crt\n"), "{}", plan.stdout);
+    let plan = lab.mtcd(&["--output", "json", "plan", f]);
+    let v: serde_json::Value = serde_json::from_str(&plan.stdout).expect("the plan as one JSON document");
+    let skipped = v["migrations"][0]["resources"]["skipped"].as_array().unwrap();
+    assert_eq!(skipped.len(), 2, "{skipped:?}");
+    assert!(
+        skipped.iter().any(|s| s["kind"] == "ServiceAccount"
+            && s["name"] == "default"
+            && s["reason"] == "created by the destination in every namespace"),
+        "{skipped:?}"
+    );
+    assert!(plan.stderr.is_empty(), "JSON only: {}", plan.stderr);
+}
