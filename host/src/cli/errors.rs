@@ -39,6 +39,29 @@ fn cut_line(text: &str) -> Cow<'_, str> {
     ))
 }
 
+/// Error texts the event renderer has already printed (a hook's verdict, an image copy's
+/// failure): when the command then stops with the same text, it is not printed again.
+static PRINTED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Notes that `text` was printed as part of an event line.
+pub fn printed(text: &str) {
+    if text.len() >= 20 {
+        PRINTED.lock().unwrap_or_else(|e| e.into_inner()).push(text.to_string());
+    }
+}
+
+/// `text` with every error an event already printed replaced by a pointer to it.
+fn without_printed(text: &str) -> String {
+    let printed = PRINTED.lock().unwrap_or_else(|e| e.into_inner());
+    let mut out = text.to_string();
+    for p in printed.iter() {
+        if out.contains(p.as_str()) {
+            out = out.replace(p.as_str(), "(the error printed above)");
+        }
+    }
+    out
+}
+
 /// Prints an error once, with its causes (each new piece once); file problems print as
 /// `file:line:col: message`, the first 50 and a count. JSON goes to stdout and nothing to
 /// stderr; the human report goes to stderr.
@@ -53,7 +76,7 @@ pub fn report_error(e: &anyhow::Error, output: Output) {
     for cause in e.chain().skip(1) {
         let text = cause.to_string();
         if !shown.contains(&text) {
-            causes.push(readable(&text).into_owned());
+            causes.push(text.clone());
         }
         shown.push_str(&text);
     }
@@ -61,7 +84,7 @@ pub fn report_error(e: &anyhow::Error, output: Output) {
     if output == Output::Json {
         let json = serde_json::json!({
             "error": readable(&message),
-            "causes": causes,
+            "causes": causes.iter().map(|c| readable(c)).collect::<Vec<_>>(),
             "problems": problems.as_ref().map(|p| p.to_json()),
             "problem_count": problems.as_ref().map(|p| p.total),
         });
@@ -74,9 +97,15 @@ pub fn report_error(e: &anyhow::Error, output: Output) {
         eprintln!("error: {} has {n} problem{}; nothing was changed", p.path.display(), if n == 1 { "" } else { "s" });
         return;
     }
-    eprintln!("error: {}", readable(&message));
+    eprintln!("error: {}", readable(&without_printed(&message)));
+    let mut last = String::new();
     for c in causes {
-        eprintln!("  caused by: {c}");
+        let c = without_printed(&c);
+        // A cause that was wholly printed above adds nothing.
+        if c != "(the error printed above)" && c != last {
+            eprintln!("  caused by: {}", readable(&c));
+        }
+        last = c;
     }
 }
 
@@ -157,6 +186,18 @@ mod tests {
         assert!(r.starts_with("context \"xxx"));
         assert!(r.ends_with("could not be reached: Connection refused"));
         assert!(r.contains("bytes cut; -vv logs the whole text]"));
+    }
+
+    #[test]
+    fn an_error_an_event_printed_is_not_printed_again() {
+        printed("the annotation shop.example.com/ready is missing on namespace shop");
+        assert_eq!(
+            without_printed(
+                "pre-cutover hook require-annotation failed: the annotation shop.example.com/ready is missing on namespace shop"
+            ),
+            "pre-cutover hook require-annotation failed: (the error printed above)"
+        );
+        assert_eq!(without_printed("something else"), "something else");
     }
 
     #[test]

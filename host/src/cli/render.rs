@@ -108,7 +108,9 @@ impl Human {
                 }
                 ImagePhase::Failed => {
                     self.done(&image);
-                    self.line(format!("  image {image}: FAILED: {}", readable(&error.unwrap_or_default())));
+                    let error = error.unwrap_or_default();
+                    super::errors::printed(&error);
+                    self.line(format!("  image {image}: FAILED: {}", readable(&error)));
                 }
             },
             Event::Volume { pvc, phase, attempt, progress, message, .. } => match (progress, phase) {
@@ -141,6 +143,7 @@ impl Human {
                 (true, _) => self.line(format!("{phase} hook {hook} (migration {migration}): ok")),
                 (false, e) => {
                     let e = e.unwrap_or_default();
+                    super::errors::printed(&e);
                     self.line(format!("{phase} hook {hook} (migration {migration}): FAILED: {}", readable(&e)))
                 }
             },
