@@ -89,11 +89,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Down { dir } => lab::down(&dir).await?,
         Command::Seed { dir, context, file } => {
             let text = if file.as_os_str() == "-" {
+                // Bounded like a file: `yes | mtcd-lab seed -` stops at the limit.
+                let limit = mtcd_core::spec::files::MAX_SEED_YAML;
                 let mut s = String::new();
-                std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+                std::io::Read::read_to_string(&mut std::io::Read::take(std::io::stdin(), limit + 1), &mut s)?;
+                anyhow::ensure!(s.len() as u64 <= limit, "seed YAML on stdin is over the {} MiB limit", limit >> 20);
                 s
             } else {
-                std::fs::read_to_string(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?
+                mtcd_core::spec::read_bounded_string(&file, mtcd_core::spec::files::MAX_SEED_YAML, "seed file")?
             };
             let report = mtcd_lab::seed::seed(&dir, &context, &text).await?;
             for c in &report.created {

@@ -28,8 +28,6 @@ name = "shop"
 namespaces = ["shop"]
 namespace_map = { shop = "shop-prod" }
 volumes = "direct"
-[migration.dvm]
-grow = true     # 1 GiB + 50,000 files do not fit the example's 1Gi claim with 3% headroom
 TOML
 pv_dir() { # context namespace claim
   local pv; pv=$(kubectl "${K[@]}" --context "$1" -n "$2" get pvc "$3" -o jsonpath='{.spec.volumeName}')

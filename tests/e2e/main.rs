@@ -3,6 +3,7 @@
 
 mod cli;
 mod cutover;
+mod demo;
 mod deps;
 mod dim;
 mod dim_artifacts;
@@ -15,6 +16,7 @@ mod dvm_snapshot;
 mod dvm_tree;
 mod hooks;
 mod incluster;
+mod input;
 mod lab_api;
 mod lab_cluster;
 mod lab_exec;

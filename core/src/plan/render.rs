@@ -114,3 +114,25 @@ pub fn human(plan: &ResourcePlan, color: bool) -> String {
     }
     out
 }
+
+/// The source objects the plan leaves out, grouped by why (`mtcd plan -v`; JSON always has
+/// them as `skipped`).
+pub fn skipped(plan: &ResourcePlan) -> String {
+    let mut out = String::new();
+    if plan.skipped.is_empty() {
+        return out;
+    }
+    let mut by_reason: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for s in &plan.skipped {
+        by_reason.entry(&s.reason).or_default().push(s.key.to_string());
+    }
+    let _ = writeln!(out, "  skipped ({}):", plan.skipped.len());
+    for (reason, mut keys) in by_reason {
+        keys.sort();
+        let _ = writeln!(out, "    {reason} ({}):", keys.len());
+        for k in keys {
+            let _ = writeln!(out, "      {k}");
+        }
+    }
+    out
+}

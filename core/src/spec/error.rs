@@ -6,6 +6,19 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+/// How much of a text from outside (an API server's message, a plugin's error, a name from
+/// a kubeconfig) is printed; the rest is cut (the CLI logs the whole text at `-vv`).
+pub const MAX_OUTSIDE_TEXT: usize = 400;
+
+/// `text` cut to at most `max` characters, saying how much was left out. Never splits a
+/// character.
+pub fn truncate(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(max) {
+        None => std::borrow::Cow::Borrowed(text),
+        Some((cut, _)) => std::borrow::Cow::Owned(format!("{}… [{} more bytes cut]", &text[..cut], text.len() - cut)),
+    }
+}
+
 /// A 1-based position in the file, as editors count it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Location {
@@ -34,11 +47,18 @@ pub struct Problem {
     pub hint: Option<String>,
 }
 
-/// Every problem found in one file, sorted by position.
+/// The most problems listed for one file; the rest are counted. A file with 50 MB of
+/// unknown keys stays one screen of errors, and its validation memory stays bounded.
+pub const MAX_PROBLEMS: usize = 50;
+
+/// Every problem found in one file, sorted by position: the first [`MAX_PROBLEMS`] of them,
+/// and how many there were in all.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problems {
     pub path: PathBuf,
     pub problems: Vec<Problem>,
+    /// How many problems the file has (at least `problems.len()`).
+    pub total: usize,
 }
 
 impl fmt::Display for Problems {
@@ -52,13 +72,27 @@ impl fmt::Display for Problems {
                 write!(f, "\n  hint: {hint}")?;
             }
         }
+        let more = self.total.saturating_sub(self.problems.len());
+        if more > 0 {
+            write!(f, "\n... and {more} more problem{} (the first {} are listed)", plural(more), self.problems.len())?;
+        }
         Ok(())
     }
 }
 
 impl std::error::Error for Problems {}
 
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
 impl Problems {
+    /// A list of problems that is complete (nothing was left out).
+    pub fn new(path: PathBuf, problems: Vec<Problem>) -> Problems {
+        let total = problems.len();
+        Problems { path, problems, total }
+    }
+
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::Value::Array(
             self.problems
@@ -80,12 +114,13 @@ impl Problems {
 /// Why a desired-state file could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
-    /// The file could not be read at all.
-    #[error("cannot read {}: {source}", path.display())]
+    /// The file could not be read at all (missing, not a regular file, over the size
+    /// limit); the message says which.
+    #[error("{source}")]
     Read {
         path: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: super::files::FileError,
     },
     /// The file was read but is not a valid desired state; every problem is listed.
     #[error("{0}")]

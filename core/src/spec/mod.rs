@@ -6,6 +6,7 @@
 
 pub mod contexts;
 pub mod error;
+pub mod files;
 pub mod model;
 mod names;
 pub mod oci;
@@ -13,7 +14,8 @@ mod parse;
 mod reader;
 mod select;
 
-pub use error::{Location, Problem, Problems, SpecError};
+pub use error::{Location, MAX_OUTSIDE_TEXT, MAX_PROBLEMS, Problem, Problems, SpecError, truncate};
+pub use files::{FileError, FileProblem, read_bounded, read_bounded_string};
 pub use model::*;
 pub use names::{check_label_str, check_selector};
 pub use oci::{MAX_COMPONENT_SIZE, OciReference, check_component_file};

@@ -29,38 +29,7 @@ pub fn component_header_problem(head: &[u8]) -> Option<&'static str> {
     }
 }
 
-/// What a path is when it is not a regular file ("a directory", "a FIFO", ...).
-#[cfg(unix)]
-pub fn file_kind_problem(meta: &std::fs::Metadata) -> Option<&'static str> {
-    use std::os::unix::fs::FileTypeExt;
-    let t = meta.file_type();
-    if t.is_file() {
-        None
-    } else if t.is_dir() {
-        Some("a directory")
-    } else if t.is_fifo() {
-        Some("a FIFO (named pipe)")
-    } else if t.is_char_device() {
-        Some("a character device")
-    } else if t.is_block_device() {
-        Some("a block device")
-    } else if t.is_socket() {
-        Some("a socket")
-    } else {
-        Some("not a regular file")
-    }
-}
-
-#[cfg(not(unix))]
-pub fn file_kind_problem(meta: &std::fs::Metadata) -> Option<&'static str> {
-    if meta.is_file() {
-        None
-    } else if meta.is_dir() {
-        Some("a directory")
-    } else {
-        Some("not a regular file")
-    }
-}
+pub use super::files::file_kind_problem;
 
 /// Checks a local component before anything reads it whole: it exists, is a regular file
 /// (following symlinks), is at most [`MAX_COMPONENT_SIZE`], and starts with the component
@@ -86,7 +55,7 @@ pub fn check_component_file(path: &std::path::Path) -> Result<(), String> {
         ));
     }
     let mut head = Vec::with_capacity(8);
-    std::fs::File::open(path)
+    super::files::open_nonblocking(path)
         .and_then(|f| f.take(8).read_to_end(&mut head))
         .map_err(|e| format!("plugin file {}: {e}", path.display()))?;
     match component_header_problem(&head) {

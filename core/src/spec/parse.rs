@@ -1,7 +1,7 @@
 //! Desired-state file (version 1) → [`Spec`]. The format is documented in
 //! docs/desired-state.md; keep the two in step.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -9,7 +9,8 @@ use indexmap::IndexMap;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use super::error::{Location, Problem, Problems, SpecError};
+use super::error::{Location, Problems, SpecError};
+use super::files::MAX_DESIRED_FILE;
 use super::model::*;
 use super::names;
 use super::reader::{Report, Table, Value};
@@ -18,8 +19,10 @@ use super::reader::{Report, Table, Value};
 pub const DEFAULT_TRANSFER_IMAGE: &str = "quay.io/konveyor/rsync-transfer:latest";
 
 /// Reads and validates a desired-state file. Relative paths in it resolve against its folder.
+/// The file must be a regular file of at most [`MAX_DESIRED_FILE`] bytes.
 pub fn load(path: &Path) -> Result<Spec, SpecError> {
-    let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read { path: path.to_path_buf(), source })?;
+    let text = super::files::read_bounded_string(path, MAX_DESIRED_FILE, "desired-state file")
+        .map_err(|source| SpecError::Read { path: path.to_path_buf(), source })?;
     parse(&text, path)
 }
 
@@ -32,22 +35,55 @@ pub fn parse(text: &str, path: &Path) -> Result<Spec, SpecError> {
     if !syntax.is_empty() {
         // A document with syntax errors is not read further: its tree is a guess.
         for e in syntax {
-            let location = e.span().map(|s| report.location(&s)).unwrap_or(Location { line: 1, column: 1 });
-            report.at(location, format!("invalid TOML: {}", e.message().trim_end()), None);
+            syntax_problem(&mut report, text, &e);
         }
-        return Err(invalid(path, report.problems));
+        return Err(invalid(path, report));
     }
     let spec = read_spec(&mut report, &doc, path, &base);
     match spec {
-        Some(spec) if report.problems.is_empty() => Ok(spec),
-        _ => Err(invalid(path, report.problems)),
+        Some(spec) if !report.has_problems() => Ok(spec),
+        _ => Err(invalid(path, report)),
     }
 }
 
-fn invalid(path: &Path, mut problems: Vec<Problem>) -> SpecError {
-    problems.sort_by_key(|p| p.location);
-    problems.dedup();
-    SpecError::Invalid(Problems { path: path.to_path_buf(), problems })
+/// How deep the TOML parser nests arrays, inline tables and dotted keys (toml's own limit).
+const TOML_NESTING_LIMIT: usize = 80;
+
+/// A TOML syntax error, in words that name what is wrong: the duplicated key, and for too
+/// deep nesting the line where the nesting began (the parser stops where it gave up, or
+/// gives no position at all for dotted keys).
+fn syntax_problem(r: &mut Report<'_>, text: &str, e: &toml::de::Error) {
+    let message = e.message().trim_end();
+    let span = e.span();
+    if message.contains("recurs") {
+        let offset = super::reader::nesting_start(text, span.map(|s| s.start), TOML_NESTING_LIMIT - 1);
+        r.error_at_offset(
+            offset,
+            format!("invalid TOML: nesting deeper than {TOML_NESTING_LIMIT} levels starts here (arrays, inline tables or dotted keys)"),
+            Some("a desired-state file never nests this deep; look for brackets that are never closed".into()),
+        );
+        return;
+    }
+    if message == "duplicate key"
+        && let Some(span) = span.clone()
+        && let Some(key) = text.get(span.clone())
+    {
+        let key = key.trim();
+        let key = key.trim_matches(|c| c == '"' || c == '\'');
+        r.error(
+            &span,
+            format!("invalid TOML: duplicate key `{}`", super::truncate(key, 80)),
+            Some("a key may be set once per table, and a `[table]` header written once per file".into()),
+        );
+        return;
+    }
+    let offset = span.map_or(0, |s| s.start);
+    r.error_at_offset(offset, format!("invalid TOML: {message}"), None);
+}
+
+fn invalid(path: &Path, report: Report<'_>) -> SpecError {
+    let (problems, total) = report.into_problems();
+    SpecError::Invalid(Problems { path: path.to_path_buf(), problems, total })
 }
 
 fn read_spec(r: &mut Report<'_>, doc: &Spanned<DeTable<'_>>, path: &Path, base: &Path) -> Option<Spec> {
@@ -236,6 +272,15 @@ fn resolve_existing(r: &mut Report<'_>, v: &Value<'_>, p: &str, base: &Path, nam
         );
         return None;
     }
+    // Read later, within bounds: say now if it never could be.
+    let (limit, what) = match name {
+        "ca_bundle" => (super::files::MAX_CA_BUNDLE, "CA bundle"),
+        _ => (super::files::MAX_DOCKER_CONFIG, "docker config"),
+    };
+    if let Err(e) = super::files::check_bounded(&path, limit, what) {
+        r.error(&v.span(), format!("`{name}`: {e}"), Some(format!("`{name}` names a regular file")));
+        return None;
+    }
     Some(path)
 }
 
@@ -322,6 +367,7 @@ fn read_migration(r: &mut Report<'_>, v: &Value<'_>, index: usize, base: &Path) 
         }
         let mut ok = true;
         let mut out: Vec<Spanned<String>> = Vec::new();
+        let mut seen: HashSet<String> = HashSet::new();
         for ns in list {
             if names::check_label_str(ns.get_ref()).is_err() {
                 r.error(
@@ -334,7 +380,7 @@ fn read_migration(r: &mut Report<'_>, v: &Value<'_>, index: usize, base: &Path) 
                     None,
                 );
                 ok = false;
-            } else if out.iter().any(|o| o.get_ref() == ns.get_ref()) {
+            } else if !seen.insert(ns.get_ref().clone()) {
                 r.error(&ns.span(), format!("namespace {:?} is listed twice", ns.get_ref()), None);
                 ok = false;
             } else {
@@ -375,9 +421,9 @@ fn read_migration(r: &mut Report<'_>, v: &Value<'_>, index: usize, base: &Path) 
             }
         }),
     };
-    let storage_class_map = opt_map(r, t.get("storage_class_map"), "storage_class_map");
+    let storage_class_map = opt_name_map(r, t.get("storage_class_map"), "storage_class_map", "storage class name");
     let access_mode_map = opt_map(r, t.get("access_mode_map"), "access_mode_map");
-    let pvc_name_map = opt_map(r, t.get("pvc_name_map"), "pvc_name_map");
+    let pvc_name_map = opt_name_map(r, t.get("pvc_name_map"), "pvc_name_map", "PVC name");
     let start_workloads = opt_bool(r, t.get("start_workloads"), "start_workloads", false);
     let prune = opt_bool(r, t.get("prune"), "prune", true);
     let allow_system_namespaces = opt_bool(r, t.get("allow_system_namespaces"), "allow_system_namespaces", false);
@@ -420,8 +466,9 @@ fn read_migration(r: &mut Report<'_>, v: &Value<'_>, index: usize, base: &Path) 
     let (namespaces, mut ok) = namespaces?;
     let raw_map = namespace_map?;
     let mut namespace_map = IndexMap::new();
+    let listed: HashSet<&str> = namespaces.iter().map(|n| n.get_ref().as_str()).collect();
     for (src, (k, dst)) in &raw_map {
-        if !namespaces.iter().any(|n| n.get_ref() == src) {
+        if !listed.contains(src.as_str()) {
             r.error(
                 &k.span(),
                 format!("`namespace_map` maps {src:?}, which is not in `namespaces`"),
@@ -457,9 +504,11 @@ fn read_migration(r: &mut Report<'_>, v: &Value<'_>, index: usize, base: &Path) 
             }
         }
     }
+    // Destination → the first source namespace mapped to it.
+    let mut by_destination: HashMap<String, String> = HashMap::new();
     for ns in &namespaces {
         let dst = raw_map.get(ns.get_ref()).map(|(_, d)| d.get_ref().clone()).unwrap_or_else(|| ns.get_ref().clone());
-        if let Some((other, _)) = namespace_map.iter().find(|(_, d)| **d == dst) {
+        if let Some(other) = by_destination.get(&dst) {
             let span = raw_map.get(ns.get_ref()).map(|(_, d)| d.span()).unwrap_or(ns.span());
             r.error(
                 &span,
@@ -467,6 +516,8 @@ fn read_migration(r: &mut Report<'_>, v: &Value<'_>, index: usize, base: &Path) 
                 Some("each source namespace needs its own destination namespace".into()),
             );
             ok = false;
+        } else {
+            by_destination.insert(dst.clone(), ns.get_ref().clone());
         }
         namespace_map.insert(ns.get_ref().clone(), dst);
     }
@@ -541,6 +592,27 @@ fn opt_map(r: &mut Report<'_>, v: Option<&Value<'_>>, name: &str) -> Option<Inde
     }
 }
 
+/// A map of Kubernetes object names (PVCs, storage classes): every key and value an RFC 1123
+/// subdomain, so none can be empty or change a request path (`/`).
+fn opt_name_map(r: &mut Report<'_>, v: Option<&Value<'_>>, name: &str, what: &str) -> Option<IndexMap<String, String>> {
+    let Some(v) = v else { return Some(IndexMap::new()) };
+    let map = r.string_map(v, name)?;
+    let mut ok = true;
+    for (key, value) in map.values() {
+        for (s, side) in [(key, "source"), (value, "destination")] {
+            if let Err(e) = names::check_subdomain_str(s.get_ref()) {
+                r.error(
+                    &s.span(),
+                    format!("`{name}`: {:?} is not a valid {side} {what}: {e}", names::short(s.get_ref())),
+                    Some(format!("{what}s are RFC 1123 subdomains, e.g. \"data-v2\"")),
+                );
+                ok = false;
+            }
+        }
+    }
+    ok.then(|| map.into_iter().map(|(k, (_, v))| (k, v.into_inner())).collect())
+}
+
 fn opt_kinds(r: &mut Report<'_>, v: Option<&Value<'_>>, name: &str) -> Option<Vec<String>> {
     let Some(v) = v else { return Some(Vec::new()) };
     let list = r.string_list(v, name)?;
@@ -602,7 +674,17 @@ fn read_dvm(r: &mut Report<'_>, v: &Value<'_>) -> Option<DvmOptions> {
     };
     let subdomain = match t.get("subdomain") {
         None => Some(None),
-        Some(v) => r.string(v, "dvm.subdomain").map(Some),
+        Some(v) => r.string(v, "dvm.subdomain").and_then(|s| match names::check_subdomain_str(&s) {
+            Ok(()) => Some(Some(s)),
+            Err(e) => {
+                r.error(
+                    &v.span(),
+                    format!("`dvm.subdomain` {:?} is not a DNS subdomain: {e}", names::short(&s)),
+                    Some("the apps domain routes are generated under, e.g. \"apps.cluster.example.com\"".into()),
+                );
+                None
+            }
+        }),
     };
     let parallel = t.get("parallel").map_or(Some(d.parallel as u64), |v| r.integer(v, "dvm.parallel", 1, 64));
     let streams =
@@ -615,7 +697,7 @@ fn read_dvm(r: &mut Report<'_>, v: &Value<'_>) -> Option<DvmOptions> {
     let verify = opt_bool(r, t.get("verify"), "dvm.verify", d.verify);
     let transfer_image = match t.get("transfer_image") {
         None => Some(d.transfer_image.clone()),
-        Some(v) => r.string(v, "dvm.transfer_image"),
+        Some(v) => r.string(v, "dvm.transfer_image").and_then(|s| names::check_image(r, v, s, "dvm.transfer_image")),
     };
     let preserve_ownership_value = t.get("preserve_ownership");
     let hard_links = opt_bool(r, t.get("hard_links"), "dvm.hard_links", d.hard_links);
@@ -952,11 +1034,7 @@ fn read_job_hook(r: &mut Report<'_>, v: &Value<'_>) -> Option<JobHook> {
     let (cluster, namespace, command, on_error) = read_hook_common(r, &mut t, "job");
     let image = t.require(r, "image").and_then(|v| {
         let s = r.string(v, "image")?;
-        if s.is_empty() || s.chars().any(char::is_whitespace) {
-            r.error(&v.span(), format!("{s:?} is not an image reference"), None);
-            return None;
-        }
-        Some(s)
+        names::check_image(r, v, s, "job.image")
     });
     let service_account = match t.get("service_account") {
         None => Some(None),

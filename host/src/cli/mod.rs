@@ -2,6 +2,7 @@
 //! a `run`; errors travel up as `anyhow` with context and are printed once, here, with their
 //! cause chain.
 
+mod errors;
 mod plan;
 mod plugin;
 mod render;
@@ -151,7 +152,7 @@ pub enum Exit {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.global.verbose);
+    init_tracing(cli.global.verbose, cli.global.output);
     crate::tls::init();
     let output = cli.global.output;
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -166,7 +167,7 @@ pub fn main() -> ExitCode {
         Ok(Exit::Changes) => ExitCode::from(2),
         Ok(Exit::Failed) => ExitCode::from(1),
         Err(e) => {
-            report_error(&e, output);
+            errors::report_error(&e, output);
             ExitCode::from(1)
         }
     }
@@ -230,7 +231,7 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
     // The engine (and with it every sender) is gone: the renderer drains what is left.
     let _ = renderer.await;
     let (exit, report) = result?;
-    report.print(global.output);
+    report.print(global.output, global.verbose > 0);
     Ok(exit)
 }
 
@@ -296,7 +297,9 @@ async fn interrupted() {
     }
 }
 
-fn init_tracing(verbose: u8) {
+/// Logs go to stderr: text for people, JSON lines with `--output json` (a script reading
+/// JSON never gets human text).
+fn init_tracing(verbose: u8, output: Output) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
         // kube logs every failed request at error level; mtcd reports those itself, once.
@@ -306,39 +309,9 @@ fn init_tracing(verbose: u8) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
-}
-
-/// Prints an error once, with its causes; file problems print as `file:line:col: message`.
-fn report_error(e: &anyhow::Error, output: Output) {
-    let problems = e.chain().find_map(|c| match c.downcast_ref::<crate::spec::SpecError>() {
-        Some(crate::spec::SpecError::Invalid(p)) => Some(p.clone()),
-        _ => c.downcast_ref::<crate::spec::Problems>().cloned(),
-    });
-    if output == Output::Json {
-        let json = serde_json::json!({
-            "error": e.to_string(),
-            "causes": e.chain().skip(1).map(|c| c.to_string()).collect::<Vec<_>>(),
-            "problems": problems.as_ref().map(|p| p.to_json()),
-        });
-        println!("{json}");
-        return;
-    }
-    if let Some(p) = problems {
-        eprintln!("{p}");
-        let n = p.problems.len();
-        eprintln!("error: {} has {n} problem{}; nothing was changed", p.path.display(), if n == 1 { "" } else { "s" });
-        return;
-    }
-    eprintln!("error: {e}");
-    // Wrapped errors often repeat their source's text; print each new piece once.
-    let mut shown = e.to_string();
-    for cause in e.chain().skip(1) {
-        let text = cause.to_string();
-        if !shown.contains(&text) {
-            eprintln!("  caused by: {text}");
-        }
-        shown.push_str(&text);
-    }
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    let _ = match output {
+        Output::Human => logs.try_init(),
+        Output::Json => logs.json().try_init(),
+    };
 }

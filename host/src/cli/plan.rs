@@ -7,7 +7,9 @@ use super::render::human_bytes;
 use crate::plan::{Plan, render};
 
 /// Prints a plan: the human review, or the plan as one JSON document.
-pub fn print(plan: &Plan, output: Output) {
+///
+/// The objects left out are counted ("N skipped"); `verbose` (`-v`) lists each and why.
+pub fn print(plan: &Plan, output: Output, verbose: bool) {
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(plan).unwrap_or_default()),
         Output::Human => {
@@ -15,6 +17,11 @@ pub fn print(plan: &Plan, output: Output) {
             for m in &plan.migrations {
                 println!("migration {} ({} → {})", m.name, m.source, m.destination);
                 print!("{}", render::human(&m.resources, color));
+                if verbose {
+                    print!("{}", render::skipped(&m.resources));
+                } else if !m.resources.skipped.is_empty() {
+                    println!("  (`mtcd plan -v` lists the skipped objects and why)");
+                }
                 if !m.preflight.is_empty() {
                     println!("  preflight:");
                     for c in &m.preflight {

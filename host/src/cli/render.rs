@@ -10,6 +10,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::Output;
+use super::errors::readable;
 use crate::actions::dvm::Phase;
 use crate::progress::{Event, ImagePhase};
 
@@ -38,12 +39,14 @@ pub async fn events(mut rx: UnboundedReceiver<Event>, output: Output) {
 struct Human {
     bars: Option<MultiProgress>,
     live: HashMap<String, ProgressBar>,
+    /// Object failures with the same error are printed once, then counted.
+    failures: super::errors::Grouped,
 }
 
 impl Human {
     fn new(tty: bool) -> Human {
         let bars = tty.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
-        Human { bars, live: HashMap::new() }
+        Human { bars, live: HashMap::new(), failures: Default::default() }
     }
 
     fn line(&self, text: String) {
@@ -81,11 +84,13 @@ impl Human {
     fn event(&mut self, e: Event) {
         match e {
             Event::Warning { migration, message } => match migration {
-                Some(m) => self.line(format!("warning: migration {m}: {message}")),
-                None => self.line(format!("warning: {message}")),
+                Some(m) => self.line(format!("warning: migration {m}: {}", readable(&message))),
+                None => self.line(format!("warning: {}", readable(&message))),
             },
             Event::Resource { object, ok: false, error, .. } => {
-                self.line(format!("  failed {object}: {}", error.unwrap_or_default()))
+                if let Some(line) = self.failures.failure(&object, error.as_deref().unwrap_or_default()) {
+                    self.line(line);
+                }
             }
             Event::Resource { .. } => {}
             Event::Image { image, phase, bytes_done, bytes_total, error, seconds, bytes_sent, .. } => match phase {
@@ -103,7 +108,9 @@ impl Human {
                 }
                 ImagePhase::Failed => {
                     self.done(&image);
-                    self.line(format!("  image {image}: FAILED: {}", error.unwrap_or_default()));
+                    let error = error.unwrap_or_default();
+                    super::errors::printed(&error);
+                    self.line(format!("  image {image}: FAILED: {}", readable(&error)));
                 }
             },
             Event::Volume { pvc, phase, attempt, progress, message, .. } => match (progress, phase) {
@@ -135,7 +142,9 @@ impl Human {
             Event::Hook { migration, phase, hook, ok, error, .. } => match (ok, error) {
                 (true, _) => self.line(format!("{phase} hook {hook} (migration {migration}): ok")),
                 (false, e) => {
-                    self.line(format!("{phase} hook {hook} (migration {migration}): FAILED: {}", e.unwrap_or_default()))
+                    let e = e.unwrap_or_default();
+                    super::errors::printed(&e);
+                    self.line(format!("{phase} hook {hook} (migration {migration}): FAILED: {}", readable(&e)))
                 }
             },
             Event::Quiesced { scaled, suspended, .. } => self.line(format!(
@@ -163,17 +172,27 @@ impl Human {
             )),
             Event::Step { migration, step } => self.line(format!("migration {migration}: {step}")),
             // A cycle's line is that cycle's report: stdout, like every report.
-            Event::Cycle { cycle, changed, failed, bytes_sent, seconds, error } => match error {
-                None => println!(
-                    "cycle {cycle}: {changed} object(s) changed, {} sent, {failed} failed, {seconds:.1}s",
-                    human_bytes(bytes_sent)
-                ),
-                Some(e) => println!("cycle {cycle}: failed: {e} (retrying next interval)"),
-            },
+            Event::Cycle { cycle, changed, failed, bytes_sent, seconds, error } => {
+                self.flush_failures();
+                match error {
+                    None => println!(
+                        "cycle {cycle}: {changed} object(s) changed, {} sent, {failed} failed, {seconds:.1}s",
+                        human_bytes(bytes_sent)
+                    ),
+                    Some(e) => println!("cycle {cycle}: failed: {} (retrying next interval)", readable(&e)),
+                }
+            }
+        }
+    }
+
+    fn flush_failures(&mut self) {
+        for line in self.failures.flush() {
+            self.line(line);
         }
     }
 
     fn finish(&mut self) {
+        self.flush_failures();
         for (_, b) in self.live.drain() {
             b.finish_and_clear();
         }

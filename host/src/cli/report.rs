@@ -20,7 +20,8 @@ pub enum Report {
 }
 
 impl Report {
-    pub fn print(&self, output: Output) {
+    /// `verbose`: `-v` was given (the plan then lists what it skips).
+    pub fn print(&self, output: Output, verbose: bool) {
         if output == Output::Json {
             let json = match self {
                 Report::Plan(p) => serde_json::to_value(p),
@@ -41,7 +42,7 @@ impl Report {
             return;
         }
         match self {
-            Report::Plan(p) => super::plan::print(p, output),
+            Report::Plan(p) => super::plan::print(p, output, verbose),
             Report::Apply(r) => print_apply(r),
             Report::Watch(r) if r.missed_intervals > 0 => println!(
                 "stopped after {} cycle(s); {} interval(s) missed because a cycle outlasted them",
@@ -141,7 +142,8 @@ fn print_apply(r: &ApplyReport) {
                     },
                     i.seconds
                 ),
-                Some(e) => println!("  image {}: FAILED: {e}", i.source),
+                // The error itself was printed when it happened (stderr).
+                Some(_) => println!("  image {}: FAILED (the error is above)", i.source),
             }
         }
         if let Some(res) = &m.resources {

@@ -7,15 +7,27 @@ use std::path::{Path, PathBuf};
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
+mod files;
+
+pub use files::read_kubeconfig;
+
 /// Errors reaching a cluster. Each names the context, so the user knows which side failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    /// The kubeconfig file could not be read or parsed.
+    /// The kubeconfig file could not be parsed.
     #[error("cannot read kubeconfig {path}: {source}")]
     Kubeconfig {
         path: String,
         #[source]
         source: kube::config::KubeconfigError,
+    },
+    /// The kubeconfig, or a file it names for the context (CA bundle, client certificate or
+    /// key, token file), is missing, not a regular file, or over its size limit.
+    #[error("{}{source}", context.as_ref().map(|c| format!("context {c:?}: ")).unwrap_or_default())]
+    File {
+        context: Option<String>,
+        #[source]
+        source: crate::spec::FileError,
     },
     /// The context is not in the kubeconfig.
     #[error("context {context:?} is not in kubeconfig {path} (contexts there: {available})")]
@@ -90,11 +102,6 @@ pub fn kubeconfig_path(explicit: Option<&Path>) -> PathBuf {
     home.join(".kube").join("config")
 }
 
-/// Reads a kubeconfig file.
-pub fn read_kubeconfig(path: &Path) -> Result<Kubeconfig, ClusterError> {
-    Kubeconfig::read_from(path).map_err(|source| ClusterError::Kubeconfig { path: path.display().to_string(), source })
-}
-
 /// Names of the contexts in a kubeconfig, in file order.
 pub fn context_names(kubeconfig: &Kubeconfig) -> Vec<String> {
     kubeconfig.contexts.iter().map(|c| c.name.clone()).collect()
@@ -111,7 +118,9 @@ pub async fn client_for(kubeconfig: &Kubeconfig, path: &Path, context: &str) -> 
         });
     }
     let options = KubeConfigOptions { context: Some(context.to_string()), ..Default::default() };
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig.clone(), &options)
+    let mut kubeconfig = kubeconfig.clone();
+    files::inline_context_files(&mut kubeconfig, context)?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
         .await
         .map_err(|source| ClusterError::Config { context: context.to_string(), source })?;
     Cluster::from_config(context, config)

@@ -73,6 +73,10 @@ pub enum PluginError {
     /// `mtcd plugin test`: the objects file could not be read or parsed.
     #[error("objects file {path}: {reason}")]
     Objects { path: PathBuf, reason: String },
+    /// `mtcd plugin test`: the objects file is missing, not a regular file, or over its size
+    /// limit.
+    #[error("{0}")]
+    ObjectsFile(crate::spec::FileError),
     /// `mtcd plugin test`: at least one object failed; `report` has every object's result.
     #[error("{failed} of {total} objects failed")]
     TestFailed { report: String, failed: usize, total: usize },

@@ -201,8 +201,8 @@ fn client(registry: &Registry) -> Result<(Client, OciAuth), OciError> {
         RegistryTls::Verify => {}
         RegistryTls::Insecure => config.protocol = ClientProtocol::Http,
         RegistryTls::CaBundle(path) => {
-            let pem = std::fs::read_to_string(path)
-                .map_err(|e| config_err(format!("cannot read CA bundle {}: {e}", path.display())))?;
+            let pem = crate::spec::read_bounded_string(path, crate::spec::files::MAX_CA_BUNDLE, "CA bundle")
+                .map_err(|e| config_err(e.to_string()))?;
             let certs = pem_certificates(&pem);
             if certs.is_empty() {
                 return Err(config_err(format!("CA bundle {} holds no PEM certificate", path.display())));

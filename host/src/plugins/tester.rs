@@ -155,7 +155,9 @@ pub fn config_from_pairs<S: AsRef<str>>(pairs: &[S]) -> Result<Value, PluginErro
 
 fn read_objects(path: &Path) -> Result<Vec<Value>, PluginError> {
     let err = |reason: String| PluginError::Objects { path: path.to_path_buf(), reason };
-    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    // Within bounds, as every file mtcd reads: a FIFO or /dev/zero is refused, not waited on.
+    let text = crate::spec::read_bounded_string(path, crate::spec::files::MAX_SEED_YAML, "objects file")
+        .map_err(PluginError::ObjectsFile)?;
     let mut objects = Vec::new();
     for (i, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
         let value = Value::deserialize(doc).map_err(|e| err(format!("document {}: {e}", i + 1)))?;

@@ -82,12 +82,13 @@ impl TransformChain {
                 Err(e) => match step.runner.plugin.on_error {
                     OnError::Fail => return Err(e),
                     OnError::SkipObject => {
-                        tracing::warn!(error = %e, "object left out (on-error = skip-object)");
+                        // The plan lists it (`take_warnings`): logged at debug, not printed twice.
+                        tracing::debug!(error = %e, "object left out (on-error = skip-object)");
                         self.warnings.push(e);
                         return Ok(TransformOutput::Skip);
                     }
                     OnError::KeepOriginal => {
-                        tracing::warn!(error = %e, "object kept as before the plugin (on-error = keep-original)");
+                        tracing::debug!(error = %e, "object kept as before the plugin (on-error = keep-original)");
                         self.warnings.push(e);
                     }
                 },

@@ -264,7 +264,8 @@ pub async fn copy_all(
                     elapsed,
                 });
                 if let Err(e) = &outcome {
-                    tracing::warn!(image = %copy.destination, error = %e, "image copy failed");
+                    // Reported by the Finished event and the report: logged, not printed again.
+                    tracing::debug!(image = %copy.destination, error = %e, "image copy failed");
                 }
                 (index, ImageResult { copy: copy.clone(), outcome, elapsed })
             }

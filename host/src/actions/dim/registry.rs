@@ -226,8 +226,8 @@ impl RegistryClient {
             RegistryTls::Insecure => "http",
             RegistryTls::Verify => "https",
             RegistryTls::CaBundle(path) => {
-                let pem = std::fs::read(path)
-                    .map_err(|e| config(format!("cannot read CA bundle {}: {e}", path.display())))?;
+                let pem = crate::spec::read_bounded(path, crate::spec::files::MAX_CA_BUNDLE, "CA bundle")
+                    .map_err(|e| config(e.to_string()))?;
                 let certs = reqwest::Certificate::from_pem_bundle(&pem)
                     .map_err(|e| config(format!("CA bundle {} is not PEM certificates: {e}", path.display())))?;
                 if certs.is_empty() {
@@ -516,8 +516,8 @@ pub(crate) fn docker_config_credentials(path: &std::path::Path, address: &str) -
         password: Option<String>,
         registrytoken: Option<String>,
     }
-    let text =
-        std::fs::read_to_string(path).map_err(|e| format!("cannot read docker config {}: {e}", path.display()))?;
+    let text = crate::spec::read_bounded_string(path, crate::spec::files::MAX_DOCKER_CONFIG, "docker config")
+        .map_err(|e| e.to_string())?;
     let file: File =
         serde_json::from_str(&text).map_err(|e| format!("docker config {} is not valid JSON: {e}", path.display()))?;
     let entry = file
