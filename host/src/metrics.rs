@@ -281,6 +281,8 @@ mod tests {
             blobs_sent: 1,
             blobs_skipped: 0,
             blobs_mounted: 0,
+            artifacts_copied: 0,
+            artifacts_present: 0,
             seconds: 0.1,
             error: None,
         };
