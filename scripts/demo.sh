@@ -16,7 +16,7 @@ cargo build --quiet -p mtcd -p mtcd-lab
 CARGO_TARGET_DIR="$ROOT/plugins/target" cargo build --quiet --release --target wasm32-wasip2 \
   --manifest-path plugins/Cargo.toml -p add-label
 PLUGIN="$ROOT/plugins/target/wasm32-wasip2/release/add_label.wasm"
-BIN=$ROOT/target/debug
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug   # where the cargo build above put them
 STATE=${LAB_DIR:-lab-state}
 KUBECONFIG_FILE="$STATE/kubeconfig"
 
