@@ -600,8 +600,29 @@ async fn status_subresource_is_separate_from_the_main_resource() {
     assert_eq!(d.status.unwrap().ready_replicas, Some(1));
     assert_eq!(d.spec.replicas, Some(1));
     assert_eq!(d.metadata.generation, Some(1), "status writes do not bump generation");
-    let d =
-        deploys.patch("web", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 2}}))).await.unwrap();
+    // The lab's Deployment controller may rewrite status between two writes: the spec write is
+    // made on the exact version the status write returned (a 409 means the controller came
+    // first: write the status again), so what it returns is that status, kept.
+    let mut at = d.metadata.resource_version.clone();
+    let mut tries = 0;
+    let d = loop {
+        tries += 1;
+        assert!(tries < 20, "the controller won every race");
+        let spec = json!({"metadata": {"resourceVersion": at}, "spec": {"replicas": 2}});
+        match deploys.patch("web", &PatchParams::default(), &Patch::Merge(spec)).await {
+            Ok(d) => break d,
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                let status = json!({"status": {"readyReplicas": 1, "replicas": 1}});
+                at = deploys
+                    .patch_status("web", &PatchParams::default(), &Patch::Merge(status))
+                    .await
+                    .unwrap()
+                    .metadata
+                    .resource_version;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
     assert_eq!(d.metadata.generation, Some(2));
     assert_eq!(d.status.unwrap().ready_replicas, Some(1), "status kept across spec writes");
 }

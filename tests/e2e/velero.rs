@@ -169,10 +169,24 @@ async fn objects_the_destination_refuses_are_per_object_errors_and_fail_the_appl
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 
-    let file = desired(&lab, "");
+    // A terminating namespace refuses mtcd's own lock too (a clear error before anything is
+    // written); for the restore's per-object errors the lock lives in another namespace.
+    let run = lab.mtcd(&["apply", desired(&lab, "").to_str().unwrap()]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("cannot take the lock shop-prod/mtcd-shop") && run.stderr.contains("being terminated"));
+    lab.seed_yaml("lab-src", "apiVersion: v1\nkind: Namespace\nmetadata: {name: front}\n").await.unwrap();
+    let file = lab.desired(
+        "velero-two.toml",
+        "version = 1\n[clusters.source]\ncontext = \"lab-src\"\n[clusters.destination]\ncontext = \"lab-dst\"\n[[migration]]\nname = \"shop\"\nnamespaces = [\"front\", \"shop\"]\nnamespace_map = { front = \"front-prod\", shop = \"shop-prod\" }\nresources = \"velero\"\nvolumes = \"skip\"\n[migration.velero]\ntimeout = \"90s\"\n",
+    );
     let run = lab.mtcd(&["apply", file.to_str().unwrap()]);
     assert_eq!(run.code, 1, "restore errors fail the apply:\n{}\n{}", run.stdout, run.stderr);
-    assert!(run.stdout.contains("restore mtcd-shop-") && run.stdout.contains("PartiallyFailed"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("restore mtcd-shop-") && run.stdout.contains("PartiallyFailed"),
+        "{}\n{}",
+        run.stdout,
+        run.stderr
+    );
     assert!(
         run.stdout.lines().any(|l| l.contains("error [shop-prod]: error restoring deployments.apps/shop-prod/web")
             && l.contains("being terminated")),
