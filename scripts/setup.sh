@@ -5,6 +5,9 @@ need=()
 for pkg in rsync stunnel4 docker-registry skopeo iproute2 openssh-client openssh-server util-linux time apache2-utils; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
+# The demo shows the clusters with kubectl: Debian's client where the machine has none (the
+# tests that check kubectl's own newer features skip with it: tests/support has_kubectl).
+command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
 if [ "${#need[@]}" -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
