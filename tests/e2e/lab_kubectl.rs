@@ -30,7 +30,7 @@ fn columns(out: &str, name: &str) -> (Vec<String>, Vec<String>) {
 #[test]
 fn kubectl_create_run_scale_and_delete_speak_protobuf() {
     if !has_kubectl() {
-        eprintln!("NOTE: kubectl not installed; skipping");
+        eprintln!("NOTE: no kubectl 1.26 or newer installed; skipping");
         return;
     }
     let lab = Lab::up();
@@ -159,7 +159,7 @@ spec:
 #[test]
 fn kubectl_apply_validates_against_the_servers_openapi_and_explain_reads_it() {
     if !has_kubectl() {
-        eprintln!("NOTE: kubectl not installed; skipping");
+        eprintln!("NOTE: no kubectl 1.26 or newer installed; skipping");
         return;
     }
     let lab = Lab::up();
@@ -276,7 +276,7 @@ data: {a: '1', b: '2'}
 #[test]
 fn kubectl_get_prints_the_columns_of_a_real_cluster() {
     if !has_kubectl() {
-        eprintln!("NOTE: kubectl not installed; skipping");
+        eprintln!("NOTE: no kubectl 1.26 or newer installed; skipping");
         return;
     }
     let lab = Lab::up();
