@@ -56,7 +56,27 @@ pub fn answers_v2(address: &str) -> bool {
 
 /// Start a registry storing under `dir` (config in `dir/config.yml`, blobs in `dir/data`)
 /// and wait until it answers. The child is killed when dropped.
+///
+/// The port is free when picked but the registry binds it a moment later: another lab
+/// starting at the same time (parallel tests) can take it in between, so a registry that
+/// exits with "address already in use" is started again on another port.
 pub async fn start(dir: &Path) -> anyhow::Result<(Registry, tokio::process::Child)> {
+    let mut attempt = 1;
+    loop {
+        match start_once(dir).await {
+            Err(e)
+                if attempt < 5
+                    && matches!(e.downcast_ref::<RegistryError>(),
+                        Some(RegistryError::NotReady { detail, .. }) if detail.contains("address already in use")) =>
+            {
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn start_once(dir: &Path) -> anyhow::Result<(Registry, tokio::process::Child)> {
     let prep = |source| RegistryError::Prepare { dir: dir.display().to_string(), source };
     let data = dir.join("data");
     std::fs::create_dir_all(&data).map_err(prep)?;
