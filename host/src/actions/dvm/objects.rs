@@ -578,16 +578,21 @@ pub fn endpoint_kind_name(e: EndpointKind) -> &'static str {
 mod tests {
     use super::*;
 
-    #[test]
-    fn one_stream_is_one_rsync_and_more_share_the_top_level_entries() {
-        let mut o = crate::spec::parse(
+    /// A migration's DVM options as the file leaves them (every default).
+    fn defaults() -> DvmOptions {
+        crate::spec::parse(
             "version = 1\n[clusters.source]\ncontext = \"a\"\n[clusters.destination]\ncontext = \"b\"\n[[migration]]\nname = \"m\"\nnamespaces = [\"n\"]\n",
             std::path::Path::new("d.toml"),
         )
         .unwrap()
         .migrations
         .remove(0)
-        .dvm;
+        .dvm
+    }
+
+    #[test]
+    fn one_stream_is_one_rsync_and_more_share_the_top_level_entries() {
+        let mut o = defaults();
         let one = client_script("data", &o);
         assert_eq!(one.matches("step --recursive").count(), 1);
         assert!(one.contains("--delete-before /mnt/source/"), "{one}");
@@ -613,14 +618,7 @@ mod tests {
     /// Every variant of the client script is valid bash.
     #[test]
     fn client_scripts_parse() {
-        let mut o = crate::spec::parse(
-            "version = 1\n[clusters.source]\ncontext = \"a\"\n[clusters.destination]\ncontext = \"b\"\n[[migration]]\nname = \"m\"\nnamespaces = [\"n\"]\n",
-            std::path::Path::new("d.toml"),
-        )
-        .unwrap()
-        .migrations
-        .remove(0)
-        .dvm;
+        let mut o = defaults();
         for verify in [false, true] {
             for (streams, uid) in [(1, None), (4, None), (1, Some(1000)), (4, Some(1000))] {
                 o.verify = verify;
