@@ -69,7 +69,9 @@ async fn a_destination_too_small_for_the_data_is_a_preflight_error_and_grow_rais
     let run = lab.mtcd(&["apply", file("").to_str().unwrap()]);
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
     assert!(
-        run.stdout.contains("volume shop/data: FAILED after 0 attempt(s)")
+        // Measured by the client pod on its way to the copy (the destination PVC is there and
+        // grow is off): one attempt, not retried, nothing copied.
+        run.stdout.contains("volume shop/data: FAILED after 1 attempt(s)")
             && run.stdout.contains("with 3% headroom it needs 17.0 MiB")
             && run.stdout.contains("but destination PVC shop-prod/data holds 10.0 MiB")
             && run.stdout.contains("Set dvm.grow = true (the destination request becomes 17Mi)"),
@@ -106,7 +108,9 @@ async fn a_terminating_destination_pvc_fails_at_once_and_the_other_pvcs_still_mo
     let run = lab.mtcd(&["apply", "--adopt", desired(&lab, "").to_str().unwrap()]);
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
     assert!(
-        run.stdout.contains("volume shop/data: FAILED after 0 attempt(s)")
+        // Measured by the client pod on its way to the copy (the destination PVC is there and
+        // grow is off): one attempt, not retried, nothing copied.
+        run.stdout.contains("volume shop/data: FAILED after 1 attempt(s)")
             && run.stdout.contains("destination PVC shop-prod/data is Terminating")
             && run.stdout.contains("held by finalizers example.com/hold"),
         "{}\n{}",

@@ -401,3 +401,31 @@ async fn a_volume_split_into_streams_keeps_hard_links_across_top_level_entries()
     assert_eq!(run.stdout.matches("mtcd-transfer: rsync exit").count(), 0, "script lines stay in the pod");
     assert_identical(&src, &dst);
 }
+
+/// A file rewritten at the same size within the second of the previous sync (a database page
+/// during a stage sync) arrives: rsync's default compares mtimes in whole seconds, and kept
+/// the old contents while reporting success.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_rewritten_at_the_same_size_within_the_same_second_is_copied_again() {
+    let lab = Lab::up();
+    lab.seed_yaml("lab-src", SEED).await.unwrap();
+    let src = pv_dir(&lab.client("lab-src").await, "shop", "data").await;
+    let page = src.join("db.page");
+    write(&page, &[1u8; 8192]);
+    set_mtime(&page, 1_700_000_000, 100_000_000);
+    let file = desired(&lab, "");
+    let run = lab.mtcd(&["apply", file.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let dst = pv_dir(&lab.client("lab-dst").await, "shop-prod", "data").await;
+    assert!(std::fs::read(dst.join("db.page")).unwrap() == [1u8; 8192], "the first copy arrives");
+
+    write(&page, &[2u8; 8192]);
+    set_mtime(&page, 1_700_000_000, 700_000_000);
+    let run = lab.mtcd(&["apply", file.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        std::fs::read(dst.join("db.page")).unwrap() == [2u8; 8192],
+        "the rewritten page arrives (the destination kept the old one)"
+    );
+    assert_identical(&src, &dst);
+}

@@ -212,6 +212,12 @@ pub struct DvmOptions {
     pub xattrs: bool,
     /// Keep POSIX ACLs (`--acls`).
     pub acls: bool,
+    /// Compare modification times to the nanosecond (`--modify-window=-1`). rsync's default
+    /// compares whole seconds, so a file rewritten at the same size within the second of the
+    /// last sync (a database page, during a stage sync) looked unchanged and kept its old
+    /// contents. Off only for destination file systems that cannot store nanoseconds (SMB,
+    /// FAT), where every re-sync would otherwise re-read every file.
+    pub exact_times: bool,
     /// `--compress` (off: compression costs time on fast links and incompressible data).
     pub compress: bool,
     /// How long a client pod waits for the tunnel before failing.

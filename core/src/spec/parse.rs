@@ -647,6 +647,7 @@ pub(crate) fn default_dvm() -> DvmOptions {
         hard_links: true,
         xattrs: true,
         acls: true,
+        exact_times: true,
         compress: false,
         tunnel_timeout: Duration::from_secs(120),
         security: TransferSecurity::default(),
@@ -703,6 +704,7 @@ fn read_dvm(r: &mut Report<'_>, v: &Value<'_>) -> Option<DvmOptions> {
     let hard_links = opt_bool(r, t.get("hard_links"), "dvm.hard_links", d.hard_links);
     let xattrs = opt_bool(r, t.get("xattrs"), "dvm.xattrs", d.xattrs);
     let acls = opt_bool(r, t.get("acls"), "dvm.acls", d.acls);
+    let exact_times = opt_bool(r, t.get("exact_times"), "dvm.exact_times", d.exact_times);
     let compress = opt_bool(r, t.get("compress"), "dvm.compress", d.compress);
     let tunnel_timeout =
         t.get("tunnel_timeout").map_or(Some(d.tunnel_timeout), |v| r.duration(v, "dvm.tunnel_timeout"));
@@ -791,6 +793,7 @@ fn read_dvm(r: &mut Report<'_>, v: &Value<'_>) -> Option<DvmOptions> {
         hard_links: hard_links?,
         xattrs: xattrs?,
         acls: acls?,
+        exact_times: exact_times?,
         compress: compress?,
         tunnel_timeout: tunnel_timeout?,
         security: TransferSecurity {

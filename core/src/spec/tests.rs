@@ -363,7 +363,7 @@ fn access_modes_and_kinds_are_checked() {
 #[test]
 fn dvm_defaults_keep_everything_and_non_root_settings_are_checked() {
     let m = &parse(&migration(""), Path::new("d.toml")).unwrap().migrations[0];
-    assert!(m.dvm.preserve_ownership && m.dvm.hard_links && m.dvm.xattrs && m.dvm.acls);
+    assert!(m.dvm.preserve_ownership && m.dvm.hard_links && m.dvm.xattrs && m.dvm.acls && m.dvm.exact_times);
     assert!(m.dvm.security.root());
     let m = &parse(
         &migration("[migration.dvm]\nrun_as_user = 1000\nfs_group = 2000\nselinux_type = \"spc_t\"\n"),

@@ -232,13 +232,15 @@ pub(crate) fn human_bytes(n: u64) -> String {
 const BLOCK_MESSAGE: &str = "volumeMode Block is not supported by DVM (a filesystem copy of a block device would corrupt it); move it with a storage-level tool";
 
 /// One namespace's transfer. Everything that does not depend on another step runs at once:
-/// the per-PVC preflight (snapshot, measurement, destination PVC) runs while the endpoint is
-/// admitted and the secrets are written; the certificates do not name the endpoint's host
-/// (certs::SERVER_NAME), so the server pod starts as soon as the preflight says which PVCs go,
-/// even while the Route / LoadBalancer is still being admitted; the client pods start as soon
-/// as the endpoint has an address, while the server pod may still be starting (they wait for
-/// the tunnel themselves, bounded by `tunnel_timeout`). A server pod that cannot start ends
-/// the transfer with its reason. PVCs that fail their preflight are results at once.
+/// after the destination PVCs' states (API reads), the per-PVC preflight (snapshot,
+/// measurement) runs while the endpoint is admitted and the secrets are written; the
+/// certificates do not name the endpoint's host (certs::SERVER_NAME), so the server pod does
+/// not wait for the Route / LoadBalancer, and when the measurement cannot change it (every
+/// destination PVC exists, `grow` is off) not for the preflight either; the client pods start
+/// as soon as the endpoint has an address and their PVC passed, while the server pod may
+/// still be starting (they wait for the tunnel themselves, bounded by `tunnel_timeout`). A
+/// server pod that cannot start ends the transfer with its reason. PVCs that fail their
+/// preflight are results at once.
 async fn run_namespace(
     src: &Cluster,
     dst: &Cluster,
@@ -300,44 +302,63 @@ async fn run_namespace(
     };
     let client_secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("{}-client-tls", objects::SERVER), "namespace": ns, "labels": l},
         "type": "Opaque", "data": {"ca.crt": b64(&certs.ca), "tls.crt": b64(&certs.client_cert), "tls.key": b64(&certs.client_key), "rsync-password": b64(&password)}});
-    let preflight = futures::future::join_all(transfers.iter().map(|t| preflight::check(src, dst, m, t, events)));
-    let setup = async { futures::try_join!(endpoint, server_secrets, apply(src, &client_secret)) };
 
-    // The server pod needs the preflight's verdict (its modules and volumes); the client pods
-    // need the endpoint too.
+    // The destination PVCs' states first (API reads only): a PVC going away or in use fails
+    // at once, before any pod is made for it.
     let mut results = Vec::new();
-    let mut ready: Vec<(VolumeTransfer, preflight::Ready)> = Vec::new();
-    let server_started = async {
-        for (t, check) in transfers.iter().zip(preflight.await) {
-            match check {
-                Ok(r) => ready.push((t.clone(), r)),
-                Err(message) => results.push(fail_now(t, message, events)),
-            }
+    let mut candidates: Vec<(&VolumeTransfer, Option<Value>)> = Vec::new();
+    let states = futures::future::join_all(transfers.iter().map(|t| preflight::destination(dst, t))).await;
+    for (t, state) in transfers.iter().zip(states) {
+        match state {
+            Ok(live) => candidates.push((t, live)),
+            Err(message) => results.push(fail_now(t, message, events)),
         }
-        if ready.is_empty() {
-            return Ok::<_, DvmError>(false);
-        }
-        let modules: Vec<(String, String)> =
-            ready.iter().map(|(t, _)| (t.destination_claim.clone(), format!("/mnt/{}", t.destination_claim))).collect();
-        let config = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": objects::SERVER, "namespace": dns, "labels": l},
-            "data": {"rsyncd.conf": objects::rsyncd_conf(&modules, o.security.root()), "stunnel.conf": objects::stunnel_server_conf(),
-                     "restore-links.sh": objects::RESTORE_LINKS}});
-        apply(dst, &config).await?;
-        Ok(true)
-    };
-    let (setup, started) = futures::join!(setup, server_started);
-    if !started? {
+    }
+    if candidates.is_empty() {
         return Ok(results);
     }
-    setup?;
-    let claims: Vec<(String, String)> =
-        ready.iter().map(|(t, _)| (t.destination_claim.clone(), t.destination_claim.clone())).collect();
-    apply(dst, &objects::server_pod(&dns, &m.migration, &claims, o)).await?;
+    // When every destination PVC is there, none may grow and every source is read live,
+    // nothing the preflight can find changes the server pod: it starts at once, and each
+    // client pod measures its volume on its way to the copy (beside the tunnel coming up)
+    // instead of a probe pod before it — on a real cluster, two pod starts less on the way
+    // to the copy. A PVC found too small then fails in its client pod, before any data.
+    let early =
+        !o.grow && candidates.iter().all(|(t, live)| live.is_some() && t.read_from == crate::spec::VolumeSource::Live);
+    let all: Vec<String> = candidates.iter().map(|(t, _)| t.destination_claim.clone()).collect();
+    let server = async {
+        server_secrets.await?;
+        if early {
+            start_server(dst, &dns, m, &all).await?;
+        }
+        Ok::<_, DvmError>(())
+    };
+    let preflight = futures::future::join_all(
+        candidates.iter().map(|(t, live)| preflight::check(src, dst, m, t, live.clone(), early, events)),
+    );
+    let (endpoint, client_secret, server, checks) =
+        futures::join!(endpoint, apply(src, &client_secret), server, preflight);
+    let mut ready: Vec<(VolumeTransfer, preflight::Ready)> = Vec::new();
+    for ((t, _), check) in candidates.iter().zip(checks) {
+        match check {
+            Ok(r) => ready.push(((*t).clone(), r)),
+            Err(message) => results.push(fail_now(t, message, events)),
+        }
+    }
+    if ready.is_empty() {
+        return Ok(results);
+    }
+    server?;
+    if !early {
+        let claims: Vec<String> = ready.iter().map(|(t, _)| t.destination_claim.clone()).collect();
+        start_server(dst, &dns, m, &claims).await?;
+    }
+    // The client pods need the endpoint's address.
+    endpoint?;
+    client_secret?;
 
-    let copies =
-        futures::stream::iter(ready.iter().map(|(t, pre)| transfer_with_retries(src, m, t, &pre.read_claim, events)))
-            .buffer_unordered(o.parallel.max(1))
-            .collect::<Vec<_>>();
+    let copies = futures::stream::iter(ready.iter().map(|(t, pre)| transfer_with_retries(src, m, t, pre, events)))
+        .buffer_unordered(o.parallel.max(1))
+        .collect::<Vec<_>>();
     // Watches the server pod until it runs; then stays pending, so only a failure ends this.
     let server_up = async {
         wait_running(dst, &dns, objects::SERVER, Duration::from_secs(120)).await?;
@@ -349,12 +370,25 @@ async fn run_namespace(
     };
     for mut v in copied {
         if let Some((_, pre)) = ready.iter().find(|(t, _)| format!("{}/{}", t.namespace, t.claim) == v.pvc) {
-            v.usage = Some(pre.usage);
+            v.usage = v.usage.or(pre.usage);
             v.warnings.splice(0..0, pre.warnings.iter().cloned());
         }
         results.push(v);
     }
     Ok(results)
+}
+
+/// The server pod and its configuration: one rsync module per destination claim.
+async fn start_server(dst: &Cluster, dns: &str, m: &VolumePlan, claims: &[String]) -> Result<(), DvmError> {
+    let o = &m.options;
+    let modules: Vec<(String, String)> = claims.iter().map(|c| (c.clone(), format!("/mnt/{c}"))).collect();
+    let config = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": objects::SERVER, "namespace": dns, "labels": objects::labels(&m.migration)},
+        "data": {"rsyncd.conf": objects::rsyncd_conf(&modules, o.security.root()), "stunnel.conf": objects::stunnel_server_conf(),
+                 "restore-links.sh": objects::RESTORE_LINKS}});
+    apply(dst, &config).await?;
+    let claims: Vec<(String, String)> = claims.iter().map(|c| (c.clone(), c.clone())).collect();
+    apply(dst, &objects::server_pod(dns, &m.migration, &claims, o)).await?;
+    Ok(())
 }
 
 fn random_password() -> String {
@@ -453,20 +487,20 @@ async fn transfer_with_retries(
     src: &Cluster,
     m: &VolumePlan,
     t: &VolumeTransfer,
-    read_claim: &str,
+    pre: &preflight::Ready,
     events: &(dyn Fn(DvmEvent) + Sync),
 ) -> VolumeResult {
     let label = format!("{}/{}", t.namespace, t.claim);
     let started = Instant::now();
     let mut attempts_log = outcome::Attempts::default();
-    let mut warnings = Vec::new();
+    let mut heard = Heard::default();
     let mut delay = Duration::from_secs(1);
     let attempts = m.options.retries + 1;
     let mut attempt = 0;
     while attempt < attempts {
         attempt += 1;
         events(DvmEvent { pvc: label.clone(), phase: Phase::Pending, attempt, progress: None, message: None });
-        match transfer_once(src, m, t, read_claim, attempt, events, &mut warnings).await {
+        match transfer_once(src, m, t, pre, attempt, events, &mut heard).await {
             Ok(done) => {
                 if let Some(w) = done.warning {
                     events(DvmEvent {
@@ -476,7 +510,7 @@ async fn transfer_with_retries(
                         progress: None,
                         message: Some(format!("warning: {w}")),
                     });
-                    warnings.push(w);
+                    heard.notes.push(w);
                 }
                 events(DvmEvent { pvc: label.clone(), phase: Phase::Done, attempt, progress: None, message: None });
                 return VolumeResult {
@@ -486,8 +520,8 @@ async fn transfer_with_retries(
                     stats: done.stats,
                     seconds: started.elapsed().as_secs_f64(),
                     errors: attempts_log.lines(attempts),
-                    warnings,
-                    usage: None,
+                    warnings: heard.notes,
+                    usage: heard.usage,
                 };
             }
             Err(f) => {
@@ -520,9 +554,17 @@ async fn transfer_with_retries(
         stats: Stats::default(),
         seconds: started.elapsed().as_secs_f64(),
         errors: attempts_log.lines(attempts),
-        warnings,
-        usage: None,
+        warnings: heard.notes,
+        usage: heard.usage,
     }
+}
+
+/// What client pods' logs said besides progress, kept across attempts: notes for the user
+/// (and warnings of the result), and the usage a client pod measured.
+#[derive(Default)]
+struct Heard {
+    notes: Vec<String>,
+    usage: Option<crate::plan::volumes::Usage>,
 }
 
 /// Where a client pod must run: `(node, pod)` when a running pod mounts a ReadWriteOnce
@@ -561,17 +603,21 @@ async fn placement(pods: &Api<Pod>, t: &VolumeTransfer) -> Result<Option<(String
     Ok(user.spec.and_then(|s| s.node_name).map(|node| (node, pod)))
 }
 
+/// How often a PVC's progress is shown at most.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
 /// One client pod run: create it, follow its log for progress, and judge it by its exit
 /// code and the evidence in its log (outcome::judge).
 async fn transfer_once(
     src: &Cluster,
     m: &VolumePlan,
     t: &VolumeTransfer,
-    read_claim: &str,
+    pre: &preflight::Ready,
     attempt: u32,
     events: &(dyn Fn(DvmEvent) + Sync),
-    notes: &mut Vec<String>,
+    heard: &mut Heard,
 ) -> Result<outcome::Success, outcome::Failure> {
+    let read_claim = pre.read_claim.as_str();
     let transient = |message: String| outcome::Failure { fatal: false, message };
     let name = objects::client_name(&t.claim);
     let label = format!("{}/{}", t.namespace, t.claim);
@@ -595,7 +641,7 @@ async fn transfer_once(
         read_claim,
         &t.destination_claim,
         &m.options,
-        node.as_ref().map(|(n, _)| n.as_str()),
+        objects::ClientSetup { node: node.as_ref().map(|(n, _)| n.as_str()), measure: pre.measure.as_ref() },
     );
     apply(src, &pod).await.map_err(|e| transient(e.to_string()))?;
     // Wait for the container to start (or fail to).
@@ -630,22 +676,41 @@ async fn transfer_once(
     if let Ok(stream) = pods.log_stream(&name, &LogParams { follow: true, ..Default::default() }).await {
         let mut stream = Box::pin(stream);
         let mut phase = Phase::Pending;
-        let mut buf = Vec::new();
-        // rsync redraws progress with '\r'; split on both line ends.
-        loop {
-            buf.clear();
-            match stream.read_until(b'\r', &mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
+        // rsync redraws its progress line with '\r' after every file (≈ 75 bytes a file), so
+        // the log is read in whatever chunks arrive, split on both line ends, and only the
+        // newest redraw of a chunk is shown, at most every PROGRESS_EVERY: the work per
+        // chunk, not per file.
+        let mut pending: Vec<u8> = Vec::new();
+        let mut shown: Option<Instant> = None;
+        let mut ended = false;
+        while !ended {
+            match stream.as_mut().fill_buf().await {
+                Ok([]) | Err(_) => ended = true,
+                Ok(chunk) => {
+                    let n = chunk.len();
+                    pending.extend_from_slice(chunk);
+                    futures::AsyncBufRead::consume(stream.as_mut(), n);
+                }
             }
-            let chunk = String::from_utf8_lossy(&buf).to_string();
-            for line in chunk.split(['\n', '\r']) {
+            // Complete lines only, unless the log ended.
+            let end = if ended {
+                pending.len()
+            } else {
+                match pending.iter().rposition(|b| matches!(b, b'\n' | b'\r')) {
+                    Some(i) => i + 1,
+                    None => continue,
+                }
+            };
+            let text = String::from_utf8_lossy(&pending[..end]).into_owned();
+            pending.drain(..end);
+            let mut newest = None;
+            for line in text.split(['\n', '\r']).filter(|l| !l.is_empty()) {
                 if line.contains("mtcd-transfer: tunnel up") && phase == Phase::Pending {
                     phase = Phase::TunnelUp;
                     events(DvmEvent { pvc: label.clone(), phase, attempt, progress: None, message: None });
                 } else if let Some(note) = line.trim().strip_prefix("mtcd-transfer: note: ") {
-                    if !notes.iter().any(|n| n == note) {
-                        notes.push(note.to_string());
+                    if !heard.notes.iter().any(|n| n == note) {
+                        heard.notes.push(note.to_string());
                     }
                     events(DvmEvent {
                         pvc: label.clone(),
@@ -653,6 +718,16 @@ async fn transfer_once(
                         attempt,
                         progress: None,
                         message: Some(note.to_string()),
+                    });
+                } else if let Some(u) = line.starts_with("mtcd-usage: ").then(|| preflight::parse_usage(line)).flatten()
+                {
+                    heard.usage = Some(u);
+                    events(DvmEvent {
+                        pvc: label.clone(),
+                        phase,
+                        attempt,
+                        progress: None,
+                        message: Some(preflight::usage_message(&u)),
                     });
                 } else if line.contains("mtcd-transfer: verifying") {
                     events(DvmEvent {
@@ -662,13 +737,22 @@ async fn transfer_once(
                         progress: None,
                         message: None,
                     });
-                } else if let Some(mut p) = progress::parse_progress(line) {
-                    p.elapsed_seconds = copying.elapsed().as_secs();
-                    phase = Phase::Transferring;
-                    events(DvmEvent { pvc: label.clone(), phase, attempt, progress: Some(p), message: None });
+                } else if progress::is_progress(line) {
+                    // Shown, not kept: judging needs only the other lines, and what is kept
+                    // grows with rsync's messages, not with the number of files.
+                    newest = Some(line);
+                    continue;
                 }
                 log.push_str(line);
                 log.push('\n');
+            }
+            if let Some(mut p) = newest.and_then(progress::parse_progress)
+                && shown.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY)
+            {
+                shown = Some(Instant::now());
+                p.elapsed_seconds = copying.elapsed().as_secs();
+                phase = Phase::Transferring;
+                events(DvmEvent { pvc: label.clone(), phase, attempt, progress: Some(p), message: None });
             }
         }
     }
@@ -693,7 +777,24 @@ async fn transfer_once(
         }
     }
     let _ = wait::delete_pod_now(&pods, &name).await;
-    outcome::judge(code, &log, m.final_sync, &pod_name)
+    match (code, heard.usage) {
+        // The client pod measured (no probe pod did) and found no room: the same verdict and
+        // message as a probe's, and nothing was copied.
+        (objects::exit::NO_ROOM, Some(u)) => {
+            let message = match preflight::verdict(t, &u, pre.destination.as_ref(), false) {
+                Ok((crate::plan::volumes::CapacityCheck::TooSmall { needed, capacity }, _)) => {
+                    crate::plan::volumes::too_small_message(t, &u, needed, capacity)
+                }
+                Ok(_) => format!(
+                    "pod {pod_name}: the data of {label} does not fit destination PVC {}/{}",
+                    t.destination_namespace, t.destination_claim
+                ),
+                Err(message) => message,
+            };
+            Err(outcome::Failure { fatal: true, message })
+        }
+        _ => outcome::judge(code, &log, m.final_sync, &pod_name),
+    }
 }
 
 /// Removes every transfer object of `migration` in `namespace` (pods, services, routes,

@@ -229,6 +229,10 @@ fn identity_flags(o: &DvmOptions) -> Vec<String> {
     if o.acls {
         f.push("--acls".into());
     }
+    if o.exact_times {
+        // Needs rsync >= 3.1.3 on the receiving side (2018).
+        f.push("--modify-window=-1".into());
+    }
     if o.xattrs {
         // SELinux labels belong to the cluster (the kubelet sets them per pod); copying them
         // would need MAC_ADMIN and give the destination the source's categories.
@@ -243,6 +247,10 @@ pub mod exit {
     pub const TUNNEL: i32 = 111;
     /// The non-root daemon could not restore the symlinks it stored munged.
     pub const RESTORE: i32 = 112;
+    /// Measuring the source volume failed (the client pod measures when no probe pod did).
+    pub const MEASURE: i32 = 113;
+    /// The source's data does not fit the destination PVC: nothing was copied.
+    pub const NO_ROOM: i32 = 114;
     /// The verification pass found differences.
     pub const VERIFY: i32 = 120;
 }
@@ -252,9 +260,10 @@ pub mod exit {
 /// look like a success. Every rsync run prints `mtcd-transfer: rsync exit N`; the pod's code
 /// is the worst of them (24, files vanished, only when nothing worse happened); the last line
 /// of a complete run is `mtcd-transfer: done N` — the evidence mtcd needs besides the code.
-pub fn client_script(module: &str, o: &DvmOptions) -> String {
+pub fn client_script(module: &str, o: &DvmOptions, measure: Option<&Measure>) -> String {
     let flags = rsync_flags(o).join(" ");
     let timeout = o.tunnel_timeout.as_secs().max(1);
+    let (measuring, room) = measure_parts(measure);
     let dest = format!("rsync://{RSYNC_USER}@127.0.0.1:{RSYNC_PORT}/{module}");
     let root = o.security.root();
     let copy = if root && o.streams_per_pvc == 1 {
@@ -361,6 +370,7 @@ pub fn client_script(module: &str, o: &DvmOptions) -> String {
          \x20   find \"$e\" ! -type d -links +1 -printf \"%i $i\\n\"\n\
          \x20 done | sort -u | awk '{{ if (seen[$1]++) {{ found = 1; exit }} }} END {{ exit !found }}'\n\
          }}\n\
+         {measuring}\
          stunnel /etc/mtcd/stunnel-client.conf &\n\
          tunnel=$!\n\
          deadline=$(( $(date +%s) + {timeout} ))\n\
@@ -369,6 +379,7 @@ pub fn client_script(module: &str, o: &DvmOptions) -> String {
          \x20 sleep 0.1\n\
          done\n\
          echo 'mtcd-transfer: tunnel up'\n\
+         {room}\
          {copy}\
          rc=$(worst)\n\
          if [ $rc != 0 ] && [ $rc != 24 ]; then finish $rc; fi\n\
@@ -378,6 +389,37 @@ pub fn client_script(module: &str, o: &DvmOptions) -> String {
          finish $rc\n",
         tunnel = exit::TUNNEL
     )
+}
+
+/// What the client pod checks before it copies, when no probe pod measured the volume first:
+/// the source's usage against the destination's capacity, with the same rule as
+/// [`crate::plan::volumes::required_bytes`] (3% headroom, whole MiB).
+#[derive(Debug, Clone, Copy)]
+pub struct Measure {
+    pub own_fs_limit: u64,
+    pub capacity: u64,
+}
+
+/// The client script's measuring, started before the tunnel and awaited after it.
+fn measure_parts(m: Option<&Measure>) -> (String, String) {
+    let Some(m) = m else { return (String::new(), String::new()) };
+    // The result is printed as soon as it is known (mtcd shows it), and kept for the check.
+    let start = format!(
+        "( ( {} ) > /tmp/mtcd-usage 2>&1; mrc=$?; cat /tmp/mtcd-usage; exit $mrc ) & measuring=$!\n",
+        measure_script(m.own_fs_limit).trim_end().replace('\n', "\n  ")
+    );
+    let check = format!(
+        "wait $measuring; mrc=$?\n\
+         set -- $(sed -n 's/^mtcd-usage: //p' /tmp/mtcd-usage)\n\
+         if [ $mrc != 0 ] || [ -z \"${{2:-}}\" ]; then echo \"mtcd-transfer: measuring the volume failed (exit $mrc)\"; finish {measure}; fi\n\
+         needed=$(( ($2 + ($2 + 99) / 100 * {headroom} + 1048575) / 1048576 * 1048576 ))\n\
+         if [ $needed -gt {capacity} ]; then echo \"mtcd-transfer: no room: $needed bytes needed, {capacity} at the destination\"; finish {room}; fi\n",
+        measure = exit::MEASURE,
+        room = exit::NO_ROOM,
+        headroom = crate::plan::volumes::HEADROOM_PERCENT,
+        capacity = m.capacity,
+    );
+    (start, check)
 }
 
 /// The transfer pods' security contexts, stated in full on every pod (nothing is left to the
@@ -481,9 +523,16 @@ pub fn server_pod(ns: &str, migration: &str, claims: &[(String, String)], o: &Dv
     })
 }
 
-/// `node`: the node the client pod must run on (see `placement`), pinned the way DaemonSet
-/// pods are, by a required node affinity on the node's name, so the scheduler still checks
-/// that the pod fits there.
+/// Where the client pod runs and what it checks first.
+pub struct ClientSetup<'a> {
+    /// The node the pod must run on (see `placement`).
+    pub node: Option<&'a str>,
+    /// Measure the source and check the destination's room before copying (no probe pod did).
+    pub measure: Option<&'a Measure>,
+}
+
+/// `setup.node` is pinned the way DaemonSet pods are, by a required node affinity on the
+/// node's name, so the scheduler still checks that the pod fits there.
 pub fn client_pod(
     ns: &str,
     migration: &str,
@@ -491,8 +540,9 @@ pub fn client_pod(
     claim: &str,
     module: &str,
     o: &DvmOptions,
-    node: Option<&str>,
+    setup: ClientSetup,
 ) -> Value {
+    let ClientSetup { node, measure } = setup;
     let mut pod = json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": ns, "labels": labels(migration), "annotations": {"mtcd.io/pvc": claim}},
@@ -507,7 +557,7 @@ pub fn client_pod(
             ],
             "containers": [{
                 "name": "rsync", "image": o.transfer_image,
-                "command": ["bash", "-c", client_script(module, o)],
+                "command": ["bash", "-c", client_script(module, o, measure)],
                 "env": [{"name": "RSYNC_PASSWORD", "valueFrom": {"secretKeyRef": {"name": format!("{SERVER}-client-tls"), "key": "rsync-password"}}}],
                 "volumeMounts": [
                     {"name": "source", "mountPath": "/mnt/source", "readOnly": true},
@@ -525,10 +575,21 @@ pub fn client_pod(
     pod
 }
 
+/// Prints `mtcd-usage: <df|du> <bytes> <inodes>` for `/mnt/source`: `df` when the mount's
+/// file system is at most `own_fs_limit` bytes (the volume's own), `du` when it is larger (a
+/// volume sharing a file system, e.g. hostPath) — its two walks at once: the measurement is
+/// on the way to the copy.
+pub fn measure_script(own_fs_limit: u64) -> String {
+    format!(
+        "set -- $(df -B1 --output=size,used,iused /mnt/source | tail -n 1)\n\
+         if [ -n \"${{1:-}}\" ] && [ \"$1\" -le {own_fs_limit} ]; then echo \"mtcd-usage: df $2 $3\"; exit 0; fi\n\
+         du -sx --inodes /mnt/source > /tmp/mtcd-inodes & inodes=$!\n\
+         b=$(du -sx -B1 /mnt/source | cut -f1) && wait $inodes && i=$(cut -f1 /tmp/mtcd-inodes) && echo \"mtcd-usage: du $b $i\"\n"
+    )
+}
+
 /// A pod that measures the source volume (mounted read-only, where the client pod would run)
-/// and prints `mtcd-usage: <df|du> <bytes> <inodes>`: `df` when the mount's file system is at
-/// most `own_fs_limit` bytes (the volume's own), `du` when it is larger (a volume sharing a
-/// file system, e.g. hostPath).
+/// with [`measure_script`], before anything else of the PVC's transfer is decided.
 pub fn probe_pod(
     ns: &str,
     migration: &str,
@@ -538,11 +599,7 @@ pub fn probe_pod(
     own_fs_limit: u64,
     node: Option<&str>,
 ) -> Value {
-    let script = format!(
-        "set -- $(df -B1 --output=size,used,iused /mnt/source | tail -n 1)\n\
-         if [ -n \"${{1:-}}\" ] && [ \"$1\" -le {own_fs_limit} ]; then echo \"mtcd-usage: df $2 $3\"; exit 0; fi\n\
-         b=$(du -sx -B1 /mnt/source | cut -f1) && i=$(du -sx --inodes /mnt/source | cut -f1) && echo \"mtcd-usage: du $b $i\"\n"
-    );
+    let script = measure_script(own_fs_limit);
     let mut pod = json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": ns, "labels": labels(migration), "annotations": {"mtcd.io/pvc": claim}},
@@ -593,12 +650,12 @@ mod tests {
     #[test]
     fn one_stream_is_one_rsync_and_more_share_the_top_level_entries() {
         let mut o = defaults();
-        let one = client_script("data", &o);
+        let one = client_script("data", &o, None);
         assert_eq!(one.matches("step --recursive").count(), 1);
         assert!(one.contains("--delete-before /mnt/source/"), "{one}");
         assert!(!one.contains("xargs"));
         o.streams_per_pvc = 4;
-        let four = client_script("data", &o);
+        let four = client_script("data", &o, None);
         assert!(
             four.contains("step --dirs --links")
                 && four.contains("--delete --existing --ignore-existing ./ rsync://mtcd@127.0.0.1:8873/data/"),
@@ -624,7 +681,10 @@ mod tests {
                 o.verify = verify;
                 o.streams_per_pvc = streams;
                 o.security.run_as_user = uid;
-                let s = client_script("data", &o);
+                let s = client_script("data", &o, None);
+                let out = std::process::Command::new("bash").args(["-n", "-c", &s]).output().unwrap();
+                assert!(out.status.success(), "{}\n{s}", String::from_utf8_lossy(&out.stderr));
+                let s = client_script("data", &o, Some(&Measure { own_fs_limit: 1 << 30, capacity: 1 << 30 }));
                 let out = std::process::Command::new("bash").args(["-n", "-c", &s]).output().unwrap();
                 assert!(out.status.success(), "{}\n{s}", String::from_utf8_lossy(&out.stderr));
                 assert_eq!(s.contains("data.mtcd-restore"), uid.is_some(), "links restored by non-root pods only");

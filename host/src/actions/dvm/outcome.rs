@@ -32,6 +32,8 @@ pub fn exit_name(code: i32) -> &'static str {
         exit::TUNNEL => "the TLS tunnel to the destination did not come up",
         exit::RESTORE => "restoring symlinks on the destination failed",
         exit::VERIFY => "verification found differences after the copy",
+        exit::MEASURE => "measuring the source volume failed",
+        exit::NO_ROOM => "the source's data does not fit the destination PVC",
         137 => "the pod was killed (SIGKILL, e.g. out of memory or deleted)",
         143 => "the pod was terminated (SIGTERM)",
         _ => "unknown error",
@@ -131,7 +133,9 @@ pub fn judge(code: i32, log: &str, final_sync: bool, pod: &str) -> Result<Succes
             ),
         }),
         exit::VERIFY => Err(Failure { fatal: false, message: format!("pod {pod}: {}{detail}", exit_name(code)) }),
-        exit::RESTORE => Err(Failure { fatal: true, message: format!("pod {pod}: {}{detail}", exit_name(code)) }),
+        exit::RESTORE | exit::MEASURE | exit::NO_ROOM => {
+            Err(Failure { fatal: true, message: format!("pod {pod}: {}{detail}", exit_name(code)) })
+        }
         c => match fatal_reason {
             Some(why) => Err(Failure {
                 fatal: true,

@@ -55,22 +55,49 @@ pub async fn remove_leftovers(c: &Cluster, namespace: &str, migration: &str) -> 
     Ok(names.into_iter().flatten().collect())
 }
 
-/// A PVC that may be copied: the destination PVC exists with room for the data.
+/// A PVC that may be copied: the destination PVC exists with room for the data, or the client
+/// pod checks that before it copies (`measure`).
 pub struct Ready {
     /// The claim the probe and client pods read: the source PVC, or its snapshot's clone.
     pub read_claim: String,
-    /// The source data as measured.
-    pub usage: Usage,
+    /// The source data as measured by a probe pod (`None`: the client pod measures).
+    pub usage: Option<Usage>,
+    /// What the client pod checks first when no probe pod measured.
+    pub measure: Option<objects::Measure>,
+    /// The destination PVC as it was read before the copy.
+    pub destination: Option<Value>,
     /// What the user should know (a raised request).
     pub warnings: Vec<String>,
 }
 
-/// The checks of one PVC; `Err` fails it before anything is copied.
+/// The destination PVC as it is (`None`: not there yet), or why nothing may be copied into it:
+/// going away, or mounted by a running pod. API reads only, so it is known before any pod
+/// starts.
+pub async fn destination(dst: &Cluster, t: &VolumeTransfer) -> Result<Option<Value>, String> {
+    let live = crate::observe::get(
+        &dst.client,
+        &resource_of("PersistentVolumeClaim"),
+        Some(&t.destination_namespace),
+        &t.destination_claim,
+    )
+    .await
+    .map_err(|e| format!("{}: reading destination PVC {}: {e}", dst.context, destination_name(t)))?;
+    if let Some(pvc) = &live {
+        destination_free(dst, t, pvc).await?;
+    }
+    Ok(live)
+}
+
+/// The rest of one PVC's checks, after [`destination`] gave `live`: the source measured, the
+/// data against the destination's capacity (raised with `grow`, the PVC created when it is
+/// not there); `Err` fails the PVC before anything is copied.
 pub async fn check(
     src: &Cluster,
     dst: &Cluster,
     m: &VolumePlan,
     t: &VolumeTransfer,
+    live: Option<Value>,
+    in_pod: bool,
     events: &(dyn Fn(DvmEvent) + Sync),
 ) -> Result<Ready, String> {
     let label = format!("{}/{}", t.namespace, t.claim);
@@ -99,49 +126,26 @@ pub async fn check(
             clone
         }
     };
-    let (live, usage) = futures::join!(
-        async {
-            crate::observe::get(&dst.client, &pvcs, Some(&t.destination_namespace), &t.destination_claim)
-                .await
-                .map_err(|e| format!("{}: reading destination PVC {}: {e}", dst.context, destination(t)))
-        },
-        async {
-            match t.usage {
-                Some(u) if t.read_from == VolumeSource::Live => Ok(u),
-                _ => measure(src, m, t, &read_claim).await,
-            }
-        }
-    );
-    let live = live?;
-    if let Some(pvc) = &live {
-        destination_free(dst, t, pvc).await?;
+    // The client pod can measure on its way to the copy (beside the tunnel coming up) instead
+    // of a probe pod before it, when the verdict needs nothing but a yes or no: the destination
+    // PVC is there and `grow` is off.
+    if let (true, None, Some(pvc)) = (in_pod && !m.options.grow, t.usage, &live) {
+        let capacity = volumes::pvc_capacity(pvc).unwrap_or(0);
+        return Ok(Ready {
+            read_claim,
+            usage: None,
+            measure: Some(objects::Measure { own_fs_limit: own_fs_limit(t), capacity }),
+            destination: live,
+            warnings: Vec::new(),
+        });
     }
-    let usage = usage?;
+    let usage = match t.usage {
+        Some(u) if t.read_from == VolumeSource::Live => u,
+        _ => measure(src, m, t, &read_claim).await?,
+    };
     let mut warnings = Vec::new();
-    say(format!(
-        "source data: {} in {} inodes (measured with {})",
-        super::human_bytes(usage.bytes),
-        usage.inodes,
-        method_name(usage.method)
-    ));
-    let capacity = volumes::pvc_capacity(live.as_ref().unwrap_or(&t.destination)).unwrap_or(0);
-    let check = volumes::check_capacity(&usage, capacity, m.options.grow);
-    // A live PVC that already asks for enough but holds less: an expansion that has not
-    // happened (or cannot); raising the request again would change nothing.
-    let requested = live.as_ref().and_then(|p| p.pointer("/spec/resources/requests/storage")).and_then(Value::as_str);
-    if let (CapacityCheck::Grow { .. } | CapacityCheck::TooSmall { .. }, Some(r)) = (&check, requested)
-        && crate::spec::parse_size(r).is_some_and(|r| r >= volumes::required_bytes(&usage))
-    {
-        return Err(format!(
-            "destination PVC {} requests {r} but its volume holds {}, and the data of {}/{} needs {} with headroom: an expansion has not completed (does storage class {} allow volume expansion?). Wait for it, or delete the destination PVC so mtcd creates it at the size the data needs, and run again",
-            destination(t),
-            super::human_bytes(capacity),
-            t.namespace,
-            t.claim,
-            super::human_bytes(volumes::required_bytes(&usage)),
-            live.as_ref().and_then(|p| p.pointer("/spec/storageClassName")).and_then(Value::as_str).unwrap_or("(none)")
-        ));
-    }
+    say(usage_message(&usage));
+    let (check, capacity) = verdict(t, &usage, live.as_ref(), m.options.grow)?;
     match check {
         CapacityCheck::Fits => {
             if live.is_none() {
@@ -154,7 +158,7 @@ pub async fn check(
         CapacityCheck::Grow { request } => {
             let note = format!(
                 "destination PVC {} request raised from {} to {request} (dvm.grow: the data needs {} with headroom)",
-                destination(t),
+                destination_name(t),
                 super::human_bytes(capacity),
                 super::human_bytes(volumes::required_bytes(&usage))
             );
@@ -173,7 +177,7 @@ pub async fn check(
                         format!(
                             "{}: dvm.grow could not raise destination PVC {} to {request}: {e}. Its storage class may not allow expansion: delete the destination PVC (mtcd then creates it at {request}) or make it larger by hand, and run again",
                             dst.context,
-                            destination(t)
+                            destination_name(t)
                         )
                     })?;
                 }
@@ -182,10 +186,54 @@ pub async fn check(
             warnings.push(note);
         }
     }
-    Ok(Ready { read_claim, usage, warnings })
+    Ok(Ready { read_claim, usage: Some(usage), measure: None, destination: live, warnings })
 }
 
-fn destination(t: &VolumeTransfer) -> String {
+/// `source data: 1.5 GiB in 1200 inodes (measured with du)`.
+pub fn usage_message(usage: &Usage) -> String {
+    format!(
+        "source data: {} in {} inodes (measured with {})",
+        super::human_bytes(usage.bytes),
+        usage.inodes,
+        method_name(usage.method)
+    )
+}
+
+/// The measured data against the destination PVC (`live`, or the one the plan would create)
+/// and its capacity; `Err` when a larger request cannot help: the PVC already asks for enough
+/// but holds less — an expansion that has not happened (or cannot).
+pub fn verdict(
+    t: &VolumeTransfer,
+    usage: &Usage,
+    live: Option<&Value>,
+    grow: bool,
+) -> Result<(CapacityCheck, u64), String> {
+    let capacity = volumes::pvc_capacity(live.unwrap_or(&t.destination)).unwrap_or(0);
+    let check = volumes::check_capacity(usage, capacity, grow);
+    let requested = live.and_then(|p| p.pointer("/spec/resources/requests/storage")).and_then(Value::as_str);
+    if let (CapacityCheck::Grow { .. } | CapacityCheck::TooSmall { .. }, Some(r)) = (&check, requested)
+        && crate::spec::parse_size(r).is_some_and(|r| r >= volumes::required_bytes(usage))
+    {
+        return Err(format!(
+            "destination PVC {} requests {r} but its volume holds {}, and the data of {}/{} needs {} with headroom: an expansion has not completed (does storage class {} allow volume expansion?). Wait for it, or delete the destination PVC so mtcd creates it at the size the data needs, and run again",
+            destination_name(t),
+            super::human_bytes(capacity),
+            t.namespace,
+            t.claim,
+            super::human_bytes(volumes::required_bytes(usage)),
+            live.and_then(|p| p.pointer("/spec/storageClassName")).and_then(Value::as_str).unwrap_or("(none)")
+        ));
+    }
+    Ok((check, capacity))
+}
+
+/// A mount larger than twice the PV is not the volume's own file system (`df` would count
+/// other volumes' data): then `du` measures.
+fn own_fs_limit(t: &VolumeTransfer) -> u64 {
+    volumes::pvc_capacity(&t.source).unwrap_or(0).saturating_mul(2)
+}
+
+fn destination_name(t: &VolumeTransfer) -> String {
     format!("{}/{}", t.destination_namespace, t.destination_claim)
 }
 
@@ -210,7 +258,7 @@ async fn destination_free(dst: &Cluster, t: &VolumeTransfer, pvc: &Value) -> Res
             .collect();
         return Err(format!(
             "destination PVC {} is Terminating (deleted at {since}{}): mtcd does not copy into a volume that is going away. Wait until it is gone (mtcd then creates it anew) or remove what holds it, and run again",
-            destination(t),
+            destination_name(t),
             if finalizers.is_empty() {
                 String::new()
             } else {
@@ -237,7 +285,7 @@ async fn destination_free(dst: &Cluster, t: &VolumeTransfer, pvc: &Value) -> Res
     if let Some(user) = list.items.iter().find(|p| mounts(p, &t.destination_claim)) {
         return Err(format!(
             "destination PVC {} ({}) is mounted by running pod {}/{}: the transfer server cannot mount it beside that pod, and copying under a running application would change its files as it uses them. Stop that pod (mtcd holds destination workloads at 0 replicas until cutover; something else started this one) and run again",
-            destination(t),
+            destination_name(t),
             modes.join(", "),
             t.destination_namespace,
             user.metadata.name.as_deref().unwrap_or_default()
@@ -277,14 +325,13 @@ pub async fn measure(src: &Cluster, m: &VolumePlan, t: &VolumeTransfer, read_cla
     let pod_name = format!("{}/{name}", t.namespace);
     // A snapshot's clone is mounted by nobody else: no node to follow.
     let node = if read_claim == t.claim { super::placement(&pods, t).await? } else { None };
-    let own_fs_limit = volumes::pvc_capacity(&t.source).unwrap_or(0).saturating_mul(2);
     let pod = objects::probe_pod(
         &t.namespace,
         &m.migration,
         &name,
         read_claim,
         &m.options,
-        own_fs_limit,
+        own_fs_limit(t),
         node.as_ref().map(|(n, _)| n.as_str()),
     );
     wait::delete_pod(&pods, &name).await;
@@ -327,7 +374,7 @@ pub async fn measure(src: &Cluster, m: &VolumePlan, t: &VolumeTransfer, read_cla
 }
 
 /// `mtcd-usage: <df|du> <bytes> <inodes>`.
-fn parse_usage(log: &str) -> Option<Usage> {
+pub fn parse_usage(log: &str) -> Option<Usage> {
     let line = log.lines().find_map(|l| l.trim().strip_prefix("mtcd-usage: "))?;
     let mut parts = line.split_whitespace();
     let method = match parts.next()? {

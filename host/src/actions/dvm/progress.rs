@@ -18,6 +18,13 @@ pub struct Progress {
     pub eta_seconds: Option<u64>,
 }
 
+/// A progress redraw by its shape (bytes, then a percentage), without parsing it.
+pub fn is_progress(line: &str) -> bool {
+    let mut parts = line.split_whitespace();
+    parts.next().is_some_and(|b| b.bytes().all(|c| c.is_ascii_digit() || c == b','))
+        && parts.next().is_some_and(|p| p.strip_suffix('%').is_some_and(|n| n.bytes().all(|c| c.is_ascii_digit())))
+}
+
 pub fn parse_progress(line: &str) -> Option<Progress> {
     let mut parts = line.split_whitespace();
     let bytes = parts.next()?.replace(',', "").parse().ok()?;
@@ -142,6 +149,9 @@ mod tests {
         let done = parse_progress("  2,147,483,648 100%  150.00MB/s    0:00:14 (xfr#4, to-chk=0/5)").unwrap();
         assert_eq!(done.eta_seconds, None, "at 100% the column is the time taken, not an estimate");
         assert!(parse_progress("sending incremental file list").is_none());
+        assert!(is_progress("    1,234,567  45%   10.50MB/s    0:00:12 (xfr#3, to-chk=7/10)"));
+        assert!(!is_progress("Number of files: 100,101 (reg: 100,000, dir: 101)"));
+        assert!(!is_progress("rsync: [sender] write error: Broken pipe (32)"));
     }
 
     #[test]
