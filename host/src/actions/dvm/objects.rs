@@ -264,6 +264,12 @@ pub fn client_script(module: &str, o: &DvmOptions, measure: Option<&Measure>) ->
     let flags = rsync_flags(o).join(" ");
     let timeout = o.tunnel_timeout.as_secs().max(1);
     let (measuring, room) = measure_parts(measure);
+    // The hard-link walk of a split volume runs while the tunnel comes up, not after it.
+    let crossing = if o.streams_per_pvc > 1 && o.hard_links {
+        "( cd /mnt/source && crossing_hard_links ) & crossing=$!\n"
+    } else {
+        ""
+    };
     let dest = format!("rsync://{RSYNC_USER}@127.0.0.1:{RSYNC_PORT}/{module}");
     let root = o.security.root();
     let copy = if root && o.streams_per_pvc == 1 {
@@ -288,7 +294,7 @@ pub fn client_script(module: &str, o: &DvmOptions, measure: Option<&Measure>) ->
         let n = o.streams_per_pvc;
         let split = if n > 1 {
             let crossing = if o.hard_links {
-                "if crossing_hard_links; then\n\
+                "if wait $crossing; then\n\
                  \x20   echo 'mtcd-transfer: note: hard links between top-level entries: copying this volume in one stream to keep them'\n\
                  \x20   split=no\n\
                  \x20 fi\n"
@@ -371,6 +377,7 @@ pub fn client_script(module: &str, o: &DvmOptions, measure: Option<&Measure>) ->
          \x20 done | sort -u | awk '{{ if (seen[$1]++) {{ found = 1; exit }} }} END {{ exit !found }}'\n\
          }}\n\
          {measuring}\
+         {crossing}\
          stunnel /etc/mtcd/stunnel-client.conf &\n\
          tunnel=$!\n\
          deadline=$(( $(date +%s) + {timeout} ))\n\
@@ -667,7 +674,8 @@ mod tests {
             "{four}"
         );
         assert!(
-            four.contains("if crossing_hard_links; then"),
+            four.contains("( cd /mnt/source && crossing_hard_links ) & crossing=$!")
+                && four.contains("if wait $crossing; then"),
             "hard links across entries fall back to one stream: {four}"
         );
     }
