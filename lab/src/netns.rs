@@ -194,6 +194,9 @@ impl LabNetwork {
             ip(&["-n", &name, "addr", "add", &format!("{addr}/{PREFIX_LEN}"), "dev", "eth0"])?;
             ip(&["-n", &name, "link", "set", "eth0", "up"])?;
             ip(&["-n", &name, "link", "set", "lo", "up"])?;
+            // What the lab namespace (router, LoadBalancers) still knows of an earlier pod
+            // with this address would send its packets to that pod's veth.
+            let _ = ip(&["-n", &self.name, "neigh", "flush", "to", &addr.to_string()]);
             Ok(())
         };
         if let Err(e) = setup() {

@@ -119,19 +119,28 @@ pub fn hosts_file_for(state_dir: &std::path::Path) -> PathBuf {
     state_dir.parent().unwrap_or(state_dir).join("hosts")
 }
 
-/// Pod IPs in use on this node.
+/// Pod IPs in use on this node, and the last one handed out.
 #[derive(Default)]
-pub(crate) struct IpPool(Mutex<BTreeSet<u8>>);
+pub(crate) struct IpPool(Mutex<(BTreeSet<u8>, u8)>);
 
 impl IpPool {
+    /// The next free address after the last one handed out, round the pool: an address just
+    /// given back is the last to be reused. A deleted pod's namespace (its veth, its address)
+    /// is destroyed by the kernel some time after `ip netns del`, and the router's ARP entry
+    /// for the address still names the old veth: a new pod given the same address at once
+    /// was unreachable for a minute (a stalled transfer in the DVM benchmark), as on a
+    /// network that hands a released address out again before the caches forget it.
     fn take(&self) -> Option<u8> {
-        let mut used = self.0.lock().expect("ip pool");
-        let n = (2u8..=254).find(|n| !used.contains(n))?;
+        let mut pool = self.0.lock().expect("ip pool");
+        let (used, last) = &mut *pool;
+        let mut after_last = (last.saturating_add(1).max(2)..=254).chain(2..=*last);
+        let n = after_last.find(|n| !used.contains(n))?;
         used.insert(n);
+        *last = n;
         Some(n)
     }
     fn give(&self, n: u8) {
-        self.0.lock().expect("ip pool").remove(&n);
+        self.0.lock().expect("ip pool").0.remove(&n);
     }
 }
 
@@ -264,6 +273,21 @@ pub(crate) async fn finish_delete(client: &kube::Client, p: &Pod) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_released_pod_address_is_the_last_to_be_handed_out_again() {
+        let pool = IpPool::default();
+        let (a, b) = (pool.take().unwrap(), pool.take().unwrap());
+        assert_eq!((a, b), (2, 3));
+        pool.give(a);
+        assert_eq!(pool.take(), Some(4), "not the address just released");
+        let rest: Vec<u8> = std::iter::from_fn(|| pool.take()).collect();
+        assert_eq!(rest.len(), 253 - 2, "every other address, then the released one");
+        assert_eq!(rest.last(), Some(&2));
+        assert_eq!(pool.take(), None, "the pool is exhausted");
+        pool.give(100);
+        assert_eq!(pool.take(), Some(100));
+    }
 
     #[test]
     fn classifies_images() {
