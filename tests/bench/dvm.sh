@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # DVM benchmark: mtcd through the lab vs rsync through stunnel started by hand vs rsync over
-# ssh (pv-migrate's transport), on the same data sets, interleaved (A B C A B C ...), medians
+# ssh (pv-migrate's transport) vs rsync through stunnel in hand-written lab pods (the same
+# network path as mtcd's), on the same data sets, interleaved (A B C A B C ...), medians
 # of RUNS runs. Usage: tests/bench/dvm.sh [RUNS]   Results: docs/benchmarks.md (DVM section).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -91,6 +92,90 @@ rsync --daemon --no-detach --port=18873 --config="$W/raw/rsyncd.conf" &
 stunnel "$W/raw/server.conf" 2>/dev/null &
 stunnel "$W/raw/client.conf" 2>/dev/null &
 
+# --- rsync through stunnel by hand, in pods, through the lab's router -----------------------
+# The data path mtcd's transfers take in the lab (client pod -> Route -> server pod, each in
+# its own network namespace, through the lab's router) with pods written by hand and no
+# mtcd: what the lab's network costs, apart from the engine. Same flags as the loopback run.
+K=(kubectl --kubeconfig "$W/lab/kubeconfig")
+SEC='{"runAsUser": 0, "runAsGroup": 0, "runAsNonRoot": false}'
+CAPS='{"capabilities": {"drop": ["ALL"], "add": ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "MKNOD", "SETFCAP", "SETGID", "SETUID"]}}'
+for set in large small; do
+  for c in lab-src lab-dst; do
+    "${K[@]}" --context $c -n bench-$set create secret generic hand-tls --from-file=tls.crt="$W/raw/tls/tls.crt" \
+      --from-file=tls.key="$W/raw/tls/tls.key" --from-file=ca.crt="$W/raw/tls/tls.crt" >/dev/null
+  done
+  printf 'uid = 0\ngid = 0\nuse chroot = no\nmunge symlinks = no\nnumeric ids = yes\npid file = /tmp/hand-rsyncd.pid\n[data]\npath = /mnt/data\nread only = false\n' > "$W/hand-rsyncd.conf"
+  printf 'foreground = yes\npid =\n[r]\naccept = 8443\nconnect = 127.0.0.1:8873\ncert = /etc/hand-tls/tls.crt\nkey = /etc/hand-tls/tls.key\nCAfile = /etc/hand-tls/ca.crt\nverifyChain = yes\nrequireCert = yes\n' > "$W/hand-server.conf"
+  "${K[@]}" --context lab-dst -n bench-$set create configmap hand --from-file=rsyncd.conf="$W/hand-rsyncd.conf" --from-file=server.conf="$W/hand-server.conf" >/dev/null
+  "${K[@]}" --context lab-dst -n bench-$set apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Service
+metadata: {name: hand}
+spec: {selector: {app: hand}, ports: [{name: tunnel, port: 443, targetPort: 8443}]}
+---
+apiVersion: route.openshift.io/v1
+kind: Route
+metadata: {name: hand}
+spec: {to: {kind: Service, name: hand}, port: {targetPort: tunnel}, tls: {termination: passthrough}}
+YAML
+  for _ in $(seq 1 50); do host=$("${K[@]}" --context lab-dst -n bench-$set get route hand -o jsonpath='{.status.ingress[0].host}') && [ -n "$host" ] && break; sleep 0.2; done
+  printf 'foreground = yes\npid =\n[r]\nclient = yes\naccept = 127.0.0.1:8873\nconnect = %s:443\nsni = %s\ncert = /etc/hand-tls/tls.crt\nkey = /etc/hand-tls/tls.key\nCAfile = /etc/hand-tls/ca.crt\nverifyChain = yes\n' "$host" "$host" > "$W/hand-client.conf"
+  "${K[@]}" --context lab-src -n bench-$set create configmap hand --from-file=client.conf="$W/hand-client.conf" >/dev/null
+done
+pod_phase() { "${K[@]}" --context "$1" -n "$2" get pod "$3" -o jsonpath='{.status.phase}' 2>/dev/null; }
+inlab() { # set -> "wall 0 0 0": rsync's own time inside the client pod, tunnel and daemon already up
+  local set=$1 p
+  # The server pod mounts the destination PVC only while it runs (mtcd refuses a PVC in use).
+  "${K[@]}" --context lab-dst -n bench-$set apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Pod
+metadata: {name: hand-server, labels: {app: hand}}
+spec:
+  restartPolicy: Always
+  terminationGracePeriodSeconds: 1
+  securityContext: $SEC
+  volumes:
+  - {name: conf, configMap: {name: hand}}
+  - {name: tls, secret: {secretName: hand-tls}}
+  - {name: data, persistentVolumeClaim: {claimName: data}}
+  containers:
+  - {name: rsync, image: quay.io/konveyor/rsync-transfer:latest, command: [rsync, --daemon, --no-detach, --port=8873, --config=/etc/hand/rsyncd.conf],
+     securityContext: $CAPS, volumeMounts: [{name: conf, mountPath: /etc/hand}, {name: data, mountPath: /mnt/data}]}
+  - {name: stunnel, image: quay.io/konveyor/rsync-transfer:latest, command: [stunnel, /etc/hand/server.conf],
+     volumeMounts: [{name: conf, mountPath: /etc/hand}, {name: tls, mountPath: /etc/hand-tls}]}
+YAML
+  for _ in $(seq 1 100); do [ "$(pod_phase lab-dst bench-$set hand-server)" = Running ] && break; sleep 0.1; done
+  "${K[@]}" --context lab-src -n bench-$set apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Pod
+metadata: {name: hand-client}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  securityContext: $SEC
+  volumes:
+  - {name: conf, configMap: {name: hand}}
+  - {name: tls, secret: {secretName: hand-tls}}
+  - {name: source, persistentVolumeClaim: {claimName: data, readOnly: true}}
+  containers:
+  - name: rsync
+    image: quay.io/konveyor/rsync-transfer:latest
+    securityContext: {capabilities: {drop: [ALL], add: [DAC_OVERRIDE]}}
+    volumeMounts: [{name: conf, mountPath: /etc/hand}, {name: tls, mountPath: /etc/hand-tls}, {name: source, mountPath: /mnt/source, readOnly: true}]
+    command:
+    - bash
+    - -c
+    - |
+      stunnel /etc/hand/client.conf & until rsync rsync://127.0.0.1:8873/ >/dev/null 2>&1; do sleep 0.1; done
+      t0=\$(date +%s.%N); rsync $FLAGS /mnt/source/ rsync://127.0.0.1:8873/data/ >/dev/null; rc=\$?; t1=\$(date +%s.%N)
+      echo "hand-time \$t0 \$t1 \$rc"; kill %1; exit \$rc
+YAML
+  for _ in $(seq 1 3000); do p=$(pod_phase lab-src bench-$set hand-client); [ "$p" = Succeeded ] || [ "$p" = Failed ] && break; sleep 0.1; done
+  "${K[@]}" --context lab-src -n bench-$set logs hand-client | awk '$1 == "hand-time" && $4 == 0 { printf "%.2f 0 0 0\n", $3 - $2; ok = 1 } END { if (!ok) print "failed" }'
+  "${K[@]}" --context lab-src -n bench-$set delete pod hand-client --wait=true >/dev/null
+  "${K[@]}" --context lab-dst -n bench-$set delete pod hand-server --wait=true >/dev/null
+}
+
 # --- rsync over ssh ------------------------------------------------------------------------
 mkdir -p "$W/ssh"
 ssh-keygen -q -t ed25519 -N '' -f "$W/ssh/host" <<<y >/dev/null
@@ -109,7 +194,7 @@ run() { # method set kind(full|resync) -> appends "method set kind seconds user 
   # Each run starts with no dirty pages left by the one before (writeback of 2 GiB would
   # otherwise land on whichever method runs next); not timed.
   case $m in
-    mtcd|mtcd-streams) [ "$kind" = full ] && find "$(cat "$W/dst-$set")" -mindepth 1 -delete ;;
+    mtcd|mtcd-streams|inlab) [ "$kind" = full ] && find "$(cat "$W/dst-$set")" -mindepth 1 -delete ;;
     stunnel) [ "$kind" = full ] && find "$W/raw/dst-$set" -mindepth 1 -delete ;;
     ssh) [ "$kind" = full ] && find "$W/ssh/dst-$set" -mindepth 1 -delete ;;
   esac
@@ -127,6 +212,7 @@ run() { # method set kind(full|resync) -> appends "method set kind seconds user 
   case $m in
     mtcd) out=$("${TIME[@]}" $BIN/mtcd --kubeconfig "$W/lab/kubeconfig" apply "$W/desired-$set.toml" 2>&1 >/dev/null | tail -1) || out="failed" ;;
     mtcd-streams) out=$("${TIME[@]}" $BIN/mtcd --kubeconfig "$W/lab/kubeconfig" apply "$W/desired-$set-streams.toml" 2>&1 >/dev/null | tail -1) || out="failed" ;;
+    inlab) out=$(inlab "$set") || out="failed" ;;
     stunnel) out=$("${TIME[@]}" rsync $FLAGS "$(cat "$W/src-$set")/" "rsync://127.0.0.1:18874/$set/" 2>&1 >/dev/null | tail -1) || out="failed" ;;
     ssh) out=$("${TIME[@]}" rsync $FLAGS -e "$SSH" "$(cat "$W/src-$set")/" "root@127.0.0.1:$W/ssh/dst-$set/" 2>&1 >/dev/null | tail -1) || out="failed" ;;
   esac
@@ -137,7 +223,7 @@ run() { # method set kind(full|resync) -> appends "method set kind seconds user 
 for r in $(seq 1 "$RUNS"); do
   echo "round $r/$RUNS" >&2
   # The order rotates every round, so no method always runs first (or after the same one).
-  order=(mtcd mtcd-streams stunnel ssh); k=$(( (r - 1) % 4 )); order=("${order[@]:k}" "${order[@]:0:k}")
+  order=(mtcd mtcd-streams inlab stunnel ssh); k=$(( (r - 1) % 5 )); order=("${order[@]:k}" "${order[@]:0:k}")
   for set in large small; do for m in "${order[@]}"; do run $m $set full; done; done
   # 1% of the small files change; every method re-syncs them.
   python3 - "$(cat "$W/src-small")" "$SMALL_FILES" "$r" <<'PY'
@@ -160,7 +246,7 @@ for line in open(path):
 size = {"large": lf * lm * 2**20, "small": sf * 4096}
 files = {"large": lf, "small": sf}
 med = lambda xs: statistics.median(xs)
-methods = ["mtcd", "mtcd-streams", "stunnel", "ssh"]
+methods = ["mtcd", "mtcd-streams", "inlab", "stunnel", "ssh"]
 print(f"Data sets: large = {lf} x {lm} MiB, small = {sf} x 4 KiB. Median of {runs} interleaved runs.\n")
 print("| set | method | wall s, median (min–max) | MB/s | files/s | client CPU s | machine CPU s | client peak RSS MiB |")
 print("|---|---|---|---|---|---|---|---|")
@@ -172,7 +258,7 @@ for s in ["large", "small"]:
         wall = med(walls); cpu = med([x[1] + x[2] for x in v]); rss = med([x[3] for x in v]) / 1024; mcpu = med([x[4] for x in v])
         print(f"| {s} | {m} | {wall:.2f} ({min(walls):.2f}–{max(walls):.2f}) | {size[s] / wall / 1e6:.1f} | {files[s] / wall:.0f} | {cpu:.2f} | {mcpu:.2f} | {rss:.1f} |")
 print("\n| ratio (throughput) | large | small |\n|---|---|---|")
-for a, b in [("mtcd", "stunnel"), ("mtcd", "ssh"), ("mtcd-streams", "stunnel"), ("mtcd-streams", "ssh"), ("stunnel", "ssh")]:
+for a, b in [("mtcd", "stunnel"), ("mtcd", "inlab"), ("mtcd", "ssh"), ("mtcd-streams", "stunnel"), ("mtcd-streams", "inlab"), ("mtcd-streams", "ssh"), ("inlab", "stunnel"), ("stunnel", "ssh")]:
     cells = []
     for s in ["large", "small"]:
         x, y = rows.get((a, s, "full")), rows.get((b, s, "full"))
