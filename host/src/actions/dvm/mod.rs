@@ -322,8 +322,10 @@ async fn run_namespace(
     // client pod measures its volume on its way to the copy (beside the tunnel coming up)
     // instead of a probe pod before it — on a real cluster, two pod starts less on the way
     // to the copy. A PVC found too small then fails in its client pod, before any data.
-    let early =
-        !o.grow && candidates.iter().all(|(t, live)| live.is_some() && t.read_from == crate::spec::VolumeSource::Live);
+    let early = !o.grow
+        && candidates
+            .iter()
+            .all(|(t, live)| live.is_some() && t.read_from == crate::spec::VolumeSource::Live && t.usage.is_none());
     let all: Vec<String> = candidates.iter().map(|(t, _)| t.destination_claim.clone()).collect();
     let server = async {
         server_secrets.await?;
@@ -719,8 +721,7 @@ async fn transfer_once(
                         progress: None,
                         message: Some(note.to_string()),
                     });
-                } else if let Some(u) = line.starts_with("mtcd-usage: ").then(|| preflight::parse_usage(line)).flatten()
-                {
+                } else if let Some(u) = preflight::parse_usage(line) {
                     heard.usage = Some(u);
                     events(DvmEvent {
                         pvc: label.clone(),

@@ -264,11 +264,17 @@ pub fn client_script(module: &str, o: &DvmOptions, measure: Option<&Measure>) ->
     let flags = rsync_flags(o).join(" ");
     let timeout = o.tunnel_timeout.as_secs().max(1);
     let (measuring, room) = measure_parts(measure);
-    // The hard-link walk of a split volume runs while the tunnel comes up, not after it.
-    let crossing = if o.streams_per_pvc > 1 && o.hard_links {
-        "( cd /mnt/source && crossing_hard_links ) & crossing=$!\n"
+    // A split volume's hard-link walk runs while the tunnel comes up; the split waits for it.
+    let (crossing_walk, crossing_check) = if o.streams_per_pvc > 1 && o.hard_links {
+        (
+            "( cd /mnt/source && crossing_hard_links ) & crossing=$!\n",
+            "if wait $crossing; then\n\
+             \x20   echo 'mtcd-transfer: note: hard links between top-level entries: copying this volume in one stream to keep them'\n\
+             \x20   split=no\n\
+             \x20 fi\n",
+        )
     } else {
-        ""
+        ("", "")
     };
     let dest = format!("rsync://{RSYNC_USER}@127.0.0.1:{RSYNC_PORT}/{module}");
     let root = o.security.root();
@@ -293,19 +299,11 @@ pub fn client_script(module: &str, o: &DvmOptions, measure: Option<&Measure>) ->
         let top = base.replace("--recursive", "--dirs");
         let n = o.streams_per_pvc;
         let split = if n > 1 {
-            let crossing = if o.hard_links {
-                "if wait $crossing; then\n\
-                 \x20   echo 'mtcd-transfer: note: hard links between top-level entries: copying this volume in one stream to keep them'\n\
-                 \x20   split=no\n\
-                 \x20 fi\n"
-            } else {
-                ""
-            };
             format!(
                 "split=yes\n\
                  if [ \"$count\" -le 1 ]; then split=no; fi\n\
                  if [ $split = yes ]; then\n\
-                 {crossing}\
+                 {crossing_check}\
                  fi\n"
             )
         } else {
@@ -377,7 +375,7 @@ pub fn client_script(module: &str, o: &DvmOptions, measure: Option<&Measure>) ->
          \x20 done | sort -u | awk '{{ if (seen[$1]++) {{ found = 1; exit }} }} END {{ exit !found }}'\n\
          }}\n\
          {measuring}\
-         {crossing}\
+         {crossing_walk}\
          stunnel /etc/mtcd/stunnel-client.conf &\n\
          tunnel=$!\n\
          deadline=$(( $(date +%s) + {timeout} ))\n\
@@ -678,6 +676,38 @@ mod tests {
                 && four.contains("if wait $crossing; then"),
             "hard links across entries fall back to one stream: {four}"
         );
+    }
+
+    /// The client pod's room check (shell) and the probe's (`check_capacity`) are one rule
+    /// written twice: they agree at and around every boundary.
+    #[test]
+    fn the_client_pods_room_check_is_the_probes_rule() {
+        use crate::plan::volumes::{CapacityCheck, Usage, UsageMethod, check_capacity, required_bytes};
+        let dir = std::env::temp_dir().join(format!("mtcd-room-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("usage");
+        for bytes in [0u64, 1, 99, 100, 101, 1 << 20, 16_781_312, 10_000_000_000, 1 << 40] {
+            let usage = Usage { bytes, inodes: 5, method: UsageMethod::Du };
+            let need = required_bytes(&usage);
+            for capacity in [need.saturating_sub(1), need, need + 1] {
+                let (_, room) = measure_parts(Some(&Measure { own_fs_limit: 0, capacity }));
+                std::fs::write(&file, format!("mtcd-usage: du {bytes} 5\n")).unwrap();
+                let script = format!(
+                    "finish() {{ exit $1; }}\ntrue & measuring=$!\n{}exit 0\n",
+                    room.replace("/tmp/mtcd-usage", file.to_str().unwrap())
+                );
+                let out = std::process::Command::new("bash").args(["-c", &script]).output().unwrap();
+                let no_room = out.status.code() == Some(exit::NO_ROOM);
+                let too_small = matches!(check_capacity(&usage, capacity, false), CapacityCheck::TooSmall { .. });
+                assert_eq!(
+                    no_room,
+                    too_small,
+                    "{bytes} bytes into {capacity}: {}",
+                    String::from_utf8_lossy(&out.stdout)
+                );
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Every variant of the client script is valid bash.

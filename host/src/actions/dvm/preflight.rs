@@ -126,10 +126,10 @@ pub async fn check(
             clone
         }
     };
-    // The client pod can measure on its way to the copy (beside the tunnel coming up) instead
-    // of a probe pod before it, when the verdict needs nothing but a yes or no: the destination
-    // PVC is there and `grow` is off.
-    if let (true, None, Some(pvc)) = (in_pod && !m.options.grow, t.usage, &live) {
+    // The client pod measures on its way to the copy (beside the tunnel coming up) instead of
+    // a probe pod before it, when the caller found that the verdict needs nothing but a yes or
+    // no (run_namespace: the destination PVC is there, `grow` is off, the source is live).
+    if let (true, Some(pvc)) = (in_pod, &live) {
         let capacity = volumes::pvc_capacity(pvc).unwrap_or(0);
         return Ok(Ready {
             read_claim,
