@@ -355,9 +355,44 @@ async fn a_transfer_image_that_cannot_be_pulled_fails_with_the_reason_and_leaves
         "fails at once, not after a timeout ({:?})",
         started.elapsed()
     );
+    let (src_left, dst_left) = (leftovers(&src, "shop").await, leftovers(&dst, "shop-prod").await);
     assert!(
-        leftovers(&src, "shop").await.is_empty() && leftovers(&dst, "shop-prod").await.is_empty(),
-        "transfer objects removed"
+        src_left.is_empty() && dst_left.is_empty(),
+        "transfer objects removed: source {src_left:?}, destination {dst_left:?}\n{out}"
+    );
+}
+
+/// A server pod that cannot start ends the run while a client pod's create is still on its way
+/// (a slow admission webhook on the source holds every pod write for a second): the create
+/// lands after mtcd gave up on it, and the cleanup must still find it. mtcd never abandons a
+/// create in flight.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_that_cannot_start_leaves_no_client_pod_even_when_writes_are_slow() {
+    let lab = Lab::up();
+    let slow = |ms: u32| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {}, namespace: {}}}\ndata: {{pods: \"{ms}\"}}\n",
+            mtcd_lab::api::ADMISSION_DELAY.1,
+            mtcd_lab::api::ADMISSION_DELAY.0
+        )
+    };
+    let seed = format!("{NS_YAML}{}---\n{}", pvc_yaml("data", "1Gi", "Filesystem"), slow(3000));
+    lab.seed_yaml("lab-src", &seed).await.unwrap();
+    lab.seed_yaml("lab-dst", &slow(300)).await.unwrap();
+    let src = lab.client("lab-src").await;
+    let dst = lab.client("lab-dst").await;
+    write(&pvc_dir(&src, "shop", "data").await.join("a.txt"), b"a\n");
+    let file = desired(&lab, "transfer_image = \"registry.invalid/no/such-image:1\"");
+    let run = lab.mtcd(&["apply", file.to_str().unwrap()]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let out = format!("{}{}", run.stdout, run.stderr);
+    assert!(out.contains("ErrImagePull"), "the reason is named:\n{out}");
+    // Whatever was on its way has landed by now.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (src_left, dst_left) = (leftovers(&src, "shop").await, leftovers(&dst, "shop-prod").await);
+    assert!(
+        src_left.is_empty() && dst_left.is_empty(),
+        "transfer objects removed: source {src_left:?}, destination {dst_left:?}\n{out}"
     );
 }
 

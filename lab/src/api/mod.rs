@@ -129,7 +129,15 @@ pub async fn start(cfg: ApiConfig, shutdown: CancellationToken) -> Result<ApiSer
                 let io = hyper_util::rt::TokioIo::new(tls);
                 let svc = hyper::service::service_fn(move |req| {
                     let st = st.clone();
-                    async move { Ok::<_, Infallible>(handle(st, req).await) }
+                    // Each request runs to its end, as in a Go server whose handler does not
+                    // stop when the client hangs up: a write the client gave up on still lands.
+                    async move {
+                        Ok::<_, Infallible>(
+                            tokio::spawn(handle(st, req))
+                                .await
+                                .unwrap_or_else(|e| error_response(&ApiError::Internal(e.to_string()))),
+                        )
+                    }
                 });
                 let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
                 // With upgrades: pods/exec switches the connection to WebSocket.
@@ -187,6 +195,19 @@ fn manager(req_ua: Option<&str>, q: &Query) -> String {
         return m.clone();
     }
     req_ua.and_then(|ua| ua.split('/').next()).filter(|s| !s.is_empty()).unwrap_or("unknown").to_string()
+}
+
+/// The ConfigMap that slows writes down: `data.<plural>: "<ms>"` delays every create,
+/// update and patch of that resource by that long, as a slow admission webhook (a policy
+/// engine, an image verifier) does on a real cluster. Tests use it to make the moment a
+/// write lands later than the moment its client asked.
+pub const ADMISSION_DELAY: (&str, &str) = ("kube-system", "mtcd-lab-admission-delay");
+
+fn admission_delay(state: &State, plural: &str) -> Option<std::time::Duration> {
+    let (ns, name) = ADMISSION_DELAY;
+    let cm = state.lock().get(&(String::new(), "configmaps".into()), ns, name)?;
+    let ms: u64 = cm["data"][plural].as_str()?.trim().parse().ok()?;
+    Some(std::time::Duration::from_millis(ms))
 }
 
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
@@ -373,6 +394,13 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         {
             return error_response(&e);
         }
+    }
+    if matches!(method, Method::POST | Method::PUT | Method::PATCH)
+        && let Some(delay) = admission_delay(&state, &ty.plural)
+    {
+        // Before the write, like a webhook call; a client that gives up meanwhile does not
+        // stop it (a real server, past its webhooks, writes what it admitted).
+        tokio::time::sleep(delay).await;
     }
     rest::take_warnings();
     let result: Result<(u16, Value), ApiError> = match (method, name, sub) {
