@@ -78,8 +78,27 @@ async fn stage_cutover_and_rollback() {
     assert_eq!(status["migrations"][0]["source_state"], "quiesced", "{status}");
     assert_eq!(status["migrations"][0]["destination_state"], "verified", "{status}");
 
+    // A rollback waits for the migration's lock like any run: while another run holds it
+    // (a re-sync, a cutover), the source is not started under it.
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(lab.client("lab-dst").await, "shop-prod");
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let held = serde_json::from_value(json!({
+        "metadata": {"name": "mtcd-shop", "namespace": "shop-prod"},
+        "spec": {"holderIdentity": "other-host/7", "leaseDurationSeconds": 30, "acquireTime": now, "renewTime": now},
+    }))
+    .unwrap();
+    leases.create(&Default::default(), &held).await.unwrap();
+    let run = lab.mtcd(&["rollback", "--lock-wait", "1s", f]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("other-host/7 (lease shop-prod/mtcd-shop"), "the holder is named: {}", run.stderr);
+    assert_eq!(replicas(&get(&lab, "lab-src", &deploy, "shop", "web").await), 0, "the source was not started");
+    assert_eq!(replicas(&get(&lab, "lab-dst", &deploy, "shop-prod", "web").await), 3, "the destination still runs");
+    leases.delete("mtcd-shop", &Default::default()).await.unwrap();
+
     let run = lab.mtcd(&["rollback", f]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(leases.get_opt("mtcd-shop").await.unwrap().is_none(), "the rollback released its lock");
     let src_web = get(&lab, "lab-src", &deploy, "shop", "web").await;
     assert_eq!(replicas(&src_web), 3);
     assert!(src_web["metadata"]["annotations"].get("mtcd.io/original-replicas").is_none());

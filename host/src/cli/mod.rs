@@ -58,7 +58,7 @@ pub enum Command {
     Cutover(CutoverArgs),
     /// Undo a cutover on the source side: restore replicas and CronJobs; scale the destination
     /// back to 0. Never deletes data.
-    Rollback(FileArgs),
+    Rollback(RollbackArgs),
     /// Where each migration stands.
     Status(FileArgs),
     /// Remove everything mtcd created for transfers (pods, services, routes, secrets).
@@ -114,6 +114,25 @@ pub struct CutoverArgs {
     /// destination held at 0).
     #[arg(long)]
     pub rollback_on_failure: bool,
+    #[command(flatten)]
+    pub lock: LockArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    #[command(flatten)]
+    pub file: FileArgs,
+    #[command(flatten)]
+    pub lock: LockArgs,
+}
+
+/// For the commands that hold the migrations' locks (engine::lease).
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    /// How long to wait for a migration's lock another run holds before giving up
+    /// (`0s`: refuse at once; default 40s).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub lock_wait: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -123,10 +142,8 @@ pub struct ApplyArgs {
     /// Keep re-syncing every `sync.interval` until stopped (Ctrl-C).
     #[arg(long)]
     pub watch: bool,
-    /// How long to wait for a migration's lock another run holds before giving up
-    /// (`0s`: refuse at once).
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
-    pub lock_wait: Option<std::time::Duration>,
+    #[command(flatten)]
+    pub lock: LockArgs,
     /// The cron schedule this run belongs to (what `mtcd deploy` passes to a CronJob's run):
     /// the run record's next sync time is computed from it.
     #[arg(long, value_name = "CRON", conflicts_with = "watch", value_parser = parse_schedule)]
@@ -183,7 +200,7 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Deploy(a) => return crate::deploy::run(a, &global).await.map(|()| Exit::Success),
         Command::Plan(a) => (a.options(), a.file, Lifecycle::Plan),
         Command::Apply(a) => {
-            let options = crate::engine::Options { lock_wait: a.lock_wait, ..a.file.options() };
+            let options = crate::engine::Options { lock_wait: a.lock.lock_wait, ..a.file.options() };
             if let Some(s) = a.schedule {
                 next_sync = crate::engine::NextSync::Cron(s);
             }
@@ -191,7 +208,7 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
             (options, a.file.file, if a.watch { Lifecycle::Watch } else { Lifecycle::Apply })
         }
         Command::Cutover(a) => (
-            a.plan.options(),
+            crate::engine::Options { lock_wait: a.lock.lock_wait, ..a.plan.options() },
             a.plan.file,
             Lifecycle::Cutover(crate::engine::CutoverFlags {
                 keep_source_quiesced: a.keep_source_quiesced,
@@ -199,7 +216,9 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
                 rollback_on_failure: a.rollback_on_failure,
             }),
         ),
-        Command::Rollback(a) => (none, a, Lifecycle::Rollback),
+        Command::Rollback(a) => {
+            (crate::engine::Options { lock_wait: a.lock.lock_wait, ..none }, a.file, Lifecycle::Rollback)
+        }
         Command::Status(a) => (none, a, Lifecycle::Status),
         Command::Cleanup(a) => (none, a, Lifecycle::Cleanup),
     };

@@ -121,7 +121,8 @@ impl Engine {
             match verified {
                 Ok(v) => report.verified = v,
                 Err(e) => {
-                    let rolled_back = if flags.rollback_on_failure { Some(self.rollback().await?) } else { None };
+                    let rolled_back =
+                        if flags.rollback_on_failure { Some(self.rollback_locked().await?) } else { None };
                     return Err(EngineError::Verify { cause: e, rolled_back: rolled_back.is_some() });
                 }
             }
@@ -176,7 +177,20 @@ impl Engine {
     }
 
     /// The source as it was, the destination held at 0. Deletes nothing.
+    ///
+    /// It holds the migrations' locks, as a cutover does: a rollback that ran while a cutover
+    /// or a re-sync was under way would start the source while the destination was being
+    /// started or written, the application running on both sides. It waits for them instead,
+    /// and refuses naming the holder after `lock_wait`.
     pub async fn rollback(&self) -> Result<RollbackReport, EngineError> {
+        let locks = self.lock().await?;
+        let result = self.rollback_locked().await;
+        locks.release().await;
+        result
+    }
+
+    /// [`Engine::rollback`] for a run that already holds the locks (a cutover rolling back).
+    async fn rollback_locked(&self) -> Result<RollbackReport, EngineError> {
         self.check_distinct().await?;
         let dst: Vec<String> = self.spec.migrations.iter().flat_map(|m| m.namespace_map.values().cloned()).collect();
         let src: Vec<String> = self.spec.migrations.iter().flat_map(|m| m.namespaces.iter().cloned()).collect();

@@ -122,9 +122,28 @@ impl ResultSet {
 
 /// Parses a results file, gzip or not (some object stores decompress on download).
 pub fn parse_results(data: &[u8]) -> Result<RestoreResults, String> {
+    parse_results_within(data, RESULTS_LIMIT)
+}
+
+/// The most a restore's results may take, downloaded and unpacked. Velero writes a few KiB;
+/// a store that serves more (a wrong object, a hostile URL, a gzip bomb) gets an error, not
+/// all of mtcd's memory.
+const RESULTS_LIMIT: u64 = 64 * 1024 * 1024;
+
+fn too_large(limit: u64) -> String {
+    format!(
+        "the results are larger than {}, more than Velero ever writes; not read",
+        crate::actions::dvm::human_bytes(limit)
+    )
+}
+
+fn parse_results_within(data: &[u8], limit: u64) -> Result<RestoreResults, String> {
     let text = if data.starts_with(&[0x1f, 0x8b]) {
         let mut s = Vec::new();
-        flate2::read::GzDecoder::new(data).read_to_end(&mut s).map_err(|e| format!("gunzip: {e}"))?;
+        flate2::read::GzDecoder::new(data).take(limit + 1).read_to_end(&mut s).map_err(|e| format!("gunzip: {e}"))?;
+        if s.len() as u64 > limit {
+            return Err(too_large(limit));
+        }
         s
     } else {
         data.to_vec()
@@ -387,35 +406,45 @@ async fn fetch_results(
     if url.is_empty() {
         return Err(err("the DownloadRequest was processed without a downloadURL".into()));
     }
-    let data = read_url(url).await.map_err(err)?;
+    let data = read_url(url, RESULTS_LIMIT).await.map_err(err)?;
     parse_results(&data).map_err(err)
 }
 
 /// `file://` (a storage location on a shared filesystem) or a presigned http(s) URL. The
 /// URL is a credential: it is never printed.
-async fn read_url(url: &str) -> Result<Vec<u8>, String> {
+async fn read_url(url: &str, limit: u64) -> Result<Vec<u8>, String> {
     let u = url::Url::parse(url).map_err(|e| format!("downloadURL is not a URL: {e}"))?;
     match u.scheme() {
         "file" => {
             let path = u.to_file_path().map_err(|()| "downloadURL is not a local path".to_string())?;
             // Within bounds, as every file mtcd reads (the results are gzip JSON of a few KiB).
             tokio::task::spawn_blocking(move || {
-                crate::spec::read_bounded(&path, 64 * 1024 * 1024, "Velero results file").map_err(|e| e.to_string())
+                crate::spec::read_bounded(&path, limit, "Velero results file").map_err(|e| e.to_string())
             })
             .await
             .map_err(|e| format!("reading the results: {e}"))?
         }
         "http" | "https" => {
             crate::tls::init();
-            let resp = reqwest::Client::new()
-                .get(u)
-                .send()
-                .await
-                .map_err(|e| format!("downloading the results: {}", e.without_url()))?;
+            let failed = |e: reqwest::Error| format!("downloading the results: {}", e.without_url());
+            // A store that stops answering ends the wait, as every other wait does.
+            let client = reqwest::Client::builder().timeout(Duration::from_secs(120)).build().map_err(failed)?;
+            let mut resp = client.get(u).send().await.map_err(failed)?;
             if !resp.status().is_success() {
                 return Err(format!("downloading the results: HTTP {}", resp.status()));
             }
-            resp.bytes().await.map(|b| b.to_vec()).map_err(|e| format!("downloading the results: {}", e.without_url()))
+            if resp.content_length().is_some_and(|n| n > limit) {
+                return Err(too_large(limit));
+            }
+            // Read as it arrives, so a body longer than it said is stopped at the limit too.
+            let mut data = Vec::new();
+            while let Some(chunk) = resp.chunk().await.map_err(failed)? {
+                if (data.len() + chunk.len()) as u64 > limit {
+                    return Err(too_large(limit));
+                }
+                data.extend_from_slice(&chunk);
+            }
+            Ok(data)
         }
         other => Err(format!("unsupported downloadURL scheme {other:?}")),
     }
@@ -503,10 +532,10 @@ mod tests {
         let body = json!({"errors": {"namespaces": {"shop-prod": ["error restoring services/shop-prod/web: x"]}}});
         let c = crate::testing::fake_cluster(vec![("/results", 200, body.clone())]).await;
         let url = format!("{}results", c.config.cluster_url);
-        let r = parse_results(&read_url(&url).await.unwrap()).unwrap();
+        let r = parse_results(&read_url(&url, RESULTS_LIMIT).await.unwrap()).unwrap();
         assert_eq!(r.errors.messages()[0].scope, "shop-prod");
         let missing = format!("{}other?X-Amz-Signature=secret", c.config.cluster_url);
-        let e = read_url(&missing).await.unwrap_err();
+        let e = read_url(&missing, RESULTS_LIMIT).await.unwrap_err();
         assert!(e.contains("HTTP 404") && !e.contains("secret"), "{e}");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("restore-x-results.gz");
@@ -514,8 +543,26 @@ mod tests {
         gz.write_all(body.to_string().as_bytes()).unwrap();
         std::fs::write(&path, gz.finish().unwrap()).unwrap();
         let url = url::Url::from_file_path(&path).unwrap().to_string();
-        assert_eq!(parse_results(&read_url(&url).await.unwrap()).unwrap(), r);
-        assert!(read_url("ftp://x/y").await.unwrap_err().contains("unsupported"));
+        assert_eq!(parse_results(&read_url(&url, RESULTS_LIMIT).await.unwrap()).unwrap(), r);
+        assert!(read_url("ftp://x/y", RESULTS_LIMIT).await.unwrap_err().contains("unsupported"));
+        // Larger than the limit, by http or from a file: an error, nothing kept.
+        let small = body.to_string().len() as u64 / 2;
+        let url = format!("{}results", c.config.cluster_url);
+        assert!(read_url(&url, small).await.unwrap_err().contains("larger than"));
+        let url = url::Url::from_file_path(&path).unwrap().to_string();
+        assert!(read_url(&url, 8).await.is_err());
+    }
+
+    #[test]
+    fn a_gzip_bomb_is_refused_at_the_limit() {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&vec![b' '; 1 << 20]).unwrap();
+        gz.write_all(b"{}").unwrap();
+        let bomb = gz.finish().unwrap();
+        assert!(bomb.len() < 8 * 1024, "{}", bomb.len());
+        let e = parse_results_within(&bomb, 64 * 1024).unwrap_err();
+        assert!(e.contains("larger than"), "{e}");
+        assert_eq!(parse_results_within(&bomb, 2 << 20).unwrap(), RestoreResults::default());
     }
 
     #[test]
