@@ -85,11 +85,50 @@ async fn a_destination_too_small_for_the_data_is_a_preflight_error_and_grow_rais
     let run = lab.mtcd(&["apply", file("grow = true").to_str().unwrap()]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert!(run.stderr.contains("request raised from 10.0 MiB to 17Mi"), "{}", run.stderr);
+    // The copy waited for the expansion (the lab's resizer takes 2 s, as real ones take a
+    // while): the volume holds the new size before any data arrives.
     let claim =
         Api::<PersistentVolumeClaim>::namespaced(lab.client("lab-dst").await, "shop-prod").get("data").await.unwrap();
     let request = claim.spec.unwrap().resources.unwrap().requests.unwrap()["storage"].0.clone();
     assert_eq!(request, "17Mi");
+    let capacity = claim.status.unwrap().capacity.unwrap()["storage"].0.clone();
+    assert_eq!(capacity, "17Mi", "grown before the copy");
+    assert!(run.stderr.contains("waiting for destination PVC shop-prod/data to grow to 17Mi"), "{}", run.stderr);
     assert_eq!(std::fs::read(dst.join("db.bin")).unwrap(), random_bytes(1, 16 << 20));
+    // And the next run finds a PVC that holds what it asks for.
+    let run = lab.mtcd(&["apply", file("grow = true").to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grow_on_a_class_that_does_not_allow_expansion_is_refused_by_the_server_and_named() {
+    let lab = Lab::up();
+    lab.seed_yaml("lab-src", SEED).await.unwrap();
+    let fixed = "---\napiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: fixed}\nprovisioner: lab.mtcd.io/local-path\nallowVolumeExpansion: false\n";
+    let claim = pvc("shop-prod", "data", "10Mi", "").replace("storageClassName: standard", "storageClassName: fixed");
+    lab.seed_yaml("lab-dst", &format!("{fixed}{}{claim}", namespace("shop-prod"))).await.unwrap();
+    let src = pv_dir(&lab.client("lab-src").await, "shop", "data").await;
+    std::fs::write(src.join("db.bin"), random_bytes(2, 16 << 20)).unwrap();
+    let dst = pv_dir(&lab.client("lab-dst").await, "shop-prod", "data").await;
+    let f = desired(&lab, "grow = true");
+    let text = std::fs::read_to_string(&f)
+        .unwrap()
+        .replace("[migration.dvm]", "exclude_kinds = [\"PersistentVolumeClaim\"]\n[migration.dvm]");
+    std::fs::write(&f, text).unwrap();
+    let run = lab.mtcd(&["apply", f.to_str().unwrap()]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("volume shop/data: FAILED")
+            && run.stdout.contains("dvm.grow could not raise destination PVC shop-prod/data to 17Mi")
+            && run.stdout.contains("the storageclass that provisions the pvc must support resize"),
+        "the server's refusal, with the PVC and the size:\n{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    assert!(is_empty(&dst), "nothing was copied");
+    let claim =
+        Api::<PersistentVolumeClaim>::namespaced(lab.client("lab-dst").await, "shop-prod").get("data").await.unwrap();
+    assert_eq!(claim.spec.unwrap().resources.unwrap().requests.unwrap()["storage"].0, "10Mi");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -348,6 +348,14 @@ async fn validation_errors_match_the_real_api_server() {
         "spec is immutable",
     )
     .await;
+    // A larger request is for bound claims (the provisioner binds this one at once).
+    let bound = |p: Option<&PersistentVolumeClaim>| {
+        p.and_then(|p| p.status.as_ref()).and_then(|s| s.phase.as_deref()) == Some("Bound")
+    };
+    tokio::time::timeout(Duration::from_secs(10), kube::runtime::wait::await_condition(pvcs.clone(), "data", bound))
+        .await
+        .expect("bound")
+        .unwrap();
     pvcs.patch(
         "data",
         &PatchParams::default(),
@@ -355,6 +363,15 @@ async fn validation_errors_match_the_real_api_server() {
     )
     .await
     .unwrap();
+    // The resizer marks it Resizing, and the capacity follows (controllers/resizer.rs).
+    let capacity = |p: Option<&PersistentVolumeClaim>| {
+        p.and_then(|p| p.status.as_ref()?.capacity.as_ref()?.get("storage").map(|q| q.0.clone()))
+    };
+    let grown = move |p: Option<&PersistentVolumeClaim>| capacity(p).as_deref() == Some("2Gi");
+    tokio::time::timeout(Duration::from_secs(10), kube::runtime::wait::await_condition(pvcs.clone(), "data", grown))
+        .await
+        .expect("grown by the resizer")
+        .unwrap();
     expect_invalid(
         pvcs.patch(
             "data",

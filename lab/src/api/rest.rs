@@ -758,6 +758,9 @@ impl State {
                 validate::validate_data_keys(ty, name, &new)?;
             }
             validate::check_update(ty, name, old, &mut new)?;
+            if ty.group.is_empty() && ty.plural == "persistentvolumeclaims" {
+                validate::admit_resize(store, ty, name, old, &new)?;
+            }
             if ty.group.is_empty() && ty.plural == "services" {
                 validate::service_allocate(store, self.cidr, ns, name, Some(old), &mut new, true)?;
             }

@@ -895,6 +895,42 @@ fn immutable(ty: &ResourceType, name: &str, field: &str, value: &Value) -> ApiEr
     ApiError::invalid(&ty.kind, &ty.group, name, field, format!("Invalid value: {}: field is immutable", value))
 }
 
+/// The PersistentVolumeClaimResize admission plugin: a larger request is for bound claims
+/// only (validation), and only when the claim's storage class allows expansion (admission, a
+/// 403 as on a real server).
+pub fn admit_resize(store: &Store, ty: &ResourceType, name: &str, old: &Value, new: &Value) -> Result<(), ApiError> {
+    let q = |v: &Value| v["spec"]["resources"]["requests"]["storage"].as_str().and_then(parse_quantity);
+    let (Some(o), Some(n)) = (q(old), q(new)) else { return Ok(()) };
+    if n == o {
+        return Ok(());
+    }
+    if old["status"]["phase"] != "Bound" {
+        return Err(ApiError::Invalid {
+            kind: ty.kind.clone(),
+            group: String::new(),
+            name: name.into(),
+            causes: vec![Cause { reason: "FieldValueForbidden", field: "spec".into(), message: "Forbidden: spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims".into() }],
+        });
+    }
+    let class = old["spec"]["storageClassName"].as_str().unwrap_or_default();
+    let allows = !class.is_empty()
+        && store
+            .get(&("storage.k8s.io".into(), "storageclasses".into()), "", class)
+            .is_some_and(|sc| sc["allowVolumeExpansion"].as_bool() == Some(true));
+    if allows {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden {
+        message: format!(
+            "{} \"{name}\" is forbidden: only dynamically provisioned pvc can be resized and the storageclass that provisions the pvc must support resize",
+            ty.qualified()
+        ),
+        name: name.into(),
+        kind: ty.plural.clone(),
+        group: String::new(),
+    })
+}
+
 /// Update checks: immutable fields and status carry-over rules of built-in types.
 pub fn check_update(ty: &ResourceType, name: &str, old: &Value, new: &mut Value) -> Result<(), ApiError> {
     match (ty.group.as_str(), ty.kind.as_str()) {

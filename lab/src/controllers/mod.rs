@@ -1,11 +1,12 @@
 //! The controllers a cluster has, as ordinary API clients: namespace defaults and lifecycle,
-//! a local-path provisioner, and replica status for workloads.
+//! a local-path provisioner and its resizer, and replica status for workloads.
 //!
 //! Each controller is a kube-rs watcher loop; every write goes through the API, so the same
 //! code would drive a real API server.
 
 mod endpoints;
 mod jobs;
+mod resizer;
 pub mod snapshots;
 mod static_pv;
 mod velero;
@@ -81,6 +82,7 @@ pub async fn run(client: kube::Client, cfg: ControllerConfig, shutdown: Cancella
     tasks.spawn(namespaces(client.clone(), cfg.clone(), shutdown.clone()));
     tasks.spawn(provisioner(client.clone(), cfg.clone(), shutdown.clone()));
     tasks.spawn(static_pv::run(client.clone(), shutdown.clone()));
+    tasks.spawn(resizer::run(client.clone(), shutdown.clone()));
     tasks.spawn(jobs::run(client.clone(), shutdown.clone()));
     tasks.spawn(endpoints::run(client.clone(), shutdown.clone()));
     tasks.spawn(snapshots::run(client.clone(), cfg.storage_root.clone(), shutdown.clone()));

@@ -180,6 +180,8 @@ pub async fn check(
                             destination_name(t)
                         )
                     })?;
+                    say(format!("waiting for destination PVC {} to grow to {request}", destination_name(t)));
+                    wait_expanded(dst, t, &request).await?;
                 }
             }
             say(note.clone());
@@ -187,6 +189,95 @@ pub async fn check(
         }
     }
     Ok(Ready { read_claim, usage: Some(usage), measure: None, destination: live, warnings })
+}
+
+/// How long a destination PVC's expansion may take.
+const EXPANSION_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Where an expansion of a bound PVC stands, from its status.
+#[derive(Debug, PartialEq)]
+enum Expansion {
+    /// `status.capacity` holds the request.
+    Done,
+    /// The controller's part is done; the node grows the file system when a pod mounts the
+    /// volume (`FileSystemResizePending`) — the server pod's mount, before any data arrives.
+    AtMount,
+    /// The driver refused it (`ControllerResizeInfeasible`, `NodeResizeInfeasible`).
+    Refused(String),
+    Waiting,
+}
+
+fn expansion(pvc: &Value, want: u64) -> Expansion {
+    let status = pvc.get("status").unwrap_or(&Value::Null);
+    if status.pointer("/capacity/storage").and_then(Value::as_str).and_then(crate::spec::parse_size) >= Some(want) {
+        return Expansion::Done;
+    }
+    if let Some(s) = status.pointer("/allocatedResourceStatuses/storage").and_then(Value::as_str)
+        && s.ends_with("Infeasible")
+    {
+        return Expansion::Refused(s.to_string());
+    }
+    // `ControllerResizeError` / `NodeResizeError` are retried by the resizer: still waiting
+    // (the timeout's message quotes them).
+    let pending = conditions(pvc).into_iter().any(|(ty, _)| ty == "FileSystemResizePending");
+    if pending { Expansion::AtMount } else { Expansion::Waiting }
+}
+
+/// `(type, message)` of the PVC's true conditions.
+fn conditions(pvc: &Value) -> Vec<(String, String)> {
+    pvc.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|c| c.get("status").and_then(Value::as_str) == Some("True"))
+        .map(|c| {
+            let field = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+            (field("type"), field("message"))
+        })
+        .collect()
+}
+
+/// Waits until the expansion `grow` asked for has happened, so the copy starts into a volume
+/// that can hold the data: copying at the old size fills it and fails half-way with "no space
+/// left", and a re-run then meets a PVC that asks for more than it holds.
+async fn wait_expanded(dst: &Cluster, t: &VolumeTransfer, request: &str) -> Result<(), String> {
+    let Some(want) = crate::spec::parse_size(request) else { return Ok(()) };
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(dst.client.clone(), &t.destination_namespace, &resource_of("PersistentVolumeClaim"));
+    let ended = wait::until(api.clone(), &t.destination_claim, EXPANSION_TIMEOUT, move |o: Option<&DynamicObject>| {
+        o.is_none_or(|o| expansion(&o.data, want) != Expansion::Waiting)
+    })
+    .await;
+    let name = destination_name(t);
+    let late = async || {
+        let said: Vec<String> = match api.get_opt(&t.destination_claim).await {
+            Ok(Some(o)) => conditions(&o.data).into_iter().map(|(ty, m)| format!("{ty}: {m}")).collect(),
+            _ => Vec::new(),
+        };
+        let said = if said.is_empty() {
+            " (no condition: its storage driver's resizer may not be running)".to_string()
+        } else {
+            format!(" ({})", said.join("; "))
+        };
+        format!(
+            "{}: destination PVC {name} did not grow to {request} within {}s{said}; nothing was copied. Run again once `kubectl get pvc` shows the new capacity",
+            dst.context,
+            EXPANSION_TIMEOUT.as_secs()
+        )
+    };
+    match ended {
+        Ok(Some(o)) => match expansion(&o.data, want) {
+            Expansion::Done | Expansion::AtMount => Ok(()),
+            Expansion::Refused(why) => Err(format!(
+                "{}: destination PVC {name} could not grow to {request}: {why}. Delete it (mtcd then creates it at {request}) or make room by hand, and run again",
+                dst.context
+            )),
+            Expansion::Waiting => Err(late().await),
+        },
+        Ok(None) => Err(format!("{}: destination PVC {name} was deleted while it was growing", dst.context)),
+        Err(wait::WaitError::Timeout) => Err(late().await),
+        Err(wait::WaitError::Watch(e)) => Err(format!("{}: watching destination PVC {name}: {e}", dst.context)),
+    }
 }
 
 /// `source data: 1.5 GiB in 1200 inodes (measured with du)`.
@@ -396,5 +487,24 @@ mod tests {
             Some(Usage { bytes: 16_781_312, inodes: 5, method: UsageMethod::Du })
         );
         assert_eq!(parse_usage("du: cannot read directory\n"), None);
+    }
+
+    #[test]
+    fn an_expansion_is_done_at_the_capacity_or_the_mount_and_refused_when_the_driver_says_so() {
+        let want = 17 << 20;
+        let pvc = |status: Value| json!({"status": status});
+        assert_eq!(expansion(&pvc(json!({"capacity": {"storage": "17Mi"}})), want), Expansion::Done);
+        assert_eq!(expansion(&pvc(json!({"capacity": {"storage": "1Gi"}})), want), Expansion::Done);
+        let resizing = json!({"capacity": {"storage": "10Mi"}, "conditions": [{"type": "Resizing", "status": "True"}]});
+        assert_eq!(expansion(&pvc(resizing), want), Expansion::Waiting);
+        assert_eq!(expansion(&pvc(json!({"capacity": {"storage": "10Mi"}})), want), Expansion::Waiting);
+        let at_mount = json!({"capacity": {"storage": "10Mi"}, "conditions": [{"type": "FileSystemResizePending", "status": "True"}]});
+        assert_eq!(expansion(&pvc(at_mount), want), Expansion::AtMount);
+        let refused = json!({"capacity": {"storage": "10Mi"}, "allocatedResourceStatuses": {"storage": "ControllerResizeInfeasible"}});
+        assert_eq!(expansion(&pvc(refused), want), Expansion::Refused("ControllerResizeInfeasible".into()));
+        // Retried by the resizer: still waiting, and quoted if it never ends.
+        let failed = json!({"capacity": {"storage": "10Mi"}, "conditions": [{"type": "ControllerResizeError", "status": "True", "message": "quota exceeded"}]});
+        assert_eq!(expansion(&pvc(failed.clone()), want), Expansion::Waiting);
+        assert_eq!(conditions(&pvc(failed)), vec![("ControllerResizeError".to_string(), "quota exceeded".to_string())]);
     }
 }
