@@ -15,6 +15,7 @@ pub mod observe;
 pub mod plugins;
 pub mod progress;
 pub mod retry;
+pub mod stop;
 #[cfg(test)]
 mod testing;
 pub mod tls;

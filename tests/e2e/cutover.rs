@@ -159,6 +159,52 @@ async fn sigterm_during_cutover_puts_the_source_back() {
     source_runs_as_before(&lab).await;
 }
 
+/// SIGTERM while the quiesce's scale-down is still on its way to the API server (a slow
+/// admission webhook holds the source's Deployment writes for 3 s): mtcd lets the write land
+/// before it puts the source back, so the scale-down cannot arrive after the restore and leave
+/// the application stopped.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_while_the_scale_down_is_in_flight_still_leaves_the_source_running() {
+    let lab = Lab::up();
+    shop(&lab).await;
+    let file = desired(&lab, "", "");
+    let f = file.to_str().unwrap();
+    assert_eq!(lab.mtcd(&["apply", f]).code, 0);
+    let slow = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {}, namespace: {}}}\ndata: {{deployments: \"3000\"}}\n",
+        mtcd_lab::api::ADMISSION_DELAY.1,
+        mtcd_lab::api::ADMISSION_DELAY.0
+    );
+    lab.seed_yaml("lab-src", &slow).await.unwrap();
+    let log = lab.dir.join("lab.log");
+    let seen = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0) as usize;
+    let child = std::process::Command::new(mtcd_tests::bin("mtcd"))
+        .args(["--kubeconfig", lab.kubeconfig.to_str().unwrap(), "cutover", f])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Until the lab holds the scale-down of web.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read(&log).unwrap_or_default();
+        let new = String::from_utf8_lossy(&text[seen.min(text.len())..]).to_string();
+        if new.lines().any(|l| l.contains("admission delay: holding a write") && l.contains("deployments/web")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the scale-down never came");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("interrupted") && stderr.contains("The source was restored"), "{stderr}");
+    // Whatever was on its way has landed by now.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    source_runs_as_before(&lab).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_destination_that_does_not_become_available_is_reported_with_the_way_back() {
     let lab = Lab::up();

@@ -283,6 +283,39 @@ async fn cleanup_removes_everything_after_mtcd_is_killed_mid_transfer() {
     assert_eq!(leftovers(&dst, "shop-prod").await, Vec::<String>::new());
 }
 
+/// Ctrl-C mid-transfer: the copy stops at its next wait, the transfer objects are removed on
+/// both clusters before mtcd exits, and the PVC is reported as stopped.
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_mid_transfer_stops_the_copy_and_leaves_nothing() {
+    let lab = Lab::up();
+    lab.seed_yaml("lab-src", &format!("{NS_YAML}{}", pvc_yaml("data", "1Gi", "Filesystem"))).await.unwrap();
+    let src = lab.client("lab-src").await;
+    let dst = lab.client("lab-dst").await;
+    write(&pvc_dir(&src, "shop", "data").await.join("big.bin"), &pseudo_random(4, 30 << 20));
+    let file = desired(&lab, "bandwidth_limit = \"2MiB\"");
+    let child = std::process::Command::new(mtcd_tests::bin("mtcd"))
+        .args(["--kubeconfig", lab.kubeconfig.to_str().unwrap(), "apply", file.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while leftovers(&src, "shop").await.iter().all(|o| o != "Pod/mtcd-transfer-data") {
+        assert!(Instant::now() < deadline, "transfer never started");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stopped_at = Instant::now();
+    std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(stopped_at.elapsed() < Duration::from_secs(20), "stopped at once, not after the copy: {text}");
+    assert!(text.contains("volume shop/data: FAILED") && text.contains("stopped: interrupted"), "{text}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (src_left, dst_left) = (leftovers(&src, "shop").await, leftovers(&dst, "shop-prod").await);
+    assert!(src_left.is_empty() && dst_left.is_empty(), "left behind: {src_left:?} {dst_left:?}\n{text}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_block_volume_is_refused_not_copied_as_files() {
     let lab = Lab::up();

@@ -284,7 +284,7 @@ impl Lifecycle {
                 (exit, Report::Plan(planned.plan))
             }
             Lifecycle::Apply => {
-                let r = engine.apply(false).await?;
+                let r = stoppable(&engine, engine.apply(false)).await??;
                 (if r.failed() > 0 { Exit::Failed } else { Exit::Success }, Report::Apply(r))
             }
             Lifecycle::Watch => {
@@ -296,6 +296,25 @@ impl Lifecycle {
             Lifecycle::Status => (Exit::Success, Report::Status(engine.status().await?)),
             Lifecycle::Cleanup => (Exit::Success, Report::Cleanup(engine.cleanup().await?)),
         })
+    }
+}
+
+/// Runs `work`: the first Ctrl-C or SIGTERM tells it to stop at its next wait (its transfer
+/// pods are removed, what it did is reported); a second one stops at once, leaving what
+/// `mtcd cleanup` removes.
+async fn stoppable<T>(engine: &crate::engine::Engine, work: impl std::future::Future<Output = T>) -> anyhow::Result<T> {
+    let mut work = std::pin::pin!(work);
+    tokio::select! {
+        r = &mut work => return Ok(r),
+        () = interrupted() => {}
+    }
+    engine.interrupt("interrupted");
+    eprintln!("interrupted: stopping at the next wait (again to stop at once)");
+    tokio::select! {
+        r = &mut work => Ok(r),
+        () = interrupted() => anyhow::bail!(
+            "interrupted twice: stopped at once; transfer pods may be left behind (`mtcd cleanup FILE` removes them, as does the next apply)"
+        ),
     }
 }
 

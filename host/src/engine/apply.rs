@@ -172,7 +172,7 @@ impl Engine {
                     message: e.message,
                 })
             };
-            Ok(Some(dvm::run(&self.source, &self.destination, &m.volumes, &events).await))
+            Ok(Some(dvm::run(&self.source, &self.destination, &m.volumes, &events, &self.interrupt.subscribe()).await))
         };
         let volumes = match m.mode {
             // Velero's backup hooks ran around its Backup.

@@ -64,6 +64,9 @@ impl Engine {
         let names = before.plan.migrations.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(",");
 
         let t0 = Instant::now();
+        let check = || if self.interrupted() { Err(EngineError::Interrupted) } else { Ok(()) };
+        // Waits only read: an interrupt may end them where they are.
+        let interrupt = || crate::stop::stopped(self.interrupt.subscribe());
         let guarded = async {
             report.quiesced = quiesce::stop(&self.source, &source_namespaces).await?;
             self.events.emit(Event::Quiesced {
@@ -71,29 +74,47 @@ impl Engine {
                 scaled: report.quiesced.scaled.clone(),
                 suspended: report.quiesced.suspended.clone(),
             });
+            check()?;
             let waiting = |left: &[String], seconds: u64| {
                 self.events.emit(Event::QuiesceWaiting { migration: names.clone(), waiting_on: left.to_vec(), seconds })
             };
-            quiesce::wait_stopped(&self.source, &source_namespaces, self.spec.cutover.quiesce_timeout, &waiting)
-                .await?;
+            tokio::select! {
+                r = quiesce::wait_stopped(&self.source, &source_namespaces, self.spec.cutover.quiesce_timeout, &waiting) => r?,
+                _ = interrupt() => return Err(EngineError::Interrupted),
+            }
             report.quiesce_seconds = t0.elapsed().as_secs_f64();
             // The final sync sees the source as it is now, stopped; workloads stay held on
             // the destination until the data is complete.
             let t1 = Instant::now();
-            let after = self.plan_final_sync().await?;
+            let after = tokio::select! {
+                r = self.plan_final_sync() => r?,
+                _ = interrupt() => return Err(EngineError::Interrupted),
+            };
             super::apply::refuse(&after.plan, true)?;
+            check()?;
             report.sync = self.sync(&after.plan, &after.snapshot).await?;
             report.sync_seconds = t1.elapsed().as_secs_f64();
+            check()?;
             let failed = report.sync.failed();
             if failed > 0 {
                 return Err(EngineError::FinalSync { failed });
             }
             Ok::<_, EngineError>(after)
         };
-        let outcome = tokio::select! {
-            r = guarded => r,
-            () = stop => Err(EngineError::Interrupted),
+        // `stop` (Ctrl-C, SIGTERM) does not drop the work above: a write it has on its way (a
+        // workload's scale-down, a transfer pod) would land after the source was put back. It
+        // is told to stop, and stops at its next wait (crate::stop).
+        let outcome = {
+            let mut guarded = std::pin::pin!(guarded);
+            tokio::select! {
+                r = &mut guarded => r,
+                () = stop => {
+                    self.interrupt("interrupted");
+                    guarded.await
+                }
+            }
         };
+        let outcome = if self.interrupted() { Err(EngineError::Interrupted) } else { outcome };
         let after = match outcome {
             Ok(after) => after,
             Err(cause) => return Err(self.recover(cause, &source_namespaces, flags).await),

@@ -62,6 +62,9 @@ pub struct Engine {
     /// Registry clients, when a migration copies images. Built once: their connection pools
     /// and token caches are what make the copies cheap.
     registries: Option<Registries>,
+    /// Said once the run is interrupted (Ctrl-C, SIGTERM during a cutover): long work (volume
+    /// copies, waits) stops at its next wait instead of being dropped mid-write (crate::stop).
+    interrupt: tokio::sync::watch::Sender<Option<String>>,
 }
 
 impl Engine {
@@ -76,7 +79,17 @@ impl Engine {
             next_sync: NextSync::None,
             metrics: None,
             registries,
+            interrupt: crate::stop::channel().0,
         })
+    }
+
+    /// Tells the work under way to stop at its next wait (crate::stop).
+    pub fn interrupt(&self, why: &str) {
+        self.interrupt.send_replace(Some(why.to_string()));
+    }
+
+    fn interrupted(&self) -> bool {
+        self.interrupt.borrow().is_some()
     }
 
     fn registries(&self) -> Option<&Registries> {

@@ -18,7 +18,20 @@ impl Engine {
         loop {
             report.cycles += 1;
             let started = Instant::now();
-            let result = self.apply(false).await;
+            // A stop during a cycle lets the cycle end at its next wait (crate::stop): its
+            // transfer pods are removed, nothing it was writing is left on its way.
+            let mut stopping = false;
+            let result = {
+                let mut cycle = std::pin::pin!(self.apply(false));
+                tokio::select! {
+                    r = &mut cycle => r,
+                    () = &mut stop => {
+                        self.interrupt("interrupted");
+                        stopping = true;
+                        cycle.await
+                    }
+                }
+            };
             let seconds = started.elapsed().as_secs_f64();
             let event = match &result {
                 Ok(r) => Event::Cycle {
@@ -40,6 +53,9 @@ impl Engine {
             };
             report.last_failed = result.as_ref().map_or(true, |r| r.failed() > 0);
             self.events.emit(event);
+            if stopping {
+                break;
+            }
             // The next grid point after now; the ones this cycle ran over are missed.
             let elapsed = started.elapsed();
             let missed = if interval.is_zero() { 0 } else { (elapsed.as_nanos() / interval.as_nanos()) as u64 };

@@ -400,6 +400,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     {
         // Before the write, like a webhook call; a client that gives up meanwhile does not
         // stop it (a real server, past its webhooks, writes what it admitted).
+        tracing::info!(cluster = %state.cluster, method = %method, %path, ms = delay.as_millis() as u64, "admission delay: holding a write");
         tokio::time::sleep(delay).await;
     }
     rest::take_warnings();

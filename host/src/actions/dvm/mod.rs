@@ -31,6 +31,7 @@ use serde_json::{Value, json};
 use crate::cluster::Cluster;
 pub use crate::plan::volumes::{VolumePlan, VolumeTransfer};
 use crate::spec::EndpointKind;
+use crate::stop::Stop;
 use crate::transform::object;
 
 pub use progress::{Progress, Stats};
@@ -141,6 +142,7 @@ pub async fn run(
     dst: &Cluster,
     m: &VolumePlan,
     events: &(dyn Fn(DvmEvent) + Sync),
+    interrupt: &Stop,
 ) -> Result<Vec<VolumeResult>, DvmError> {
     let transfers = m.transfers.clone();
     let mut results = Vec::new();
@@ -176,7 +178,8 @@ pub async fn run(
             }
         }
         ensure_namespace(dst, &dns, &m.migration).await?;
-        let r = tracing::Instrument::instrument(run_namespace(src, dst, m, &ns, &transfers, events), span).await;
+        let r =
+            tracing::Instrument::instrument(run_namespace(src, dst, m, &ns, &transfers, events, interrupt), span).await;
         // Whatever happened, leave nothing behind.
         let _ = futures::join!(cleanup_namespace(src, &ns, &m.migration), cleanup_namespace(dst, &dns, &m.migration));
         results.extend(r?);
@@ -248,6 +251,7 @@ async fn run_namespace(
     ns: &str,
     transfers: &[VolumeTransfer],
     events: &(dyn Fn(DvmEvent) + Sync),
+    interrupt: &Stop,
 ) -> Result<Vec<VolumeResult>, DvmError> {
     let dns = transfers[0].destination_namespace.clone();
     let o = &m.options;
@@ -349,6 +353,10 @@ async fn run_namespace(
     if ready.is_empty() {
         return Ok(results);
     }
+    if crate::stop::is_stopped(interrupt) {
+        results.extend(ready.iter().map(|(t, _)| fail_now(t, "interrupted before the copy started".into(), events)));
+        return Ok(results);
+    }
     server?;
     if !early {
         let claims: Vec<String> = ready.iter().map(|(t, _)| t.destination_claim.clone()).collect();
@@ -361,11 +369,18 @@ async fn run_namespace(
     // A server pod that cannot start stops the copies, each at its next wait and never inside
     // a create: a copy dropped with its pod's create in flight leaves a pod that lands after
     // the cleanup has listed (a CI run did).
-    let (stop, stopped) = tokio::sync::watch::channel(None);
+    let (stop, stopped) = crate::stop::channel();
     let mut copies = std::pin::pin!(
-        futures::stream::iter(ready.iter().map(|(t, pre)| transfer_with_retries(src, m, t, pre, events, &stopped)))
-            .buffer_unordered(o.parallel.max(1))
-            .collect::<Vec<_>>()
+        futures::stream::iter(ready.iter().map(|(t, pre)| transfer_with_retries(
+            src,
+            m,
+            t,
+            pre,
+            events,
+            [&stopped, interrupt]
+        )),)
+        .buffer_unordered(o.parallel.max(1))
+        .collect::<Vec<_>>()
     );
     let (copied, server_failed) = tokio::select! {
         results = &mut copies => (results, None),
@@ -501,7 +516,7 @@ async fn transfer_with_retries(
     t: &VolumeTransfer,
     pre: &preflight::Ready,
     events: &(dyn Fn(DvmEvent) + Sync),
-    stop: &Stop,
+    stops: [&Stop; 2],
 ) -> VolumeResult {
     let label = format!("{}/{}", t.namespace, t.claim);
     let started = Instant::now();
@@ -513,7 +528,7 @@ async fn transfer_with_retries(
     while attempt < attempts {
         attempt += 1;
         events(DvmEvent { pvc: label.clone(), phase: Phase::Pending, attempt, progress: None, message: None });
-        let job = Job { src, m, t, pre, events, stop };
+        let job = Job { src, m, t, pre, events, stops };
         match transfer_once(job, attempt, &mut heard).await {
             Ok(done) => {
                 if let Some(w) = done.warning {
@@ -559,7 +574,7 @@ async fn transfer_with_retries(
                 // The next attempt sees a stop at once.
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
-                    _ = stopped(stop.clone()) => {}
+                    _ = crate::stop::either(stops[0], stops[1]) => {}
                 }
                 delay = (delay * 2).min(Duration::from_secs(30));
             }
@@ -585,18 +600,8 @@ struct Job<'a> {
     t: &'a VolumeTransfer,
     pre: &'a preflight::Ready,
     events: &'a (dyn Fn(DvmEvent) + Sync),
-    stop: &'a Stop,
-}
-
-/// Why the copies must stop (`Some`): the server pod cannot start, so no copy can succeed.
-type Stop = tokio::sync::watch::Receiver<Option<String>>;
-
-/// Resolves with the reason once the copies must stop; never, if they need not.
-async fn stopped(mut stop: Stop) -> String {
-    match stop.wait_for(Option::is_some).await {
-        Ok(why) => why.clone().unwrap_or_default(),
-        Err(_) => futures::future::pending().await,
-    }
+    /// The server pod cannot start, or the run was interrupted (crate::stop).
+    stops: [&'a Stop; 2],
 }
 
 /// What client pods' logs said besides progress, kept across attempts: notes for the user
@@ -649,7 +654,7 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 /// One client pod run: create it, follow its log for progress, and judge it by its exit
 /// code and the evidence in its log (outcome::judge).
 async fn transfer_once(job: Job<'_>, attempt: u32, heard: &mut Heard) -> Result<outcome::Success, outcome::Failure> {
-    let Job { src, m, t, pre, events, stop } = job;
+    let Job { src, m, t, pre, events, stops } = job;
     let read_claim = pre.read_claim.as_str();
     let transient = |message: String| outcome::Failure { fatal: false, message };
     let name = objects::client_name(&t.claim);
@@ -668,7 +673,7 @@ async fn transfer_once(job: Job<'_>, attempt: u32, heard: &mut Heard) -> Result<
     };
     let node = tokio::select! {
         node = prepare => node?,
-        why = stopped(stop.clone()) => return Err(halt(why)),
+        why = crate::stop::either(stops[0], stops[1]) => return Err(halt(why)),
     };
     if let Some((node, user)) = &node {
         let message = format!("client pod on node {node}, beside pod {user} which mounts the volume (ReadWriteOnce)");
@@ -840,7 +845,7 @@ async fn transfer_once(job: Job<'_>, attempt: u32, heard: &mut Heard) -> Result<
     };
     tokio::select! {
         done = follow => done,
-        why = stopped(stop.clone()) => Err(halt(why)),
+        why = crate::stop::either(stops[0], stops[1]) => Err(halt(why)),
     }
 }
 
