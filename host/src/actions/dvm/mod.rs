@@ -651,15 +651,13 @@ async fn placement(pods: &Api<Pod>, t: &VolumeTransfer) -> Result<Option<(String
 /// How often a PVC's progress is shown at most.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
-/// One client pod run: create it, follow its log for progress, and judge it by its exit
-/// code and the evidence in its log (outcome::judge).
+/// One client pod run: create it, then follow it to its end. A stop (crate::stop) ends the
+/// run at a wait, never inside the create.
 async fn transfer_once(job: Job<'_>, attempt: u32, heard: &mut Heard) -> Result<outcome::Success, outcome::Failure> {
     let Job { src, m, t, pre, events, stops } = job;
     let read_claim = pre.read_claim.as_str();
-    let transient = |message: String| outcome::Failure { fatal: false, message };
     let name = objects::client_name(&t.claim);
     let label = format!("{}/{}", t.namespace, t.claim);
-    let pod_name = format!("{}/{name}", t.namespace);
     let pods: Api<Pod> = Api::namespaced(src.client.clone(), &t.namespace);
     let halt = |why: String| outcome::Failure { fatal: true, message: format!("stopped: {why}") };
     let prepare = async {
@@ -689,163 +687,176 @@ async fn transfer_once(job: Job<'_>, attempt: u32, heard: &mut Heard) -> Result<
         objects::ClientSetup { node: node.as_ref().map(|(n, _)| n.as_str()), measure: pre.measure.as_ref() },
     );
     // Never cut short (see run_namespace): once created, the pod is the cleanup's to find.
-    apply(src, &pod).await.map_err(|e| transient(e.to_string()))?;
-    let follow = async {
-        // Wait for the container to start (or fail to).
-        let started = wait::until(pods.clone(), &name, Duration::from_secs(120), |p: Option<&Pod>| {
-            p.is_none_or(|p| {
-                matches!(wait::phase(p), "Running" | "Succeeded" | "Failed")
-                    || wait::stuck(p, &["ErrImagePull"]).is_some()
-            })
-        })
-        .await;
-        match started {
-            Ok(Some(p)) => {
-                if let Some(why) = wait::stuck(&p, &["ErrImagePull"]) {
-                    return Err(transient(format!("pod {pod_name}: {why}")));
-                }
-            }
-            Ok(None) => return Err(transient(format!("client pod {pod_name} disappeared before it started"))),
-            Err(wait::WaitError::Timeout) => {
-                let why = pods
-                    .get_opt(&name)
-                    .await
-                    .ok()
-                    .flatten()
-                    .and_then(|p| wait::unschedulable(&p))
-                    .map(|w| format!(": {w}"))
-                    .unwrap_or_default();
-                return Err(transient(format!("pod {pod_name} did not start within 120s{why}")));
-            }
-            Err(wait::WaitError::Watch(e)) => return Err(transient(format!("watching pod {pod_name}: {e}"))),
-        }
-        let mut log = String::new();
-        let copying = Instant::now();
-        if let Ok(stream) = pods.log_stream(&name, &LogParams { follow: true, ..Default::default() }).await {
-            let mut stream = Box::pin(stream);
-            let mut phase = Phase::Pending;
-            // rsync redraws its progress line with '\r' after every file (≈ 75 bytes a file), so
-            // the log is read in whatever chunks arrive, split on both line ends, and only the
-            // newest redraw of a chunk is shown, at most every PROGRESS_EVERY: the work per
-            // chunk, not per file.
-            let mut pending: Vec<u8> = Vec::new();
-            let mut shown: Option<Instant> = None;
-            let mut ended = false;
-            while !ended {
-                match stream.as_mut().fill_buf().await {
-                    Ok([]) | Err(_) => ended = true,
-                    Ok(chunk) => {
-                        let n = chunk.len();
-                        pending.extend_from_slice(chunk);
-                        futures::AsyncBufRead::consume(stream.as_mut(), n);
-                    }
-                }
-                // Complete lines only, unless the log ended.
-                let end = if ended {
-                    pending.len()
-                } else {
-                    match pending.iter().rposition(|b| matches!(b, b'\n' | b'\r')) {
-                        Some(i) => i + 1,
-                        None => continue,
-                    }
-                };
-                let text = String::from_utf8_lossy(&pending[..end]).into_owned();
-                pending.drain(..end);
-                let mut newest = None;
-                for line in text.split(['\n', '\r']).filter(|l| !l.is_empty()) {
-                    if line.contains("mtcd-transfer: tunnel up") && phase == Phase::Pending {
-                        phase = Phase::TunnelUp;
-                        events(DvmEvent { pvc: label.clone(), phase, attempt, progress: None, message: None });
-                    } else if let Some(note) = line.trim().strip_prefix("mtcd-transfer: note: ") {
-                        if !heard.notes.iter().any(|n| n == note) {
-                            heard.notes.push(note.to_string());
-                        }
-                        events(DvmEvent {
-                            pvc: label.clone(),
-                            phase,
-                            attempt,
-                            progress: None,
-                            message: Some(note.to_string()),
-                        });
-                    } else if let Some(u) = preflight::parse_usage(line) {
-                        heard.usage = Some(u);
-                        events(DvmEvent {
-                            pvc: label.clone(),
-                            phase,
-                            attempt,
-                            progress: None,
-                            message: Some(preflight::usage_message(&u)),
-                        });
-                    } else if line.contains("mtcd-transfer: verifying") {
-                        events(DvmEvent {
-                            pvc: label.clone(),
-                            phase: Phase::Verifying,
-                            attempt,
-                            progress: None,
-                            message: None,
-                        });
-                    } else if progress::is_progress(line) {
-                        // Shown, not kept: judging needs only the other lines, and what is kept
-                        // grows with rsync's messages, not with the number of files.
-                        newest = Some(line);
-                        continue;
-                    }
-                    log.push_str(line);
-                    log.push('\n');
-                }
-                if let Some(mut p) = newest.and_then(progress::parse_progress)
-                    && shown.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY)
-                {
-                    shown = Some(Instant::now());
-                    p.elapsed_seconds = copying.elapsed().as_secs();
-                    phase = Phase::Transferring;
-                    events(DvmEvent { pvc: label.clone(), phase, attempt, progress: Some(p), message: None });
-                }
-            }
-        }
-        // The log ends when the container does; the pod's status then has the exit code, which
-        // decides (a log alone never does: pv-migrate #274).
-        let ended = wait::until(pods.clone(), &name, Duration::from_secs(60), |p: Option<&Pod>| {
-            p.is_none_or(|p| wait::exit_code(p).is_some())
-        })
-        .await;
-        let code = match ended {
-            Ok(Some(p)) => wait::exit_code(&p).unwrap_or(-1),
-            Ok(None) => return Err(transient(format!("client pod {pod_name} was deleted mid-transfer"))),
-            Err(wait::WaitError::Timeout) => {
-                return Err(transient(format!("pod {pod_name} still running 60s after its log ended")));
-            }
-            Err(wait::WaitError::Watch(e)) => return Err(transient(format!("watching pod {pod_name}: {e}"))),
-        };
-        if !log.contains("mtcd-transfer: done") {
-            // The followed log may have been cut short; the pod's whole log is the evidence.
-            if let Ok(full) = pods.logs(&name, &LogParams::default()).await {
-                log = full;
-            }
-        }
-        let _ = wait::delete_pod_now(&pods, &name).await;
-        match (code, heard.usage) {
-            // The client pod measured (no probe pod did) and found no room: the same verdict and
-            // message as a probe's, and nothing was copied.
-            (objects::exit::NO_ROOM, Some(u)) => {
-                let message = match preflight::verdict(t, &u, pre.destination.as_ref(), false) {
-                    Ok((crate::plan::volumes::CapacityCheck::TooSmall { needed, capacity }, _)) => {
-                        crate::plan::volumes::too_small_message(t, &u, needed, capacity)
-                    }
-                    Ok(_) => format!(
-                        "pod {pod_name}: the data of {label} does not fit destination PVC {}/{}",
-                        t.destination_namespace, t.destination_claim
-                    ),
-                    Err(message) => message,
-                };
-                Err(outcome::Failure { fatal: true, message })
-            }
-            _ => outcome::judge(code, &log, m.final_sync, &pod_name),
-        }
-    };
+    apply(src, &pod).await.map_err(|e| outcome::Failure { fatal: false, message: e.to_string() })?;
     tokio::select! {
-        done = follow => done,
+        done = follow(job, attempt, heard, &pods, &name) => done,
         why = crate::stop::either(stops[0], stops[1]) => Err(halt(why)),
+    }
+}
+
+/// The created client pod, to its end: started (or why not), its log followed for progress
+/// and what it says, then judged by its exit code and the evidence in that log
+/// (outcome::judge).
+async fn follow(
+    job: Job<'_>,
+    attempt: u32,
+    heard: &mut Heard,
+    pods: &Api<Pod>,
+    name: &str,
+) -> Result<outcome::Success, outcome::Failure> {
+    let Job { m, t, pre, events, .. } = job;
+    let transient = |message: String| outcome::Failure { fatal: false, message };
+    let label = format!("{}/{}", t.namespace, t.claim);
+    let pod_name = format!("{}/{name}", t.namespace);
+    // Wait for the container to start (or fail to).
+    let started = wait::until(pods.clone(), name, Duration::from_secs(120), |p: Option<&Pod>| {
+        p.is_none_or(|p| {
+            matches!(wait::phase(p), "Running" | "Succeeded" | "Failed") || wait::stuck(p, &["ErrImagePull"]).is_some()
+        })
+    })
+    .await;
+    match started {
+        Ok(Some(p)) => {
+            if let Some(why) = wait::stuck(&p, &["ErrImagePull"]) {
+                return Err(transient(format!("pod {pod_name}: {why}")));
+            }
+        }
+        Ok(None) => return Err(transient(format!("client pod {pod_name} disappeared before it started"))),
+        Err(wait::WaitError::Timeout) => {
+            let why = pods
+                .get_opt(name)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|p| wait::unschedulable(&p))
+                .map(|w| format!(": {w}"))
+                .unwrap_or_default();
+            return Err(transient(format!("pod {pod_name} did not start within 120s{why}")));
+        }
+        Err(wait::WaitError::Watch(e)) => return Err(transient(format!("watching pod {pod_name}: {e}"))),
+    }
+    let mut log = String::new();
+    let copying = Instant::now();
+    if let Ok(stream) = pods.log_stream(name, &LogParams { follow: true, ..Default::default() }).await {
+        let mut stream = Box::pin(stream);
+        let mut phase = Phase::Pending;
+        // rsync redraws its progress line with '\r' after every file (≈ 75 bytes a file), so
+        // the log is read in whatever chunks arrive, split on both line ends, and only the
+        // newest redraw of a chunk is shown, at most every PROGRESS_EVERY: the work per
+        // chunk, not per file.
+        let mut pending: Vec<u8> = Vec::new();
+        let mut shown: Option<Instant> = None;
+        let mut ended = false;
+        while !ended {
+            match stream.as_mut().fill_buf().await {
+                Ok([]) | Err(_) => ended = true,
+                Ok(chunk) => {
+                    let n = chunk.len();
+                    pending.extend_from_slice(chunk);
+                    futures::AsyncBufRead::consume(stream.as_mut(), n);
+                }
+            }
+            // Complete lines only, unless the log ended.
+            let end = if ended {
+                pending.len()
+            } else {
+                match pending.iter().rposition(|b| matches!(b, b'\n' | b'\r')) {
+                    Some(i) => i + 1,
+                    None => continue,
+                }
+            };
+            let text = String::from_utf8_lossy(&pending[..end]).into_owned();
+            pending.drain(..end);
+            let mut newest = None;
+            for line in text.split(['\n', '\r']).filter(|l| !l.is_empty()) {
+                if line.contains("mtcd-transfer: tunnel up") && phase == Phase::Pending {
+                    phase = Phase::TunnelUp;
+                    events(DvmEvent { pvc: label.clone(), phase, attempt, progress: None, message: None });
+                } else if let Some(note) = line.trim().strip_prefix("mtcd-transfer: note: ") {
+                    if !heard.notes.iter().any(|n| n == note) {
+                        heard.notes.push(note.to_string());
+                    }
+                    events(DvmEvent {
+                        pvc: label.clone(),
+                        phase,
+                        attempt,
+                        progress: None,
+                        message: Some(note.to_string()),
+                    });
+                } else if let Some(u) = preflight::parse_usage(line) {
+                    heard.usage = Some(u);
+                    events(DvmEvent {
+                        pvc: label.clone(),
+                        phase,
+                        attempt,
+                        progress: None,
+                        message: Some(preflight::usage_message(&u)),
+                    });
+                } else if line.contains("mtcd-transfer: verifying") {
+                    events(DvmEvent {
+                        pvc: label.clone(),
+                        phase: Phase::Verifying,
+                        attempt,
+                        progress: None,
+                        message: None,
+                    });
+                } else if progress::is_progress(line) {
+                    // Shown, not kept: judging needs only the other lines, and what is kept
+                    // grows with rsync's messages, not with the number of files.
+                    newest = Some(line);
+                    continue;
+                }
+                log.push_str(line);
+                log.push('\n');
+            }
+            if let Some(mut p) = newest.and_then(progress::parse_progress)
+                && shown.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY)
+            {
+                shown = Some(Instant::now());
+                p.elapsed_seconds = copying.elapsed().as_secs();
+                phase = Phase::Transferring;
+                events(DvmEvent { pvc: label.clone(), phase, attempt, progress: Some(p), message: None });
+            }
+        }
+    }
+    // The log ends when the container does; the pod's status then has the exit code, which
+    // decides (a log alone never does: pv-migrate #274).
+    let ended = wait::until(pods.clone(), name, Duration::from_secs(60), |p: Option<&Pod>| {
+        p.is_none_or(|p| wait::exit_code(p).is_some())
+    })
+    .await;
+    let code = match ended {
+        Ok(Some(p)) => wait::exit_code(&p).unwrap_or(-1),
+        Ok(None) => return Err(transient(format!("client pod {pod_name} was deleted mid-transfer"))),
+        Err(wait::WaitError::Timeout) => {
+            return Err(transient(format!("pod {pod_name} still running 60s after its log ended")));
+        }
+        Err(wait::WaitError::Watch(e)) => return Err(transient(format!("watching pod {pod_name}: {e}"))),
+    };
+    if !log.contains("mtcd-transfer: done") {
+        // The followed log may have been cut short; the pod's whole log is the evidence.
+        if let Ok(full) = pods.logs(name, &LogParams::default()).await {
+            log = full;
+        }
+    }
+    let _ = wait::delete_pod_now(pods, name).await;
+    match (code, heard.usage) {
+        // The client pod measured (no probe pod did) and found no room: the same verdict and
+        // message as a probe's, and nothing was copied.
+        (objects::exit::NO_ROOM, Some(u)) => {
+            let message = match preflight::verdict(t, &u, pre.destination.as_ref(), false) {
+                Ok((crate::plan::volumes::CapacityCheck::TooSmall { needed, capacity }, _)) => {
+                    crate::plan::volumes::too_small_message(t, &u, needed, capacity)
+                }
+                Ok(_) => format!(
+                    "pod {pod_name}: the data of {label} does not fit destination PVC {}/{}",
+                    t.destination_namespace, t.destination_claim
+                ),
+                Err(message) => message,
+            };
+            Err(outcome::Failure { fatal: true, message })
+        }
+        _ => outcome::judge(code, &log, m.final_sync, &pod_name),
     }
 }
 
