@@ -136,7 +136,7 @@ fn ar(group: &str, kind: &str, plural: &str) -> ApiResource {
 }
 
 /// Transfer objects left in a namespace (there must be none after a transfer).
-async fn leftovers(client: &kube::Client, ns: &str) -> Vec<String> {
+pub(crate) async fn leftovers(client: &kube::Client, ns: &str) -> Vec<String> {
     let mut out = Vec::new();
     for (g, k, p) in [
         ("", "Pod", "pods"),

@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams};
 use mtcd_tests::Lab;
 
+use super::dvm::leftovers;
 use super::dvm_tree::{SEED, assert_identical, pv_dir};
 
 fn desired(lab: &Lab, dvm: &str) -> PathBuf {
@@ -228,4 +229,42 @@ async fn a_new_apply_first_removes_what_a_killed_run_left_behind_and_says_so() {
     assert!(secrets.get_opt("mtcd-transfer-client-tls").await.unwrap().is_none());
     let pods: Api<Pod> = Api::namespaced(lab.client("lab-dst").await, "shop-prod");
     assert!(pods.get_opt("mtcd-transfer-data").await.unwrap().is_none());
+}
+
+/// Ctrl-C while the probe pod is still starting (its image pull takes a minute): the run stops
+/// at once instead of after the pull and the measurement, and leaves nothing behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_while_the_probe_pod_is_starting_stops_at_once_and_leaves_nothing() {
+    let lab = Lab::up();
+    let slow = format!(
+        "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {}, namespace: {}}}\ndata:\n  pulls: \"quay.io/konveyor/rsync-transfer:latest 60000\"\n",
+        mtcd_lab::node::PULL_DELAY.1,
+        mtcd_lab::node::PULL_DELAY.0
+    );
+    lab.seed_yaml("lab-src", &format!("{SEED}{slow}")).await.unwrap();
+    let src = lab.client("lab-src").await;
+    std::fs::write(pv_dir(&src, "shop", "data").await.join("a.txt"), b"a\n").unwrap();
+    // grow: the probe pod measures before anything else starts.
+    let file = desired(&lab, "grow = true");
+    let child = Command::new(mtcd_tests::bin("mtcd"))
+        .args(["--kubeconfig", lab.kubeconfig.to_str().unwrap(), "apply", file.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while leftovers(&src, "shop").await.iter().all(|o| !o.starts_with("Pod/")) {
+        assert!(Instant::now() < deadline, "the probe pod never came");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stopped_at = Instant::now();
+    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(stopped_at.elapsed() < Duration::from_secs(20), "stopped at once, not after the pull: {text}");
+    assert!(text.contains("volume shop/data: FAILED") && text.contains("stopped while probe pod"), "{text}");
+    let dst = lab.client("lab-dst").await;
+    let (src_left, dst_left) = (leftovers(&src, "shop").await, leftovers(&dst, "shop-prod").await);
+    assert!(src_left.is_empty() && dst_left.is_empty(), "left behind: {src_left:?} {dst_left:?}\n{text}");
 }

@@ -11,6 +11,7 @@ pub mod container;
 pub mod exec;
 mod kubelet;
 mod pod;
+pub use pod::PULL_DELAY;
 pub mod security;
 
 use std::collections::{BTreeSet, HashMap, HashSet};

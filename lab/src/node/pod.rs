@@ -245,6 +245,14 @@ async fn drive(ctx: Arc<Ctx>, pod: Pod, kinds: Vec<ImageKind>, stop: Cancellatio
         stop.cancelled().await;
         return;
     }
+    // A slow pull (a large image, a far registry): the containers stay ContainerCreating.
+    if let Some(delay) = pull_delay(&ctx.node.client, &spec).await {
+        tracing::info!(ms = delay.as_millis() as u64, "image pull delay: pulling");
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
     let needs_processes = kinds.iter().any(|k| matches!(k, ImageKind::Transfer | ImageKind::Mtcd));
     let Some(n) = ctx.node.ips.take() else {
         tracing::error!("no pod address left");
@@ -287,6 +295,32 @@ async fn drive(ctx: Arc<Ctx>, pod: Pod, kinds: Vec<ImageKind>, stop: Cancellatio
     run_processes(&ctx, &pod, &kinds, ip, &stop).await;
     ctx.node.ips.give(n);
     let _ = std::fs::remove_dir_all(&ctx.dir);
+}
+
+/// The ConfigMap that makes image pulls slow: `data.pulls`, lines of `<image> <ms>`, holds a
+/// pod using that image in ContainerCreating that long, as pulling a large image from a far
+/// registry does. Tests use it to give a pod's start a length.
+pub const PULL_DELAY: (&str, &str) = ("kube-system", "mtcd-lab-image-pull-delay");
+
+/// The longest pull delay of the pod's images, if any is configured.
+async fn pull_delay(client: &kube::Client, spec: &k8s_openapi::api::core::v1::PodSpec) -> Option<Duration> {
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), PULL_DELAY.0);
+    let data = cms.get_opt(PULL_DELAY.1).await.ok().flatten()?.data?;
+    let delays: BTreeMap<&str, u64> = data
+        .get("pulls")?
+        .lines()
+        .filter_map(|l| {
+            let (image, ms) = l.trim().split_once(' ')?;
+            Some((image, ms.trim().parse().ok()?))
+        })
+        .collect();
+    spec.init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers)
+        .filter_map(|c| delays.get(c.image.as_deref()?).copied())
+        .max()
+        .map(Duration::from_millis)
 }
 
 async fn run_processes(

@@ -283,7 +283,9 @@ async fn run_namespace(
             }
             EndpointKind::LoadBalancer => {}
         }
-        let (host, port) = wait_endpoint(dst, &dns, o.endpoint, want_host).await?;
+        let (host, port) = wait::unless(interrupt, wait_endpoint(dst, &dns, o.endpoint, want_host))
+            .await
+            .map_err(|why| DvmError::Setup(format!("stopped while waiting for the transfer endpoint: {why}")))??;
         apply(src, &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("{}-client", objects::SERVER), "namespace": ns, "labels": l},
             "data": {"stunnel-client.conf": objects::stunnel_client_conf(&host, port)}})).await?;
         Ok::<_, DvmError>(())
@@ -338,9 +340,9 @@ async fn run_namespace(
         }
         Ok::<_, DvmError>(())
     };
-    let preflight = futures::future::join_all(
-        candidates.iter().map(|(t, live)| preflight::check(src, dst, m, t, live.clone(), early, events)),
-    );
+    let checks = preflight::Checks { src, dst, m, events, interrupt };
+    let preflight =
+        futures::future::join_all(candidates.iter().map(|(t, live)| preflight::check(&checks, t, live.clone(), early)));
     let (endpoint, client_secret, server, checks) =
         futures::join!(endpoint, apply(src, &client_secret), server, preflight);
     let mut ready: Vec<(VolumeTransfer, preflight::Ready)> = Vec::new();

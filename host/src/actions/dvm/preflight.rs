@@ -88,18 +88,22 @@ pub async fn destination(dst: &Cluster, t: &VolumeTransfer) -> Result<Option<Val
     Ok(live)
 }
 
+/// What every PVC's checks work with.
+#[derive(Clone, Copy)]
+pub struct Checks<'a> {
+    pub src: &'a Cluster,
+    pub dst: &'a Cluster,
+    pub m: &'a VolumePlan,
+    pub events: &'a (dyn Fn(DvmEvent) + Sync),
+    /// The run was interrupted: the waits (snapshot, probe pod, expansion) end at once.
+    pub interrupt: &'a crate::stop::Stop,
+}
+
 /// The rest of one PVC's checks, after [`destination`] gave `live`: the source measured, the
 /// data against the destination's capacity (raised with `grow`, the PVC created when it is
 /// not there); `Err` fails the PVC before anything is copied.
-pub async fn check(
-    src: &Cluster,
-    dst: &Cluster,
-    m: &VolumePlan,
-    t: &VolumeTransfer,
-    live: Option<Value>,
-    in_pod: bool,
-    events: &(dyn Fn(DvmEvent) + Sync),
-) -> Result<Ready, String> {
+pub async fn check(cx: &Checks<'_>, t: &VolumeTransfer, live: Option<Value>, in_pod: bool) -> Result<Ready, String> {
+    let Checks { src, dst, m, events, interrupt } = *cx;
     let label = format!("{}/{}", t.namespace, t.claim);
     let say = |message: String| {
         events(DvmEvent {
@@ -117,7 +121,7 @@ pub async fn check(
         VolumeSource::Live => t.claim.clone(),
         VolumeSource::Snapshot => {
             let class = super::snapshot::preflight(src, m, t).await?;
-            let clone = super::snapshot::take(src, m, t, &class).await?;
+            let clone = super::snapshot::take(src, m, t, &class, interrupt).await?;
             let (snap, _) = super::snapshot::names(&t.claim);
             say(format!(
                 "reading a point-in-time copy: VolumeSnapshot {}/{snap} (class {class}), restored as PVC {}/{clone}",
@@ -141,7 +145,7 @@ pub async fn check(
     }
     let usage = match t.usage {
         Some(u) if t.read_from == VolumeSource::Live => u,
-        _ => measure(src, m, t, &read_claim).await?,
+        _ => measure(src, m, t, &read_claim, interrupt).await?,
     };
     let mut warnings = Vec::new();
     say(usage_message(&usage));
@@ -181,7 +185,7 @@ pub async fn check(
                         )
                     })?;
                     say(format!("waiting for destination PVC {} to grow to {request}", destination_name(t)));
-                    wait_expanded(dst, t, &request).await?;
+                    wait_expanded(dst, t, &request, interrupt).await?;
                 }
             }
             say(note.clone());
@@ -240,14 +244,23 @@ fn conditions(pvc: &Value) -> Vec<(String, String)> {
 /// Waits until the expansion `grow` asked for has happened, so the copy starts into a volume
 /// that can hold the data: copying at the old size fills it and fails half-way with "no space
 /// left", and a re-run then meets a PVC that asks for more than it holds.
-async fn wait_expanded(dst: &Cluster, t: &VolumeTransfer, request: &str) -> Result<(), String> {
+async fn wait_expanded(
+    dst: &Cluster,
+    t: &VolumeTransfer,
+    request: &str,
+    interrupt: &crate::stop::Stop,
+) -> Result<(), String> {
     let Some(want) = crate::spec::parse_size(request) else { return Ok(()) };
     let api: Api<DynamicObject> =
         Api::namespaced_with(dst.client.clone(), &t.destination_namespace, &resource_of("PersistentVolumeClaim"));
-    let ended = wait::until(api.clone(), &t.destination_claim, EXPANSION_TIMEOUT, move |o: Option<&DynamicObject>| {
-        o.is_none_or(|o| expansion(&o.data, want) != Expansion::Waiting)
-    })
-    .await;
+    let ended = wait::unless(
+        interrupt,
+        wait::until(api.clone(), &t.destination_claim, EXPANSION_TIMEOUT, move |o: Option<&DynamicObject>| {
+            o.is_none_or(|o| expansion(&o.data, want) != Expansion::Waiting)
+        }),
+    )
+    .await
+    .map_err(|why| format!("stopped while destination PVC {} was growing: {why}", destination_name(t)))?;
     let name = destination_name(t);
     let late = async || {
         let said: Vec<String> = match api.get_opt(&t.destination_claim).await {
@@ -410,7 +423,13 @@ const MEASURE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Measures the source volume with a short-lived probe pod that mounts it read-only where the
 /// client pod would run: `df` when the mount is the volume's own file system (its size is
 /// within twice the PV's capacity), `du` otherwise.
-pub async fn measure(src: &Cluster, m: &VolumePlan, t: &VolumeTransfer, read_claim: &str) -> Result<Usage, String> {
+pub async fn measure(
+    src: &Cluster,
+    m: &VolumePlan,
+    t: &VolumeTransfer,
+    read_claim: &str,
+    interrupt: &crate::stop::Stop,
+) -> Result<Usage, String> {
     let pods: Api<Pod> = Api::namespaced(src.client.clone(), &t.namespace);
     let name = objects::probe_name(&t.claim);
     let pod_name = format!("{}/{name}", t.namespace);
@@ -427,10 +446,16 @@ pub async fn measure(src: &Cluster, m: &VolumePlan, t: &VolumeTransfer, read_cla
     );
     wait::delete_pod(&pods, &name).await;
     super::apply(src, &pod).await.map_err(|e| e.to_string())?;
-    let ended = wait::until(pods.clone(), &name, MEASURE_TIMEOUT, |p: Option<&Pod>| {
-        p.is_none_or(|p| wait::exit_code(p).is_some() || wait::stuck(p, &["ErrImagePull"]).is_some())
-    })
+    let ended = wait::unless(
+        interrupt,
+        wait::until(pods.clone(), &name, MEASURE_TIMEOUT, |p: Option<&Pod>| {
+            p.is_none_or(|p| wait::exit_code(p).is_some() || wait::stuck(p, &["ErrImagePull"]).is_some())
+        }),
+    )
     .await;
+    // Stopped: the run's cleanup removes the probe pod with the rest.
+    let ended = ended
+        .map_err(|why| format!("stopped while probe pod {pod_name} measured {}/{}: {why}", t.namespace, t.claim))?;
     let result = match ended {
         Ok(Some(p)) => match (wait::exit_code(&p), wait::stuck(&p, &["ErrImagePull"])) {
             (_, Some(why)) => Err(format!("probe pod {pod_name}: {why}")),

@@ -155,7 +155,13 @@ pub async fn preflight(src: &Cluster, m: &VolumePlan, t: &VolumeTransfer) -> Res
 
 /// Takes the snapshot, waits until it is ready to use, and creates the clone PVC restored from
 /// it. Returns the clone's name: the probe and client pods read it instead of the source PVC.
-pub async fn take(src: &Cluster, m: &VolumePlan, t: &VolumeTransfer, class: &str) -> Result<String, String> {
+pub async fn take(
+    src: &Cluster,
+    m: &VolumePlan,
+    t: &VolumeTransfer,
+    class: &str,
+    interrupt: &crate::stop::Stop,
+) -> Result<String, String> {
     let (snap, clone) = names(&t.claim);
     let api: Api<DynamicObject> = Api::namespaced_with(src.client.clone(), &t.namespace, &snapshots());
     // A snapshot of an earlier run is of an earlier instant.
@@ -167,8 +173,12 @@ pub async fn take(src: &Cluster, m: &VolumePlan, t: &VolumeTransfer, class: &str
     let settled = |o: &DynamicObject| {
         o.data.pointer("/status/readyToUse") == Some(&json!(true)) || o.data.pointer("/status/error/message").is_some()
     };
-    let ready =
-        wait::until(api.clone(), &snap, READY_TIMEOUT, move |o: Option<&DynamicObject>| o.is_none_or(settled)).await;
+    let ready = wait::unless(
+        interrupt,
+        wait::until(api.clone(), &snap, READY_TIMEOUT, move |o: Option<&DynamicObject>| o.is_none_or(settled)),
+    )
+    .await
+    .map_err(|why| format!("stopped while VolumeSnapshot {}/{snap} was being taken: {why}", t.namespace))?;
     let restore_size = match ready {
         Ok(Some(o)) => match o.data.pointer("/status/error/message").and_then(Value::as_str) {
             Some(why) if o.data.pointer("/status/readyToUse") != Some(&json!(true)) => {
