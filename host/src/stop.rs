@@ -29,6 +29,15 @@ pub async fn stopped(mut stop: Stop) -> String {
     }
 }
 
+/// `wait`, ended early by `stop` with its reason. Only for waits: a wait only reads, so it may
+/// end anywhere; work that writes is told, never cut.
+pub async fn unless<T>(stop: &Stop, wait: impl std::future::Future<Output = T>) -> Result<T, String> {
+    tokio::select! {
+        r = wait => Ok(r),
+        why = stopped(stop.clone()) => Err(why),
+    }
+}
+
 /// The first of two signals to say stop.
 pub async fn either(a: &Stop, b: &Stop) -> String {
     tokio::select! {

@@ -170,20 +170,10 @@ async fn sigterm_while_the_scale_down_is_in_flight_still_leaves_the_source_runni
     let file = desired(&lab, "", "");
     let f = file.to_str().unwrap();
     assert_eq!(lab.mtcd(&["apply", f]).code, 0);
-    let slow = format!(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {}, namespace: {}}}\ndata: {{deployments: \"3000\"}}\n",
-        mtcd_lab::api::ADMISSION_DELAY.1,
-        mtcd_lab::api::ADMISSION_DELAY.0
-    );
-    lab.seed_yaml("lab-src", &slow).await.unwrap();
+    lab.slow_writes("lab-src", "deployments", 3000).await;
     let log = lab.dir.join("lab.log");
     let seen = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0) as usize;
-    let child = std::process::Command::new(mtcd_tests::bin("mtcd"))
-        .args(["--kubeconfig", lab.kubeconfig.to_str().unwrap(), "cutover", f])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = lab.spawn_mtcd(&["cutover", f]);
     // Until the lab holds the scale-down of web.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -195,11 +185,9 @@ async fn sigterm_while_the_scale_down_is_in_flight_still_leaves_the_source_runni
         assert!(Instant::now() < deadline, "the scale-down never came");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("interrupted") && stderr.contains("The source was restored"), "{stderr}");
+    let run = mtcd_tests::stop_with(child, "TERM");
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("interrupted") && run.stderr.contains("The source was restored"), "{}", run.stderr);
     // Whatever was on its way has landed by now.
     tokio::time::sleep(Duration::from_secs(4)).await;
     source_runs_as_before(&lab).await;

@@ -136,6 +136,16 @@ fn ar(group: &str, kind: &str, plural: &str) -> ApiResource {
 }
 
 /// Transfer objects left in a namespace (there must be none after a transfer).
+/// Waits (a minute at most) until a transfer object in `ns` satisfies `found`, e.g. a client
+/// pod exists: the moment a test interrupts a run.
+pub(crate) async fn until_transfer_object(client: &kube::Client, ns: &str, found: impl Fn(&str) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !leftovers(client, ns).await.iter().any(|o| found(o)) {
+        assert!(Instant::now() < deadline, "no such transfer object in {ns}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 pub(crate) async fn leftovers(client: &kube::Client, ns: &str) -> Vec<String> {
     let mut out = Vec::new();
     for (g, k, p) in [
@@ -267,11 +277,7 @@ async fn cleanup_removes_everything_after_mtcd_is_killed_mid_transfer() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while leftovers(&src, "shop").await.iter().all(|o| o != "Pod/mtcd-transfer-data") {
-        assert!(Instant::now() < deadline, "transfer never started");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_transfer_object(&src, "shop", |o| o == "Pod/mtcd-transfer-data").await;
     child.kill().unwrap();
     child.wait().unwrap();
     let dst = lab.client("lab-dst").await;
@@ -293,22 +299,12 @@ async fn ctrl_c_mid_transfer_stops_the_copy_and_leaves_nothing() {
     let dst = lab.client("lab-dst").await;
     write(&pvc_dir(&src, "shop", "data").await.join("big.bin"), &pseudo_random(4, 30 << 20));
     let file = desired(&lab, "bandwidth_limit = \"2MiB\"");
-    let child = std::process::Command::new(mtcd_tests::bin("mtcd"))
-        .args(["--kubeconfig", lab.kubeconfig.to_str().unwrap(), "apply", file.to_str().unwrap()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while leftovers(&src, "shop").await.iter().all(|o| o != "Pod/mtcd-transfer-data") {
-        assert!(Instant::now() < deadline, "transfer never started");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let child = lab.spawn_mtcd(&["apply", file.to_str().unwrap()]);
+    until_transfer_object(&src, "shop", |o| o == "Pod/mtcd-transfer-data").await;
     let stopped_at = Instant::now();
-    std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    let run = mtcd_tests::stop_with(child, "INT");
+    let text = format!("{}{}", run.stdout, run.stderr);
+    assert_eq!(run.code, 1, "{text}");
     assert!(stopped_at.elapsed() < Duration::from_secs(20), "stopped at once, not after the copy: {text}");
     assert!(text.contains("volume shop/data: FAILED") && text.contains("stopped: interrupted"), "{text}");
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -402,16 +398,9 @@ async fn a_transfer_image_that_cannot_be_pulled_fails_with_the_reason_and_leaves
 #[tokio::test(flavor = "multi_thread")]
 async fn a_server_that_cannot_start_leaves_no_client_pod_even_when_writes_are_slow() {
     let lab = Lab::up();
-    let slow = |ms: u32| {
-        format!(
-            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {}, namespace: {}}}\ndata: {{pods: \"{ms}\"}}\n",
-            mtcd_lab::api::ADMISSION_DELAY.1,
-            mtcd_lab::api::ADMISSION_DELAY.0
-        )
-    };
-    let seed = format!("{NS_YAML}{}---\n{}", pvc_yaml("data", "1Gi", "Filesystem"), slow(3000));
-    lab.seed_yaml("lab-src", &seed).await.unwrap();
-    lab.seed_yaml("lab-dst", &slow(300)).await.unwrap();
+    lab.seed_yaml("lab-src", &format!("{NS_YAML}{}", pvc_yaml("data", "1Gi", "Filesystem"))).await.unwrap();
+    lab.slow_writes("lab-src", "pods", 3000).await;
+    lab.slow_writes("lab-dst", "pods", 300).await;
     let src = lab.client("lab-src").await;
     let dst = lab.client("lab-dst").await;
     write(&pvc_dir(&src, "shop", "data").await.join("a.txt"), b"a\n");

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams};
 use mtcd_tests::Lab;
 
-use super::dvm::leftovers;
+use super::dvm::{leftovers, until_transfer_object};
 use super::dvm_tree::{SEED, assert_identical, pv_dir};
 
 fn desired(lab: &Lab, dvm: &str) -> PathBuf {
@@ -20,6 +20,17 @@ fn desired(lab: &Lab, dvm: &str) -> PathBuf {
             "version = 1\n[clusters.source]\ncontext = \"lab-src\"\n[clusters.destination]\ncontext = \"lab-dst\"\n[[migration]]\nname = \"shop\"\nnamespaces = [\"shop\"]\nnamespace_map = {{ shop = \"shop-prod\" }}\nvolumes = \"direct\"\n[migration.dvm]\nretries = 0\n{dvm}"
         ),
     )
+}
+
+/// [`desired`] with the resource plan leaving PVCs alone: the destination PVC a test made by
+/// hand stays as it is, and only DVM acts on it.
+fn desired_without_pvcs(lab: &Lab, dvm: &str) -> PathBuf {
+    let f = desired(lab, dvm);
+    let text = std::fs::read_to_string(&f)
+        .unwrap()
+        .replace("[migration.dvm]", "exclude_kinds = [\"PersistentVolumeClaim\"]\n[migration.dvm]");
+    std::fs::write(&f, text).unwrap();
+    f
 }
 
 fn pvc(ns: &str, name: &str, size: &str, extra_metadata: &str) -> String {
@@ -60,13 +71,7 @@ async fn a_destination_too_small_for_the_data_is_a_preflight_error_and_grow_rais
     let src = pv_dir(&lab.client("lab-src").await, "shop", "data").await;
     std::fs::write(src.join("db.bin"), random_bytes(1, 16 << 20)).unwrap();
     let dst = pv_dir(&lab.client("lab-dst").await, "shop-prod", "data").await;
-    let resources_without_pvcs = "exclude_kinds = [\"PersistentVolumeClaim\"]\n[migration.dvm]";
-    let file = |dvm: &str| {
-        let f = desired(&lab, dvm);
-        let text = std::fs::read_to_string(&f).unwrap().replace("[migration.dvm]", resources_without_pvcs);
-        std::fs::write(&f, text).unwrap();
-        f
-    };
+    let file = |dvm: &str| desired_without_pvcs(&lab, dvm);
     let run = lab.mtcd(&["apply", file("").to_str().unwrap()]);
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
     assert!(
@@ -111,11 +116,7 @@ async fn grow_on_a_class_that_does_not_allow_expansion_is_refused_by_the_server_
     let src = pv_dir(&lab.client("lab-src").await, "shop", "data").await;
     std::fs::write(src.join("db.bin"), random_bytes(2, 16 << 20)).unwrap();
     let dst = pv_dir(&lab.client("lab-dst").await, "shop-prod", "data").await;
-    let f = desired(&lab, "grow = true");
-    let text = std::fs::read_to_string(&f)
-        .unwrap()
-        .replace("[migration.dvm]", "exclude_kinds = [\"PersistentVolumeClaim\"]\n[migration.dvm]");
-    std::fs::write(&f, text).unwrap();
+    let f = desired_without_pvcs(&lab, "grow = true");
     let run = lab.mtcd(&["apply", f.to_str().unwrap()]);
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
     assert!(
@@ -236,32 +237,18 @@ async fn a_new_apply_first_removes_what_a_killed_run_left_behind_and_says_so() {
 #[tokio::test(flavor = "multi_thread")]
 async fn ctrl_c_while_the_probe_pod_is_starting_stops_at_once_and_leaves_nothing() {
     let lab = Lab::up();
-    let slow = format!(
-        "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {}, namespace: {}}}\ndata:\n  pulls: \"quay.io/konveyor/rsync-transfer:latest 60000\"\n",
-        mtcd_lab::node::PULL_DELAY.1,
-        mtcd_lab::node::PULL_DELAY.0
-    );
-    lab.seed_yaml("lab-src", &format!("{SEED}{slow}")).await.unwrap();
+    lab.seed_yaml("lab-src", SEED).await.unwrap();
+    lab.slow_pulls("lab-src", "quay.io/konveyor/rsync-transfer:latest", 60_000).await;
     let src = lab.client("lab-src").await;
     std::fs::write(pv_dir(&src, "shop", "data").await.join("a.txt"), b"a\n").unwrap();
     // grow: the probe pod measures before anything else starts.
     let file = desired(&lab, "grow = true");
-    let child = Command::new(mtcd_tests::bin("mtcd"))
-        .args(["--kubeconfig", lab.kubeconfig.to_str().unwrap(), "apply", file.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while leftovers(&src, "shop").await.iter().all(|o| !o.starts_with("Pod/")) {
-        assert!(Instant::now() < deadline, "the probe pod never came");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let child = lab.spawn_mtcd(&["apply", file.to_str().unwrap()]);
+    until_transfer_object(&src, "shop", |o| o.starts_with("Pod/")).await;
     let stopped_at = Instant::now();
-    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    let run = mtcd_tests::stop_with(child, "INT");
+    let text = format!("{}{}", run.stdout, run.stderr);
+    assert_eq!(run.code, 1, "{text}");
     assert!(stopped_at.elapsed() < Duration::from_secs(20), "stopped at once, not after the pull: {text}");
     assert!(text.contains("volume shop/data: FAILED") && text.contains("stopped while probe pod"), "{text}");
     let dst = lab.client("lab-dst").await;

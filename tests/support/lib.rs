@@ -49,6 +49,17 @@ pub struct Run {
     pub stderr: String,
 }
 
+/// Sends `signal` (`"INT"`, `"TERM"`) to a [`Lab::spawn_mtcd`] child and waits for its end.
+pub fn stop_with(child: std::process::Child, signal: &str) -> Run {
+    Command::new("kill").args([format!("-{signal}"), child.id().to_string()]).status().expect("run kill");
+    let out = child.wait_with_output().expect("wait for mtcd");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 /// A running lab in a temporary directory; `Drop` runs `mtcd-lab down` so no process,
 /// network namespace or mount outlives the test.
 pub struct Lab {
@@ -132,6 +143,40 @@ impl Lab {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
+    }
+
+    /// Starts the mtcd binary against this lab without waiting, its output piped (for a
+    /// test that signals it mid-run: [`stop_with`]).
+    pub fn spawn_mtcd(&self, args: &[&str]) -> std::process::Child {
+        Command::new(bin("mtcd"))
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .current_dir(&self.dir)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start mtcd")
+    }
+
+    /// Makes every create, update and patch of `plural` in `ctx` take `ms` longer, as a slow
+    /// admission webhook does (mtcd_lab::api::ADMISSION_DELAY).
+    pub async fn slow_writes(&self, ctx: &str, plural: &str, ms: u64) {
+        let (ns, name) = mtcd_lab::api::ADMISSION_DELAY;
+        let cm = format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: {ns}}}\ndata: {{{plural}: \"{ms}\"}}\n"
+        );
+        self.seed_yaml(ctx, &cm).await.expect("seed the admission delay");
+    }
+
+    /// Keeps pods using `image` in `ctx` in ContainerCreating for `ms`, as a slow image pull
+    /// does (mtcd_lab::node::PULL_DELAY).
+    pub async fn slow_pulls(&self, ctx: &str, image: &str, ms: u64) {
+        let (ns, name) = mtcd_lab::node::PULL_DELAY;
+        let cm = format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: {ns}}}\ndata: {{pulls: \"{image} {ms}\"}}\n"
+        );
+        self.seed_yaml(ctx, &cm).await.expect("seed the image pull delay");
     }
 
     /// Writes a desired-state file into the lab directory and returns its path.

@@ -303,16 +303,15 @@ impl Lifecycle {
 /// pods are removed, what it did is reported); a second one stops at once, leaving what
 /// `mtcd cleanup` removes.
 async fn stoppable<T>(engine: &crate::engine::Engine, work: impl std::future::Future<Output = T>) -> anyhow::Result<T> {
-    let mut work = std::pin::pin!(work);
+    // Every listener hears a signal: the first one reaches both `stop_on` and `twice`.
+    let twice = async {
+        interrupted().await;
+        eprintln!("interrupted: stopping at the next wait (again to stop at once)");
+        interrupted().await;
+    };
     tokio::select! {
-        r = &mut work => return Ok(r),
-        () = interrupted() => {}
-    }
-    engine.interrupt("interrupted");
-    eprintln!("interrupted: stopping at the next wait (again to stop at once)");
-    tokio::select! {
-        r = &mut work => Ok(r),
-        () = interrupted() => anyhow::bail!(
+        r = engine.stop_on(interrupted(), work) => Ok(r),
+        () = twice => anyhow::bail!(
             "interrupted twice: stopped at once; transfer pods may be left behind (`mtcd cleanup FILE` removes them, as does the next apply)"
         ),
     }

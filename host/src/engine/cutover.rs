@@ -66,7 +66,8 @@ impl Engine {
         let t0 = Instant::now();
         let check = || if self.interrupted() { Err(EngineError::Interrupted) } else { Ok(()) };
         // Waits only read: an interrupt may end them where they are.
-        let interrupt = || crate::stop::stopped(self.interrupt.subscribe());
+        let interrupt = self.interrupt.subscribe();
+        let halted = |_: String| EngineError::Interrupted;
         let guarded = async {
             report.quiesced = quiesce::stop(&self.source, &source_namespaces).await?;
             self.events.emit(Event::Quiesced {
@@ -78,18 +79,14 @@ impl Engine {
             let waiting = |left: &[String], seconds: u64| {
                 self.events.emit(Event::QuiesceWaiting { migration: names.clone(), waiting_on: left.to_vec(), seconds })
             };
-            tokio::select! {
-                r = quiesce::wait_stopped(&self.source, &source_namespaces, self.spec.cutover.quiesce_timeout, &waiting) => r?,
-                _ = interrupt() => return Err(EngineError::Interrupted),
-            }
+            let quiet =
+                quiesce::wait_stopped(&self.source, &source_namespaces, self.spec.cutover.quiesce_timeout, &waiting);
+            crate::stop::unless(&interrupt, quiet).await.map_err(halted)??;
             report.quiesce_seconds = t0.elapsed().as_secs_f64();
             // The final sync sees the source as it is now, stopped; workloads stay held on
             // the destination until the data is complete.
             let t1 = Instant::now();
-            let after = tokio::select! {
-                r = self.plan_final_sync() => r?,
-                _ = interrupt() => return Err(EngineError::Interrupted),
-            };
+            let after = crate::stop::unless(&interrupt, self.plan_final_sync()).await.map_err(halted)??;
             super::apply::refuse(&after.plan, true)?;
             check()?;
             report.sync = self.sync(&after.plan, &after.snapshot).await?;
@@ -102,18 +99,8 @@ impl Engine {
             Ok::<_, EngineError>(after)
         };
         // `stop` (Ctrl-C, SIGTERM) does not drop the work above: a write it has on its way (a
-        // workload's scale-down, a transfer pod) would land after the source was put back. It
-        // is told to stop, and stops at its next wait (crate::stop).
-        let outcome = {
-            let mut guarded = std::pin::pin!(guarded);
-            tokio::select! {
-                r = &mut guarded => r,
-                () = stop => {
-                    self.interrupt("interrupted");
-                    guarded.await
-                }
-            }
-        };
+        // workload's scale-down, a transfer pod) would land after the source was put back.
+        let outcome = self.stop_on(stop, guarded).await;
         let outcome = if self.interrupted() { Err(EngineError::Interrupted) } else { outcome };
         let after = match outcome {
             Ok(after) => after,

@@ -92,6 +92,29 @@ impl Engine {
         self.interrupt.borrow().is_some()
     }
 
+    /// Runs `work` to its end. When `stop` (Ctrl-C, SIGTERM) comes first, the work is told to
+    /// stop at its next wait ([`Engine::interrupt`]) and still awaited, never dropped: a write
+    /// it has on its way would land after the caller moved on (crate::stop).
+    ///
+    /// The work is boxed here, at the call: a whole apply is a large future, and the command's
+    /// future lives on the main thread's stack (one more copy of it there overflowed it).
+    pub fn stop_on<'a, T: 'a>(
+        &'a self,
+        stop: impl std::future::Future<Output = ()> + 'a,
+        work: impl std::future::Future<Output = T> + 'a,
+    ) -> impl std::future::Future<Output = T> + 'a {
+        let mut work = Box::pin(work);
+        async move {
+            tokio::select! {
+                r = &mut work => r,
+                () = stop => {
+                    self.interrupt("interrupted");
+                    work.await
+                }
+            }
+        }
+    }
+
     fn registries(&self) -> Option<&Registries> {
         self.registries.as_ref()
     }

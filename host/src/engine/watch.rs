@@ -20,18 +20,7 @@ impl Engine {
             let started = Instant::now();
             // A stop during a cycle lets the cycle end at its next wait (crate::stop): its
             // transfer pods are removed, nothing it was writing is left on its way.
-            let mut stopping = false;
-            let result = {
-                let mut cycle = std::pin::pin!(self.apply(false));
-                tokio::select! {
-                    r = &mut cycle => r,
-                    () = &mut stop => {
-                        self.interrupt("interrupted");
-                        stopping = true;
-                        cycle.await
-                    }
-                }
-            };
+            let result = self.stop_on(&mut stop, self.apply(false)).await;
             let seconds = started.elapsed().as_secs_f64();
             let event = match &result {
                 Ok(r) => Event::Cycle {
@@ -53,7 +42,7 @@ impl Engine {
             };
             report.last_failed = result.as_ref().map_or(true, |r| r.failed() > 0);
             self.events.emit(event);
-            if stopping {
+            if self.interrupted() {
                 break;
             }
             // The next grid point after now; the ones this cycle ran over are missed.

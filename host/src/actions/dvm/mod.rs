@@ -283,7 +283,7 @@ async fn run_namespace(
             }
             EndpointKind::LoadBalancer => {}
         }
-        let (host, port) = wait::unless(interrupt, wait_endpoint(dst, &dns, o.endpoint, want_host))
+        let (host, port) = crate::stop::unless(interrupt, wait_endpoint(dst, &dns, o.endpoint, want_host))
             .await
             .map_err(|why| DvmError::Setup(format!("stopped while waiting for the transfer endpoint: {why}")))??;
         apply(src, &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("{}-client", objects::SERVER), "namespace": ns, "labels": l},

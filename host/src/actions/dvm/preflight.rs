@@ -253,7 +253,7 @@ async fn wait_expanded(
     let Some(want) = crate::spec::parse_size(request) else { return Ok(()) };
     let api: Api<DynamicObject> =
         Api::namespaced_with(dst.client.clone(), &t.destination_namespace, &resource_of("PersistentVolumeClaim"));
-    let ended = wait::unless(
+    let ended = crate::stop::unless(
         interrupt,
         wait::until(api.clone(), &t.destination_claim, EXPANSION_TIMEOUT, move |o: Option<&DynamicObject>| {
             o.is_none_or(|o| expansion(&o.data, want) != Expansion::Waiting)
@@ -446,7 +446,7 @@ pub async fn measure(
     );
     wait::delete_pod(&pods, &name).await;
     super::apply(src, &pod).await.map_err(|e| e.to_string())?;
-    let ended = wait::unless(
+    let ended = crate::stop::unless(
         interrupt,
         wait::until(pods.clone(), &name, MEASURE_TIMEOUT, |p: Option<&Pod>| {
             p.is_none_or(|p| wait::exit_code(p).is_some() || wait::stuck(p, &["ErrImagePull"]).is_some())

@@ -173,7 +173,7 @@ pub async fn take(
     let settled = |o: &DynamicObject| {
         o.data.pointer("/status/readyToUse") == Some(&json!(true)) || o.data.pointer("/status/error/message").is_some()
     };
-    let ready = wait::unless(
+    let ready = crate::stop::unless(
         interrupt,
         wait::until(api.clone(), &snap, READY_TIMEOUT, move |o: Option<&DynamicObject>| o.is_none_or(settled)),
     )

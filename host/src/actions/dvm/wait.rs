@@ -35,15 +35,6 @@ where
     }
 }
 
-/// `wait`, ended early by `stop` (crate::stop) with its reason: a wait only reads, so it may
-/// end anywhere.
-pub async fn unless<T>(stop: &crate::stop::Stop, wait: impl std::future::Future<Output = T>) -> Result<T, String> {
-    tokio::select! {
-        r = wait => Ok(r),
-        why = crate::stop::stopped(stop.clone()) => Err(why),
-    }
-}
-
 /// Deletion without a grace period: transfer objects hold nothing to shut down cleanly.
 pub fn at_once() -> DeleteParams {
     DeleteParams { grace_period_seconds: Some(0), ..Default::default() }
